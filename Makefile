@@ -1,0 +1,75 @@
+# adstream -- PGXS build.  `make test` and `make demo` are the two entry points
+# documented in README.md; both install what they need (scripts/deps.sh).
+
+EXTENSION   = adstream
+EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big  = adstream
+OBJS        = $(patsubst %.c,%.o,$(wildcard src/*.c))
+DATA        = $(wildcard sql/$(EXTENSION)--*.sql)
+
+PG_CONFIG  ?= pg_config
+RDKAFKA_CFLAGS := $(shell pkg-config --cflags rdkafka 2>/dev/null)
+RDKAFKA_LIBS   := $(shell pkg-config --libs rdkafka 2>/dev/null || echo -lrdkafka)
+PG_CPPFLAGS = -Iinclude $(RDKAFKA_CFLAGS)
+PG_CFLAGS   = -Wmissing-prototypes
+SHLIB_LINK  = $(RDKAFKA_LIBS) -lpthread
+
+# pg_regress runs on a throwaway instance with the library preloaded.
+REGRESS      = api validation permissions
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
+
+EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+PG_MAJOR := $(shell $(PG_CONFIG) --version | sed 's/^PostgreSQL \([0-9]*\).*/\1/')
+ifneq ($(PG_MAJOR),15)
+$(warning adstream is developed and tested against PostgreSQL 15; this pg_config reports $(PG_MAJOR))
+endif
+
+# ---- test tools: embedded broker, load generator, unit tests ----
+TOOLS = test/bin/adstream-mock-broker test/bin/adstream-loadgen test/bin/test_event_parse
+TOOL_CFLAGS = -O2 -g -Wall -Wextra -Werror -Iinclude $(RDKAFKA_CFLAGS)
+
+all: $(TOOLS)
+
+test/bin:
+	mkdir -p $@
+
+test/bin/adstream-mock-broker: test/broker/mock_broker.c | test/bin
+	$(CC) $(TOOL_CFLAGS) -o $@ $< $(RDKAFKA_LIBS) -lpthread
+
+test/bin/adstream-loadgen: test/loadgen/loadgen.c | test/bin
+	$(CC) $(TOOL_CFLAGS) -o $@ $< $(RDKAFKA_LIBS) -lpthread -lm
+
+test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c include/event_parse.h | test/bin
+	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c
+
+# ---- entry points ----
+.PHONY: deps test test-run unitcheck tapcheck demo
+
+deps:
+	scripts/deps.sh
+
+# Full suite as CI runs it: packages, build, install, then every test as an
+# unprivileged user (PostgreSQL refuses to run as root).
+test:
+	scripts/test.sh
+
+# The suites themselves; expects an installed extension and a non-root user.
+test-run: unitcheck installcheck tapcheck
+
+unitcheck: test/bin/test_event_parse
+	test/bin/test_event_parse
+
+PG_BINDIR := $(shell $(PG_CONFIG) --bindir)
+tapcheck: $(TOOLS)
+	rm -rf tmp_check/tap
+	PATH="$(PG_BINDIR):$$PATH" PERL5LIB="$(dir $(PGXS))../../src/test/perl:test/perl" \
+	  ADSTREAM_BIN="$(CURDIR)/test/bin" TESTDIR="$(CURDIR)" \
+	  prove -v --timer $(if $(PROVE_TESTS),$(PROVE_TESTS),test/t/*.pl)
+
+demo:
+	scripts/demo.sh

@@ -1,0 +1,98 @@
+/*
+ * event_parse.h
+ *     Strict, allocation-free parser and validator for adstream's message
+ *     contract.  Pure C99: no PostgreSQL headers, so that the same code runs
+ *     inside the consumer worker, in unit tests and under a fuzzer.
+ *
+ * A message is checked in this fixed order, and the first failing check
+ * decides the reason (so every rejected message has exactly one reason):
+ *
+ *   1. empty              value is NULL or zero bytes
+ *   2. oversized          len > max_bytes
+ *   3. nul_byte           a 0x00 byte anywhere in the value
+ *   4. invalid_utf8       not well-formed UTF-8 (overlongs, surrogates and
+ *                         code points above U+10FFFF are invalid)
+ *   5. invalid_json       not one complete JSON text (RFC 8259), trailing
+ *                         garbage, or nesting deeper than ADS_MAX_JSON_DEPTH
+ *   6. not_object         the JSON text is not an object
+ *   7. duplicate_key      a field the contract reads appears twice at top level
+ *   8. field checks, field by field in contract order
+ *      (event_id, type, ad_id, campaign_id, user_id, store_id, ts):
+ *        missing_field, wrong_type, invalid_uuid, unknown_type,
+ *        out_of_range, negative_id, invalid_timestamp
+ *
+ * future_timestamp and too_late depend on the wall clock and on the
+ * source's watermark, so the caller decides them after a successful parse.
+ */
+#ifndef ADSTREAM_EVENT_PARSE_H
+#define ADSTREAM_EVENT_PARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ADS_MAX_JSON_DEPTH 64
+#define ADS_DETAIL_LEN 128
+
+typedef enum AdsReason
+{
+	ADS_OK = 0,
+	ADS_R_EMPTY,
+	ADS_R_OVERSIZED,
+	ADS_R_NUL_BYTE,
+	ADS_R_INVALID_UTF8,
+	ADS_R_INVALID_JSON,
+	ADS_R_NOT_OBJECT,
+	ADS_R_DUPLICATE_KEY,
+	ADS_R_MISSING_FIELD,
+	ADS_R_WRONG_TYPE,
+	ADS_R_INVALID_UUID,
+	ADS_R_UNKNOWN_TYPE,
+	ADS_R_OUT_OF_RANGE,
+	ADS_R_NEGATIVE_ID,
+	ADS_R_INVALID_TIMESTAMP,
+	ADS_R_FUTURE_TIMESTAMP,		/* decided by the caller */
+	ADS_R_TOO_LATE,				/* decided by the caller */
+	ADS_R__COUNT
+} AdsReason;
+
+typedef enum AdsEventType
+{
+	ADS_EV_IMPRESSION = 1,
+	ADS_EV_CLICK = 2
+} AdsEventType;
+
+typedef struct AdsEvent
+{
+	uint8_t		event_id[16];	/* UUID bytes in network order */
+	AdsEventType type;
+	int64_t		ad_id;
+	int64_t		campaign_id;
+	int64_t		user_id;
+	int64_t		store_id;
+	int64_t		ts_us;			/* microseconds since 1970-01-01T00:00:00Z */
+} AdsEvent;
+
+/* Lowest and highest accepted event time: 1970-01-01 .. 9999-12-31T23:59:59.999999Z */
+#define ADS_TS_MIN_US INT64_C(0)
+#define ADS_TS_MAX_US INT64_C(253402300799999999)
+
+/* Stable lower-case reason code ("invalid_json", ...); "ok" for ADS_OK. */
+const char *ads_reason_name(AdsReason reason);
+
+/*
+ * Parse and validate one message value.  Returns ADS_OK and fills *out, or a
+ * reason and a short NUL-terminated ASCII detail (at most detail_len bytes,
+ * never containing bytes copied from the input other than printable ASCII),
+ * e.g. "missing field \"ad_id\"".  Never reads outside buf[0..len), never
+ * allocates, never aborts.  buf may be NULL when len is 0.
+ */
+AdsReason	ads_parse_event(const char *buf, size_t len, size_t max_bytes,
+							AdsEvent *out, char *detail, size_t detail_len);
+
+/* Helpers shared with the rest of the code. */
+int			ads_utf8_valid(const char *buf, size_t len);
+int			ads_parse_uuid(const char *s, size_t len, uint8_t out[16]);	/* 1 = ok */
+int			ads_parse_rfc3339(const char *s, size_t len, int64_t *ts_us);	/* 1 = ok */
+void		ads_format_uuid(const uint8_t id[16], char out[37]);
+
+#endif

@@ -1,0 +1,194 @@
+/*
+ * adstream.c
+ *     Module entry: GUCs, shared memory for the worker registry, and the
+ *     commit hook that wakes the launcher after sources change.
+ */
+#include "adstream.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+char	   *adstream_database = NULL;
+int			adstream_max_workers = 16;
+int			adstream_batch_max_messages = 10000;
+int			adstream_batch_max_ms = 200;
+int			adstream_max_message_bytes = 1024 * 1024;
+int			adstream_max_future_skew_s = 300;
+int			adstream_dedup_horizon_s = 3600;
+int			adstream_launcher_naptime_ms = 1000;
+int			adstream_discovery_interval_s = 30;
+int			adstream_maintenance_interval_s = 60;
+
+AdsShared  *ads_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_launcher_at_commit = false;
+
+void		_PG_init(void);
+
+static Size
+ads_shmem_size(void)
+{
+	return add_size(offsetof(AdsShared, slots),
+					mul_size(sizeof(AdsWorkerSlot), adstream_max_workers));
+}
+
+static void
+ads_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(ads_shmem_size());
+}
+
+static void
+ads_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	ads_shared = ShmemInitStruct("adstream", ads_shmem_size(), &found);
+	if (!found)
+	{
+		memset(ads_shared, 0, ads_shmem_size());
+		SpinLockInit(&ads_shared->mutex);
+		ads_shared->nslots = adstream_max_workers;
+		for (int i = 0; i < adstream_max_workers; i++)
+			SpinLockInit(&ads_shared->slots[i].mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Sources are read by the launcher, so it must look only after the change
+ * is committed; waking it earlier would make it see the old state and then
+ * sleep for a whole naptime.
+ */
+static void
+ads_xact_callback(XactEvent event, void *arg)
+{
+	if (!wake_launcher_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		ads_wake_launcher_now();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_launcher_at_commit = false;
+}
+
+void
+ads_wake_launcher_now(void)
+{
+	Latch	   *latch = NULL;
+
+	if (ads_shared == NULL)
+		return;
+	SpinLockAcquire(&ads_shared->mutex);
+	if (ads_shared->launcher_pid != 0)
+		latch = ads_shared->launcher_latch;
+	SpinLockRelease(&ads_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+PG_FUNCTION_INFO_V1(adstream_wake_launcher);
+Datum
+adstream_wake_launcher(PG_FUNCTION_ARGS)
+{
+	wake_launcher_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+void
+ads_slot_set_state(AdsWorkerSlot *slot, const char *state)
+{
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->state, state, ADS_STATE_LEN);
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+ads_slot_set_error(AdsWorkerSlot *slot, const char *msg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->last_error, msg, ADS_ERROR_LEN);
+	slot->last_error_at = now;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("adstream.batch_max_messages",
+							"Commit a batch once it holds this many messages.",
+							NULL, &adstream_batch_max_messages, 10000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.batch_max_ms",
+							"Commit a batch at the latest this long after its first message.",
+							NULL, &adstream_batch_max_ms, 200, 1, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.max_message_bytes",
+							"Messages larger than this are dead-lettered as oversized.",
+							NULL, &adstream_max_message_bytes, 1024 * 1024, 64, 64 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.max_future_skew",
+							"Events whose time is further ahead of the wall clock are dead-lettered.",
+							NULL, &adstream_max_future_skew_s, 300, 0, 7 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.dedup_horizon",
+							"How far behind a source's event-time watermark an event id is remembered; older events are dead-lettered as too_late.",
+							NULL, &adstream_dedup_horizon_s, 3600, 60, 30 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.launcher_naptime",
+							"How often the launcher rechecks sources when nothing wakes it.",
+							NULL, &adstream_launcher_naptime_ms, 1000, 100, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.partition_discovery_interval",
+							"How often consumer workers look for new partitions of their topic.",
+							NULL, &adstream_discovery_interval_s, 30, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.maintenance_interval",
+							"How often the launcher drops expired dedup partitions.",
+							NULL, &adstream_maintenance_interval_s, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+	{
+		/* Loaded into a backend for its SQL functions only. */
+		MarkGUCPrefixReserved("adstream");
+		RegisterXactCallback(ads_xact_callback, NULL);
+		return;
+	}
+
+	DefineCustomStringVariable("adstream.database",
+							   "Database in which the adstream workers run.",
+							   NULL, &adstream_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.max_workers",
+							"Maximum number of consumer workers (shared-memory slots).",
+							"Each also needs a max_worker_processes slot.",
+							&adstream_max_workers, 16, 1, 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("adstream");
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = ads_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = ads_shmem_startup;
+
+	RegisterXactCallback(ads_xact_callback, NULL);
+	ads_register_launcher();
+}

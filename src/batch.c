@@ -1,0 +1,678 @@
+/*
+ * batch.c
+ *     The one transaction per batch that makes adstream exactly-once.
+ *
+ * In a single transaction a batch:
+ *   1. takes a shared lock that keeps dedup partitions from being dropped
+ *      under it, and reads the source's event-time watermark;
+ *   2. classifies every message: dead letter (parser reason, future_timestamp,
+ *      too_late), duplicate within the batch, or candidate;
+ *   3. makes sure the time partitions it is about to write exist;
+ *   4. inserts candidates' event ids into dedup_state; those actually
+ *      inserted are new, the rest were seen before (duplicates);
+ *   5. upserts one row per (ad, minute) touched, pre-aggregated here;
+ *   6. writes dead letters;
+ *   7. advances adstream.offsets, but only from the offsets this worker
+ *      last committed (a fence against a second worker on the partition).
+ * If anything fails the transaction rolls back as a whole and the caller
+ * retries the same messages, so a batch counts exactly once or not at all.
+ *
+ * Rows are sent in sorted order (event ids, then (ad, minute)) so that
+ * concurrent workers lock index entries in the same order and do not
+ * deadlock each other.
+ */
+#include "adstream.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "consumer.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#define PAYLOAD_KEEP_BYTES 8192
+#define USECS_PER_MINUTE_I64 INT64CONST(60000000)
+
+/* ---- hash set of event ids within a batch ---- */
+typedef struct IdKey
+{
+	uint8		bytes[16];
+} IdKey;
+
+typedef struct IdEntry
+{
+	IdKey		key;
+	int32		msg;			/* first message with this id */
+	char		status;
+} IdEntry;
+
+#define SH_PREFIX idset
+#define SH_ELEMENT_TYPE IdEntry
+#define SH_KEY_TYPE IdKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) (k).bytes, 16)
+#define SH_EQUAL(tb, a, b) (memcmp((a).bytes, (b).bytes, 16) == 0)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* ---- per-batch aggregates keyed by (ad, minute) ---- */
+typedef struct AggKey
+{
+	int64		ad_id;
+	int64		window_us;
+} AggKey;
+
+typedef struct AggEntry
+{
+	AggKey		key;
+	int64		campaign_id;
+	int64		impressions;
+	int64		clicks;
+	char		status;
+} AggEntry;
+
+#define SH_PREFIX aggmap
+#define SH_ELEMENT_TYPE AggEntry
+#define SH_KEY_TYPE AggKey
+#define SH_KEY key
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) &(k), sizeof(AggKey))
+#define SH_EQUAL(tb, a, b) ((a).ad_id == (b).ad_id && (a).window_us == (b).window_us)
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* ---- minutes for which partitions are known to exist ---- */
+typedef struct MinuteEntry
+{
+	int64		minute_us;
+	char		status;
+} MinuteEntry;
+
+#define SH_PREFIX minuteset
+#define SH_ELEMENT_TYPE MinuteEntry
+#define SH_KEY_TYPE int64
+#define SH_KEY minute_us
+#define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) &(k), sizeof(int64))
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+#define MAX_ENSURED_MINUTES 20000
+
+/* ---- prepared statements, kept for the life of the worker ---- */
+enum
+{
+	P_LOCK,
+	P_WATERMARK,
+	P_ENSURE,
+	P_DEDUP,
+	P_AGG,
+	P_REJECT,
+	P_OFFSETS,
+	P__COUNT
+};
+
+static SPIPlanPtr plans[P__COUNT];
+
+static const char *const plan_sql[P__COUNT] = {
+	[P_LOCK] =
+	"SELECT pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('adstream.partitions'), "
+	"pg_catalog.hashtext('dedup_expiry'))",
+	[P_WATERMARK] =
+	"SELECT adstream.source_watermark($1)",
+	[P_ENSURE] =
+	"SELECT adstream.ensure_partitions('ad_stats_minute', $1), "
+	"adstream.ensure_partitions('dedup_state', $1)",
+	[P_DEDUP] =
+	"INSERT INTO adstream.dedup_state AS d (source_id, event_id, event_ts) "
+	"SELECT $1, u.event_id, u.event_ts FROM unnest($2::uuid[], $3::timestamptz[]) AS u(event_id, event_ts) "
+	"WHERE NOT EXISTS (SELECT 1 FROM adstream.dedup_state s WHERE s.source_id = $1 AND s.event_id = u.event_id) "
+	"ON CONFLICT DO NOTHING RETURNING d.event_id",
+	[P_AGG] =
+	"INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks) "
+	"SELECT * FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) "
+	"ON CONFLICT (ad_id, window_start) DO UPDATE SET "
+	"impressions = s.impressions + excluded.impressions, "
+	"clicks = s.clicks + excluded.clicks, updated_at = now()",
+	[P_REJECT] =
+	"INSERT INTO adstream.rejected_events (source, topic, partition, \"offset\", reason, detail, payload, payload_bytes) "
+	"SELECT $1, $2, u.* FROM unnest($3::int4[], $4::int8[], $5::text[], $6::text[], $7::bytea[], $8::int4[]) AS u "
+	"ON CONFLICT DO NOTHING",
+	[P_OFFSETS] =
+	"WITH b(partition, expected, next_offset, max_event_ts, accepted, duplicates, rejected) AS ("
+	"  SELECT * FROM unnest($3::int4[], $4::int8[], $5::int8[], $6::timestamptz[], $7::int8[], $8::int8[], $9::int8[])), "
+	"upd AS ("
+	"  UPDATE adstream.offsets o SET next_offset = b.next_offset, "
+	"    max_event_ts = greatest(o.max_event_ts, b.max_event_ts), "
+	"    accepted = o.accepted + b.accepted, duplicates = o.duplicates + b.duplicates, "
+	"    rejected = o.rejected + b.rejected, updated_at = now() "
+	"  FROM b WHERE o.source = $1 AND o.topic = $2 AND o.partition = b.partition "
+	"    AND b.expected >= 0 AND o.next_offset = b.expected RETURNING 1), "
+	"ins AS ("
+	"  INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts, accepted, duplicates, rejected) "
+	"  SELECT $1, $2, b.partition, b.next_offset, b.max_event_ts, b.accepted, b.duplicates, b.rejected "
+	"  FROM b WHERE b.expected < 0 ON CONFLICT DO NOTHING RETURNING 1) "
+	"SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)",
+};
+
+static const Oid plan_args[P__COUNT][9] = {
+	[P_WATERMARK] = {TEXTOID},
+	[P_ENSURE] = {TIMESTAMPTZARRAYOID},
+	[P_DEDUP] = {INT4OID, UUIDARRAYOID, TIMESTAMPTZARRAYOID},
+	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
+	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
+	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
+};
+static const int plan_nargs[P__COUNT] = {
+	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP] = 3,
+	[P_AGG] = 5,[P_REJECT] = 8,[P_OFFSETS] = 9,
+};
+
+static int
+exec_plan(int which, Datum *values, const char *nulls, bool read_only, int expect)
+{
+	int			rc;
+
+	if (plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(plan_sql[which], plan_nargs[which],
+									   (Oid *) plan_args[which]);
+
+		if (plan == NULL)
+			elog(ERROR, "adstream: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plans[which] = plan;
+	}
+	rc = SPI_execute_plan(plans[which], values, nulls, read_only, 0);
+	if (rc != expect)
+		elog(ERROR, "adstream: statement %d failed: %s", which, SPI_result_code_string(rc));
+	return rc;
+}
+
+/* ---- array building ---- */
+
+static Datum
+int8_array(int64 *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(v[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static Datum
+tstz_array(int64 *unix_us, bool *isnull, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+		d[i] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(unix_us[i]));
+	return PointerGetDatum(construct_md_array(d, isnull, 1, dims, lbs, TIMESTAMPTZOID,
+											  8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static Datum
+int4_array(int32 *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int32GetDatum(v[i]);
+	return PointerGetDatum(construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT));
+}
+
+static Datum
+varlena_array(Datum *d, int n, Oid elmtype)
+{
+	return PointerGetDatum(construct_array(d, n, elmtype, -1, false, TYPALIGN_INT));
+}
+
+/* ---- classification ---- */
+
+static int
+cmp_msg_event_id(const void *a, const void *b, void *arg)
+{
+	const AdsMsg *msgs = (const AdsMsg *) arg;
+
+	return memcmp(msgs[*(const int *) a].ev.event_id, msgs[*(const int *) b].ev.event_id, 16);
+}
+
+static int
+cmp_agg(const void *a, const void *b)
+{
+	const AggEntry *x = *(AggEntry *const *) a;
+	const AggEntry *y = *(AggEntry *const *) b;
+
+	if (x->key.ad_id != y->key.ad_id)
+		return x->key.ad_id < y->key.ad_id ? -1 : 1;
+	if (x->key.window_us != y->key.window_us)
+		return x->key.window_us < y->key.window_us ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Decide each message's fate that does not need the dedup state.  The
+ * watermark advances message by message, as if events were judged one at a
+ * time, so the result does not depend on where batch boundaries fall.
+ */
+static idset_hash *
+classify(AdsConsumer *c, int64 wm_us)
+{
+	int64		now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
+	int64		future_limit = now_us + (int64) adstream_max_future_skew_s * USECS_PER_SEC;
+	int64		horizon = (int64) adstream_dedup_horizon_s * USECS_PER_SEC;
+	idset_hash *ids = idset_create(CurrentMemoryContext, c->nmsgs, NULL);
+
+	for (int i = 0; i < c->nparts; i++)
+	{
+		AdsPart    *p = &c->parts[i];
+
+		p->in_batch = false;
+		p->b_accepted = p->b_duplicates = p->b_rejected = 0;
+		p->b_max_ts_us = PG_INT64_MIN;
+	}
+
+	for (int i = 0; i < c->nmsgs; i++)
+	{
+		AdsMsg	   *m = &c->msgs[i];
+		AdsPart    *p = &c->parts[m->part];
+		IdEntry    *e;
+		bool		found;
+		IdKey		key;
+
+		p->in_batch = true;
+		p->b_next = m->rkm->offset + 1;
+		m->reason = m->parse_reason;
+		if (m->reason == ADS_OK)
+		{
+			if (m->ev.ts_us > future_limit)
+				m->reason = ADS_R_FUTURE_TIMESTAMP;
+			else if (wm_us != PG_INT64_MIN && m->ev.ts_us < wm_us - horizon)
+				m->reason = ADS_R_TOO_LATE;
+		}
+		if (m->reason != ADS_OK)
+		{
+			m->status = MSG_REJECTED;
+			p->b_rejected++;
+			continue;
+		}
+		wm_us = Max(wm_us, m->ev.ts_us);
+		p->b_max_ts_us = Max(p->b_max_ts_us, m->ev.ts_us);
+
+		memcpy(key.bytes, m->ev.event_id, 16);
+		e = idset_insert(ids, key, &found);
+		if (found)
+		{
+			m->status = MSG_DUPLICATE;
+			p->b_duplicates++;
+		}
+		else
+		{
+			e->msg = i;
+			m->status = MSG_CANDIDATE;
+		}
+	}
+	return ids;
+}
+
+static const char *
+reject_detail(AdsConsumer *c, AdsMsg *m, int64 wm_us)
+{
+	int64		now_us;
+
+	switch (m->reason)
+	{
+		case ADS_R_FUTURE_TIMESTAMP:
+			now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
+			return psprintf("ts is %lld s ahead of the server clock; adstream.max_future_skew is %d s",
+							(long long) ((m->ev.ts_us - now_us) / USECS_PER_SEC),
+							adstream_max_future_skew_s);
+		case ADS_R_TOO_LATE:
+			return psprintf("ts is more than adstream.dedup_horizon (%d s) behind the source watermark",
+							adstream_dedup_horizon_s);
+		default:
+			return m->detail;
+	}
+}
+
+/* ---- the statements ---- */
+
+static void
+ensure_partitions(AdsConsumer *c)
+{
+	int64	   *minutes = palloc(sizeof(int64) * Max(c->nmsgs, 1));
+	int			n = 0;
+	Datum		arg;
+	minuteset_hash *seen = minuteset_create(CurrentMemoryContext, 64, NULL);
+
+	for (int i = 0; i < c->nmsgs; i++)
+	{
+		AdsMsg	   *m = &c->msgs[i];
+		int64		minute;
+		bool		found;
+
+		if (m->status != MSG_CANDIDATE)
+			continue;
+		minute = m->ev.ts_us - m->ev.ts_us % USECS_PER_MINUTE_I64;
+		if (minuteset_lookup(c->ensured, minute))
+			continue;
+		minuteset_insert(seen, minute, &found);
+		if (!found)
+			minutes[n++] = minute;
+	}
+	if (n == 0)
+		return;
+
+	arg = tstz_array(minutes, NULL, n);
+	exec_plan(P_ENSURE, &arg, NULL, false, SPI_OK_SELECT);
+
+	/* Dropped on any error by ads_batch_forget_partitions(). */
+	if (c->ensured->members + n > MAX_ENSURED_MINUTES)
+		minuteset_reset(c->ensured);
+	for (int i = 0; i < n; i++)
+	{
+		bool		found;
+
+		minuteset_insert(c->ensured, minutes[i], &found);
+	}
+}
+
+static void
+dedup(AdsConsumer *c, idset_hash *ids)
+{
+	int		   *idx = palloc(sizeof(int) * Max(c->nmsgs, 1));
+	int			n = 0;
+	Datum	   *uuids;
+	int64	   *ts;
+	Datum		args[3];
+
+	for (int i = 0; i < c->nmsgs; i++)
+		if (c->msgs[i].status == MSG_CANDIDATE)
+			idx[n++] = i;
+	if (n == 0)
+		return;
+	qsort_arg(idx, n, sizeof(int), cmp_msg_event_id, c->msgs);
+
+	uuids = palloc(sizeof(Datum) * n);
+	ts = palloc(sizeof(int64) * n);
+	for (int i = 0; i < n; i++)
+	{
+		uuids[i] = PointerGetDatum(c->msgs[idx[i]].ev.event_id);
+		ts[i] = c->msgs[idx[i]].ev.ts_us;
+	}
+	args[0] = Int32GetDatum(c->args.source_id);
+	args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[2] = tstz_array(ts, NULL, n);
+	exec_plan(P_DEDUP, args, NULL, false, SPI_OK_INSERT_RETURNING);
+
+	/* Inserted ids are new; the other candidates were seen before. */
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+		IdKey		key;
+		IdEntry    *e;
+
+		memcpy(key.bytes, DatumGetUUIDP(d)->data, 16);
+		e = idset_lookup(ids, key);
+		if (e == NULL)
+			elog(ERROR, "adstream: dedup returned an event id that was not sent");
+		c->msgs[e->msg].status = MSG_ACCEPTED;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		AdsMsg	   *m = &c->msgs[idx[i]];
+
+		if (m->status == MSG_ACCEPTED)
+			c->parts[m->part].b_accepted++;
+		else
+		{
+			m->status = MSG_DUPLICATE;
+			c->parts[m->part].b_duplicates++;
+		}
+	}
+}
+
+static void
+aggregate(AdsConsumer *c)
+{
+	aggmap_hash *agg = aggmap_create(CurrentMemoryContext, 1024, NULL);
+	aggmap_iterator it;
+	AggEntry   *e;
+	AggEntry  **rows;
+	int			n = 0;
+	int64	   *ad,
+			   *camp,
+			   *win,
+			   *imp,
+			   *clk;
+	Datum		args[5];
+
+	for (int i = 0; i < c->nmsgs; i++)
+	{
+		AdsMsg	   *m = &c->msgs[i];
+		AggKey		key;
+		bool		found;
+
+		if (m->status != MSG_ACCEPTED)
+			continue;
+		key.ad_id = m->ev.ad_id;
+		key.window_us = m->ev.ts_us - m->ev.ts_us % USECS_PER_MINUTE_I64;
+		e = aggmap_insert(agg, key, &found);
+		if (!found)
+		{
+			e->campaign_id = m->ev.campaign_id;
+			e->impressions = 0;
+			e->clicks = 0;
+		}
+		if (m->ev.type == ADS_EV_CLICK)
+			e->clicks++;
+		else
+			e->impressions++;
+	}
+	if (agg->members == 0)
+		return;
+
+	rows = palloc(sizeof(AggEntry *) * agg->members);
+	aggmap_start_iterate(agg, &it);
+	while ((e = aggmap_iterate(agg, &it)) != NULL)
+		rows[n++] = e;
+	qsort(rows, n, sizeof(AggEntry *), cmp_agg);
+
+	ad = palloc(sizeof(int64) * n);
+	camp = palloc(sizeof(int64) * n);
+	win = palloc(sizeof(int64) * n);
+	imp = palloc(sizeof(int64) * n);
+	clk = palloc(sizeof(int64) * n);
+	for (int i = 0; i < n; i++)
+	{
+		ad[i] = rows[i]->key.ad_id;
+		camp[i] = rows[i]->campaign_id;
+		win[i] = rows[i]->key.window_us;
+		imp[i] = rows[i]->impressions;
+		clk[i] = rows[i]->clicks;
+	}
+	args[0] = int8_array(ad, n);
+	args[1] = int8_array(camp, n);
+	args[2] = tstz_array(win, NULL, n);
+	args[3] = int8_array(imp, n);
+	args[4] = int8_array(clk, n);
+	exec_plan(P_AGG, args, NULL, false, SPI_OK_INSERT);
+}
+
+static void
+dead_letters(AdsConsumer *c, int64 wm_us)
+{
+	int			n = 0;
+	int32	   *part,
+			   *size;
+	int64	   *off;
+	Datum	   *reason,
+			   *detail,
+			   *payload;
+	Datum		args[8];
+
+	for (int i = 0; i < c->nmsgs; i++)
+		if (c->msgs[i].status == MSG_REJECTED)
+			n++;
+	if (n == 0)
+		return;
+
+	part = palloc(sizeof(int32) * n);
+	size = palloc(sizeof(int32) * n);
+	off = palloc(sizeof(int64) * n);
+	reason = palloc(sizeof(Datum) * n);
+	detail = palloc(sizeof(Datum) * n);
+	payload = palloc(sizeof(Datum) * n);
+	n = 0;
+	for (int i = 0; i < c->nmsgs; i++)
+	{
+		AdsMsg	   *m = &c->msgs[i];
+		size_t		keep;
+		bytea	   *b;
+
+		if (m->status != MSG_REJECTED)
+			continue;
+		keep = Min(m->rkm->len, PAYLOAD_KEEP_BYTES);
+		b = palloc(VARHDRSZ + keep);
+		SET_VARSIZE(b, VARHDRSZ + keep);
+		if (keep > 0)
+			memcpy(VARDATA(b), m->rkm->payload, keep);
+		part[n] = m->rkm->partition;
+		off[n] = m->rkm->offset;
+		size[n] = (int32) Min(m->rkm->len, (size_t) PG_INT32_MAX);
+		reason[n] = CStringGetTextDatum(ads_reason_name(m->reason));
+		detail[n] = CStringGetTextDatum(reject_detail(c, m, wm_us));
+		payload[n] = PointerGetDatum(b);
+		n++;
+	}
+	args[0] = CStringGetTextDatum(c->name);
+	args[1] = CStringGetTextDatum(c->topic);
+	args[2] = int4_array(part, n);
+	args[3] = int8_array(off, n);
+	args[4] = varlena_array(reason, n, TEXTOID);
+	args[5] = varlena_array(detail, n, TEXTOID);
+	args[6] = varlena_array(payload, n, BYTEAOID);
+	args[7] = int4_array(size, n);
+	exec_plan(P_REJECT, args, NULL, false, SPI_OK_INSERT);
+}
+
+static void
+advance_offsets(AdsConsumer *c)
+{
+	int32	   *part = palloc(sizeof(int32) * c->nparts);
+	int64	   *expected = palloc(sizeof(int64) * c->nparts);
+	int64	   *next = palloc(sizeof(int64) * c->nparts);
+	int64	   *maxts = palloc(sizeof(int64) * c->nparts);
+	bool	   *maxts_null = palloc(sizeof(bool) * c->nparts);
+	int64	   *acc = palloc(sizeof(int64) * c->nparts);
+	int64	   *dup = palloc(sizeof(int64) * c->nparts);
+	int64	   *rej = palloc(sizeof(int64) * c->nparts);
+	int			n = 0;
+	Datum		args[9];
+	bool		isnull;
+	int64		updated;
+
+	for (int i = 0; i < c->nparts; i++)
+	{
+		AdsPart    *p = &c->parts[i];
+
+		if (!p->in_batch)
+			continue;
+		part[n] = p->partition;
+		expected[n] = p->committed;
+		next[n] = p->b_next;
+		maxts[n] = p->b_max_ts_us;
+		maxts_null[n] = (p->b_max_ts_us == PG_INT64_MIN);
+		acc[n] = p->b_accepted;
+		dup[n] = p->b_duplicates;
+		rej[n] = p->b_rejected;
+		n++;
+	}
+	args[0] = CStringGetTextDatum(c->name);
+	args[1] = CStringGetTextDatum(c->topic);
+	args[2] = int4_array(part, n);
+	args[3] = int8_array(expected, n);
+	args[4] = int8_array(next, n);
+	args[5] = tstz_array(maxts, maxts_null, n);
+	args[6] = int8_array(acc, n);
+	args[7] = int8_array(dup, n);
+	args[8] = int8_array(rej, n);
+	exec_plan(P_OFFSETS, args, NULL, false, SPI_OK_SELECT);
+
+	updated = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (updated != n)
+	{
+		c->fenced = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("offsets of source \"%s\" moved under this worker", c->name),
+				 errdetail("%d of %d partitions had a stored offset other than the one this worker committed last.",
+						   n - (int) updated, n),
+				 errhint("Another worker consumed the same partitions; this worker will re-read its offsets.")));
+	}
+}
+
+void
+ads_batch_forget_partitions(AdsConsumer *c)
+{
+	minuteset_reset(c->ensured);
+}
+
+/*
+ * Write the current batch in one transaction.  Throws on failure, with the
+ * transaction left for the caller to abort.
+ */
+void
+ads_batch_write(AdsConsumer *c)
+{
+	idset_hash *ids;
+	int64		wm_us = PG_INT64_MIN;
+	Datum		arg;
+	bool		isnull;
+	Datum		d;
+
+	if (c->ensured == NULL)
+		c->ensured = minuteset_create(c->ensured_ctx, 256, NULL);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "adstream: writing batch");
+
+	exec_plan(P_LOCK, NULL, NULL, false, SPI_OK_SELECT);
+	arg = CStringGetTextDatum(c->name);
+	exec_plan(P_WATERMARK, &arg, NULL, true, SPI_OK_SELECT);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		wm_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
+
+	ids = classify(c, wm_us);
+	ensure_partitions(c);
+	dedup(c, ids);
+	aggregate(c);
+	dead_letters(c, wm_us);
+	advance_offsets(c);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}

@@ -1,0 +1,435 @@
+/*
+ * launcher.c
+ *     The static background worker that keeps one consumer worker running
+ *     per (enabled source, worker index).
+ *
+ * States of a (source, index) pair, as the launcher sees them:
+ *   missing  -> start a dynamic worker (after its backoff, if it crashed)
+ *   running  -> nothing, unless the source was paused, dropped or changed
+ *               generation: then it is asked to stop (SIGTERM)
+ *   stopped  -> if we asked for it, the slot is freed; otherwise the worker
+ *               failed, and it is restarted after 1 s, 2 s, 4 s ... 60 s.
+ * The launcher is woken by a latch when a source changes (commit hook in
+ * adstream.c) and when a worker starts or stops (bgw_notify_pid), and
+ * otherwise polls every adstream.launcher_naptime.
+ */
+#include "adstream.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#define BACKOFF_MIN_MS 1000
+#define BACKOFF_MAX_MS 60000
+#define HEALTHY_AFTER_MS 60000
+
+typedef struct DesiredWorker
+{
+	int32		source_id;
+	int32		nworkers;
+	int32		generation;
+	char		name[NAMEDATALEN];
+} DesiredWorker;
+
+/* Launcher-local bookkeeping parallel to the shared slots. */
+typedef struct LocalSlot
+{
+	BackgroundWorkerHandle *handle;
+	bool		stop_requested;
+	TimestampTz started_at;
+} LocalSlot;
+
+/* Restart backoff per (source, index), kept across slot reuse. */
+typedef struct Backoff
+{
+	int32		source_id;
+	int32		worker_index;
+	int32		failures;
+	TimestampTz not_before;
+} Backoff;
+
+static LocalSlot *local_slots;
+static Backoff *backoffs;
+static int	nbackoffs;
+static TimestampTz last_maintenance;
+static TimestampTz last_no_slot_warning;
+
+void
+ads_register_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "adstream_launcher_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "adstream launcher", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "adstream launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+static void
+launcher_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&ads_shared->mutex);
+	if (ads_shared->launcher_pid == MyProcPid)
+	{
+		ads_shared->launcher_pid = 0;
+		ads_shared->launcher_latch = NULL;
+	}
+	SpinLockRelease(&ads_shared->mutex);
+}
+
+static Backoff *
+get_backoff(int32 source_id, int32 worker_index)
+{
+	for (int i = 0; i < nbackoffs; i++)
+		if (backoffs[i].source_id == source_id && backoffs[i].worker_index == worker_index)
+			return &backoffs[i];
+	if (nbackoffs >= ads_shared->nslots * 2)
+		nbackoffs = 0;			/* forget stale entries rather than grow */
+	backoffs[nbackoffs].source_id = source_id;
+	backoffs[nbackoffs].worker_index = worker_index;
+	backoffs[nbackoffs].failures = 0;
+	backoffs[nbackoffs].not_before = 0;
+	return &backoffs[nbackoffs++];
+}
+
+/*
+ * Reads the sources to run, in a short transaction.  Returns -1 when the
+ * extension is not installed in this database (yet).
+ */
+static int
+read_desired(DesiredWorker **out)
+{
+	int			n = -1;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "adstream launcher: reading sources");
+
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'adstream'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
+		SPI_execute("SELECT id, workers, generation, name FROM adstream.sources "
+					"WHERE enabled ORDER BY id", true, 0) == SPI_OK_SELECT)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		n = (int) SPI_processed;
+		*out = palloc0(sizeof(DesiredWorker) * Max(n, 1));
+		MemoryContextSwitchTo(old);
+		for (int i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			bool		isnull;
+			char	   *name;
+
+			(*out)[i].source_id = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+			(*out)[i].nworkers = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
+			(*out)[i].generation = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+			name = SPI_getvalue(tup, td, 4);
+			strlcpy((*out)[i].name, name, NAMEDATALEN);
+		}
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return n;
+}
+
+static void
+run_maintenance(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "adstream launcher: expiring dedup state");
+	SPI_execute("SELECT adstream.expire_dedup_state()", false, 0);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+static bool
+start_worker(int slotno, const DesiredWorker *d, int worker_index)
+{
+	BackgroundWorker bgw;
+	AdsWorkerArgs args;
+	AdsWorkerSlot *slot = &ads_shared->slots[slotno];
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "adstream_consumer_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream consumer %s #%d", d->name, worker_index);
+	strlcpy(bgw.bgw_type, "adstream consumer", BGW_MAXLEN);
+	bgw.bgw_notify_pid = MyProcPid;
+
+	args.slot = slotno;
+	args.source_id = d->source_id;
+	args.worker_index = worker_index;
+	args.nworkers = d->nworkers;
+	args.generation = d->generation;
+	memcpy(bgw.bgw_extra, &args, sizeof(args));
+
+	SpinLockAcquire(&slot->mutex);
+	slot->in_use = true;
+	slot->source_id = d->source_id;
+	slot->worker_index = worker_index;
+	slot->nworkers = d->nworkers;
+	slot->generation = d->generation;
+	slot->pid = 0;
+	slot->nparts = 0;
+	slot->started_at = 0;
+	slot->last_commit_at = 0;
+	strlcpy(slot->state, "starting", ADS_STATE_LEN);
+	SpinLockRelease(&slot->mutex);
+
+	if (!RegisterDynamicBackgroundWorker(&bgw, &local_slots[slotno].handle))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		SpinLockAcquire(&slot->mutex);
+		slot->in_use = false;
+		SpinLockRelease(&slot->mutex);
+		local_slots[slotno].handle = NULL;
+		if (TimestampDifferenceExceeds(last_no_slot_warning, now, 60000))
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("adstream could not start a consumer worker for source \"%s\"", d->name),
+					 errhint("Raise max_worker_processes (it must also cover other background workers) and restart the server.")));
+			last_no_slot_warning = now;
+		}
+		return false;
+	}
+	local_slots[slotno].stop_requested = false;
+	local_slots[slotno].started_at = GetCurrentTimestamp();
+	return true;
+}
+
+/*
+ * A slot whose worker has stopped: decide whether that was a failure, and
+ * free the slot.
+ */
+static void
+reap_slot(int slotno)
+{
+	AdsWorkerSlot *slot = &ads_shared->slots[slotno];
+	LocalSlot  *ls = &local_slots[slotno];
+	int32		source_id,
+				worker_index;
+
+	SpinLockAcquire(&slot->mutex);
+	source_id = slot->source_id;
+	worker_index = slot->worker_index;
+	slot->in_use = false;
+	slot->pid = 0;
+	SpinLockRelease(&slot->mutex);
+
+	if (!ls->stop_requested)
+	{
+		Backoff    *b = get_backoff(source_id, worker_index);
+		TimestampTz now = GetCurrentTimestamp();
+		int			delay;
+
+		if (TimestampDifferenceExceeds(ls->started_at, now, HEALTHY_AFTER_MS))
+			b->failures = 0;
+		delay = Min(BACKOFF_MAX_MS, BACKOFF_MIN_MS << Min(b->failures, 6));
+		b->failures++;
+		b->not_before = TimestampTzPlusMilliseconds(now, delay);
+		ereport(LOG,
+				(errmsg("adstream consumer worker %d of source %d exited unexpectedly; restarting in %d ms",
+						worker_index, source_id, delay)));
+	}
+	if (ls->handle)
+		pfree(ls->handle);
+	ls->handle = NULL;
+	ls->stop_requested = false;
+}
+
+static long
+reconcile(DesiredWorker *desired, int ndesired)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait_ms = adstream_launcher_naptime_ms;
+
+	/* 1. Reap stopped workers; stop unwanted ones. */
+	for (int i = 0; i < ads_shared->nslots; i++)
+	{
+		AdsWorkerSlot *slot = &ads_shared->slots[i];
+		LocalSlot  *ls = &local_slots[i];
+		pid_t		pid;
+		bool		wanted = false;
+
+		if (ls->handle == NULL)
+			continue;
+		if (GetBackgroundWorkerPid(ls->handle, &pid) == BGWH_STOPPED)
+		{
+			reap_slot(i);
+			continue;
+		}
+		for (int d = 0; d < ndesired; d++)
+			if (desired[d].source_id == slot->source_id &&
+				desired[d].generation == slot->generation &&
+				desired[d].nworkers == slot->nworkers)
+				wanted = true;
+		if (!wanted && !ls->stop_requested)
+		{
+			TerminateBackgroundWorker(ls->handle);
+			ls->stop_requested = true;
+		}
+	}
+
+	/* 2. Start what is missing. */
+	for (int d = 0; d < ndesired; d++)
+	{
+		for (int w = 0; w < desired[d].nworkers; w++)
+		{
+			int			free_slot = -1;
+			bool		running = false;
+			Backoff    *b;
+
+			for (int i = 0; i < ads_shared->nslots; i++)
+			{
+				AdsWorkerSlot *slot = &ads_shared->slots[i];
+
+				if (local_slots[i].handle == NULL)
+				{
+					if (free_slot < 0)
+						free_slot = i;
+					continue;
+				}
+				/* A stopping worker of an old generation still owns the partitions. */
+				if (slot->source_id == desired[d].source_id &&
+					(slot->worker_index == w || local_slots[i].stop_requested))
+					running = true;
+			}
+			if (running)
+				continue;
+			b = get_backoff(desired[d].source_id, w);
+			if (b->not_before > now)
+			{
+				long		ms = (long) ((b->not_before - now) / 1000) + 1;
+
+				wait_ms = Min(wait_ms, ms);
+				continue;
+			}
+			if (free_slot < 0)
+			{
+				if (TimestampDifferenceExceeds(last_no_slot_warning, now, 60000))
+				{
+					ereport(WARNING,
+							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+							 errmsg("adstream has no free worker slot for source \"%s\"", desired[d].name),
+							 errhint("Raise adstream.max_workers (currently %d) and restart the server.",
+									 adstream_max_workers)));
+					last_no_slot_warning = now;
+				}
+				continue;
+			}
+			start_worker(free_slot, &desired[d], w);
+		}
+	}
+	return wait_ms;
+}
+
+void
+adstream_launcher_main(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
+
+	local_slots = MemoryContextAllocZero(TopMemoryContext, sizeof(LocalSlot) * ads_shared->nslots);
+	backoffs = MemoryContextAllocZero(TopMemoryContext, sizeof(Backoff) * ads_shared->nslots * 2);
+
+	/*
+	 * A previous launcher may have died and left workers we hold no handle
+	 * for.  Ask them to stop; they release their slots on exit and are
+	 * started again under our handles.
+	 */
+	for (int i = 0; i < ads_shared->nslots; i++)
+	{
+		AdsWorkerSlot *slot = &ads_shared->slots[i];
+		pid_t		pid;
+
+		SpinLockAcquire(&slot->mutex);
+		pid = slot->in_use ? slot->pid : 0;
+		slot->in_use = false;
+		SpinLockRelease(&slot->mutex);
+		if (pid != 0)
+			kill(pid, SIGTERM);
+	}
+
+	SpinLockAcquire(&ads_shared->mutex);
+	ads_shared->launcher_pid = MyProcPid;
+	ads_shared->launcher_latch = &MyProc->procLatch;
+	SpinLockRelease(&ads_shared->mutex);
+	before_shmem_exit(launcher_detach, (Datum) 0);
+
+	ereport(LOG, (errmsg("adstream launcher started in database \"%s\"", adstream_database)));
+	last_maintenance = GetCurrentTimestamp();
+
+	while (!ShutdownRequestPending)
+	{
+		DesiredWorker *desired = NULL;
+		int			ndesired;
+		long		wait_ms = adstream_launcher_naptime_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		ndesired = read_desired(&desired);
+		if (ndesired >= 0)
+		{
+			wait_ms = reconcile(desired, ndesired);
+			if (TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
+										   adstream_maintenance_interval_s * 1000L))
+			{
+				run_maintenance();
+				last_maintenance = GetCurrentTimestamp();
+			}
+		}
+		else
+			wait_ms = Max(wait_ms, 5000);	/* extension not installed here */
+		if (desired)
+			pfree(desired);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	/* Our dynamic workers are stopped by the postmaster at shutdown. */
+	proc_exit(0);
+}

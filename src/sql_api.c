@@ -1,0 +1,170 @@
+/*
+ * sql_api.c
+ *     SQL-callable C functions: worker and partition status from shared
+ *     memory, the event validator, and librdkafka property checking.
+ */
+#include "adstream.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include "consumer.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+static Datum
+timestamptz_or_null(TimestampTz ts, bool *isnull)
+{
+	*isnull = (ts == 0);
+	return TimestampTzGetDatum(ts);
+}
+
+PG_FUNCTION_INFO_V1(adstream_worker_status);
+Datum
+adstream_worker_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ads_shared == NULL)
+		return (Datum) 0;
+
+	for (int i = 0; i < ads_shared->nslots; i++)
+	{
+		AdsWorkerSlot *s = &ads_shared->slots[i];
+		AdsWorkerSlot copy;
+		Datum		values[9];
+		bool		nulls[9] = {0};
+
+		SpinLockAcquire(&s->mutex);
+		memcpy(&copy, s, offsetof(AdsWorkerSlot, parts));
+		SpinLockRelease(&s->mutex);
+		if (!copy.in_use)
+			continue;
+
+		values[0] = Int32GetDatum(copy.source_id);
+		values[1] = Int32GetDatum(copy.worker_index);
+		values[2] = Int32GetDatum(copy.pid);
+		nulls[2] = (copy.pid == 0);
+		values[3] = CStringGetTextDatum(copy.state);
+		values[4] = timestamptz_or_null(copy.started_at, &nulls[4]);
+		values[5] = timestamptz_or_null(copy.last_commit_at, &nulls[5]);
+		values[6] = CStringGetTextDatum(copy.last_error);
+		nulls[6] = (copy.last_error[0] == '\0');
+		values[7] = timestamptz_or_null(copy.last_error_at, &nulls[7]);
+		values[8] = Int32GetDatum(copy.restarts);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(adstream_partition_status);
+Datum
+adstream_partition_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	AdsPartInfo *parts = palloc(sizeof(AdsPartInfo) * ADS_MAX_PARTS_PER_WORKER);
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ads_shared == NULL)
+		return (Datum) 0;
+
+	for (int i = 0; i < ads_shared->nslots; i++)
+	{
+		AdsWorkerSlot *s = &ads_shared->slots[i];
+		bool		in_use;
+		int32		source_id;
+		pid_t		pid;
+		int			nparts;
+
+		SpinLockAcquire(&s->mutex);
+		in_use = s->in_use && s->pid != 0;
+		source_id = s->source_id;
+		pid = s->pid;
+		nparts = s->nparts;
+		memcpy(parts, s->parts, sizeof(AdsPartInfo) * nparts);
+		SpinLockRelease(&s->mutex);
+		if (!in_use)
+			continue;
+
+		for (int p = 0; p < nparts; p++)
+		{
+			Datum		values[5];
+			bool		nulls[5] = {0};
+
+			values[0] = Int32GetDatum(source_id);
+			values[1] = Int32GetDatum(parts[p].partition);
+			values[2] = Int32GetDatum(pid);
+			values[3] = Int64GetDatum(parts[p].high_watermark);
+			nulls[3] = (parts[p].high_watermark < 0);
+			values[4] = Int64GetDatum(parts[p].position);
+			nulls[4] = (parts[p].position < 0);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(adstream_validate_event);
+Datum
+adstream_validate_event(PG_FUNCTION_ARGS)
+{
+	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
+	TupleDesc	tupdesc;
+	AdsEvent	ev;
+	AdsReason	reason;
+	char		detail[ADS_DETAIL_LEN];
+	Datum		values[9];
+	bool		nulls[9];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	reason = ads_parse_event(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
+							 (size_t) adstream_max_message_bytes, &ev,
+							 detail, sizeof(detail));
+
+	memset(nulls, reason != ADS_OK, sizeof(nulls));
+	values[0] = CStringGetTextDatum(ads_reason_name(reason));
+	nulls[0] = false;
+	values[1] = CStringGetTextDatum(detail);
+	nulls[1] = (reason == ADS_OK);
+	if (reason == ADS_OK)
+	{
+		pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+		memcpy(uuid->data, ev.event_id, UUID_LEN);
+		values[2] = UUIDPGetDatum(uuid);
+		values[3] = CStringGetTextDatum(ev.type == ADS_EV_CLICK ? "click" : "impression");
+		values[4] = Int64GetDatum(ev.ad_id);
+		values[5] = Int64GetDatum(ev.campaign_id);
+		values[6] = Int64GetDatum(ev.user_id);
+		values[7] = Int64GetDatum(ev.store_id);
+		values[8] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(ev.ts_us));
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * Returns NULL when librdkafka accepts the property, else its message.  Used
+ * by create_source so that a typo fails at once, with a hint, rather than in
+ * a worker's log.
+ */
+PG_FUNCTION_INFO_V1(adstream_kafka_property_error);
+Datum
+adstream_kafka_property_error(PG_FUNCTION_ARGS)
+{
+	char	   *key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *value = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char		errstr[512];
+	rd_kafka_conf_res_t res;
+
+	res = rd_kafka_conf_set(conf, key, value, errstr, sizeof(errstr));
+	rd_kafka_conf_destroy(conf);
+	if (res == RD_KAFKA_CONF_OK)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(errstr));
+}

@@ -1,0 +1,1564 @@
+/*-------------------------------------------------------------------------
+ *
+ * loadgen.c
+ *	  Seeded load generator for adstream: produces ad events to Kafka and
+ *	  computes the exact result the consumer must arrive at.
+ *
+ * Every message is decided by a PRNG seeded from --seed, so the same options
+ * give the same stream, byte for byte and partition for partition, and the
+ * same ground truth.  The only inputs besides the options are the wall clock
+ * (the default for --now-ms, which in turn is the default for --start-ms and
+ * the base of "future" events) and, with --realtime, the clock at send time.
+ * Pass --now-ms for a fully reproducible run.
+ *
+ * The stream mixes:
+ *	  - valid events, each with a fresh v4 UUID;
+ *	  - duplicates: the exact bytes of one of the last ~1000 valid events,
+ *		usually to a different partition than the original;
+ *	  - too-late events, timed an hour (--horizon-s) plus a minute behind the
+ *		newest accepted event of their partition;
+ *	  - future events, a day ahead of now;
+ *	  - bad records with exactly one defect each (see make_bad()).
+ *
+ * The generator picks every message's partition itself (round robin by
+ * message number) so that it can track each partition's event-time
+ * watermark the same way the consumer does.
+ *
+ * Build:
+ *	  cc -O2 -Wall -Wextra -Werror -Iinclude -o test/bin/adstream-loadgen \
+ *	     test/loadgen/loadgen.c $(pkg-config --cflags --libs rdkafka) -lm
+ *
+ *-------------------------------------------------------------------------
+ */
+#define _DEFAULT_SOURCE
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+/* Only for the AdsReason enum, so reason numbering cannot drift. */
+#include "event_parse.h"
+
+#define RING_SIZE		1000	/* duplicates come from this many recent events */
+#define MAX_EVENT_LEN	1024	/* any valid event we render is shorter */
+#define MOCK_PART_LIMIT (5 * 1024 * 1024)	/* librdkafka mock: bytes kept per partition */
+#define DAY_MS			INT64_C(86400000)
+
+/*
+ * Stable names for the consumer's rejection reasons.  These are the strings
+ * the truth file uses; they must match ads_reason_name() in src/, which we
+ * deliberately do not link against.
+ */
+static const char *const reason_names[] = {
+	[ADS_OK] = "ok",
+	[ADS_R_EMPTY] = "empty",
+	[ADS_R_OVERSIZED] = "oversized",
+	[ADS_R_NUL_BYTE] = "nul_byte",
+	[ADS_R_INVALID_UTF8] = "invalid_utf8",
+	[ADS_R_INVALID_JSON] = "invalid_json",
+	[ADS_R_NOT_OBJECT] = "not_object",
+	[ADS_R_DUPLICATE_KEY] = "duplicate_key",
+	[ADS_R_MISSING_FIELD] = "missing_field",
+	[ADS_R_WRONG_TYPE] = "wrong_type",
+	[ADS_R_INVALID_UUID] = "invalid_uuid",
+	[ADS_R_UNKNOWN_TYPE] = "unknown_type",
+	[ADS_R_OUT_OF_RANGE] = "out_of_range",
+	[ADS_R_NEGATIVE_ID] = "negative_id",
+	[ADS_R_INVALID_TIMESTAMP] = "invalid_timestamp",
+	[ADS_R_FUTURE_TIMESTAMP] = "future_timestamp",
+	[ADS_R_TOO_LATE] = "too_late",
+};
+
+_Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == ADS_R__COUNT,
+			   "reason_names[] is out of date with event_parse.h");
+
+/* ----------------------------------------------------------------------
+ * Options
+ * ---------------------------------------------------------------------- */
+typedef struct Options
+{
+	const char *brokers;
+	const char *topic;
+	int64_t		count;
+	uint64_t	seed;
+	double		rate;
+	int64_t		ads;
+	int64_t		campaigns;
+	int64_t		users;
+	int64_t		stores;
+	double		click_ratio;
+	double		dup_ratio;
+	double		bad_ratio;
+	double		late_ratio;
+	double		future_ratio;
+	double		rfc3339_ratio;
+	int64_t		now_ms;
+	int64_t		start_ms;
+	int			have_start;
+	int64_t		span_s;
+	int			realtime;
+	int64_t		horizon_s;
+	int64_t		max_bytes;
+	int			partitions;
+	const char *truth_path;
+	const char *dump_path;
+	int			progress;
+	int			dry_run;
+	int			timeout_s;
+	const char *debug;
+} Options;
+
+static Options opt;
+
+/* ----------------------------------------------------------------------
+ * PRNG: xoshiro256** seeded through splitmix64.  Written out here rather
+ * than using random(3) so that the stream does not depend on libc.
+ * ---------------------------------------------------------------------- */
+typedef struct Prng
+{
+	uint64_t	s[4];
+} Prng;
+
+static Prng rng;
+
+static uint64_t
+splitmix64(uint64_t *x)
+{
+	uint64_t	z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+static inline uint64_t
+rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+static void
+prng_seed(Prng *p, uint64_t seed)
+{
+	int			i;
+
+	for (i = 0; i < 4; i++)
+		p->s[i] = splitmix64(&seed);
+}
+
+static uint64_t
+prng_next(Prng *p)
+{
+	uint64_t   *s = p->s;
+	uint64_t	result = rotl(s[1] * 5, 7) * 9;
+	uint64_t	t = s[1] << 17;
+
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return result;
+}
+
+/* uniform in [0, n) without modulo bias worth mentioning (Lemire) */
+static uint64_t
+rand_below(uint64_t n)
+{
+	return (uint64_t) (((unsigned __int128) prng_next(&rng) * n) >> 64);
+}
+
+/* uniform in [0, 1) with 53 bits */
+static double
+rand_unit(void)
+{
+	return (double) (prng_next(&rng) >> 11) * 0x1.0p-53;
+}
+
+static int64_t
+rand_range(int64_t lo, int64_t hi)	/* inclusive */
+{
+	return lo + (int64_t) rand_below((uint64_t) (hi - lo + 1));
+}
+
+/* ----------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------- */
+static void
+die(const char *fmt,...)
+{
+	va_list		ap;
+
+	fputs("adstream-loadgen: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void *
+xmalloc(size_t n)
+{
+	void	   *p = malloc(n);
+
+	if (p == NULL)
+		die("out of memory");
+	return p;
+}
+
+static int64_t
+wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static int64_t
+floor_div(int64_t a, int64_t b)
+{
+	int64_t		q = a / b;
+
+	if ((a % b != 0) && ((a < 0) != (b < 0)))
+		q--;
+	return q;
+}
+
+/* Growable-free output buffer: fixed capacity, overflow is a bug. */
+typedef struct OutBuf
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+} OutBuf;
+
+static void
+ob_put(OutBuf *b, const char *s, size_t n)
+{
+	if (b->len + n > b->cap)
+		die("internal error: record buffer overflow");
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+}
+
+static void
+ob_puts(OutBuf *b, const char *s)
+{
+	ob_put(b, s, strlen(s));
+}
+
+static void
+ob_printf(OutBuf *b, const char *fmt,...)
+{
+	va_list		ap;
+	int			n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t) n >= b->cap - b->len)
+		die("internal error: record buffer overflow");
+	b->len += (size_t) n;
+}
+
+/* ----------------------------------------------------------------------
+ * Events
+ * ---------------------------------------------------------------------- */
+typedef enum Layout
+{
+	LAYOUT_COMPACT,				/* contract order, no whitespace */
+	LAYOUT_SPACED,				/* ": " and ", ", trailing newline */
+	LAYOUT_SHUFFLED				/* other key order, nested ignored object */
+} Layout;
+
+typedef struct GenEvent
+{
+	char		id[37];
+	int			is_click;
+	int64_t		ad_id;
+	int64_t		campaign_id;
+	int64_t		user_id;
+	int64_t		store_id;
+	int64_t		ts_ms;
+	int			rfc3339;		/* ts as string instead of epoch ms */
+	int			frac_digits;	/* 0, 3 or 6 */
+	int			offset_min;		/* zone offset used to print the string */
+	int			zulu;			/* print "Z" rather than "+00:00" */
+	int			device;
+	int			country;
+	int			city;
+	Layout		layout;
+} GenEvent;
+
+static const char *const devices[] = {"ios", "android", "web", "ctv"};
+static const char *const countries[] = {"US", "DE", "FR", "BR", "JP", "IN", "GB", "PL"};
+
+/*
+ * Ignored text with multi-byte UTF-8, JSON escapes, an escaped quote and a
+ * 4-byte emoji; only the shuffled layout carries it.
+ */
+static const char *const cities[] = {
+	"S\xc3\xa3o Paulo",
+	"M\\u00fcnchen",
+	"\xe6\x9d\xb1\xe4\xba\xac",
+	"Krak\xc3\xb3w \xf0\x9f\x99\x82",
+	"\\\"Big\\\" Apple \\\\ NYC",
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const int zone_offsets[] = {0, 0, 120, -300, 330, 60};
+
+static void
+random_uuid(char out[37])
+{
+	uint8_t		b[16];
+	uint64_t	r1 = prng_next(&rng);
+	uint64_t	r2 = prng_next(&rng);
+	static const char hex[] = "0123456789abcdef";
+	int			i;
+	int			o = 0;
+
+	for (i = 0; i < 8; i++)
+	{
+		b[i] = (uint8_t) (r1 >> (8 * i));
+		b[8 + i] = (uint8_t) (r2 >> (8 * i));
+	}
+	b[6] = (uint8_t) ((b[6] & 0x0f) | 0x40);	/* version 4 */
+	b[8] = (uint8_t) ((b[8] & 0x3f) | 0x80);	/* RFC 4122 variant */
+	for (i = 0; i < 16; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[b[i] >> 4];
+		out[o++] = hex[b[i] & 15];
+	}
+	out[o] = '\0';
+}
+
+/*
+ * Fill in a random event whose event time is ts_ms.  The RFC 3339 variant
+ * without fractional seconds can only express whole seconds, so such events
+ * get their time truncated here, before anything is counted.  floor_ms keeps
+ * that truncation from going below the start of the stream.
+ */
+static void
+random_event(GenEvent *ev, int64_t ts_ms, int64_t floor_ms, int allow_fancy)
+{
+	double		u;
+
+	random_uuid(ev->id);
+	ev->is_click = rand_unit() < opt.click_ratio;
+	/* mildly skewed: low ad ids get more traffic, as real ads do */
+	u = rand_unit();
+	ev->ad_id = 1 + (int64_t) ((double) opt.ads * u * u);
+	if (ev->ad_id > opt.ads)
+		ev->ad_id = opt.ads;
+	ev->campaign_id = 1 + ev->ad_id % opt.campaigns;
+	ev->user_id = 1 + (int64_t) rand_below((uint64_t) opt.users);
+	ev->store_id = 1 + (int64_t) rand_below((uint64_t) opt.stores);
+	ev->device = (int) rand_below(NELEM(devices));
+	ev->country = (int) rand_below(NELEM(countries));
+	ev->city = (int) rand_below(NELEM(cities));
+
+	u = rand_unit();
+	if (!allow_fancy || u < 0.70)
+		ev->layout = LAYOUT_COMPACT;
+	else if (u < 0.85)
+		ev->layout = LAYOUT_SPACED;
+	else
+		ev->layout = LAYOUT_SHUFFLED;
+
+	ev->rfc3339 = rand_unit() < opt.rfc3339_ratio;
+	ev->frac_digits = (int) rand_below(3) * 3;
+	ev->offset_min = zone_offsets[rand_below(NELEM(zone_offsets))];
+	ev->zulu = ev->offset_min == 0 && rand_below(4) != 0;
+	if (ev->rfc3339 && ev->frac_digits == 0)
+	{
+		int64_t		whole = floor_div(ts_ms, 1000) * 1000;
+
+		if (whole >= floor_ms)
+			ts_ms = whole;
+		else
+			ev->frac_digits = 3;
+	}
+	ev->ts_ms = ts_ms;
+}
+
+/* Print ts as RFC 3339 in the event's zone; same instant as ts_ms. */
+static void
+format_rfc3339(const GenEvent *ev, char *out, size_t cap)
+{
+	int64_t		local_ms = ev->ts_ms + (int64_t) ev->offset_min * 60000;
+	int64_t		secs = floor_div(local_ms, 1000);
+	int			ms = (int) (local_ms - secs * 1000);
+	time_t		t = (time_t) secs;
+	struct tm	tm;
+	char		frac[16] = "";
+	char		zone[16];
+
+	gmtime_r(&t, &tm);
+	if (ev->frac_digits == 3)
+		snprintf(frac, sizeof(frac), ".%03d", ms);
+	else if (ev->frac_digits == 6)
+		snprintf(frac, sizeof(frac), ".%03d000", ms);
+	if (ev->offset_min == 0 && ev->zulu)
+		strcpy(zone, "Z");
+	else
+	{
+		int			a = ev->offset_min < 0 ? -ev->offset_min : ev->offset_min;
+
+		snprintf(zone, sizeof(zone), "%c%02d:%02d",
+				 ev->offset_min < 0 ? '-' : '+', a / 60, a % 60);
+	}
+	snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d%s%s",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			 tm.tm_hour, tm.tm_min, tm.tm_sec, frac, zone);
+}
+
+/*
+ * Field indexes, in contract order, followed by the ignored ones.
+ */
+enum
+{
+	F_EVENT_ID, F_TYPE, F_AD_ID, F_CAMPAIGN_ID, F_USER_ID, F_STORE_ID, F_TS,
+	F_DEVICE, F_COUNTRY, F_CTX, F_DUP_AD_ID, F__COUNT
+};
+
+static const char *const field_keys[F__COUNT] = {
+	"event_id", "type", "ad_id", "campaign_id", "user_id", "store_id", "ts",
+	"device", "country", "ctx", "ad_id"
+};
+
+static const int order_contract[] = {
+	F_EVENT_ID, F_TYPE, F_AD_ID, F_CAMPAIGN_ID, F_USER_ID, F_STORE_ID, F_TS,
+	F_DEVICE, F_COUNTRY, F_DUP_AD_ID
+};
+static const int order_shuffled[] = {
+	F_TS, F_COUNTRY, F_EVENT_ID, F_AD_ID, F_CAMPAIGN_ID, F_TYPE, F_STORE_ID,
+	F_USER_ID, F_DEVICE, F_CTX, F_DUP_AD_ID
+};
+
+/*
+ * Render ev as JSON into b.  defect names the one thing to get wrong
+ * (ADS_OK for a valid event); only defects that live inside the object are
+ * handled here, the rest are made by make_bad().  utf8_bad selects which
+ * invalid sequence an ADS_R_INVALID_UTF8 record carries.
+ */
+static void
+render_event(OutBuf *b, const GenEvent *ev, AdsReason defect, int utf8_bad)
+{
+	char		vals[F__COUNT][160];
+	size_t		lens[F__COUNT];
+	int			present[F__COUNT];
+	const int  *order;
+	int			norder;
+	int			i;
+	int			first = 1;
+	const char *colon = ev->layout == LAYOUT_SPACED ? ": " : ":";
+	const char *comma = ev->layout == LAYOUT_SPACED ? ", " : ",";
+
+	for (i = 0; i < F__COUNT; i++)
+		present[i] = 1;
+	present[F_CTX] = ev->layout == LAYOUT_SHUFFLED;
+	present[F_DUP_AD_ID] = defect == ADS_R_DUPLICATE_KEY;
+	present[F_STORE_ID] = defect != ADS_R_MISSING_FIELD;
+
+#define SETV(f, ...) (lens[f] = (size_t) snprintf(vals[f], sizeof(vals[f]), __VA_ARGS__))
+
+	if (defect == ADS_R_INVALID_UUID)
+	{
+		/* either plainly not a UUID, or the right shape with a non-hex digit */
+		if (rand_below(2) == 0)
+			SETV(F_EVENT_ID, "\"not-a-uuid\"");
+		else
+			SETV(F_EVENT_ID, "\"%.35sz\"", ev->id);
+	}
+	else
+		SETV(F_EVENT_ID, "\"%s\"", ev->id);
+
+	if (defect == ADS_R_UNKNOWN_TYPE)
+		SETV(F_TYPE, "\"view\"");
+	else
+		SETV(F_TYPE, "\"%s\"", ev->is_click ? "click" : "impression");
+
+	if (defect == ADS_R_WRONG_TYPE)
+		SETV(F_AD_ID, "\"%" PRId64 "\"", ev->ad_id);
+	else
+		SETV(F_AD_ID, "%" PRId64, ev->ad_id);
+	SETV(F_DUP_AD_ID, "%" PRId64, ev->ad_id);
+
+	if (defect == ADS_R_NEGATIVE_ID)
+		SETV(F_CAMPAIGN_ID, "-5");
+	else
+		SETV(F_CAMPAIGN_ID, "%" PRId64, ev->campaign_id);
+
+	if (defect == ADS_R_OUT_OF_RANGE)
+		SETV(F_USER_ID, "99999999999999999999");
+	else
+		SETV(F_USER_ID, "%" PRId64, ev->user_id);
+
+	SETV(F_STORE_ID, "%" PRId64, ev->store_id);
+
+	if (defect == ADS_R_INVALID_TIMESTAMP)
+		SETV(F_TS, "\"2024-13-45T25:61:00Z\"");
+	else if (ev->rfc3339)
+	{
+		char		s[64];
+
+		format_rfc3339(ev, s, sizeof(s));
+		SETV(F_TS, "\"%s\"", s);
+	}
+	else
+		SETV(F_TS, "%" PRId64, ev->ts_ms);
+
+	SETV(F_DEVICE, "\"%s\"", devices[ev->device]);
+	if (defect == ADS_R_NUL_BYTE || defect == ADS_R_INVALID_UTF8)
+	{
+		/*
+		 * Splice raw bytes into the middle of the ignored "device" string;
+		 * snprintf cannot carry a NUL, so build this one by hand.
+		 */
+		static const struct
+		{
+			const char *bytes;
+			size_t		len;
+		}			bad_utf8[] =
+		{
+			{"\xff", 1},		/* never valid in UTF-8 */
+			{"\xff", 1},
+			{"\xc0\x80", 2},	/* overlong encoding of U+0000 */
+			{"\xed\xa0\x80", 3},	/* UTF-16 surrogate U+D800 */
+			{"\xf4\x90\x80\x80", 4},	/* above U+10FFFF */
+			{"\x80", 1},		/* stray continuation byte */
+			{"\xe2\x82", 2},	/* truncated 3-byte sequence */
+		};
+		const char *dev = devices[ev->device];
+		size_t		half = strlen(dev) / 2;
+		const char *ins;
+		size_t		inslen;
+		size_t		o = 0;
+
+		if (defect == ADS_R_NUL_BYTE)
+		{
+			ins = "\0";
+			inslen = 1;
+		}
+		else
+		{
+			ins = bad_utf8[utf8_bad % (int) NELEM(bad_utf8)].bytes;
+			inslen = bad_utf8[utf8_bad % (int) NELEM(bad_utf8)].len;
+		}
+		vals[F_DEVICE][o++] = '"';
+		memcpy(vals[F_DEVICE] + o, dev, half);
+		o += half;
+		memcpy(vals[F_DEVICE] + o, ins, inslen);
+		o += inslen;
+		memcpy(vals[F_DEVICE] + o, dev + half, strlen(dev) - half);
+		o += strlen(dev) - half;
+		vals[F_DEVICE][o++] = '"';
+		lens[F_DEVICE] = o;
+	}
+
+	SETV(F_COUNTRY, "\"%s\"", countries[ev->country]);
+	SETV(F_CTX, "{\"city\":\"%s\",\"ab\":[1,2.5,-3e2,{}],\"ok\":true,\"ref\":null}",
+		 cities[ev->city]);
+#undef SETV
+
+	if (ev->layout == LAYOUT_SHUFFLED)
+	{
+		order = order_shuffled;
+		norder = (int) NELEM(order_shuffled);
+	}
+	else
+	{
+		order = order_contract;
+		norder = (int) NELEM(order_contract);
+	}
+
+	ob_puts(b, "{");
+	for (i = 0; i < norder; i++)
+	{
+		int			f = order[i];
+
+		if (!present[f])
+			continue;
+		if (!first)
+			ob_puts(b, comma);
+		first = 0;
+		ob_printf(b, "\"%s\"%s", field_keys[f], colon);
+		ob_put(b, vals[f], lens[f]);
+	}
+	ob_puts(b, "}");
+	if (ev->layout == LAYOUT_SPACED)
+		ob_puts(b, "\n");		/* whitespace after the JSON text is legal */
+}
+
+/* ----------------------------------------------------------------------
+ * Ground truth
+ * ---------------------------------------------------------------------- */
+typedef struct MinuteCell
+{
+	int64_t		ad_id;			/* 0 = empty slot */
+	int64_t		window_s;
+	int64_t		campaign_id;
+	int64_t		impressions;
+	int64_t		clicks;
+} MinuteCell;
+
+typedef struct Truth
+{
+	MinuteCell *cells;
+	size_t		ncells;
+	size_t		cap;			/* power of two */
+	int64_t		rejects[ADS_R__COUNT];
+	int64_t		sent;
+	int64_t		valid;			/* well-formed and in time, duplicates included */
+	int64_t		unique;
+	int64_t		duplicates;
+	int64_t		rejected;
+} Truth;
+
+static Truth truth;
+
+static size_t
+cell_hash(int64_t ad, int64_t win)
+{
+	uint64_t	x = (uint64_t) ad * UINT64_C(0x9e3779b97f4a7c15) ^ (uint64_t) win;
+
+	return (size_t) splitmix64(&x);
+}
+
+static void truth_add_minute(int64_t ad, int64_t camp, int64_t win, int click);
+
+static void
+truth_grow(void)
+{
+	MinuteCell *old = truth.cells;
+	size_t		oldcap = truth.cap;
+	size_t		i;
+
+	truth.cap = oldcap ? oldcap * 2 : 4096;
+	truth.cells = calloc(truth.cap, sizeof(MinuteCell));
+	if (truth.cells == NULL)
+		die("out of memory");
+	truth.ncells = 0;
+	for (i = 0; i < oldcap; i++)
+	{
+		MinuteCell *c = &old[i];
+		size_t		j;
+
+		if (c->ad_id == 0)
+			continue;
+		for (j = cell_hash(c->ad_id, c->window_s) & (truth.cap - 1);
+			 truth.cells[j].ad_id != 0;
+			 j = (j + 1) & (truth.cap - 1))
+			;
+		truth.cells[j] = *c;
+		truth.ncells++;
+	}
+	free(old);
+}
+
+static void
+truth_add_minute(int64_t ad, int64_t camp, int64_t win, int click)
+{
+	size_t		j;
+
+	if (truth.ncells * 2 >= truth.cap)
+		truth_grow();
+	for (j = cell_hash(ad, win) & (truth.cap - 1);; j = (j + 1) & (truth.cap - 1))
+	{
+		MinuteCell *c = &truth.cells[j];
+
+		if (c->ad_id == 0)
+		{
+			c->ad_id = ad;
+			c->window_s = win;
+			c->campaign_id = camp;
+			truth.ncells++;
+		}
+		if (c->ad_id == ad && c->window_s == win)
+		{
+			if (click)
+				c->clicks++;
+			else
+				c->impressions++;
+			return;
+		}
+	}
+}
+
+static int
+cell_cmp(const void *a, const void *b)
+{
+	const MinuteCell *x = a;
+	const MinuteCell *y = b;
+
+	if (x->ad_id != y->ad_id)
+		return x->ad_id < y->ad_id ? -1 : 1;
+	if (x->window_s != y->window_s)
+		return x->window_s < y->window_s ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Write the truth file: sorted, so equal runs give equal files.  Written to
+ * a temporary name and renamed so that a reader never sees half a file.
+ */
+static void
+write_truth(const char *path)
+{
+	char	   *tmp = xmalloc(strlen(path) + 8);
+	FILE	   *f;
+	MinuteCell *sorted;
+	size_t		i;
+	size_t		n = 0;
+	int			r;
+
+	sprintf(tmp, "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (f == NULL)
+		die("cannot write %s: %s", tmp, strerror(errno));
+
+	sorted = xmalloc(sizeof(MinuteCell) * (truth.ncells + 1));
+	for (i = 0; i < truth.cap; i++)
+		if (truth.cells[i].ad_id != 0)
+			sorted[n++] = truth.cells[i];
+	qsort(sorted, n, sizeof(MinuteCell), cell_cmp);
+	for (i = 0; i < n; i++)
+		fprintf(f, "minute,%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 ",%" PRId64 "\n",
+				sorted[i].ad_id, sorted[i].campaign_id, sorted[i].window_s,
+				sorted[i].impressions, sorted[i].clicks);
+	free(sorted);
+
+	for (r = 1; r < ADS_R__COUNT; r++)
+		if (truth.rejects[r] > 0)
+			fprintf(f, "reject,%s,%" PRId64 "\n", reason_names[r], truth.rejects[r]);
+
+	fprintf(f, "total,sent,%" PRId64 "\n", truth.sent);
+	fprintf(f, "total,valid,%" PRId64 "\n", truth.valid);
+	fprintf(f, "total,unique,%" PRId64 "\n", truth.unique);
+	fprintf(f, "total,duplicates,%" PRId64 "\n", truth.duplicates);
+	fprintf(f, "total,rejected,%" PRId64 "\n", truth.rejected);
+
+	if (fflush(f) != 0 || ferror(f) || fclose(f) != 0)
+		die("error writing %s: %s", tmp, strerror(errno));
+	if (rename(tmp, path) != 0)
+		die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+	free(tmp);
+}
+
+/* ----------------------------------------------------------------------
+ * Generation state
+ * ---------------------------------------------------------------------- */
+typedef struct RingEntry
+{
+	char		bytes[MAX_EVENT_LEN];
+	size_t		len;
+	char		key[24];
+	size_t		keylen;
+	int64_t		ts_ms;
+} RingEntry;
+
+static RingEntry *ring;
+static int	ring_n = 0;
+static int	ring_next = 0;
+
+/* per partition: newest event time among accepted events, and whether any */
+static int64_t *part_max_ts;
+static int *part_has;
+static uint64_t *part_bytes;
+
+/* bad-record kinds we can generate; oversized only for small limits */
+static AdsReason bad_kinds[ADS_R__COUNT];
+static int	n_bad_kinds = 0;
+
+/* The record being sent. */
+typedef struct Record
+{
+	OutBuf		val;
+	char		key[24];
+	int			has_key;
+	size_t		keylen;
+	int			partition;
+} Record;
+
+static void
+set_key(Record *rec, const GenEvent *ev)
+{
+	rec->keylen = (size_t) snprintf(rec->key, sizeof(rec->key), "%" PRId64, ev->ad_id);
+	rec->has_key = 1;
+}
+
+/*
+ * Oldest event time a partition still accepts, plus a one-second margin so
+ * that we never produce an event sitting exactly on the consumer's boundary
+ * (where "<" versus "<=" would matter).
+ */
+static int64_t
+safe_floor(int p)
+{
+	if (!part_has[p])
+		return INT64_MIN;
+	return part_max_ts[p] - opt.horizon_s * 1000 + 1000;
+}
+
+static void
+accept_ts(int p, int64_t ts)
+{
+	if (!part_has[p] || ts > part_max_ts[p])
+		part_max_ts[p] = ts;
+	part_has[p] = 1;
+}
+
+static int64_t
+now_for_event(void)
+{
+	return opt.realtime ? wall_ms() : opt.now_ms;
+}
+
+/* A fresh valid event for message i on partition p. */
+static void
+make_valid(Record *rec, int64_t i, int p)
+{
+	GenEvent	ev;
+	int64_t		ts;
+	int64_t		lo;
+	RingEntry  *re;
+
+	if (opt.realtime)
+	{
+		/* never ahead of the clock, so never "future" */
+		ts = wall_ms() - rand_range(0, 2000);
+		lo = 0;
+	}
+	else
+	{
+		double		frac = (double) i / (double) opt.count;
+
+		ts = opt.start_ms + (int64_t) floor(frac * (double) opt.span_s * 1000.0);
+		ts += rand_range(-2000, 2000);
+		lo = opt.start_ms;
+		if (ts < lo)
+			ts = lo;
+	}
+	/* only matters with a horizon of a few seconds: stay clearly in time */
+	if (ts < safe_floor(p))
+		ts = safe_floor(p);
+	if (ts < 0)
+		ts = 0;
+
+	random_event(&ev, ts, lo > safe_floor(p) ? lo : safe_floor(p), 1);
+	render_event(&rec->val, &ev, ADS_OK, 0);
+	set_key(rec, &ev);
+	if (rec->val.len >= MAX_EVENT_LEN || (int64_t) rec->val.len > opt.max_bytes)
+		die("internal error: valid event of %zu bytes", rec->val.len);
+
+	truth_add_minute(ev.ad_id, ev.campaign_id, floor_div(ev.ts_ms, 60000) * 60,
+					 ev.is_click);
+	truth.valid++;
+	truth.unique++;
+	accept_ts(p, ev.ts_ms);
+
+	/* remember it as a duplicate candidate */
+	re = &ring[ring_next];
+	memcpy(re->bytes, rec->val.data, rec->val.len);
+	re->len = rec->val.len;
+	memcpy(re->key, rec->key, rec->keylen);
+	re->keylen = rec->keylen;
+	re->ts_ms = ev.ts_ms;
+	ring_next = (ring_next + 1) % RING_SIZE;
+	if (ring_n < RING_SIZE)
+		ring_n++;
+}
+
+/* Exact re-send of a recent valid event; 0 if none fits this partition. */
+static int
+make_duplicate(Record *rec, int p)
+{
+	RingEntry  *re;
+
+	if (ring_n == 0)
+		return 0;
+	re = &ring[rand_below((uint64_t) ring_n)];
+	/* a duplicate that would be too late here would not be a duplicate */
+	if (re->ts_ms < safe_floor(p))
+		return 0;
+	rec->val.len = 0;
+	ob_put(&rec->val, re->bytes, re->len);
+	memcpy(rec->key, re->key, re->keylen);
+	rec->keylen = re->keylen;
+	rec->has_key = 1;
+	truth.valid++;
+	truth.duplicates++;
+	accept_ts(p, re->ts_ms);
+	return 1;
+}
+
+/* Well-formed event far enough behind the partition's watermark. */
+static int
+make_too_late(Record *rec, int p)
+{
+	GenEvent	ev;
+	int64_t		ts;
+
+	if (!part_has[p])
+		return 0;
+	ts = part_max_ts[p] - opt.horizon_s * 1000 - 60000;
+	if (ts < 0)
+		return 0;				/* would be an invalid timestamp instead */
+	random_event(&ev, ts, 0, 1);
+	render_event(&rec->val, &ev, ADS_OK, 0);
+	set_key(rec, &ev);
+	truth.rejects[ADS_R_TOO_LATE]++;
+	truth.rejected++;
+	return 1;
+}
+
+static void
+make_future(Record *rec)
+{
+	GenEvent	ev;
+	int64_t		ts = now_for_event() + DAY_MS + rand_range(0, 60000);
+
+	random_event(&ev, ts, ts - 1000, 1);
+	render_event(&rec->val, &ev, ADS_OK, 0);
+	set_key(rec, &ev);
+	truth.rejects[ADS_R_FUTURE_TIMESTAMP]++;
+	truth.rejected++;
+}
+
+/*
+ * A record with exactly one defect.  Bad records are built on the compact
+ * ASCII layout so that, e.g., truncation cannot split a multi-byte
+ * character and add an invalid_utf8 defect to an invalid_json one.  Their
+ * timestamps are the current stream time so that nothing else about them
+ * is off.
+ */
+static void
+make_bad(Record *rec, int64_t i)
+{
+	AdsReason	kind = bad_kinds[rand_below((uint64_t) n_bad_kinds)];
+	GenEvent	ev;
+	int64_t		ts;
+
+	if (opt.realtime)
+		ts = wall_ms() - 1000;
+	else
+		ts = opt.start_ms + (int64_t) floor((double) i / (double) opt.count *
+											(double) opt.span_s * 1000.0);
+	random_event(&ev, ts, ts, 0);
+	rec->val.len = 0;
+	rec->has_key = 0;
+
+	switch (kind)
+	{
+		case ADS_R_EMPTY:
+			break;
+		case ADS_R_OVERSIZED:
+			{
+				size_t		target = (size_t) opt.max_bytes + 1 + (size_t) rand_below(100);
+				const char *padkey = ",\"pad\":\"";
+				size_t		fixed;
+				size_t		n;
+
+				render_event(&rec->val, &ev, ADS_OK, 0);
+				rec->val.len--;	/* drop the closing brace */
+				fixed = rec->val.len + strlen(padkey) + 2;	/* '"' and '}' */
+				if (fixed > target)
+					die("internal error: --max-bytes too small for oversized records");
+				ob_puts(&rec->val, padkey);
+				for (n = fixed; n < target; n++)
+					ob_put(&rec->val, "x", 1);
+				ob_puts(&rec->val, "\"}");
+				break;
+			}
+		case ADS_R_INVALID_JSON:
+			render_event(&rec->val, &ev, ADS_OK, 0);
+			/* any proper, non-empty prefix of an object is incomplete */
+			rec->val.len = 1 + (size_t) rand_below(rec->val.len - 1);
+			break;
+		case ADS_R_NOT_OBJECT:
+			{
+				static const char *const texts[] = {
+					"[1,2,3]", "\"impression\"", "42", "null", "true",
+					"[{\"event_id\":\"00000000-0000-4000-8000-000000000000\"}]",
+				};
+
+				ob_puts(&rec->val, texts[rand_below(NELEM(texts))]);
+				break;
+			}
+		case ADS_R_NUL_BYTE:
+		case ADS_R_DUPLICATE_KEY:
+		case ADS_R_MISSING_FIELD:
+		case ADS_R_WRONG_TYPE:
+		case ADS_R_INVALID_UUID:
+		case ADS_R_UNKNOWN_TYPE:
+		case ADS_R_OUT_OF_RANGE:
+		case ADS_R_NEGATIVE_ID:
+		case ADS_R_INVALID_TIMESTAMP:
+			render_event(&rec->val, &ev, kind, 0);
+			break;
+		case ADS_R_INVALID_UTF8:
+			render_event(&rec->val, &ev, kind, (int) rand_below(64));
+			break;
+		default:
+			die("internal error: bad kind %d", (int) kind);
+	}
+	truth.rejects[kind]++;
+	truth.rejected++;
+}
+
+/* ----------------------------------------------------------------------
+ * Kafka
+ * ---------------------------------------------------------------------- */
+static int64_t delivered = 0;
+static int64_t failed = 0;
+
+static void
+dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	(void) rk;
+	(void) opaque;
+	if (m->err)
+	{
+		if (failed < 10)
+			fprintf(stderr, "adstream-loadgen: delivery to partition %d failed: %s\n",
+					(int) m->partition, rd_kafka_err2str(m->err));
+		failed++;
+	}
+	else
+		delivered++;
+}
+
+static void
+set_conf(rd_kafka_conf_t *conf, const char *name, const char *value)
+{
+	char		errstr[512];
+
+	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+		die("config %s=%s: %s", name, value, errstr);
+}
+
+static rd_kafka_t *
+make_producer(void)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char		errstr[512];
+	rd_kafka_t *rk;
+
+	set_conf(conf, "bootstrap.servers", opt.brokers);
+	set_conf(conf, "client.id", "adstream-loadgen");
+	/* no loss and no reordering or duplication by retries */
+	set_conf(conf, "enable.idempotence", "true");
+	set_conf(conf, "acks", "all");
+	set_conf(conf, "linger.ms", "5");
+	/* large batches: fewer, bigger message sets on the broker */
+	set_conf(conf, "batch.num.messages", "10000");
+	set_conf(conf, "batch.size", "1000000");
+	set_conf(conf, "queue.buffering.max.messages", "1000000");
+	set_conf(conf, "queue.buffering.max.kbytes", "1048576");
+	if (opt.debug)
+		set_conf(conf, "debug", opt.debug);
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+		die("rd_kafka_new: %s", errstr);
+	return rk;
+}
+
+/* Partition count from metadata, retried while the topic is being created. */
+static int
+topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt)
+{
+	double		deadline = mono_s() + 30;
+	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	while (mono_s() < deadline)
+	{
+		const struct rd_kafka_metadata *md;
+		int			n = 0;
+
+		err = rd_kafka_metadata(rk, 0, rkt, &md, 5000);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+				n = md->topics[0].partition_cnt;
+			else if (md->topic_cnt == 1)
+				err = md->topics[0].err;
+			rd_kafka_metadata_destroy(md);
+			if (n > 0)
+				return n;
+		}
+		usleep(200 * 1000);
+	}
+	die("no partitions for topic \"%s\": %s", opt.topic, rd_kafka_err2str(err));
+	return 0;
+}
+
+/* ----------------------------------------------------------------------
+ * Main
+ * ---------------------------------------------------------------------- */
+static void
+usage(FILE *out)
+{
+	fprintf(out,
+			"usage: adstream-loadgen --brokers B --topic T --count N [options]\n"
+			"  --seed S            PRNG seed (1)\n"
+			"  --rate EPS          messages per second, 0 = unthrottled (0)\n"
+			"  --ads A --campaigns C --users U --stores S   (1000, 50, 100000, 200)\n"
+			"  --click-ratio R     (0.1)      --dup-ratio R      (0.05)\n"
+			"  --bad-ratio R       (0.01)     --late-ratio R     (0.002)\n"
+			"  --future-ratio R    (0.001)    --rfc3339-ratio R  (0.2)\n"
+			"  --now-ms MS         reference clock (default: wall clock at start)\n"
+			"  --start-ms MS       event time of the first event (now - 30 min)\n"
+			"  --span-s S          event time covered by the stream (600)\n"
+			"  --realtime          event time = wall clock at send time\n"
+			"  --horizon-s H       consumer's lateness horizon (3600)\n"
+			"  --max-bytes M       consumer's message size limit (1048576)\n"
+			"  --partitions P      partition count (default: from metadata)\n"
+			"  --truth FILE        write the ground truth CSV\n"
+			"  --dump FILE         also write every record to FILE\n"
+			"  --dry-run           generate only, no Kafka (needs --partitions)\n"
+			"  --progress          one progress line per second on stderr\n"
+			"  --timeout-s S       final flush timeout (120)\n"
+			"  --debug CONTEXTS    librdkafka debug contexts\n");
+}
+
+static int64_t
+arg_int(const char *name, const char *s, int64_t lo, int64_t hi)
+{
+	char	   *end;
+	long long	v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < lo || v > hi)
+	{
+		fprintf(stderr, "adstream-loadgen: --%s must be an integer in %" PRId64 "..%" PRId64 "\n",
+				name, lo, hi);
+		exit(2);
+	}
+	return (int64_t) v;
+}
+
+static double
+arg_double(const char *name, const char *s, double lo, double hi)
+{
+	char	   *end;
+	double		v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(v >= lo && v <= hi))
+	{
+		fprintf(stderr, "adstream-loadgen: --%s must be a number in %g..%g\n", name, lo, hi);
+		exit(2);
+	}
+	return v;
+}
+
+static void
+parse_args(int argc, char **argv)
+{
+	enum
+	{
+		O_BROKERS = 256, O_TOPIC, O_COUNT, O_SEED, O_RATE, O_ADS, O_CAMPAIGNS,
+		O_USERS, O_STORES, O_CLICK, O_DUP, O_BAD, O_LATE, O_FUTURE, O_RFC,
+		O_NOW, O_START, O_SPAN, O_REALTIME, O_HORIZON, O_MAXBYTES, O_PARTS,
+		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP
+	};
+	static const struct option longopts[] = {
+		{"brokers", required_argument, NULL, O_BROKERS},
+		{"topic", required_argument, NULL, O_TOPIC},
+		{"count", required_argument, NULL, O_COUNT},
+		{"seed", required_argument, NULL, O_SEED},
+		{"rate", required_argument, NULL, O_RATE},
+		{"ads", required_argument, NULL, O_ADS},
+		{"campaigns", required_argument, NULL, O_CAMPAIGNS},
+		{"users", required_argument, NULL, O_USERS},
+		{"stores", required_argument, NULL, O_STORES},
+		{"click-ratio", required_argument, NULL, O_CLICK},
+		{"dup-ratio", required_argument, NULL, O_DUP},
+		{"bad-ratio", required_argument, NULL, O_BAD},
+		{"late-ratio", required_argument, NULL, O_LATE},
+		{"future-ratio", required_argument, NULL, O_FUTURE},
+		{"rfc3339-ratio", required_argument, NULL, O_RFC},
+		{"now-ms", required_argument, NULL, O_NOW},
+		{"start-ms", required_argument, NULL, O_START},
+		{"span-s", required_argument, NULL, O_SPAN},
+		{"realtime", no_argument, NULL, O_REALTIME},
+		{"horizon-s", required_argument, NULL, O_HORIZON},
+		{"max-bytes", required_argument, NULL, O_MAXBYTES},
+		{"partitions", required_argument, NULL, O_PARTS},
+		{"truth", required_argument, NULL, O_TRUTH},
+		{"dump", required_argument, NULL, O_DUMP},
+		{"progress", no_argument, NULL, O_PROGRESS},
+		{"dry-run", no_argument, NULL, O_DRYRUN},
+		{"timeout-s", required_argument, NULL, O_TIMEOUT},
+		{"debug", required_argument, NULL, O_DEBUG},
+		{"help", no_argument, NULL, O_HELP},
+		{NULL, 0, NULL, 0}
+	};
+	/* ten thousand years of milliseconds either side is plenty */
+	const int64_t ms_max = INT64_C(253402300799999);
+	int			c;
+	int			have_now = 0;
+
+	opt.count = -1;
+	opt.seed = 1;
+	opt.ads = 1000;
+	opt.campaigns = 50;
+	opt.users = 100000;
+	opt.stores = 200;
+	opt.click_ratio = 0.1;
+	opt.dup_ratio = 0.05;
+	opt.bad_ratio = 0.01;
+	opt.late_ratio = 0.002;
+	opt.future_ratio = 0.001;
+	opt.rfc3339_ratio = 0.2;
+	opt.span_s = 600;
+	opt.horizon_s = 3600;
+	opt.max_bytes = 1048576;
+	opt.timeout_s = 120;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
+	{
+		switch (c)
+		{
+			case O_BROKERS: opt.brokers = optarg; break;
+			case O_TOPIC: opt.topic = optarg; break;
+			case O_COUNT: opt.count = arg_int("count", optarg, 0, INT64_C(1) << 40); break;
+			case O_SEED: opt.seed = (uint64_t) arg_int("seed", optarg, 0, INT64_MAX); break;
+			case O_RATE: opt.rate = arg_double("rate", optarg, 0, 1e9); break;
+			case O_ADS: opt.ads = arg_int("ads", optarg, 1, INT64_C(1) << 40); break;
+			case O_CAMPAIGNS: opt.campaigns = arg_int("campaigns", optarg, 1, INT64_C(1) << 40); break;
+			case O_USERS: opt.users = arg_int("users", optarg, 1, INT64_C(1) << 50); break;
+			case O_STORES: opt.stores = arg_int("stores", optarg, 1, INT64_C(1) << 40); break;
+			case O_CLICK: opt.click_ratio = arg_double("click-ratio", optarg, 0, 1); break;
+			case O_DUP: opt.dup_ratio = arg_double("dup-ratio", optarg, 0, 1); break;
+			case O_BAD: opt.bad_ratio = arg_double("bad-ratio", optarg, 0, 1); break;
+			case O_LATE: opt.late_ratio = arg_double("late-ratio", optarg, 0, 1); break;
+			case O_FUTURE: opt.future_ratio = arg_double("future-ratio", optarg, 0, 1); break;
+			case O_RFC: opt.rfc3339_ratio = arg_double("rfc3339-ratio", optarg, 0, 1); break;
+			case O_NOW: opt.now_ms = arg_int("now-ms", optarg, 0, ms_max); have_now = 1; break;
+			case O_START: opt.start_ms = arg_int("start-ms", optarg, 0, ms_max); opt.have_start = 1; break;
+			case O_SPAN: opt.span_s = arg_int("span-s", optarg, 0, INT64_C(1) << 32); break;
+			case O_REALTIME: opt.realtime = 1; break;
+			case O_HORIZON: opt.horizon_s = arg_int("horizon-s", optarg, 1, INT64_C(1) << 32); break;
+			case O_MAXBYTES: opt.max_bytes = arg_int("max-bytes", optarg, 1024, 100000000); break;
+			case O_PARTS: opt.partitions = (int) arg_int("partitions", optarg, 1, 100000); break;
+			case O_TRUTH: opt.truth_path = optarg; break;
+			case O_DUMP: opt.dump_path = optarg; break;
+			case O_PROGRESS: opt.progress = 1; break;
+			case O_DRYRUN: opt.dry_run = 1; break;
+			case O_TIMEOUT: opt.timeout_s = (int) arg_int("timeout-s", optarg, 1, 86400); break;
+			case O_DEBUG: opt.debug = optarg; break;
+			case O_HELP: usage(stdout); exit(0);
+			default: usage(stderr); exit(2);
+		}
+	}
+	if (optind < argc)
+	{
+		fprintf(stderr, "adstream-loadgen: unexpected argument \"%s\"\n", argv[optind]);
+		exit(2);
+	}
+	if (opt.topic == NULL || opt.count < 0 || (opt.brokers == NULL && !opt.dry_run))
+	{
+		fprintf(stderr, "adstream-loadgen: --brokers, --topic and --count are required\n");
+		usage(stderr);
+		exit(2);
+	}
+	if (opt.dry_run && opt.partitions == 0)
+	{
+		fprintf(stderr, "adstream-loadgen: --dry-run needs --partitions\n");
+		exit(2);
+	}
+	if (opt.dup_ratio + opt.bad_ratio + opt.late_ratio + opt.future_ratio > 1.0)
+	{
+		fprintf(stderr, "adstream-loadgen: dup, bad, late and future ratios add up to more than 1\n");
+		exit(2);
+	}
+	if (!have_now)
+		opt.now_ms = wall_ms();
+	if (!opt.have_start)
+		opt.start_ms = opt.now_ms - 30 * 60 * 1000;
+	if (opt.start_ms < 0)
+		opt.start_ms = 0;
+	if (!opt.realtime && opt.start_ms + opt.span_s * 1000 + 2000 > opt.now_ms)
+		fprintf(stderr,
+				"adstream-loadgen: warning: event time runs up to %" PRId64 " ms past --now-ms;"
+				" a consumer may count those events as future_timestamp\n",
+				opt.start_ms + opt.span_s * 1000 + 2000 - opt.now_ms);
+}
+
+int
+main(int argc, char **argv)
+{
+	rd_kafka_t *rk = NULL;
+	rd_kafka_topic_t *rkt = NULL;
+	FILE	   *dump = NULL;
+	Record		rec;
+	double		t0;
+	double		t_last_progress;
+	int64_t		sent_last_progress = 0;
+	double		tokens = 1.0;
+	double		burst;
+	double		t_tokens;
+	double		elapsed;
+	int64_t		i;
+	int			p;
+	int			rc = 0;
+	uint64_t	max_part_bytes = 0;
+
+	parse_args(argc, argv);
+	prng_seed(&rng, opt.seed);
+
+	for (p = ADS_R_EMPTY; p <= ADS_R_INVALID_TIMESTAMP; p++)
+	{
+		/*
+		 * Oversized records above 64 KiB would eat the mock broker's 5 MiB
+		 * per-partition log in a handful of messages, so skip them.
+		 */
+		if (p == ADS_R_OVERSIZED && opt.max_bytes > 65536)
+			continue;
+		bad_kinds[n_bad_kinds++] = (AdsReason) p;
+	}
+	if (opt.bad_ratio > 0 && opt.max_bytes > 65536)
+		fprintf(stderr, "adstream-loadgen: note: --max-bytes > 64 KiB, not generating oversized records\n");
+
+	rec.val.cap = (size_t) (opt.max_bytes <= 65536 ? opt.max_bytes + 4096 : 4096);
+	rec.val.data = xmalloc(rec.val.cap);
+	ring = calloc(RING_SIZE, sizeof(RingEntry));
+	if (ring == NULL)
+		die("out of memory");
+
+	if (opt.dump_path)
+	{
+		dump = fopen(opt.dump_path, "wb");
+		if (dump == NULL)
+			die("cannot open %s: %s", opt.dump_path, strerror(errno));
+	}
+
+	if (!opt.dry_run)
+	{
+		rk = make_producer();
+		rkt = rd_kafka_topic_new(rk, opt.topic, NULL);
+		if (rkt == NULL)
+			die("rd_kafka_topic_new: %s", rd_kafka_err2str(rd_kafka_last_error()));
+		if (opt.partitions == 0)
+			opt.partitions = topic_partitions(rk, rkt);
+	}
+
+	part_max_ts = calloc((size_t) opt.partitions, sizeof(int64_t));
+	part_has = calloc((size_t) opt.partitions, sizeof(int));
+	part_bytes = calloc((size_t) opt.partitions, sizeof(uint64_t));
+	if (!part_max_ts || !part_has || !part_bytes)
+		die("out of memory");
+
+	/* rough check against the mock broker's per-partition log limit */
+	if ((double) opt.count * 210.0 / opt.partitions > MOCK_PART_LIMIT)
+		fprintf(stderr,
+				"adstream-loadgen: note: about %.1f MiB per partition; librdkafka's mock broker"
+				" keeps only the newest 5 MiB of each partition\n",
+				(double) opt.count * 210.0 / opt.partitions / 1048576.0);
+
+	t0 = mono_s();
+	t_last_progress = t0;
+	t_tokens = t0;
+	burst = opt.rate > 0 ? (opt.rate / 20.0 > 1.0 ? opt.rate / 20.0 : 1.0) : 0;
+
+	for (i = 0; i < opt.count; i++)
+	{
+		double		u = rand_unit();
+		int			done = 0;
+
+		p = (int) (i % opt.partitions);
+		rec.partition = p;
+		rec.val.len = 0;
+		rec.has_key = 0;
+
+		if (u < opt.dup_ratio)
+			done = make_duplicate(&rec, p);
+		else if (u < opt.dup_ratio + opt.bad_ratio)
+		{
+			make_bad(&rec, i);
+			done = 1;
+		}
+		else if (u < opt.dup_ratio + opt.bad_ratio + opt.late_ratio)
+			done = make_too_late(&rec, p);
+		else if (u < opt.dup_ratio + opt.bad_ratio + opt.late_ratio + opt.future_ratio)
+		{
+			make_future(&rec);
+			done = 1;
+		}
+		if (!done)
+		{
+			rec.val.len = 0;
+			make_valid(&rec, i, p);
+		}
+		truth.sent++;
+		part_bytes[p] += rec.val.len + (rec.has_key ? rec.keylen : 0);
+
+		if (dump)
+		{
+			/* header line, then the raw key and value, then a newline */
+			fprintf(dump, "%d %d %zu\n", p, rec.has_key ? (int) rec.keylen : -1, rec.val.len);
+			if (rec.has_key)
+				fwrite(rec.key, 1, rec.keylen, dump);
+			fwrite(rec.val.data, 1, rec.val.len, dump);
+			fputc('\n', dump);
+		}
+
+		if (rk == NULL)
+			continue;
+
+		/* token bucket pacing */
+		if (opt.rate > 0)
+		{
+			for (;;)
+			{
+				double		now = mono_s();
+
+				tokens += (now - t_tokens) * opt.rate;
+				t_tokens = now;
+				if (tokens > burst)
+					tokens = burst;
+				if (tokens >= 1.0)
+					break;
+				rd_kafka_poll(rk, 0);
+				{
+					double		wait = (1.0 - tokens) / opt.rate;
+					struct timespec ts;
+
+					if (wait > 0.01)
+						wait = 0.01;
+					ts.tv_sec = 0;
+					ts.tv_nsec = (long) (wait * 1e9);
+					nanosleep(&ts, NULL);
+				}
+			}
+			tokens -= 1.0;
+		}
+
+		for (;;)
+		{
+			rd_kafka_resp_err_t err;
+
+			/*
+			 * Empty values are sent as a zero-length, non-NULL value; the
+			 * consumer treats NULL and empty alike.
+			 */
+			err = rd_kafka_producev(rk,
+									RD_KAFKA_V_RKT(rkt),
+									RD_KAFKA_V_PARTITION(p),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_VALUE(rec.val.data, rec.val.len),
+									RD_KAFKA_V_KEY(rec.has_key ? rec.key : NULL,
+												   rec.has_key ? rec.keylen : 0),
+									RD_KAFKA_V_END);
+			if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+				break;
+			if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+				die("produce to partition %d failed: %s", p, rd_kafka_err2str(err));
+			rd_kafka_poll(rk, 10);
+		}
+
+		if ((i & 1023) == 0)
+		{
+			rd_kafka_poll(rk, 0);
+			if (opt.progress)
+			{
+				double		now = mono_s();
+
+				if (now - t_last_progress >= 1.0)
+				{
+					fprintf(stderr,
+							"adstream-loadgen: sent=%" PRId64 " delivered=%" PRId64
+							" failed=%" PRId64 " rate=%.0f/s (overall %.0f/s)\n",
+							i + 1, delivered, failed,
+							(double) (i + 1 - sent_last_progress) / (now - t_last_progress),
+							(double) (i + 1) / (now - t0));
+					t_last_progress = now;
+					sent_last_progress = i + 1;
+				}
+			}
+		}
+	}
+
+	if (rk != NULL)
+	{
+		rd_kafka_resp_err_t err = rd_kafka_flush(rk, opt.timeout_s * 1000);
+		int			left = rd_kafka_outq_len(rk);
+
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR || left > 0)
+		{
+			fprintf(stderr, "adstream-loadgen: flush: %s, %d messages not delivered\n",
+					rd_kafka_err2str(err), left);
+			failed += left;
+		}
+	}
+	elapsed = mono_s() - t0;
+
+	if (dump && fclose(dump) != 0)
+		die("error writing %s: %s", opt.dump_path, strerror(errno));
+	if (opt.truth_path)
+		write_truth(opt.truth_path);
+
+	for (p = 0; p < opt.partitions; p++)
+	{
+		/* ~25 bytes of record framing each, on top of key and value */
+		uint64_t	b = part_bytes[p] + (uint64_t) (opt.count / opt.partitions + 1) * 25;
+
+		if (b > max_part_bytes)
+			max_part_bytes = b;
+	}
+	if (max_part_bytes > MOCK_PART_LIMIT)
+		fprintf(stderr,
+				"adstream-loadgen: note: up to %.1f MiB went to one partition; the mock broker"
+				" would have trimmed the oldest records\n",
+				(double) max_part_bytes / 1048576.0);
+
+	printf("sent=%" PRId64 " valid=%" PRId64 " unique=%" PRId64 " duplicates=%" PRId64
+		   " rejected=%" PRId64 " seconds=%.3f rate=%.0f\n",
+		   truth.sent, truth.valid, truth.unique, truth.duplicates, truth.rejected,
+		   elapsed, elapsed > 0 ? (double) truth.sent / elapsed : 0.0);
+	fflush(stdout);
+
+	if (rk != NULL)
+	{
+		if (failed > 0 || delivered != truth.sent)
+		{
+			fprintf(stderr, "adstream-loadgen: %" PRId64 " of %" PRId64 " messages delivered, %"
+					PRId64 " failed\n", delivered, truth.sent, failed);
+			rc = 1;
+		}
+		rd_kafka_topic_destroy(rkt);
+		rd_kafka_destroy(rk);
+	}
+	return rc;
+}
