@@ -66,9 +66,10 @@ unitcheck: test/bin/test_event_parse
 
 PG_BINDIR := $(shell $(PG_CONFIG) --bindir)
 tapcheck: $(TOOLS)
-	rm -rf tmp_check/tap
+	rm -rf tmp_check/t_* tmp_check/log
 	PATH="$(PG_BINDIR):$$PATH" PERL5LIB="$(dir $(PGXS))../../src/test/perl:test/perl" \
-	  ADSTREAM_BIN="$(CURDIR)/test/bin" TESTDIR="$(CURDIR)" \
+	  PG_REGRESS="$(dir $(PGXS))../../src/test/regress/pg_regress" \
+  ADSTREAM_BIN="$(CURDIR)/test/bin" TESTDIR="$(CURDIR)" \
 	  prove -v --timer $(if $(PROVE_TESTS),$(PROVE_TESTS),test/t/*.pl)
 
 demo:

@@ -45,7 +45,7 @@ typedef struct AdsWorkerSlot
 	int32		source_id;
 	int32		worker_index;
 	int32		nworkers;
-	int32		generation;
+	int64		generation;
 	pid_t		pid;			/* 0 when not running */
 	int32		restarts;		/* unexpected exits of this (source, index) */
 	char		state[ADS_STATE_LEN];
@@ -75,7 +75,7 @@ typedef struct AdsWorkerArgs
 	int32		source_id;
 	int32		worker_index;
 	int32		nworkers;
-	int32		generation;
+	int64		generation;
 } AdsWorkerArgs;
 
 /* adstream.c */

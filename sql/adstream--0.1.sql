@@ -26,6 +26,15 @@ GRANT USAGE ON SCHEMA adstream TO adstream_reader, adstream_admin;
 -- Configuration
 -------------------------------------------------------------------------------
 
+/*
+ * A source's generation tells its workers apart from those of an older
+ * version of it (paused and resumed, or dropped and re-created under the same
+ * id after DROP EXTENSION): the microseconds of the clock, never reused.
+ */
+CREATE FUNCTION adstream._new_generation()
+RETURNS bigint LANGUAGE sql VOLATILE
+RETURN (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+
 CREATE TABLE adstream.sources (
 	id				integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	name			text NOT NULL UNIQUE,
@@ -37,7 +46,7 @@ CREATE TABLE adstream.sources (
 	group_id		text NOT NULL,
 	kafka_options	jsonb NOT NULL DEFAULT '{}',	-- librdkafka properties; may hold credentials
 	enabled			boolean NOT NULL DEFAULT true,
-	generation		integer NOT NULL DEFAULT 1,		-- bumped when workers must restart
+	generation		bigint NOT NULL DEFAULT adstream._new_generation(),	-- new value when workers must restart
 	created_at		timestamptz NOT NULL DEFAULT now(),
 	updated_at		timestamptz NOT NULL DEFAULT now(),
 	CHECK (kind IN ('ad_events')),
@@ -445,7 +454,7 @@ AS $$
 BEGIN
 	PERFORM adstream._source_must_exist(name);
 	UPDATE adstream.sources s
-	   SET enabled = true, generation = generation + 1, updated_at = now()
+	   SET enabled = true, generation = adstream._new_generation(), updated_at = now()
 	 WHERE s.name = resume_source.name AND NOT s.enabled;
 	PERFORM adstream._wake_launcher();
 END

@@ -70,8 +70,8 @@ load_source(AdsConsumer *c)
 	begin_tx("adstream: reading source");
 	if (SPI_execute_with_args("SELECT name, brokers, topic, start_policy, group_id "
 							  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
-							  2, (Oid[]) {INT4OID, INT4OID},
-							  (Datum[]) {Int32GetDatum(c->args.source_id), Int32GetDatum(c->args.generation)},
+							  2, (Oid[]) {INT4OID, INT8OID},
+							  (Datum[]) {Int32GetDatum(c->args.source_id), Int64GetDatum(c->args.generation)},
 							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];

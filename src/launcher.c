@@ -39,7 +39,7 @@ typedef struct DesiredWorker
 {
 	int32		source_id;
 	int32		nworkers;
-	int32		generation;
+	int64		generation;
 	char		name[NAMEDATALEN];
 } DesiredWorker;
 
@@ -65,6 +65,8 @@ static Backoff *backoffs;
 static int	nbackoffs;
 static TimestampTz last_maintenance;
 static TimestampTz last_no_slot_warning;
+
+static long reconcile(DesiredWorker *desired, int ndesired);
 
 void
 ads_register_launcher(void)
@@ -143,7 +145,7 @@ read_desired(DesiredWorker **out)
 
 			(*out)[i].source_id = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
 			(*out)[i].nworkers = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
-			(*out)[i].generation = DatumGetInt32(SPI_getbinval(tup, td, 3, &isnull));
+			(*out)[i].generation = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
 			name = SPI_getvalue(tup, td, 4);
 			strlcpy((*out)[i].name, name, NAMEDATALEN);
 		}
@@ -169,6 +171,49 @@ run_maintenance(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * One round of the launcher's work.  An error here (the extension being
+ * dropped under us, a lock timeout in maintenance) is logged and the round
+ * retried; the launcher itself must not exit, because a new launcher cannot
+ * adopt the running workers and would have to restart them all.
+ */
+static long
+launcher_round(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	DesiredWorker *desired = NULL;
+	long		wait_ms = adstream_launcher_naptime_ms;
+
+	PG_TRY();
+	{
+		int			ndesired = read_desired(&desired);
+
+		/* Without the extension nothing may run: stop everything. */
+		wait_ms = reconcile(desired, Max(ndesired, 0));
+		if (ndesired < 0)
+			wait_ms = Max(wait_ms, 5000);
+		else if (TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
+											adstream_maintenance_interval_s * 1000L))
+		{
+			last_maintenance = GetCurrentTimestamp();
+			run_maintenance();
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		wait_ms = 1000;
+	}
+	PG_END_TRY();
+	if (desired)
+		pfree(desired);
+	return wait_ms;
 }
 
 static bool
@@ -398,9 +443,7 @@ adstream_launcher_main(Datum arg)
 
 	while (!ShutdownRequestPending)
 	{
-		DesiredWorker *desired = NULL;
-		int			ndesired;
-		long		wait_ms = adstream_launcher_naptime_ms;
+		long		wait_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -409,22 +452,7 @@ adstream_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		ndesired = read_desired(&desired);
-		if (ndesired >= 0)
-		{
-			wait_ms = reconcile(desired, ndesired);
-			if (TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
-										   adstream_maintenance_interval_s * 1000L))
-			{
-				run_maintenance();
-				last_maintenance = GetCurrentTimestamp();
-			}
-		}
-		else
-			wait_ms = Max(wait_ms, 5000);	/* extension not installed here */
-		if (desired)
-			pfree(desired);
-
+		wait_ms = launcher_round();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -41,6 +41,25 @@
  * single broker, and on larger clusters enough followers that "leader"
  * can move partitions around while keeping the replica set realistic.
  *
+ * Behaviour of librdkafka 2.0's mock cluster worth knowing when writing
+ * tests (observed, not promised by its API):
+ *	  - Ports are random loopback ports, chosen anew on every start; "down"
+ *		and "up" keep them.  There is no way to ask for fixed ports.
+ *	  - "down" drops existing connections and refuses new ones (connection
+ *		refused); it does not move leadership, and metadata keeps showing
+ *		the broker.  After "up", clients come back only when their
+ *		reconnect backoff expires, up to reconnect.backoff.max.ms (10 s by
+ *		default), so lower that in clients or wait long enough.
+ *	  - kcat gives up when all brokers are down unless run with -E.
+ *	  - With several brokers each partition's leader is picked at random.
+ *	  - Each partition keeps at most 5 MiB / 100,000 message sets; older
+ *		data is trimmed silently.  Aborted transactions are not filtered
+ *		for read_committed consumers.  Everything lives in memory.
+ *	  - Error code _TRANSPORT (-195) makes it drop the connection rather
+ *		than answer.
+ *	  - With stdin at EOF (e.g. </dev/null, as in CI) this program exits
+ *		right after BOOTSTRAP: run it with --no-stdin there.
+ *
  * Build:
  *	  cc -O2 -Wall -Wextra -Werror -o test/bin/adstream-mock-broker \
  *	     test/broker/mock_broker.c $(pkg-config --cflags --libs rdkafka) -lpthread

@@ -22,7 +22,20 @@
  *
  * The generator picks every message's partition itself (round robin by
  * message number) so that it can track each partition's event-time
- * watermark the same way the consumer does.
+ * watermark the same way the consumer does.  Keys are the ad id in decimal
+ * for event-shaped records and NULL for bad ones; the consumer ignores them.
+ *
+ * Margins keep the truth independent of details the contract leaves open:
+ * too-late events sit 60 s beyond the horizon, every accepted event at
+ * least 1 s inside it (so "<" versus "<=" never matters), and a duplicate
+ * that would not be clearly in time on its partition is replaced by a fresh
+ * valid event.  With horizons much larger than a few seconds the truth is
+ * also the same whether the consumer keeps one watermark per partition or
+ * one for the whole topic.
+ *
+ * --dump FILE writes every record as a header line "PARTITION KEYLEN
+ * VALUELEN" (KEYLEN -1 for no key), then the raw key and value bytes, then
+ * a newline: handy for feeding the parser without Kafka (see --dry-run).
  *
  * Build:
  *	  cc -O2 -Wall -Wextra -Werror -Iinclude -o test/bin/adstream-loadgen \
@@ -795,6 +808,7 @@ static uint64_t *part_bytes;
 /* bad-record kinds we can generate; oversized only for small limits */
 static AdsReason bad_kinds[ADS_R__COUNT];
 static int	n_bad_kinds = 0;
+static int	gen_oversized = 0;
 
 /* The record being sent. */
 typedef struct Record
@@ -1346,6 +1360,8 @@ main(int argc, char **argv)
 		 */
 		if (p == ADS_R_OVERSIZED && opt.max_bytes > 65536)
 			continue;
+		if (p == ADS_R_OVERSIZED)
+			gen_oversized = 1;
 		bad_kinds[n_bad_kinds++] = (AdsReason) p;
 	}
 	if (opt.bad_ratio > 0 && opt.max_bytes > 65536)
@@ -1380,12 +1396,29 @@ main(int argc, char **argv)
 	if (!part_max_ts || !part_has || !part_bytes)
 		die("out of memory");
 
-	/* rough check against the mock broker's per-partition log limit */
-	if ((double) opt.count * 210.0 / opt.partitions > MOCK_PART_LIMIT)
+	/*
+	 * Rough check against the mock broker's per-partition log limit: about
+	 * 210 bytes per record with key and framing, plus oversized records.
+	 */
+	{
+		double		per_rec = 210.0;
+		double		est;
+
+		if (gen_oversized)
+			per_rec += opt.bad_ratio / n_bad_kinds * (double) opt.max_bytes;
+		est = (double) opt.count * per_rec / opt.partitions;
+		if (est > MOCK_PART_LIMIT)
+			fprintf(stderr,
+					"adstream-loadgen: note: about %.1f MiB per partition; librdkafka's mock broker"
+					" keeps only the newest 5 MiB of each partition\n",
+					est / 1048576.0);
+	}
+	if (opt.progress)
 		fprintf(stderr,
-				"adstream-loadgen: note: about %.1f MiB per partition; librdkafka's mock broker"
-				" keeps only the newest 5 MiB of each partition\n",
-				(double) opt.count * 210.0 / opt.partitions / 1048576.0);
+				"adstream-loadgen: seed=%" PRIu64 " now-ms=%" PRId64 " start-ms=%" PRId64
+				" span-s=%" PRId64 " partitions=%d%s\n",
+				opt.seed, opt.now_ms, opt.start_ms, opt.span_s, opt.partitions,
+				opt.realtime ? " realtime" : "");
 
 	t0 = mono_s();
 	t_last_progress = t0;

@@ -1,0 +1,186 @@
+
+# AdstreamTest: shared pieces of adstream's end-to-end TAP suites.
+#
+#   my $broker = AdstreamTest::Broker->start(topics => ['ads:4']);
+#   $broker->cmd('down all');
+#   my $node = AdstreamTest::node('main');
+#   my $run = AdstreamTest::loadgen($broker, topic => 'ads', count => 20000, seed => 1);
+#   AdstreamTest::wait_consumed($node, 'src', $total_sent);
+#   AdstreamTest::check_truth($node, [$run->{truth}], 'after crash');
+
+package AdstreamTest;
+
+use strict;
+use warnings;
+
+use IPC::Run ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+our $BIN = $ENV{ADSTREAM_BIN} or die "ADSTREAM_BIN is not set (run through make tapcheck)";
+
+# Event-time origin shared by every load of a test, so that later loads are
+# never too late relative to earlier ones.
+our $START_MS = int(time() * 1000) - 30 * 60 * 1000;
+
+# A server with adstream preloaded; its workers run in database postgres.
+sub node
+{
+	my ($name, %conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my %settings = (
+		shared_preload_libraries => "'adstream'",
+		'adstream.database' => "'postgres'",
+		'adstream.max_message_bytes' => 65536,
+		'adstream.batch_max_ms' => 100,
+		max_worker_processes => 32,
+		restart_after_crash => 'on',
+		%conf);
+	$node->append_conf('postgresql.conf',
+		join('', map { "$_ = $settings{$_}\n" } sort keys %settings));
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION adstream');
+	return $node;
+}
+
+# Runs the load generator to completion and returns its summary and truth file.
+sub loadgen
+{
+	my ($broker, %o) = @_;
+	my $truth = PostgreSQL::Test::Utils::tempdir() . "/truth-$o{topic}-$o{seed}.csv";
+	my @cmd = ("$BIN/adstream-loadgen", '--brokers', $broker->{bootstrap},
+		'--topic', $o{topic}, '--count', $o{count}, '--seed', $o{seed},
+		'--start-ms', $START_MS, '--max-bytes', 65536, '--truth', $truth,
+		@{ $o{args} // [] });
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(\@cmd, '>', \$out, '2>', \$err);
+	my %run = (handle => $h, truth => $truth, out => \$out, err => \$err);
+	return \%run if $o{background};
+	finish_loadgen(\%run);
+	return \%run;
+}
+
+sub finish_loadgen
+{
+	my ($run) = @_;
+	$run->{handle}->finish;
+	die "loadgen failed: ${ $run->{err} }" if $run->{handle}->result != 0;
+	my ($sent) = ${ $run->{out} } =~ /sent=(\d+)/ or die "no loadgen summary: ${ $run->{out} }";
+	$run->{sent} = $sent;
+	return $run;
+}
+
+# Waits until the source's committed offsets cover $total messages.
+sub wait_consumed
+{
+	my ($node, $source, $total) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT coalesce(sum(next_offset), 0) >= $total FROM adstream.offsets WHERE source = '$source'")
+	  or die "source $source did not consume $total messages: "
+	  . $node->safe_psql('postgres', 'SELECT * FROM adstream.source_status');
+}
+
+# Compares aggregates, dead letters and counters with the generators' truth.
+sub check_truth
+{
+	my ($node, $truths, $what) = @_;
+	my $load = join('', map { "COPY truth_raw FROM '$_';\n" } @$truths);
+	my $prelude = qq{
+CREATE TEMP TABLE truth_raw (line text);
+$load
+CREATE TEMP VIEW truth_min AS
+  SELECT split_part(line, ',', 2)::bigint AS ad_id, split_part(line, ',', 3)::bigint AS campaign_id,
+         to_timestamp(split_part(line, ',', 4)::bigint) AS window_start,
+         sum(split_part(line, ',', 5)::bigint) AS impressions, sum(split_part(line, ',', 6)::bigint) AS clicks
+    FROM truth_raw WHERE line LIKE 'minute,%' GROUP BY 1, 2, 3;
+CREATE TEMP VIEW truth_rej AS
+  SELECT split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
+    FROM truth_raw WHERE line LIKE 'reject,%' GROUP BY 1;
+CREATE TEMP VIEW got_min AS
+  SELECT ad_id, campaign_id, window_start, impressions::numeric, clicks::numeric FROM adstream.ad_stats_minute;
+CREATE TEMP VIEW got_rej AS
+  SELECT reason, count(*)::numeric AS n FROM adstream.rejected_events GROUP BY 1;
+};
+	my $res = $node->safe_psql('postgres', $prelude . q{
+SELECT (SELECT count(*) FROM ((TABLE truth_min EXCEPT TABLE got_min) UNION ALL (TABLE got_min EXCEPT TABLE truth_min)) d),
+       (SELECT count(*) FROM ((TABLE truth_rej EXCEPT TABLE got_rej) UNION ALL (TABLE got_rej EXCEPT TABLE truth_rej)) d),
+       (SELECT count(*) FROM truth_min),
+       (SELECT sum(split_part(line, ',', 3)::bigint) FROM truth_raw WHERE line LIKE 'total,unique,%'),
+       (SELECT sum(accepted) FROM adstream.offsets),
+       (SELECT sum(split_part(line, ',', 3)::bigint) FROM truth_raw WHERE line LIKE 'total,rejected,%'),
+       (SELECT count(*) FROM adstream.rejected_events);
+});
+	my ($min_diff, $rej_diff, $rows, $unique, $accepted, $rejected, $dead) = split /\|/, $res;
+	ok($rows > 0, "$what: ground truth has $rows (ad, minute) rows");
+	is($min_diff, 0, "$what: every (ad, minute) count equals the ground truth");
+	is($rej_diff, 0, "$what: dead letters per reason equal the ground truth");
+	is($accepted, $unique, "$what: accepted events ($accepted) equal distinct valid events");
+	is($dead, $rejected, "$what: one dead letter per rejected message ($rejected)");
+	if ($min_diff != 0 || $rej_diff != 0)
+	{
+		diag "expected but missing or different:\n" . $node->safe_psql('postgres', $prelude . q{
+(TABLE truth_min EXCEPT TABLE got_min) ORDER BY 1, 3 LIMIT 5;
+(TABLE truth_rej EXCEPT TABLE got_rej) ORDER BY 1;});
+		diag "present but not expected:\n" . $node->safe_psql('postgres', $prelude . q{
+(TABLE got_min EXCEPT TABLE truth_min) ORDER BY 1, 3 LIMIT 5;
+(TABLE got_rej EXCEPT TABLE truth_rej) ORDER BY 1;});
+	}
+}
+
+# pids of the running consumer workers of a source
+sub worker_pids
+{
+	my ($node, $source) = @_;
+	my $pids = $node->safe_psql('postgres', qq{
+SELECT string_agg(w.pid::text, ' ') FROM adstream.worker_status() w
+  JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = '$source' AND w.pid IS NOT NULL});
+	return grep { /\d/ } split / /, $pids;
+}
+
+package AdstreamTest::Broker;
+
+use strict;
+use warnings;
+use IPC::Run ();
+use Time::HiRes qw(time);
+
+# The embedded broker (test/broker/mock_broker.c) under our control on stdin.
+sub start
+{
+	my ($class, %o) = @_;
+	my $self = bless { in => '', out => '', err => '' }, $class;
+	my @cmd = ("$AdstreamTest::BIN/adstream-mock-broker", '--brokers', $o{brokers} // 1,
+		map { ('--topic', $_) } @{ $o{topics} // [] });
+	$self->{h} = IPC::Run::start(\@cmd, '<', \$self->{in}, '>', \$self->{out}, '2>', \$self->{err});
+	my $deadline = time() + 30;
+	$self->{h}->pump while $self->{out} !~ /^BOOTSTRAP (\S+)/m && time() < $deadline;
+	($self->{bootstrap}) = $self->{out} =~ /^BOOTSTRAP (\S+)/m
+	  or die "mock broker did not start: $self->{err}";
+	$self->{out} = '';
+	return $self;
+}
+
+# Sends one command and returns its OK/ERR line.
+sub cmd
+{
+	my ($self, $line) = @_;
+	$self->{in} .= "$line\n";
+	my $deadline = time() + 30;
+	$self->{h}->pump while $self->{out} !~ /^(OK|ERR)[^\n]*\n/m && time() < $deadline;
+	$self->{out} =~ s/^((?:OK|ERR)[^\n]*)\n//m or die "no answer from broker to '$line'";
+	my $answer = $1;
+	die "broker: $line: $answer" if $answer =~ /^ERR/;
+	return $answer;
+}
+
+sub stop
+{
+	my ($self) = @_;
+	$self->{in} .= "quit\n";
+	$self->{h}->finish;
+}
+
+1;
