@@ -24,6 +24,9 @@ EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS tracks no header dependencies; every object sees the shared structs.
+$(OBJS): $(wildcard include/*.h)
+
 PG_MAJOR := $(shell $(PG_CONFIG) --version | sed 's/^PostgreSQL \([0-9]*\).*/\1/')
 ifneq ($(PG_MAJOR),15)
 $(warning adstream is developed and tested against PostgreSQL 15; this pg_config reports $(PG_MAJOR))

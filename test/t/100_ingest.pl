@@ -83,6 +83,6 @@ $node->stop('fast');
 my $stop = time() - $t0;
 cmp_ok($stop, '<', 5, sprintf('pg_ctl stop -m fast with running workers takes %.2f s', $stop));
 
-ok(!grep(/PANIC|TRAP|terminated by signal/, slurp_file($node->logfile)), 'no crash in the server log');
+unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/PANIC|TRAP|terminated by signal/, 'no crash in the server log');
 $broker->stop;
 done_testing();

@@ -44,7 +44,7 @@ for my $round (1 .. 3)
 	AdstreamTest::check_truth($node, \@truths, "round $round (kill -9 + immediate stop)");
 }
 
-like(slurp_file($node->logfile), qr/terminated by signal 9/, 'the kill -9 really crashed a worker');
+like(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/terminated by signal 9/, 'the kill -9 really crashed a worker');
 $node->stop;
 $broker->stop;
 done_testing();

@@ -38,7 +38,7 @@ AdstreamTest::finish_loadgen($run);
 AdstreamTest::wait_consumed($node, 's', $run->{sent});
 AdstreamTest::check_truth($node, [ $run->{truth} ], 'after broker outage');
 
-unlike(slurp_file($node->logfile), qr/password|secret/i, 'no credentials in the log');
+unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/password|secret/i, 'no credentials in the log');
 $node->stop;
 $broker->stop;
 done_testing();
