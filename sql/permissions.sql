@@ -1,0 +1,208 @@
+--
+-- permissions: what PUBLIC, adstream_reader and adstream_admin may do.
+--
+-- Roles are cluster-wide: the test roles are created here and dropped at the
+-- end.  Owners and grantors are never printed (they depend on the bootstrap
+-- superuser's name).
+--
+\set SHOW_CONTEXT never
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS regress_adstream_plain, regress_adstream_reader, regress_adstream_admin;
+RESET client_min_messages;
+SET timezone = 'UTC';
+SET datestyle = 'ISO, YMD';
+
+CREATE ROLE regress_adstream_plain NOLOGIN;
+CREATE ROLE regress_adstream_reader NOLOGIN IN ROLE adstream_reader;
+CREATE ROLE regress_adstream_admin NOLOGIN IN ROLE adstream_admin;
+
+-- Something to read, set up by the superuser.
+SELECT adstream.create_source('perm_src', 'k:9092', 'perm_topic',
+		options => '{"sasl.username": "ingest", "sasl.password": "hunter2"}');
+INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts, accepted)
+VALUES ('perm_src', 'perm_topic', 0, 100, '2024-03-01 10:00:00+00', 99);
+INSERT INTO adstream.rejected_events (source, topic, partition, "offset", reason, payload_bytes)
+VALUES ('perm_src', 'perm_topic', 0, 7, 'empty', 0);
+SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-03-01 10:00:00+00']::timestamptz[]);
+INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start, impressions, clicks)
+VALUES (1, 10, '2024-03-01 10:00:00+00', 5, 1);
+
+-------------------------------------------------------------------------------
+-- The catalog: grants, PUBLIC, SECURITY DEFINER
+-------------------------------------------------------------------------------
+
+-- Every grant on a relation of the extension, other than the owner's own.
+SELECT c.relname, CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee,
+	   a.privilege_type, a.is_grantable
+  FROM pg_class c, aclexplode(c.relacl) a
+ WHERE c.relnamespace = 'adstream'::regnamespace
+   AND NOT c.relispartition
+   AND a.grantee <> c.relowner
+ ORDER BY 1, 2, 3;
+
+-- Every grant on a function of the extension, other than the owner's own.
+SELECT p.oid::regprocedure AS function,
+	   CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee,
+	   a.privilege_type
+  FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+ WHERE p.pronamespace = 'adstream'::regnamespace
+   AND a.grantee <> p.proowner
+ ORDER BY 1::text, 2;
+
+-- Nothing is open to PUBLIC (function defaults would grant EXECUTE to it).
+SELECT p.oid::regprocedure AS public_function FROM pg_proc p
+ WHERE p.pronamespace = 'adstream'::regnamespace
+   AND has_function_privilege('public', p.oid, 'EXECUTE');
+SELECT c.relname AS public_relation FROM pg_class c
+ WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+   AND has_table_privilege('public', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER');
+SELECT has_schema_privilege('public', 'adstream', 'USAGE') AS public_usage,
+	   has_schema_privilege('public', 'adstream', 'CREATE') AS public_create,
+	   has_schema_privilege('adstream_reader', 'adstream', 'CREATE') AS reader_create,
+	   has_schema_privilege('adstream_admin', 'adstream', 'CREATE') AS admin_create;
+
+-- SECURITY DEFINER functions run with a fixed search_path that puts pg_temp last.
+SELECT p.oid::regprocedure AS definer_function, p.proconfig
+  FROM pg_proc p
+ WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef
+ ORDER BY 1::text;
+SELECT p.oid::regprocedure AS definer_without_safe_search_path
+  FROM pg_proc p
+ WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef
+   AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false);
+
+-------------------------------------------------------------------------------
+-- A role with no adstream membership
+-------------------------------------------------------------------------------
+
+SET SESSION AUTHORIZATION regress_adstream_plain;
+SELECT current_user;
+SELECT adstream.create_source('plain_src', 'k:9092', 't');
+SELECT adstream.pause_source('perm_src');
+SELECT adstream.resume_source('perm_src');
+SELECT adstream.drop_source('perm_src');
+SELECT * FROM adstream.sources;
+SELECT * FROM adstream.offsets;
+SELECT * FROM adstream.rejected_events;
+SELECT * FROM adstream.source_config;
+SELECT * FROM adstream.source_status;
+SELECT * FROM adstream.ad_stats_minute;
+SELECT * FROM adstream.validate_event('{}');
+RESET SESSION AUTHORIZATION;
+SELECT current_user = session_user AS back_to_superuser;
+
+-------------------------------------------------------------------------------
+-- A member of adstream_reader
+-------------------------------------------------------------------------------
+
+SET ROLE regress_adstream_reader;
+SELECT current_user;
+-- may read results and status
+SELECT ad_id, campaign_id, window_start, impressions, clicks FROM adstream.ad_stats_minute;
+SELECT source, topic, source_state, partition, worker_state, next_offset, accepted,
+	   partition_watermark, source_watermark
+  FROM adstream.source_status ORDER BY source, partition;
+SELECT adstream.source_watermark('perm_src');
+SELECT reason, detail FROM adstream.validate_event('{}');
+-- may not change results
+UPDATE adstream.ad_stats_minute SET clicks = 0;
+DELETE FROM adstream.ad_stats_minute;
+-- may not see configuration, positions or dead letters
+SELECT * FROM adstream.sources;
+SELECT * FROM adstream.source_config;
+SELECT * FROM adstream.offsets;
+SELECT * FROM adstream.rejected_events;
+SELECT * FROM adstream.partitioned_tables;
+-- may not manage sources or partitions
+SELECT adstream.create_source('reader_src', 'k:9092', 't');
+SELECT adstream.pause_source('perm_src');
+SELECT adstream.resume_source('perm_src');
+SELECT adstream.drop_source('perm_src');
+SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-03-02 00:00:00+00']::timestamptz[]);
+SELECT adstream.expire_dedup_state();
+-- nor call the internals the views use directly
+SELECT adstream._is_secret('sasl.password');
+SELECT adstream._wake_launcher();
+-- nor create objects in the schema
+CREATE TABLE adstream.mine (x int);
+RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- A member of adstream_admin
+-------------------------------------------------------------------------------
+
+SET SESSION AUTHORIZATION regress_adstream_admin;
+SELECT current_user;
+-- manages sources through the API
+SELECT adstream.create_source('admin_src', 'k:9092', 'admin_topic',
+		options => '{"workers": 2, "sasl.password": "admin-secret", "ssl.key.password": "key-secret"}');
+SELECT adstream.pause_source('admin_src');
+SELECT adstream.resume_source('admin_src');
+-- sees configuration with secrets masked
+SELECT name, topic, workers, enabled, kafka_options FROM adstream.source_config ORDER BY name;
+SELECT count(*) AS leaks FROM adstream.source_config c
+ WHERE c::text LIKE '%hunter2%' OR c::text LIKE '%secret%';
+-- a rejected secret value is not echoed back either
+SELECT adstream.create_source('admin_bad', 'k:9092', 't', options => '{"sasl.oauthbearer.method": "hunter2"}');
+-- sees positions, dead letters, results and status
+SELECT source, topic, partition, next_offset, max_event_ts, accepted FROM adstream.offsets ORDER BY 1, 2, 3;
+SELECT source, "offset", reason FROM adstream.rejected_events;
+SELECT count(*) AS stats_rows FROM adstream.ad_stats_minute;
+SELECT source, source_state, partition, next_offset FROM adstream.source_status ORDER BY source, partition;
+SELECT adstream.source_watermark('perm_src');
+-- but not the table holding the credentials
+SELECT * FROM adstream.sources;
+SELECT kafka_options FROM adstream.sources;
+-- and may not write around the API
+UPDATE adstream.sources SET enabled = false;
+UPDATE adstream.offsets SET next_offset = 0;
+DELETE FROM adstream.rejected_events;
+TRUNCATE adstream.rejected_events;
+INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start) VALUES (2, 20, '2024-03-01 10:00:00+00');
+DROP TABLE adstream.offsets;
+SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-03-02 00:00:00+00']::timestamptz[]);
+SELECT adstream.expire_dedup_state();
+SELECT adstream._kafka_property_error('socket.timeout.ms', '1');
+-- librdkafka properties that load code or run commands in the server must
+-- not be available to a non-superuser (either error code counts as refused)
+DO $$
+DECLARE
+	k text;
+BEGIN
+	FOREACH k IN ARRAY ARRAY['sasl.kerberos.kinit.cmd', 'plugin.library.paths', 'ssl.engine.location'] LOOP
+		BEGIN
+			PERFORM adstream.create_source('admin_evil', 'k:9092', 't',
+					options => jsonb_build_object(k, '/nonexistent/adstream-regress'));
+			RAISE NOTICE '%: accepted', k;
+			PERFORM adstream.drop_source('admin_evil');
+		EXCEPTION WHEN invalid_parameter_value OR insufficient_privilege THEN
+			RAISE NOTICE '%: refused', k;
+		END;
+	END LOOP;
+END
+$$;
+SELECT adstream.drop_source('admin_src');
+SELECT name FROM adstream.source_config ORDER BY name;
+RESET SESSION AUTHORIZATION;
+
+-- SET ROLE to the group roles themselves behaves the same.
+SET ROLE adstream_reader;
+SELECT count(*) AS stats_rows FROM adstream.ad_stats_minute;
+SELECT adstream.pause_source('perm_src');
+RESET ROLE;
+SET ROLE adstream_admin;
+SELECT adstream.pause_source('perm_src');
+SELECT name, enabled FROM adstream.source_config ORDER BY name;
+SELECT adstream.resume_source('perm_src');
+RESET ROLE;
+
+-------------------------------------------------------------------------------
+-- Clean up (roles are cluster-wide)
+-------------------------------------------------------------------------------
+
+SELECT adstream.drop_source('perm_src');
+DELETE FROM adstream.rejected_events WHERE source = 'perm_src';
+DROP TABLE adstream."ad_stats_minute_p20240301T0000";
+SELECT count(*) AS sources FROM adstream.sources;
+DROP ROLE regress_adstream_plain, regress_adstream_reader, regress_adstream_admin;
+SELECT count(*) AS leftover_roles FROM pg_roles WHERE rolname LIKE 'regress\_adstream\_%';
