@@ -77,7 +77,20 @@ cmp_ok($t, '<', 3, sprintf('drop stops the source\'s worker (%.2f s)', $t));
 is($node->safe_psql('postgres', "SELECT count(*) FROM adstream.offsets WHERE source = 'late_topic'"),
 	0, 'drop removes the source\'s offsets');
 
-# 6. Fast shutdown with workers busy is prompt.
+# 6. start => latest: a partition without a stored offset begins at the end,
+# and that starting point is stored before anything is consumed.
+my $old = AdstreamTest::loadgen($broker, topic => 'tail', count => 2000, seed => 4, args => ['--partitions', 4]);
+$node->safe_psql('postgres',
+	"SELECT adstream.create_source('tail', '$broker->{bootstrap}', 'tail', options => '{\"start\": \"latest\"}')");
+$node->poll_query_until('postgres', "SELECT sum(next_offset) = $old->{sent} FROM adstream.offsets WHERE source = 'tail'")
+  or die 'start => latest did not store the end offsets';
+my $new = AdstreamTest::loadgen($broker, topic => 'tail', count => 2000, seed => 5, args => ['--partitions', 4]);
+AdstreamTest::wait_consumed($node, 'tail', $old->{sent} + $new->{sent});
+my ($unique) = PostgreSQL::Test::Utils::slurp_file($new->{truth}) =~ /^total,unique,(\d+)$/m;
+is($node->safe_psql('postgres', "SELECT sum(accepted) FROM adstream.offsets WHERE source = 'tail'"),
+	$unique, 'start => latest counts only what was produced after the source started');
+
+# 7. Fast shutdown with workers busy is prompt.
 my $t0 = time();
 $node->stop('fast');
 my $stop = time() - $t0;
