@@ -42,6 +42,7 @@ typedef struct AdsWorkerSlot
 {
 	slock_t		mutex;			/* protects everything below */
 	bool		in_use;			/* allocated by the launcher */
+	Oid			database;		/* source ids are only unique within it */
 	int32		source_id;
 	int32		worker_index;
 	int32		nworkers;

@@ -50,6 +50,8 @@ typedef enum AdsReason
 	ADS_R_OUT_OF_RANGE,
 	ADS_R_NEGATIVE_ID,
 	ADS_R_INVALID_TIMESTAMP,
+	ADS_R_INVALID_AMOUNT,		/* orders only */
+	ADS_R_INVALID_CURRENCY,		/* orders only */
 	ADS_R_FUTURE_TIMESTAMP,		/* decided by the caller */
 	ADS_R_TOO_LATE,				/* decided by the caller */
 	ADS_R__COUNT
@@ -72,6 +74,26 @@ typedef struct AdsEvent
 	int64_t		ts_us;			/* microseconds since 1970-01-01T00:00:00Z */
 } AdsEvent;
 
+/*
+ * An order (kind 'orders').  Its contract, checked with the same precedence
+ * rules, field by field in this order: order_id (canonical UUID), user_id,
+ * store_id (non-negative int64), amount (a non-negative decimal: a JSON
+ * number without exponent, or a string holding one; at most 18 integer and 9
+ * fraction digits), currency (a string of exactly three upper-case ASCII
+ * letters, ISO 4217 style), ts (as for events).
+ */
+#define ADS_AMOUNT_LEN 32
+
+typedef struct AdsOrder
+{
+	uint8_t		order_id[16];
+	int64_t		user_id;
+	int64_t		store_id;
+	char		amount[ADS_AMOUNT_LEN];	/* canonical decimal text, NUL-terminated */
+	char		currency[4];	/* NUL-terminated */
+	int64_t		ts_us;
+} AdsOrder;
+
 /* Lowest and highest accepted event time: 1970-01-01 .. 9999-12-31T23:59:59.999999Z */
 #define ADS_TS_MIN_US INT64_C(0)
 #define ADS_TS_MAX_US INT64_C(253402300799999999)
@@ -88,6 +110,10 @@ const char *ads_reason_name(AdsReason reason);
  */
 AdsReason	ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 							AdsEvent *out, char *detail, size_t detail_len);
+
+/* The same for an order value. */
+AdsReason	ads_parse_order(const char *buf, size_t len, size_t max_bytes,
+							AdsOrder *out, char *detail, size_t detail_len);
 
 /* Helpers shared with the rest of the code. */
 int			ads_utf8_valid(const char *buf, size_t len);

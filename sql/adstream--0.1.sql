@@ -93,6 +93,8 @@ CREATE TABLE adstream.partitioned_tables (
 	grain		interval NOT NULL,
 	fillfactor	integer NOT NULL DEFAULT 100
 );
+COMMENT ON TABLE adstream.partitioned_tables IS
+	'Grain and fillfactor of the time-partitioned adstream tables';
 INSERT INTO adstream.partitioned_tables VALUES
 	('ad_stats_minute', interval '1 day', 70),	-- room for HOT updates
 	('dedup_state', interval '1 hour', 100);
@@ -167,7 +169,7 @@ CREATE FUNCTION adstream.validate_event(payload bytea,
 	OUT reason text, OUT detail text, OUT event_id uuid, OUT type text,
 	OUT ad_id bigint, OUT campaign_id bigint, OUT user_id bigint,
 	OUT store_id bigint, OUT ts timestamptz)
-RETURNS record LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE
+RETURNS record LANGUAGE C STRICT STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'adstream_validate_event';
 COMMENT ON FUNCTION adstream.validate_event(bytea) IS
 	'Runs the consumer''s parser on one message value; reason is ''ok'' or the dead-letter reason (clock- and watermark-dependent checks excluded)';
@@ -176,7 +178,7 @@ CREATE FUNCTION adstream.validate_event(payload text,
 	OUT reason text, OUT detail text, OUT event_id uuid, OUT type text,
 	OUT ad_id bigint, OUT campaign_id bigint, OUT user_id bigint,
 	OUT store_id bigint, OUT ts timestamptz)
-RETURNS record LANGUAGE sql STRICT IMMUTABLE PARALLEL SAFE
+RETURNS record LANGUAGE sql STRICT STABLE PARALLEL SAFE
 RETURN adstream.validate_event(pg_catalog.convert_to(payload, 'UTF8'));
 COMMENT ON FUNCTION adstream.validate_event(text) IS
 	'Text form of adstream.validate_event(bytea)';
@@ -212,7 +214,7 @@ BEGIN
 		SELECT DISTINCT date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00')
 		  FROM unnest(p_times) AS t WHERE t IS NOT NULL
 	LOOP
-		v_name := p_table || '_p' || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MI');
+		v_name := p_table || '_p' || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
 		CONTINUE WHEN to_regclass(format('adstream.%I', v_name)) IS NOT NULL;
 		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so
 		-- readers and other workers' inserts are not blocked.
@@ -235,8 +237,11 @@ COMMENT ON FUNCTION adstream.ensure_partitions(text, timestamptz[]) IS
 CREATE FUNCTION adstream.source_watermark(p_source text)
 RETURNS timestamptz
 LANGUAGE sql STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 RETURN (SELECT max(max_event_ts) FROM adstream.offsets WHERE source = p_source);
+COMMENT ON FUNCTION adstream.source_watermark(text) IS
+	'Event-time watermark of a source: the highest event time accepted on any of its partitions';
 
 /*
  * Drop dedup partitions that lie wholly behind every source's watermark
@@ -284,6 +289,18 @@ COMMENT ON FUNCTION adstream.expire_dedup_state() IS
 -- Source management API
 -------------------------------------------------------------------------------
 
+/*
+ * librdkafka properties that run programs, load code or read files on the
+ * server.  create_source runs with the extension owner's rights, so only a
+ * superuser may set them; an adstream_admin may not.
+ */
+CREATE FUNCTION adstream._is_privileged_property(p_key text)
+RETURNS boolean LANGUAGE sql IMMUTABLE
+RETURN p_key IN ('plugin.library.paths', 'sasl.kerberos.kinit.cmd', 'sasl.kerberos.keytab',
+				 'ssl.engine.location', 'ssl.engine.id', 'ssl_engine_callback_data',
+				 'opaque', 'interceptors', 'ssl.keystore.location')
+	OR p_key LIKE '%.location';
+
 /* Property names whose values are never shown. */
 CREATE FUNCTION adstream._is_secret(p_key text)
 RETURNS boolean LANGUAGE sql IMMUTABLE
@@ -311,7 +328,7 @@ DECLARE
 	v_err		text;
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
-		RAISE EXCEPTION 'invalid source name %', coalesce(quote_literal(name), 'NULL')
+		RAISE EXCEPTION 'invalid source name %', coalesce('"' || name || '"', 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'A source name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", not starting with "." or "-".',
 				  HINT = 'Choose a name such as ''ads_eu''.';
@@ -379,6 +396,13 @@ BEGIN
 					USING ERRCODE = 'invalid_parameter_value',
 						  HINT = 'Use the brokers argument, or the options "group_id" and "start".';
 			END IF;
+			IF adstream._is_privileged_property(v_key)
+			   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+				RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
+					USING ERRCODE = 'insufficient_privilege',
+						  DETAIL = 'It makes the server run a program, load a library or read a file.',
+						  HINT = 'Ask a superuser to create this source.';
+			END IF;
 			v_err := adstream._kafka_property_error(v_key, v_text);
 			IF v_err IS NOT NULL THEN
 				RAISE EXCEPTION 'invalid librdkafka property "%"', v_key
@@ -389,6 +413,12 @@ BEGIN
 			v_props := v_props || jsonb_build_object(v_key, v_text);
 		END CASE;
 	END LOOP;
+
+	IF current_setting('adstream.database', true) IS DISTINCT FROM current_database() THEN
+		RAISE WARNING 'adstream workers run in database "%", not in "%"',
+			coalesce(current_setting('adstream.database', true), 'postgres'), current_database()
+			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
+	END IF;
 
 	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options)
 	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
@@ -405,7 +435,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF NOT EXISTS (SELECT 1 FROM adstream.sources WHERE name = p_name) THEN
-		RAISE EXCEPTION 'source % does not exist', coalesce(quote_ident(p_name), 'NULL')
+		RAISE EXCEPTION 'source % does not exist', coalesce('"' || p_name || '"', 'NULL')
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See adstream.source_status for the existing sources.';
 	END IF;
@@ -491,7 +521,8 @@ SELECT s.name AS source,
 	   coalesce(w.state, CASE WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
 	   o.next_offset,
 	   ps.high_watermark,
-	   greatest(ps.high_watermark - coalesce(o.next_offset, 0), 0) AS lag,
+	   CASE WHEN ps.high_watermark IS NOT NULL
+			THEN greatest(ps.high_watermark - coalesce(o.next_offset, 0), 0) END AS lag,
 	   coalesce(o.accepted, 0) AS accepted,
 	   coalesce(o.duplicates, 0) AS duplicates,
 	   coalesce(o.rejected, 0) AS rejected,
@@ -524,8 +555,9 @@ GRANT SELECT ON adstream.ad_stats_minute, adstream.source_status TO adstream_rea
 GRANT SELECT ON adstream.offsets, adstream.rejected_events, adstream.source_config TO adstream_admin;
 GRANT EXECUTE ON FUNCTION
 	adstream.validate_event(bytea), adstream.validate_event(text),
-	adstream.source_watermark(text)
+	adstream.source_watermark(text), adstream.worker_status(), adstream.partition_status()
 	TO adstream_reader;
+GRANT EXECUTE ON FUNCTION adstream._is_secret(text) TO adstream_admin;
 GRANT EXECUTE ON FUNCTION
 	adstream.create_source(text, text, text, text, jsonb),
 	adstream.drop_source(text), adstream.pause_source(text), adstream.resume_source(text)

@@ -6,6 +6,7 @@
 -- superuser's name).
 --
 \set SHOW_CONTEXT never
+SET search_path = public;
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS regress_adstream_plain, regress_adstream_reader, regress_adstream_admin;
 RESET client_min_messages;
@@ -31,41 +32,47 @@ VALUES (1, 10, '2024-03-01 10:00:00+00', 5, 1);
 -- The catalog: grants, PUBLIC, SECURITY DEFINER
 -------------------------------------------------------------------------------
 
--- Every grant on a relation of the extension, other than the owner's own.
-SELECT c.relname, CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee,
-	   a.privilege_type, a.is_grantable
-  FROM pg_class c, aclexplode(c.relacl) a
+-- Who may read and write each relation (partitions are reached through
+-- their parents).  Writes are for the superuser-run workers only.
+SELECT c.relname,
+	   has_table_privilege('public', c.oid, 'SELECT') AS public_reads,
+	   has_table_privilege('adstream_reader', c.oid, 'SELECT') AS reader_reads,
+	   has_table_privilege('adstream_admin', c.oid, 'SELECT') AS admin_reads,
+	   has_table_privilege('public', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+	   OR has_table_privilege('adstream_reader', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+	   OR has_table_privilege('adstream_admin', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') AS anyone_writes
+  FROM pg_class c
  WHERE c.relnamespace = 'adstream'::regnamespace
-   AND NOT c.relispartition
-   AND a.grantee <> c.relowner
- ORDER BY 1, 2, 3;
+   AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition
+ ORDER BY c.relname;
 
--- Every grant on a function of the extension, other than the owner's own.
-SELECT p.oid::regprocedure AS function,
-	   CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee,
-	   a.privilege_type
-  FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+-- Who may call each function of the API (internal "_" functions and the
+-- shared-memory readers behind source_status are left out).
+SELECT p.oid::regprocedure::text AS function,
+	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_calls,
+	   has_function_privilege('adstream_reader', p.oid, 'EXECUTE') AS reader_calls,
+	   has_function_privilege('adstream_admin', p.oid, 'EXECUTE') AS admin_calls
+  FROM pg_proc p
  WHERE p.pronamespace = 'adstream'::regnamespace
-   AND a.grantee <> p.proowner
- ORDER BY 1::text, 2;
+   AND p.proname !~ '^_' AND p.proname NOT IN ('worker_status', 'partition_status')
+ ORDER BY 1;
 
--- Nothing is open to PUBLIC (function defaults would grant EXECUTE to it).
+-- Nothing at all is open to PUBLIC (function defaults would grant EXECUTE).
 SELECT p.oid::regprocedure AS public_function FROM pg_proc p
  WHERE p.pronamespace = 'adstream'::regnamespace
    AND has_function_privilege('public', p.oid, 'EXECUTE');
-SELECT c.relname AS public_relation FROM pg_class c
- WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-   AND has_table_privilege('public', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER');
 SELECT has_schema_privilege('public', 'adstream', 'USAGE') AS public_usage,
 	   has_schema_privilege('public', 'adstream', 'CREATE') AS public_create,
 	   has_schema_privilege('adstream_reader', 'adstream', 'CREATE') AS reader_create,
 	   has_schema_privilege('adstream_admin', 'adstream', 'CREATE') AS admin_create;
 
--- SECURITY DEFINER functions run with a fixed search_path that puts pg_temp last.
-SELECT p.oid::regprocedure AS definer_function, p.proconfig
+-- The management functions are SECURITY DEFINER, and every SECURITY DEFINER
+-- function runs with a fixed search_path that puts pg_temp last.
+SELECT p.proname, p.prosecdef, p.proconfig
   FROM pg_proc p
- WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef
- ORDER BY 1::text;
+ WHERE p.pronamespace = 'adstream'::regnamespace
+   AND p.proname IN ('create_source', 'drop_source', 'pause_source', 'resume_source')
+ ORDER BY 1;
 SELECT p.oid::regprocedure AS definer_without_safe_search_path
   FROM pg_proc p
  WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef
@@ -202,7 +209,7 @@ RESET ROLE;
 
 SELECT adstream.drop_source('perm_src');
 DELETE FROM adstream.rejected_events WHERE source = 'perm_src';
-DROP TABLE adstream."ad_stats_minute_p20240301T0000";
+DROP TABLE adstream.ad_stats_minute_p20240301_0000;
 SELECT count(*) AS sources FROM adstream.sources;
 DROP ROLE regress_adstream_plain, regress_adstream_reader, regress_adstream_admin;
 SELECT count(*) AS leftover_roles FROM pg_roles WHERE rolname LIKE 'regress\_adstream\_%';

@@ -7,6 +7,7 @@
 -- Text-form payloads below are pure ASCII so that the result does not depend
 -- on the database encoding; other bytes are given as bytea.
 --
+SET search_path = public;
 SET timezone = 'UTC';
 SET datestyle = 'ISO, YMD';
 

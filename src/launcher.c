@@ -242,6 +242,7 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index)
 
 	SpinLockAcquire(&slot->mutex);
 	slot->in_use = true;
+	slot->database = MyDatabaseId;
 	slot->source_id = d->source_id;
 	slot->worker_index = worker_index;
 	slot->nworkers = d->nworkers;

@@ -10,6 +10,7 @@
 #include "consumer.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -41,7 +42,7 @@ adstream_worker_status(PG_FUNCTION_ARGS)
 		SpinLockAcquire(&s->mutex);
 		memcpy(&copy, s, offsetof(AdsWorkerSlot, parts));
 		SpinLockRelease(&s->mutex);
-		if (!copy.in_use)
+		if (!copy.in_use || copy.database != MyDatabaseId)
 			continue;
 
 		values[0] = Int32GetDatum(copy.source_id);
@@ -80,7 +81,7 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 		int			nparts;
 
 		SpinLockAcquire(&s->mutex);
-		in_use = s->in_use && s->pid != 0;
+		in_use = s->in_use && s->pid != 0 && s->database == MyDatabaseId;
 		source_id = s->source_id;
 		pid = s->pid;
 		nparts = s->nparts;

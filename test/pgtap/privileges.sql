@@ -1,0 +1,232 @@
+-- pgTAP: who may do what.  PUBLIC gets nothing; adstream_reader reads
+-- results and status; adstream_admin also manages sources and reads their
+-- (masked) configuration, positions and dead letters, but never the
+-- credentials in adstream.sources.  Everything is rolled back, including the
+-- roles created here.
+\set ON_ERROR_STOP 1
+\set QUIET 1
+SET client_min_messages = warning;
+
+BEGIN;
+SELECT plan(89);
+
+CREATE ROLE tap_adstream_plain NOLOGIN;
+CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
+CREATE ROLE tap_adstream_admin NOLOGIN IN ROLE adstream_admin;
+
+-- Runs sql as role and returns its SQLSTATE ('00000' on success).  The role
+-- switch is undone on both paths (the failing one by the subtransaction).
+CREATE FUNCTION pg_temp.sqlstate_as(p_role name, p_sql text)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	BEGIN
+		EXECUTE format('SET LOCAL ROLE %I', p_role);
+		EXECUTE p_sql;
+		RESET ROLE;
+		RETURN '00000';
+	EXCEPTION WHEN OTHERS THEN
+		RETURN SQLSTATE;
+	END;
+END
+$$;
+
+-- The same as a login of that role: session_user changes too, as it does
+-- for a real non-superuser connection (SET ROLE from a superuser does not).
+CREATE FUNCTION pg_temp.sqlstate_as_login(p_role name, p_sql text)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	BEGIN
+		EXECUTE format('SET LOCAL SESSION AUTHORIZATION %I', p_role);
+		EXECUTE p_sql;
+		RESET SESSION AUTHORIZATION;
+		RETURN '00000';
+	EXCEPTION WHEN OTHERS THEN
+		RETURN SQLSTATE;
+	END;
+END
+$$;
+
+-------------------------------------------------------------------------------
+-- Roles and schema
+-------------------------------------------------------------------------------
+
+SELECT has_role('adstream_reader');
+SELECT has_role('adstream_admin');
+SELECT is_member_of('adstream_reader', ARRAY['adstream_admin']);
+SELECT schema_privs_are('adstream', 'public', ARRAY[]::name[], 'PUBLIC has no privileges on schema adstream');
+SELECT schema_privs_are('adstream', 'adstream_reader', ARRAY['USAGE'], 'adstream_reader may use schema adstream');
+SELECT schema_privs_are('adstream', 'adstream_admin', ARRAY['USAGE'], 'adstream_admin may use schema adstream');
+
+-------------------------------------------------------------------------------
+-- Tables and views (has_table_privilege, so membership counts)
+-------------------------------------------------------------------------------
+
+SELECT table_privs_are('adstream', t, r, privs,
+		format('%s: %s', r, CASE WHEN privs = '{}' THEN 'no privileges' ELSE array_to_string(privs, ', ') END
+			   || ' on adstream.' || t))
+  FROM (VALUES
+	('sources',            'public',          ARRAY[]::name[]),
+	('sources',            'adstream_reader', ARRAY[]::name[]),
+	('sources',            'adstream_admin',  ARRAY[]::name[]),
+	('offsets',            'public',          ARRAY[]::name[]),
+	('offsets',            'adstream_reader', ARRAY[]::name[]),
+	('offsets',            'adstream_admin',  ARRAY['SELECT']::name[]),
+	('partitioned_tables', 'public',          ARRAY[]::name[]),
+	('partitioned_tables', 'adstream_reader', ARRAY[]::name[]),
+	('partitioned_tables', 'adstream_admin',  ARRAY[]::name[]),
+	('ad_stats_minute',    'public',          ARRAY[]::name[]),
+	('ad_stats_minute',    'adstream_reader', ARRAY['SELECT']::name[]),
+	('ad_stats_minute',    'adstream_admin',  ARRAY['SELECT']::name[]),
+	('dedup_state',        'public',          ARRAY[]::name[]),
+	('dedup_state',        'adstream_reader', ARRAY[]::name[]),
+	('dedup_state',        'adstream_admin',  ARRAY[]::name[]),
+	('rejected_events',    'public',          ARRAY[]::name[]),
+	('rejected_events',    'adstream_reader', ARRAY[]::name[]),
+	('rejected_events',    'adstream_admin',  ARRAY['SELECT']::name[]),
+	('source_config',      'public',          ARRAY[]::name[]),
+	('source_config',      'adstream_reader', ARRAY[]::name[]),
+	('source_config',      'adstream_admin',  ARRAY['SELECT']::name[]),
+	('source_status',      'public',          ARRAY[]::name[]),
+	('source_status',      'adstream_reader', ARRAY['SELECT']::name[]),
+	('source_status',      'adstream_admin',  ARRAY['SELECT']::name[])
+  ) AS v(t, r, privs);
+
+-------------------------------------------------------------------------------
+-- Functions
+-------------------------------------------------------------------------------
+
+SELECT function_privs_are('adstream', f, args, r, privs,
+		format('%s: %s on adstream.%s(%s)', r,
+			   CASE WHEN privs = '{}' THEN 'no EXECUTE' ELSE 'EXECUTE' END, f, array_to_string(args, ', ')))
+  FROM (VALUES
+	('create_source',      ARRAY['text', 'text', 'text', 'text', 'jsonb']::name[], 'public',          ARRAY[]::name[]),
+	('create_source',      ARRAY['text', 'text', 'text', 'text', 'jsonb']::name[], 'adstream_reader', ARRAY[]::name[]),
+	('create_source',      ARRAY['text', 'text', 'text', 'text', 'jsonb']::name[], 'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('drop_source',        ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('drop_source',        ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('drop_source',        ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('pause_source',       ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('pause_source',       ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('pause_source',       ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('resume_source',      ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('resume_source',      ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('resume_source',      ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('validate_event',     ARRAY['bytea']::name[],                                 'public',          ARRAY[]::name[]),
+	('validate_event',     ARRAY['bytea']::name[],                                 'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('validate_event',     ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('validate_event',     ARRAY['text']::name[],                                  'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('source_watermark',   ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('source_watermark',   ARRAY['text']::name[],                                  'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('ensure_partitions',  ARRAY['text', 'timestamp with time zone[]']::name[],                 'public',          ARRAY[]::name[]),
+	('ensure_partitions',  ARRAY['text', 'timestamp with time zone[]']::name[],                 'adstream_admin',  ARRAY[]::name[]),
+	('expire_dedup_state', ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('expire_dedup_state', ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	('_kafka_property_error', ARRAY['text', 'text']::name[],                       'adstream_admin',  ARRAY[]::name[]),
+	('_wake_launcher',     ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[])
+  ) AS v(f, args, r, privs);
+
+SELECT is_empty(
+	$$SELECT p.oid::regprocedure::text FROM pg_proc p
+	   WHERE p.pronamespace = 'adstream'::regnamespace
+		 AND has_function_privilege('public', p.oid, 'EXECUTE')$$,
+	'no adstream function is executable by PUBLIC');
+SELECT is_empty(
+	$$SELECT c.relname FROM pg_class c
+	   WHERE c.relnamespace = 'adstream'::regnamespace
+		 AND has_table_privilege('public', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')$$,
+	'no adstream relation is accessible to PUBLIC');
+SELECT is_empty(
+	$$SELECT c.relname FROM pg_class c
+	   WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind IN ('r', 'p', 'v')
+		 AND (has_table_privilege('adstream_reader', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+			  OR has_table_privilege('adstream_admin', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'))$$,
+	'neither role may write any adstream relation directly');
+
+-------------------------------------------------------------------------------
+-- Behaviour under each role
+-------------------------------------------------------------------------------
+
+SELECT adstream.create_source('tap_priv_src', 'k:9092', 'tap_priv_topic',
+		options => '{"sasl.password": "tap-priv-secret"}');
+INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts)
+VALUES ('tap_priv_src', 'tap_priv_topic', 0, 1, '2031-01-01 00:00:00+00');
+
+-- a role outside adstream
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT adstream.create_source('tap_x', 'k:9092', 't')$$),
+	'42501', 'plain role: create_source is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT adstream.pause_source('tap_priv_src')$$),
+	'42501', 'plain role: pause_source is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT adstream.resume_source('tap_priv_src')$$),
+	'42501', 'plain role: resume_source is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT adstream.drop_source('tap_priv_src')$$),
+	'42501', 'plain role: drop_source is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.sources$$),
+	'42501', 'plain role: adstream.sources is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.offsets$$),
+	'42501', 'plain role: adstream.offsets is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.rejected_events$$),
+	'42501', 'plain role: adstream.rejected_events is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.source_config$$),
+	'42501', 'plain role: adstream.source_config is denied');
+
+-- adstream_reader
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.ad_stats_minute$$),
+	'00000', 'reader: may read ad_stats_minute');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.source_status$$),
+	'00000', 'reader: may read source_status');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT adstream.source_watermark('tap_priv_src')$$),
+	'00000', 'reader: may call source_watermark');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.validate_event('{}')$$),
+	'00000', 'reader: may call validate_event');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.sources$$),
+	'42501', 'reader: adstream.sources is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.source_config$$),
+	'42501', 'reader: adstream.source_config is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.offsets$$),
+	'42501', 'reader: adstream.offsets is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT adstream.create_source('tap_x', 'k:9092', 't')$$),
+	'42501', 'reader: create_source is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT adstream.pause_source('tap_priv_src')$$),
+	'42501', 'reader: pause_source is denied');
+
+-- adstream_admin
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT adstream.create_source('tap_admin_src', 'k:9092', 't')$$),
+	'00000', 'admin: may create a source');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT adstream.pause_source('tap_admin_src')$$),
+	'00000', 'admin: may pause a source');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT adstream.resume_source('tap_admin_src')$$),
+	'00000', 'admin: may resume a source');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT adstream.drop_source('tap_admin_src')$$),
+	'00000', 'admin: may drop a source');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT * FROM adstream.source_config$$),
+	'00000', 'admin: may read source_config');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin',
+		$$DO 'BEGIN IF EXISTS (SELECT 1 FROM adstream.source_config c WHERE c::text LIKE ''%tap-priv-secret%'') THEN RAISE EXCEPTION ''secret visible''; END IF; END'$$),
+	'00000', 'admin: source_config does not reveal the password');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT * FROM adstream.source_status$$),
+	'00000', 'admin: may read source_status');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT * FROM adstream.offsets$$),
+	'00000', 'admin: may read offsets');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT * FROM adstream.rejected_events$$),
+	'00000', 'admin: may read rejected_events');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT * FROM adstream.sources$$),
+	'42501', 'admin: adstream.sources (credentials) is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$UPDATE adstream.offsets SET next_offset = 0$$),
+	'42501', 'admin: may not rewrite offsets');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin',
+		$$SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2031-01-01 00:00:00+00']::timestamptz[])$$),
+	'42501', 'admin: ensure_partitions is for the workers only');
+-- librdkafka properties that run commands or load code in the server
+SELECT ok(pg_temp.sqlstate_as_login('tap_adstream_admin',
+		$$SELECT adstream.create_source('tap_evil', 'k:9092', 't', options => '{"sasl.kerberos.kinit.cmd": "/bin/true"}')$$)
+		IN ('22023', '42501'),
+	'admin: sasl.kerberos.kinit.cmd is refused');
+SELECT ok(pg_temp.sqlstate_as_login('tap_adstream_admin',
+		$$SELECT adstream.create_source('tap_evil', 'k:9092', 't', options => '{"ssl.engine.location": "/nonexistent/engine.so"}')$$)
+		IN ('22023', '42501'),
+	'admin: ssl.engine.location is refused');
+
+SELECT is(current_user, session_user, 'back to the session user after the role checks');
+
+SELECT * FROM finish();
+ROLLBACK;
