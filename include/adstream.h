@@ -23,7 +23,10 @@ extern int	adstream_max_future_skew_s;
 extern int	adstream_dedup_horizon_s;
 extern int	adstream_launcher_naptime_ms;
 extern int	adstream_discovery_interval_s;
-extern int	adstream_maintenance_interval_s;
+extern int	adstream_attribution_window_s;
+extern int	adstream_view_through_window_s;
+extern int	adstream_attribution_max_wait_s;
+extern int	adstream_minute_retention_s;
 
 /* ---- shared-memory registry of consumer workers ---- */
 

@@ -26,7 +26,11 @@ typedef struct AdsMsg
 	AdsReason	reason;			/* final reason when rejected */
 	AdsMsgStatus status;
 	char	   *detail;			/* parser detail, when rejected */
-	AdsEvent	ev;
+	union
+	{
+		AdsEvent	ev;			/* kind 'ad_events' */
+		AdsOrder	order;		/* kind 'orders' */
+	};
 } AdsMsg;
 
 typedef struct AdsPart
@@ -50,6 +54,7 @@ typedef struct AdsConsumer
 
 	/* the source, as read at start */
 	char	   *name;
+	bool		is_orders;		/* kind 'orders', else 'ad_events' */
 	char	   *brokers;
 	char	   *topic;
 	char	   *start_policy;
@@ -81,6 +86,7 @@ typedef struct AdsConsumer
 /* batch.c */
 extern void ads_batch_write(AdsConsumer *c);
 extern void ads_batch_forget_partitions(AdsConsumer *c);
+extern int	ads_attribute_orders(void);
 
 static inline TimestampTz
 ads_unix_us_to_timestamptz(int64 us)

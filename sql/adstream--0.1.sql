@@ -301,6 +301,11 @@ RETURN p_key IN ('plugin.library.paths', 'sasl.kerberos.kinit.cmd', 'sasl.kerber
 				 'opaque', 'interceptors', 'ssl.keystore.location')
 	OR p_key LIKE '%.location';
 
+/* The kinds of source this version consumes. */
+CREATE FUNCTION adstream._source_kinds()
+RETURNS text[] LANGUAGE sql IMMUTABLE
+RETURN ARRAY['ad_events'];
+
 /* Property names whose values are never shown. */
 CREATE FUNCTION adstream._is_secret(p_key text)
 RETURNS boolean LANGUAGE sql IMMUTABLE
@@ -333,10 +338,10 @@ BEGIN
 				  DETAIL = 'A source name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", not starting with "." or "-".',
 				  HINT = 'Choose a name such as ''ads_eu''.';
 	END IF;
-	IF kind IS NULL OR kind NOT IN ('ad_events') THEN
+	IF kind IS NULL OR NOT kind = ANY (adstream._source_kinds()) THEN
 		RAISE EXCEPTION 'unsupported source kind %', coalesce(quote_literal(kind), 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Supported kinds: ''ad_events''.';
+				  HINT = format('Supported kinds: %s.', array_to_string(adstream._source_kinds(), ', '));
 	END IF;
 	IF brokers IS NULL OR btrim(brokers) = '' THEN
 		RAISE EXCEPTION 'brokers must not be empty'

@@ -24,7 +24,10 @@ int			adstream_max_future_skew_s = 300;
 int			adstream_dedup_horizon_s = 3600;
 int			adstream_launcher_naptime_ms = 1000;
 int			adstream_discovery_interval_s = 30;
-int			adstream_maintenance_interval_s = 60;
+int			adstream_attribution_window_s = 86400;
+int			adstream_view_through_window_s = 0;
+int			adstream_attribution_max_wait_s = 600;
+int			adstream_minute_retention_s = 7 * 86400;
 
 AdsShared  *ads_shared = NULL;
 
@@ -160,9 +163,21 @@ _PG_init(void)
 							"How often consumer workers look for new partitions of their topic.",
 							NULL, &adstream_discovery_interval_s, 30, 1, 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("adstream.maintenance_interval",
-							"How often the launcher drops expired dedup partitions.",
-							NULL, &adstream_maintenance_interval_s, 60, 1, 86400,
+	DefineCustomIntVariable("adstream.attribution_window",
+							"An order is credited to the last click at most this long before it.",
+							NULL, &adstream_attribution_window_s, 86400, 1, 90 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.view_through_window",
+							"Without a matching click, credit the last impression this long before the order; 0 turns view-through off.",
+							NULL, &adstream_view_through_window_s, 0, 0, 90 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.attribution_max_wait",
+							"An order waits at most this long for the ad-events watermark to pass its time.",
+							NULL, &adstream_attribution_max_wait_s, 600, 0, 7 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.minute_retention",
+							"Minute aggregates older than this are dropped by adstream.drop_expired_partitions().",
+							NULL, &adstream_minute_retention_s, 7 * 86400, 3600, 3650 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	if (!process_shared_preload_libraries_in_progress)

@@ -118,6 +118,8 @@ enum
 	P_WATERMARK,
 	P_ENSURE,
 	P_DEDUP,
+	P_ORDERS,
+	P_AD_EVENTS,
 	P_AGG,
 	P_REJECT,
 	P_OFFSETS,
@@ -134,18 +136,32 @@ static const char *const plan_sql[P__COUNT] = {
 	"SELECT adstream.source_watermark($1)",
 	[P_ENSURE] =
 	"SELECT adstream.ensure_partitions('ad_stats_minute', $1), "
-	"adstream.ensure_partitions('dedup_state', $1)",
+	"adstream.ensure_partitions('dedup_state', $1), adstream.ensure_partitions('ad_events', $1)",
 	[P_DEDUP] =
 	"INSERT INTO adstream.dedup_state AS d (source_id, event_id, event_ts) "
 	"SELECT $1, u.event_id, u.event_ts FROM unnest($2::uuid[], $3::timestamptz[]) AS u(event_id, event_ts) "
 	"WHERE NOT EXISTS (SELECT 1 FROM adstream.dedup_state s WHERE s.source_id = $1 AND s.event_id = u.event_id) "
 	"ON CONFLICT DO NOTHING RETURNING d.event_id",
+	[P_ORDERS] =
+	"INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts) "
+	"SELECT u.order_id, $1, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts "
+	"FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[]) "
+	"AS u(order_id, user_id, store_id, amount, currency, ts) "
+	"ON CONFLICT (order_id) DO NOTHING RETURNING o.order_id",
+	[P_AD_EVENTS] =
+	"INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts) "
+	"SELECT $1, u.* FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], "
+	"$8::timestamptz[]) AS u",
+	/* The minutes touched are queued for the rollups in the same statement. */
 	[P_AGG] =
-	"INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks) "
-	"SELECT * FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) "
-	"ON CONFLICT (ad_id, window_start) DO UPDATE SET "
-	"impressions = s.impressions + excluded.impressions, "
-	"clicks = s.clicks + excluded.clicks, updated_at = now()",
+	"WITH up AS ("
+	"  INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks) "
+	"  SELECT * FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) "
+	"  ON CONFLICT (ad_id, window_start) DO UPDATE SET "
+	"  impressions = s.impressions + excluded.impressions, "
+	"  clicks = s.clicks + excluded.clicks, updated_at = now() RETURNING s.window_start) "
+	"INSERT INTO adstream.rollup_pending (window_start) "
+	"SELECT DISTINCT window_start FROM up ORDER BY 1 ON CONFLICT DO NOTHING",
 	[P_REJECT] =
 	"INSERT INTO adstream.rejected_events (source, topic, partition, \"offset\", reason, detail, payload, payload_bytes) "
 	"SELECT $1, $2, u.* FROM unnest($3::int4[], $4::int8[], $5::text[], $6::text[], $7::bytea[], $8::int4[]) AS u "
@@ -171,12 +187,14 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_WATERMARK] = {TEXTOID},
 	[P_ENSURE] = {TIMESTAMPTZARRAYOID},
 	[P_DEDUP] = {INT4OID, UUIDARRAYOID, TIMESTAMPTZARRAYOID},
+	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
+	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
-	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP] = 3,
+	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
 	[P_AGG] = 5,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
@@ -244,12 +262,25 @@ varlena_array(Datum *d, int n, Oid elmtype)
 
 /* ---- classification ---- */
 
-static int
-cmp_msg_event_id(const void *a, const void *b, void *arg)
+/* The id that deduplicates a message, and its event time. */
+static inline const uint8 *
+msg_id(const AdsConsumer *c, const AdsMsg *m)
 {
-	const AdsMsg *msgs = (const AdsMsg *) arg;
+	return c->is_orders ? m->order.order_id : m->ev.event_id;
+}
 
-	return memcmp(msgs[*(const int *) a].ev.event_id, msgs[*(const int *) b].ev.event_id, 16);
+static inline int64
+msg_ts(const AdsConsumer *c, const AdsMsg *m)
+{
+	return c->is_orders ? m->order.ts_us : m->ev.ts_us;
+}
+
+static int
+cmp_msg_id(const void *a, const void *b, void *arg)
+{
+	const AdsConsumer *c = (const AdsConsumer *) arg;
+
+	return memcmp(msg_id(c, &c->msgs[*(const int *) a]), msg_id(c, &c->msgs[*(const int *) b]), 16);
 }
 
 static int
@@ -294,15 +325,18 @@ classify(AdsConsumer *c, int64 wm_us)
 		IdEntry    *e;
 		bool		found;
 		IdKey		key;
+		int64		ts = 0;
 
 		p->in_batch = true;
 		p->b_next = m->rkm->offset + 1;
 		m->reason = m->parse_reason;
 		if (m->reason == ADS_OK)
 		{
-			if (m->ev.ts_us > future_limit)
+			ts = msg_ts(c, m);
+			if (ts > future_limit)
 				m->reason = ADS_R_FUTURE_TIMESTAMP;
-			else if (wm_us != PG_INT64_MIN && m->ev.ts_us < wm_us - horizon)
+			/* Orders are deduplicated forever by their table's key: never too late. */
+			else if (!c->is_orders && wm_us != PG_INT64_MIN && ts < wm_us - horizon)
 				m->reason = ADS_R_TOO_LATE;
 		}
 		if (m->reason != ADS_OK)
@@ -311,10 +345,10 @@ classify(AdsConsumer *c, int64 wm_us)
 			p->b_rejected++;
 			continue;
 		}
-		wm_us = Max(wm_us, m->ev.ts_us);
-		p->b_max_ts_us = Max(p->b_max_ts_us, m->ev.ts_us);
+		wm_us = Max(wm_us, ts);
+		p->b_max_ts_us = Max(p->b_max_ts_us, ts);
 
-		memcpy(key.bytes, m->ev.event_id, 16);
+		memcpy(key.bytes, msg_id(c, m), 16);
 		e = idset_insert(ids, key, &found);
 		if (found)
 		{
@@ -340,7 +374,7 @@ reject_detail(AdsConsumer *c, AdsMsg *m, int64 wm_us)
 		case ADS_R_FUTURE_TIMESTAMP:
 			now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 			return psprintf("ts is %lld s ahead of the server clock; adstream.max_future_skew is %d s",
-							(long long) ((m->ev.ts_us - now_us) / USECS_PER_SEC),
+							(long long) ((msg_ts(c, m) - now_us) / USECS_PER_SEC),
 							adstream_max_future_skew_s);
 		case ADS_R_TOO_LATE:
 			return psprintf("ts is more than adstream.dedup_horizon (%d s) behind the source watermark",
@@ -392,6 +426,11 @@ ensure_partitions(AdsConsumer *c)
 	}
 }
 
+/*
+ * Insert the candidates' ids where they are remembered: dedup_state for ad
+ * events, the orders table itself for orders.  Those inserted are new; the
+ * other candidates were seen before.
+ */
 static void
 dedup(AdsConsumer *c, idset_hash *ids)
 {
@@ -399,28 +438,58 @@ dedup(AdsConsumer *c, idset_hash *ids)
 	int			n = 0;
 	Datum	   *uuids;
 	int64	   *ts;
-	Datum		args[3];
 
 	for (int i = 0; i < c->nmsgs; i++)
 		if (c->msgs[i].status == MSG_CANDIDATE)
 			idx[n++] = i;
 	if (n == 0)
 		return;
-	qsort_arg(idx, n, sizeof(int), cmp_msg_event_id, c->msgs);
+	qsort_arg(idx, n, sizeof(int), cmp_msg_id, c);
 
 	uuids = palloc(sizeof(Datum) * n);
 	ts = palloc(sizeof(int64) * n);
 	for (int i = 0; i < n; i++)
 	{
-		uuids[i] = PointerGetDatum(c->msgs[idx[i]].ev.event_id);
-		ts[i] = c->msgs[idx[i]].ev.ts_us;
+		uuids[i] = PointerGetDatum(msg_id(c, &c->msgs[idx[i]]));
+		ts[i] = msg_ts(c, &c->msgs[idx[i]]);
 	}
-	args[0] = Int32GetDatum(c->args.source_id);
-	args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	args[2] = tstz_array(ts, NULL, n);
-	exec_plan(P_DEDUP, args, NULL, false, SPI_OK_INSERT_RETURNING);
 
-	/* Inserted ids are new; the other candidates were seen before. */
+	if (c->is_orders)
+	{
+		Datum		args[7];
+		int64	   *user = palloc(sizeof(int64) * n);
+		int64	   *store = palloc(sizeof(int64) * n);
+		Datum	   *amount = palloc(sizeof(Datum) * n);
+		Datum	   *currency = palloc(sizeof(Datum) * n);
+
+		for (int i = 0; i < n; i++)
+		{
+			AdsOrder   *o = &c->msgs[idx[i]].order;
+
+			user[i] = o->user_id;
+			store[i] = o->store_id;
+			amount[i] = CStringGetTextDatum(o->amount);
+			currency[i] = CStringGetTextDatum(o->currency);
+		}
+		args[0] = CStringGetTextDatum(c->name);
+		args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		args[2] = int8_array(user, n);
+		args[3] = int8_array(store, n);
+		args[4] = varlena_array(amount, n, TEXTOID);
+		args[5] = varlena_array(currency, n, TEXTOID);
+		args[6] = tstz_array(ts, NULL, n);
+		exec_plan(P_ORDERS, args, NULL, false, SPI_OK_INSERT_RETURNING);
+	}
+	else
+	{
+		Datum		args[3];
+
+		args[0] = Int32GetDatum(c->args.source_id);
+		args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		args[2] = tstz_array(ts, NULL, n);
+		exec_plan(P_DEDUP, args, NULL, false, SPI_OK_INSERT_RETURNING);
+	}
+
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -431,7 +500,7 @@ dedup(AdsConsumer *c, idset_hash *ids)
 		memcpy(key.bytes, DatumGetUUIDP(d)->data, 16);
 		e = idset_lookup(ids, key);
 		if (e == NULL)
-			elog(ERROR, "adstream: dedup returned an event id that was not sent");
+			elog(ERROR, "adstream: dedup returned an id that was not sent");
 		c->msgs[e->msg].status = MSG_ACCEPTED;
 	}
 	for (int i = 0; i < n; i++)
@@ -446,6 +515,65 @@ dedup(AdsConsumer *c, idset_hash *ids)
 			c->parts[m->part].b_duplicates++;
 		}
 	}
+}
+
+/*
+ * Keep the new clicks (and impressions, when view-through is on) for
+ * attribution, in the same transaction as their counts.
+ */
+static void
+keep_for_attribution(AdsConsumer *c)
+{
+	bool		impressions = adstream_view_through_window_s > 0;
+	int			n = 0;
+	Datum	   *ids,
+			   *types;
+	int64	   *ad,
+			   *camp,
+			   *user,
+			   *store,
+			   *ts;
+	Datum		args[8];
+
+	for (int i = 0; i < c->nmsgs; i++)
+		if (c->msgs[i].status == MSG_ACCEPTED &&
+			(impressions || c->msgs[i].ev.type == ADS_EV_CLICK))
+			n++;
+	if (n == 0)
+		return;
+
+	ids = palloc(sizeof(Datum) * n);
+	types = palloc(sizeof(Datum) * n);
+	ad = palloc(sizeof(int64) * n);
+	camp = palloc(sizeof(int64) * n);
+	user = palloc(sizeof(int64) * n);
+	store = palloc(sizeof(int64) * n);
+	ts = palloc(sizeof(int64) * n);
+	n = 0;
+	for (int i = 0; i < c->nmsgs; i++)
+	{
+		AdsEvent   *ev = &c->msgs[i].ev;
+
+		if (c->msgs[i].status != MSG_ACCEPTED || (!impressions && ev->type != ADS_EV_CLICK))
+			continue;
+		ids[n] = PointerGetDatum(ev->event_id);
+		types[n] = CStringGetTextDatum(ev->type == ADS_EV_CLICK ? "click" : "impression");
+		ad[n] = ev->ad_id;
+		camp[n] = ev->campaign_id;
+		user[n] = ev->user_id;
+		store[n] = ev->store_id;
+		ts[n] = ev->ts_us;
+		n++;
+	}
+	args[0] = Int32GetDatum(c->args.source_id);
+	args[1] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[2] = varlena_array(types, n, TEXTOID);
+	args[3] = int8_array(ad, n);
+	args[4] = int8_array(camp, n);
+	args[5] = int8_array(user, n);
+	args[6] = int8_array(store, n);
+	args[7] = tstz_array(ts, NULL, n);
+	exec_plan(P_AD_EVENTS, args, NULL, false, SPI_OK_INSERT);
 }
 
 static void
@@ -664,9 +792,15 @@ ads_batch_write(AdsConsumer *c)
 		wm_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
 
 	ids = classify(c, wm_us);
-	ensure_partitions(c);
-	dedup(c, ids);
-	aggregate(c);
+	if (c->is_orders)
+		dedup(c, ids);
+	else
+	{
+		ensure_partitions(c);
+		dedup(c, ids);
+		keep_for_attribution(c);
+		aggregate(c);
+	}
 	dead_letters(c, wm_us);
 	advance_offsets(c);
 
@@ -675,4 +809,33 @@ ads_batch_write(AdsConsumer *c)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Judge the orders that are ready, in a transaction of its own (a batch of
+ * orders is committed before it may be judged).  Returns how many were
+ * decided.
+ */
+int
+ads_attribute_orders(void)
+{
+	bool		isnull;
+	int			done;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "adstream: attributing orders");
+
+	if (SPI_execute("SELECT adstream.attribute_orders()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "adstream: attribute_orders failed");
+	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return done;
 }

@@ -31,6 +31,8 @@
 #define METADATA_TIMEOUT_MS 250
 #define STATUS_INTERVAL_MS 500
 #define RETRY_MAX_MS 10000
+#define ATTRIBUTION_INTERVAL_MS 1000
+#define ATTRIBUTION_PASS 5000	/* adstream.attribute_orders() default limit */
 
 static AdsConsumer consumer;
 
@@ -68,7 +70,7 @@ load_source(AdsConsumer *c)
 	bool		ok = false;
 
 	begin_tx("adstream: reading source");
-	if (SPI_execute_with_args("SELECT name, brokers, topic, start_policy, group_id "
+	if (SPI_execute_with_args("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders' "
 							  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
 							  2, (Oid[]) {INT4OID, INT8OID},
 							  (Datum[]) {Int32GetDatum(c->args.source_id), Int64GetDatum(c->args.generation)},
@@ -76,6 +78,7 @@ load_source(AdsConsumer *c)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
 		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 		c->name = SPI_getvalue(tup, td, 1);
@@ -83,6 +86,7 @@ load_source(AdsConsumer *c)
 		c->topic = SPI_getvalue(tup, td, 3);
 		c->start_policy = SPI_getvalue(tup, td, 4);
 		c->group_id = SPI_getvalue(tup, td, 5);
+		c->is_orders = DatumGetBool(SPI_getbinval(tup, td, 6, &isnull));
 		MemoryContextSwitchTo(old);
 
 		if (SPI_execute_with_args("SELECT o.key, o.value FROM adstream.sources s, "
@@ -365,8 +369,12 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	m->rkm = rkm;
 	m->part = idx;
 	m->detail = NULL;
-	m->parse_reason = ads_parse_event(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
-									  &m->ev, detail, sizeof(detail));
+	if (c->is_orders)
+		m->parse_reason = ads_parse_order(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
+										  &m->order, detail, sizeof(detail));
+	else
+		m->parse_reason = ads_parse_event(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
+										  &m->ev, detail, sizeof(detail));
 	if (m->parse_reason != ADS_OK)
 		m->detail = MemoryContextStrdup(c->batch_ctx, detail);
 }
@@ -459,6 +467,41 @@ flush_batch(AdsConsumer *c)
 	ads_slot_set_state(c->slot, "consuming");
 }
 
+/*
+ * Judge the waiting orders that have become ready.  An error (a lock
+ * timeout, say) is logged and the pass retried later: orders wait durably.
+ */
+static void
+attribute_orders(AdsConsumer *c)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		/* A full pass means more may be ready. */
+		while (ads_attribute_orders() >= ATTRIBUTION_PASS)
+			CHECK_FOR_INTERRUPTS();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		ads_slot_set_error(c->slot, edata->message);
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("adstream source \"%s\": attribution pass failed: %s", c->name, edata->message),
+				 errhint("Waiting orders stay in adstream.waiting_orders and are judged on the next pass.")));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+}
+
 /* ---------------------------------------------------------------------
  * Main
  * ---------------------------------------------------------------------
@@ -488,6 +531,7 @@ adstream_consumer_main(Datum arg)
 	rd_kafka_message_t *chunk[CONSUME_CHUNK];
 	TimestampTz next_discovery = 0;
 	TimestampTz next_status = 0;
+	TimestampTz next_attribution = 0;
 
 	memcpy(&c->args, MyBgworkerEntry->bgw_extra, sizeof(AdsWorkerArgs));
 	c->slot = &ads_shared->slots[c->args.slot];
@@ -554,6 +598,12 @@ adstream_consumer_main(Datum arg)
 		{
 			publish_partitions(c);
 			next_status = TimestampTzPlusMilliseconds(now, STATUS_INTERVAL_MS);
+		}
+		/* Orders wait for the ad events; look again every second. */
+		if (c->is_orders && c->nmsgs == 0 && now >= next_attribution)
+		{
+			attribute_orders(c);
+			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ATTRIBUTION_INTERVAL_MS);
 		}
 
 		/*

@@ -63,7 +63,6 @@ typedef struct Backoff
 static LocalSlot *local_slots;
 static Backoff *backoffs;
 static int	nbackoffs;
-static TimestampTz last_maintenance;
 static TimestampTz last_no_slot_warning;
 
 static long reconcile(DesiredWorker *desired, int ndesired);
@@ -158,24 +157,9 @@ read_desired(DesiredWorker **out)
 	return n;
 }
 
-static void
-run_maintenance(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "adstream launcher: expiring dedup state");
-	SPI_execute("SELECT adstream.expire_dedup_state()", false, 0);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /*
  * One round of the launcher's work.  An error here (the extension being
- * dropped under us, a lock timeout in maintenance) is logged and the round
+ * dropped under us) is logged and the round
  * retried; the launcher itself must not exit, because a new launcher cannot
  * adopt the running workers and would have to restart them all.
  */
@@ -194,12 +178,6 @@ launcher_round(void)
 		wait_ms = reconcile(desired, Max(ndesired, 0));
 		if (ndesired < 0)
 			wait_ms = Max(wait_ms, 5000);
-		else if (TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
-											adstream_maintenance_interval_s * 1000L))
-		{
-			last_maintenance = GetCurrentTimestamp();
-			run_maintenance();
-		}
 	}
 	PG_CATCH();
 	{
@@ -440,7 +418,6 @@ adstream_launcher_main(Datum arg)
 	before_shmem_exit(launcher_detach, (Datum) 0);
 
 	ereport(LOG, (errmsg("adstream launcher started in database \"%s\"", adstream_database)));
-	last_maintenance = GetCurrentTimestamp();
 
 	while (!ShutdownRequestPending)
 	{
