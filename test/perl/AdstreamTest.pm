@@ -53,7 +53,7 @@ sub loadgen
 	my $truth = PostgreSQL::Test::Utils::tempdir() . "/truth-$o{topic}-$o{seed}.csv";
 	my @cmd = ("$BIN/adstream-loadgen", '--brokers', $broker->{bootstrap},
 		'--topic', $o{topic}, '--count', $o{count}, '--seed', $o{seed},
-		'--start-ms', $START_MS, '--max-bytes', 65536, '--truth', $truth,
+		'--start-ms', $o{start_ms} // $START_MS, '--max-bytes', 65536, '--truth', $truth,
 		@{ $o{args} // [] });
 	my ($out, $err) = ('', '');
 	my $h = IPC::Run::start(\@cmd, '>', \$out, '2>', \$err);

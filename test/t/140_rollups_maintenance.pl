@@ -1,0 +1,119 @@
+# Rollups and maintenance: hour, 6h and day rollups equal a recomputation
+# from the minutes, also after late events change minutes already rolled up;
+# ad_stats() is exact before a refresh; expired partitions of dedup_state,
+# ad_events and ad_stats_minute are dropped and never seen again; pg_cron
+# runs the jobs that schedule_maintenance() installs.
+use strict;
+use warnings;
+use lib 'test/perl';
+use AdstreamTest;
+use Test::More;
+
+my $broker = AdstreamTest::Broker->start(topics => [ 'ads:1', 'old:1' ]);
+my $node = AdstreamTest::node('rollups',
+	shared_preload_libraries => "'adstream,pg_cron'",
+	'cron.database_name' => "'postgres'",
+	'cron.use_background_workers' => 'on',
+	'adstream.dedup_horizon' => "'10min'",
+	'adstream.attribution_window' => "'10min'");
+$node->safe_psql('postgres', "SELECT adstream.create_source('ads', '$broker->{bootstrap}', 'ads')");
+
+# Two hours of event time, starting on an hour boundary, three hours ago.
+my $start = (int(time() / 3600) - 3) * 3600 * 1000;
+my @common = ('--partitions', 1, '--horizon-s', 600);
+my $a = AdstreamTest::loadgen($broker, topic => 'ads', count => 12000, seed => 21, start_ms => $start,
+	args => [ @common, '--span-s', 7200 ]);
+AdstreamTest::wait_consumed($node, 'ads', $a->{sent});
+AdstreamTest::check_truth($node, [ $a->{truth} ], 'two hours of events');
+
+# Rows of a rollup (or of ad_stats()) that differ from the minutes summed up.
+sub rollup_diff
+{
+	my ($g, $rel) = @_;
+	$rel //= "adstream.ad_stats_$g";
+	return $node->safe_psql('postgres', qq{
+WITH want AS (SELECT ad_id, adstream.bucket('$g', window_start) AS window_start,
+                     sum(impressions)::bigint AS impressions, sum(clicks)::bigint AS clicks
+                FROM adstream.ad_stats_minute GROUP BY 1, 2),
+     got AS (SELECT ad_id, window_start, impressions, clicks FROM $rel)
+SELECT count(*) FROM ((TABLE want EXCEPT TABLE got) UNION ALL (TABLE got EXCEPT TABLE want)) d});
+}
+
+for my $g ('hour', '6h', 'day')
+{
+	is(rollup_diff($g, "adstream.ad_stats('-infinity', 'infinity', '$g')"), 0,
+		"ad_stats(..., '$g') is exact before any refresh");
+}
+cmp_ok($node->safe_psql('postgres', 'SELECT adstream.refresh_rollups()'), '>', 100,
+	'the first refresh consumes the pending minutes');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM adstream.rollup_pending'), 0, 'nothing left pending');
+is(rollup_diff($_), 0, "ad_stats_$_ equals the minutes summed up") for ('hour', '6h', 'day');
+
+# Late events (within the horizon) change minutes that were rolled up.
+my $b = AdstreamTest::loadgen($broker, topic => 'ads', count => 3000, seed => 22,
+	start_ms => $start + 112 * 60_000, args => [ @common, '--span-s', 300 ]);
+AdstreamTest::wait_consumed($node, 'ads', $a->{sent} + $b->{sent});
+AdstreamTest::check_truth($node, [ $a->{truth}, $b->{truth} ], 'with late events');
+cmp_ok(rollup_diff('hour'), '>', 0, 'the late events made the hour rollup stale');
+is(rollup_diff('hour', "adstream.ad_stats('-infinity', 'infinity', 'hour')"), 0,
+	'ad_stats() stays exact while the rollup is stale');
+$node->safe_psql('postgres', 'SELECT adstream.refresh_rollups()');
+is(rollup_diff($_), 0, "after the refresh ad_stats_$_ equals the minutes again") for ('hour', '6h', 'day');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM adstream.campaign_stats('-infinity', 'infinity', 'day') c
+  FULL JOIN (SELECT campaign_id, adstream.bucket('day', window_start) AS d, sum(impressions) AS i, sum(clicks) AS k
+               FROM adstream.ad_stats_minute GROUP BY 1, 2) m ON m.campaign_id = c.campaign_id AND m.d = c.window_start
+ WHERE c.impressions IS DISTINCT FROM m.i OR c.clicks IS DISTINCT FROM m.k}), 0,
+	'campaign totals equal the minutes summed per campaign');
+
+# Expiry behind the watermark: dedup state (horizon 10 min) and ad events
+# (attribution window + horizon = 20 min).  The first hour is behind both.
+my $parts = q{SELECT count(*) FROM pg_inherits WHERE inhparent = 'adstream.%s'::regclass};
+my ($dedup0, $events0) = map { $node->safe_psql('postgres', sprintf($parts, $_)) } qw(dedup_state ad_events);
+cmp_ok($node->safe_psql('postgres', 'SELECT adstream.drop_expired_partitions()'), '>=', 2,
+	'drop_expired_partitions drops the first hour of dedup state and ad events');
+cmp_ok($node->safe_psql('postgres', sprintf($parts, 'dedup_state')), '<', $dedup0, 'a dedup_state partition is gone');
+cmp_ok($node->safe_psql('postgres', sprintf($parts, 'ad_events')), '<', $events0, 'an ad_events partition is gone');
+is($node->safe_psql('postgres', q{
+SELECT (SELECT count(*) FROM adstream.dedup_state
+         WHERE event_ts < date_bin('1 hour', adstream.source_watermark('ads') - interval '10 min', 'epoch'))
+     + (SELECT count(*) FROM adstream.ad_events
+         WHERE ts < date_bin('1 hour', adstream.ad_events_watermark() - interval '20 min', 'epoch'))}),
+	0, 'no query sees an expired row');
+
+# Minute retention: a source whose events are ten days old.
+$node->safe_psql('postgres', "SELECT adstream.create_source('old', '$broker->{bootstrap}', 'old')");
+my $c = AdstreamTest::loadgen($broker, topic => 'old', count => 2000, seed => 23,
+	start_ms => $start - 10 * 86400 * 1000, args => [ @common, '--span-s', 600 ]);
+AdstreamTest::wait_consumed($node, 'old', $c->{sent});
+my $old_day = "adstream.bucket('day', to_timestamp($start / 1000.0) - interval '10 days')";
+my $old_total = $node->safe_psql('postgres',
+	"SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute WHERE adstream.bucket('day', window_start) = $old_day");
+cmp_ok($old_total, '>', 0, 'ten-day-old minutes were ingested');
+$node->safe_psql('postgres', 'SELECT adstream.drop_expired_partitions()');
+is($node->safe_psql('postgres',
+	"SELECT count(*) FROM adstream.ad_stats_minute WHERE window_start < now() - interval '7 days'"),
+	0, 'minutes older than adstream.minute_retention are dropped');
+is($node->safe_psql('postgres',
+	"SELECT sum(impressions + clicks) FROM adstream.ad_stats(to_timestamp(0), now(), 'day') WHERE window_start = $old_day"),
+	$old_total, 'their day rollup was refreshed first and is kept');
+
+# pg_cron: the jobs are installed, run, and removed.
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_cron');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM adstream.schedule_maintenance()'), 3,
+	'schedule_maintenance installs three jobs');
+is($node->safe_psql('postgres', q{SELECT string_agg(jobname || ' ' || schedule || ' ' || command, E'\n' ORDER BY jobname)
+  FROM cron.job WHERE database = 'postgres'}), join("\n",
+	'adstream_partitions */10 * * * * SELECT adstream.create_partitions_ahead()',
+	'adstream_retention */5 * * * * SELECT adstream.drop_expired_partitions()',
+	'adstream_rollups * * * * * SELECT adstream.refresh_rollups()'), 'the jobs and their schedules');
+$node->poll_query_until('postgres', q{
+SELECT count(*) > 0 FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+ WHERE j.jobname = 'adstream_rollups' AND d.status = 'succeeded'}) or die 'the rollup job never ran';
+pass('pg_cron ran the rollup job');
+is($node->safe_psql('postgres', 'SELECT adstream.unschedule_maintenance()'), 3, 'unschedule_maintenance removes them');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM cron.job'), 0, 'no jobs are left');
+
+$node->stop;
+$broker->stop;
+done_testing();
