@@ -98,6 +98,22 @@ SELECT o.order_id, o.source, o.user_id, o.store_id, o.amount, o.currency, o.ts, 
 COMMENT ON VIEW adstream.waiting_orders IS
 	'Orders not yet judged: waiting for the ad-events watermark to pass their time, or until decide_by';
 
+CREATE FUNCTION adstream.validate_order(payload bytea,
+	OUT reason text, OUT detail text, OUT order_id uuid, OUT user_id bigint,
+	OUT store_id bigint, OUT amount numeric, OUT currency text, OUT ts timestamptz)
+RETURNS record LANGUAGE C STRICT STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'adstream_validate_order';
+COMMENT ON FUNCTION adstream.validate_order(bytea) IS
+	'Runs the consumer''s order parser on one message value; reason is ''ok'' or the dead-letter reason';
+
+CREATE FUNCTION adstream.validate_order(payload text,
+	OUT reason text, OUT detail text, OUT order_id uuid, OUT user_id bigint,
+	OUT store_id bigint, OUT amount numeric, OUT currency text, OUT ts timestamptz)
+RETURNS record LANGUAGE sql STRICT STABLE PARALLEL SAFE
+RETURN adstream.validate_order(pg_catalog.convert_to(payload, 'UTF8'));
+COMMENT ON FUNCTION adstream.validate_order(text) IS
+	'Text form of adstream.validate_order(bytea)';
+
 /* Stable per order, so a re-run after a crash produces the same record. */
 CREATE FUNCTION adstream.record_uuid(p_kind text, p_key text)
 RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -208,6 +224,9 @@ RETURN date_bin(CASE p_granularity WHEN 'minute' THEN interval '1 minute'
 									WHEN '6h' THEN interval '6 hours'
 									WHEN 'day' THEN interval '1 day' END,
 				p_ts, timestamptz '1970-01-01 00:00:00+00');
+
+COMMENT ON FUNCTION adstream.bucket(text, timestamptz) IS
+	'Start of the UTC minute, hour, 6-hour block or day that holds a time';
 
 /*
  * Recompute only the hours, six-hour blocks and days that contain a minute
@@ -491,11 +510,13 @@ REVOKE ALL ON FUNCTION adstream.ad_events_watermark(), adstream.record_uuid(text
 	adstream.ad_stats(timestamptz, timestamptz, text), adstream.campaign_stats(timestamptz, timestamptz, text),
 	adstream._partition_upper(regclass), adstream._drop_partitions_before(text, timestamptz),
 	adstream.drop_expired_partitions(), adstream.create_partitions_ahead(interval),
-	adstream.schedule_maintenance(), adstream.unschedule_maintenance(), adstream._source_kinds() FROM PUBLIC;
+	adstream.schedule_maintenance(), adstream.unschedule_maintenance(), adstream._source_kinds(),
+	adstream.validate_order(bytea), adstream.validate_order(text) FROM PUBLIC;
 
 GRANT SELECT ON adstream.ad_stats_hour, adstream.ad_stats_6h, adstream.ad_stats_day,
 	adstream.attributed_orders TO adstream_reader;
 GRANT SELECT ON adstream.orders, adstream.waiting_orders, adstream.ad_events TO adstream_admin;
-GRANT EXECUTE ON FUNCTION adstream.ad_stats(timestamptz, timestamptz, text),
+GRANT EXECUTE ON FUNCTION adstream.validate_order(bytea), adstream.validate_order(text),
+	adstream.ad_stats(timestamptz, timestamptz, text),
 	adstream.campaign_stats(timestamptz, timestamptz, text), adstream.bucket(text, timestamptz),
 	adstream.ad_events_watermark(), adstream.record_uuid(text, text) TO adstream_reader;

@@ -12,6 +12,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -144,6 +145,46 @@ adstream_validate_event(PG_FUNCTION_ARGS)
 		values[6] = Int64GetDatum(ev.user_id);
 		values[7] = Int64GetDatum(ev.store_id);
 		values[8] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(ev.ts_us));
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(adstream_validate_order);
+Datum
+adstream_validate_order(PG_FUNCTION_ARGS)
+{
+	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
+	TupleDesc	tupdesc;
+	AdsOrder	o;
+	AdsReason	reason;
+	char		detail[ADS_DETAIL_LEN];
+	Datum		values[8];
+	bool		nulls[8];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	reason = ads_parse_order(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
+							 (size_t) adstream_max_message_bytes, &o,
+							 detail, sizeof(detail));
+
+	memset(nulls, reason != ADS_OK, sizeof(nulls));
+	values[0] = CStringGetTextDatum(ads_reason_name(reason));
+	nulls[0] = false;
+	values[1] = CStringGetTextDatum(detail);
+	nulls[1] = (reason == ADS_OK);
+	if (reason == ADS_OK)
+	{
+		pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+		memcpy(uuid->data, o.order_id, UUID_LEN);
+		values[2] = UUIDPGetDatum(uuid);
+		values[3] = Int64GetDatum(o.user_id);
+		values[4] = Int64GetDatum(o.store_id);
+		values[5] = DirectFunctionCall3(numeric_in, CStringGetDatum(o.amount),
+										ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		values[6] = CStringGetTextDatum(o.currency);
+		values[7] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(o.ts_us));
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
