@@ -86,8 +86,10 @@ sub wait_consumed
 # Compares aggregates, dead letters and counters with the generators' truth.
 sub check_truth
 {
-	my ($node, $truths, $what) = @_;
+	my ($node, $truths, $what, %o) = @_;
 	my $load = join('', map { "COPY truth_raw FROM '$_';\n" } @$truths);
+	# dead letters and counters of the event sources only (orders have their own)
+	my $events = $o{source} ? "source = '$o{source}'" : 'true';
 	my $prelude = qq{
 CREATE TEMP TABLE truth_raw (line text);
 $load
@@ -102,16 +104,16 @@ CREATE TEMP VIEW truth_rej AS
 CREATE TEMP VIEW got_min AS
   SELECT ad_id, campaign_id, window_start, impressions::numeric, clicks::numeric FROM adstream.ad_stats_minute;
 CREATE TEMP VIEW got_rej AS
-  SELECT reason, count(*)::numeric AS n FROM adstream.rejected_events GROUP BY 1;
+  SELECT reason, count(*)::numeric AS n FROM adstream.rejected_events WHERE $events GROUP BY 1;
 };
-	my $res = $node->safe_psql('postgres', $prelude . q{
+	my $res = $node->safe_psql('postgres', $prelude . qq{
 SELECT (SELECT count(*) FROM ((TABLE truth_min EXCEPT TABLE got_min) UNION ALL (TABLE got_min EXCEPT TABLE truth_min)) d),
        (SELECT count(*) FROM ((TABLE truth_rej EXCEPT TABLE got_rej) UNION ALL (TABLE got_rej EXCEPT TABLE truth_rej)) d),
        (SELECT count(*) FROM truth_min),
        (SELECT sum(split_part(line, ',', 3)::bigint) FROM truth_raw WHERE line LIKE 'total,unique,%'),
-       (SELECT sum(accepted) FROM adstream.offsets),
+       (SELECT sum(accepted) FROM adstream.offsets WHERE $events),
        (SELECT sum(split_part(line, ',', 3)::bigint) FROM truth_raw WHERE line LIKE 'total,rejected,%'),
-       (SELECT count(*) FROM adstream.rejected_events);
+       (SELECT count(*) FROM adstream.rejected_events WHERE $events);
 });
 	my ($min_diff, $rej_diff, $rows, $unique, $accepted, $rejected, $dead) = split /\|/, $res;
 	ok($rows > 0, "$what: ground truth has $rows (ad, minute) rows");
@@ -128,6 +130,50 @@ SELECT (SELECT count(*) FROM ((TABLE truth_min EXCEPT TABLE got_min) UNION ALL (
 (TABLE got_min EXCEPT TABLE truth_min) ORDER BY 1, 3 LIMIT 5;
 (TABLE got_rej EXCEPT TABLE truth_rej) ORDER BY 1;});
 	}
+}
+
+# Compares orders, their attribution and the orders' dead letters with the
+# generator's truth (lines "order,..." and "reject_order,...").
+sub check_orders
+{
+	my ($node, $truths, $source, $what) = @_;
+	my $load = join('', map { "COPY truth_raw FROM '$_';\n" } @$truths);
+	my $prelude = qq{
+CREATE TEMP TABLE truth_raw (line text);
+$load
+CREATE TEMP VIEW want AS
+  SELECT split_part(line, ',', 2)::uuid AS order_id, nullif(split_part(line, ',', 3), '')::bigint AS ad_id,
+         nullif(split_part(line, ',', 4), '')::bigint AS campaign_id, nullif(split_part(line, ',', 5), '')::uuid AS event_id,
+         nullif(split_part(line, ',', 6), '')::bigint AS event_ms, split_part(line, ',', 7)::bigint AS order_ms,
+         split_part(line, ',', 8)::numeric AS amount, split_part(line, ',', 9) AS currency
+    FROM truth_raw WHERE line LIKE 'order,%';
+CREATE TEMP VIEW got AS
+  SELECT order_id, ad_id, campaign_id, event_id, (extract(epoch FROM event_ts) * 1000)::bigint AS event_ms,
+         (extract(epoch FROM ts) * 1000)::bigint AS order_ms, amount, currency
+    FROM adstream.orders WHERE source = '$source';
+CREATE TEMP VIEW want_rej AS
+  SELECT split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
+    FROM truth_raw WHERE line LIKE 'reject_order,%' GROUP BY 1;
+CREATE TEMP VIEW got_rej AS
+  SELECT reason, count(*)::numeric AS n FROM adstream.rejected_events WHERE source = '$source' GROUP BY 1;
+};
+	my $res = $node->safe_psql('postgres', $prelude . q{
+SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM want WHERE event_id IS NOT NULL),
+       (SELECT count(*) FROM ((TABLE want EXCEPT TABLE got) UNION ALL (TABLE got EXCEPT TABLE want)) d),
+       (SELECT count(*) FROM ((TABLE want_rej EXCEPT TABLE got_rej) UNION ALL (TABLE got_rej EXCEPT TABLE want_rej)) d),
+       (SELECT count(*) FROM adstream.attributed_orders a JOIN want w USING (order_id)
+         WHERE a.ad_id = w.ad_id AND a.click_event_id = w.event_id AND a.amount = w.amount
+           AND a.record_uuid = adstream.record_uuid('attributed_orders', a.order_id::text)),
+       (SELECT count(*) FROM adstream.attributed_orders);
+});
+	my ($orders, $credited, $diff, $rej_diff, $matching, $attributed) = split /\|/, $res;
+	ok($credited > 0 && $credited < $orders, "$what: truth has $orders orders, $credited credited");
+	is($diff, 0, "$what: every order and its attribution equal the ground truth");
+	is($rej_diff, 0, "$what: order dead letters per reason equal the ground truth");
+	is($attributed, $credited, "$what: attributed_orders has one row per credited order");
+	is($matching, $credited, "$what: attributed_orders rows match, with stable record UUIDs");
+	diag $node->safe_psql('postgres', $prelude . q{(TABLE want EXCEPT TABLE got) LIMIT 5; (TABLE got EXCEPT TABLE want) LIMIT 5;})
+	  if $diff != 0;
 }
 
 # pids of the running consumer workers of a source
