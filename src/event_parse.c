@@ -17,8 +17,12 @@
  *     one bit per level fits exactly).
  *
  *   - While scanning, the top-level object's keys are matched against the
- *     seven contract fields and the byte span of each matching value is
- *     remembered.  The typed field checks then only look at those spans.
+ *     fields of the message kind's contract (seven for events, six for
+ *     orders) and the byte span of each matching value is remembered.  The
+ *     typed field checks then only look at those spans.  The scanner is
+ *     written once and inlined into each parser with the contract as a
+ *     constant, so the event parser pays nothing for the order contract:
+ *     key matching stays a switch on the key length.
  *
  *   - NUL bytes and UTF-8 well-formedness are not checked in a separate pass.
  *     Outside strings, JSON only allows printable ASCII, so a NUL byte or any
@@ -41,7 +45,19 @@
 
 #include "event_parse.h"
 
-/* Contract fields, in the order in which they are checked. */
+/*
+ * Contracts.  Each message kind has a fixed list of fields, numbered in the
+ * order in which they are checked.  The scanner is shared; only the key
+ * matcher (a switch on the key length, see match_event_field() and
+ * match_order_field()) and the field checks differ.
+ */
+enum
+{
+	C_EVENT,
+	C_ORDER
+};
+
+/* Event contract fields, in the order in which they are checked. */
 enum
 {
 	F_EVENT_ID = 0,
@@ -54,11 +70,30 @@ enum
 	F__COUNT
 };
 
-static const char *const field_names[F__COUNT] = {
+/* Order contract fields, in the order in which they are checked. */
+enum
+{
+	O_ORDER_ID = 0,
+	O_USER_ID,
+	O_STORE_ID,
+	O_AMOUNT,
+	O_CURRENCY,
+	O_TS,
+	O__COUNT
+};
+
+/* Room for the larger contract; "seen" is a bit mask, so at most 32. */
+#define MAX_FIELDS 7
+
+static const char *const event_field_names[F__COUNT] = {
 	"event_id", "type", "ad_id", "campaign_id", "user_id", "store_id", "ts"
 };
 
-static const char *const reason_names[ADS_R__COUNT] = {
+static const char *const order_field_names[O__COUNT] = {
+	"order_id", "user_id", "store_id", "amount", "currency", "ts"
+};
+
+static const char *const reason_names[] = {
 	"ok",
 	"empty",
 	"oversized",
@@ -74,9 +109,23 @@ static const char *const reason_names[ADS_R__COUNT] = {
 	"out_of_range",
 	"negative_id",
 	"invalid_timestamp",
+	"invalid_amount",
+	"invalid_currency",
 	"future_timestamp",
 	"too_late"
 };
+
+/* Compile-time checks (C99 has no _Static_assert): one name per reason. */
+typedef char reason_names_match_enum
+			[(sizeof(reason_names) / sizeof(reason_names[0]) == ADS_R__COUNT) ? 1 : -1];
+typedef char contracts_fit
+			[(F__COUNT <= MAX_FIELDS && O__COUNT <= MAX_FIELDS) ? 1 : -1];
+
+#if defined(__GNUC__)
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ALWAYS_INLINE inline
+#endif
 
 /*
  * Longest decoded string we ever need to look at: a canonical UUID is 36
@@ -85,7 +134,7 @@ static const char *const reason_names[ADS_R__COUNT] = {
  */
 #define DECODE_CAP 64
 
-/* Longest contract key ("campaign_id"); longer keys cannot match. */
+/* Longest contract key ("campaign_id", 11 bytes); longer keys cannot match. */
 #define KEY_CAP 16
 
 #define ONES	UINT64_C(0x0101010101010101)
@@ -121,7 +170,7 @@ typedef struct JsonScan
 	int			top_is_object;
 	unsigned	seen;			/* bit f: contract field f present */
 	int			dup_field;		/* first duplicated contract field or -1 */
-	FieldSpan	span[F__COUNT];
+	FieldSpan	span[MAX_FIELDS];
 } JsonScan;
 
 
@@ -532,9 +581,9 @@ decode_string(const unsigned char *s, size_t n, char *out, size_t cap,
 	return 1;
 }
 
-/* Map a decoded top-level key to a contract field index, or -1. */
+/* Map a decoded top-level key to an event contract field index, or -1. */
 static inline int
-match_field(const char *k, size_t n)
+match_event_field(const char *k, size_t n)
 {
 	switch (n)
 	{
@@ -559,23 +608,64 @@ match_field(const char *k, size_t n)
 	}
 }
 
+/* The same for the order contract. */
+static inline int
+match_order_field(const char *k, size_t n)
+{
+	switch (n)
+	{
+		case 2:
+			return (k[0] == 't' && k[1] == 's') ? O_TS : -1;
+		case 6:
+			return memcmp(k, "amount", 6) == 0 ? O_AMOUNT : -1;
+		case 7:
+			return memcmp(k, "user_id", 7) == 0 ? O_USER_ID : -1;
+		case 8:
+			switch (k[0])
+			{
+				case 'o':
+					return memcmp(k, "order_id", 8) == 0 ? O_ORDER_ID : -1;
+				case 's':
+					return memcmp(k, "store_id", 8) == 0 ? O_STORE_ID : -1;
+				case 'c':
+					return memcmp(k, "currency", 8) == 0 ? O_CURRENCY : -1;
+				default:
+					return -1;
+			}
+		default:
+			return -1;
+	}
+}
+
+/*
+ * contract is always a compile-time constant at the call sites, and the
+ * callers are always inlined, so each parser gets its own copy of the
+ * scanner with the other contract's matcher folded away.
+ */
+static ALWAYS_INLINE int
+match_field(int contract, const char *k, size_t n)
+{
+	return contract == C_EVENT ? match_event_field(k, n) : match_order_field(k, n);
+}
+
 /*
  * Validate that s[0..len) is exactly one JSON text, recording the spans of
- * the contract fields of a top-level object.  Returns 1 if the syntax is
- * valid, else 0 with js->err_* set.
+ * the fields of the given contract in a top-level object.  Returns 1 if the
+ * syntax is valid, else 0 with js->err_* set.
  *
  * The scanner is a small state machine (the labels below) instead of a
  * recursive descent parser, so that hostile nesting costs no stack; the
  * container stack is the bit mask "objmask", where bit (d - 1) is set when
  * the container at depth d is an object.
  */
-static int
-json_scan(JsonScan *js, const unsigned char *s, size_t len)
+static ALWAYS_INLINE int
+json_scan(JsonScan *js, const unsigned char *s, size_t len, const int contract)
 {
 	size_t		p = 0;
 	int			depth = 0;
 	uint64_t	objmask = 0;
 	int			pending = -1;	/* contract field whose value comes next */
+	int			start_of = -1;	/* ditto, until its value's start is known */
 	int			escaped;
 
 	js->top_is_object = 0;
@@ -764,10 +854,10 @@ key:
 				size_t		n;
 
 				f = decode_string(k, klen, kbuf, sizeof(kbuf), &n) ?
-					match_field(kbuf, n) : -1;
+					match_field(contract, kbuf, n) : -1;
 			}
 			else
-				f = match_field((const char *) k, klen);
+				f = match_field(contract, (const char *) k, klen);
 
 			if (f >= 0)
 			{
@@ -781,6 +871,7 @@ key:
 				{
 					js->seen |= 1u << f;
 					pending = f;
+					start_of = f;
 					js->span[f].escaped = 0;
 				}
 			}
@@ -793,8 +884,15 @@ key:
 		return scan_fail(js, "expected ':' at byte", p);
 	p++;
 	SKIP_WS(s, p, len);
-	if (pending >= 0)
-		js->span[pending].start = p;
+	/*
+	 * Not "pending": that stays set while we are inside the member's value,
+	 * and keys nested there must not move the start of its span.
+	 */
+	if (start_of >= 0)
+	{
+		js->span[start_of].start = p;
+		start_of = -1;
+	}
 	goto value;
 }
 
@@ -1045,34 +1143,158 @@ ads_parse_rfc3339(const char *s, size_t len, int64_t *ts_us)
 }
 
 static AdsReason
-field_fail(char *detail, size_t detail_len, AdsReason r, int f,
+field_fail(char *detail, size_t detail_len, AdsReason r, const char *name,
 		   const char *what)
 {
-	set_detail(detail, detail_len, "field \"%s\" %s", field_names[f], what);
+	set_detail(detail, detail_len, "field \"%s\" %s", name, what);
 	return r;
 }
 
 /* Check an id field: non-negative integer literal within int64. */
 static AdsReason
-check_id(const unsigned char *s, const FieldSpan *sp, int f, int64_t *val,
-		 char *detail, size_t detail_len)
+check_id(const unsigned char *s, const FieldSpan *sp, const char *name,
+		 int64_t *val, char *detail, size_t detail_len)
 {
 	unsigned char c = s[sp->start];
 	int			rc;
 
 	if (c != '-' && !is_digit(c))
-		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, f,
+		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
 						  "is not an integer");
 	rc = parse_int_span(s + sp->start, sp->end - sp->start, val);
 	if (rc == 1)
-		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, f,
+		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
 						  "is not an integer");
 	if (rc == 2)
-		return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, f,
+		return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name,
 						  "is out of range");
 	if (*val < 0)
-		return field_fail(detail, detail_len, ADS_R_NEGATIVE_ID, f,
+		return field_fail(detail, detail_len, ADS_R_NEGATIVE_ID, name,
 						  "is negative");
+	return ADS_OK;
+}
+
+/* Check a UUID field: a string holding a canonical UUID. */
+static ALWAYS_INLINE AdsReason
+check_uuid(const unsigned char *s, const FieldSpan *sp, const char *name,
+		   uint8_t id[16], char *detail, size_t detail_len)
+{
+	char		dbuf[DECODE_CAP];
+	const char *str;
+	size_t		n;
+
+	if (s[sp->start] != '"')
+		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
+						  "is not a string");
+	if (!field_string(s, sp, dbuf, &str, &n) || !ads_parse_uuid(str, n, id))
+		return field_fail(detail, detail_len, ADS_R_INVALID_UUID, name,
+						  "is not a canonical UUID");
+	return ADS_OK;
+}
+
+/*
+ * Check a timestamp field: an integer number of epoch milliseconds, or an
+ * RFC 3339 string; either way within ADS_TS_MIN_US..ADS_TS_MAX_US.
+ */
+static ALWAYS_INLINE AdsReason
+check_ts(const unsigned char *s, const FieldSpan *sp, const char *name,
+		 int64_t *ts_us, char *detail, size_t detail_len)
+{
+	unsigned char c = s[sp->start];
+	char		dbuf[DECODE_CAP];
+	const char *str;
+	size_t		n;
+
+	if (c == '-' || is_digit(c))
+	{
+		int64_t		ms = 0;
+		int			rc = parse_int_span(s + sp->start, sp->end - sp->start, &ms);
+
+		if (rc == 1)
+			return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
+							  "is not an integer or RFC 3339 string");
+		/* epoch milliseconds; converting must stay in range */
+		if (rc == 2 || ms < ADS_TS_MIN_US / 1000 || ms > ADS_TS_MAX_US / 1000)
+			return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name,
+							  "is out of range");
+		*ts_us = ms * 1000;
+	}
+	else if (c == '"')
+	{
+		int64_t		us = 0;
+
+		if (!field_string(s, sp, dbuf, &str, &n) || !rfc3339_to_us(str, n, &us))
+			return field_fail(detail, detail_len, ADS_R_INVALID_TIMESTAMP, name,
+							  "is not a valid RFC 3339 timestamp");
+		if (us < ADS_TS_MIN_US || us > ADS_TS_MAX_US)
+			return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name,
+							  "is out of range");
+		*ts_us = us;
+	}
+	else
+		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
+						  "is not an integer or RFC 3339 string");
+	return ADS_OK;
+}
+
+/*
+ * Checks 1-7 of the header, common to every contract: everything up to the
+ * per-field checks.  Returns ADS_OK with *js filled in, or the reason.
+ */
+static ALWAYS_INLINE AdsReason
+check_message(const unsigned char *s, size_t len, size_t max_bytes,
+			  JsonScan *js, const int contract, const char *const *names,
+			  char *detail, size_t detail_len)
+{
+	AdsReason	r;
+
+	if (s == NULL || len == 0)
+	{
+		set_detail(detail, detail_len, "empty message");
+		return ADS_R_EMPTY;
+	}
+	if (len > max_bytes)
+	{
+		set_detail(detail, detail_len, "message is %zu bytes, limit is %zu",
+				   len, max_bytes);
+		return ADS_R_OVERSIZED;
+	}
+
+	if (!json_scan(js, s, len, contract))
+	{
+		size_t		where = 0;
+
+		/* NUL bytes and bad UTF-8 outrank syntax errors; look for them */
+		r = scan_nul_utf8(s, len, &where);
+		if (r == ADS_R_NUL_BYTE)
+		{
+			set_detail(detail, detail_len, "NUL byte at byte %zu", where);
+			return r;
+		}
+		if (r == ADS_R_INVALID_UTF8)
+		{
+			set_detail(detail, detail_len, "invalid UTF-8 at byte %zu", where);
+			return r;
+		}
+		if (js->err_depth)
+			set_detail(detail, detail_len, "JSON nesting deeper than %d",
+					   ADS_MAX_JSON_DEPTH);
+		else
+			set_detail(detail, detail_len, "%s %zu", js->err_msg, js->err_pos);
+		return ADS_R_INVALID_JSON;
+	}
+
+	if (!js->top_is_object)
+	{
+		set_detail(detail, detail_len, "top-level JSON value is not an object");
+		return ADS_R_NOT_OBJECT;
+	}
+	if (js->dup_field >= 0)
+	{
+		set_detail(detail, detail_len, "duplicate field \"%s\"",
+				   names[js->dup_field]);
+		return ADS_R_DUPLICATE_KEY;
+	}
 	return ADS_OK;
 }
 
@@ -1089,55 +1311,11 @@ ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 	const char *str;
 	size_t		n;
 	int			f;
-	unsigned char c;
 
-	if (buf == NULL || len == 0)
-	{
-		set_detail(detail, detail_len, "empty message");
-		return ADS_R_EMPTY;
-	}
-	if (len > max_bytes)
-	{
-		set_detail(detail, detail_len, "message is %zu bytes, limit is %zu",
-				   len, max_bytes);
-		return ADS_R_OVERSIZED;
-	}
-
-	if (!json_scan(&js, s, len))
-	{
-		size_t		where = 0;
-
-		/* NUL bytes and bad UTF-8 outrank syntax errors; look for them */
-		r = scan_nul_utf8(s, len, &where);
-		if (r == ADS_R_NUL_BYTE)
-		{
-			set_detail(detail, detail_len, "NUL byte at byte %zu", where);
-			return r;
-		}
-		if (r == ADS_R_INVALID_UTF8)
-		{
-			set_detail(detail, detail_len, "invalid UTF-8 at byte %zu", where);
-			return r;
-		}
-		if (js.err_depth)
-			set_detail(detail, detail_len, "JSON nesting deeper than %d",
-					   ADS_MAX_JSON_DEPTH);
-		else
-			set_detail(detail, detail_len, "%s %zu", js.err_msg, js.err_pos);
-		return ADS_R_INVALID_JSON;
-	}
-
-	if (!js.top_is_object)
-	{
-		set_detail(detail, detail_len, "top-level JSON value is not an object");
-		return ADS_R_NOT_OBJECT;
-	}
-	if (js.dup_field >= 0)
-	{
-		set_detail(detail, detail_len, "duplicate field \"%s\"",
-				   field_names[js.dup_field]);
-		return ADS_R_DUPLICATE_KEY;
-	}
+	r = check_message(s, len, max_bytes, &js, C_EVENT, event_field_names,
+					  detail, detail_len);
+	if (r != ADS_OK)
+		return r;
 
 	/*
 	 * Field checks, in contract order.  Presence is checked per field (not
@@ -1147,30 +1325,25 @@ ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 	memset(&ev, 0, sizeof(ev));
 	for (f = 0; f < F__COUNT; f++)
 	{
+		const char *name = event_field_names[f];
+
 		if (!(js.seen & (1u << f)))
 		{
-			set_detail(detail, detail_len, "missing field \"%s\"",
-					   field_names[f]);
+			set_detail(detail, detail_len, "missing field \"%s\"", name);
 			return ADS_R_MISSING_FIELD;
 		}
 		sp = &js.span[f];
-		c = s[sp->start];
 
 		switch (f)
 		{
 			case F_EVENT_ID:
-				if (c != '"')
-					return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, f,
-									  "is not a string");
-				if (!field_string(s, sp, dbuf, &str, &n) ||
-					!ads_parse_uuid(str, n, ev.event_id))
-					return field_fail(detail, detail_len, ADS_R_INVALID_UUID, f,
-									  "is not a canonical UUID");
+				if ((r = check_uuid(s, sp, name, ev.event_id, detail, detail_len)) != ADS_OK)
+					return r;
 				break;
 
 			case F_TYPE:
-				if (c != '"')
-					return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, f,
+				if (s[sp->start] != '"')
+					return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
 									  "is not a string");
 				if (!field_string(s, sp, dbuf, &str, &n))
 					n = 0;		/* undecodable: matches nothing below */
@@ -1179,67 +1352,325 @@ ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 				else if (n == 5 && memcmp(str, "click", 5) == 0)
 					ev.type = ADS_EV_CLICK;
 				else
-					return field_fail(detail, detail_len, ADS_R_UNKNOWN_TYPE, f,
+					return field_fail(detail, detail_len, ADS_R_UNKNOWN_TYPE, name,
 									  "must be \"impression\" or \"click\"");
 				break;
 
 			case F_AD_ID:
-				if ((r = check_id(s, sp, f, &ev.ad_id, detail, detail_len)) != ADS_OK)
+				if ((r = check_id(s, sp, name, &ev.ad_id, detail, detail_len)) != ADS_OK)
 					return r;
 				break;
 			case F_CAMPAIGN_ID:
-				if ((r = check_id(s, sp, f, &ev.campaign_id, detail, detail_len)) != ADS_OK)
+				if ((r = check_id(s, sp, name, &ev.campaign_id, detail, detail_len)) != ADS_OK)
 					return r;
 				break;
 			case F_USER_ID:
-				if ((r = check_id(s, sp, f, &ev.user_id, detail, detail_len)) != ADS_OK)
+				if ((r = check_id(s, sp, name, &ev.user_id, detail, detail_len)) != ADS_OK)
 					return r;
 				break;
 			case F_STORE_ID:
-				if ((r = check_id(s, sp, f, &ev.store_id, detail, detail_len)) != ADS_OK)
+				if ((r = check_id(s, sp, name, &ev.store_id, detail, detail_len)) != ADS_OK)
 					return r;
 				break;
 
 			case F_TS:
-				if (c == '-' || is_digit(c))
-				{
-					int64_t		ms = 0;
-					int			rc = parse_int_span(s + sp->start,
-													sp->end - sp->start, &ms);
-
-					if (rc == 1)
-						return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, f,
-										  "is not an integer or RFC 3339 string");
-					/* epoch milliseconds; converting must stay in range */
-					if (rc == 2 || ms < ADS_TS_MIN_US / 1000 ||
-						ms > ADS_TS_MAX_US / 1000)
-						return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, f,
-										  "is out of range");
-					ev.ts_us = ms * 1000;
-				}
-				else if (c == '"')
-				{
-					int64_t		us = 0;
-
-					if (!field_string(s, sp, dbuf, &str, &n) ||
-						!rfc3339_to_us(str, n, &us))
-						return field_fail(detail, detail_len,
-										  ADS_R_INVALID_TIMESTAMP, f,
-										  "is not a valid RFC 3339 timestamp");
-					if (us < ADS_TS_MIN_US || us > ADS_TS_MAX_US)
-						return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, f,
-										  "is out of range");
-					ev.ts_us = us;
-				}
-				else
-					return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, f,
-									  "is not an integer or RFC 3339 string");
+				if ((r = check_ts(s, sp, name, &ev.ts_us, detail, detail_len)) != ADS_OK)
+					return r;
 				break;
 		}
 	}
 
 	if (out != NULL)
 		*out = ev;
+	if (detail != NULL && detail_len > 0)
+		detail[0] = '\0';
+	return ADS_OK;
+}
+
+/* ---------------------------------------------------------------------
+ * Orders
+ * ---------------------------------------------------------------------
+ */
+
+/* Limits of an amount, see event_parse.h. */
+#define AMOUNT_INT_DIGITS	18
+#define AMOUNT_FRAC_DIGITS	9
+
+/*
+ * The characters of a value, one at a time: the raw bytes of a JSON number,
+ * or the decoded contents of a JSON string.  Amounts and currencies are pure
+ * ASCII, so this does not bother to assemble multi-byte characters: a byte
+ * >= 0x80, or a \u escape for anything beyond ASCII, comes out as some value
+ * >= 0x80, which no check accepts.  Unlike decode_string() this needs no
+ * buffer, so arbitrarily long values are classified exactly (a 40-digit
+ * string is out_of_range however it is escaped).
+ */
+typedef struct CharSource
+{
+	const unsigned char *s;
+	size_t		n;
+	size_t		i;
+	int			escaped;
+} CharSource;
+
+static inline void
+source_init(CharSource *cs, const unsigned char *s, const FieldSpan *sp)
+{
+	if (s[sp->start] == '"')
+	{
+		cs->s = s + sp->start + 1;
+		cs->n = sp->end - sp->start - 2;
+		cs->escaped = sp->escaped;
+	}
+	else
+	{
+		cs->s = s + sp->start;
+		cs->n = sp->end - sp->start;
+		cs->escaped = 0;
+	}
+	cs->i = 0;
+}
+
+/* Next character, or -1 at the end. */
+static inline int32_t
+source_next(CharSource *cs)
+{
+	unsigned char c;
+
+	if (cs->i >= cs->n)
+		return -1;
+	c = cs->s[cs->i];
+	if (c != '\\' || !cs->escaped)
+	{
+		cs->i++;
+		return c;
+	}
+	/* the scanner guaranteed a complete, valid escape here */
+	c = cs->s[cs->i + 1];
+	if (c == 'u')
+	{
+		int32_t		cp = (hex_value(cs->s[cs->i + 2]) << 12) |
+			(hex_value(cs->s[cs->i + 3]) << 8) |
+			(hex_value(cs->s[cs->i + 4]) << 4) |
+			hex_value(cs->s[cs->i + 5]);
+
+		cs->i += 6;
+		return cp;
+	}
+	cs->i += 2;
+	switch (c)
+	{
+		case 'b':
+			return '\b';
+		case 'f':
+			return '\f';
+		case 'n':
+			return '\n';
+		case 'r':
+			return '\r';
+		case 't':
+			return '\t';
+		default:
+			return c;			/* '"', '\\' and '/' */
+	}
+}
+
+/*
+ * Check an amount: a JSON number, or a JSON string whose contents follow
+ * the JSON number grammar; in both cases without an exponent, not negative
+ * (minus zero is zero), with at most 18 integer and 9 fraction digits.
+ * Malformed text, an exponent and a negative value are invalid_amount (in
+ * that order of precedence), too many digits is out_of_range.  On success
+ * writes the canonical text: the integer part (which the grammar already
+ * keeps free of leading zeros) and, if present, the fraction as given.
+ */
+static AdsReason
+check_amount(const unsigned char *s, const FieldSpan *sp, const char *name,
+			 char out[ADS_AMOUNT_LEN], char *detail, size_t detail_len)
+{
+	unsigned char c0 = s[sp->start];
+	CharSource	cs;
+	char		buf[AMOUNT_INT_DIGITS + 1 + AMOUNT_FRAC_DIGITS + 1];
+	size_t		o = 0;
+	size_t		int_digits = 0,
+				frac_digits = 0;
+	int			neg = 0,
+				nonzero = 0;
+	int32_t		c;
+
+	if (c0 != '"' && c0 != '-' && !is_digit(c0))
+		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
+						  "is not a number or string");
+
+	source_init(&cs, s, sp);
+	c = source_next(&cs);
+	if (c == '-')
+	{
+		neg = 1;
+		c = source_next(&cs);
+	}
+
+	/* integer part: 0 | [1-9][0-9]* */
+	if (c == '0')
+	{
+		buf[o++] = '0';
+		int_digits = 1;
+		c = source_next(&cs);
+	}
+	else if (c >= '1' && c <= '9')
+	{
+		nonzero = 1;
+		do
+		{
+			if (int_digits < AMOUNT_INT_DIGITS)
+				buf[o++] = (char) c;
+			int_digits++;
+			c = source_next(&cs);
+		} while (c >= '0' && c <= '9');
+	}
+	else
+		goto malformed;
+
+	/* fraction: \.[0-9]+ */
+	if (c == '.')
+	{
+		c = source_next(&cs);
+		if (!(c >= '0' && c <= '9'))
+			goto malformed;
+		if (int_digits <= AMOUNT_INT_DIGITS)
+			buf[o++] = '.';
+		do
+		{
+			if (c != '0')
+				nonzero = 1;
+			if (int_digits <= AMOUNT_INT_DIGITS && frac_digits < AMOUNT_FRAC_DIGITS)
+				buf[o++] = (char) c;
+			frac_digits++;
+			c = source_next(&cs);
+		} while (c >= '0' && c <= '9');
+	}
+
+	/* exponent: well-formed or not, the amount is invalid */
+	if (c == 'e' || c == 'E')
+	{
+		c = source_next(&cs);
+		if (c == '+' || c == '-')
+			c = source_next(&cs);
+		if (!(c >= '0' && c <= '9'))
+			goto malformed;
+		do
+			c = source_next(&cs);
+		while (c >= '0' && c <= '9');
+		if (c != -1)
+			goto malformed;
+		return field_fail(detail, detail_len, ADS_R_INVALID_AMOUNT, name,
+						  "has an exponent");
+	}
+	if (c != -1)
+		goto malformed;
+
+	if (neg && nonzero)
+		return field_fail(detail, detail_len, ADS_R_INVALID_AMOUNT, name,
+						  "is negative");
+	if (int_digits > AMOUNT_INT_DIGITS)
+		return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name,
+						  "has more than 18 integer digits");
+	if (frac_digits > AMOUNT_FRAC_DIGITS)
+		return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name,
+						  "has more than 9 fraction digits");
+	buf[o] = '\0';
+	memcpy(out, buf, o + 1);
+	return ADS_OK;
+
+malformed:
+	return field_fail(detail, detail_len, ADS_R_INVALID_AMOUNT, name,
+					  "is not a decimal number");
+}
+
+/* Check a currency: a string of exactly three ASCII letters A-Z. */
+static AdsReason
+check_currency(const unsigned char *s, const FieldSpan *sp, const char *name,
+			   char out[4], char *detail, size_t detail_len)
+{
+	CharSource	cs;
+	char		buf[4];
+	int			k;
+
+	if (s[sp->start] != '"')
+		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
+						  "is not a string");
+	source_init(&cs, s, sp);
+	for (k = 0; k < 3; k++)
+	{
+		int32_t		c = source_next(&cs);
+
+		if (c < 'A' || c > 'Z')
+			break;
+		buf[k] = (char) c;
+	}
+	if (k < 3 || source_next(&cs) != -1)
+		return field_fail(detail, detail_len, ADS_R_INVALID_CURRENCY, name,
+						  "must be three upper-case letters A-Z");
+	buf[3] = '\0';
+	memcpy(out, buf, 4);
+	return ADS_OK;
+}
+
+AdsReason
+ads_parse_order(const char *buf, size_t len, size_t max_bytes,
+				AdsOrder *out, char *detail, size_t detail_len)
+{
+	const unsigned char *s = (const unsigned char *) buf;
+	JsonScan	js;
+	AdsOrder	ord;
+	AdsReason	r;
+	const FieldSpan *sp;
+	int			f;
+
+	r = check_message(s, len, max_bytes, &js, C_ORDER, order_field_names,
+					  detail, detail_len);
+	if (r != ADS_OK)
+		return r;
+
+	memset(&ord, 0, sizeof(ord));
+	for (f = 0; f < O__COUNT; f++)
+	{
+		const char *name = order_field_names[f];
+
+		if (!(js.seen & (1u << f)))
+		{
+			set_detail(detail, detail_len, "missing field \"%s\"", name);
+			return ADS_R_MISSING_FIELD;
+		}
+		sp = &js.span[f];
+
+		switch (f)
+		{
+			case O_ORDER_ID:
+				r = check_uuid(s, sp, name, ord.order_id, detail, detail_len);
+				break;
+			case O_USER_ID:
+				r = check_id(s, sp, name, &ord.user_id, detail, detail_len);
+				break;
+			case O_STORE_ID:
+				r = check_id(s, sp, name, &ord.store_id, detail, detail_len);
+				break;
+			case O_AMOUNT:
+				r = check_amount(s, sp, name, ord.amount, detail, detail_len);
+				break;
+			case O_CURRENCY:
+				r = check_currency(s, sp, name, ord.currency, detail, detail_len);
+				break;
+			case O_TS:
+				r = check_ts(s, sp, name, &ord.ts_us, detail, detail_len);
+				break;
+		}
+		if (r != ADS_OK)
+			return r;
+	}
+
+	if (out != NULL)
+		*out = ord;
 	if (detail != NULL && detail_len > 0)
 		detail[0] = '\0';
 	return ADS_OK;

@@ -36,6 +36,22 @@
  * --dump FILE writes every record as a header line "PARTITION KEYLEN
  * VALUELEN" (KEYLEN -1 for no key), then the raw key and value bytes, then
  * a newline: handy for feeding the parser without Kafka (see --dry-run).
+ * Records of the orders stream have the header "orders PARTITION KEYLEN
+ * VALUELEN" instead.
+ *
+ * Orders (--orders-topic T2 --orders N): an optional second stream, produced
+ * only after every event has been delivered, of orders whose last-click
+ * attribution to the valid clicks of the events stream is part of the
+ * truth (see "Orders" below).  The truth file then also has, after the
+ * event lines:
+ *	  order,ORDER_ID,AD_ID,CAMPAIGN_ID,CLICK_EVENT_ID,CLICK_TS_MS,ORDER_TS_MS,AMOUNT,CURRENCY
+ *	  order,ORDER_ID,,,,,ORDER_TS_MS,AMOUNT,CURRENCY		(not attributed)
+ *	  reject_order,REASON,COUNT
+ *	  total,orders_sent|orders_unique|orders_duplicates|orders_rejected,N
+ * one order line per distinct valid order, sorted by order id; times in
+ * epoch milliseconds, AMOUNT as ads_parse_order() canonicalises it.  The
+ * events stream does not depend on whether orders are generated: for a
+ * given seed it is the same, byte for byte.
  *
  * Build:
  *	  cc -O2 -Wall -Wextra -Werror -Iinclude -o test/bin/adstream-loadgen \
@@ -88,12 +104,17 @@ static const char *const reason_names[] = {
 	[ADS_R_OUT_OF_RANGE] = "out_of_range",
 	[ADS_R_NEGATIVE_ID] = "negative_id",
 	[ADS_R_INVALID_TIMESTAMP] = "invalid_timestamp",
+	[ADS_R_INVALID_AMOUNT] = "invalid_amount",
+	[ADS_R_INVALID_CURRENCY] = "invalid_currency",
 	[ADS_R_FUTURE_TIMESTAMP] = "future_timestamp",
 	[ADS_R_TOO_LATE] = "too_late",
 };
 
 _Static_assert(sizeof(reason_names) / sizeof(reason_names[0]) == ADS_R__COUNT,
 			   "reason_names[] is out of date with event_parse.h");
+_Static_assert(ADS_R_INVALID_AMOUNT > ADS_R_INVALID_TIMESTAMP &&
+			   ADS_R_INVALID_CURRENCY > ADS_R_INVALID_TIMESTAMP,
+			   "event defects are the reasons ADS_R_EMPTY..ADS_R_INVALID_TIMESTAMP");
 
 /* ----------------------------------------------------------------------
  * Options
@@ -129,6 +150,13 @@ typedef struct Options
 	int			dry_run;
 	int			timeout_s;
 	const char *debug;
+	/* the optional orders stream */
+	const char *orders_topic;
+	int64_t		orders;
+	int			orders_partitions;
+	int64_t		window_s;
+	double		orders_bad_ratio;
+	double		orders_dup_ratio;
 } Options;
 
 static Options opt;
@@ -665,6 +693,7 @@ cell_hash(int64_t ad, int64_t win)
 }
 
 static void truth_add_minute(int64_t ad, int64_t camp, int64_t win, int click);
+static void write_order_truth(FILE *f);
 
 static void
 truth_grow(void)
@@ -776,6 +805,8 @@ write_truth(const char *path)
 	fprintf(f, "total,unique,%" PRId64 "\n", truth.unique);
 	fprintf(f, "total,duplicates,%" PRId64 "\n", truth.duplicates);
 	fprintf(f, "total,rejected,%" PRId64 "\n", truth.rejected);
+	if (opt.orders_topic != NULL)
+		write_order_truth(f);
 
 	if (fflush(f) != 0 || ferror(f) || fclose(f) != 0)
 		die("error writing %s: %s", tmp, strerror(errno));
@@ -854,6 +885,57 @@ now_for_event(void)
 	return opt.realtime ? wall_ms() : opt.now_ms;
 }
 
+/*
+ * Every distinct valid, in-time click, in send order: the candidates for
+ * order attribution.  Duplicates are re-sends of these, and too-late,
+ * future and bad events never get here, so nothing else can be attributed.
+ */
+typedef struct Click
+{
+	char		id[37];			/* lower-case canonical: strcmp = memcmp of bytes */
+	int64_t		ad_id;
+	int64_t		campaign_id;
+	int64_t		user_id;
+	int64_t		store_id;
+	int64_t		ts_ms;
+} Click;
+
+static Click *clicks;
+static size_t n_clicks;
+static size_t cap_clicks;
+
+/* event time covered by the valid events */
+static int64_t valid_ts_min;
+static int64_t valid_ts_max;
+static int	have_valid_ts;
+
+static void
+note_valid_event(const GenEvent *ev)
+{
+	if (!have_valid_ts || ev->ts_ms < valid_ts_min)
+		valid_ts_min = ev->ts_ms;
+	if (!have_valid_ts || ev->ts_ms > valid_ts_max)
+		valid_ts_max = ev->ts_ms;
+	have_valid_ts = 1;
+
+	if (!ev->is_click || opt.orders_topic == NULL)
+		return;
+	if (n_clicks == cap_clicks)
+	{
+		cap_clicks = cap_clicks ? cap_clicks * 2 : 4096;
+		clicks = realloc(clicks, cap_clicks * sizeof(Click));
+		if (clicks == NULL)
+			die("out of memory");
+	}
+	memcpy(clicks[n_clicks].id, ev->id, sizeof(ev->id));
+	clicks[n_clicks].ad_id = ev->ad_id;
+	clicks[n_clicks].campaign_id = ev->campaign_id;
+	clicks[n_clicks].user_id = ev->user_id;
+	clicks[n_clicks].store_id = ev->store_id;
+	clicks[n_clicks].ts_ms = ev->ts_ms;
+	n_clicks++;
+}
+
 /* A fresh valid event for message i on partition p. */
 static void
 make_valid(Record *rec, int64_t i, int p)
@@ -896,6 +978,7 @@ make_valid(Record *rec, int64_t i, int p)
 	truth.valid++;
 	truth.unique++;
 	accept_ts(p, ev.ts_ms);
+	note_valid_event(&ev);
 
 	/* remember it as a duplicate candidate */
 	re = &ring[ring_next];
@@ -1047,6 +1130,645 @@ make_bad(Record *rec, int64_t i)
 }
 
 /* ----------------------------------------------------------------------
+ * Orders (optional second stream, --orders-topic)
+ *
+ * Orders go out after every ad event of the run, so the consumer has the
+ * complete event stream by the time it sees them.  Each valid order takes
+ * its user and store
+ *	  - with probability 0.6 from one of the last ORDER_CLICK_POOL valid
+ *		clicks, at that click's time plus 1..600 s (usually attributable,
+ *		though maybe to a later click of the same pair, or to none if the
+ *		attribution window is shorter than the delay); up to 5% of these
+ *		sit on the edges of the rule instead: at the click's time, or, if
+ *		W <= 600 s, W minus 1 ms or exactly W after it;
+ *	  - with probability 0.1 from such a click, but 1..600 s before the
+ *		earliest click of that user and store (never attributable);
+ *	  - otherwise at random, at a random time within the events' span
+ *		(usually not attributable).
+ * Bad orders carry exactly one defect (see make_bad_order()); duplicates
+ * are exact re-sends of recent valid orders.  Order times never lie ahead
+ * of the reference clock (no future_timestamp) and are kept at least a
+ * second inside the lateness horizon of their partition, as for events
+ * (no too_late), so the truth has neither.
+ *
+ * The truth (write_order_truth()) applies the attribution rule: among the
+ * valid clicks with the order's user_id and store_id and
+ * order.ts - W < click.ts <= order.ts, the one with the greatest ts wins,
+ * ties going to the greatest event id (as 16 bytes, memcmp).
+ * ---------------------------------------------------------------------- */
+#define ORDER_CLICK_POOL	10000	/* "recent" clicks orders are made from */
+#define MAX_ORDER_LEN		600		/* any order we render is shorter */
+
+typedef struct GenOrder
+{
+	char		id[37];
+	int64_t		user_id;
+	int64_t		store_id;
+	int64_t		ts_ms;
+	char		amount[ADS_AMOUNT_LEN];	/* canonical text, as the parser gives it */
+	const char *currency;
+	int			amount_string;	/* amount as a JSON string, not a number */
+	int			amount_escaped; /* first character as a \u escape */
+	int			currency_escaped;
+	GenEvent	tsfmt;			/* only the RFC 3339 formatting fields */
+	int			rfc3339;
+	int			channel;
+	Layout		layout;
+} GenOrder;
+
+typedef struct OrderTruth
+{
+	char		id[37];
+	int64_t		user_id;
+	int64_t		store_id;
+	int64_t		ts_ms;
+	char		amount[ADS_AMOUNT_LEN];
+	char		currency[4];
+} OrderTruth;
+
+static struct
+{
+	OrderTruth *valid;			/* distinct valid orders */
+	size_t		nvalid;
+	size_t		cap;
+	int64_t		rejects[ADS_R__COUNT];
+	int64_t		sent;
+	int64_t		unique;
+	int64_t		duplicates;
+	int64_t		rejected;
+} otruth;
+
+/* duplicate candidates: the last RING_SIZE valid orders */
+typedef struct OrderRingEntry
+{
+	char		bytes[MAX_ORDER_LEN];
+	size_t		len;
+	char		key[24];
+	size_t		keylen;
+	int64_t		ts_ms;
+} OrderRingEntry;
+
+static OrderRingEntry *oring;
+static int	oring_n = 0;
+static int	oring_next = 0;
+
+/* per orders partition: newest accepted order time */
+static int64_t *opart_max_ts;
+static int *opart_has;
+
+/* the clicks sorted by (user, store, ts, id), for attribution */
+static Click *clicks_sorted;
+
+static const char *const currencies[] = {"USD", "EUR", "GBP"};
+static const char *const channels[] = {"web", "app", "store", "phone"};
+
+static const AdsReason order_bad_kinds[] = {
+	ADS_R_INVALID_JSON, ADS_R_MISSING_FIELD, ADS_R_WRONG_TYPE, ADS_R_INVALID_UUID,
+	ADS_R_NEGATIVE_ID, ADS_R_INVALID_AMOUNT, ADS_R_INVALID_CURRENCY,
+	ADS_R_INVALID_TIMESTAMP
+};
+
+static int
+click_cmp(const void *a, const void *b)
+{
+	const Click *x = a;
+	const Click *y = b;
+
+	if (x->user_id != y->user_id)
+		return x->user_id < y->user_id ? -1 : 1;
+	if (x->store_id != y->store_id)
+		return x->store_id < y->store_id ? -1 : 1;
+	if (x->ts_ms != y->ts_ms)
+		return x->ts_ms < y->ts_ms ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+/*
+ * Index of the first sorted click whose (user, store, ts) is greater than
+ * the given one; ts = INT64_MIN finds the first click of the pair.
+ */
+static size_t
+clicks_upper(int64_t user, int64_t store, int64_t ts)
+{
+	size_t		lo = 0,
+				hi = n_clicks;
+
+	while (lo < hi)
+	{
+		size_t		mid = lo + (hi - lo) / 2;
+		const Click *c = &clicks_sorted[mid];
+		int			le;
+
+		if (c->user_id != user)
+			le = c->user_id < user;
+		else if (c->store_id != store)
+			le = c->store_id < store;
+		else
+			le = c->ts_ms <= ts;
+		if (le)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The attributed click of an order, or NULL. */
+static const Click *
+attribute(const OrderTruth *o)
+{
+	size_t		i = clicks_upper(o->user_id, o->store_id, o->ts_ms);
+	const Click *c;
+
+	/* i - 1 is the latest click at or before the order, greatest id last */
+	if (i == 0)
+		return NULL;
+	c = &clicks_sorted[i - 1];
+	if (c->user_id != o->user_id || c->store_id != o->store_id)
+		return NULL;
+	if (c->ts_ms <= o->ts_ms - opt.window_s * 1000)
+		return NULL;
+	return c;
+}
+
+static int64_t
+now_for_order(void)
+{
+	return opt.realtime ? wall_ms() : opt.now_ms;
+}
+
+static int64_t
+osafe_floor(int p)
+{
+	if (!opart_has[p])
+		return INT64_MIN;
+	return opart_max_ts[p] - opt.horizon_s * 1000 + 1000;
+}
+
+/* A random amount, written the way the parser canonicalises it. */
+static void
+random_amount(char out[ADS_AMOUNT_LEN])
+{
+	static const char *const edges[] = {
+		"0", "0.00", "0.01", "0.000000001", "100000000", "999999999999999999.999999999",
+	};
+	double		u = rand_unit();
+	int64_t		whole;
+
+	if (u < 0.02)
+	{
+		snprintf(out, ADS_AMOUNT_LEN, "%s", edges[rand_below(NELEM(edges))]);
+		return;
+	}
+	whole = rand_unit() < 0.95 ? rand_range(0, 999) : rand_range(1000, 999999);
+	u = rand_unit();
+	if (u < 0.80)
+		snprintf(out, ADS_AMOUNT_LEN, "%" PRId64 ".%02d", whole, (int) rand_below(100));
+	else if (u < 0.90)
+		snprintf(out, ADS_AMOUNT_LEN, "%" PRId64, whole);
+	else if (u < 0.95)
+		snprintf(out, ADS_AMOUNT_LEN, "%" PRId64 ".%d", whole, (int) rand_below(10));
+	else
+		snprintf(out, ADS_AMOUNT_LEN, "%" PRId64 ".%03d", whole, (int) rand_below(1000));
+}
+
+/* Everything but the ids and time; fancy = escapes and other layouts. */
+static void
+random_order_details(GenOrder *o, int fancy)
+{
+	double		u;
+
+	random_uuid(o->id);
+	random_amount(o->amount);
+	o->currency = currencies[rand_below(NELEM(currencies))];
+	o->amount_string = rand_below(2) == 0;
+	o->amount_escaped = fancy && o->amount_string && rand_unit() < 0.03;
+	o->currency_escaped = fancy && rand_unit() < 0.03;
+	o->channel = (int) rand_below(NELEM(channels));
+	u = rand_unit();
+	if (!fancy || u < 0.70)
+		o->layout = LAYOUT_COMPACT;
+	else if (u < 0.85)
+		o->layout = LAYOUT_SPACED;
+	else
+		o->layout = LAYOUT_SHUFFLED;
+	o->rfc3339 = rand_unit() < opt.rfc3339_ratio;
+	memset(&o->tsfmt, 0, sizeof(o->tsfmt));
+	o->tsfmt.frac_digits = (int) rand_below(3) * 3;
+	o->tsfmt.offset_min = zone_offsets[rand_below(NELEM(zone_offsets))];
+	o->tsfmt.zulu = o->tsfmt.offset_min == 0 && rand_below(4) != 0;
+}
+
+/* Order field indexes, in contract order, then the ignored ones. */
+enum
+{
+	OF_ORDER_ID, OF_USER_ID, OF_STORE_ID, OF_AMOUNT, OF_CURRENCY, OF_TS,
+	OF_CHANNEL, OF_ITEMS, OF__COUNT
+};
+
+static const char *const ofield_keys[OF__COUNT] = {
+	"order_id", "user_id", "store_id", "amount", "currency", "ts", "channel", "items"
+};
+
+static const int ofields_contract[] = {
+	OF_ORDER_ID, OF_USER_ID, OF_STORE_ID, OF_AMOUNT, OF_CURRENCY, OF_TS, OF_CHANNEL
+};
+static const int ofields_shuffled[] = {
+	OF_CHANNEL, OF_TS, OF_AMOUNT, OF_ITEMS, OF_STORE_ID, OF_ORDER_ID, OF_CURRENCY,
+	OF_USER_ID
+};
+
+/*
+ * Render an order.  defect is ADS_OK or one of order_bad_kinds except
+ * invalid_json (made by truncation); variant picks among the ways to get
+ * that one thing wrong.
+ */
+static void
+render_order(OutBuf *b, const GenOrder *o, AdsReason defect, int variant)
+{
+	char		vals[OF__COUNT][160];
+	int			present[OF__COUNT];
+	const int  *order;
+	int			norder;
+	int			i;
+	int			first = 1;
+	const char *colon = o->layout == LAYOUT_SPACED ? ": " : ":";
+	const char *comma = o->layout == LAYOUT_SPACED ? ", " : ",";
+
+#define OSETV(f, ...) snprintf(vals[f], sizeof(vals[f]), __VA_ARGS__)
+
+	for (i = 0; i < OF__COUNT; i++)
+		present[i] = 1;
+	present[OF_ITEMS] = o->layout == LAYOUT_SHUFFLED;
+	if (defect == ADS_R_MISSING_FIELD)
+		present[variant % 6] = 0;	/* one of the six contract fields */
+
+	if (defect == ADS_R_INVALID_UUID)
+	{
+		if (variant % 2 == 0)
+			OSETV(OF_ORDER_ID, "\"not-a-uuid\"");
+		else
+			OSETV(OF_ORDER_ID, "\"%.35sz\"", o->id);
+	}
+	else if (defect == ADS_R_WRONG_TYPE && variant % 6 == 0)
+		OSETV(OF_ORDER_ID, "12345");
+	else
+		OSETV(OF_ORDER_ID, "\"%s\"", o->id);
+
+	if (defect == ADS_R_NEGATIVE_ID && variant % 2 == 0)
+		OSETV(OF_USER_ID, "-%" PRId64, o->user_id + 1);
+	else if (defect == ADS_R_WRONG_TYPE && variant % 6 == 1)
+		OSETV(OF_USER_ID, "\"%" PRId64 "\"", o->user_id);
+	else
+		OSETV(OF_USER_ID, "%" PRId64, o->user_id);
+
+	if (defect == ADS_R_NEGATIVE_ID && variant % 2 == 1)
+		OSETV(OF_STORE_ID, "-1");
+	else if (defect == ADS_R_WRONG_TYPE && variant % 6 == 2)
+		OSETV(OF_STORE_ID, "%" PRId64 ".5", o->store_id);
+	else
+		OSETV(OF_STORE_ID, "%" PRId64, o->store_id);
+
+	if (defect == ADS_R_INVALID_AMOUNT)
+	{
+		static const char *const bad[] = {
+			"-1%s", "\"-1%s\"", "%se3", "\"%s5x\"", "\"\"", "\"1,%s\"", "\" %s\"",
+			"\"+%s\"", "\"00%s\"", "1.5E2", "\"%sE-2\"", "\"-\"",
+		};
+		const char *fmt = bad[variant % (int) NELEM(bad)];
+
+		/*
+		 * "%s" is the valid amount, the rest of each format breaks it; a
+		 * leading "-1" keeps even a zero amount negative and valid JSON.
+		 */
+		if (strchr(fmt, '%'))
+			OSETV(OF_AMOUNT, fmt, o->amount);
+		else
+			OSETV(OF_AMOUNT, "%s", fmt);
+	}
+	else if (defect == ADS_R_WRONG_TYPE && variant % 6 == 3)
+	{
+		static const char *const notnum[] = {"true", "null", "[12.5]", "{\"v\":1}", "false"};
+
+		OSETV(OF_AMOUNT, "%s", notnum[(variant / 6) % (int) NELEM(notnum)]);
+	}
+	else if (o->amount_escaped)
+		OSETV(OF_AMOUNT, "\"\\u%04x%s\"", (unsigned) o->amount[0], o->amount + 1);
+	else if (o->amount_string)
+		OSETV(OF_AMOUNT, "\"%s\"", o->amount);
+	else
+		OSETV(OF_AMOUNT, "%s", o->amount);
+
+	if (defect == ADS_R_INVALID_CURRENCY)
+	{
+		static const char *const bad[] = {
+			"\"usd\"", "\"Eur\"", "\"US\"", "\"USDX\"", "\"\"", "\"U$D\"", "\"978\"", "\" GBP\"",
+		};
+
+		OSETV(OF_CURRENCY, "%s", bad[variant % (int) NELEM(bad)]);
+	}
+	else if (defect == ADS_R_WRONG_TYPE && variant % 6 == 4)
+		OSETV(OF_CURRENCY, "978");
+	else if (o->currency_escaped)
+		OSETV(OF_CURRENCY, "\"\\u%04X%s\"", (unsigned) o->currency[0], o->currency + 1);
+	else
+		OSETV(OF_CURRENCY, "\"%s\"", o->currency);
+
+	if (defect == ADS_R_INVALID_TIMESTAMP)
+		OSETV(OF_TS, variant % 2 ? "\"2024-13-45T25:61:00Z\"" : "\"yesterday\"");
+	else if (defect == ADS_R_WRONG_TYPE && variant % 6 == 5)
+		OSETV(OF_TS, "true");
+	else if (o->rfc3339)
+	{
+		char		t[64];
+		GenEvent	tf = o->tsfmt;
+
+		tf.ts_ms = o->ts_ms;
+		/* whole seconds only print without a fraction */
+		if (tf.frac_digits == 0 && floor_div(tf.ts_ms, 1000) * 1000 != tf.ts_ms)
+			tf.frac_digits = 3;
+		format_rfc3339(&tf, t, sizeof(t));
+		OSETV(OF_TS, "\"%s\"", t);
+	}
+	else
+		OSETV(OF_TS, "%" PRId64, o->ts_ms);
+
+	OSETV(OF_CHANNEL, "\"%s\"", channels[o->channel]);
+	OSETV(OF_ITEMS, "[{\"sku\":\"A-%d\",\"qty\":2,\"amount\":-1e3},{\"note\":\"M\\u00fcller\"}]",
+		  o->channel);
+#undef OSETV
+
+	if (o->layout == LAYOUT_SHUFFLED)
+	{
+		order = ofields_shuffled;
+		norder = (int) NELEM(ofields_shuffled);
+	}
+	else
+	{
+		order = ofields_contract;
+		norder = (int) NELEM(ofields_contract);
+	}
+	ob_puts(b, "{");
+	for (i = 0; i < norder; i++)
+	{
+		int			f = order[i];
+
+		if (!present[f])
+			continue;
+		if (!first)
+			ob_puts(b, comma);
+		first = 0;
+		ob_printf(b, "\"%s\"%s%s", ofield_keys[f], colon, vals[f]);
+	}
+	ob_puts(b, "}");
+	if (o->layout == LAYOUT_SPACED)
+		ob_puts(b, "\n");
+}
+
+static void
+set_order_key(Record *rec, const GenOrder *o)
+{
+	rec->keylen = (size_t) snprintf(rec->key, sizeof(rec->key), "%" PRId64, o->user_id);
+	rec->has_key = 1;
+}
+
+/* A time within the span of the valid events. */
+static int64_t
+random_event_time(void)
+{
+	if (have_valid_ts)
+		return rand_range(valid_ts_min, valid_ts_max);
+	return opt.start_ms + (int64_t) rand_below((uint64_t) opt.span_s * 1000 + 1);
+}
+
+/* A fresh valid order on orders partition p. */
+static void
+make_valid_order(Record *rec, int p)
+{
+	GenOrder	o;
+	double		u = rand_unit();
+	int64_t		ts;
+	OrderTruth *t;
+	OrderRingEntry *re;
+
+	random_order_details(&o, 1);
+	if (n_clicks > 0 && u < 0.7)
+	{
+		size_t		pool = n_clicks < ORDER_CLICK_POOL ? n_clicks : ORDER_CLICK_POOL;
+		const Click *c = &clicks[n_clicks - 1 - rand_below(pool)];
+
+		o.user_id = c->user_id;
+		o.store_id = c->store_id;
+		if (u < 0.6)
+		{
+			/*
+			 * Mostly 1..600 s after the click; a few on the edges of the
+			 * rule (click.ts <= order.ts, click.ts > order.ts - W).  The
+			 * edges of W only when they fall within those 600 s anyway:
+			 * orders far later than the rest would drag the orders
+			 * partitions' watermarks along and skew every later order.
+			 */
+			double		v = rand_unit();
+			int64_t		w = opt.window_s * 1000;
+			int			edge_ok = w <= 600000 && c->ts_ms + w <= now_for_order();
+
+			if (v < 0.02)
+				ts = c->ts_ms;	/* same instant: attributable */
+			else if (v < 0.035 && edge_ok)
+				ts = c->ts_ms + w - 1;	/* last millisecond inside W */
+			else if (v < 0.05 && edge_ok)
+				ts = c->ts_ms + w;	/* first millisecond outside W */
+			else
+				ts = c->ts_ms + rand_range(1000, 600000);
+		}
+		else
+		{
+			/* before the first click of this user and store */
+			const Click *f = &clicks_sorted[clicks_upper(c->user_id, c->store_id, INT64_MIN)];
+
+			ts = f->ts_ms - rand_range(1000, 600000);
+		}
+	}
+	else
+	{
+		o.user_id = 1 + (int64_t) rand_below((uint64_t) opt.users);
+		o.store_id = 1 + (int64_t) rand_below((uint64_t) opt.stores);
+		ts = random_event_time();
+	}
+	/* not ahead of the clock, clearly in time on p, and a valid time */
+	if (ts > now_for_order())
+		ts = now_for_order();
+	if (ts < osafe_floor(p))
+		ts = osafe_floor(p);
+	if (ts < 0)
+		ts = 0;
+	o.ts_ms = ts;
+
+	render_order(&rec->val, &o, ADS_OK, 0);
+	set_order_key(rec, &o);
+	if (rec->val.len >= MAX_ORDER_LEN || (int64_t) rec->val.len > opt.max_bytes)
+		die("internal error: valid order of %zu bytes", rec->val.len);
+
+	if (otruth.nvalid == otruth.cap)
+	{
+		otruth.cap = otruth.cap ? otruth.cap * 2 : 4096;
+		otruth.valid = realloc(otruth.valid, otruth.cap * sizeof(OrderTruth));
+		if (otruth.valid == NULL)
+			die("out of memory");
+	}
+	t = &otruth.valid[otruth.nvalid++];
+	memcpy(t->id, o.id, sizeof(t->id));
+	t->user_id = o.user_id;
+	t->store_id = o.store_id;
+	t->ts_ms = o.ts_ms;
+	memcpy(t->amount, o.amount, sizeof(t->amount));
+	memcpy(t->currency, o.currency, 4);
+	otruth.unique++;
+
+	if (!opart_has[p] || ts > opart_max_ts[p])
+		opart_max_ts[p] = ts;
+	opart_has[p] = 1;
+
+	re = &oring[oring_next];
+	memcpy(re->bytes, rec->val.data, rec->val.len);
+	re->len = rec->val.len;
+	memcpy(re->key, rec->key, rec->keylen);
+	re->keylen = rec->keylen;
+	re->ts_ms = ts;
+	oring_next = (oring_next + 1) % RING_SIZE;
+	if (oring_n < RING_SIZE)
+		oring_n++;
+}
+
+/* Exact re-send of a recent valid order; 0 if none fits partition p. */
+static int
+make_duplicate_order(Record *rec, int p)
+{
+	OrderRingEntry *re;
+
+	if (oring_n == 0)
+		return 0;
+	re = &oring[rand_below((uint64_t) oring_n)];
+	if (re->ts_ms < osafe_floor(p))
+		return 0;
+	rec->val.len = 0;
+	ob_put(&rec->val, re->bytes, re->len);
+	memcpy(rec->key, re->key, re->keylen);
+	rec->keylen = re->keylen;
+	rec->has_key = 1;
+	otruth.duplicates++;
+	if (!opart_has[p] || re->ts_ms > opart_max_ts[p])
+		opart_max_ts[p] = re->ts_ms;
+	opart_has[p] = 1;
+	return 1;
+}
+
+/* An order with exactly one defect; compact ASCII layout, no key. */
+static void
+make_bad_order(Record *rec)
+{
+	AdsReason	kind = order_bad_kinds[rand_below(NELEM(order_bad_kinds))];
+	int			variant = (int) rand_below(60);
+	GenOrder	o;
+
+	random_order_details(&o, 0);
+	o.user_id = 1 + (int64_t) rand_below((uint64_t) opt.users);
+	o.store_id = 1 + (int64_t) rand_below((uint64_t) opt.stores);
+	o.ts_ms = random_event_time();
+	if (o.ts_ms > now_for_order())
+		o.ts_ms = now_for_order();
+	if (o.ts_ms < 0)
+		o.ts_ms = 0;
+	rec->val.len = 0;
+	rec->has_key = 0;
+	if (kind == ADS_R_INVALID_JSON)
+	{
+		render_order(&rec->val, &o, ADS_OK, 0);
+		/* any proper, non-empty prefix of an object is incomplete */
+		rec->val.len = 1 + (size_t) rand_below(rec->val.len - 1);
+	}
+	else
+		render_order(&rec->val, &o, kind, variant);
+	otruth.rejects[kind]++;
+	otruth.rejected++;
+}
+
+/* Called once, after the last event: sort the clicks for attribution. */
+static void
+orders_begin(void)
+{
+	clicks_sorted = xmalloc((n_clicks + 1) * sizeof(Click));
+	if (n_clicks > 0)
+		memcpy(clicks_sorted, clicks, n_clicks * sizeof(Click));
+	qsort(clicks_sorted, n_clicks, sizeof(Click), click_cmp);
+	oring = calloc(RING_SIZE, sizeof(OrderRingEntry));
+	opart_max_ts = calloc((size_t) opt.orders_partitions, sizeof(int64_t));
+	opart_has = calloc((size_t) opt.orders_partitions, sizeof(int));
+	if (oring == NULL || opart_max_ts == NULL || opart_has == NULL)
+		die("out of memory");
+}
+
+/* Order j of the run, for orders partition p. */
+static void
+make_order(Record *rec, int p)
+{
+	double		u = rand_unit();
+	int			done = 0;
+
+	rec->partition = p;
+	rec->val.len = 0;
+	rec->has_key = 0;
+	if (u < opt.orders_dup_ratio)
+		done = make_duplicate_order(rec, p);
+	else if (u < opt.orders_dup_ratio + opt.orders_bad_ratio)
+	{
+		make_bad_order(rec);
+		done = 1;
+	}
+	if (!done)
+	{
+		rec->val.len = 0;
+		make_valid_order(rec, p);
+	}
+	otruth.sent++;
+}
+
+static int
+order_truth_cmp(const void *a, const void *b)
+{
+	return strcmp(((const OrderTruth *) a)->id, ((const OrderTruth *) b)->id);
+}
+
+static void
+write_order_truth(FILE *f)
+{
+	size_t		i;
+	int			r;
+
+	qsort(otruth.valid, otruth.nvalid, sizeof(OrderTruth), order_truth_cmp);
+	for (i = 0; i < otruth.nvalid; i++)
+	{
+		const OrderTruth *o = &otruth.valid[i];
+		const Click *c = attribute(o);
+
+		if (c != NULL)
+			fprintf(f, "order,%s,%" PRId64 ",%" PRId64 ",%s,%" PRId64 ",%" PRId64 ",%s,%s\n",
+					o->id, c->ad_id, c->campaign_id, c->id, c->ts_ms, o->ts_ms,
+					o->amount, o->currency);
+		else
+			fprintf(f, "order,%s,,,,,%" PRId64 ",%s,%s\n",
+					o->id, o->ts_ms, o->amount, o->currency);
+	}
+	for (r = 1; r < ADS_R__COUNT; r++)
+		if (otruth.rejects[r] > 0)
+			fprintf(f, "reject_order,%s,%" PRId64 "\n", reason_names[r], otruth.rejects[r]);
+	fprintf(f, "total,orders_sent,%" PRId64 "\n", otruth.sent);
+	fprintf(f, "total,orders_unique,%" PRId64 "\n", otruth.unique);
+	fprintf(f, "total,orders_duplicates,%" PRId64 "\n", otruth.duplicates);
+	fprintf(f, "total,orders_rejected,%" PRId64 "\n", otruth.rejected);
+}
+
+/* ----------------------------------------------------------------------
  * Kafka
  * ---------------------------------------------------------------------- */
 static int64_t delivered = 0;
@@ -1107,7 +1829,7 @@ make_producer(void)
 
 /* Partition count from metadata, retried while the topic is being created. */
 static int
-topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt)
+topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt, const char *name)
 {
 	double		deadline = mono_s() + 30;
 	rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -1130,7 +1852,7 @@ topic_partitions(rd_kafka_t *rk, rd_kafka_topic_t *rkt)
 		}
 		usleep(200 * 1000);
 	}
-	die("no partitions for topic \"%s\": %s", opt.topic, rd_kafka_err2str(err));
+	die("no partitions for topic \"%s\": %s", name, rd_kafka_err2str(err));
 	return 0;
 }
 
@@ -1160,7 +1882,13 @@ usage(FILE *out)
 			"  --dry-run           generate only, no Kafka (needs --partitions)\n"
 			"  --progress          one progress line per second on stderr\n"
 			"  --timeout-s S       final flush timeout (120)\n"
-			"  --debug CONTEXTS    librdkafka debug contexts\n");
+			"  --debug CONTEXTS    librdkafka debug contexts\n"
+			"orders (sent after all events; truth adds order/reject_order lines):\n"
+			"  --orders-topic T2   topic for the orders stream\n"
+			"  --orders N          number of order records (0)\n"
+			"  --orders-partitions P2  partition count (default: from metadata)\n"
+			"  --attribution-window-s W  last-click window (86400)\n"
+			"  --orders-bad-ratio R (0.02)    --orders-dup-ratio R (0.05)\n");
 }
 
 static int64_t
@@ -1204,7 +1932,8 @@ parse_args(int argc, char **argv)
 		O_BROKERS = 256, O_TOPIC, O_COUNT, O_SEED, O_RATE, O_ADS, O_CAMPAIGNS,
 		O_USERS, O_STORES, O_CLICK, O_DUP, O_BAD, O_LATE, O_FUTURE, O_RFC,
 		O_NOW, O_START, O_SPAN, O_REALTIME, O_HORIZON, O_MAXBYTES, O_PARTS,
-		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP
+		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP,
+		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP
 	};
 	static const struct option longopts[] = {
 		{"brokers", required_argument, NULL, O_BROKERS},
@@ -1236,6 +1965,12 @@ parse_args(int argc, char **argv)
 		{"timeout-s", required_argument, NULL, O_TIMEOUT},
 		{"debug", required_argument, NULL, O_DEBUG},
 		{"help", no_argument, NULL, O_HELP},
+		{"orders-topic", required_argument, NULL, O_OTOPIC},
+		{"orders", required_argument, NULL, O_ORDERS},
+		{"orders-partitions", required_argument, NULL, O_OPARTS},
+		{"attribution-window-s", required_argument, NULL, O_WINDOW},
+		{"orders-bad-ratio", required_argument, NULL, O_OBAD},
+		{"orders-dup-ratio", required_argument, NULL, O_ODUP},
 		{NULL, 0, NULL, 0}
 	};
 	/* ten thousand years of milliseconds either side is plenty */
@@ -1259,6 +1994,10 @@ parse_args(int argc, char **argv)
 	opt.horizon_s = 3600;
 	opt.max_bytes = 1048576;
 	opt.timeout_s = 120;
+	opt.orders = -1;
+	opt.window_s = 86400;
+	opt.orders_bad_ratio = 0.02;
+	opt.orders_dup_ratio = 0.05;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
 	{
@@ -1293,6 +2032,12 @@ parse_args(int argc, char **argv)
 			case O_TIMEOUT: opt.timeout_s = (int) arg_int("timeout-s", optarg, 1, 86400); break;
 			case O_DEBUG: opt.debug = optarg; break;
 			case O_HELP: usage(stdout); exit(0);
+			case O_OTOPIC: opt.orders_topic = optarg; break;
+			case O_ORDERS: opt.orders = arg_int("orders", optarg, 0, INT64_C(1) << 40); break;
+			case O_OPARTS: opt.orders_partitions = (int) arg_int("orders-partitions", optarg, 1, 100000); break;
+			case O_WINDOW: opt.window_s = arg_int("attribution-window-s", optarg, 1, INT64_C(1) << 32); break;
+			case O_OBAD: opt.orders_bad_ratio = arg_double("orders-bad-ratio", optarg, 0, 1); break;
+			case O_ODUP: opt.orders_dup_ratio = arg_double("orders-dup-ratio", optarg, 0, 1); break;
 			default: usage(stderr); exit(2);
 		}
 	}
@@ -1310,6 +2055,26 @@ parse_args(int argc, char **argv)
 	if (opt.dry_run && opt.partitions == 0)
 	{
 		fprintf(stderr, "adstream-loadgen: --dry-run needs --partitions\n");
+		exit(2);
+	}
+	if ((opt.orders_topic != NULL) != (opt.orders >= 0))
+	{
+		fprintf(stderr, "adstream-loadgen: --orders-topic and --orders go together\n");
+		exit(2);
+	}
+	if (opt.orders_topic != NULL && strcmp(opt.orders_topic, opt.topic) == 0)
+	{
+		fprintf(stderr, "adstream-loadgen: --orders-topic must differ from --topic\n");
+		exit(2);
+	}
+	if (opt.orders_topic != NULL && opt.dry_run && opt.orders_partitions == 0)
+	{
+		fprintf(stderr, "adstream-loadgen: --dry-run needs --orders-partitions\n");
+		exit(2);
+	}
+	if (opt.orders_bad_ratio + opt.orders_dup_ratio > 1.0)
+	{
+		fprintf(stderr, "adstream-loadgen: orders bad and dup ratios add up to more than 1\n");
 		exit(2);
 	}
 	if (opt.dup_ratio + opt.bad_ratio + opt.late_ratio + opt.future_ratio > 1.0)
@@ -1330,19 +2095,141 @@ parse_args(int argc, char **argv)
 				opt.start_ms + opt.span_s * 1000 + 2000 - opt.now_ms);
 }
 
+/*
+ * Sending: the dump, pacing, the produce call and progress, shared by the
+ * events and the orders stream.
+ */
+typedef struct Sender
+{
+	rd_kafka_t *rk;
+	FILE	   *dump;
+	double		t0;
+	double		t_last_progress;
+	int64_t		sent;			/* records of both streams */
+	int64_t		sent_last_progress;
+	double		tokens;
+	double		burst;
+	double		t_tokens;
+} Sender;
+
+static void
+send_record(Sender *sd, rd_kafka_topic_t *rkt, const Record *rec, int is_order)
+{
+	int			p = rec->partition;
+
+	if (sd->dump)
+	{
+		/* header line, then the raw key and value, then a newline */
+		fprintf(sd->dump, "%s%d %d %zu\n", is_order ? "orders " : "",
+				p, rec->has_key ? (int) rec->keylen : -1, rec->val.len);
+		if (rec->has_key)
+			fwrite(rec->key, 1, rec->keylen, sd->dump);
+		fwrite(rec->val.data, 1, rec->val.len, sd->dump);
+		fputc('\n', sd->dump);
+	}
+	sd->sent++;
+
+	if (sd->rk == NULL)
+		return;
+
+	/* token bucket pacing */
+	if (opt.rate > 0)
+	{
+		for (;;)
+		{
+			double		now = mono_s();
+
+			sd->tokens += (now - sd->t_tokens) * opt.rate;
+			sd->t_tokens = now;
+			if (sd->tokens > sd->burst)
+				sd->tokens = sd->burst;
+			if (sd->tokens >= 1.0)
+				break;
+			rd_kafka_poll(sd->rk, 0);
+			{
+				double		wait = (1.0 - sd->tokens) / opt.rate;
+				struct timespec ts;
+
+				if (wait > 0.01)
+					wait = 0.01;
+				ts.tv_sec = 0;
+				ts.tv_nsec = (long) (wait * 1e9);
+				nanosleep(&ts, NULL);
+			}
+		}
+		sd->tokens -= 1.0;
+	}
+
+	for (;;)
+	{
+		rd_kafka_resp_err_t err;
+
+		/*
+		 * Empty values are sent as a zero-length, non-NULL value; the
+		 * consumer treats NULL and empty alike.
+		 */
+		err = rd_kafka_producev(sd->rk,
+								RD_KAFKA_V_RKT(rkt),
+								RD_KAFKA_V_PARTITION(p),
+								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								RD_KAFKA_V_VALUE(rec->val.data, rec->val.len),
+								/* parenthesised: the macro casts its argument */
+								RD_KAFKA_V_KEY((rec->has_key ? rec->key : NULL),
+											   (rec->has_key ? rec->keylen : 0)),
+								RD_KAFKA_V_END);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			die("produce to %s partition %d failed: %s",
+				is_order ? opt.orders_topic : opt.topic, p, rd_kafka_err2str(err));
+		rd_kafka_poll(sd->rk, 10);
+	}
+
+	if (((sd->sent - 1) & 1023) == 0)
+	{
+		rd_kafka_poll(sd->rk, 0);
+		if (opt.progress)
+		{
+			double		now = mono_s();
+
+			if (now - sd->t_last_progress >= 1.0)
+			{
+				fprintf(stderr,
+						"adstream-loadgen: sent=%" PRId64 " delivered=%" PRId64
+						" failed=%" PRId64 " rate=%.0f/s (overall %.0f/s)\n",
+						sd->sent, delivered, failed,
+						(double) (sd->sent - sd->sent_last_progress) / (now - sd->t_last_progress),
+						(double) sd->sent / (now - sd->t0));
+				sd->t_last_progress = now;
+				sd->sent_last_progress = sd->sent;
+			}
+		}
+	}
+}
+
+/* Wait for every queued message; count the undelivered ones as failed. */
+static void
+flush_producer(rd_kafka_t *rk)
+{
+	rd_kafka_resp_err_t err = rd_kafka_flush(rk, opt.timeout_s * 1000);
+	int			left = rd_kafka_outq_len(rk);
+
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR || left > 0)
+	{
+		fprintf(stderr, "adstream-loadgen: flush: %s, %d messages not delivered\n",
+				rd_kafka_err2str(err), left);
+		failed += left;
+	}
+}
+
 int
 main(int argc, char **argv)
 {
 	rd_kafka_t *rk = NULL;
 	rd_kafka_topic_t *rkt = NULL;
-	FILE	   *dump = NULL;
+	rd_kafka_topic_t *orkt = NULL;
+	Sender		sd;
 	Record		rec;
-	double		t0;
-	double		t_last_progress;
-	int64_t		sent_last_progress = 0;
-	double		tokens = 1.0;
-	double		burst;
-	double		t_tokens;
 	double		elapsed;
 	int64_t		i;
 	int			p;
@@ -1351,6 +2238,7 @@ main(int argc, char **argv)
 
 	parse_args(argc, argv);
 	prng_seed(&rng, opt.seed);
+	memset(&sd, 0, sizeof(sd));
 
 	for (p = ADS_R_EMPTY; p <= ADS_R_INVALID_TIMESTAMP; p++)
 	{
@@ -1375,8 +2263,8 @@ main(int argc, char **argv)
 
 	if (opt.dump_path)
 	{
-		dump = fopen(opt.dump_path, "wb");
-		if (dump == NULL)
+		sd.dump = fopen(opt.dump_path, "wb");
+		if (sd.dump == NULL)
 			die("cannot open %s: %s", opt.dump_path, strerror(errno));
 	}
 
@@ -1387,8 +2275,17 @@ main(int argc, char **argv)
 		if (rkt == NULL)
 			die("rd_kafka_topic_new: %s", rd_kafka_err2str(rd_kafka_last_error()));
 		if (opt.partitions == 0)
-			opt.partitions = topic_partitions(rk, rkt);
+			opt.partitions = topic_partitions(rk, rkt, opt.topic);
+		if (opt.orders_topic != NULL)
+		{
+			orkt = rd_kafka_topic_new(rk, opt.orders_topic, NULL);
+			if (orkt == NULL)
+				die("rd_kafka_topic_new: %s", rd_kafka_err2str(rd_kafka_last_error()));
+			if (opt.orders_partitions == 0)
+				opt.orders_partitions = topic_partitions(rk, orkt, opt.orders_topic);
+		}
 	}
+	sd.rk = rk;
 
 	part_max_ts = calloc((size_t) opt.partitions, sizeof(int64_t));
 	part_has = calloc((size_t) opt.partitions, sizeof(int));
@@ -1412,6 +2309,12 @@ main(int argc, char **argv)
 					"adstream-loadgen: note: about %.1f MiB per partition; librdkafka's mock broker"
 					" keeps only the newest 5 MiB of each partition\n",
 					est / 1048576.0);
+		if (opt.orders_topic != NULL &&
+			(double) opt.orders * 230.0 / opt.orders_partitions > MOCK_PART_LIMIT)
+			fprintf(stderr,
+					"adstream-loadgen: note: about %.1f MiB per orders partition; librdkafka's mock"
+					" broker keeps only the newest 5 MiB of each partition\n",
+					(double) opt.orders * 230.0 / opt.orders_partitions / 1048576.0);
 	}
 	if (opt.progress)
 		fprintf(stderr,
@@ -1420,10 +2323,11 @@ main(int argc, char **argv)
 				opt.seed, opt.now_ms, opt.start_ms, opt.span_s, opt.partitions,
 				opt.realtime ? " realtime" : "");
 
-	t0 = mono_s();
-	t_last_progress = t0;
-	t_tokens = t0;
-	burst = opt.rate > 0 ? (opt.rate / 20.0 > 1.0 ? opt.rate / 20.0 : 1.0) : 0;
+	sd.t0 = mono_s();
+	sd.t_last_progress = sd.t0;
+	sd.t_tokens = sd.t0;
+	sd.tokens = 1.0;
+	sd.burst = opt.rate > 0 ? (opt.rate / 20.0 > 1.0 ? opt.rate / 20.0 : 1.0) : 0;
 
 	for (i = 0; i < opt.count; i++)
 	{
@@ -1456,108 +2360,30 @@ main(int argc, char **argv)
 		}
 		truth.sent++;
 		part_bytes[p] += rec.val.len + (rec.has_key ? rec.keylen : 0);
-
-		if (dump)
-		{
-			/* header line, then the raw key and value, then a newline */
-			fprintf(dump, "%d %d %zu\n", p, rec.has_key ? (int) rec.keylen : -1, rec.val.len);
-			if (rec.has_key)
-				fwrite(rec.key, 1, rec.keylen, dump);
-			fwrite(rec.val.data, 1, rec.val.len, dump);
-			fputc('\n', dump);
-		}
-
-		if (rk == NULL)
-			continue;
-
-		/* token bucket pacing */
-		if (opt.rate > 0)
-		{
-			for (;;)
-			{
-				double		now = mono_s();
-
-				tokens += (now - t_tokens) * opt.rate;
-				t_tokens = now;
-				if (tokens > burst)
-					tokens = burst;
-				if (tokens >= 1.0)
-					break;
-				rd_kafka_poll(rk, 0);
-				{
-					double		wait = (1.0 - tokens) / opt.rate;
-					struct timespec ts;
-
-					if (wait > 0.01)
-						wait = 0.01;
-					ts.tv_sec = 0;
-					ts.tv_nsec = (long) (wait * 1e9);
-					nanosleep(&ts, NULL);
-				}
-			}
-			tokens -= 1.0;
-		}
-
-		for (;;)
-		{
-			rd_kafka_resp_err_t err;
-
-			/*
-			 * Empty values are sent as a zero-length, non-NULL value; the
-			 * consumer treats NULL and empty alike.
-			 */
-			err = rd_kafka_producev(rk,
-									RD_KAFKA_V_RKT(rkt),
-									RD_KAFKA_V_PARTITION(p),
-									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-									RD_KAFKA_V_VALUE(rec.val.data, rec.val.len),
-									RD_KAFKA_V_KEY(rec.has_key ? rec.key : NULL,
-												   rec.has_key ? rec.keylen : 0),
-									RD_KAFKA_V_END);
-			if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-				break;
-			if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-				die("produce to partition %d failed: %s", p, rd_kafka_err2str(err));
-			rd_kafka_poll(rk, 10);
-		}
-
-		if ((i & 1023) == 0)
-		{
-			rd_kafka_poll(rk, 0);
-			if (opt.progress)
-			{
-				double		now = mono_s();
-
-				if (now - t_last_progress >= 1.0)
-				{
-					fprintf(stderr,
-							"adstream-loadgen: sent=%" PRId64 " delivered=%" PRId64
-							" failed=%" PRId64 " rate=%.0f/s (overall %.0f/s)\n",
-							i + 1, delivered, failed,
-							(double) (i + 1 - sent_last_progress) / (now - t_last_progress),
-							(double) (i + 1) / (now - t0));
-					t_last_progress = now;
-					sent_last_progress = i + 1;
-				}
-			}
-		}
+		send_record(&sd, rkt, &rec, 0);
 	}
 
 	if (rk != NULL)
+		flush_producer(rk);
+
+	/*
+	 * Orders, strictly after the events: the flush above means every event
+	 * has been acknowledged before the first order is produced.
+	 */
+	if (opt.orders_topic != NULL)
 	{
-		rd_kafka_resp_err_t err = rd_kafka_flush(rk, opt.timeout_s * 1000);
-		int			left = rd_kafka_outq_len(rk);
-
-		if (err != RD_KAFKA_RESP_ERR_NO_ERROR || left > 0)
+		orders_begin();
+		for (i = 0; i < opt.orders; i++)
 		{
-			fprintf(stderr, "adstream-loadgen: flush: %s, %d messages not delivered\n",
-					rd_kafka_err2str(err), left);
-			failed += left;
+			make_order(&rec, (int) (i % opt.orders_partitions));
+			send_record(&sd, orkt, &rec, 1);
 		}
+		if (rk != NULL)
+			flush_producer(rk);
 	}
-	elapsed = mono_s() - t0;
+	elapsed = mono_s() - sd.t0;
 
-	if (dump && fclose(dump) != 0)
+	if (sd.dump && fclose(sd.dump) != 0)
 		die("error writing %s: %s", opt.dump_path, strerror(errno));
 	if (opt.truth_path)
 		write_truth(opt.truth_path);
@@ -1577,21 +2403,27 @@ main(int argc, char **argv)
 				(double) max_part_bytes / 1048576.0);
 
 	printf("sent=%" PRId64 " valid=%" PRId64 " unique=%" PRId64 " duplicates=%" PRId64
-		   " rejected=%" PRId64 " seconds=%.3f rate=%.0f\n",
+		   " rejected=%" PRId64 " seconds=%.3f rate=%.0f",
 		   truth.sent, truth.valid, truth.unique, truth.duplicates, truth.rejected,
-		   elapsed, elapsed > 0 ? (double) truth.sent / elapsed : 0.0);
+		   elapsed, elapsed > 0 ? (double) sd.sent / elapsed : 0.0);
+	if (opt.orders_topic != NULL)
+		printf(" orders_sent=%" PRId64, otruth.sent);
+	printf("\n");
 	fflush(stdout);
 
 	if (rk != NULL)
 	{
-		if (failed > 0 || delivered != truth.sent)
+		if (failed > 0 || delivered != sd.sent)
 		{
 			fprintf(stderr, "adstream-loadgen: %" PRId64 " of %" PRId64 " messages delivered, %"
-					PRId64 " failed\n", delivered, truth.sent, failed);
+					PRId64 " failed\n", delivered, sd.sent, failed);
 			rc = 1;
 		}
+		if (orkt != NULL)
+			rd_kafka_topic_destroy(orkt);
 		rd_kafka_topic_destroy(rkt);
 		rd_kafka_destroy(rk);
 	}
+	free(rec.val.data);
 	return rc;
 }

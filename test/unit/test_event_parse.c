@@ -425,6 +425,8 @@ static const FieldCase field_cases[] = {
 	{"event_id null", EVENT_ID, "null", ADS_R_WRONG_TYPE, 0, NULL},
 	{"event_id object", EVENT_ID, "{\"a\":1}", ADS_R_WRONG_TYPE, 0, NULL},
 	{"event_id array", EVENT_ID, "[\"" UUID_TEXT "\"]", ADS_R_WRONG_TYPE, 0, NULL},
+	/* the span must be the whole object, not the value nested in it */
+	{"event_id object holding uuid", EVENT_ID, "{\"id\":\"" UUID_TEXT "\"}", ADS_R_WRONG_TYPE, 0, NULL},
 	{"event_id braces", EVENT_ID, "\"{" UUID_TEXT "}\"", ADS_R_INVALID_UUID, 0, NULL},
 	{"event_id no hyphens", EVENT_ID, "\"0f8fad5bd9cb469fa16570867728950e\"", ADS_R_INVALID_UUID, 0, NULL},
 	{"event_id misplaced hyphen", EVENT_ID, "\"0f8fad5-bd9cb-469f-a165-70867728950e\"", ADS_R_INVALID_UUID, 0, NULL},
@@ -444,6 +446,8 @@ static const FieldCase field_cases[] = {
 	{"type escaped click", TYPE, "\"cl\\u0069ck\"", ADS_OK, ADS_EV_CLICK, NULL},
 	{"type number", TYPE, "1", ADS_R_WRONG_TYPE, 0, NULL},
 	{"type null", TYPE, "null", ADS_R_WRONG_TYPE, 0, NULL},
+	{"type object holding click", TYPE, "{\"t\":\"click\"}", ADS_R_WRONG_TYPE, 0, NULL},
+	{"type object, nested keys, spaces", TYPE, "{ \"a\" : 1 , \"b\" : \"click\" }", ADS_R_WRONG_TYPE, 0, NULL},
 	{"type capitalised", TYPE, "\"Click\"", ADS_R_UNKNOWN_TYPE, 0, NULL},
 	{"type view", TYPE, "\"view\"", ADS_R_UNKNOWN_TYPE, 0, NULL},
 	{"type empty", TYPE, "\"\"", ADS_R_UNKNOWN_TYPE, 0, NULL},
@@ -502,6 +506,8 @@ static const FieldCase field_cases[] = {
 	{"ts null", TS, "null", ADS_R_WRONG_TYPE, 0, NULL},
 	{"ts object", TS, "{\"ms\":1}", ADS_R_WRONG_TYPE, 0, NULL},
 	{"ts array", TS, "[1]", ADS_R_WRONG_TYPE, 0, NULL},
+	{"ts object holding rfc3339", TS, "{\"t\":\"2024-01-01T00:00:00Z\"}", ADS_R_WRONG_TYPE, 0, NULL},
+	{"ts object holding ms", TS, "{\"ms\":1700000000123}", ADS_R_WRONG_TYPE, 0, NULL},
 	{"ts missing", TS, NULL, ADS_R_MISSING_FIELD, 0, NULL},
 
 	/* ts as RFC 3339 */
@@ -890,13 +896,15 @@ run_helper_cases(void)
 			"ok", "empty", "oversized", "nul_byte", "invalid_utf8",
 			"invalid_json", "not_object", "duplicate_key", "missing_field",
 			"wrong_type", "invalid_uuid", "unknown_type", "out_of_range",
-			"negative_id", "invalid_timestamp", "future_timestamp", "too_late"
+			"negative_id", "invalid_timestamp", "invalid_amount",
+			"invalid_currency", "future_timestamp", "too_late"
 		};
 		int			j;
 
 		ok = 1;
 		for (j = 0; j < ADS_R__COUNT; j++)
-			if (strcmp(ads_reason_name((AdsReason) j), names[j]) != 0)
+			if (ads_reason_name((AdsReason) j) == NULL ||
+				strcmp(ads_reason_name((AdsReason) j), names[j]) != 0)
 			{
 				report_failure("ads_reason_name", names[j]);
 				ok = 0;
@@ -1115,6 +1123,782 @@ run_mutation_checks(int iterations)
 	tally(n_ok > 0);
 }
 
+/* =====================================================================
+ * Orders
+ * =====================================================================
+ */
+#define ORDER_UUID "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+#define DEF_ORDER_FIELDS \
+	"\"order_id\":\"" ORDER_UUID "\",\"user_id\":1001,\"store_id\":3," \
+	"\"amount\":\"12.50\",\"currency\":\"EUR\",\"ts\":1700000000123"
+#define DEF_ORDER "{" DEF_ORDER_FIELDS "}"
+
+static const uint8_t default_order_uuid[16] = {
+	0x7c, 0x9e, 0x66, 0x79, 0x74, 0x25, 0x40, 0xde,
+	0x94, 0x4b, 0xe0, 0x7f, 0xc1, 0xf9, 0x0a, 0xe7
+};
+
+static AdsOrder
+default_order(void)
+{
+	AdsOrder	o;
+
+	memset(&o, 0, sizeof(o));
+	memcpy(o.order_id, default_order_uuid, 16);
+	o.user_id = 1001;
+	o.store_id = 3;
+	strcpy(o.amount, "12.50");
+	strcpy(o.currency, "EUR");
+	o.ts_us = INT64_C(1700000000123000);
+	return o;
+}
+
+enum
+{
+	O_ORDER_ID, O_USER_ID, O_STORE_ID, O_AMOUNT, O_CURRENCY, O_TS, O_NFIELDS
+};
+
+static const char *const order_key[O_NFIELDS] = {
+	"order_id", "user_id", "store_id", "amount", "currency", "ts"
+};
+
+static const char *const order_default[O_NFIELDS] = {
+	"\"" ORDER_UUID "\"", "1001", "3", "\"12.50\"", "\"EUR\"", "1700000000123"
+};
+
+/*
+ * Independent check of the canonical amount text:
+ * (0|[1-9][0-9]{0,17})(\.[0-9]{1,9})?, NUL-terminated within the field.
+ */
+static int
+amount_canonical(const char *a)
+{
+	size_t		n = 0,
+				i = 0,
+				k;
+
+	while (n < ADS_AMOUNT_LEN && a[n] != '\0')
+		n++;
+	if (n == 0 || n >= ADS_AMOUNT_LEN)
+		return 0;
+	if (a[0] == '0')
+		i = 1;
+	else
+	{
+		while (i < n && a[i] >= '0' && a[i] <= '9')
+			i++;
+		if (i == 0 || i > 18)
+			return 0;
+	}
+	if (i == n)
+		return 1;
+	if (a[i] != '.')
+		return 0;
+	for (k = i + 1; k < n; k++)
+		if (a[k] < '0' || a[k] > '9')
+			return 0;
+	return n - i - 1 >= 1 && n - i - 1 <= 9;
+}
+
+/* The ADS_OK-only properties every parsed order must have. */
+static int
+order_sane(const AdsOrder *o)
+{
+	int			k;
+
+	if (o->user_id < 0 || o->store_id < 0 ||
+		o->ts_us < ADS_TS_MIN_US || o->ts_us > ADS_TS_MAX_US ||
+		!amount_canonical(o->amount) || o->currency[3] != '\0')
+		return 0;
+	for (k = 0; k < 3; k++)
+		if (o->currency[k] < 'A' || o->currency[k] > 'Z')
+			return 0;
+	return 1;
+}
+
+/*
+ * The order counterpart of check_parse(): parse an exact-size heap copy,
+ * check reason and detail, and for ADS_OK compare with *want (order id as
+ * canonical text if want_uuid is set).
+ */
+static int
+check_parse_order(const char *name, const char *text, size_t len,
+				  size_t max_bytes, AdsReason expect, const char *detail_sub,
+				  const AdsOrder *want, const char *want_uuid)
+{
+	char	   *copy = NULL;
+	char		detail[ADS_DETAIL_LEN];
+	char		msg[512];
+	AdsOrder	o;
+	AdsReason	r;
+	int			ok = 1;
+
+	if (len > 0)
+	{
+		copy = malloc(len);
+		if (copy == NULL)
+		{
+			report_failure(name, "out of memory");
+			return 0;
+		}
+		memcpy(copy, text, len);
+	}
+	memset(&o, 0xA5, sizeof(o));
+	memset(detail, 'X', sizeof(detail));
+	r = ads_parse_order(copy, len, max_bytes, &o, detail, sizeof(detail));
+
+	if (!detail_sane(detail, sizeof(detail)))
+	{
+		report_failure(name, "detail is not NUL-terminated printable ASCII");
+		ok = 0;
+		detail[0] = '\0';
+	}
+	if (r != expect)
+	{
+		snprintf(msg, sizeof(msg), "expected %s, got %s (%s)",
+				 ads_reason_name(expect), ads_reason_name(r), detail);
+		report_failure(name, msg);
+		ok = 0;
+	}
+	else if (detail_sub != NULL && strstr(detail, detail_sub) == NULL)
+	{
+		snprintf(msg, sizeof(msg), "detail \"%s\" lacks \"%s\"", detail, detail_sub);
+		report_failure(name, msg);
+		ok = 0;
+	}
+	else if (r == ADS_OK && detail[0] != '\0')
+	{
+		report_failure(name, "detail not empty on success");
+		ok = 0;
+	}
+	else if (r != ADS_OK && detail[0] == '\0')
+	{
+		report_failure(name, "empty detail on failure");
+		ok = 0;
+	}
+
+	if (ok && r == ADS_OK)
+	{
+		char		got_uuid[37];
+
+		if (!order_sane(&o))
+		{
+			report_failure(name, "ok with out-of-contract values");
+			ok = 0;
+		}
+		ads_format_uuid(o.order_id, got_uuid);
+		if (want != NULL &&
+			(want_uuid != NULL ? strcmp(got_uuid, want_uuid) != 0
+			 : memcmp(o.order_id, want->order_id, 16) != 0))
+		{
+			snprintf(msg, sizeof(msg), "order_id mismatch: got %s", got_uuid);
+			report_failure(name, msg);
+			ok = 0;
+		}
+		if (want != NULL &&
+			(o.user_id != want->user_id || o.store_id != want->store_id ||
+			 o.ts_us != want->ts_us))
+		{
+			snprintf(msg, sizeof(msg),
+					 "got user_id %lld store_id %lld ts_us %lld, expected %lld %lld %lld",
+					 (long long) o.user_id, (long long) o.store_id, (long long) o.ts_us,
+					 (long long) want->user_id, (long long) want->store_id,
+					 (long long) want->ts_us);
+			report_failure(name, msg);
+			ok = 0;
+		}
+		if (want != NULL &&
+			(memchr(o.amount, '\0', ADS_AMOUNT_LEN) == NULL ||
+			 strcmp(o.amount, want->amount) != 0 ||
+			 memchr(o.currency, '\0', 4) == NULL ||
+			 strcmp(o.currency, want->currency) != 0))
+		{
+			snprintf(msg, sizeof(msg), "got amount \"%.*s\" currency \"%.3s\","
+					 " expected \"%s\" \"%s\"", ADS_AMOUNT_LEN - 1, o.amount,
+					 o.currency, want->amount, want->currency);
+			report_failure(name, msg);
+			ok = 0;
+		}
+	}
+
+	if (ok)
+	{
+		AdsReason	r2 = ads_parse_order(copy, len, max_bytes, NULL, NULL, 0);
+
+		if (r2 != r)
+		{
+			report_failure(name, "different reason with out/detail NULL");
+			ok = 0;
+		}
+	}
+
+	free(copy);
+	return ok;
+}
+
+/* ---------------------------------------------------------------------
+ * Raw order cases
+ * ---------------------------------------------------------------------
+ */
+static const RawCase order_raw_cases[] = {
+	{"order: default message", DEF_ORDER, 0, ADS_OK, 1, NULL},
+	{"order: other order, whitespace",
+		" {\n \"ts\" : 1700000000123 , \"currency\":\"EUR\", \"amount\" : \"12.50\","
+		"\"store_id\":3,\"user_id\":1001 ,\"order_id\":\"" ORDER_UUID "\" }\n", 0, ADS_OK, 1, NULL},
+	{"order: ignored fields incl. event keys",
+		"{\"event_id\":\"x\",\"type\":\"view\",\"ad_id\":-1,\"items\":[{\"sku\":\"A\",\"amount\":1e9}],"
+		DEF_ORDER_FIELDS ",\"note\":\"caf\xC3\xA9\"}", 0, ADS_OK, 1, NULL},
+	{"order: escaped keys",
+		"{\"order\\u005fid\":\"" ORDER_UUID "\",\"user_id\":1001,\"store_id\":3,"
+		"\"\\u0061mount\":\"12.50\",\"curr\\u0065ncy\":\"EUR\",\"\\u0074s\":1700000000123}",
+	0, ADS_OK, 1, NULL},
+
+	/* precedence of the message-level checks */
+	{"order: NUL outranks everything", L("{\"a\":\"\0\",\"amount\":-1}"), ADS_R_NUL_BYTE, 0, "NUL"},
+	{"order: NUL after invalid UTF-8", L("{\"a\":\"\xC0\xAF\"," DEF_ORDER_FIELDS "\0}"), ADS_R_NUL_BYTE, 0, NULL},
+	{"order: invalid UTF-8", "{\"a\":\"\xED\xA0\x80\"," DEF_ORDER_FIELDS "}", 0, ADS_R_INVALID_UTF8, 0, "UTF-8"},
+	{"order: invalid UTF-8 after syntax error", "{\"amount\":,\"\xFF\"}", 0, ADS_R_INVALID_UTF8, 0, NULL},
+	{"order: invalid JSON", "{" DEF_ORDER_FIELDS ",}", 0, ADS_R_INVALID_JSON, 0, NULL},
+	{"order: truncated", "{" DEF_ORDER_FIELDS, 0, ADS_R_INVALID_JSON, 0, "end of input"},
+	{"order: NaN amount is invalid JSON", "{\"order_id\":\"" ORDER_UUID "\",\"amount\":NaN}", 0, ADS_R_INVALID_JSON, 0, NULL},
+	{"order: leading-zero amount is invalid JSON", "{" DEF_ORDER_FIELDS ",\"amount\":007}", 0, ADS_R_INVALID_JSON, 0, NULL},
+	{"order: top-level array", "[" DEF_ORDER "]", 0, ADS_R_NOT_OBJECT, 0, "not an object"},
+	{"order: top-level string", "\"12.50\"", 0, ADS_R_NOT_OBJECT, 0, NULL},
+	{"order: duplicate amount", "{" DEF_ORDER_FIELDS ",\"amount\":\"12.50\"}", 0, ADS_R_DUPLICATE_KEY, 0, "duplicate field \"amount\""},
+	{"order: duplicate currency via escape", "{" DEF_ORDER_FIELDS ",\"\\u0063urrency\":\"EUR\"}", 0, ADS_R_DUPLICATE_KEY, 0, "\"currency\""},
+	{"order: duplicate outranks bad fields", "{\"order_id\":1,\"ts\":true,\"ts\":false}", 0, ADS_R_DUPLICATE_KEY, 0, "\"ts\""},
+	{"order: duplicate event keys ignored", "{\"ad_id\":1,\"ad_id\":2," DEF_ORDER_FIELDS "}", 0, ADS_OK, 1, NULL},
+	{"order: nested duplicate ignored", "{\"x\":{\"amount\":1,\"amount\":2}," DEF_ORDER_FIELDS "}", 0, ADS_OK, 1, NULL},
+	{"order: empty object", "{}", 0, ADS_R_MISSING_FIELD, 0, "missing field \"order_id\""},
+	{"order: an event is not an order", DEF_MSG, 0, ADS_R_MISSING_FIELD, 0, "missing field \"order_id\""},
+
+	/* field precedence: contract order */
+	{"order: order_id before everything",
+		"{\"order_id\":\"x\",\"user_id\":-1,\"amount\":-1,\"currency\":\"x\",\"ts\":true}",
+	0, ADS_R_INVALID_UUID, 0, "\"order_id\""},
+	{"order: bad order_id before missing ts", "{\"order_id\":5}", 0, ADS_R_WRONG_TYPE, 0, "\"order_id\""},
+	{"order: user_id before amount",
+		"{\"order_id\":\"" ORDER_UUID "\",\"user_id\":-1,\"store_id\":3,\"amount\":1e3,"
+		"\"currency\":\"x\",\"ts\":true}", 0, ADS_R_NEGATIVE_ID, 0, "\"user_id\""},
+	{"order: missing store_id before bad amount",
+		"{\"order_id\":\"" ORDER_UUID "\",\"user_id\":1,\"amount\":\"x\"}", 0, ADS_R_MISSING_FIELD, 0, "\"store_id\""},
+	{"order: amount before currency",
+		"{\"order_id\":\"" ORDER_UUID "\",\"user_id\":1,\"store_id\":3,\"amount\":-5,"
+		"\"currency\":\"usd\",\"ts\":true}", 0, ADS_R_INVALID_AMOUNT, 0, "is negative"},
+	{"order: missing amount before bad currency",
+		"{\"order_id\":\"" ORDER_UUID "\",\"user_id\":1,\"store_id\":3,"
+		"\"currency\":\"usd\",\"ts\":true}", 0, ADS_R_MISSING_FIELD, 0, "\"amount\""},
+	{"order: currency before ts",
+		"{\"order_id\":\"" ORDER_UUID "\",\"user_id\":1,\"store_id\":3,\"amount\":5,"
+		"\"currency\":\"usd\",\"ts\":\"yesterday\"}", 0, ADS_R_INVALID_CURRENCY, 0, "\"currency\""},
+	{"order: missing ts last",
+		"{\"order_id\":\"" ORDER_UUID "\",\"user_id\":1,\"store_id\":3,\"amount\":5,"
+		"\"currency\":\"USD\"}", 0, ADS_R_MISSING_FIELD, 0, "missing field \"ts\""},
+};
+
+/* ---------------------------------------------------------------------
+ * Single-field order cases
+ * ---------------------------------------------------------------------
+ */
+typedef struct OrderFieldCase
+{
+	const char *name;
+	int			field;
+	const char *json;			/* replacement value text; NULL: omit field */
+	AdsReason	expect;
+	int64_t		value;			/* ok: user_id, store_id or ts_us */
+	const char *text;			/* ok: order_id, amount or currency text */
+	const char *detail_sub;		/* extra substring of the detail, or NULL */
+} OrderFieldCase;
+
+#define D19 "1000000000000000000"
+#define D18 "999999999999999999"
+#define D40 "1234567890123456789012345678901234567890"
+
+static const OrderFieldCase order_field_cases[] = {
+	/* order_id */
+	{"order_id upper case", O_ORDER_ID, "\"7C9E6679-7425-40DE-944B-E07FC1F90AE7\"", ADS_OK, 0, ORDER_UUID, NULL},
+	{"order_id escaped", O_ORDER_ID, "\"7c9e6679\\u002d7425-40de-944b-e07fc1f90ae\\u0037\"", ADS_OK, 0, ORDER_UUID, NULL},
+	{"order_id number", O_ORDER_ID, "42", ADS_R_WRONG_TYPE, 0, NULL, "not a string"},
+	{"order_id null", O_ORDER_ID, "null", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"order_id not a uuid", O_ORDER_ID, "\"not-a-uuid\"", ADS_R_INVALID_UUID, 0, NULL, NULL},
+	{"order_id non-hex", O_ORDER_ID, "\"7c9e6679-7425-40de-944b-e07fc1f90aez\"", ADS_R_INVALID_UUID, 0, NULL, NULL},
+	{"order_id braces", O_ORDER_ID, "\"{" ORDER_UUID "}\"", ADS_R_INVALID_UUID, 0, NULL, NULL},
+	{"order_id missing", O_ORDER_ID, NULL, ADS_R_MISSING_FIELD, 0, NULL, NULL},
+
+	/* user_id, store_id */
+	{"order user_id max", O_USER_ID, "9223372036854775807", ADS_OK, INT64_MAX, NULL, NULL},
+	{"order user_id zero", O_USER_ID, "0", ADS_OK, 0, NULL, NULL},
+	{"order user_id -1", O_USER_ID, "-1", ADS_R_NEGATIVE_ID, 0, NULL, "is negative"},
+	{"order user_id 2^63", O_USER_ID, "9223372036854775808", ADS_R_OUT_OF_RANGE, 0, NULL, NULL},
+	{"order user_id string", O_USER_ID, "\"1001\"", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"order user_id fraction", O_USER_ID, "1001.0", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"order user_id missing", O_USER_ID, NULL, ADS_R_MISSING_FIELD, 0, NULL, NULL},
+	{"order store_id 7", O_STORE_ID, "7", ADS_OK, 7, NULL, NULL},
+	{"order store_id negative", O_STORE_ID, "-3", ADS_R_NEGATIVE_ID, 0, NULL, NULL},
+	{"order store_id huge", O_STORE_ID, "-99999999999999999999", ADS_R_OUT_OF_RANGE, 0, NULL, NULL},
+	{"order store_id true", O_STORE_ID, "true", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"order store_id missing", O_STORE_ID, NULL, ADS_R_MISSING_FIELD, 0, NULL, NULL},
+
+	/* amount: accepted forms and the canonical text */
+	{"amount 0", O_AMOUNT, "0", ADS_OK, 0, "0", NULL},
+	{"amount 0.0", O_AMOUNT, "0.0", ADS_OK, 0, "0.0", NULL},
+	{"amount \"0\"", O_AMOUNT, "\"0\"", ADS_OK, 0, "0", NULL},
+	{"amount 12.50", O_AMOUNT, "12.50", ADS_OK, 0, "12.50", NULL},
+	{"amount \"12.50\"", O_AMOUNT, "\"12.50\"", ADS_OK, 0, "12.50", NULL},
+	{"amount 12", O_AMOUNT, "12", ADS_OK, 0, "12", NULL},
+	{"amount \"12\"", O_AMOUNT, "\"12\"", ADS_OK, 0, "12", NULL},
+	{"amount 0.5", O_AMOUNT, "0.5", ADS_OK, 0, "0.5", NULL},
+	{"amount 100.000 keeps zeros", O_AMOUNT, "100.000", ADS_OK, 0, "100.000", NULL},
+	{"amount minus zero is zero", O_AMOUNT, "-0", ADS_OK, 0, "0", NULL},
+	{"amount \"-0.00\" is zero", O_AMOUNT, "\"-0.00\"", ADS_OK, 0, "0.00", NULL},
+	{"amount escaped digits", O_AMOUNT, "\"\\u0031\\u0032.5\\u0030\"", ADS_OK, 0, "12.50", NULL},
+	{"amount 18 integer digits", O_AMOUNT, D18, ADS_OK, 0, D18, NULL},
+	{"amount \"18 integer digits\"", O_AMOUNT, "\"" D18 "\"", ADS_OK, 0, D18, NULL},
+	{"amount 9 fraction digits", O_AMOUNT, "0.123456789", ADS_OK, 0, "0.123456789", NULL},
+	{"amount largest", O_AMOUNT, "\"" D18 ".999999999\"", ADS_OK, 0, D18 ".999999999", NULL},
+
+	/* amount: out_of_range */
+	{"amount 19 integer digits", O_AMOUNT, D19, ADS_R_OUT_OF_RANGE, 0, NULL, "18 integer digits"},
+	{"amount \"19 integer digits\"", O_AMOUNT, "\"" D19 ".5\"", ADS_R_OUT_OF_RANGE, 0, NULL, "18 integer digits"},
+	{"amount 10 fraction digits", O_AMOUNT, "0.1234567890", ADS_R_OUT_OF_RANGE, 0, NULL, "9 fraction digits"},
+	{"amount \"10 fraction digits\"", O_AMOUNT, "\"1.0000000000\"", ADS_R_OUT_OF_RANGE, 0, NULL, "9 fraction digits"},
+	{"amount 40 digits", O_AMOUNT, D40 "." D40, ADS_R_OUT_OF_RANGE, 0, NULL, NULL},
+	{"amount 40 escaped digits", O_AMOUNT,
+		"\"\\u0031" D40 "\\u0031" D40 "\"", ADS_R_OUT_OF_RANGE, 0, NULL, "18 integer digits"},
+
+	/* amount: invalid_amount */
+	{"amount 1e3", O_AMOUNT, "1e3", ADS_R_INVALID_AMOUNT, 0, NULL, "exponent"},
+	{"amount 1.5E-2", O_AMOUNT, "1.5E-2", ADS_R_INVALID_AMOUNT, 0, NULL, "exponent"},
+	{"amount 0e0", O_AMOUNT, "0e0", ADS_R_INVALID_AMOUNT, 0, NULL, "exponent"},
+	{"amount \"1e3\"", O_AMOUNT, "\"1e3\"", ADS_R_INVALID_AMOUNT, 0, NULL, "exponent"},
+	{"amount -1e3 (exponent first)", O_AMOUNT, "-1e3", ADS_R_INVALID_AMOUNT, 0, NULL, "exponent"},
+	{"amount -1", O_AMOUNT, "-1", ADS_R_INVALID_AMOUNT, 0, NULL, "is negative"},
+	{"amount -0.01", O_AMOUNT, "-0.01", ADS_R_INVALID_AMOUNT, 0, NULL, "is negative"},
+	{"amount \"-12.50\"", O_AMOUNT, "\"-12.50\"", ADS_R_INVALID_AMOUNT, 0, NULL, "is negative"},
+	{"amount huge negative is negative", O_AMOUNT, "-" D40, ADS_R_INVALID_AMOUNT, 0, NULL, "is negative"},
+	{"amount \"12.5x\"", O_AMOUNT, "\"12.5x\"", ADS_R_INVALID_AMOUNT, 0, NULL, "not a decimal"},
+	{"amount \"\"", O_AMOUNT, "\"\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"007\"", O_AMOUNT, "\"007\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"-007\"", O_AMOUNT, "\"-007\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"+5\"", O_AMOUNT, "\"+5\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \" 5\"", O_AMOUNT, "\" 5\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"5 \"", O_AMOUNT, "\"5 \"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \".5\"", O_AMOUNT, "\".5\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"5.\"", O_AMOUNT, "\"5.\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"-\"", O_AMOUNT, "\"-\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"1e\"", O_AMOUNT, "\"1e\"", ADS_R_INVALID_AMOUNT, 0, NULL, "not a decimal"},
+	{"amount \"1,000.00\"", O_AMOUNT, "\"1,000.00\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"0x10\"", O_AMOUNT, "\"0x10\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"NaN\"", O_AMOUNT, "\"NaN\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"12.50 EUR\"", O_AMOUNT, "\"12.50 EUR\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount \"12\\u0000\"", O_AMOUNT, "\"12\\u0000\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount fullwidth digit", O_AMOUNT, "\"\xEF\xBC\x91\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+	{"amount lone surrogate", O_AMOUNT, "\"1\\ud800\"", ADS_R_INVALID_AMOUNT, 0, NULL, NULL},
+
+	/* amount: wrong_type, missing */
+	{"amount true", O_AMOUNT, "true", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"amount false", O_AMOUNT, "false", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"amount null", O_AMOUNT, "null", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"amount object", O_AMOUNT, "{\"value\":\"12.50\"}", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"amount array", O_AMOUNT, "[12.50]", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"amount object holding number", O_AMOUNT, "{\"v\":12}", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"currency object holding EUR", O_CURRENCY, "{\"c\":\"EUR\"}", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"order_id object holding uuid", O_ORDER_ID, "{\"id\":\"" ORDER_UUID "\"}", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"amount missing", O_AMOUNT, NULL, ADS_R_MISSING_FIELD, 0, NULL, NULL},
+
+	/* currency */
+	{"currency EUR", O_CURRENCY, "\"EUR\"", ADS_OK, 0, "EUR", NULL},
+	{"currency USD", O_CURRENCY, "\"USD\"", ADS_OK, 0, "USD", NULL},
+	{"currency GBP", O_CURRENCY, "\"GBP\"", ADS_OK, 0, "GBP", NULL},
+	{"currency \\u0045UR", O_CURRENCY, "\"\\u0045UR\"", ADS_OK, 0, "EUR", NULL},
+	{"currency fully escaped", O_CURRENCY, "\"\\u0058\\u0041\\u0055\"", ADS_OK, 0, "XAU", NULL},
+	{"currency usd", O_CURRENCY, "\"usd\"", ADS_R_INVALID_CURRENCY, 0, NULL, "A-Z"},
+	{"currency Eur", O_CURRENCY, "\"Eur\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency US", O_CURRENCY, "\"US\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency USDX", O_CURRENCY, "\"USDX\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency empty", O_CURRENCY, "\"\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency digits", O_CURRENCY, "\"978\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency U$D", O_CURRENCY, "\"U$D\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency leading space", O_CURRENCY, "\" EUR\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency escaped NUL", O_CURRENCY, "\"EU\\u0000\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency escaped lower", O_CURRENCY, "\"\\u0065UR\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency accented", O_CURRENCY, "\"\xC3\x89UR\"", ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency long", O_CURRENCY, "\"EUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUREUR\"",
+	ADS_R_INVALID_CURRENCY, 0, NULL, NULL},
+	{"currency number", O_CURRENCY, "978", ADS_R_WRONG_TYPE, 0, NULL, "not a string"},
+	{"currency null", O_CURRENCY, "null", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"currency array", O_CURRENCY, "[\"EUR\"]", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"currency missing", O_CURRENCY, NULL, ADS_R_MISSING_FIELD, 0, NULL, NULL},
+
+	/* ts: the event rules */
+	{"order ts ms", O_TS, "1700000000999", ADS_OK, INT64_C(1700000000999000), NULL, NULL},
+	{"order ts rfc3339", O_TS, "\"2024-01-01T01:00:00.5+01:00\"", ADS_OK, INT64_C(1704067200500000), NULL, NULL},
+	{"order ts bad date", O_TS, "\"2024-13-45T25:61:00Z\"", ADS_R_INVALID_TIMESTAMP, 0, NULL, NULL},
+	{"order ts before epoch", O_TS, "\"1969-12-31T23:59:59Z\"", ADS_R_OUT_OF_RANGE, 0, NULL, NULL},
+	{"order ts negative ms", O_TS, "-1", ADS_R_OUT_OF_RANGE, 0, NULL, NULL},
+	{"order ts fraction", O_TS, "1700000000123.5", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"order ts true", O_TS, "true", ADS_R_WRONG_TYPE, 0, NULL, NULL},
+	{"order ts missing", O_TS, NULL, ADS_R_MISSING_FIELD, 0, NULL, NULL},
+};
+
+static size_t
+build_order(char *out, size_t cap, int f, const char *json)
+{
+	size_t		n = 0;
+	int			i,
+				first = 1;
+
+	n += (size_t) snprintf(out + n, cap - n, "{");
+	for (i = 0; i < O_NFIELDS; i++)
+	{
+		const char *v = (i == f) ? json : order_default[i];
+
+		if (v == NULL)
+			continue;
+		n += (size_t) snprintf(out + n, cap - n, "%s\"%s\":%s",
+							   first ? "" : ",", order_key[i], v);
+		first = 0;
+	}
+	n += (size_t) snprintf(out + n, cap - n, "}");
+	return n;
+}
+
+static void
+run_order_cases(void)
+{
+	size_t		i;
+	AdsOrder	def = default_order();
+
+	for (i = 0; i < sizeof(order_raw_cases) / sizeof(order_raw_cases[0]); i++)
+	{
+		const RawCase *rc = &order_raw_cases[i];
+		size_t		len = rc->len ? rc->len : strlen(rc->text);
+
+		tally(check_parse_order(rc->name, rc->text, len, DEFAULT_MAX, rc->expect,
+								rc->detail_sub, rc->want_default ? &def : NULL, NULL));
+	}
+
+	for (i = 0; i < sizeof(order_field_cases) / sizeof(order_field_cases[0]); i++)
+	{
+		const OrderFieldCase *fc = &order_field_cases[i];
+		char		text[1024];
+		char		sub[64];
+		size_t		len = build_order(text, sizeof(text), fc->field, fc->json);
+		AdsOrder	want = default_order();
+		int			ok;
+
+		switch (fc->field)
+		{
+			case O_USER_ID:
+				want.user_id = fc->value;
+				break;
+			case O_STORE_ID:
+				want.store_id = fc->value;
+				break;
+			case O_AMOUNT:
+				if (fc->text)
+					strcpy(want.amount, fc->text);
+				break;
+			case O_CURRENCY:
+				if (fc->text)
+					strcpy(want.currency, fc->text);
+				break;
+			case O_TS:
+				want.ts_us = fc->value;
+				break;
+		}
+		snprintf(sub, sizeof(sub), "\"%s\"", order_key[fc->field]);
+		ok = check_parse_order(fc->name, text, len, DEFAULT_MAX, fc->expect,
+							   fc->expect == ADS_OK ? NULL : sub, &want,
+							   fc->field == O_ORDER_ID ? fc->text : NULL);
+		if (ok && fc->detail_sub != NULL)
+			ok = check_parse_order(fc->name, text, len, DEFAULT_MAX, fc->expect,
+								   fc->detail_sub, &want,
+								   fc->field == O_ORDER_ID ? fc->text : NULL);
+		tally(ok);
+	}
+}
+
+/* Empty, size limit, nesting and detail handling, as for events. */
+static void
+run_order_generated_cases(void)
+{
+	AdsOrder	want = default_order();
+	char	   *buf;
+	size_t		base = strlen(DEF_ORDER);
+	char		d[16];
+	AdsReason	r;
+	int			ok;
+
+	tally(check_parse_order("order: empty NULL", NULL, 0, DEFAULT_MAX, ADS_R_EMPTY, "empty", NULL, NULL));
+	r = ads_parse_order(NULL, 7, DEFAULT_MAX, NULL, NULL, 0);
+	if (r != ADS_R_EMPTY)
+		report_failure("order: NULL with nonzero length", "expected empty");
+	tally(r == ADS_R_EMPTY);
+
+	buf = malloc(2048);
+	memcpy(buf, DEF_ORDER, base);
+	memset(buf + base, '\n', 300 - base);
+	tally(check_parse_order("order: size at limit", buf, 300, 300, ADS_OK, NULL, &want, NULL));
+	tally(check_parse_order("order: size limit + 1", buf, 300, 299, ADS_R_OVERSIZED, "limit is 299", NULL, NULL));
+	memset(buf + 300, '\0', 10);
+	tally(check_parse_order("order: oversized outranks NUL", buf, 310, 299, ADS_R_OVERSIZED, NULL, NULL, NULL));
+
+	/* nesting: 65 levels inside an ignored field */
+	{
+		size_t		n = 0;
+
+		memcpy(buf, "{\"x\":", 5);
+		n = 5;
+		memset(buf + n, '[', 64);
+		n += 64;
+		memset(buf + n, ']', 64);
+		n += 64;
+		buf[n++] = ',';
+		memcpy(buf + n, DEF_ORDER_FIELDS "}", base - 1);
+		n += base - 1;
+		tally(check_parse_order("order: depth 65 rejected", buf, n, DEFAULT_MAX,
+								ADS_R_INVALID_JSON, "nesting", NULL, NULL));
+	}
+	free(buf);
+
+	/* detail buffer: truncated, never written past detail_len */
+	memset(d, '#', sizeof(d));
+	r = ads_parse_order("{\"order_id\":1}", 14, DEFAULT_MAX, NULL, d, 8);
+	ok = (r == ADS_R_WRONG_TYPE && strlen(d) == 7 && d[8] == '#');
+	if (!ok)
+		report_failure("order: detail_len 8", "not truncated to 7 chars + NUL");
+	tally(ok);
+	memset(d, '#', sizeof(d));
+	r = ads_parse_order("{\"order_id\":1}", 14, DEFAULT_MAX, NULL, d, 0);
+	ok = (r == ADS_R_WRONG_TYPE && d[0] == '#');
+	if (!ok)
+		report_failure("order: detail_len 0", "buffer written or wrong reason");
+	tally(ok);
+
+	/* out is left alone on failure */
+	{
+		AdsOrder	o;
+
+		memset(&o, 0x5A, sizeof(o));
+		r = ads_parse_order("{\"order_id\":1}", 14, DEFAULT_MAX, &o, NULL, 0);
+		ok = (r == ADS_R_WRONG_TYPE && o.amount[0] == 0x5A && o.user_id != 0);
+		if (!ok)
+			report_failure("order: out untouched on failure", "out was written");
+		tally(ok);
+	}
+}
+
+static const char *const order_fuzz_bases[] = {
+	DEF_ORDER,
+	"{\"meta\":{\"src\":\"caf\xC3\xA9 \\u00e9\\ud83d\\ude00\",\"items\":[{\"sku\":\"A-1\",\"qty\":2,\"amount\":-1e3}]},"
+	"\"\\u006frder_id\":\"7C9E6679-7425-40DE-944B-E07FC1F90AE7\",\"user_id\":9223372036854775807,"
+	"\"store_id\":0,\"amount\":999999999999999999.999999999,\"currency\":\"\\u0047BP\","
+	"\"ts\":\"2024-02-29T23:59:59.123456789+05:30\"}",
+	"{ \"ts\" : \"1970-01-01 00:00:00z\" , \"currency\" : \"USD\" , \"amount\" : \"0.5\" , "
+	"\"store_id\" : 12 , \"user_id\" : -0 , \"order_id\" : \"" ORDER_UUID "\" }",
+	"{\"order_id\":\"" ORDER_UUID "\",\"user_id\":5,\"store_id\":6,\"amount\":12.345,"
+	"\"currency\":\"EUR\",\"ts\":1700000000000}",
+};
+
+/*
+ * Order counterpart of check_invariants(), plus one cross-check: the
+ * message-level reasons (empty .. not_object) cannot depend on the
+ * contract, so the event parser must agree on them.
+ */
+static int
+check_order_invariants(const char *buf, size_t len, char *why, size_t whylen)
+{
+	char		d1[ADS_DETAIL_LEN],
+				d2[ADS_DETAIL_LEN];
+	AdsOrder	o;
+	AdsReason	r1,
+				r2,
+				r3,
+				re;
+	int			has_nul = (len > 0 && memchr(buf, 0, len) != NULL);
+	int			utf8 = ads_utf8_valid(buf, len);
+
+	memset(&o, 0, sizeof(o));
+	r1 = ads_parse_order(buf, len, DEFAULT_MAX, &o, d1, sizeof(d1));
+	r2 = ads_parse_order(buf, len, DEFAULT_MAX, NULL, d2, sizeof(d2));
+	r3 = ads_parse_order(buf, len, DEFAULT_MAX, NULL, NULL, 0);
+	re = ads_parse_event(buf, len, DEFAULT_MAX, NULL, NULL, 0);
+
+	if ((int) r1 < 0 || r1 >= ADS_R__COUNT || r1 == ADS_R_UNKNOWN_TYPE ||
+		r1 == ADS_R_FUTURE_TIMESTAMP || r1 == ADS_R_TOO_LATE)
+		return snprintf(why, whylen, "illegal reason %d", (int) r1), 0;
+	if (re == ADS_R_INVALID_AMOUNT || re == ADS_R_INVALID_CURRENCY)
+		return snprintf(why, whylen, "event parser said %s", ads_reason_name(re)), 0;
+	if (r1 != r2 || r1 != r3 || strcmp(d1, d2) != 0)
+		return snprintf(why, whylen, "nondeterministic result"), 0;
+	if (!detail_sane(d1, sizeof(d1)))
+		return snprintf(why, whylen, "bad detail"), 0;
+	if (((r1 >= ADS_R_EMPTY && r1 <= ADS_R_NOT_OBJECT) ||
+		 (re >= ADS_R_EMPTY && re <= ADS_R_NOT_OBJECT)) && r1 != re)
+		return snprintf(why, whylen, "order %s but event %s",
+						ads_reason_name(r1), ads_reason_name(re)), 0;
+	if (len == 0)
+		return r1 == ADS_R_EMPTY ? 1 : (snprintf(why, whylen, "len 0 not empty"), 0);
+	if (has_nul && r1 != ADS_R_NUL_BYTE)
+		return snprintf(why, whylen, "NUL present but reason %s", ads_reason_name(r1)), 0;
+	if (!has_nul && !utf8 && r1 != ADS_R_INVALID_UTF8)
+		return snprintf(why, whylen, "bad UTF-8 but reason %s", ads_reason_name(r1)), 0;
+	if (!has_nul && utf8 && (r1 == ADS_R_NUL_BYTE || r1 == ADS_R_INVALID_UTF8))
+		return snprintf(why, whylen, "clean input but reason %s", ads_reason_name(r1)), 0;
+	if (r1 == ADS_OK && !order_sane(&o))
+		return snprintf(why, whylen, "ok with out-of-contract values"), 0;
+	return 1;
+}
+
+static void
+run_order_prefix_checks(void)
+{
+	size_t		b;
+
+	for (b = 0; b < sizeof(order_fuzz_bases) / sizeof(order_fuzz_bases[0]); b++)
+	{
+		const char *base = order_fuzz_bases[b];
+		size_t		blen = strlen(base);
+		size_t		n;
+		int			ok = 1;
+		char		why[128];
+		char		name[64];
+
+		snprintf(name, sizeof(name), "prefixes of order base %zu", b);
+		if (check_parse_order(name, base, blen, DEFAULT_MAX, ADS_OK, NULL, NULL, NULL) == 0)
+			ok = 0;
+		for (n = 0; n < blen; n++)
+		{
+			char	   *copy = malloc(n ? n : 1);
+			AdsReason	r;
+
+			memcpy(copy, base, n);
+			r = ads_parse_order(n ? copy : NULL, n, DEFAULT_MAX, NULL, NULL, 0);
+			if (!check_order_invariants(n ? copy : NULL, n, why, sizeof(why)) ||
+				r == ADS_OK)
+			{
+				char		msg[200];
+
+				snprintf(msg, sizeof(msg), "prefix length %zu: %s", n,
+						 r == ADS_OK ? "accepted" : why);
+				report_failure(name, msg);
+				ok = 0;
+			}
+			free(copy);
+		}
+		tally(ok);
+	}
+}
+
+/* the event set plus letters that can make or break a currency */
+static const char order_interesting[] = "{}[]\":,\\/ 0123456789-+.eEtrufalsnbuUSDEGBPxX\x00\x01\x1F\x7F"
+"\x80\xBF\xC0\xC2\xDF\xE0\xED\xEF\xF0\xF4\xF5\xFF";
+
+static void
+run_order_mutation_checks(int iterations)
+{
+	char	   *work = malloc(4096);
+	int			i;
+	int			ok = 1;
+	long		hist[ADS_R__COUNT] = {0};
+
+	for (i = 0; i < iterations; i++)
+	{
+		const char *base = order_fuzz_bases[xorshift64() %
+											(sizeof(order_fuzz_bases) / sizeof(order_fuzz_bases[0]))];
+		size_t		len = strlen(base);
+		int			nmut = 1 + (int) (xorshift64() % 4);
+		int			m;
+		char	   *copy;
+		char		why[128];
+
+		memcpy(work, base, len);
+		for (m = 0; m < nmut; m++)
+		{
+			size_t		pos = len ? (size_t) (xorshift64() % len) : 0;
+			unsigned	op = (unsigned) (xorshift64() % 6);
+			char		c = (xorshift64() & 1) ?
+				order_interesting[xorshift64() % (sizeof(order_interesting) - 1)] :
+				(char) (xorshift64() & 0xFF);
+
+			switch (op)
+			{
+				case 0:
+				case 1:
+					if (len)
+						work[pos] = c;
+					break;
+				case 2:
+					if (len)
+					{
+						memmove(work + pos, work + pos + 1, len - pos - 1);
+						len--;
+					}
+					break;
+				case 3:
+					if (len < 4000)
+					{
+						memmove(work + pos + 1, work + pos, len - pos);
+						work[pos] = c;
+						len++;
+					}
+					break;
+				case 4:
+					len = pos;
+					break;
+				case 5:
+					{
+						size_t		cl = 1 + (size_t) (xorshift64() % 16);
+
+						if (pos + cl <= len && len + cl < 4000)
+						{
+							memmove(work + pos + cl, work + pos, len - pos);
+							len += cl;
+						}
+					}
+					break;
+			}
+		}
+
+		copy = malloc(len ? len : 1);
+		memcpy(copy, work, len);
+		if (!check_order_invariants(len ? copy : NULL, len, why, sizeof(why)))
+		{
+			char		msg[200];
+
+			snprintf(msg, sizeof(msg), "iteration %d (len %zu): %s", i, len, why);
+			report_failure("order mutation", msg);
+			ok = 0;
+		}
+		else
+			hist[ads_parse_order(len ? copy : NULL, len, DEFAULT_MAX, NULL, NULL, 0)]++;
+		free(copy);
+	}
+	free(work);
+	tally(ok);
+
+	/* the mutator must reach acceptance and the order-specific reasons */
+	{
+		static const AdsReason need[] = {
+			ADS_OK, ADS_R_INVALID_AMOUNT, ADS_R_INVALID_CURRENCY, ADS_R_WRONG_TYPE,
+			ADS_R_MISSING_FIELD, ADS_R_INVALID_UUID, ADS_R_DUPLICATE_KEY
+		};
+		size_t		k;
+
+		ok = 1;
+		if (iterations >= 10000)
+			for (k = 0; k < sizeof(need) / sizeof(need[0]); k++)
+				if (hist[need[k]] == 0)
+				{
+					report_failure("order mutation", ads_reason_name(need[k]));
+					ok = 0;
+				}
+		tally(ok);
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1130,6 +1914,10 @@ main(int argc, char **argv)
 	run_helper_cases();
 	run_prefix_checks();
 	run_mutation_checks(iterations);
+	run_order_cases();
+	run_order_generated_cases();
+	run_order_prefix_checks();
+	run_order_mutation_checks(iterations);
 
 	if (fail_lines > MAX_FAIL_LINES)
 		printf("(%d further failure lines suppressed)\n", fail_lines - MAX_FAIL_LINES);
