@@ -83,6 +83,8 @@ typedef struct AdsWorkerArgs
 } AdsWorkerArgs;
 
 /* adstream.c */
+extern void ads_begin_tx(const char *activity);
+extern void ads_end_tx(void);
 extern void ads_wake_launcher_now(void);
 extern void ads_slot_set_state(AdsWorkerSlot *slot, const char *state);
 extern void ads_slot_set_error(AdsWorkerSlot *slot, const char *msg);

@@ -240,6 +240,9 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_minutes	timestamptz[];
+	v_level		text;
+	v_below		text;
+	v_width		interval;
 BEGIN
 	PERFORM pg_advisory_xact_lock(hashtext('adstream.rollups'));
 	WITH d AS (DELETE FROM adstream.rollup_pending RETURNING window_start)
@@ -248,32 +251,24 @@ BEGIN
 		RETURN 0;
 	END IF;
 
-	INSERT INTO adstream.ad_stats_hour AS r (ad_id, campaign_id, window_start, impressions, clicks)
-	SELECT m.ad_id, max(m.campaign_id), adstream.bucket('hour', m.window_start), sum(m.impressions), sum(m.clicks)
-	  FROM adstream.ad_stats_minute m
-	  JOIN (SELECT DISTINCT adstream.bucket('hour', t) AS h FROM unnest(v_minutes) t) b
-		ON m.window_start >= b.h AND m.window_start < b.h + interval '1 hour'
-	 GROUP BY m.ad_id, 3
-	ON CONFLICT (ad_id, window_start) DO UPDATE
-	   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks;
-
-	INSERT INTO adstream.ad_stats_6h AS r (ad_id, campaign_id, window_start, impressions, clicks)
-	SELECT h.ad_id, max(h.campaign_id), adstream.bucket('6h', h.window_start), sum(h.impressions), sum(h.clicks)
-	  FROM adstream.ad_stats_hour h
-	  JOIN (SELECT DISTINCT adstream.bucket('6h', t) AS s FROM unnest(v_minutes) t) b
-		ON h.window_start >= b.s AND h.window_start < b.s + interval '6 hours'
-	 GROUP BY h.ad_id, 3
-	ON CONFLICT (ad_id, window_start) DO UPDATE
-	   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks;
-
-	INSERT INTO adstream.ad_stats_day AS r (ad_id, campaign_id, window_start, impressions, clicks)
-	SELECT s.ad_id, max(s.campaign_id), adstream.bucket('day', s.window_start), sum(s.impressions), sum(s.clicks)
-	  FROM adstream.ad_stats_6h s
-	  JOIN (SELECT DISTINCT adstream.bucket('day', t) AS d FROM unnest(v_minutes) t) b
-		ON s.window_start >= b.d AND s.window_start < b.d + interval '1 day'
-	 GROUP BY s.ad_id, 3
-	ON CONFLICT (ad_id, window_start) DO UPDATE
-	   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks;
+	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
+	FOR v_level, v_below, v_width IN
+		VALUES ('hour', 'ad_stats_minute', interval '1 hour'),
+			   ('6h', 'ad_stats_hour', interval '6 hours'),
+			   ('day', 'ad_stats_6h', interval '1 day')
+	LOOP
+		EXECUTE format($q$
+			INSERT INTO adstream.%1$I AS r (ad_id, campaign_id, window_start, impressions, clicks)
+			SELECT s.ad_id, max(s.campaign_id), adstream.bucket(%3$L, s.window_start), sum(s.impressions), sum(s.clicks)
+			  FROM adstream.%2$I s
+			  JOIN (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+				ON s.window_start >= b.b AND s.window_start < b.b + $2
+			 GROUP BY s.ad_id, 3
+			ON CONFLICT (ad_id, window_start) DO UPDATE
+			   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
+	END LOOP;
 
 	RETURN cardinality(v_minutes);
 END

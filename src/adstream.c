@@ -6,6 +6,9 @@
 #include "adstream.h"
 
 #include "access/xact.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/snapmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -111,6 +114,30 @@ adstream_wake_launcher(PG_FUNCTION_ARGS)
 {
 	wake_launcher_at_commit = true;
 	PG_RETURN_VOID();
+}
+
+/*
+ * The SPI bracket every worker transaction uses: a short transaction with a
+ * snapshot, reported in pg_stat_activity while it runs.
+ */
+void
+ads_begin_tx(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+void
+ads_end_tx(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 void

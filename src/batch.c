@@ -778,11 +778,7 @@ ads_batch_write(AdsConsumer *c)
 	if (c->ensured == NULL)
 		c->ensured = minuteset_create(c->ensured_ctx, 256, NULL);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "adstream: writing batch");
+	ads_begin_tx("adstream: writing batch");
 
 	exec_plan(P_LOCK, NULL, NULL, false, SPI_OK_SELECT);
 	arg = CStringGetTextDatum(c->name);
@@ -804,11 +800,7 @@ ads_batch_write(AdsConsumer *c)
 	dead_letters(c, wm_us);
 	advance_offsets(c);
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	ads_end_tx();
 }
 
 /*
@@ -822,20 +814,12 @@ ads_attribute_orders(void)
 	bool		isnull;
 	int			done;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "adstream: attributing orders");
+	ads_begin_tx("adstream: attributing orders");
 
 	if (SPI_execute("SELECT adstream.attribute_orders()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "adstream: attribute_orders failed");
 	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	ads_end_tx();
 	return done;
 }

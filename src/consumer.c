@@ -41,26 +41,6 @@ static AdsConsumer consumer;
  * ---------------------------------------------------------------------
  */
 
-static void
-begin_tx(const char *activity)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-static void
-end_tx(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-}
-
 /* Returns false when the source is gone, paused, or of another generation. */
 static bool
 load_source(AdsConsumer *c)
@@ -69,7 +49,7 @@ load_source(AdsConsumer *c)
 	Datum		args[1] = {Int32GetDatum(c->args.source_id)};
 	bool		ok = false;
 
-	begin_tx("adstream: reading source");
+	ads_begin_tx("adstream: reading source");
 	if (SPI_execute_with_args("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders' "
 							  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
 							  2, (Oid[]) {INT4OID, INT8OID},
@@ -106,7 +86,7 @@ load_source(AdsConsumer *c)
 			ok = true;
 		}
 	}
-	end_tx();
+	ads_end_tx();
 	return ok;
 }
 
@@ -119,7 +99,7 @@ load_source(AdsConsumer *c)
 static void
 load_offsets(AdsConsumer *c)
 {
-	begin_tx("adstream: reading offsets");
+	ads_begin_tx("adstream: reading offsets");
 	for (int i = 0; i < c->nparts; i++)
 		c->parts[i].committed = -1;
 
@@ -166,7 +146,7 @@ load_offsets(AdsConsumer *c)
 			p->committed = hi;
 		}
 	}
-	end_tx();
+	ads_end_tx();
 
 	for (int i = 0; i < c->nparts; i++)
 		c->parts[i].position = c->parts[i].committed;

@@ -119,11 +119,7 @@ read_desired(DesiredWorker **out)
 {
 	int			n = -1;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "adstream launcher: reading sources");
+	ads_begin_tx("adstream launcher: reading sources");
 
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'adstream'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
@@ -150,10 +146,7 @@ read_desired(DesiredWorker **out)
 		}
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	ads_end_tx();
 	return n;
 }
 
