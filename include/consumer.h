@@ -76,8 +76,8 @@ typedef struct AdsConsumer
 	int			msgs_cap;
 	TimestampTz batch_started;
 
-	/* minute windows for which partitions are known to exist */
-	struct minuteset_hash *ensured;
+	/* hours of event time for which partitions are known to exist */
+	struct hourset_hash *ensured;
 	MemoryContext ensured_ctx;
 
 	bool		fenced;			/* set when offsets moved under us */

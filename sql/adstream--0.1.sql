@@ -207,6 +207,17 @@ BEGIN
 				  HINT = 'See adstream.partitioned_tables.';
 	END IF;
 
+	-- Usually every partition exists: answer without taking the lock, which
+	-- would otherwise serialise all workers until the end of their batches.
+	IF NOT EXISTS (
+		SELECT 1 FROM unnest(p_times) AS t
+		 WHERE t IS NOT NULL
+		   AND to_regclass(format('adstream.%I', p_table || '_p' ||
+				to_char(date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00') AT TIME ZONE 'UTC',
+						'YYYYMMDD"_"HH24MI'))) IS NULL) THEN
+		RETURN 0;
+	END IF;
+
 	-- Serialise creators; the check below then makes creation idempotent.
 	PERFORM pg_advisory_xact_lock(hashtext('adstream.partitions'), hashtext(p_table));
 

@@ -91,17 +91,17 @@ typedef struct AggEntry
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
-/* ---- minutes for which partitions are known to exist ---- */
-typedef struct MinuteEntry
+/* ---- hours for which partitions are known to exist (the finest grain) ---- */
+typedef struct HourEntry
 {
-	int64		minute_us;
+	int64		hour_us;
 	char		status;
-} MinuteEntry;
+} HourEntry;
 
-#define SH_PREFIX minuteset
-#define SH_ELEMENT_TYPE MinuteEntry
+#define SH_PREFIX hourset
+#define SH_ELEMENT_TYPE HourEntry
 #define SH_KEY_TYPE int64
-#define SH_KEY minute_us
+#define SH_KEY hour_us
 #define SH_HASH_KEY(tb, k) hash_bytes((const unsigned char *) &(k), sizeof(int64))
 #define SH_EQUAL(tb, a, b) ((a) == (b))
 #define SH_SCOPE static inline
@@ -109,7 +109,8 @@ typedef struct MinuteEntry
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
-#define MAX_ENSURED_MINUTES 20000
+#define MAX_ENSURED_HOURS 20000
+#define USECS_PER_HOUR_I64 INT64CONST(3600000000)
 
 /* ---- prepared statements, kept for the life of the worker ---- */
 enum
@@ -389,40 +390,40 @@ reject_detail(AdsConsumer *c, AdsMsg *m, int64 wm_us)
 static void
 ensure_partitions(AdsConsumer *c)
 {
-	int64	   *minutes = palloc(sizeof(int64) * Max(c->nmsgs, 1));
+	int64	   *hours = palloc(sizeof(int64) * Max(c->nmsgs, 1));
 	int			n = 0;
 	Datum		arg;
-	minuteset_hash *seen = minuteset_create(CurrentMemoryContext, 64, NULL);
+	hourset_hash *seen = hourset_create(CurrentMemoryContext, 64, NULL);
 
 	for (int i = 0; i < c->nmsgs; i++)
 	{
 		AdsMsg	   *m = &c->msgs[i];
-		int64		minute;
+		int64		hour;
 		bool		found;
 
 		if (m->status != MSG_CANDIDATE)
 			continue;
-		minute = m->ev.ts_us - m->ev.ts_us % USECS_PER_MINUTE_I64;
-		if (minuteset_lookup(c->ensured, minute))
+		hour = m->ev.ts_us - m->ev.ts_us % USECS_PER_HOUR_I64;
+		if (hourset_lookup(c->ensured, hour))
 			continue;
-		minuteset_insert(seen, minute, &found);
+		hourset_insert(seen, hour, &found);
 		if (!found)
-			minutes[n++] = minute;
+			hours[n++] = hour;
 	}
 	if (n == 0)
 		return;
 
-	arg = tstz_array(minutes, NULL, n);
+	arg = tstz_array(hours, NULL, n);
 	exec_plan(P_ENSURE, &arg, NULL, false, SPI_OK_SELECT);
 
 	/* Dropped on any error by ads_batch_forget_partitions(). */
-	if (c->ensured->members + n > MAX_ENSURED_MINUTES)
-		minuteset_reset(c->ensured);
+	if (c->ensured->members + n > MAX_ENSURED_HOURS)
+		hourset_reset(c->ensured);
 	for (int i = 0; i < n; i++)
 	{
 		bool		found;
 
-		minuteset_insert(c->ensured, minutes[i], &found);
+		hourset_insert(c->ensured, hours[i], &found);
 	}
 }
 
@@ -759,7 +760,7 @@ advance_offsets(AdsConsumer *c)
 void
 ads_batch_forget_partitions(AdsConsumer *c)
 {
-	minuteset_reset(c->ensured);
+	hourset_reset(c->ensured);
 }
 
 /*
@@ -776,7 +777,7 @@ ads_batch_write(AdsConsumer *c)
 	Datum		d;
 
 	if (c->ensured == NULL)
-		c->ensured = minuteset_create(c->ensured_ctx, 256, NULL);
+		c->ensured = hourset_create(c->ensured_ctx, 256, NULL);
 
 	ads_begin_tx("adstream: writing batch");
 
