@@ -16,7 +16,7 @@ PG_CFLAGS   = -Wmissing-prototypes
 SHLIB_LINK  = $(RDKAFKA_LIBS) -lpthread
 
 # pg_regress runs on a throwaway instance with the library preloaded.
-REGRESS      = api validation permissions
+REGRESS      = api validation attribution permissions upgrade
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
 
 EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log

@@ -64,7 +64,7 @@ CREATE TABLE adstream.attributed_orders (
 	order_ts		timestamptz NOT NULL,
 	amount			numeric NOT NULL,
 	currency		text NOT NULL,
-	attribution		text NOT NULL DEFAULT 'click',
+	attribution		text NOT NULL DEFAULT 'click' CHECK (attribution IN ('click', 'view')),
 	record_uuid		uuid NOT NULL UNIQUE,
 	attributed_at	timestamptz NOT NULL DEFAULT now()
 );
@@ -104,7 +104,7 @@ CREATE FUNCTION adstream.validate_order(payload bytea,
 RETURNS record LANGUAGE C STRICT STABLE PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'adstream_validate_order';
 COMMENT ON FUNCTION adstream.validate_order(bytea) IS
-	'Runs the consumer''s order parser on one message value; reason is ''ok'' or the dead-letter reason';
+	'Runs the consumer''s order parser on one message value; reason is ''ok'' or the dead-letter reason (the clock-dependent future_timestamp check excluded)';
 
 CREATE FUNCTION adstream.validate_order(payload text,
 	OUT reason text, OUT detail text, OUT order_id uuid, OUT user_id bigint,
@@ -114,10 +114,16 @@ RETURN adstream.validate_order(pg_catalog.convert_to(payload, 'UTF8'));
 COMMENT ON FUNCTION adstream.validate_order(text) IS
 	'Text form of adstream.validate_order(bytea)';
 
-/* Stable per order, so a re-run after a crash produces the same record. */
+/*
+ * Stable per order, so a re-run after a crash produces the same record: a
+ * name-based (MD5, version 3) UUID of the record's kind and key.
+ */
 CREATE FUNCTION adstream.record_uuid(p_kind text, p_key text)
 RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN md5('adstream/' || p_kind || '/' || p_key)::uuid;
+RETURN (SELECT (substr(h, 1, 12) || '3' || substr(h, 14, 3)
+				|| substr('89ab', (('x' || substr(h, 17, 1))::bit(4)::integer % 4) + 1, 1)
+				|| substr(h, 18))::uuid
+		  FROM (SELECT pg_catalog.md5('adstream/' || p_kind || '/' || p_key) AS h) m);
 COMMENT ON FUNCTION adstream.record_uuid(text, text) IS
 	'Deterministic record UUID of a published row, from its kind and key';
 
@@ -216,10 +222,10 @@ COMMENT ON TABLE adstream.ad_stats_6h IS 'Six-hour rollup of ad_stats_minute (UT
 COMMENT ON TABLE adstream.ad_stats_day IS 'Daily rollup of ad_stats_minute (UTC)';
 
 /* Start of the bucket of a given granularity that holds ts, in UTC. */
+-- No SET clause, so that the planner can inline it.
 CREATE FUNCTION adstream.bucket(p_granularity text, p_ts timestamptz)
 RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-RETURN date_bin(CASE p_granularity WHEN 'minute' THEN interval '1 minute'
+RETURN pg_catalog.date_bin(CASE p_granularity WHEN 'minute' THEN interval '1 minute'
 									WHEN 'hour' THEN interval '1 hour'
 									WHEN '6h' THEN interval '6 hours'
 									WHEN 'day' THEN interval '1 day' END,
@@ -309,7 +315,8 @@ BEGIN
 		SELECT m.ad_id, max(m.campaign_id), adstream.bucket(%1$L, m.window_start),
 			   sum(m.impressions)::bigint, sum(m.clicks)::bigint
 		  FROM adstream.ad_stats_minute m
-		 WHERE adstream.bucket(%1$L, m.window_start) IN (SELECT b FROM dirty)
+		 WHERE m.window_start >= $1 AND m.window_start < $2 + interval '1 day'	-- prunes partitions
+		   AND adstream.bucket(%1$L, m.window_start) IN (SELECT b FROM dirty)
 		   AND adstream.bucket(%1$L, m.window_start) >= $1 AND adstream.bucket(%1$L, m.window_start) < $2
 		 GROUP BY m.ad_id, 3$q$,
 		p_granularity, 'ad_stats_' || p_granularity)
@@ -317,7 +324,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION adstream.ad_stats(timestamptz, timestamptz, text) IS
-	'Exact impressions and clicks per ad and bucket (minute, hour, 6h, day) over [from, to), including minutes not rolled up yet';
+	'Exact impressions and clicks per ad and bucket (minute, hour, 6h, day), for the buckets that start in [bucket of from, to), including minutes not rolled up yet';
 
 CREATE FUNCTION adstream.campaign_stats(p_from timestamptz, p_to timestamptz, p_granularity text DEFAULT 'hour')
 RETURNS TABLE (campaign_id bigint, window_start timestamptz, ads bigint, impressions bigint, clicks bigint)
@@ -388,6 +395,9 @@ BEGIN
 	RETURN adstream._drop_partitions_before('dedup_state', v_cutoff);
 END
 $$;
+
+COMMENT ON FUNCTION adstream.expire_dedup_state() IS
+	'Drops dedup_state partitions older than every ad-events source''s watermark minus adstream.dedup_horizon; returns how many';
 
 /*
  * Drop what has expired: dedup state behind watermark - horizon; ad events
@@ -493,6 +503,17 @@ COMMENT ON FUNCTION adstream.unschedule_maintenance() IS
 CREATE OR REPLACE FUNCTION adstream._source_kinds()
 RETURNS text[] LANGUAGE sql IMMUTABLE
 RETURN ARRAY['ad_events', 'orders'];
+
+-------------------------------------------------------------------------------
+-- pg_dump: results are user data, dumped with the database
+-------------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('adstream.orders', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.attributed_orders', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.rollup_pending', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_hour', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_6h', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_day', '');
 
 -------------------------------------------------------------------------------
 -- Privileges

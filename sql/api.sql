@@ -327,13 +327,46 @@ SELECT count(*) AS ad_stats_partitions FROM pg_inherits
  WHERE inhparent = 'adstream.ad_stats_minute'::regclass;
 
 -------------------------------------------------------------------------------
+-- Sources of kind 'orders' (0.2)
+-------------------------------------------------------------------------------
+
+SELECT adstream.create_source('shop', 'k:9092', 'orders', kind => 'orders', options => '{"workers": 2}');
+SELECT name, kind, topic, start_policy, workers, group_id, enabled
+  FROM adstream.source_config WHERE name = 'shop';
+SELECT source, topic, source_state, partition, worker_state FROM adstream.source_status WHERE source = 'shop';
+SELECT adstream.pause_source('shop');
+SELECT adstream.resume_source('shop');
+SELECT name, kind, enabled FROM adstream.source_config WHERE name = 'shop';
+
+-- The watermark of an orders source holds back neither the ad-events
+-- watermark nor dedup expiry (orders are deduplicated by their primary key).
+INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts)
+VALUES ('shop', 'orders', 0, 1, '2024-01-01 00:00:00+00');
+SELECT adstream.source_watermark('shop') AS shop, adstream.ad_events_watermark() AS ad_events;
+-- ads_eu moves to 15:00: cutoff 14:00 drops the 12:00 and 13:00 partitions
+UPDATE adstream.offsets SET max_event_ts = '2024-03-01 15:00:00+00'
+ WHERE source = 'ads_eu' AND partition = 0;
+SELECT adstream.expire_dedup_state() AS dropped;
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'adstream.dedup_state'::regclass ORDER BY 1;
+
+-- ad_events is partitioned by the hour, like dedup_state.
+SELECT adstream.ensure_partitions('ad_events',
+		ARRAY['2024-03-01 10:00:00+00', '2024-03-01 10:59:59.999999+00', '2024-03-01 11:00:00+00']::timestamptz[]) AS created;
+SELECT c.relname AS partition, pg_get_expr(c.relpartbound, c.oid) AS bounds, c.reloptions
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'adstream.ad_events'::regclass ORDER BY 1;
+
+SELECT adstream.drop_source('shop');
+
+-------------------------------------------------------------------------------
 -- DROP EXTENSION and CREATE EXTENSION again
 -------------------------------------------------------------------------------
 
 -- Partitions created at run time go with their parents.
 DROP EXTENSION adstream;
 SELECT count(*) AS leftover_relations FROM pg_class
- WHERE relname LIKE 'ad_stats_minute%' OR relname LIKE 'dedup_state%';
+ WHERE relname LIKE 'ad_stats_minute%' OR relname LIKE 'dedup_state%' OR relname LIKE 'ad_events%';
 SELECT count(*) AS adstream_schemas FROM pg_namespace WHERE nspname = 'adstream';
 -- the cluster-wide roles stay
 SELECT rolname FROM pg_roles WHERE rolname IN ('adstream_admin', 'adstream_reader') ORDER BY 1;

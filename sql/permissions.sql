@@ -12,6 +12,7 @@ DROP ROLE IF EXISTS regress_adstream_plain, regress_adstream_reader, regress_ads
 RESET client_min_messages;
 SET timezone = 'UTC';
 SET datestyle = 'ISO, YMD';
+SET intervalstyle = 'postgres';
 
 CREATE ROLE regress_adstream_plain NOLOGIN;
 CREATE ROLE regress_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -27,6 +28,17 @@ VALUES ('perm_src', 'perm_topic', 0, 7, 'empty', 0);
 SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-03-01 10:00:00+00']::timestamptz[]);
 INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start, impressions, clicks)
 VALUES (1, 10, '2024-03-01 10:00:00+00', 5, 1);
+-- 0.2: an ad event, an attributed order, a waiting one, rollups.
+SELECT adstream.ensure_partitions('ad_events', ARRAY['2024-03-01 09:00:00+00']::timestamptz[]);
+INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts)
+SELECT id, 'f47ac10b-58cc-4372-a567-0e02b2c3d479', 'click', 1, 10, 7, 5, '2024-03-01 09:30:00+00'
+  FROM adstream.sources WHERE name = 'perm_src';
+INSERT INTO adstream.orders (order_id, source, user_id, store_id, amount, currency, ts)
+VALUES ('00000000-0000-4000-8000-000000000001', 'perm_src', 7, 5, 42.50, 'EUR', '2024-03-01 09:45:00+00'),
+	   ('00000000-0000-4000-8000-000000000002', 'perm_src', 8, 5, 10.00, 'EUR', '2024-03-01 11:00:00+00');
+SELECT adstream.attribute_orders() AS judged;
+INSERT INTO adstream.rollup_pending VALUES ('2024-03-01 10:00:00+00');
+SELECT adstream.refresh_rollups() AS pending_minutes;
 
 -------------------------------------------------------------------------------
 -- The catalog: grants, PUBLIC, SECURITY DEFINER
@@ -73,6 +85,13 @@ SELECT p.proname, p.prosecdef, p.proconfig
  WHERE p.pronamespace = 'adstream'::regnamespace
    AND p.proname IN ('create_source', 'drop_source', 'pause_source', 'resume_source')
  ORDER BY 1;
+-- All SECURITY DEFINER functions: the source management API and the readers
+-- that need tables their callers may not read (offsets, sources,
+-- rollup_pending).
+SELECT p.oid::regprocedure AS definer_function
+  FROM pg_proc p
+ WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef
+ ORDER BY p.oid::regprocedure::text;
 SELECT p.oid::regprocedure AS definer_without_safe_search_path
   FROM pg_proc p
  WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef
@@ -95,6 +114,11 @@ SELECT * FROM adstream.source_config;
 SELECT * FROM adstream.source_status;
 SELECT * FROM adstream.ad_stats_minute;
 SELECT * FROM adstream.validate_event('{}');
+SELECT * FROM adstream.ad_stats_hour;
+SELECT * FROM adstream.attributed_orders;
+SELECT * FROM adstream.orders;
+SELECT * FROM adstream.ad_stats('2024-03-01', '2024-03-02');
+SELECT * FROM adstream.validate_order('{}');
 RESET SESSION AUTHORIZATION;
 SELECT current_user = session_user AS back_to_superuser;
 
@@ -111,15 +135,35 @@ SELECT source, topic, source_state, partition, worker_state, next_offset, accept
   FROM adstream.source_status ORDER BY source, partition;
 SELECT adstream.source_watermark('perm_src');
 SELECT reason, detail FROM adstream.validate_event('{}');
+-- 0.2: may read rollups and credited orders, and call the stats functions
+SELECT ad_id, campaign_id, window_start, impressions, clicks FROM adstream.ad_stats_hour;
+SELECT count(*) AS six_hour_rows FROM adstream.ad_stats_6h;
+SELECT count(*) AS day_rows FROM adstream.ad_stats_day;
+SELECT ad_id, campaign_id, amount, currency, attribution,
+	   record_uuid = adstream.record_uuid('attributed_orders', order_id::text) AS record_uuid_ok
+  FROM adstream.attributed_orders;
+SELECT * FROM adstream.ad_stats('2024-03-01', '2024-03-02', 'day');
+SELECT * FROM adstream.campaign_stats('2024-03-01', '2024-03-02', 'day');
+SELECT * FROM adstream.ad_stats('2024-03-01', '2024-03-02', 'minute');
+SELECT adstream.bucket('6h', '2024-03-01 10:00:00+00');
+SELECT adstream.ad_events_watermark();
+SELECT reason, detail FROM adstream.validate_order('{}');
 -- may not change results
 UPDATE adstream.ad_stats_minute SET clicks = 0;
 DELETE FROM adstream.ad_stats_minute;
+UPDATE adstream.ad_stats_day SET clicks = 0;
+DELETE FROM adstream.attributed_orders;
 -- may not see configuration, positions or dead letters
 SELECT * FROM adstream.sources;
 SELECT * FROM adstream.source_config;
 SELECT * FROM adstream.offsets;
 SELECT * FROM adstream.rejected_events;
 SELECT * FROM adstream.partitioned_tables;
+-- nor orders, the ad events kept for attribution or the rollup queue
+SELECT * FROM adstream.orders;
+SELECT * FROM adstream.waiting_orders;
+SELECT * FROM adstream.ad_events;
+SELECT * FROM adstream.rollup_pending;
 -- may not manage sources or partitions
 SELECT adstream.create_source('reader_src', 'k:9092', 't');
 SELECT adstream.pause_source('perm_src');
@@ -127,9 +171,18 @@ SELECT adstream.resume_source('perm_src');
 SELECT adstream.drop_source('perm_src');
 SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-03-02 00:00:00+00']::timestamptz[]);
 SELECT adstream.expire_dedup_state();
+-- nor run what the workers and pg_cron run
+SELECT adstream.attribute_orders();
+SELECT adstream.refresh_rollups();
+SELECT adstream.create_partitions_ahead();
+SELECT adstream.drop_expired_partitions();
+SELECT adstream.schedule_maintenance();
+SELECT adstream.unschedule_maintenance();
 -- nor call the internals the views use directly
 SELECT adstream._is_secret('sasl.password');
 SELECT adstream._wake_launcher();
+SELECT adstream._source_kinds();
+SELECT adstream._partition_upper('adstream.ad_stats_minute_p20240301_0000');
 -- nor create objects in the schema
 CREATE TABLE adstream.mine (x int);
 RESET ROLE;
@@ -157,6 +210,27 @@ SELECT source, "offset", reason FROM adstream.rejected_events;
 SELECT count(*) AS stats_rows FROM adstream.ad_stats_minute;
 SELECT source, source_state, partition, next_offset FROM adstream.source_status ORDER BY source, partition;
 SELECT adstream.source_watermark('perm_src');
+-- 0.2: sees orders, what waits, the ad events kept for attribution, and
+-- everything a reader sees
+SELECT right(order_id::text, 4) AS ord, user_id, amount, status, ad_id FROM adstream.orders ORDER BY 1;
+SELECT right(order_id::text, 4) AS ord, ts, ad_events_watermark, decide_by - received_at AS max_wait
+  FROM adstream.waiting_orders;
+SELECT type, ad_id, user_id, ts FROM adstream.ad_events;
+SELECT count(*) AS credited FROM adstream.attributed_orders;
+SELECT * FROM adstream.campaign_stats('2024-03-01', '2024-03-02');
+-- may manage an orders source
+SELECT adstream.create_source('admin_shop', 'k:9092', 'admin_orders', kind => 'orders');
+SELECT name, kind FROM adstream.source_config WHERE name = 'admin_shop';
+SELECT adstream.drop_source('admin_shop');
+-- but not the queue, the internals or the maintenance
+SELECT * FROM adstream.rollup_pending;
+SELECT adstream.attribute_orders();
+SELECT adstream.refresh_rollups();
+SELECT adstream.create_partitions_ahead();
+SELECT adstream.drop_expired_partitions();
+SELECT adstream.schedule_maintenance();
+SELECT adstream.unschedule_maintenance();
+SELECT adstream._drop_partitions_before('ad_events', now());
 -- but not the table holding the credentials
 SELECT * FROM adstream.sources;
 SELECT kafka_options FROM adstream.sources;
@@ -167,6 +241,11 @@ DELETE FROM adstream.rejected_events;
 TRUNCATE adstream.rejected_events;
 INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start) VALUES (2, 20, '2024-03-01 10:00:00+00');
 DROP TABLE adstream.offsets;
+UPDATE adstream.orders SET status = 'waiting';
+DELETE FROM adstream.attributed_orders;
+INSERT INTO adstream.rollup_pending VALUES ('2024-03-01 10:00:00+00');
+UPDATE adstream.ad_stats_hour SET impressions = 0;
+DELETE FROM adstream.ad_events;
 SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-03-02 00:00:00+00']::timestamptz[]);
 SELECT adstream.expire_dedup_state();
 SELECT adstream._kafka_property_error('socket.timeout.ms', '1');
@@ -210,6 +289,9 @@ RESET ROLE;
 SELECT adstream.drop_source('perm_src');
 DELETE FROM adstream.rejected_events WHERE source = 'perm_src';
 DROP TABLE adstream.ad_stats_minute_p20240301_0000;
+DROP TABLE adstream.ad_events_p20240301_0900;
+TRUNCATE adstream.orders, adstream.attributed_orders, adstream.ad_stats_hour, adstream.ad_stats_6h,
+		 adstream.ad_stats_day;
 SELECT count(*) AS sources FROM adstream.sources;
 DROP ROLE regress_adstream_plain, regress_adstream_reader, regress_adstream_admin;
 SELECT count(*) AS leftover_roles FROM pg_roles WHERE rolname LIKE 'regress\_adstream\_%';

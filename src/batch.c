@@ -308,6 +308,8 @@ classify(AdsConsumer *c, int64 wm_us)
 	int64		now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 	int64		future_limit = now_us + (int64) adstream_max_future_skew_s * USECS_PER_SEC;
 	int64		horizon = (int64) adstream_dedup_horizon_s * USECS_PER_SEC;
+	/* Minutes older than this are dropped: counting into them would be lost. */
+	int64		retained_from = now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC;
 	idset_hash *ids = idset_create(CurrentMemoryContext, c->nmsgs, NULL);
 
 	for (int i = 0; i < c->nparts; i++)
@@ -337,7 +339,8 @@ classify(AdsConsumer *c, int64 wm_us)
 			if (ts > future_limit)
 				m->reason = ADS_R_FUTURE_TIMESTAMP;
 			/* Orders are deduplicated forever by their table's key: never too late. */
-			else if (!c->is_orders && wm_us != PG_INT64_MIN && ts < wm_us - horizon)
+			else if (!c->is_orders &&
+					 ((wm_us != PG_INT64_MIN && ts < wm_us - horizon) || ts < retained_from))
 				m->reason = ADS_R_TOO_LATE;
 		}
 		if (m->reason != ADS_OK)
@@ -378,6 +381,10 @@ reject_detail(AdsConsumer *c, AdsMsg *m, int64 wm_us)
 							(long long) ((msg_ts(c, m) - now_us) / USECS_PER_SEC),
 							adstream_max_future_skew_s);
 		case ADS_R_TOO_LATE:
+			if (msg_ts(c, m) < ads_timestamptz_to_unix_us(GetCurrentTimestamp()) -
+				(int64) adstream_minute_retention_s * USECS_PER_SEC)
+				return psprintf("ts is older than adstream.minute_retention (%d s)",
+								adstream_minute_retention_s);
 			return psprintf("ts is more than adstream.dedup_horizon (%d s) behind the source watermark",
 							adstream_dedup_horizon_s);
 		default:

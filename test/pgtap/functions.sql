@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(102);
+SELECT plan(224);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -17,7 +17,11 @@ SELECT plan(102);
 SELECT functions_are('adstream', ARRAY[
 	'_new_generation', '_wake_launcher', '_kafka_property_error', '_is_secret', '_is_privileged_property', '_source_must_exist',
 	'worker_status', 'partition_status', 'validate_event', 'ensure_partitions', 'source_watermark',
-	'expire_dedup_state', 'create_source', 'drop_source', 'pause_source', 'resume_source'],
+	'expire_dedup_state', 'create_source', 'drop_source', 'pause_source', 'resume_source',
+	-- 0.2
+	'_source_kinds', '_partition_upper', '_drop_partitions_before', 'ad_events_watermark', 'validate_order',
+	'record_uuid', 'attribute_orders', 'bucket', 'refresh_rollups', 'ad_stats', 'campaign_stats',
+	'create_partitions_ahead', 'drop_expired_partitions', 'schedule_maintenance', 'unschedule_maintenance'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -44,6 +48,46 @@ SELECT function_returns('adstream', 'source_watermark', ARRAY['text'], 'timestam
 SELECT function_returns('adstream', 'worker_status', ARRAY[]::name[], 'setof record');
 SELECT function_returns('adstream', 'partition_status', ARRAY[]::name[], 'setof record');
 
+-- 0.2
+SELECT has_function('adstream', f, args, format('function adstream.%s(%s) exists', f, array_to_string(args, ', ')))
+  FROM (VALUES
+	('validate_order', ARRAY['bytea']::name[]),
+	('validate_order', ARRAY['text']::name[]),
+	('ad_events_watermark', ARRAY[]::name[]),
+	('record_uuid', ARRAY['text', 'text']::name[]),
+	('attribute_orders', ARRAY['integer']::name[]),
+	('bucket', ARRAY['text', 'timestamp with time zone']::name[]),
+	('refresh_rollups', ARRAY[]::name[]),
+	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[]),
+	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[]),
+	('create_partitions_ahead', ARRAY['interval']::name[]),
+	('drop_expired_partitions', ARRAY[]::name[]),
+	('schedule_maintenance', ARRAY[]::name[]),
+	('unschedule_maintenance', ARRAY[]::name[]),
+	('_source_kinds', ARRAY[]::name[]),
+	('_partition_upper', ARRAY['regclass']::name[]),
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[])
+  ) AS v(f, args);
+SELECT function_returns('adstream', f, args, r)
+  FROM (VALUES
+	('validate_order', ARRAY['bytea']::name[], 'record'),
+	('validate_order', ARRAY['text']::name[], 'record'),
+	('ad_events_watermark', ARRAY[]::name[], 'timestamp with time zone'),
+	('record_uuid', ARRAY['text', 'text']::name[], 'uuid'),
+	('attribute_orders', ARRAY['integer']::name[], 'integer'),
+	('bucket', ARRAY['text', 'timestamp with time zone']::name[], 'timestamp with time zone'),
+	('refresh_rollups', ARRAY[]::name[], 'integer'),
+	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'setof record'),
+	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'setof record'),
+	('create_partitions_ahead', ARRAY['interval']::name[], 'integer'),
+	('drop_expired_partitions', ARRAY[]::name[], 'integer'),
+	('schedule_maintenance', ARRAY[]::name[], 'setof bigint'),
+	('unschedule_maintenance', ARRAY[]::name[], 'integer'),
+	('_source_kinds', ARRAY[]::name[], 'text[]'),
+	('_partition_upper', ARRAY['regclass']::name[], 'timestamp with time zone'),
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'integer')
+  ) AS v(f, args, r);
+
 -- Argument names, defaults and OUT columns are part of the API.
 SELECT is(pg_get_function_arguments('adstream.create_source(text,text,text,text,jsonb)'::regprocedure),
 	'name text, brokers text, topic text, kind text DEFAULT ''ad_events''::text, options jsonb DEFAULT ''{}''::jsonb',
@@ -66,6 +110,34 @@ SELECT is(pg_get_function_arguments('adstream.partition_status()'::regprocedure)
 	'partition_status() OUT columns');
 SELECT is(pg_get_function_arguments('adstream.ensure_partitions(text,timestamptz[])'::regprocedure),
 	'p_table text, p_times timestamp with time zone[]', 'ensure_partitions(p_table, p_times)');
+SELECT is(pg_get_function_arguments('adstream.validate_order(bytea)'::regprocedure),
+	'payload bytea, OUT reason text, OUT detail text, OUT order_id uuid, OUT user_id bigint, '
+	'OUT store_id bigint, OUT amount numeric, OUT currency text, OUT ts timestamp with time zone',
+	'validate_order(bytea) OUT columns');
+SELECT is(pg_get_function_arguments('adstream.validate_order(text)'::regprocedure),
+	'payload text, OUT reason text, OUT detail text, OUT order_id uuid, OUT user_id bigint, '
+	'OUT store_id bigint, OUT amount numeric, OUT currency text, OUT ts timestamp with time zone',
+	'validate_order(text) OUT columns');
+SELECT is(pg_get_function_arguments('adstream.ad_stats(timestamptz,timestamptz,text)'::regprocedure),
+	'p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text DEFAULT ''hour''::text',
+	'ad_stats(p_from, p_to, p_granularity => ''hour'')');
+SELECT is(pg_get_function_result('adstream.ad_stats(timestamptz,timestamptz,text)'::regprocedure),
+	'TABLE(ad_id bigint, campaign_id bigint, window_start timestamp with time zone, impressions bigint, clicks bigint)',
+	'ad_stats result columns');
+SELECT is(pg_get_function_arguments('adstream.campaign_stats(timestamptz,timestamptz,text)'::regprocedure),
+	'p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text DEFAULT ''hour''::text',
+	'campaign_stats(p_from, p_to, p_granularity => ''hour'')');
+SELECT is(pg_get_function_result('adstream.campaign_stats(timestamptz,timestamptz,text)'::regprocedure),
+	'TABLE(campaign_id bigint, window_start timestamp with time zone, ads bigint, impressions bigint, clicks bigint)',
+	'campaign_stats result columns');
+SELECT is(pg_get_function_arguments('adstream.attribute_orders(integer)'::regprocedure),
+	'p_limit integer DEFAULT 5000', 'attribute_orders(p_limit => 5000)');
+SELECT is(pg_get_function_arguments('adstream.create_partitions_ahead(interval)'::regprocedure),
+	'p_ahead interval DEFAULT ''1 day''::interval', 'create_partitions_ahead(p_ahead => ''1 day'')');
+SELECT is(pg_get_function_arguments('adstream.bucket(text,timestamptz)'::regprocedure),
+	'p_granularity text, p_ts timestamp with time zone', 'bucket(p_granularity, p_ts)');
+SELECT is(pg_get_function_arguments('adstream.record_uuid(text,text)'::regprocedure),
+	'p_kind text, p_key text', 'record_uuid(p_kind, p_key)');
 
 -------------------------------------------------------------------------------
 -- Language, SECURITY DEFINER, configuration, volatility
@@ -81,6 +153,22 @@ SELECT function_lang_is('adstream', 'ensure_partitions', ARRAY['text', 'timestam
 SELECT function_lang_is('adstream', 'expire_dedup_state', ARRAY[]::name[], 'plpgsql');
 SELECT function_lang_is('adstream', 'worker_status', ARRAY[]::name[], 'c');
 SELECT function_lang_is('adstream', 'partition_status', ARRAY[]::name[], 'c');
+SELECT function_lang_is('adstream', f, args, l)
+  FROM (VALUES
+	('validate_order', ARRAY['bytea']::name[], 'c'),
+	('validate_order', ARRAY['text']::name[], 'sql'),
+	('ad_events_watermark', ARRAY[]::name[], 'sql'),
+	('record_uuid', ARRAY['text', 'text']::name[], 'sql'),
+	('bucket', ARRAY['text', 'timestamp with time zone']::name[], 'sql'),
+	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'sql'),
+	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'plpgsql'),
+	('attribute_orders', ARRAY['integer']::name[], 'plpgsql'),
+	('refresh_rollups', ARRAY[]::name[], 'plpgsql'),
+	('create_partitions_ahead', ARRAY['interval']::name[], 'plpgsql'),
+	('drop_expired_partitions', ARRAY[]::name[], 'plpgsql'),
+	('schedule_maintenance', ARRAY[]::name[], 'plpgsql'),
+	('unschedule_maintenance', ARRAY[]::name[], 'plpgsql')
+  ) AS v(f, args, l);
 
 -- The management API runs as the extension owner ...
 SELECT is_definer('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -97,6 +185,19 @@ SELECT isnt_definer('adstream', 'partition_status', ARRAY[]::name[]);
 SELECT isnt_definer('adstream', '_kafka_property_error', ARRAY['text', 'text']);
 SELECT isnt_definer('adstream', '_wake_launcher', ARRAY[]::name[]);
 SELECT isnt_definer('adstream', '_is_secret', ARRAY['text']);
+-- 0.2: the two readers of tables their callers may not read are definers
+-- (offsets and sources; rollup_pending) ...
+SELECT is_definer('adstream', 'ad_events_watermark', ARRAY[]::name[]);
+SELECT is_definer('adstream', 'ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']);
+-- ... the rest runs with the caller's rights
+SELECT set_eq(
+	$$SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p
+	   WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef$$,
+	ARRAY['create_source(name text, brokers text, topic text, kind text, options jsonb)', 'drop_source(name text)',
+		  'pause_source(name text)', 'resume_source(name text)', 'source_watermark(p_source text)',
+		  'ad_events_watermark()',
+		  'ad_stats(p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'],
+	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
 	$$SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -110,6 +211,8 @@ SELECT is_empty(
 	'every PL/pgSQL function pins its search_path');
 SELECT ok('lock_timeout=2s' = ANY (proconfig), 'expire_dedup_state never waits long for its locks')
   FROM pg_proc WHERE oid = 'adstream.expire_dedup_state()'::regprocedure;
+SELECT ok('lock_timeout=2s' = ANY (proconfig), 'drop_expired_partitions never waits long for its locks')
+  FROM pg_proc WHERE oid = 'adstream.drop_expired_partitions()'::regprocedure;
 
 SELECT volatility_is('adstream', 'worker_status', ARRAY[]::name[], 'volatile');
 SELECT volatility_is('adstream', 'partition_status', ARRAY[]::name[], 'volatile');
@@ -121,6 +224,33 @@ SELECT ok(proisstrict, 'validate_event(bytea) is STRICT')
   FROM pg_proc WHERE oid = 'adstream.validate_event(bytea)'::regprocedure;
 SELECT ok(proisstrict, 'validate_event(text) is STRICT')
   FROM pg_proc WHERE oid = 'adstream.validate_event(text)'::regprocedure;
+-- 0.2
+SELECT volatility_is('adstream', f, args, v)
+  FROM (VALUES
+	('validate_order', ARRAY['bytea']::name[], 'stable'),
+	('validate_order', ARRAY['text']::name[], 'stable'),
+	('ad_events_watermark', ARRAY[]::name[], 'stable'),
+	('record_uuid', ARRAY['text', 'text']::name[], 'immutable'),
+	('bucket', ARRAY['text', 'timestamp with time zone']::name[], 'immutable'),
+	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'stable'),
+	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'stable'),
+	('_partition_upper', ARRAY['regclass']::name[], 'stable'),
+	('_source_kinds', ARRAY[]::name[], 'immutable'),
+	('attribute_orders', ARRAY['integer']::name[], 'volatile'),
+	('refresh_rollups', ARRAY[]::name[], 'volatile'),
+	('create_partitions_ahead', ARRAY['interval']::name[], 'volatile'),
+	('drop_expired_partitions', ARRAY[]::name[], 'volatile'),
+	('schedule_maintenance', ARRAY[]::name[], 'volatile'),
+	('unschedule_maintenance', ARRAY[]::name[], 'volatile'),
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'volatile')
+  ) AS v(f, args, v);
+SELECT ok(proisstrict, format('%s is STRICT', oid::regprocedure))
+  FROM pg_proc WHERE oid IN ('adstream.validate_order(bytea)'::regprocedure, 'adstream.validate_order(text)'::regprocedure);
+SELECT is(proparallel, 's', format('%s is PARALLEL SAFE', oid::regprocedure))
+  FROM pg_proc
+ WHERE oid IN ('adstream.validate_order(bytea)'::regprocedure, 'adstream.validate_order(text)'::regprocedure,
+			   'adstream.record_uuid(text,text)'::regprocedure, 'adstream.bucket(text,timestamptz)'::regprocedure)
+ ORDER BY oid::regprocedure::text;
 
 -------------------------------------------------------------------------------
 -- Comments
@@ -179,6 +309,51 @@ SELECT results_eq(
 	'validate_event parses a valid event');
 SELECT is((SELECT reason FROM adstream.validate_event('{}')), 'missing_field', 'validate_event: {} lacks event_id');
 SELECT is((SELECT reason FROM adstream.validate_event('\x00'::bytea)), 'nul_byte', 'validate_event: NUL byte');
+
+-- validate_order
+SELECT results_eq(
+	$$SELECT reason, order_id, user_id, store_id, amount, currency, ts FROM adstream.validate_order(
+		'{"order_id":"9b2d7c1e-4a5f-4e3b-8c6d-2f1a0e9b7c55","user_id":99812,"store_id":5,'
+		'"amount":"42.50","currency":"EUR","ts":"2024-03-01T10:00:00Z"}')$$,
+	$$VALUES ('ok'::text, '9b2d7c1e-4a5f-4e3b-8c6d-2f1a0e9b7c55'::uuid, 99812::bigint, 5::bigint, 42.50::numeric,
+			  'EUR'::text, timestamptz '2024-03-01 10:00:00+00')$$,
+	'validate_order parses a valid order');
+SELECT is((SELECT reason FROM adstream.validate_order('{}')), 'missing_field', 'validate_order: {} lacks order_id');
+SELECT is((SELECT reason FROM adstream.validate_order(
+		'{"order_id":"9b2d7c1e-4a5f-4e3b-8c6d-2f1a0e9b7c55","user_id":1,"store_id":5,"amount":"-1","currency":"EUR","ts":0}')),
+	'invalid_amount', 'validate_order: a negative amount');
+SELECT is((SELECT reason FROM adstream.validate_order(
+		'{"order_id":"9b2d7c1e-4a5f-4e3b-8c6d-2f1a0e9b7c55","user_id":1,"store_id":5,"amount":1,"currency":"eur","ts":0}')),
+	'invalid_currency', 'validate_order: a lower-case currency');
+
+-- orders sources
+SELECT lives_ok($$SELECT adstream.create_source('tap_shop', 'k:9092', 'tap_orders', 'orders')$$,
+	'create_source of kind orders');
+SELECT is((SELECT kind FROM adstream.source_config WHERE name = 'tap_shop'), 'orders', 'the orders source is listed');
+SELECT throws_ok($$SELECT adstream.create_source('tap_x', 'k:9092', 't', 'clicks')$$,
+	'22023', 'unsupported source kind ''clicks''', 'an unknown kind is invalid_parameter_value');
+SELECT is(adstream._source_kinds(), ARRAY['ad_events', 'orders'], '0.2 consumes ad events and orders');
+
+-- record_uuid and bucket
+SELECT matches(adstream.record_uuid('attributed_orders', 'k')::text, '^[0-9a-f]{8}-[0-9a-f]{4}-3[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$',
+	'record_uuid is a name-based (version 3) UUID');
+SELECT isnt(adstream.record_uuid('attributed_orders', 'k'), adstream.record_uuid('other', 'k'),
+	'record_uuid depends on the kind');
+SELECT results_eq(
+	$$SELECT adstream.bucket(g, '2024-03-01 17:42:13+00') FROM unnest(ARRAY['minute', 'hour', '6h', 'day']) AS g$$,
+	$$VALUES (timestamptz '2024-03-01 17:42:00+00'), ('2024-03-01 17:00:00+00'), ('2024-03-01 12:00:00+00'),
+			 ('2024-03-01 00:00:00+00')$$,
+	'bucket: minute, hour, 6-hour block from 00:00 UTC, day');
+SELECT throws_ok($$SELECT * FROM adstream.ad_stats(now(), now(), 'week')$$,
+	'22023', 'invalid granularity ''week''', 'ad_stats refuses other granularities');
+SELECT throws_ok($$SELECT * FROM adstream.campaign_stats(now(), now(), NULL)$$,
+	'22023', 'invalid granularity NULL', 'campaign_stats refuses a NULL granularity');
+
+-- schedule_maintenance needs pg_cron, unschedule_maintenance does not
+SELECT throws_ok($$SELECT adstream.schedule_maintenance()$$,
+	'42704', 'pg_cron is not installed in this database',
+	'schedule_maintenance without pg_cron is undefined_object');
+SELECT is(adstream.unschedule_maintenance(), 0, 'unschedule_maintenance without pg_cron removes nothing');
 
 -- _is_secret decides what source_config masks
 SELECT results_eq(
@@ -250,6 +425,107 @@ SELECT has_table('adstream', 'dedup_state_p20310101_1100', 'the partition within
 SELECT lives_ok($$SELECT adstream.drop_source('tap_src')$$, 'drop_source');
 SELECT is((SELECT count(*)::int FROM adstream.offsets WHERE source = 'tap_src'), 0, 'its offsets are gone');
 SELECT is((SELECT count(*)::int FROM adstream.sources WHERE name = 'tap_src'), 0, 'the source is gone');
+
+-------------------------------------------------------------------------------
+-- Attribution (defaults: 24-hour window, view-through off, 10 minutes' wait)
+-------------------------------------------------------------------------------
+
+SELECT lives_ok($$SELECT adstream.create_source('tap_clicks', 'k:9092', 'tap_clicks')$$, 'create_source of ad events');
+INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts)
+VALUES ('tap_clicks', 'tap_clicks', 0, 1, '2031-02-01 12:00:00+00'),
+	   ('tap_shop', 'tap_orders', 0, 1, '2031-01-01 00:00:00+00');
+SELECT is(adstream.ad_events_watermark(), timestamptz '2031-02-01 12:00:00+00',
+	'the ad-events watermark ignores orders sources');
+SELECT is(adstream.ensure_partitions('ad_events', ARRAY['2031-02-01 09:00:00+00', '2031-02-01 09:59:00+00']::timestamptz[]),
+	1, 'ensure_partitions creates one partition per UTC hour of ad_events');
+INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts)
+SELECT s.id, e.event_id, 'click', e.ad_id, 70, 7, 5, e.ts
+  FROM adstream.sources s,
+	   (VALUES ('a0000000-0000-4000-8000-000000000001'::uuid, 71, timestamptz '2031-02-01 09:00:00+00'),
+			   ('a0000000-0000-4000-8000-000000000002'::uuid, 72, '2031-02-01 09:30:00+00'),
+			   ('a0000000-0000-4000-8000-000000000003'::uuid, 73, '2031-02-01 09:30:00+00'),
+			   ('a0000000-0000-4000-8000-000000000004'::uuid, 74, '2031-02-01 09:45:00+00')) AS e(event_id, ad_id, ts)
+ WHERE s.name = 'tap_clicks';
+INSERT INTO adstream.orders (order_id, source, user_id, store_id, amount, currency, ts)
+VALUES ('b0000000-0000-4000-8000-000000000001', 'tap_shop', 7, 5, 12.34, 'EUR', '2031-02-01 09:40:00+00'),
+	   ('b0000000-0000-4000-8000-000000000002', 'tap_shop', 7, 6, 1, 'EUR', '2031-02-01 09:40:00+00'),
+	   ('b0000000-0000-4000-8000-000000000003', 'tap_shop', 7, 5, 1, 'EUR', '2031-02-01 12:00:00.000001+00');
+SELECT is(adstream.attribute_orders(), 2, 'attribute_orders judges the orders the watermark has passed');
+SELECT results_eq(
+	$$SELECT order_id, status, attribution, ad_id, event_id FROM adstream.orders ORDER BY order_id$$,
+	$$VALUES ('b0000000-0000-4000-8000-000000000001'::uuid, 'attributed'::text, 'click'::text, 73::bigint,
+			  'a0000000-0000-4000-8000-000000000003'::uuid),
+			 ('b0000000-0000-4000-8000-000000000002', 'unattributed', NULL, NULL, NULL),
+			 ('b0000000-0000-4000-8000-000000000003', 'waiting', NULL, NULL, NULL)$$,
+	'last click before the order wins, ties go to the greater event_id, other stores do not count');
+SELECT results_eq(
+	$$SELECT order_id, ad_id, campaign_id, click_ts, amount, record_uuid FROM adstream.attributed_orders$$,
+	$$VALUES ('b0000000-0000-4000-8000-000000000001'::uuid, 73::bigint, 70::bigint,
+			  timestamptz '2031-02-01 09:30:00+00', 12.34::numeric,
+			  adstream.record_uuid('attributed_orders', 'b0000000-0000-4000-8000-000000000001'))$$,
+	'the credit is recorded once with its record_uuid');
+SELECT is((SELECT count(*)::int FROM adstream.waiting_orders), 1, 'waiting_orders shows the order after the watermark');
+UPDATE adstream.orders SET received_at = now() - interval '11 minutes'
+ WHERE order_id = 'b0000000-0000-4000-8000-000000000003';
+SELECT is(adstream.attribute_orders(), 1, 'an order that waited attribution_max_wait is judged anyway');
+SELECT is((SELECT ad_id FROM adstream.orders WHERE order_id = 'b0000000-0000-4000-8000-000000000003'), 74::bigint,
+	'and credited to the last click before it');
+
+-------------------------------------------------------------------------------
+-- Rollups and maintenance
+-------------------------------------------------------------------------------
+
+SELECT is(adstream.ensure_partitions('ad_stats_minute', ARRAY['2031-02-01 00:00:00+00']::timestamptz[]), 1,
+	'a minute partition for the rollup test');
+INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start, impressions, clicks)
+VALUES (71, 70, '2031-02-01 05:59:00+00', 10, 1), (71, 70, '2031-02-01 06:00:00+00', 5, 2);
+INSERT INTO adstream.rollup_pending VALUES ('2031-02-01 05:59:00+00'), ('2031-02-01 06:00:00+00');
+SELECT results_eq(
+	$$SELECT window_start, impressions, clicks FROM adstream.ad_stats('2031-02-01', '2031-02-02', '6h') WHERE ad_id = 71 ORDER BY 1$$,
+	$$VALUES (timestamptz '2031-02-01 00:00:00+00', 10::bigint, 1::bigint), ('2031-02-01 06:00:00+00', 5, 2)$$,
+	'ad_stats sums queued minutes before any refresh');
+SELECT is(adstream.refresh_rollups(), 2, 'refresh_rollups consumes the queued minutes');
+SELECT results_eq(
+	$$SELECT impressions, clicks FROM adstream.ad_stats_day WHERE ad_id = 71$$,
+	$$VALUES (15::bigint, 3::bigint)$$,
+	'the day rollup holds the sum of its minutes');
+SELECT results_eq(
+	$$SELECT campaign_id, ads, impressions, clicks FROM adstream.campaign_stats('2031-02-01', '2031-02-02', 'day')
+	   WHERE campaign_id = 70$$,
+	$$VALUES (70::bigint, 1::bigint, 15::bigint, 3::bigint)$$,
+	'campaign_stats adds up the ads of a campaign');
+
+SELECT cmp_ok(adstream.create_partitions_ahead('3 hours'), '>=', 0, 'create_partitions_ahead runs');
+SELECT is(adstream.create_partitions_ahead('3 hours'), 0, 'create_partitions_ahead is idempotent');
+SELECT is_empty(
+	$$SELECT p.name FROM adstream.partitioned_tables p
+	   WHERE NOT EXISTS (SELECT 1 FROM pg_inherits i
+						  WHERE i.inhparent = ('adstream.' || p.name)::regclass
+							AND adstream._partition_upper(i.inhrelid) > now() + interval '3 hours')$$,
+	'every partitioned table has a partition for three hours from now');
+SELECT is(adstream._partition_upper('adstream.ad_stats_minute_p20310201_0000'),
+	timestamptz '2031-02-02 00:00:00+00', '_partition_upper reads the upper bound');
+
+-- Minute aggregates older than adstream.minute_retention go, their rollups
+-- stay.  (Workers dead-letter events older than the retention as too_late,
+-- so no minute can arrive later for a bucket whose minutes were dropped;
+-- test/t/140_rollups_maintenance.pl checks that.)
+SELECT is(adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-05-01 00:00:00+00']::timestamptz[]), 1,
+	'an old minute partition');
+INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start, impressions, clicks)
+VALUES (99, 90, '2024-05-01 10:00:00+00', 1000, 100);
+INSERT INTO adstream.rollup_pending VALUES ('2024-05-01 10:00:00+00');
+SELECT cmp_ok(adstream.drop_expired_partitions(), '>=', 1, 'drop_expired_partitions drops the expired minutes');
+SELECT hasnt_table('adstream', 'ad_stats_minute_p20240501_0000', 'the expired minute partition is gone');
+SELECT is((SELECT impressions FROM adstream.ad_stats_hour WHERE ad_id = 99), 1000::bigint,
+	'its minutes were rolled up first');
+SELECT is((SELECT impressions FROM adstream.ad_stats('2024-05-01', '2024-05-02', 'day') WHERE ad_id = 99), 1000::bigint,
+	'ad_stats still answers from the kept rollup');
+SELECT is((SELECT count(*)::int FROM adstream.ad_stats('2024-05-01', '2024-05-02', 'minute')), 0,
+	'no expired minute is seen');
+
+SELECT lives_ok($$SELECT adstream.drop_source('tap_shop')$$, 'drop_source of an orders source');
+SELECT lives_ok($$SELECT adstream.drop_source('tap_clicks')$$, 'drop_source of the clicks source');
 
 SELECT * FROM finish();
 ROLLBACK;

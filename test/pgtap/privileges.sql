@@ -1,14 +1,17 @@
 -- pgTAP: who may do what.  PUBLIC gets nothing; adstream_reader reads
--- results and status; adstream_admin also manages sources and reads their
--- (masked) configuration, positions and dead letters, but never the
--- credentials in adstream.sources.  Everything is rolled back, including the
--- roles created here.
+-- results and status (0.2: rollups, credited orders, ad_stats and
+-- campaign_stats); adstream_admin also manages sources and reads their
+-- (masked) configuration, positions and dead letters (0.2: orders, waiting
+-- orders, the ad events kept for attribution), but never the credentials in
+-- adstream.sources.  Attribution, rollup refresh and partition maintenance
+-- are for the workers and pg_cron only.  Everything is rolled back,
+-- including the roles created here.
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(89);
+SELECT plan(181);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -88,7 +91,32 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('source_config',      'adstream_admin',  ARRAY['SELECT']::name[]),
 	('source_status',      'public',          ARRAY[]::name[]),
 	('source_status',      'adstream_reader', ARRAY['SELECT']::name[]),
-	('source_status',      'adstream_admin',  ARRAY['SELECT']::name[])
+	('source_status',      'adstream_admin',  ARRAY['SELECT']::name[]),
+	-- 0.2
+	('ad_events',          'public',          ARRAY[]::name[]),
+	('ad_events',          'adstream_reader', ARRAY[]::name[]),
+	('ad_events',          'adstream_admin',  ARRAY['SELECT']::name[]),
+	('orders',             'public',          ARRAY[]::name[]),
+	('orders',             'adstream_reader', ARRAY[]::name[]),
+	('orders',             'adstream_admin',  ARRAY['SELECT']::name[]),
+	('waiting_orders',     'public',          ARRAY[]::name[]),
+	('waiting_orders',     'adstream_reader', ARRAY[]::name[]),
+	('waiting_orders',     'adstream_admin',  ARRAY['SELECT']::name[]),
+	('attributed_orders',  'public',          ARRAY[]::name[]),
+	('attributed_orders',  'adstream_reader', ARRAY['SELECT']::name[]),
+	('attributed_orders',  'adstream_admin',  ARRAY['SELECT']::name[]),
+	('rollup_pending',     'public',          ARRAY[]::name[]),
+	('rollup_pending',     'adstream_reader', ARRAY[]::name[]),
+	('rollup_pending',     'adstream_admin',  ARRAY[]::name[]),
+	('ad_stats_hour',      'public',          ARRAY[]::name[]),
+	('ad_stats_hour',      'adstream_reader', ARRAY['SELECT']::name[]),
+	('ad_stats_hour',      'adstream_admin',  ARRAY['SELECT']::name[]),
+	('ad_stats_6h',        'public',          ARRAY[]::name[]),
+	('ad_stats_6h',        'adstream_reader', ARRAY['SELECT']::name[]),
+	('ad_stats_6h',        'adstream_admin',  ARRAY['SELECT']::name[]),
+	('ad_stats_day',       'public',          ARRAY[]::name[]),
+	('ad_stats_day',       'adstream_reader', ARRAY['SELECT']::name[]),
+	('ad_stats_day',       'adstream_admin',  ARRAY['SELECT']::name[])
   ) AS v(t, r, privs);
 
 -------------------------------------------------------------------------------
@@ -122,7 +150,42 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('expire_dedup_state', ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
 	('expire_dedup_state', ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
 	('_kafka_property_error', ARRAY['text', 'text']::name[],                       'adstream_admin',  ARRAY[]::name[]),
-	('_wake_launcher',     ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[])
+	('_wake_launcher',     ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	-- 0.2: the reader's functions
+	('validate_order',     ARRAY['bytea']::name[],                                 'public',          ARRAY[]::name[]),
+	('validate_order',     ARRAY['bytea']::name[],                                 'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('validate_order',     ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('validate_order',     ARRAY['text']::name[],                                  'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('ad_events_watermark', ARRAY[]::name[],                                       'public',          ARRAY[]::name[]),
+	('ad_events_watermark', ARRAY[]::name[],                                       'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('record_uuid',        ARRAY['text', 'text']::name[],                          'public',          ARRAY[]::name[]),
+	('record_uuid',        ARRAY['text', 'text']::name[],                          'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('bucket',             ARRAY['text', 'timestamp with time zone']::name[],      'public',          ARRAY[]::name[]),
+	('bucket',             ARRAY['text', 'timestamp with time zone']::name[],      'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('ad_stats',           ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'public',          ARRAY[]::name[]),
+	('ad_stats',           ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('ad_stats',           ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('campaign_stats',     ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'public',          ARRAY[]::name[]),
+	('campaign_stats',     ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('campaign_stats',     ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	-- 0.2: what only the workers and pg_cron (as superuser) run
+	('attribute_orders',   ARRAY['integer']::name[],                               'public',          ARRAY[]::name[]),
+	('attribute_orders',   ARRAY['integer']::name[],                               'adstream_reader', ARRAY[]::name[]),
+	('attribute_orders',   ARRAY['integer']::name[],                               'adstream_admin',  ARRAY[]::name[]),
+	('refresh_rollups',    ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('refresh_rollups',    ARRAY[]::name[],                                        'adstream_reader', ARRAY[]::name[]),
+	('refresh_rollups',    ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	('create_partitions_ahead', ARRAY['interval']::name[],                         'public',          ARRAY[]::name[]),
+	('create_partitions_ahead', ARRAY['interval']::name[],                         'adstream_admin',  ARRAY[]::name[]),
+	('drop_expired_partitions', ARRAY[]::name[],                                   'public',          ARRAY[]::name[]),
+	('drop_expired_partitions', ARRAY[]::name[],                                   'adstream_admin',  ARRAY[]::name[]),
+	('schedule_maintenance', ARRAY[]::name[],                                      'public',          ARRAY[]::name[]),
+	('schedule_maintenance', ARRAY[]::name[],                                      'adstream_admin',  ARRAY[]::name[]),
+	('unschedule_maintenance', ARRAY[]::name[],                                    'public',          ARRAY[]::name[]),
+	('unschedule_maintenance', ARRAY[]::name[],                                    'adstream_admin',  ARRAY[]::name[]),
+	('_source_kinds',      ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	('_partition_upper',   ARRAY['regclass']::name[],                              'adstream_admin',  ARRAY[]::name[]),
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'adstream_admin',  ARRAY[]::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(
@@ -168,6 +231,10 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.rej
 	'42501', 'plain role: adstream.rejected_events is denied');
 SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.source_config$$),
 	'42501', 'plain role: adstream.source_config is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.ad_stats(now(), now())$$),
+	'42501', 'plain role: ad_stats is denied');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.attributed_orders$$),
+	'42501', 'plain role: adstream.attributed_orders is denied');
 
 -- adstream_reader
 SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.ad_stats_minute$$),
@@ -188,6 +255,31 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT adstream.create_so
 	'42501', 'reader: create_source is denied');
 SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT adstream.pause_source('tap_priv_src')$$),
 	'42501', 'reader: pause_source is denied');
+-- 0.2
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', sql), '00000', 'reader: may ' || what)
+  FROM (VALUES
+	($$SELECT * FROM adstream.ad_stats_hour$$, 'read ad_stats_hour'),
+	($$SELECT * FROM adstream.ad_stats_6h$$, 'read ad_stats_6h'),
+	($$SELECT * FROM adstream.ad_stats_day$$, 'read ad_stats_day'),
+	($$SELECT * FROM adstream.attributed_orders$$, 'read attributed_orders'),
+	($$SELECT * FROM adstream.ad_stats(now() - interval '1 day', now(), 'hour')$$, 'call ad_stats'),
+	($$SELECT * FROM adstream.ad_stats(now() - interval '1 day', now(), 'minute')$$, 'call ad_stats by the minute'),
+	($$SELECT * FROM adstream.campaign_stats(now() - interval '1 day', now(), 'day')$$, 'call campaign_stats'),
+	($$SELECT adstream.bucket('6h', now())$$, 'call bucket'),
+	($$SELECT adstream.record_uuid('attributed_orders', 'k')$$, 'call record_uuid'),
+	($$SELECT adstream.ad_events_watermark()$$, 'call ad_events_watermark'),
+	($$SELECT * FROM adstream.validate_order('{}')$$, 'call validate_order')
+  ) AS v(sql, what);
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', sql), '42501', 'reader: ' || what || ' is denied')
+  FROM (VALUES
+	($$SELECT * FROM adstream.orders$$, 'adstream.orders'),
+	($$SELECT * FROM adstream.waiting_orders$$, 'adstream.waiting_orders'),
+	($$SELECT * FROM adstream.ad_events$$, 'adstream.ad_events'),
+	($$SELECT * FROM adstream.rollup_pending$$, 'adstream.rollup_pending'),
+	($$SELECT adstream.refresh_rollups()$$, 'refresh_rollups'),
+	($$SELECT adstream.attribute_orders()$$, 'attribute_orders'),
+	($$DELETE FROM adstream.attributed_orders$$, 'deleting credits')
+  ) AS v(sql, what);
 
 -- adstream_admin
 SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT adstream.create_source('tap_admin_src', 'k:9092', 't')$$),
@@ -216,6 +308,28 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$UPDATE adstream.offsets SE
 SELECT is(pg_temp.sqlstate_as('tap_adstream_admin',
 		$$SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2031-01-01 00:00:00+00']::timestamptz[])$$),
 	'42501', 'admin: ensure_partitions is for the workers only');
+-- 0.2
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', sql), '00000', 'admin: may ' || what)
+  FROM (VALUES
+	($$SELECT * FROM adstream.orders$$, 'read orders'),
+	($$SELECT * FROM adstream.waiting_orders$$, 'read waiting_orders'),
+	($$SELECT * FROM adstream.ad_events$$, 'read ad_events'),
+	($$SELECT * FROM adstream.attributed_orders$$, 'read attributed_orders'),
+	($$SELECT * FROM adstream.campaign_stats(now() - interval '1 day', now())$$, 'call campaign_stats'),
+	($$SELECT adstream.create_source('tap_admin_shop', 'k:9092', 'orders', 'orders')$$, 'create an orders source'),
+	($$SELECT adstream.drop_source('tap_admin_shop')$$, 'drop an orders source')
+  ) AS v(sql, what);
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', sql), '42501', 'admin: ' || what || ' is denied')
+  FROM (VALUES
+	($$SELECT * FROM adstream.rollup_pending$$, 'adstream.rollup_pending'),
+	($$UPDATE adstream.orders SET status = 'waiting'$$, 'rewriting orders'),
+	($$SELECT adstream.attribute_orders()$$, 'attribute_orders'),
+	($$SELECT adstream.refresh_rollups()$$, 'refresh_rollups'),
+	($$SELECT adstream.create_partitions_ahead()$$, 'create_partitions_ahead'),
+	($$SELECT adstream.drop_expired_partitions()$$, 'drop_expired_partitions'),
+	($$SELECT adstream.schedule_maintenance()$$, 'schedule_maintenance'),
+	($$SELECT adstream.unschedule_maintenance()$$, 'unschedule_maintenance')
+  ) AS v(sql, what);
 -- librdkafka properties that run commands or load code in the server
 SELECT ok(pg_temp.sqlstate_as_login('tap_adstream_admin',
 		$$SELECT adstream.create_source('tap_evil', 'k:9092', 't', options => '{"sasl.kerberos.kinit.cmd": "/bin/true"}')$$)

@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(107);
+SELECT plan(206);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -19,12 +19,14 @@ SELECT isnt(obj_description('adstream'::regnamespace, 'pg_namespace'), NULL,
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('r', 'p') AND NOT relispartition$$,
-	ARRAY['sources', 'offsets', 'partitioned_tables', 'ad_stats_minute', 'dedup_state', 'rejected_events'],
+	ARRAY['sources', 'offsets', 'partitioned_tables', 'ad_stats_minute', 'dedup_state', 'rejected_events',
+		  'ad_events', 'orders', 'attributed_orders', 'rollup_pending',
+		  'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('v', 'm')$$,
-	ARRAY['source_config', 'source_status'],
+	ARRAY['source_config', 'source_status', 'waiting_orders'],
 	'adstream has exactly the expected views');
 
 -------------------------------------------------------------------------------
@@ -37,6 +39,13 @@ SELECT has_table('adstream', 'partitioned_tables', 'table adstream.partitioned_t
 SELECT has_table('adstream', 'ad_stats_minute', 'table adstream.ad_stats_minute exists');
 SELECT has_table('adstream', 'dedup_state', 'table adstream.dedup_state exists');
 SELECT has_table('adstream', 'rejected_events', 'table adstream.rejected_events exists');
+SELECT has_table('adstream', 'ad_events', 'table adstream.ad_events exists');
+SELECT has_table('adstream', 'orders', 'table adstream.orders exists');
+SELECT has_table('adstream', 'attributed_orders', 'table adstream.attributed_orders exists');
+SELECT has_table('adstream', 'rollup_pending', 'table adstream.rollup_pending exists');
+SELECT has_table('adstream', 'ad_stats_hour', 'table adstream.ad_stats_hour exists');
+SELECT has_table('adstream', 'ad_stats_6h', 'table adstream.ad_stats_6h exists');
+SELECT has_table('adstream', 'ad_stats_day', 'table adstream.ad_stats_day exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at']);
@@ -48,8 +57,20 @@ SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 
 SELECT columns_are('adstream', 'dedup_state', ARRAY['source_id', 'event_id', 'event_ts']);
 SELECT columns_are('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset',
 	'reason', 'detail', 'payload', 'payload_bytes', 'received_at']);
+SELECT columns_are('adstream', 'ad_events', ARRAY['source_id', 'event_id', 'type', 'ad_id', 'campaign_id',
+	'user_id', 'store_id', 'ts']);
+SELECT columns_are('adstream', 'orders', ARRAY['order_id', 'source', 'user_id', 'store_id', 'amount',
+	'currency', 'ts', 'received_at', 'status', 'decided_at', 'attribution', 'ad_id', 'campaign_id',
+	'event_id', 'event_ts']);
+SELECT columns_are('adstream', 'attributed_orders', ARRAY['order_id', 'ad_id', 'campaign_id',
+	'click_event_id', 'click_ts', 'order_ts', 'amount', 'currency', 'attribution', 'record_uuid',
+	'attributed_at']);
+SELECT columns_are('adstream', 'rollup_pending', ARRAY['window_start']);
+SELECT columns_are('adstream', t, ARRAY['ad_id', 'campaign_id', 'window_start', 'impressions', 'clicks'],
+		format('adstream.%s has the columns of a rollup', t))
+  FROM unnest(ARRAY['ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t;
 
--- 43 column types
+-- 93 column types
 SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty))
   FROM (VALUES
 	('sources', 'id', 'integer'),
@@ -94,7 +115,57 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('rejected_events', 'detail', 'text'),
 	('rejected_events', 'payload', 'bytea'),
 	('rejected_events', 'payload_bytes', 'integer'),
-	('rejected_events', 'received_at', 'timestamp with time zone')
+	('rejected_events', 'received_at', 'timestamp with time zone'),
+	('ad_events', 'source_id', 'integer'),
+	('ad_events', 'event_id', 'uuid'),
+	('ad_events', 'type', 'text'),
+	('ad_events', 'ad_id', 'bigint'),
+	('ad_events', 'campaign_id', 'bigint'),
+	('ad_events', 'user_id', 'bigint'),
+	('ad_events', 'store_id', 'bigint'),
+	('ad_events', 'ts', 'timestamp with time zone'),
+	('orders', 'order_id', 'uuid'),
+	('orders', 'source', 'text'),
+	('orders', 'user_id', 'bigint'),
+	('orders', 'store_id', 'bigint'),
+	('orders', 'amount', 'numeric'),
+	('orders', 'currency', 'text'),
+	('orders', 'ts', 'timestamp with time zone'),
+	('orders', 'received_at', 'timestamp with time zone'),
+	('orders', 'status', 'text'),
+	('orders', 'decided_at', 'timestamp with time zone'),
+	('orders', 'attribution', 'text'),
+	('orders', 'ad_id', 'bigint'),
+	('orders', 'campaign_id', 'bigint'),
+	('orders', 'event_id', 'uuid'),
+	('orders', 'event_ts', 'timestamp with time zone'),
+	('attributed_orders', 'order_id', 'uuid'),
+	('attributed_orders', 'ad_id', 'bigint'),
+	('attributed_orders', 'campaign_id', 'bigint'),
+	('attributed_orders', 'click_event_id', 'uuid'),
+	('attributed_orders', 'click_ts', 'timestamp with time zone'),
+	('attributed_orders', 'order_ts', 'timestamp with time zone'),
+	('attributed_orders', 'amount', 'numeric'),
+	('attributed_orders', 'currency', 'text'),
+	('attributed_orders', 'attribution', 'text'),
+	('attributed_orders', 'record_uuid', 'uuid'),
+	('attributed_orders', 'attributed_at', 'timestamp with time zone'),
+	('rollup_pending', 'window_start', 'timestamp with time zone'),
+	('ad_stats_hour', 'ad_id', 'bigint'),
+	('ad_stats_hour', 'campaign_id', 'bigint'),
+	('ad_stats_hour', 'window_start', 'timestamp with time zone'),
+	('ad_stats_hour', 'impressions', 'bigint'),
+	('ad_stats_hour', 'clicks', 'bigint'),
+	('ad_stats_6h', 'ad_id', 'bigint'),
+	('ad_stats_6h', 'campaign_id', 'bigint'),
+	('ad_stats_6h', 'window_start', 'timestamp with time zone'),
+	('ad_stats_6h', 'impressions', 'bigint'),
+	('ad_stats_6h', 'clicks', 'bigint'),
+	('ad_stats_day', 'ad_id', 'bigint'),
+	('ad_stats_day', 'campaign_id', 'bigint'),
+	('ad_stats_day', 'window_start', 'timestamp with time zone'),
+	('ad_stats_day', 'impressions', 'bigint'),
+	('ad_stats_day', 'clicks', 'bigint')
   ) AS v(t, c, ty);
 
 -- Only these columns may be NULL.
@@ -103,8 +174,10 @@ SELECT set_eq(
 		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 	   WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind IN ('r', 'p')
 		 AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped AND NOT a.attnotnull$$,
-	ARRAY['offsets.max_event_ts', 'rejected_events.detail', 'rejected_events.payload'],
-	'only the watermark, dead-letter detail and payload are nullable');
+	ARRAY['offsets.max_event_ts', 'rejected_events.detail', 'rejected_events.payload',
+		  'orders.decided_at', 'orders.attribution', 'orders.ad_id', 'orders.campaign_id',
+		  'orders.event_id', 'orders.event_ts'],
+	'only the watermark, dead-letter detail and payload, and the verdict of an order are nullable');
 
 -------------------------------------------------------------------------------
 -- Keys, constraints, indexes
@@ -127,6 +200,35 @@ SELECT col_is_pk('adstream', 'dedup_state', ARRAY['source_id', 'event_id', 'even
 	'dedup_state PK is (source_id, event_id, event_ts)');
 SELECT col_is_pk('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset'],
 	'rejected_events PK is (source, topic, partition, offset)');
+SELECT col_is_pk('adstream', 'orders', ARRAY['order_id'], 'orders PK is (order_id): orders are deduplicated by it');
+SELECT col_is_pk('adstream', 'attributed_orders', ARRAY['order_id'], 'attributed_orders PK is (order_id): one credit per order');
+SELECT col_is_pk('adstream', 'rollup_pending', ARRAY['window_start'], 'rollup_pending PK is (window_start)');
+SELECT col_is_pk('adstream', t, ARRAY['ad_id', 'window_start'], format('%s PK is (ad_id, window_start)', t))
+  FROM unnest(ARRAY['ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t;
+SELECT col_is_unique('adstream', 'attributed_orders', ARRAY['record_uuid'], 'record_uuid is unique');
+SELECT has_index('adstream', 'ad_events', 'ad_events_user_id_store_id_type_ts_event_id_idx',
+	ARRAY['user_id', 'store_id', 'type', 'ts', 'event_id'],
+	'ad events are indexed for the last-click lookup (user, store, type, then newest ts and event_id)');
+SELECT has_index('adstream', 'orders', 'orders_waiting_idx', ARRAY['ts'], 'waiting orders are indexed by ts');
+SELECT is(pg_get_expr(indpred, indrelid), '(status = ''waiting''::text)', 'orders_waiting_idx holds only waiting orders')
+  FROM pg_index WHERE indexrelid = 'adstream.orders_waiting_idx'::regclass;
+SELECT col_has_check('adstream', 'orders', ARRAY['status'], 'orders.status is checked');
+SELECT col_has_check('adstream', 'orders', ARRAY['attribution'], 'orders.attribution is checked');
+SELECT col_has_check('adstream', 'ad_events', ARRAY['type'], 'ad_events.type is checked');
+SELECT col_default_is('adstream', 'orders', 'status', 'waiting', 'an order starts waiting');
+SELECT col_default_is('adstream', 'attributed_orders', 'attribution', 'click', 'a credit is a click unless marked');
+SELECT throws_ok(
+	$$INSERT INTO adstream.orders (order_id, source, user_id, store_id, amount, currency, ts, status)
+	  VALUES (gen_random_uuid(), 's', 1, 1, 1, 'EUR', now(), 'lost')$$,
+	'23514', NULL, 'the orders.status check rejects other values');
+SELECT throws_ok(
+	$$INSERT INTO adstream.orders (order_id, source, user_id, store_id, amount, currency, ts, attribution)
+	  VALUES (gen_random_uuid(), 's', 1, 1, 1, 'EUR', now(), 'impression')$$,
+	'23514', NULL, 'the orders.attribution check allows only click and view');
+SELECT throws_ok(
+	$$INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts)
+	  VALUES (1, gen_random_uuid(), 'view', 1, 1, 1, 1, now())$$,
+	'23514', NULL, 'the ad_events.type check allows only click and impression');
 
 SELECT col_is_unique('adstream', 'sources', ARRAY['name'], 'source names are unique');
 SELECT is(attidentity, 'a', 'sources.id is GENERATED ALWAYS AS IDENTITY')
@@ -144,17 +246,37 @@ SELECT throws_ok(
 SELECT throws_ok(
 	$$INSERT INTO adstream.sources (name, kind, brokers, topic, group_id, start_policy) VALUES ('x', 'ad_events', 'b', 't', 'g', 'now')$$,
 	'23514', NULL, 'the start_policy check rejects other values');
+SELECT throws_ok(
+	$$INSERT INTO adstream.sources (name, kind, brokers, topic, group_id) VALUES ('x', 'clicks', 'b', 't', 'g')$$,
+	'23514', NULL, 'the kind check rejects other kinds');
+SELECT lives_ok(
+	$$INSERT INTO adstream.sources (name, kind, brokers, topic, group_id) VALUES ('tap_kind_orders', 'orders', 'b', 't', 'g');
+	  DELETE FROM adstream.sources WHERE name = 'tap_kind_orders'$$,
+	'the kind check accepts orders');
 SELECT has_index('adstream', 'rejected_events', 'rejected_events_received_at_idx', ARRAY['received_at'],
 	'dead letters are indexed by received_at');
 
 SELECT is(reloptions, ARRAY['fillfactor=50'], 'offsets is created with fillfactor 50')
   FROM pg_class WHERE oid = 'adstream.offsets'::regclass;
-SELECT set_eq(
-	$$SELECT c.relname::text
-		FROM pg_extension e, unnest(e.extconfig) AS x(oid) JOIN pg_class c ON c.oid = x.oid
-	   WHERE e.extname = 'adstream'$$,
-	ARRAY['sources', 'offsets'],
+SELECT is(reloptions, ARRAY['fillfactor=90'], format('%s is created with fillfactor 90', t))
+  FROM unnest(ARRAY['ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t
+  JOIN pg_class c ON c.oid = ('adstream.' || t)::regclass;
+SELECT ok(
+	(SELECT array_agg(c.relname::text)
+	   FROM pg_extension e, unnest(e.extconfig) AS x(oid) JOIN pg_class c ON c.oid = x.oid
+	  WHERE e.extname = 'adstream') @> ARRAY['sources', 'offsets'],
 	'sources and offsets are dumped by pg_dump as configuration');
+-- Offsets are committed together with orders, credits and the rollup queue,
+-- so pg_dump must save those tables too, or a restored database has offsets
+-- past orders it no longer holds.  Extension member tables are dumped only
+-- when marked with pg_extension_config_dump (run-time partitions are not
+-- members and are dumped anyway).
+SELECT is_empty(
+	$$SELECT t FROM unnest(ARRAY['orders', 'attributed_orders', 'rollup_pending',
+								 'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t
+	   WHERE NOT EXISTS (SELECT 1 FROM pg_extension e
+						  WHERE e.extname = 'adstream' AND ('adstream.' || t)::regclass = ANY (e.extconfig))$$,
+	'orders, credits, the rollup queue and the rollups are dumped by pg_dump');
 
 SELECT is(
 	(SELECT count(*)::int FROM pg_attribute
@@ -168,6 +290,11 @@ SELECT is(
 
 SELECT is_partitioned('adstream', 'ad_stats_minute', 'ad_stats_minute is partitioned');
 SELECT is_partitioned('adstream', 'dedup_state', 'dedup_state is partitioned');
+SELECT is_partitioned('adstream', 'ad_events', 'ad_events is partitioned');
+SELECT isnt_partitioned('adstream', t, format('%s is not partitioned', t))
+  FROM unnest(ARRAY['orders', 'attributed_orders', 'rollup_pending', 'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t;
+SELECT is(pg_get_partkeydef('adstream.ad_events'::regclass), 'RANGE (ts)',
+	'ad_events is range-partitioned by ts');
 SELECT isnt_partitioned('adstream', 'offsets', 'offsets is not partitioned');
 SELECT isnt_partitioned('adstream', 'rejected_events', 'rejected_events is not partitioned');
 SELECT is(pg_get_partkeydef('adstream.ad_stats_minute'::regclass), 'RANGE (window_start)',
@@ -176,15 +303,17 @@ SELECT is(pg_get_partkeydef('adstream.dedup_state'::regclass), 'RANGE (event_ts)
 	'dedup_state is range-partitioned by event_ts');
 SELECT results_eq(
 	$$SELECT name, grain, fillfactor FROM adstream.partitioned_tables ORDER BY name$$,
-	$$VALUES ('ad_stats_minute'::text, interval '1 day', 70), ('dedup_state'::text, interval '1 hour', 100)$$,
-	'partition grains: a day for ad_stats_minute (fillfactor 70), an hour for dedup_state');
+	$$VALUES ('ad_events'::text, interval '1 hour', 100), ('ad_stats_minute'::text, interval '1 day', 70),
+			 ('dedup_state'::text, interval '1 hour', 100)$$,
+	'partition grains: an hour for ad_events and dedup_state, a day for ad_stats_minute (fillfactor 70)');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class WHERE relnamespace = 'adstream'::regnamespace AND relkind = 'p'$$,
 	$$SELECT name FROM adstream.partitioned_tables$$,
 	'every partitioned table is registered in partitioned_tables');
 SELECT is(
 	(SELECT count(*)::int FROM pg_partitioned_table pt
-	  WHERE pt.partrelid IN ('adstream.ad_stats_minute'::regclass, 'adstream.dedup_state'::regclass)
+	  WHERE pt.partrelid IN ('adstream.ad_stats_minute'::regclass, 'adstream.dedup_state'::regclass,
+							 'adstream.ad_events'::regclass)
 		AND pt.partdefid <> 0),
 	0, 'no default partition swallows rows of a missing time range');
 
@@ -203,6 +332,11 @@ SELECT hasnt_column('adstream', 'source_config', 'generation', 'source_config hi
 SELECT hasnt_column('adstream', 'source_status', 'kafka_options', 'source_status never shows librdkafka options');
 SELECT col_type_is('adstream', 'source_status', 'lag', 'bigint', 'source_status.lag is bigint');
 SELECT col_type_is('adstream', 'source_config', 'kafka_options', 'jsonb', 'source_config.kafka_options is jsonb');
+SELECT has_view('adstream', 'waiting_orders', 'view adstream.waiting_orders exists');
+SELECT columns_are('adstream', 'waiting_orders', ARRAY['order_id', 'source', 'user_id', 'store_id', 'amount',
+	'currency', 'ts', 'received_at', 'ad_events_watermark', 'decide_by']);
+SELECT col_type_is('adstream', 'waiting_orders', 'decide_by', 'timestamp with time zone',
+	'waiting_orders.decide_by is a time');
 
 -------------------------------------------------------------------------------
 -- Roles

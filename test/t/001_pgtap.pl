@@ -31,6 +31,14 @@ my ($ret, $stdout, $stderr) = $node->psql('postgres', 'CREATE EXTENSION pgtap');
 is($ret, 0, 'CREATE EXTENSION pgtap') or diag($stderr);
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'CREATE EXTENSION adstream');
 is($ret, 0, 'CREATE EXTENSION adstream') or diag($stderr);
+# The suites check the newest schema: the default version must be installed
+# (by its install script or through the update path from 0.1).
+is( $node->safe_psql(
+		'postgres',
+		"SELECT e.extversion = a.default_version FROM pg_extension e "
+		  . "JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'adstream'"),
+	't',
+	'the default version of adstream is installed');
 
 # pg_prove exits non-zero when any assertion fails or a plan is not met.
 my @cmd = (
@@ -56,6 +64,14 @@ is( $node->safe_psql(
 		"SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tap\\_adstream\\_%'"),
 	'0',
 	'no test roles left behind');
+is( $node->safe_psql(
+		'postgres',
+		"SELECT (SELECT count(*) FROM adstream.orders) + (SELECT count(*) FROM adstream.attributed_orders) "
+		  . "+ (SELECT count(*) FROM adstream.rollup_pending) + (SELECT count(*) FROM adstream.ad_stats_hour) "
+		  . "+ (SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
+		  . "WHERE c.relnamespace = 'adstream'::regnamespace)"),
+	'0',
+	'no orders, credits, rollups or partitions left behind');
 
 $node->stop;
 done_testing();
