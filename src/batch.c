@@ -122,6 +122,7 @@ enum
 	P_ORDERS,
 	P_AD_EVENTS,
 	P_AGG,
+	P_PENDING,
 	P_REJECT,
 	P_OFFSETS,
 	P__COUNT
@@ -153,16 +154,16 @@ static const char *const plan_sql[P__COUNT] = {
 	"INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts) "
 	"SELECT $1, u.* FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], "
 	"$8::timestamptz[]) AS u",
-	/* The minutes touched are queued for the rollups in the same statement. */
 	[P_AGG] =
-	"WITH up AS ("
-	"  INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks) "
-	"  SELECT * FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) "
-	"  ON CONFLICT (ad_id, window_start) DO UPDATE SET "
-	"  impressions = s.impressions + excluded.impressions, "
-	"  clicks = s.clicks + excluded.clicks, updated_at = now() RETURNING s.window_start) "
-	"INSERT INTO adstream.rollup_pending (window_start) "
-	"SELECT DISTINCT window_start FROM up ORDER BY 1 ON CONFLICT DO NOTHING",
+	"INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks) "
+	"SELECT * FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) "
+	"ON CONFLICT (ad_id, window_start) DO UPDATE SET "
+	"impressions = s.impressions + excluded.impressions, "
+	"clicks = s.clicks + excluded.clicks, updated_at = now()",
+	/* The (few, sorted) minutes touched, queued for the rollups. */
+	[P_PENDING] =
+	"INSERT INTO adstream.rollup_pending (window_start) SELECT unnest($1::timestamptz[]) "
+	"ON CONFLICT DO NOTHING",
 	[P_REJECT] =
 	"INSERT INTO adstream.rejected_events (source, topic, partition, \"offset\", reason, detail, payload, payload_bytes) "
 	"SELECT $1, $2, u.* FROM unnest($3::int4[], $4::int8[], $5::text[], $6::text[], $7::bytea[], $8::int4[]) AS u "
@@ -191,12 +192,13 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
+	[P_PENDING] = {TIMESTAMPTZARRAYOID},
 	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
-	[P_AGG] = 5,[P_REJECT] = 8,[P_OFFSETS] = 9,
+	[P_AGG] = 5,[P_PENDING] = 1,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
 static int
@@ -282,6 +284,15 @@ cmp_msg_id(const void *a, const void *b, void *arg)
 	const AdsConsumer *c = (const AdsConsumer *) arg;
 
 	return memcmp(msg_id(c, &c->msgs[*(const int *) a]), msg_id(c, &c->msgs[*(const int *) b]), 16);
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
 }
 
 static int
@@ -597,6 +608,7 @@ aggregate(AdsConsumer *c)
 			   *win,
 			   *imp,
 			   *clk;
+	int			nmin;
 	Datum		args[5];
 
 	for (int i = 0; i < c->nmsgs; i++)
@@ -649,6 +661,18 @@ aggregate(AdsConsumer *c)
 	args[3] = int8_array(imp, n);
 	args[4] = int8_array(clk, n);
 	exec_plan(P_AGG, args, NULL, false, SPI_OK_INSERT);
+
+	/*
+	 * Queue the distinct minutes for the rollups, in order, so that
+	 * concurrent workers take the queue's index entries in the same order.
+	 */
+	qsort(win, n, sizeof(int64), cmp_int64);
+	nmin = 0;
+	for (int i = 0; i < n; i++)
+		if (nmin == 0 || win[nmin - 1] != win[i])
+			win[nmin++] = win[i];
+	args[0] = tstz_array(win, NULL, nmin);
+	exec_plan(P_PENDING, args, NULL, false, SPI_OK_INSERT);
 }
 
 static void
