@@ -16,7 +16,7 @@ PG_CFLAGS   = -Wmissing-prototypes
 SHLIB_LINK  = $(RDKAFKA_LIBS) -lpthread
 
 # pg_regress runs on a throwaway instance with the library preloaded.
-REGRESS      = api validation attribution permissions upgrade
+REGRESS      = api validation attribution permissions upgrade publish
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
 
 EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log
@@ -33,7 +33,7 @@ $(warning adstream is developed and tested against PostgreSQL 15; this pg_config
 endif
 
 # ---- test tools: embedded broker, load generator, unit tests ----
-TOOLS = test/bin/adstream-mock-broker test/bin/adstream-loadgen test/bin/test_event_parse
+TOOLS = test/bin/adstream-mock-broker test/bin/adstream-loadgen test/bin/adstream-upsert-reader test/bin/test_event_parse
 TOOL_CFLAGS = -O2 -g -Wall -Wextra -Werror -Iinclude $(RDKAFKA_CFLAGS)
 
 all: $(TOOLS)
@@ -46,6 +46,9 @@ test/bin/adstream-mock-broker: test/broker/mock_broker.c | test/bin
 
 test/bin/adstream-loadgen: test/loadgen/loadgen.c | test/bin
 	$(CC) $(TOOL_CFLAGS) -o $@ $< $(RDKAFKA_LIBS) -lpthread -lm
+
+test/bin/adstream-upsert-reader: test/reader/upsert_reader.c | test/bin
+	$(CC) $(TOOL_CFLAGS) -o $@ $< $(RDKAFKA_LIBS)
 
 test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c include/event_parse.h | test/bin
 	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c

@@ -15,6 +15,7 @@
 
 /* ---- GUCs (adstream.c) ---- */
 extern char *adstream_database;
+extern char *adstream_node_name;
 extern int	adstream_max_workers;
 extern int	adstream_batch_max_messages;
 extern int	adstream_batch_max_ms;
@@ -46,7 +47,8 @@ typedef struct AdsWorkerSlot
 	slock_t		mutex;			/* protects everything below */
 	bool		in_use;			/* allocated by the launcher */
 	Oid			database;		/* source ids are only unique within it */
-	int32		source_id;
+	bool		publisher;		/* publishes a sink; else consumes a source */
+	int32		source_id;		/* or sink id, for a publisher */
 	int32		worker_index;
 	int32		nworkers;
 	int64		generation;
@@ -76,6 +78,7 @@ extern AdsShared *ads_shared;
 typedef struct AdsWorkerArgs
 {
 	int32		slot;
+	bool		publisher;
 	int32		source_id;
 	int32		worker_index;
 	int32		nworkers;
@@ -95,5 +98,8 @@ extern PGDLLEXPORT void adstream_launcher_main(Datum arg);
 
 /* consumer.c */
 extern PGDLLEXPORT void adstream_consumer_main(Datum arg);
+
+/* publisher.c */
+extern PGDLLEXPORT void adstream_publisher_main(Datum arg);
 
 #endif							/* ADSTREAM_H */

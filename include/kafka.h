@@ -22,9 +22,13 @@ extern AdsKafka *ads_kafka_open(const char *brokers, const char *group_id,
 								char **keys, char **values,
 								char *errbuf, size_t errlen);
 extern void ads_kafka_clear_wakeup(AdsKafka *k);
+/* A transactional, idempotent producer; NULL with errbuf set on error. */
+extern rd_kafka_t *ads_kafka_producer(const char *brokers, const char *transactional_id,
+									  const char *transaction_timeout_ms, const char *client_id, int nprops, char **keys,
+									  char **values, char *errbuf, size_t errlen);
 /* Partition count of topic, or -1 when metadata is not available yet. */
 extern int	ads_kafka_partition_count(AdsKafka *k, const char *topic, int timeout_ms);
 /* Emit buffered librdkafka log lines; call from the worker's own thread. */
-extern void ads_kafka_report(AdsWorkerSlot *slot, const char *source);
+extern void ads_kafka_report(AdsWorkerSlot *slot, const char *kind, const char *name);
 
 #endif

@@ -5,7 +5,10 @@
  */
 #include "adstream.h"
 
+#include <unistd.h>
+
 #include "access/xact.h"
+#include "utils/memutils.h"
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "utils/snapmgr.h"
@@ -19,6 +22,7 @@
 PG_MODULE_MAGIC;
 
 char	   *adstream_database = NULL;
+char	   *adstream_node_name = NULL;
 int			adstream_max_workers = 16;
 int			adstream_batch_max_messages = 10000;
 int			adstream_batch_max_ms = 200;
@@ -206,6 +210,20 @@ _PG_init(void)
 							"Minute aggregates older than this are dropped by adstream.drop_expired_partitions().",
 							NULL, &adstream_minute_retention_s, 7 * 86400, 3600, 3650 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	{
+		/* Each installation's rows are its own in Pinot: the host name by default. */
+		char		host[256];
+
+		if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+			strlcpy(host, "adstream", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		DefineCustomStringVariable("adstream.node_name",
+								   "Name of this adstream installation in published records (part of Pinot's primary key).",
+								   "Give every node that feeds the same Pinot table its own name.",
+								   &adstream_node_name, MemoryContextStrdup(TopMemoryContext, host),
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	}
 
 	if (!process_shared_preload_libraries_in_progress)
 	{

@@ -123,6 +123,8 @@ enum
 	P_AD_EVENTS,
 	P_AGG,
 	P_PENDING,
+	P_PUBLISHING,
+	P_OUTBOX,
 	P_REJECT,
 	P_OFFSETS,
 	P__COUNT
@@ -164,6 +166,12 @@ static const char *const plan_sql[P__COUNT] = {
 	[P_PENDING] =
 	"INSERT INTO adstream.rollup_pending (window_start) SELECT unnest($1::timestamptz[]) "
 	"ON CONFLICT DO NOTHING",
+	[P_PUBLISHING] =
+	"SELECT adstream._publishing()",
+	/* In (ad, minute) order, like the upsert: version order is lock order. */
+	[P_OUTBOX] =
+	"INSERT INTO adstream.outbox (kind, ad_id, window_start) "
+	"SELECT 'ad_stats', * FROM unnest($1::int8[], $2::timestamptz[])",
 	[P_REJECT] =
 	"INSERT INTO adstream.rejected_events (source, topic, partition, \"offset\", reason, detail, payload, payload_bytes) "
 	"SELECT $1, $2, u.* FROM unnest($3::int4[], $4::int8[], $5::text[], $6::text[], $7::bytea[], $8::int4[]) AS u "
@@ -193,12 +201,13 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 	[P_PENDING] = {TIMESTAMPTZARRAYOID},
+	[P_OUTBOX] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
-	[P_AGG] = 5,[P_PENDING] = 1,[P_REJECT] = 8,[P_OFFSETS] = 9,
+	[P_AGG] = 5,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
 static int
@@ -609,6 +618,7 @@ aggregate(AdsConsumer *c)
 			   *imp,
 			   *clk;
 	int			nmin;
+	bool		isnull;
 	Datum		args[5];
 
 	for (int i = 0; i < c->nmsgs; i++)
@@ -661,6 +671,15 @@ aggregate(AdsConsumer *c)
 	args[3] = int8_array(imp, n);
 	args[4] = int8_array(clk, n);
 	exec_plan(P_AGG, args, NULL, false, SPI_OK_INSERT);
+
+	/* Every row changed here is a change Pinot must see, while sinks exist. */
+	exec_plan(P_PUBLISHING, NULL, NULL, false, SPI_OK_SELECT);
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	{
+		Datum		oargs[2] = {args[0], args[2]};
+
+		exec_plan(P_OUTBOX, oargs, NULL, false, SPI_OK_INSERT);
+	}
 
 	/*
 	 * Queue the distinct minutes for the rollups, in order, so that

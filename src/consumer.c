@@ -564,7 +564,7 @@ adstream_consumer_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		ads_kafka_report(c->slot, c->name);
+		ads_kafka_report(c->slot, "source", c->name);
 
 		now = GetCurrentTimestamp();
 		if (now >= next_discovery && c->nmsgs == 0)

@@ -70,7 +70,7 @@ error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 }
 
 void
-ads_kafka_report(AdsWorkerSlot *slot, const char *source)
+ads_kafka_report(AdsWorkerSlot *slot, const char *kind, const char *name)
 {
 	for (;;)
 	{
@@ -103,7 +103,7 @@ ads_kafka_report(AdsWorkerSlot *slot, const char *source)
 			continue;
 		}
 		ereport(line.level <= 3 ? WARNING : LOG,
-				(errmsg("adstream source \"%s\": kafka: %s", source, line.text),
+				(errmsg("adstream %s \"%s\": kafka: %s", kind, name, line.text),
 				 (repeats_suppressed > 0 || dropped > 0) ?
 				 errdetail("%d repeated and %d overflowed librdkafka messages were not logged.",
 						   repeats_suppressed, dropped) : 0));
@@ -120,40 +120,84 @@ conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
 	return rd_kafka_conf_set(conf, key, value, errbuf, errlen) == RD_KAFKA_CONF_OK;
 }
 
+/*
+ * A configuration with the user's properties, then ours (which therefore
+ * win), and the callbacks that only buffer.  NULL with errbuf set on error.
+ */
+static rd_kafka_conf_t *
+make_conf(const char *brokers, const char *client_id, int nprops, char **keys, char **values,
+		  char *errbuf, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+	for (int i = 0; i < nprops; i++)
+		if (!conf_set(conf, keys[i], values[i], errbuf, errlen))
+			goto fail;
+	if (!conf_set(conf, "bootstrap.servers", brokers, errbuf, errlen) ||
+		!conf_set(conf, "client.id", client_id, errbuf, errlen) ||
+		/* Errors and warnings only: info-level chatter is not for the server log. */
+		!conf_set(conf, "log_level", "4", errbuf, errlen))
+		goto fail;
+	rd_kafka_conf_set_log_cb(conf, log_cb);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	return conf;
+
+fail:
+	rd_kafka_conf_destroy(conf);
+	return NULL;
+}
+
+rd_kafka_t *
+ads_kafka_producer(const char *brokers, const char *transactional_id,
+				   const char *transaction_timeout_ms, const char *client_id,
+				   int nprops, char **keys, char **values, char *errbuf, size_t errlen)
+{
+	rd_kafka_conf_t *conf = make_conf(brokers, client_id, nprops, keys, values, errbuf, errlen);
+	rd_kafka_t *rk;
+
+	if (conf == NULL)
+		return NULL;
+	/* Transactions imply idempotence and acks=all. */
+	if (!conf_set(conf, "transactional.id", transactional_id, errbuf, errlen) ||
+		!conf_set(conf, "enable.idempotence", "true", errbuf, errlen) ||
+		!conf_set(conf, "transaction.timeout.ms", transaction_timeout_ms, errbuf, errlen) ||
+		/* The Java clients' partitioner, so other producers of a key agree. */
+		!conf_set(conf, "partitioner", "murmur2_random", errbuf, errlen) ||
+		!conf_set(conf, "linger.ms", "5", errbuf, errlen))
+	{
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
+	if (rk == NULL)
+		rd_kafka_conf_destroy(conf);
+	return rk;
+}
+
 AdsKafka *
 ads_kafka_open(const char *brokers, const char *group_id, const char *client_id,
 			   int nprops, char **keys, char **values,
 			   char *errbuf, size_t errlen)
 {
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_t *conf = make_conf(brokers, client_id, nprops, keys, values, errbuf, errlen);
 	AdsKafka   *k;
 	int			flags;
 
-	/* Users' properties first, so that ours below always win. */
-	for (int i = 0; i < nprops; i++)
-		if (!conf_set(conf, keys[i], values[i], errbuf, errlen))
-			goto fail;
-
-	if (!conf_set(conf, "bootstrap.servers", brokers, errbuf, errlen) ||
-		!conf_set(conf, "group.id", group_id, errbuf, errlen) ||
-		!conf_set(conf, "client.id", client_id, errbuf, errlen) ||
+	if (conf == NULL)
+		return NULL;
+	if (!conf_set(conf, "group.id", group_id, errbuf, errlen) ||
 		!conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
 		!conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
 		!conf_set(conf, "isolation.level", "read_committed", errbuf, errlen) ||
 		/* Only reached when a stored offset fell out of retention. */
 		!conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
-		!conf_set(conf, "enable.partition.eof", "false", errbuf, errlen) ||
-		/* Errors and warnings only: info-level chatter is not for the server log. */
-		!conf_set(conf, "log_level", "4", errbuf, errlen))
+		!conf_set(conf, "enable.partition.eof", "false", errbuf, errlen))
 		goto fail;
-
-	rd_kafka_conf_set_log_cb(conf, log_cb);
-	rd_kafka_conf_set_error_cb(conf, error_cb);
 
 	k = palloc0(sizeof(AdsKafka));
 	k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
 	if (k->rk == NULL)
-		return NULL;			/* rd_kafka_new destroys conf only on success */
+		goto fail;				/* rd_kafka_new takes conf only on success */
 	conf = NULL;
 
 	/* Serve everything (errors, commits) from the one consumer queue. */

@@ -37,7 +37,8 @@
 
 typedef struct DesiredWorker
 {
-	int32		source_id;
+	bool		publisher;		/* a sink's publisher, else a source's consumer */
+	int32		source_id;		/* or sink id */
 	int32		nworkers;
 	int64		generation;
 	char		name[NAMEDATALEN];
@@ -123,8 +124,9 @@ read_desired(DesiredWorker **out)
 
 	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'adstream'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
-		SPI_execute("SELECT id, workers, generation, name FROM adstream.sources "
-					"WHERE enabled ORDER BY id", true, 0) == SPI_OK_SELECT)
+		SPI_execute("SELECT id, workers, generation, name, false FROM adstream.sources WHERE enabled "
+					"UNION ALL SELECT id, 1, generation, name, true FROM adstream.sinks WHERE enabled "
+					"ORDER BY 5, 1", true, 0) == SPI_OK_SELECT)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
@@ -143,6 +145,7 @@ read_desired(DesiredWorker **out)
 			(*out)[i].generation = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
 			name = SPI_getvalue(tup, td, 4);
 			strlcpy((*out)[i].name, name, NAMEDATALEN);
+			(*out)[i].publisher = DatumGetBool(SPI_getbinval(tup, td, 5, &isnull));
 		}
 	}
 
@@ -199,12 +202,22 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index)
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "adstream_consumer_main", BGW_MAXLEN);
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream consumer %s #%d", d->name, worker_index);
-	strlcpy(bgw.bgw_type, "adstream consumer", BGW_MAXLEN);
+	if (d->publisher)
+	{
+		strlcpy(bgw.bgw_function_name, "adstream_publisher_main", BGW_MAXLEN);
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream publisher %s", d->name);
+		strlcpy(bgw.bgw_type, "adstream publisher", BGW_MAXLEN);
+	}
+	else
+	{
+		strlcpy(bgw.bgw_function_name, "adstream_consumer_main", BGW_MAXLEN);
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream consumer %s #%d", d->name, worker_index);
+		strlcpy(bgw.bgw_type, "adstream consumer", BGW_MAXLEN);
+	}
 	bgw.bgw_notify_pid = MyProcPid;
 
 	args.slot = slotno;
+	args.publisher = d->publisher;
 	args.source_id = d->source_id;
 	args.worker_index = worker_index;
 	args.nworkers = d->nworkers;
@@ -214,6 +227,7 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index)
 	SpinLockAcquire(&slot->mutex);
 	slot->in_use = true;
 	slot->database = MyDatabaseId;
+	slot->publisher = d->publisher;
 	slot->source_id = d->source_id;
 	slot->worker_index = worker_index;
 	slot->nworkers = d->nworkers;
@@ -262,7 +276,8 @@ reap_slot(int slotno)
 
 	SpinLockAcquire(&slot->mutex);
 	source_id = slot->source_id;
-	worker_index = slot->worker_index;
+	/* Publishers have their own ids: keep their backoff apart. */
+	worker_index = slot->publisher ? -1 : slot->worker_index;
 	slot->in_use = false;
 	slot->pid = 0;
 	SpinLockRelease(&slot->mutex);
@@ -310,7 +325,8 @@ reconcile(DesiredWorker *desired, int ndesired)
 			continue;
 		}
 		for (int d = 0; d < ndesired; d++)
-			if (desired[d].source_id == slot->source_id &&
+			if (desired[d].publisher == slot->publisher &&
+				desired[d].source_id == slot->source_id &&
 				desired[d].generation == slot->generation &&
 				desired[d].nworkers == slot->nworkers)
 				wanted = true;
@@ -341,13 +357,14 @@ reconcile(DesiredWorker *desired, int ndesired)
 					continue;
 				}
 				/* A stopping worker of an old generation still owns the partitions. */
-				if (slot->source_id == desired[d].source_id &&
+				if (slot->publisher == desired[d].publisher &&
+					slot->source_id == desired[d].source_id &&
 					(slot->worker_index == w || local_slots[i].stop_requested))
 					running = true;
 			}
 			if (running)
 				continue;
-			b = get_backoff(desired[d].source_id, w);
+			b = get_backoff(desired[d].source_id, desired[d].publisher ? -1 : w);
 			if (b->not_before > now)
 			{
 				long		ms = (long) ((b->not_before - now) / 1000) + 1;

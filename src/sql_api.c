@@ -43,7 +43,7 @@ adstream_worker_status(PG_FUNCTION_ARGS)
 		SpinLockAcquire(&s->mutex);
 		memcpy(&copy, s, offsetof(AdsWorkerSlot, parts));
 		SpinLockRelease(&s->mutex);
-		if (!copy.in_use || copy.database != MyDatabaseId)
+		if (!copy.in_use || copy.database != MyDatabaseId || copy.publisher)
 			continue;
 
 		values[0] = Int32GetDatum(copy.source_id);
@@ -57,6 +57,44 @@ adstream_worker_status(PG_FUNCTION_ARGS)
 		nulls[6] = (copy.last_error[0] == '\0');
 		values[7] = timestamptz_or_null(copy.last_error_at, &nulls[7]);
 		values[8] = Int32GetDatum(copy.restarts);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(adstream_publisher_status);
+Datum
+adstream_publisher_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ads_shared == NULL)
+		return (Datum) 0;
+
+	for (int i = 0; i < ads_shared->nslots; i++)
+	{
+		AdsWorkerSlot *s = &ads_shared->slots[i];
+		AdsWorkerSlot copy;
+		Datum		values[8];
+		bool		nulls[8] = {0};
+
+		SpinLockAcquire(&s->mutex);
+		memcpy(&copy, s, offsetof(AdsWorkerSlot, parts));
+		SpinLockRelease(&s->mutex);
+		if (!copy.in_use || copy.database != MyDatabaseId || !copy.publisher)
+			continue;
+
+		values[0] = Int32GetDatum(copy.source_id);
+		values[1] = Int32GetDatum(copy.pid);
+		nulls[1] = (copy.pid == 0);
+		values[2] = CStringGetTextDatum(copy.state);
+		values[3] = timestamptz_or_null(copy.started_at, &nulls[3]);
+		values[4] = timestamptz_or_null(copy.last_commit_at, &nulls[4]);
+		values[5] = CStringGetTextDatum(copy.last_error);
+		nulls[5] = (copy.last_error[0] == '\0');
+		values[6] = timestamptz_or_null(copy.last_error_at, &nulls[6]);
+		values[7] = Int32GetDatum(copy.restarts);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -176,6 +176,60 @@ SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM want WHERE event_id IS
 	  if $diff != 0;
 }
 
+# Reads a sink's two topics back with Pinot's upsert rule (latest version per
+# key) and compares the result with ad_stats_minute and attributed_orders.
+sub check_pinot
+{
+	my ($node, $broker, $what) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir();
+	my %file;
+	for my $topic ('adstream.ad_stats', 'adstream.attributed_orders')
+	{
+		$file{$topic} = "$dir/$topic.jsonl";
+		IPC::Run::run([ "$BIN/adstream-upsert-reader", '--brokers', $broker->{bootstrap}, '--topic', $topic ],
+			'>', $file{$topic}, '2>', "$dir/$topic.err")
+		  or die "upsert reader failed: " . PostgreSQL::Test::Utils::slurp_file("$dir/$topic.err");
+	}
+	my $res = $node->safe_psql('postgres', qq{
+CREATE TEMP TABLE stats_raw (j jsonb);
+CREATE TEMP TABLE orders_raw (j jsonb);
+COPY stats_raw FROM '$file{'adstream.ad_stats'}' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02');
+COPY orders_raw FROM '$file{'adstream.attributed_orders'}' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02');
+CREATE TEMP VIEW pinot_stats AS
+  SELECT j->>'node' AS node, (j->>'ad_id')::bigint AS ad_id, (j->>'campaign_id')::bigint AS campaign_id,
+         to_timestamp((j->>'window_start')::bigint / 1000.0) AS window_start,
+         (j->>'impressions')::bigint AS impressions, (j->>'clicks')::bigint AS clicks, (j->>'record_uuid')::uuid AS record_uuid
+    FROM stats_raw;
+CREATE TEMP VIEW db_stats AS
+  SELECT current_setting('adstream.node_name') AS node, ad_id, campaign_id, window_start, impressions, clicks,
+         adstream.record_uuid('ad_stats', current_setting('adstream.node_name') || '|' || ad_id || '|'
+                              || (extract(epoch FROM window_start) * 1000)::bigint)
+    FROM adstream.ad_stats_minute;
+CREATE TEMP VIEW pinot_orders AS
+  SELECT (j->>'order_id')::uuid AS order_id, (j->>'ad_id')::bigint AS ad_id, (j->>'click_event_id')::uuid AS click_event_id,
+         (j->>'amount')::numeric AS amount, j->>'currency' AS currency, (j->>'record_uuid')::uuid AS record_uuid
+    FROM orders_raw;
+CREATE TEMP VIEW db_orders AS
+  SELECT order_id, ad_id, click_event_id, amount, currency, record_uuid FROM adstream.attributed_orders;
+SELECT (SELECT count(*) FROM db_stats), (SELECT count(*) FROM db_orders),
+       (SELECT count(*) FROM ((TABLE pinot_stats EXCEPT TABLE db_stats) UNION ALL (TABLE db_stats EXCEPT TABLE pinot_stats)) d),
+       (SELECT count(*) FROM ((TABLE pinot_orders EXCEPT TABLE db_orders) UNION ALL (TABLE db_orders EXCEPT TABLE pinot_orders)) d);
+});
+	my ($stats, $orders, $stats_diff, $orders_diff) = split /\|/, $res;
+	ok($stats > 0 && $orders > 0, "$what: $stats minute rows and $orders credited orders to compare");
+	is($stats_diff, 0, "$what: Pinot's upsert view of adstream.ad_stats equals ad_stats_minute");
+	is($orders_diff, 0, "$what: Pinot's upsert view of adstream.attributed_orders equals attributed_orders");
+}
+
+# Waits until every sink has published everything committed so far.
+sub wait_published
+{
+	my ($node) = @_;
+	$node->poll_query_until('postgres',
+		'SELECT count(*) = 0 FROM adstream.sink_status WHERE backlog_rows > 0 OR worker_state <> \'publishing\'')
+	  or die 'sinks did not catch up: ' . $node->safe_psql('postgres', 'SELECT * FROM adstream.sink_status');
+}
+
 # pids of the running consumer workers of a source
 sub worker_pids
 {

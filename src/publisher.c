@@ -1,0 +1,426 @@
+/*
+ * publisher.c
+ *     A publisher worker: sends one sink everything in the outbox, as upsert
+ *     records for Pinot, with a Kafka transactional producer.
+ *
+ * One round:
+ *   1. read a page of the sink's current window (adstream._outbox_page),
+ *      in a short transaction;
+ *   2. begin a Kafka transaction, produce the page, commit it;
+ *   3. advance the sink's cursor (adstream._sink_advance).
+ * A crash between 2 and 3 sends the page again: same keys, same versions, so
+ * Pinot's upsert keeps one of each.  A failed Kafka transaction is aborted
+ * and the same page retried.  The stable transactional.id fences a previous
+ * incarnation of this publisher that might still be sending.
+ */
+#include "adstream.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "kafka.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define PAGE_ROWS 5000
+#define IDLE_MS 100
+#define KAFKA_CALL_MS 500		/* longest a librdkafka call blocks the loop */
+#define TXN_TIMEOUT "10000"		/* transaction.timeout.ms: a dead publisher blocks readers this long */
+#define COMMIT_TIMEOUT_MS 9000
+#define PRUNE_INTERVAL_MS 10000
+#define RETRY_MAX_MS 10000
+
+typedef struct PubRow
+{
+	int64		id;
+	char	   *topic;
+	char	   *key;
+	char	   *value;			/* NULL when the result row is gone */
+} PubRow;
+
+typedef struct Publisher
+{
+	AdsWorkerArgs args;
+	AdsWorkerSlot *slot;
+	char	   *name;
+	char	   *brokers;
+	int			nprops;
+	char	  **keys;
+	char	  **values;
+	rd_kafka_t *rk;
+	MemoryContext page_ctx;
+	PubRow	   *rows;
+	int			nrows;
+	int64		from;			/* the cursor's last_id when the page was read */
+} Publisher;
+
+static Publisher pub;
+
+static void
+publisher_detach(int code, Datum arg)
+{
+	AdsWorkerSlot *slot = pub.slot;
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->pid == MyProcPid)
+	{
+		slot->pid = 0;
+		strlcpy(slot->state, "stopped", ADS_STATE_LEN);
+	}
+	SpinLockRelease(&slot->mutex);
+}
+
+static bool
+load_sink(Publisher *p)
+{
+	bool		ok = false;
+
+	ads_begin_tx("adstream publisher: reading sink");
+	if (SPI_execute_with_args("SELECT name, brokers FROM adstream.sinks "
+							  "WHERE id = $1 AND enabled AND generation = $2",
+							  2, (Oid[]) {INT4OID, INT8OID},
+							  (Datum[]) {Int32GetDatum(p->args.source_id), Int64GetDatum(p->args.generation)},
+							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		p->name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		p->brokers = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		MemoryContextSwitchTo(old);
+		if (SPI_execute_with_args("SELECT o.key, o.value FROM adstream.sinks s, "
+								  "jsonb_each_text(s.kafka_options) o WHERE s.id = $1",
+								  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(p->args.source_id)},
+								  NULL, true, 0) == SPI_OK_SELECT)
+		{
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			p->nprops = (int) SPI_processed;
+			p->keys = palloc0(sizeof(char *) * Max(p->nprops, 1));
+			p->values = palloc0(sizeof(char *) * Max(p->nprops, 1));
+			for (int i = 0; i < p->nprops; i++)
+			{
+				p->keys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+				p->values[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+			}
+			MemoryContextSwitchTo(old);
+			ok = true;
+		}
+	}
+	ads_end_tx();
+	return ok;
+}
+
+/* Read the next page of the window into p->rows, noting where it started. */
+static void
+read_page(Publisher *p)
+{
+	MemoryContextReset(p->page_ctx);
+	p->nrows = 0;
+	ads_begin_tx("adstream publisher: reading outbox");
+	if (SPI_execute_with_args("SELECT last_id FROM adstream.sinks WHERE name = $1",
+							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->name)},
+							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		p->from = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (SPI_execute_with_args("SELECT id, topic, record_key, value FROM adstream._outbox_page($1, $2)",
+							  2, (Oid[]) {TEXTOID, INT4OID},
+							  (Datum[]) {CStringGetTextDatum(p->name), Int32GetDatum(PAGE_ROWS)},
+							  NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "adstream: could not read the outbox");
+	p->rows = MemoryContextAlloc(p->page_ctx, sizeof(PubRow) * Max(SPI_processed, 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		PubRow	   *row = &p->rows[p->nrows++];
+
+		row->id = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		row->topic = MemoryContextStrdup(p->page_ctx, SPI_getvalue(tup, td, 2));
+		row->key = MemoryContextStrdup(p->page_ctx, SPI_getvalue(tup, td, 3));
+		SPI_getbinval(tup, td, 4, &isnull);
+		row->value = isnull ? NULL : MemoryContextStrdup(p->page_ctx, SPI_getvalue(tup, td, 4));
+	}
+	ads_end_tx();
+}
+
+static void
+run_sql(const char *activity, const char *sql, int nargs, Oid *types, Datum *args)
+{
+	ads_begin_tx(activity);
+	if (SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0) < 0)
+		elog(ERROR, "adstream: \"%s\" failed", sql);
+	ads_end_tx();
+}
+
+/* Keep a librdkafka error for the slot and the log; returns its text. */
+static void
+note_error(Publisher *p, const char *what, rd_kafka_error_t *error)
+{
+	char		buf[ADS_ERROR_LEN];
+
+	snprintf(buf, sizeof(buf), "%s: %s", what, rd_kafka_error_string(error));
+	ads_slot_set_error(p->slot, buf);
+	ereport(WARNING,
+			(errmsg("adstream sink \"%s\": %s", p->name, buf),
+			 errhint("The page is published again; nothing is skipped.")));
+}
+
+/*
+ * Call a librdkafka transaction step that may take long in short slices,
+ * answering signals in between.  Returns NULL on success.
+ */
+static rd_kafka_error_t *
+txn_step(rd_kafka_t *rk, rd_kafka_error_t *(*step) (rd_kafka_t *, int), int total_ms)
+{
+	for (int waited = 0;; waited += KAFKA_CALL_MS)
+	{
+		rd_kafka_error_t *error = step(rk, KAFKA_CALL_MS);
+
+		if (error == NULL)
+			return NULL;
+		if (rd_kafka_error_code(error) != RD_KAFKA_RESP_ERR__TIMED_OUT || waited >= total_ms)
+			return error;
+		rd_kafka_error_destroy(error);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Send the page in one Kafka transaction.  Returns false if it was aborted. */
+static bool
+send_page(Publisher *p)
+{
+	rd_kafka_error_t *error;
+
+	if ((error = rd_kafka_begin_transaction(p->rk)) != NULL)
+	{
+		note_error(p, "begin transaction", error);
+		if (rd_kafka_error_is_fatal(error))
+			ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->name)));
+		rd_kafka_error_destroy(error);
+		return false;
+	}
+	for (int i = 0; i < p->nrows; i++)
+	{
+		PubRow	   *row = &p->rows[i];
+		rd_kafka_resp_err_t err;
+
+		if (row->value == NULL)
+			continue;
+		for (;;)
+		{
+			err = rd_kafka_producev(p->rk,
+									RD_KAFKA_V_TOPIC(row->topic),
+									RD_KAFKA_V_KEY(row->key, strlen(row->key)),
+									RD_KAFKA_V_VALUE(row->value, strlen(row->value)),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_END);
+			if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+				break;
+			rd_kafka_poll(p->rk, 50);
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		{
+			error = rd_kafka_error_new(err, "%s", rd_kafka_err2str(err));
+			note_error(p, "produce", error);
+			rd_kafka_error_destroy(error);
+			goto abort;
+		}
+	}
+	if ((error = txn_step(p->rk, rd_kafka_commit_transaction, COMMIT_TIMEOUT_MS)) == NULL)
+		return true;
+	note_error(p, "commit transaction", error);
+	if (rd_kafka_error_is_fatal(error))
+		ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->name)));
+	rd_kafka_error_destroy(error);
+
+abort:
+	if ((error = txn_step(p->rk, rd_kafka_abort_transaction, COMMIT_TIMEOUT_MS)) != NULL)
+	{
+		note_error(p, "abort transaction", error);
+		rd_kafka_error_destroy(error);
+		/* The producer is in an unknown state: start over with a new one. */
+		ereport(ERROR, (errmsg("adstream sink \"%s\": could not abort a Kafka transaction", p->name)));
+	}
+	run_sql("adstream publisher: counting an abort", "SELECT adstream._sink_aborted($1)",
+			1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->name)});
+	return false;
+}
+
+/* Move the cursor past the page just committed to Kafka. */
+static void
+advance(Publisher *p, int produced, bool window_done)
+{
+	bool		moved;
+	bool		isnull;
+
+	ads_begin_tx("adstream publisher: advancing the cursor");
+	if (SPI_execute_with_args("SELECT adstream._sink_advance($1, $2, $3, $4, $5)",
+							  5, (Oid[]) {TEXTOID, INT8OID, INT8OID, INT4OID, BOOLOID},
+							  (Datum[]) {CStringGetTextDatum(p->name), Int64GetDatum(p->from),
+								  Int64GetDatum(p->rows[p->nrows - 1].id), Int32GetDatum(produced),
+							  BoolGetDatum(window_done)},
+							  NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "adstream: could not advance the cursor");
+	moved = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	ads_end_tx();
+	if (!moved)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("adstream sink \"%s\": the cursor moved under this publisher", p->name),
+				 errhint("Another publisher of the same sink ran; this one restarts from the stored cursor.")));
+}
+
+/*
+ * One publisher per sink: a session-level advisory lock, held until this
+ * process exits.  A predecessor that has not exited yet is waited for.
+ */
+static void
+lock_sink(Publisher *p)
+{
+	for (;;)
+	{
+		bool		got = false;
+		bool		isnull;
+
+		ads_begin_tx("adstream publisher: locking the sink");
+		if (SPI_execute_with_args("SELECT pg_try_advisory_lock(hashtext('adstream.sink'), $1)",
+								  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(p->args.source_id)},
+								  NULL, false, 1) == SPI_OK_SELECT)
+			got = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		ads_end_tx();
+		if (got)
+			return;
+		ads_slot_set_state(p->slot, "waiting");
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+void
+adstream_publisher_main(Datum arg)
+{
+	Publisher  *p = &pub;
+	char		errbuf[512];
+	char		txn_id[NAMEDATALEN * 3 + 16];
+	char		client_id[NAMEDATALEN + 32];
+	rd_kafka_error_t *error;
+	TimestampTz next_prune = 0;
+	int			failures = 0;
+
+	memcpy(&p->args, MyBgworkerEntry->bgw_extra, sizeof(AdsWorkerArgs));
+	p->slot = &ads_shared->slots[p->args.slot];
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
+
+	SpinLockAcquire(&p->slot->mutex);
+	p->slot->pid = MyProcPid;
+	p->slot->started_at = GetCurrentTimestamp();
+	p->slot->last_error[0] = '\0';
+	p->slot->last_error_at = 0;
+	strlcpy(p->slot->state, "starting", ADS_STATE_LEN);
+	SpinLockRelease(&p->slot->mutex);
+	before_shmem_exit(publisher_detach, (Datum) 0);
+
+	if (!load_sink(p))
+		proc_exit(0);			/* paused or dropped meanwhile */
+	lock_sink(p);
+
+	/* Unique per node, database and sink: nodes must not fence each other. */
+	snprintf(txn_id, sizeof(txn_id), "adstream.%s.%s.%s", adstream_node_name, adstream_database, p->name);
+	snprintf(client_id, sizeof(client_id), "adstream-publisher-%s", p->name);
+	p->rk = ads_kafka_producer(p->brokers, txn_id, TXN_TIMEOUT, client_id, p->nprops, p->keys, p->values,
+							   errbuf, sizeof(errbuf));
+	if (p->rk == NULL)
+	{
+		ads_slot_set_error(p->slot, errbuf);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("adstream sink \"%s\": invalid Kafka configuration: %s", p->name, errbuf),
+				 errhint("Drop and re-create the sink with valid options.")));
+	}
+
+	/* Also fences an earlier publisher with our transactional.id. */
+	ads_slot_set_state(p->slot, "connecting");
+	while ((error = rd_kafka_init_transactions(p->rk, KAFKA_CALL_MS)) != NULL)
+	{
+		if (!rd_kafka_error_is_retriable(error))
+		{
+			note_error(p, "init transactions", error);
+			ereport(ERROR, (errmsg("adstream sink \"%s\": could not initialise transactions", p->name)));
+		}
+		rd_kafka_error_destroy(error);
+		ads_kafka_report(p->slot, "sink", p->name);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
+	ads_slot_set_state(p->slot, "publishing");
+	ereport(LOG, (errmsg("adstream publisher of sink \"%s\" started", p->name)));
+
+	for (;;)
+	{
+		int			produced = 0;
+		bool		window_done;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		ads_kafka_report(p->slot, "sink", p->name);
+		rd_kafka_poll(p->rk, 0);
+
+		read_page(p);
+		window_done = p->nrows < PAGE_ROWS;
+		if (p->nrows > 0)
+		{
+			if (!send_page(p))
+			{
+				failures++;
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 Min((long) RETRY_MAX_MS, 100L << Min(failures, 7)), PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				continue;
+			}
+			failures = 0;
+			for (int i = 0; i < p->nrows; i++)
+				produced += (p->rows[i].value != NULL);
+		}
+		if (p->nrows > 0)
+		{
+			advance(p, produced, window_done);
+			SpinLockAcquire(&p->slot->mutex);
+			p->slot->last_commit_at = GetCurrentTimestamp();
+			SpinLockRelease(&p->slot->mutex);
+		}
+
+		if (GetCurrentTimestamp() >= next_prune)
+		{
+			run_sql("adstream publisher: pruning the outbox", "SELECT adstream.prune_outbox()", 0, NULL, NULL);
+			next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_INTERVAL_MS);
+		}
+		if (window_done && p->nrows == 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 IDLE_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}
