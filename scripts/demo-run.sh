@@ -20,7 +20,7 @@ psql_() { "$PGBIN/psql" -X -q -h "$DIR" -p "$PORT" -d postgres "$@"; }
 
 cleanup() {
   "$PGBIN/pg_ctl" -D "$DIR/pg" -m fast -w stop >/dev/null 2>&1 || true
-  exec 3>&- 2>/dev/null || true
+  exec 3>&- 4>&- 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -32,6 +32,15 @@ exec 3>"$DIR/broker.ctl"        # the broker lives as long as this descriptor
 for _ in $(seq 100); do grep -q BOOTSTRAP "$DIR/broker.out" && break; sleep 0.1; done
 BROKERS=$(awk '/^BOOTSTRAP/ {print $2}' "$DIR/broker.out")
 echo "   broker at $BROKERS, topic ad_events with $PARTITIONS partitions"
+
+# A second cluster stands for the Kafka that Pinot ingests from.
+mkfifo "$DIR/sink.ctl"
+"$BIN/adstream-mock-broker" --topic adstream.ad_stats:4 --topic adstream.attributed_orders:2 \
+  <"$DIR/sink.ctl" >"$DIR/sink.out" 2>&1 &
+exec 4>"$DIR/sink.ctl"
+for _ in $(seq 100); do grep -q BOOTSTRAP "$DIR/sink.out" && break; sleep 0.1; done
+SINK=$(awk '/^BOOTSTRAP/ {print $2}' "$DIR/sink.out")
+echo "   Pinot's Kafka at $SINK"
 
 "$PGBIN/initdb" -D "$DIR/pg" -A trust >/dev/null
 cat >>"$DIR/pg/postgresql.conf" <<EOC
@@ -45,7 +54,8 @@ EOC
 "$PGBIN/pg_ctl" -D "$DIR/pg" -l "$DIR/postgres.log" -w start >/dev/null
 psql_ -c "CREATE EXTENSION adstream"
 psql_ -c "SELECT adstream.create_source('demo', '$BROKERS', 'ad_events', options => '{\"workers\": 2}')" >/dev/null
-echo "   source 'demo' created with 2 consumer workers"
+psql_ -c "SELECT adstream.create_sink('pinot', '$SINK')" >/dev/null
+echo "   source 'demo' created with 2 consumer workers; sink 'pinot' publishes the results"
 
 echo
 echo "== 1. live traffic: $LIVE_EVENTS events at $LIVE_RATE/s (10% clicks, duplicates, malformed and late records)"
@@ -114,6 +124,30 @@ SELECT format('   %s (ad, minute) rows expected, %s differ; %s dead letters expe
         AND (SELECT sum(split_part(line, ',', 3)::bigint) FROM truth_raw WHERE line LIKE 'total,rejected,%')
             = (SELECT count(*) FROM adstream.rejected_events)
        THEN 'EXACT' ELSE 'MISMATCH' END);
+EOSQL
+
+echo
+echo "== 4. what reached Pinot's topics"
+for _ in $(seq 600); do
+  [ "$(psql_ -At -c "SELECT backlog_rows = 0 FROM adstream.sink_status")" = t ] && break; sleep 0.1
+done
+psql_ -c "SELECT sink, records_published, txns_committed, txns_aborted, backlog_rows FROM adstream.sink_status"
+"$BIN/adstream-upsert-reader" --brokers "$SINK" --topic adstream.ad_stats >"$DIR/pinot.jsonl" 2>/dev/null
+echo "-- two records of adstream.ad_stats, as Pinot ingests them"
+head -2 "$DIR/pinot.jsonl" | sed 's/^/   /'
+psql_ -At <<EOSQL
+CREATE TEMP TABLE pinot (j jsonb);
+\copy pinot FROM '$DIR/pinot.jsonl' WITH (FORMAT csv, QUOTE E'\x01', DELIMITER E'\x02')
+SELECT format('   Pinot upsert view: %s rows, %s impressions, %s clicks; differing from ad_stats_minute: %s',
+  count(*), sum((j->>'impressions')::bigint), sum((j->>'clicks')::bigint),
+  (SELECT count(*) FROM ((SELECT (j->>'ad_id')::bigint, to_timestamp((j->>'window_start')::bigint / 1000.0),
+                                 (j->>'impressions')::bigint, (j->>'clicks')::bigint FROM pinot
+                          EXCEPT SELECT ad_id, window_start, impressions, clicks FROM adstream.ad_stats_minute)
+                         UNION ALL
+                         (SELECT ad_id, window_start, impressions, clicks FROM adstream.ad_stats_minute
+                          EXCEPT SELECT (j->>'ad_id')::bigint, to_timestamp((j->>'window_start')::bigint / 1000.0),
+                                 (j->>'impressions')::bigint, (j->>'clicks')::bigint FROM pinot)) d))
+  FROM pinot;
 EOSQL
 
 echo
