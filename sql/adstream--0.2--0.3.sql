@@ -88,9 +88,11 @@ CREATE TABLE adstream.sinks (
 COMMENT ON TABLE adstream.sinks IS
 	'Kafka clusters that receive every result for Pinot, each with its own durable cursor; superusers only (credentials)';
 SELECT pg_catalog.pg_extension_config_dump('adstream.sinks', '');
-SELECT pg_catalog.pg_extension_config_dump('adstream.outbox', '');
--- Versions must keep growing after a restore, so the sequence is dumped too.
+-- Outbox rows name transactions of this cluster only and are not dumped; the
+-- version sequence is, so versions keep growing after a restore.
 SELECT pg_catalog.pg_extension_config_dump('adstream.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.sinks_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.sources_id_seq', '');
 
 /* The Pinot key of an outbox row. */
 CREATE FUNCTION adstream._record_key(p_kind text, p_ad_id bigint, p_window timestamptz, p_order uuid)
@@ -120,6 +122,13 @@ BEGIN
 	SELECT * INTO s FROM adstream.sinks k WHERE k.name = p_sink FOR UPDATE;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'sink "%" does not exist', p_sink USING ERRCODE = 'undefined_object';
+	END IF;
+	-- A cursor restored from another cluster names transactions that never
+	-- ran here: it would silently skip changes.
+	IF pg_snapshot_xmin(s.done_snapshot) > pg_current_xact_id() THEN
+		RAISE EXCEPTION 'the cursor of sink "%" comes from another cluster', p_sink
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'After a restore, drop and re-create the sink; it then sends the current state again.';
 	END IF;
 	v_target := coalesce(s.target_snapshot, pg_current_snapshot());
 	RETURN QUERY
@@ -268,7 +277,7 @@ BEGIN
 		END IF;
 		v_text := v_val #>> '{}';
 		IF v_key IN ('topic_ad_stats', 'topic_orders') THEN
-			IF v_text !~ '^[A-Za-z0-9._-]{1,249}$' THEN
+			IF v_text !~ '^[A-Za-z0-9._-]{1,249}$' OR v_text IN ('.', '..') THEN
 				RAISE EXCEPTION 'invalid Kafka topic name % for option "%"', quote_literal(v_text), v_key
 					USING ERRCODE = 'invalid_parameter_value';
 			END IF;
@@ -276,7 +285,8 @@ BEGIN
 			CONTINUE;
 		END IF;
 		IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'transactional.id',
-					 'enable.idempotence', 'acks', 'transaction.timeout.ms', 'partitioner') THEN
+					 'enable.idempotence', 'acks', 'transaction.timeout.ms', 'partitioner',
+					 'client.id', 'linger.ms') THEN
 			RAISE EXCEPTION 'librdkafka property "%" is managed by adstream', v_key
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = 'Publishing uses an idempotent, transactional producer with transactional.id adstream.<database>.<sink>.';
@@ -312,7 +322,8 @@ BEGIN
 			USING ERRCODE = 'active_sql_transaction',
 				  HINT = 'Call it in its own transaction.';
 	END IF;
-	LOCK TABLE adstream.outbox IN SHARE MODE;
+	-- (SHARE ROW EXCLUSIVE: also keeps two create_sink calls from deadlocking)
+	LOCK TABLE adstream.outbox IN SHARE ROW EXCLUSIVE MODE;
 	-- Taken before this transaction writes, so its own xid (assigned by the
 	-- first write) is not visible in it and the backfill below is published.
 	v_snap := pg_current_snapshot();

@@ -1,5 +1,7 @@
 --
 -- permissions: what PUBLIC, adstream_reader and adstream_admin may do.
+-- (0.3's sinks and outbox are covered in depth by the publish test; here
+-- they appear in the catalog checks and once per role.)
 --
 -- Roles are cluster-wide: the test roles are created here and dropped at the
 -- end.  Owners and grantors are never printed (they depend on the bootstrap
@@ -39,6 +41,8 @@ VALUES ('00000000-0000-4000-8000-000000000001', 'perm_src', 7, 5, 42.50, 'EUR', 
 SELECT adstream.attribute_orders() AS judged;
 INSERT INTO adstream.rollup_pending VALUES ('2024-03-01 10:00:00+00');
 SELECT adstream.refresh_rollups() AS pending_minutes;
+-- 0.3: a sink, which queues the results above for publishing.
+SELECT adstream.create_sink('perm_sink', 'k:9092', '{"sasl.password": "hunter2"}');
 
 -------------------------------------------------------------------------------
 -- The catalog: grants, PUBLIC, SECURITY DEFINER
@@ -59,14 +63,14 @@ SELECT c.relname,
  ORDER BY c.relname;
 
 -- Who may call each function of the API (internal "_" functions and the
--- shared-memory readers behind source_status are left out).
+-- shared-memory readers behind source_status and sink_status are left out).
 SELECT p.oid::regprocedure::text AS function,
 	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_calls,
 	   has_function_privilege('adstream_reader', p.oid, 'EXECUTE') AS reader_calls,
 	   has_function_privilege('adstream_admin', p.oid, 'EXECUTE') AS admin_calls
   FROM pg_proc p
  WHERE p.pronamespace = 'adstream'::regnamespace
-   AND p.proname !~ '^_' AND p.proname NOT IN ('worker_status', 'partition_status')
+   AND p.proname !~ '^_' AND p.proname NOT IN ('worker_status', 'partition_status', 'publisher_status')
  ORDER BY 1;
 
 -- Nothing at all is open to PUBLIC (function defaults would grant EXECUTE).
@@ -83,9 +87,10 @@ SELECT has_schema_privilege('public', 'adstream', 'USAGE') AS public_usage,
 SELECT p.proname, p.prosecdef, p.proconfig
   FROM pg_proc p
  WHERE p.pronamespace = 'adstream'::regnamespace
-   AND p.proname IN ('create_source', 'drop_source', 'pause_source', 'resume_source')
+   AND p.proname IN ('create_source', 'drop_source', 'pause_source', 'resume_source',
+					 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink')
  ORDER BY 1;
--- All SECURITY DEFINER functions: the source management API and the readers
+-- All SECURITY DEFINER functions: the source and sink management API and the readers
 -- that need tables their callers may not read (offsets, sources,
 -- rollup_pending).
 SELECT p.oid::regprocedure AS definer_function
@@ -119,6 +124,10 @@ SELECT * FROM adstream.attributed_orders;
 SELECT * FROM adstream.orders;
 SELECT * FROM adstream.ad_stats('2024-03-01', '2024-03-02');
 SELECT * FROM adstream.validate_order('{}');
+-- 0.3
+SELECT * FROM adstream.sink_status;
+SELECT * FROM adstream.sinks;
+SELECT adstream.create_sink('plain_sink', 'k:9092');
 RESET SESSION AUTHORIZATION;
 SELECT current_user = session_user AS back_to_superuser;
 
@@ -148,6 +157,12 @@ SELECT * FROM adstream.ad_stats('2024-03-01', '2024-03-02', 'minute');
 SELECT adstream.bucket('6h', '2024-03-01 10:00:00+00');
 SELECT adstream.ad_events_watermark();
 SELECT reason, detail FROM adstream.validate_order('{}');
+-- 0.3: may read the sinks' status, but not their configuration or the outbox
+SELECT sink, sink_state, worker_state FROM adstream.sink_status;
+SELECT * FROM adstream.sinks;
+SELECT * FROM adstream.outbox;
+SELECT adstream.create_sink('reader_sink', 'k:9092');
+SELECT adstream.pause_sink('perm_sink');
 -- may not change results
 UPDATE adstream.ad_stats_minute SET clicks = 0;
 DELETE FROM adstream.ad_stats_minute;
@@ -222,6 +237,15 @@ SELECT * FROM adstream.campaign_stats('2024-03-01', '2024-03-02');
 SELECT adstream.create_source('admin_shop', 'k:9092', 'admin_orders', kind => 'orders');
 SELECT name, kind FROM adstream.source_config WHERE name = 'admin_shop';
 SELECT adstream.drop_source('admin_shop');
+-- 0.3: manages sinks, sees their status, not their credentials or the outbox
+SELECT adstream.create_sink('admin_sink', 'k:9092', '{"sasl.password": "admin-secret"}');
+SELECT adstream.pause_sink('admin_sink');
+SELECT adstream.resume_sink('admin_sink');
+SELECT sink, sink_state FROM adstream.sink_status ORDER BY sink;
+SELECT * FROM adstream.sinks;
+SELECT * FROM adstream.outbox;
+SELECT adstream.prune_outbox();
+SELECT adstream.drop_sink('admin_sink');
 -- but not the queue, the internals or the maintenance
 SELECT * FROM adstream.rollup_pending;
 SELECT adstream.attribute_orders();
@@ -287,6 +311,8 @@ RESET ROLE;
 -------------------------------------------------------------------------------
 
 SELECT adstream.drop_source('perm_src');
+SELECT adstream.drop_sink('perm_sink');
+SELECT count(*) AS outbox_rows FROM adstream.outbox;
 DELETE FROM adstream.rejected_events WHERE source = 'perm_src';
 DROP TABLE adstream.ad_stats_minute_p20240301_0000;
 DROP TABLE adstream.ad_events_p20240301_0900;

@@ -1,6 +1,7 @@
 --
--- upgrade: ALTER EXTENSION adstream UPDATE from 0.1 to 0.2 keeps every
--- source and its data, and leaves exactly the schema of a fresh 0.2 install.
+-- upgrade: ALTER EXTENSION adstream UPDATE from 0.1 to 0.2, then to 0.3,
+-- keeps every source and its data, and leaves exactly the schema of a fresh
+-- install of the default version (0.3).
 --
 -- The comparison captures the catalog of schema adstream (relations,
 -- columns, constraints, indexes, views, functions with their attributes and
@@ -66,13 +67,13 @@ SELECT i.inhparent::regclass::text AS parent, i.inhrelid::regclass::text AS part
  WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind = 'r';
 
 -------------------------------------------------------------------------------
--- The update
+-- The update to 0.2
 -------------------------------------------------------------------------------
 
-ALTER EXTENSION adstream UPDATE;
+ALTER EXTENSION adstream UPDATE TO '0.2';
 SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
 -- nothing more to do
-ALTER EXTENSION adstream UPDATE;
+ALTER EXTENSION adstream UPDATE TO '0.2';
 
 -- Sources, their configuration (credentials included) and their generations
 -- are unchanged, so running workers are not restarted by an update.
@@ -111,7 +112,67 @@ INSERT INTO adstream.sources (name, kind, brokers, topic, group_id) VALUES ('bad
 \set VERBOSITY default
 
 -------------------------------------------------------------------------------
--- The upgraded schema equals a fresh 0.2 install
+-- Data under 0.2, and the update to 0.3
+-------------------------------------------------------------------------------
+
+-- A credited order, as attribute_orders leaves it.
+INSERT INTO adstream.attributed_orders (order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts,
+		amount, currency, record_uuid, attributed_at)
+VALUES ('00000000-0000-4000-8000-000000000001', 1, 10, 'f47ac10b-58cc-4372-a567-0e02b2c3d479',
+		'2024-03-01 12:00:00+00', '2024-03-01 12:05:00+00', 42.50, 'EUR',
+		adstream.record_uuid('attributed_orders', '00000000-0000-4000-8000-000000000001'),
+		'2024-03-01 12:10:00+00');
+CREATE TEMP TABLE before_credits AS SELECT * FROM adstream.attributed_orders;
+CREATE TEMP TABLE before_rollups AS SELECT * FROM adstream.ad_stats_day;
+CREATE TEMP TABLE relations_02 AS
+SELECT c.relname::text AS relname, c.relkind FROM pg_class c
+ WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind IN ('r', 'p', 'v') AND NOT c.relispartition;
+CREATE TEMP TABLE functions_02 AS
+SELECT p.oid::regprocedure::text AS function FROM pg_proc p WHERE p.pronamespace = 'adstream'::regnamespace;
+
+ALTER EXTENSION adstream UPDATE;
+SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
+-- nothing more to do
+ALTER EXTENSION adstream UPDATE;
+
+-- What 0.3 adds; nothing is removed.
+SELECT c.relname, c.relkind FROM pg_class c
+ WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind IN ('r', 'p', 'v') AND NOT c.relispartition
+   AND c.relname::text NOT IN (SELECT relname FROM relations_02)
+ ORDER BY 1;
+SELECT p.oid::regprocedure AS function FROM pg_proc p
+ WHERE p.pronamespace = 'adstream'::regnamespace
+   AND p.oid::regprocedure::text NOT IN (SELECT function FROM functions_02)
+ ORDER BY p.oid::regprocedure::text;
+SELECT (SELECT count(*) FROM relations_02 r WHERE to_regclass('adstream.' || quote_ident(r.relname)) IS NULL) AS relations_gone,
+	   (SELECT count(*) FROM functions_02 f WHERE to_regprocedure(f.function) IS NULL) AS functions_gone;
+SELECT t.tgname, pg_get_triggerdef(t.oid) AS definition FROM pg_trigger t
+ WHERE t.tgrelid = 'adstream.attributed_orders'::regclass AND NOT t.tgisinternal;
+
+-- Every result survives; the update queues nothing, there being no sink.
+SELECT (SELECT count(*) FROM (TABLE before_sources EXCEPT TABLE adstream.sources) d) AS sources_changed,
+	   (SELECT count(*) FROM (TABLE before_offsets EXCEPT TABLE adstream.offsets) d) AS offsets_changed,
+	   (SELECT count(*) FROM (TABLE before_minutes EXCEPT TABLE adstream.ad_stats_minute) d) AS minutes_changed,
+	   (SELECT count(*) FROM (TABLE before_credits EXCEPT TABLE adstream.attributed_orders) d) AS credits_changed,
+	   (SELECT count(*) FROM (TABLE before_rollups EXCEPT TABLE adstream.ad_stats_day) d) AS rollups_changed;
+SELECT count(*) AS sinks FROM adstream.sinks;
+SELECT count(*) AS outbox_rows FROM adstream.outbox;
+SELECT adstream._publishing() AS publishing;
+
+-- A sink created after the update starts with the upgraded results.
+SELECT adstream.create_sink('up_sink', 'k:9092');
+SELECT kind, ad_id, window_start, order_id FROM adstream.outbox ORDER BY kind, ad_id, window_start, order_id;
+SELECT o.topic,
+	   o.record_key = adstream._record_key(b.kind, b.ad_id, b.window_start, b.order_id) AS key_ok,
+	   (o.value::jsonb ->> 'record_uuid')::uuid = adstream.record_uuid(b.kind, o.record_key) AS record_uuid_ok
+  FROM adstream._outbox_page('up_sink', 100) o JOIN adstream.outbox b ON b.id = o.id
+ ORDER BY o.id;
+SELECT sink, sink_state, worker_state, backlog_rows FROM adstream.sink_status;
+SELECT adstream.drop_sink('up_sink');
+SELECT count(*) AS outbox_rows FROM adstream.outbox;
+
+-------------------------------------------------------------------------------
+-- The upgraded schema equals a fresh install
 -------------------------------------------------------------------------------
 
 CREATE FUNCTION pg_temp.adstream_catalog()

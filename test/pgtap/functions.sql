@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(224);
+SELECT plan(293);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -21,7 +21,10 @@ SELECT functions_are('adstream', ARRAY[
 	-- 0.2
 	'_source_kinds', '_partition_upper', '_drop_partitions_before', 'ad_events_watermark', 'validate_order',
 	'record_uuid', 'attribute_orders', 'bucket', 'refresh_rollups', 'ad_stats', 'campaign_stats',
-	'create_partitions_ahead', 'drop_expired_partitions', 'schedule_maintenance', 'unschedule_maintenance'],
+	'create_partitions_ahead', 'drop_expired_partitions', 'schedule_maintenance', 'unschedule_maintenance',
+	-- 0.3
+	'_publishing', '_queue_attributed_orders', '_record_key', '_outbox_page', '_sink_advance', '_sink_aborted',
+	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -88,6 +91,24 @@ SELECT function_returns('adstream', f, args, r)
 	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'integer')
   ) AS v(f, args, r);
 
+-- 0.3
+SELECT function_returns('adstream', f, args, r)
+  FROM (VALUES
+	('create_sink', ARRAY['text', 'text', 'jsonb']::name[], 'void'),
+	('drop_sink', ARRAY['text']::name[], 'void'),
+	('pause_sink', ARRAY['text']::name[], 'void'),
+	('resume_sink', ARRAY['text']::name[], 'void'),
+	('publisher_status', ARRAY[]::name[], 'setof record'),
+	('prune_outbox', ARRAY[]::name[], 'bigint'),
+	('_publishing', ARRAY[]::name[], 'boolean'),
+	('_queue_attributed_orders', ARRAY[]::name[], 'trigger'),
+	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'text'),
+	('_outbox_page', ARRAY['text', 'integer']::name[], 'setof record'),
+	('_sink_advance', ARRAY['text', 'bigint', 'bigint', 'integer', 'boolean']::name[], 'boolean'),
+	('_sink_aborted', ARRAY['text']::name[], 'void'),
+	('_sink_must_exist', ARRAY['text']::name[], 'void')
+  ) AS v(f, args, r);
+
 -- Argument names, defaults and OUT columns are part of the API.
 SELECT is(pg_get_function_arguments('adstream.create_source(text,text,text,text,jsonb)'::regprocedure),
 	'name text, brokers text, topic text, kind text DEFAULT ''ad_events''::text, options jsonb DEFAULT ''{}''::jsonb',
@@ -138,6 +159,19 @@ SELECT is(pg_get_function_arguments('adstream.bucket(text,timestamptz)'::regproc
 	'p_granularity text, p_ts timestamp with time zone', 'bucket(p_granularity, p_ts)');
 SELECT is(pg_get_function_arguments('adstream.record_uuid(text,text)'::regprocedure),
 	'p_kind text, p_key text', 'record_uuid(p_kind, p_key)');
+-- 0.3
+SELECT is(pg_get_function_arguments('adstream.create_sink(text,text,jsonb)'::regprocedure),
+	'name text, brokers text, options jsonb DEFAULT ''{}''::jsonb', 'create_sink(name, brokers, options => ''{}'')');
+SELECT is(pg_get_function_arguments('adstream.publisher_status()'::regprocedure),
+	'OUT sink_id integer, OUT pid integer, OUT state text, OUT started_at timestamp with time zone, '
+	'OUT last_commit_at timestamp with time zone, OUT last_error text, OUT last_error_at timestamp with time zone, '
+	'OUT restarts integer',
+	'publisher_status() OUT columns');
+SELECT is(pg_get_function_result('adstream._outbox_page(text,integer)'::regprocedure),
+	'TABLE(id bigint, topic text, record_key text, value text)', '_outbox_page result columns');
+SELECT is(pg_get_function_arguments('adstream._sink_advance(text,bigint,bigint,integer,boolean)'::regprocedure),
+	'p_sink text, p_from bigint, p_last_id bigint, p_records integer, p_window_done boolean',
+	'_sink_advance(p_sink, p_from, p_last_id, p_records, p_window_done)');
 
 -------------------------------------------------------------------------------
 -- Language, SECURITY DEFINER, configuration, volatility
@@ -167,7 +201,18 @@ SELECT function_lang_is('adstream', f, args, l)
 	('create_partitions_ahead', ARRAY['interval']::name[], 'plpgsql'),
 	('drop_expired_partitions', ARRAY[]::name[], 'plpgsql'),
 	('schedule_maintenance', ARRAY[]::name[], 'plpgsql'),
-	('unschedule_maintenance', ARRAY[]::name[], 'plpgsql')
+	('unschedule_maintenance', ARRAY[]::name[], 'plpgsql'),
+	-- 0.3
+	('create_sink', ARRAY['text', 'text', 'jsonb']::name[], 'plpgsql'),
+	('drop_sink', ARRAY['text']::name[], 'plpgsql'),
+	('pause_sink', ARRAY['text']::name[], 'plpgsql'),
+	('resume_sink', ARRAY['text']::name[], 'plpgsql'),
+	('publisher_status', ARRAY[]::name[], 'c'),
+	('prune_outbox', ARRAY[]::name[], 'plpgsql'),
+	('_publishing', ARRAY[]::name[], 'plpgsql'),
+	('_queue_attributed_orders', ARRAY[]::name[], 'plpgsql'),
+	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'sql'),
+	('_outbox_page', ARRAY['text', 'integer']::name[], 'plpgsql')
   ) AS v(f, args, l);
 
 -- The management API runs as the extension owner ...
@@ -189,6 +234,16 @@ SELECT isnt_definer('adstream', '_is_secret', ARRAY['text']);
 -- (offsets and sources; rollup_pending) ...
 SELECT is_definer('adstream', 'ad_events_watermark', ARRAY[]::name[]);
 SELECT is_definer('adstream', 'ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']);
+-- 0.3: the sink management API runs as the extension owner too (sinks and
+-- the outbox are for superusers only); what the publisher runs does not
+SELECT is_definer('adstream', f, args)
+  FROM (VALUES ('create_sink', ARRAY['text', 'text', 'jsonb']::name[]), ('drop_sink', ARRAY['text']::name[]),
+			   ('pause_sink', ARRAY['text']::name[]), ('resume_sink', ARRAY['text']::name[])) AS v(f, args);
+SELECT isnt_definer('adstream', f, args)
+  FROM (VALUES ('_outbox_page', ARRAY['text', 'integer']::name[]),
+			   ('_sink_advance', ARRAY['text', 'bigint', 'bigint', 'integer', 'boolean']::name[]),
+			   ('_sink_aborted', ARRAY['text']::name[]), ('prune_outbox', ARRAY[]::name[]),
+			   ('_publishing', ARRAY[]::name[]), ('publisher_status', ARRAY[]::name[])) AS v(f, args);
 -- ... the rest runs with the caller's rights
 SELECT set_eq(
 	$$SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p
@@ -196,7 +251,9 @@ SELECT set_eq(
 	ARRAY['create_source(name text, brokers text, topic text, kind text, options jsonb)', 'drop_source(name text)',
 		  'pause_source(name text)', 'resume_source(name text)', 'source_watermark(p_source text)',
 		  'ad_events_watermark()',
-		  'ad_stats(p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)'],
+		  'ad_stats(p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)',
+		  'create_sink(name text, brokers text, options jsonb)', 'drop_sink(name text)',
+		  'pause_sink(name text)', 'resume_sink(name text)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -242,7 +299,14 @@ SELECT volatility_is('adstream', f, args, v)
 	('drop_expired_partitions', ARRAY[]::name[], 'volatile'),
 	('schedule_maintenance', ARRAY[]::name[], 'volatile'),
 	('unschedule_maintenance', ARRAY[]::name[], 'volatile'),
-	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'volatile')
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'volatile'),
+	-- 0.3
+	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'stable'),
+	('_outbox_page', ARRAY['text', 'integer']::name[], 'volatile'),
+	('_publishing', ARRAY[]::name[], 'volatile'),
+	('publisher_status', ARRAY[]::name[], 'volatile'),
+	('prune_outbox', ARRAY[]::name[], 'volatile'),
+	('create_sink', ARRAY['text', 'text', 'jsonb']::name[], 'volatile')
   ) AS v(f, args, v);
 SELECT ok(proisstrict, format('%s is STRICT', oid::regprocedure))
   FROM pg_proc WHERE oid IN ('adstream.validate_order(bytea)'::regprocedure, 'adstream.validate_order(text)'::regprocedure);
@@ -333,6 +397,69 @@ SELECT is((SELECT kind FROM adstream.source_config WHERE name = 'tap_shop'), 'or
 SELECT throws_ok($$SELECT adstream.create_source('tap_x', 'k:9092', 't', 'clicks')$$,
 	'22023', 'unsupported source kind ''clicks''', 'an unknown kind is invalid_parameter_value');
 SELECT is(adstream._source_kinds(), ARRAY['ad_events', 'orders'], '0.2 consumes ad events and orders');
+
+-------------------------------------------------------------------------------
+-- Sinks (0.3).  This transaction has written, so create_sink refuses it
+-- after checking its arguments; a sink is inserted directly instead.  The
+-- publishing windows are covered by the publish regression test.
+-------------------------------------------------------------------------------
+
+SELECT is(adstream._publishing(), false, '_publishing: nothing is queued without a sink');
+SELECT throws_ok($$SELECT adstream.create_sink('tap_sink', 'k:9092')$$,
+	'25001', 'create_sink must run in a transaction that has not written anything yet',
+	'create_sink refuses a transaction that has written');
+SELECT throws_ok($$SELECT adstream.create_sink('bad name', 'k:9092')$$,
+	'22023', NULL, 'a bad sink name is invalid_parameter_value');
+SELECT throws_ok($$SELECT adstream.create_sink('s', ' ')$$,
+	'22023', 'brokers must not be empty', 'empty brokers are invalid_parameter_value');
+SELECT throws_ok($$SELECT adstream.create_sink('s', 'k:9092', '[]')$$,
+	'22023', 'options must be a JSON object', 'options must be an object');
+SELECT throws_ok($$SELECT adstream.create_sink('s', 'k:9092', '{"transactional.id": "x"}')$$,
+	'22023', 'librdkafka property "transactional.id" is managed by adstream', 'transactional.id is managed');
+SELECT throws_ok($$SELECT adstream.create_sink('s', 'k:9092', '{"no.such.property": "1"}')$$,
+	'22023', 'invalid librdkafka property "no.such.property"', 'an unknown librdkafka property is refused');
+SELECT throws_ok($$SELECT adstream.create_sink('s', 'k:9092', '{"topic_orders": "a/b"}')$$,
+	'22023', NULL, 'a bad topic name is refused');
+SELECT throws_ok($$SELECT adstream.pause_sink('tap_nosuch')$$, '42704', 'sink "tap_nosuch" does not exist',
+	'pausing a missing sink is undefined_object');
+SELECT throws_ok($$SELECT adstream.resume_sink('tap_nosuch')$$, '42704', NULL, 'resuming a missing sink is undefined_object');
+SELECT throws_ok($$SELECT adstream.drop_sink('tap_nosuch')$$, '42704', NULL, 'dropping a missing sink is undefined_object');
+SELECT throws_ok($$SELECT * FROM adstream._outbox_page('tap_nosuch', 1)$$, '42704', NULL,
+	'a missing sink has no page');
+
+INSERT INTO adstream.sinks (name, brokers, done_snapshot) VALUES ('tap_sink', 'k:9092', pg_current_snapshot());
+SELECT is(adstream._publishing(), true, '_publishing: results are queued while a sink exists');
+SELECT throws_ok($$SELECT adstream.create_sink('tap_sink', 'k:9092')$$,
+	'42710', 'sink "tap_sink" already exists', 'a duplicate sink is duplicate_object');
+SELECT results_eq(
+	$$SELECT sink, sink_state, worker_state, cursor_last_id, records_published FROM adstream.sink_status$$,
+	$$VALUES ('tap_sink'::text, 'enabled'::text, 'starting'::text, 0::bigint, 0::bigint)$$,
+	'sink_status shows the sink, with no worker in this transaction');
+INSERT INTO adstream.attributed_orders (order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts,
+		amount, currency, record_uuid)
+VALUES ('d0000000-0000-4000-8000-000000000001', 1, 1, 'e0000000-0000-4000-8000-000000000001', now(), now(), 1, 'EUR',
+		adstream.record_uuid('attributed_orders', 'd0000000-0000-4000-8000-000000000001'));
+SELECT results_eq(
+	$$SELECT kind, order_id, txid = pg_current_xact_id() FROM adstream.outbox$$,
+	$$VALUES ('attributed_orders'::text, 'd0000000-0000-4000-8000-000000000001'::uuid, true)$$,
+	'a credited order is queued by the trigger, in the crediting transaction');
+SELECT is(adstream._record_key('attributed_orders', NULL, NULL, 'd0000000-0000-4000-8000-000000000001'),
+	'd0000000-0000-4000-8000-000000000001', 'the key of a credited order is its id');
+SELECT is(adstream._record_key('ad_stats', 42, '2024-03-01 10:00:00+00', NULL),
+	current_setting('adstream.node_name') || '|42|1709287200000',
+	'the key of a minute is node|ad_id|window start in epoch milliseconds');
+SELECT lives_ok($$SELECT adstream.pause_sink('tap_sink')$$, 'pause_sink');
+SELECT is((SELECT sink_state || '/' || worker_state FROM adstream.sink_status), 'paused/stopped',
+	'a paused sink is shown as paused');
+SELECT lives_ok($$SELECT adstream.resume_sink('tap_sink')$$, 'resume_sink');
+SELECT is((SELECT enabled FROM adstream.sinks WHERE name = 'tap_sink'), true, 'a resumed sink is enabled');
+SELECT is(adstream.prune_outbox(), 0::bigint, 'prune_outbox keeps what the sink has not passed');
+SELECT lives_ok($$SELECT adstream.drop_sink('tap_sink')$$, 'drop_sink');
+SELECT is((SELECT count(*)::int FROM adstream.sinks), 0, 'the sink is gone');
+SELECT is((SELECT count(*)::int FROM adstream.outbox), 1,
+	'the outbox row of this running transaction is not pruned');
+DELETE FROM adstream.outbox;
+DELETE FROM adstream.attributed_orders WHERE order_id = 'd0000000-0000-4000-8000-000000000001';
 
 -- record_uuid and bucket
 SELECT matches(adstream.record_uuid('attributed_orders', 'k')::text, '^[0-9a-f]{8}-[0-9a-f]{4}-3[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$',

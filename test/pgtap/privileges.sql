@@ -4,14 +4,17 @@
 -- (masked) configuration, positions and dead letters (0.2: orders, waiting
 -- orders, the ad events kept for attribution), but never the credentials in
 -- adstream.sources.  Attribution, rollup refresh and partition maintenance
--- are for the workers and pg_cron only.  Everything is rolled back,
--- including the roles created here.
+-- are for the workers and pg_cron only.  0.3: the reader sees the sinks'
+-- status; the admin manages sinks through the API but never reads
+-- adstream.sinks (credentials) or the outbox, and never runs what the
+-- publisher runs.  Everything is rolled back, including the roles created
+-- here.
 \set ON_ERROR_STOP 1
 \set QUIET 1
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(181);
+SELECT plan(244);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -116,7 +119,17 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('ad_stats_6h',        'adstream_admin',  ARRAY['SELECT']::name[]),
 	('ad_stats_day',       'public',          ARRAY[]::name[]),
 	('ad_stats_day',       'adstream_reader', ARRAY['SELECT']::name[]),
-	('ad_stats_day',       'adstream_admin',  ARRAY['SELECT']::name[])
+	('ad_stats_day',       'adstream_admin',  ARRAY['SELECT']::name[]),
+	-- 0.3
+	('sinks',              'public',          ARRAY[]::name[]),
+	('sinks',              'adstream_reader', ARRAY[]::name[]),
+	('sinks',              'adstream_admin',  ARRAY[]::name[]),
+	('outbox',             'public',          ARRAY[]::name[]),
+	('outbox',             'adstream_reader', ARRAY[]::name[]),
+	('outbox',             'adstream_admin',  ARRAY[]::name[]),
+	('sink_status',        'public',          ARRAY[]::name[]),
+	('sink_status',        'adstream_reader', ARRAY['SELECT']::name[]),
+	('sink_status',        'adstream_admin',  ARRAY['SELECT']::name[])
   ) AS v(t, r, privs);
 
 -------------------------------------------------------------------------------
@@ -185,7 +198,31 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('unschedule_maintenance', ARRAY[]::name[],                                    'adstream_admin',  ARRAY[]::name[]),
 	('_source_kinds',      ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
 	('_partition_upper',   ARRAY['regclass']::name[],                              'adstream_admin',  ARRAY[]::name[]),
-	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'adstream_admin',  ARRAY[]::name[])
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'adstream_admin',  ARRAY[]::name[]),
+	-- 0.3: sink management for the admin, the publisher status for the reader
+	('create_sink',        ARRAY['text', 'text', 'jsonb']::name[],                 'public',          ARRAY[]::name[]),
+	('create_sink',        ARRAY['text', 'text', 'jsonb']::name[],                 'adstream_reader', ARRAY[]::name[]),
+	('create_sink',        ARRAY['text', 'text', 'jsonb']::name[],                 'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('drop_sink',          ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('drop_sink',          ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('drop_sink',          ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('pause_sink',         ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('pause_sink',         ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('pause_sink',         ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('resume_sink',        ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('resume_sink',        ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('resume_sink',        ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('publisher_status',   ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('publisher_status',   ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
+	-- 0.3: what only the publisher (as superuser) runs
+	('prune_outbox',       ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	('_outbox_page',       ARRAY['text', 'integer']::name[],                       'adstream_admin',  ARRAY[]::name[]),
+	('_sink_advance',      ARRAY['text', 'bigint', 'bigint', 'integer', 'boolean']::name[], 'adstream_admin', ARRAY[]::name[]),
+	('_sink_aborted',      ARRAY['text']::name[],                                  'adstream_admin',  ARRAY[]::name[]),
+	('_publishing',        ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	('_record_key',        ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'adstream_admin', ARRAY[]::name[]),
+	('_sink_must_exist',   ARRAY['text']::name[],                                  'adstream_admin',  ARRAY[]::name[]),
+	('_queue_attributed_orders', ARRAY[]::name[],                                  'adstream_admin',  ARRAY[]::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(
@@ -211,6 +248,9 @@ SELECT is_empty(
 
 SELECT adstream.create_source('tap_priv_src', 'k:9092', 'tap_priv_topic',
 		options => '{"sasl.password": "tap-priv-secret"}');
+-- A sink (create_sink refuses this transaction, which has written).
+INSERT INTO adstream.sinks (name, brokers, kafka_options, done_snapshot)
+VALUES ('tap_priv_sink', 'k:9092', '{"sasl.password": "tap-priv-secret"}', pg_current_snapshot());
 INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts)
 VALUES ('tap_priv_src', 'tap_priv_topic', 0, 1, '2031-01-01 00:00:00+00');
 
@@ -235,6 +275,16 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.ad_
 	'42501', 'plain role: ad_stats is denied');
 SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', $$SELECT * FROM adstream.attributed_orders$$),
 	'42501', 'plain role: adstream.attributed_orders is denied');
+-- 0.3
+SELECT is(pg_temp.sqlstate_as('tap_adstream_plain', sql), '42501', 'plain role: ' || what || ' is denied')
+  FROM (VALUES
+	($$SELECT * FROM adstream.sink_status$$, 'adstream.sink_status'),
+	($$SELECT * FROM adstream.sinks$$, 'adstream.sinks'),
+	($$SELECT * FROM adstream.outbox$$, 'adstream.outbox'),
+	($$SELECT adstream.create_sink('tap_x', 'k:9092')$$, 'create_sink'),
+	($$SELECT adstream.pause_sink('tap_priv_sink')$$, 'pause_sink'),
+	($$SELECT adstream.drop_sink('tap_priv_sink')$$, 'drop_sink')
+  ) AS v(sql, what);
 
 -- adstream_reader
 SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.ad_stats_minute$$),
@@ -278,8 +328,20 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', sql), '42501', 'reader: ' |
 	($$SELECT * FROM adstream.rollup_pending$$, 'adstream.rollup_pending'),
 	($$SELECT adstream.refresh_rollups()$$, 'refresh_rollups'),
 	($$SELECT adstream.attribute_orders()$$, 'attribute_orders'),
-	($$DELETE FROM adstream.attributed_orders$$, 'deleting credits')
+	($$DELETE FROM adstream.attributed_orders$$, 'deleting credits'),
+	-- 0.3
+	($$SELECT * FROM adstream.sinks$$, 'adstream.sinks'),
+	($$SELECT * FROM adstream.outbox$$, 'adstream.outbox'),
+	($$SELECT adstream.create_sink('tap_x', 'k:9092')$$, 'create_sink'),
+	($$SELECT adstream.pause_sink('tap_priv_sink')$$, 'pause_sink'),
+	($$SELECT adstream.resume_sink('tap_priv_sink')$$, 'resume_sink'),
+	($$SELECT adstream.drop_sink('tap_priv_sink')$$, 'drop_sink'),
+	($$SELECT * FROM adstream._outbox_page('tap_priv_sink', 1)$$, '_outbox_page')
   ) AS v(sql, what);
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.sink_status$$),
+	'00000', 'reader: may read sink_status');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.publisher_status()$$),
+	'00000', 'reader: may call publisher_status');
 
 -- adstream_admin
 SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT adstream.create_source('tap_admin_src', 'k:9092', 't')$$),
@@ -328,8 +390,31 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', sql), '42501', 'admin: ' || 
 	($$SELECT adstream.create_partitions_ahead()$$, 'create_partitions_ahead'),
 	($$SELECT adstream.drop_expired_partitions()$$, 'drop_expired_partitions'),
 	($$SELECT adstream.schedule_maintenance()$$, 'schedule_maintenance'),
-	($$SELECT adstream.unschedule_maintenance()$$, 'unschedule_maintenance')
+	($$SELECT adstream.unschedule_maintenance()$$, 'unschedule_maintenance'),
+	-- 0.3: the credentials, the outbox and what the publisher runs
+	($$SELECT * FROM adstream.sinks$$, 'adstream.sinks (credentials)'),
+	($$SELECT * FROM adstream.outbox$$, 'adstream.outbox'),
+	($$UPDATE adstream.sinks SET last_id = 0$$, 'moving a cursor'),
+	($$DELETE FROM adstream.outbox$$, 'deleting from the outbox'),
+	($$SELECT * FROM adstream._outbox_page('tap_priv_sink', 1)$$, '_outbox_page'),
+	($$SELECT adstream._sink_advance('tap_priv_sink', 0, 0, 0, true)$$, '_sink_advance'),
+	($$SELECT adstream._sink_aborted('tap_priv_sink')$$, '_sink_aborted'),
+	($$SELECT adstream.prune_outbox()$$, 'prune_outbox'),
+	($$SELECT adstream._publishing()$$, '_publishing')
   ) AS v(sql, what);
+-- 0.3: manages sinks and sees their status, without the credentials
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', sql), '00000', 'admin: may ' || what)
+  FROM (VALUES
+	($$SELECT * FROM adstream.sink_status$$, 'read sink_status'),
+	($$SELECT adstream.pause_sink('tap_priv_sink')$$, 'pause a sink'),
+	($$SELECT adstream.resume_sink('tap_priv_sink')$$, 'resume a sink'),
+	($$DO 'BEGIN IF EXISTS (SELECT 1 FROM adstream.sink_status s WHERE s::text LIKE ''%tap-priv-secret%'') THEN RAISE EXCEPTION ''secret visible''; END IF; END'$$,
+	 'read sink_status without seeing the password')
+  ) AS v(sql, what);
+-- create_sink passes the privilege check and reaches its own rule (this
+-- transaction has written)
+SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', $$SELECT adstream.create_sink('tap_admin_sink', 'k:9092')$$),
+	'25001', 'admin: may call create_sink');
 -- librdkafka properties that run commands or load code in the server
 SELECT ok(pg_temp.sqlstate_as_login('tap_adstream_admin',
 		$$SELECT adstream.create_source('tap_evil', 'k:9092', 't', options => '{"sasl.kerberos.kinit.cmd": "/bin/true"}')$$)
@@ -339,6 +424,13 @@ SELECT ok(pg_temp.sqlstate_as_login('tap_adstream_admin',
 		$$SELECT adstream.create_source('tap_evil', 'k:9092', 't', options => '{"ssl.engine.location": "/nonexistent/engine.so"}')$$)
 		IN ('22023', '42501'),
 	'admin: ssl.engine.location is refused');
+SELECT is(pg_temp.sqlstate_as_login('tap_adstream_admin',
+		$$SELECT adstream.create_sink('tap_evil', 'k:9092', '{"sasl.kerberos.kinit.cmd": "/bin/true"}')$$),
+	'42501', 'admin: sasl.kerberos.kinit.cmd is refused for a sink');
+SELECT is(pg_temp.sqlstate_as_login('tap_adstream_admin',
+		$$SELECT adstream.create_sink('tap_evil', 'k:9092', '{"plugin.library.paths": "/nonexistent/plugin.so"}')$$),
+	'42501', 'admin: plugin.library.paths is refused for a sink');
+SELECT lives_ok($$SELECT adstream.drop_sink('tap_priv_sink')$$, 'the superuser drops the sink');
 
 SELECT is(current_user, session_user, 'back to the session user after the role checks');
 

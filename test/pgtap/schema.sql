@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(206);
+SELECT plan(258);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -21,12 +21,12 @@ SELECT set_eq(
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('r', 'p') AND NOT relispartition$$,
 	ARRAY['sources', 'offsets', 'partitioned_tables', 'ad_stats_minute', 'dedup_state', 'rejected_events',
 		  'ad_events', 'orders', 'attributed_orders', 'rollup_pending',
-		  'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day'],
+		  'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day', 'outbox', 'sinks'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('v', 'm')$$,
-	ARRAY['source_config', 'source_status', 'waiting_orders'],
+	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status'],
 	'adstream has exactly the expected views');
 
 -------------------------------------------------------------------------------
@@ -46,6 +46,8 @@ SELECT has_table('adstream', 'rollup_pending', 'table adstream.rollup_pending ex
 SELECT has_table('adstream', 'ad_stats_hour', 'table adstream.ad_stats_hour exists');
 SELECT has_table('adstream', 'ad_stats_6h', 'table adstream.ad_stats_6h exists');
 SELECT has_table('adstream', 'ad_stats_day', 'table adstream.ad_stats_day exists');
+SELECT has_table('adstream', 'outbox', 'table adstream.outbox exists');
+SELECT has_table('adstream', 'sinks', 'table adstream.sinks exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at']);
@@ -69,8 +71,12 @@ SELECT columns_are('adstream', 'rollup_pending', ARRAY['window_start']);
 SELECT columns_are('adstream', t, ARRAY['ad_id', 'campaign_id', 'window_start', 'impressions', 'clicks'],
 		format('adstream.%s has the columns of a rollup', t))
   FROM unnest(ARRAY['ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t;
+SELECT columns_are('adstream', 'outbox', ARRAY['id', 'txid', 'kind', 'ad_id', 'window_start', 'order_id']);
+SELECT columns_are('adstream', 'sinks', ARRAY['id', 'name', 'brokers', 'topic_ad_stats', 'topic_orders',
+	'kafka_options', 'enabled', 'generation', 'done_snapshot', 'target_snapshot', 'last_id', 'txns_committed',
+	'txns_aborted', 'records_published', 'last_publish_at', 'created_at']);
 
--- 93 column types
+-- 115 column types
 SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty))
   FROM (VALUES
 	('sources', 'id', 'integer'),
@@ -165,7 +171,29 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('ad_stats_day', 'campaign_id', 'bigint'),
 	('ad_stats_day', 'window_start', 'timestamp with time zone'),
 	('ad_stats_day', 'impressions', 'bigint'),
-	('ad_stats_day', 'clicks', 'bigint')
+	('ad_stats_day', 'clicks', 'bigint'),
+	('outbox', 'id', 'bigint'),
+	('outbox', 'txid', 'xid8'),
+	('outbox', 'kind', 'text'),
+	('outbox', 'ad_id', 'bigint'),
+	('outbox', 'window_start', 'timestamp with time zone'),
+	('outbox', 'order_id', 'uuid'),
+	('sinks', 'id', 'integer'),
+	('sinks', 'name', 'text'),
+	('sinks', 'brokers', 'text'),
+	('sinks', 'topic_ad_stats', 'text'),
+	('sinks', 'topic_orders', 'text'),
+	('sinks', 'kafka_options', 'jsonb'),
+	('sinks', 'enabled', 'boolean'),
+	('sinks', 'generation', 'bigint'),
+	('sinks', 'done_snapshot', 'pg_snapshot'),
+	('sinks', 'target_snapshot', 'pg_snapshot'),
+	('sinks', 'last_id', 'bigint'),
+	('sinks', 'txns_committed', 'bigint'),
+	('sinks', 'txns_aborted', 'bigint'),
+	('sinks', 'records_published', 'bigint'),
+	('sinks', 'last_publish_at', 'timestamp with time zone'),
+	('sinks', 'created_at', 'timestamp with time zone')
   ) AS v(t, c, ty);
 
 -- Only these columns may be NULL.
@@ -176,8 +204,11 @@ SELECT set_eq(
 		 AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped AND NOT a.attnotnull$$,
 	ARRAY['offsets.max_event_ts', 'rejected_events.detail', 'rejected_events.payload',
 		  'orders.decided_at', 'orders.attribution', 'orders.ad_id', 'orders.campaign_id',
-		  'orders.event_id', 'orders.event_ts'],
-	'only the watermark, dead-letter detail and payload, and the verdict of an order are nullable');
+		  'orders.event_id', 'orders.event_ts',
+		  'outbox.ad_id', 'outbox.window_start', 'outbox.order_id',
+		  'sinks.target_snapshot', 'sinks.last_publish_at'],
+	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
+	'names, a sink''s open window and its last publish time are nullable');
 
 -------------------------------------------------------------------------------
 -- Keys, constraints, indexes
@@ -256,6 +287,44 @@ SELECT lives_ok(
 SELECT has_index('adstream', 'rejected_events', 'rejected_events_received_at_idx', ARRAY['received_at'],
 	'dead letters are indexed by received_at');
 
+-- 0.3: the outbox and the sinks
+SELECT col_is_pk('adstream', 'outbox', ARRAY['id'], 'outbox PK is (id): the version of a record');
+SELECT col_is_pk('adstream', 'sinks', ARRAY['id'], 'sinks PK is (id)');
+SELECT col_is_unique('adstream', 'sinks', ARRAY['name'], 'sink names are unique');
+SELECT is(attidentity, 'a', format('%s.id is GENERATED ALWAYS AS IDENTITY', attrelid::regclass))
+  FROM pg_attribute
+ WHERE attrelid IN ('adstream.outbox'::regclass, 'adstream.sinks'::regclass) AND attname = 'id'
+ ORDER BY attrelid::regclass::text;
+SELECT has_index('adstream', 'outbox', 'outbox_txid_idx', ARRAY['txid'],
+	'the outbox is indexed by transaction id (publishing windows)');
+SELECT col_default_is('adstream', 'outbox', 'txid', 'pg_current_xact_id()',
+	'an outbox row records the transaction that wrote it');
+SELECT col_has_check('adstream', 'outbox', ARRAY['kind'], 'outbox.kind is checked');
+SELECT throws_ok(
+	$$INSERT INTO adstream.outbox (kind, ad_id, window_start) VALUES ('ad_stats_hour', 1, now())$$,
+	'23514', NULL, 'the outbox takes ad_stats and attributed_orders rows only');
+SELECT throws_ok(
+	$$INSERT INTO adstream.outbox (kind, ad_id) VALUES ('ad_stats', 1)$$,
+	'23514', NULL, 'an ad_stats row names an ad and a minute');
+SELECT throws_ok(
+	$$INSERT INTO adstream.outbox (kind, order_id, ad_id, window_start) VALUES ('attributed_orders', gen_random_uuid(), 1, now())$$,
+	'23514', NULL, 'an attributed_orders row names an order, not a minute');
+SELECT throws_ok(
+	$$INSERT INTO adstream.outbox (id, kind, order_id) VALUES (1, 'attributed_orders', gen_random_uuid())$$,
+	'428C9', NULL, 'outbox ids (versions) are never given by hand');
+SELECT col_default_is('adstream', 'sinks', 'topic_ad_stats', 'adstream.ad_stats', 'ad_stats go to adstream.ad_stats by default');
+SELECT col_default_is('adstream', 'sinks', 'topic_orders', 'adstream.attributed_orders',
+	'credited orders go to adstream.attributed_orders by default');
+SELECT col_hasnt_default('adstream', 'sinks', 'done_snapshot', 'a sink''s cursor is always set by create_sink');
+SELECT has_trigger('adstream', 'attributed_orders', 'queue_for_publishing',
+	'attributed_orders queues what it credits for publishing');
+SELECT trigger_is('adstream', 'attributed_orders', 'queue_for_publishing', 'adstream', '_queue_attributed_orders',
+	'the trigger runs _queue_attributed_orders');
+SELECT is(
+	(SELECT tgtype::int & 127 FROM pg_trigger
+	  WHERE tgrelid = 'adstream.attributed_orders'::regclass AND tgname = 'queue_for_publishing'),
+	4, 'the trigger fires once per statement, after INSERT only');
+
 SELECT is(reloptions, ARRAY['fillfactor=50'], 'offsets is created with fillfactor 50')
   FROM pg_class WHERE oid = 'adstream.offsets'::regclass;
 SELECT is(reloptions, ARRAY['fillfactor=90'], format('%s is created with fillfactor 90', t))
@@ -266,6 +335,17 @@ SELECT ok(
 	   FROM pg_extension e, unnest(e.extconfig) AS x(oid) JOIN pg_class c ON c.oid = x.oid
 	  WHERE e.extname = 'adstream') @> ARRAY['sources', 'offsets'],
 	'sources and offsets are dumped by pg_dump as configuration');
+-- 0.3: the sinks and the id sequences (record versions must keep growing
+-- after a restore); not the outbox, whose rows name this cluster's
+-- transactions (a restored sink refuses its foreign cursor instead).
+SELECT ok(
+	(SELECT array_agg(c.relname::text)
+	   FROM pg_extension e, unnest(e.extconfig) AS x(oid) JOIN pg_class c ON c.oid = x.oid
+	  WHERE e.extname = 'adstream') @> ARRAY['sinks', 'outbox_id_seq', 'sinks_id_seq', 'sources_id_seq']
+	AND NOT (SELECT array_agg(c.relname::text)
+	   FROM pg_extension e, unnest(e.extconfig) AS x(oid) JOIN pg_class c ON c.oid = x.oid
+	  WHERE e.extname = 'adstream') @> ARRAY['outbox'],
+	'sinks and the id sequences are dumped by pg_dump, the outbox is not');
 -- Offsets are committed together with orders, credits and the rollup queue,
 -- so pg_dump must save those tables too, or a restored database has offsets
 -- past orders it no longer holds.  Extension member tables are dumped only
@@ -297,6 +377,8 @@ SELECT is(pg_get_partkeydef('adstream.ad_events'::regclass), 'RANGE (ts)',
 	'ad_events is range-partitioned by ts');
 SELECT isnt_partitioned('adstream', 'offsets', 'offsets is not partitioned');
 SELECT isnt_partitioned('adstream', 'rejected_events', 'rejected_events is not partitioned');
+SELECT isnt_partitioned('adstream', 'outbox', 'outbox is not partitioned');
+SELECT isnt_partitioned('adstream', 'sinks', 'sinks is not partitioned');
 SELECT is(pg_get_partkeydef('adstream.ad_stats_minute'::regclass), 'RANGE (window_start)',
 	'ad_stats_minute is range-partitioned by window_start');
 SELECT is(pg_get_partkeydef('adstream.dedup_state'::regclass), 'RANGE (event_ts)',
@@ -337,6 +419,13 @@ SELECT columns_are('adstream', 'waiting_orders', ARRAY['order_id', 'source', 'us
 	'currency', 'ts', 'received_at', 'ad_events_watermark', 'decide_by']);
 SELECT col_type_is('adstream', 'waiting_orders', 'decide_by', 'timestamp with time zone',
 	'waiting_orders.decide_by is a time');
+SELECT has_view('adstream', 'sink_status', 'view adstream.sink_status exists');
+SELECT columns_are('adstream', 'sink_status', ARRAY['sink', 'sink_state', 'worker_pid', 'worker_state',
+	'cursor_snapshot', 'cursor_last_id', 'backlog_rows', 'backlog_bytes', 'records_published', 'txns_committed',
+	'txns_aborted', 'last_publish_at', 'last_error', 'last_error_at']);
+SELECT hasnt_column('adstream', 'sink_status', c, format('sink_status never shows %s', c))
+  FROM unnest(ARRAY['brokers', 'kafka_options']) AS c;
+SELECT col_type_is('adstream', 'sink_status', 'backlog_rows', 'bigint', 'sink_status.backlog_rows is bigint');
 
 -------------------------------------------------------------------------------
 -- Roles

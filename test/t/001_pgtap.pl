@@ -1,6 +1,7 @@
 # Runs the pgTAP suites in test/pgtap/ with pg_prove against a fresh server
 # that preloads adstream (its workers run in database "postgres", where the
-# suites run too; every suite rolls back, so no source is ever committed).
+# suites run too; every suite rolls back, so no source or sink is ever
+# committed).
 use strict;
 use warnings;
 
@@ -59,6 +60,11 @@ else
 # The suites must leave nothing behind.
 is($node->safe_psql('postgres', 'SELECT count(*) FROM adstream.sources'),
 	'0', 'no sources left behind');
+is( $node->safe_psql(
+		'postgres',
+		'SELECT (SELECT count(*) FROM adstream.sinks) + (SELECT count(*) FROM adstream.outbox)'),
+	'0',
+	'no sinks or outbox rows left behind');
 is( $node->safe_psql(
 		'postgres',
 		"SELECT count(*) FROM pg_roles WHERE rolname LIKE 'tap\\_adstream\\_%'"),
