@@ -23,11 +23,15 @@ timestamptz_or_null(TimestampTz ts, bool *isnull)
 	return TimestampTzGetDatum(ts);
 }
 
-PG_FUNCTION_INFO_V1(adstream_worker_status);
-Datum
-adstream_worker_status(PG_FUNCTION_ARGS)
+/*
+ * One row per consumer or publisher slot of this database.  A consumer's row
+ * has its worker index after the id; the columns are otherwise the same.
+ */
+static Datum
+slot_rows(FunctionCallInfo fcinfo, bool publishers)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			k = publishers ? 0 : 1;	/* shift after the id column */
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (ads_shared == NULL)
@@ -43,61 +47,38 @@ adstream_worker_status(PG_FUNCTION_ARGS)
 		SpinLockAcquire(&s->mutex);
 		memcpy(&copy, s, offsetof(AdsWorkerSlot, parts));
 		SpinLockRelease(&s->mutex);
-		if (!copy.in_use || copy.database != MyDatabaseId || copy.publisher)
+		if (!copy.in_use || copy.database != MyDatabaseId || copy.publisher != publishers)
 			continue;
 
 		values[0] = Int32GetDatum(copy.source_id);
-		values[1] = Int32GetDatum(copy.worker_index);
-		values[2] = Int32GetDatum(copy.pid);
-		nulls[2] = (copy.pid == 0);
-		values[3] = CStringGetTextDatum(copy.state);
-		values[4] = timestamptz_or_null(copy.started_at, &nulls[4]);
-		values[5] = timestamptz_or_null(copy.last_commit_at, &nulls[5]);
-		values[6] = CStringGetTextDatum(copy.last_error);
-		nulls[6] = (copy.last_error[0] == '\0');
-		values[7] = timestamptz_or_null(copy.last_error_at, &nulls[7]);
-		values[8] = Int32GetDatum(copy.restarts);
+		if (!publishers)
+			values[1] = Int32GetDatum(copy.worker_index);
+		values[k + 1] = Int32GetDatum(copy.pid);
+		nulls[k + 1] = (copy.pid == 0);
+		values[k + 2] = CStringGetTextDatum(copy.state);
+		values[k + 3] = timestamptz_or_null(copy.started_at, &nulls[k + 3]);
+		values[k + 4] = timestamptz_or_null(copy.last_commit_at, &nulls[k + 4]);
+		values[k + 5] = CStringGetTextDatum(copy.last_error);
+		nulls[k + 5] = (copy.last_error[0] == '\0');
+		values[k + 6] = timestamptz_or_null(copy.last_error_at, &nulls[k + 6]);
+		values[k + 7] = Int32GetDatum(copy.restarts);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(adstream_worker_status);
+Datum
+adstream_worker_status(PG_FUNCTION_ARGS)
+{
+	return slot_rows(fcinfo, false);
 }
 
 PG_FUNCTION_INFO_V1(adstream_publisher_status);
 Datum
 adstream_publisher_status(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (ads_shared == NULL)
-		return (Datum) 0;
-
-	for (int i = 0; i < ads_shared->nslots; i++)
-	{
-		AdsWorkerSlot *s = &ads_shared->slots[i];
-		AdsWorkerSlot copy;
-		Datum		values[8];
-		bool		nulls[8] = {0};
-
-		SpinLockAcquire(&s->mutex);
-		memcpy(&copy, s, offsetof(AdsWorkerSlot, parts));
-		SpinLockRelease(&s->mutex);
-		if (!copy.in_use || copy.database != MyDatabaseId || !copy.publisher)
-			continue;
-
-		values[0] = Int32GetDatum(copy.source_id);
-		values[1] = Int32GetDatum(copy.pid);
-		nulls[1] = (copy.pid == 0);
-		values[2] = CStringGetTextDatum(copy.state);
-		values[3] = timestamptz_or_null(copy.started_at, &nulls[3]);
-		values[4] = timestamptz_or_null(copy.last_commit_at, &nulls[4]);
-		values[5] = CStringGetTextDatum(copy.last_error);
-		nulls[5] = (copy.last_error[0] == '\0');
-		values[6] = timestamptz_or_null(copy.last_error_at, &nulls[6]);
-		values[7] = Int32GetDatum(copy.restarts);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	return (Datum) 0;
+	return slot_rows(fcinfo, true);
 }
 
 PG_FUNCTION_INFO_V1(adstream_partition_status);
