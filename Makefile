@@ -54,7 +54,7 @@ test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c includ
 	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c
 
 # ---- entry points ----
-.PHONY: deps test test-run unitcheck tapcheck demo
+.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo
 
 deps:
 	scripts/deps.sh
@@ -65,10 +65,14 @@ test:
 	scripts/test.sh
 
 # The suites themselves; expects an installed extension and a non-root user.
-test-run: unitcheck installcheck tapcheck
+test-run: unitcheck fuzzcheck installcheck tapcheck
 
 unitcheck: test/bin/test_event_parse
 	test/bin/test_event_parse
+
+# libFuzzer on both parsers, after replaying test/fuzz/crashers (20 s each).
+fuzzcheck:
+	test/fuzz/run.sh 20
 
 PG_BINDIR := $(shell $(PG_CONFIG) --bindir)
 tapcheck: $(TOOLS)

@@ -8,6 +8,7 @@ PACKAGES=(
   librdkafka-dev pkg-config build-essential
   postgresql-15-cron postgresql-15-pgtap postgresql-15-partman
   libipc-run-perl libtest-simple-perl kcat
+  clang libclang-rt-14-dev
 )
 
 missing=()
