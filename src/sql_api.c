@@ -128,36 +128,58 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/*
+ * The row of validate_event() / validate_order(): reason and detail, then the
+ * message's fields, which are NULL unless it was accepted (the caller fills
+ * values[2..] when reason is ADS_OK).
+ */
+static void
+validation_row_start(AdsReason reason, const char *detail, Datum *values, bool *nulls, int ncols)
+{
+	memset(nulls, reason != ADS_OK, sizeof(bool) * ncols);
+	values[0] = CStringGetTextDatum(ads_reason_name(reason));
+	nulls[0] = false;
+	values[1] = CStringGetTextDatum(detail);
+	nulls[1] = (reason == ADS_OK);
+}
+
+static Datum
+validation_row(FunctionCallInfo fcinfo, Datum *values, bool *nulls)
+{
+	TupleDesc	tupdesc;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+static Datum
+uuid_datum(const uint8 id[16])
+{
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+	memcpy(uuid->data, id, UUID_LEN);
+	return UUIDPGetDatum(uuid);
+}
+
 PG_FUNCTION_INFO_V1(adstream_validate_event);
 Datum
 adstream_validate_event(PG_FUNCTION_ARGS)
 {
 	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
-	TupleDesc	tupdesc;
 	AdsEvent	ev;
 	AdsReason	reason;
 	char		detail[ADS_DETAIL_LEN];
 	Datum		values[9];
 	bool		nulls[9];
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-
 	reason = ads_parse_event(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
 							 (size_t) adstream_max_message_bytes, &ev,
 							 detail, sizeof(detail));
-
-	memset(nulls, reason != ADS_OK, sizeof(nulls));
-	values[0] = CStringGetTextDatum(ads_reason_name(reason));
-	nulls[0] = false;
-	values[1] = CStringGetTextDatum(detail);
-	nulls[1] = (reason == ADS_OK);
+	validation_row_start(reason, detail, values, nulls, 9);
 	if (reason == ADS_OK)
 	{
-		pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
-
-		memcpy(uuid->data, ev.event_id, UUID_LEN);
-		values[2] = UUIDPGetDatum(uuid);
+		values[2] = uuid_datum(ev.event_id);
 		values[3] = CStringGetTextDatum(ev.type == ADS_EV_CLICK ? "click" : "impression");
 		values[4] = Int64GetDatum(ev.ad_id);
 		values[5] = Int64GetDatum(ev.campaign_id);
@@ -165,7 +187,7 @@ adstream_validate_event(PG_FUNCTION_ARGS)
 		values[7] = Int64GetDatum(ev.store_id);
 		values[8] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(ev.ts_us));
 	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	PG_RETURN_DATUM(validation_row(fcinfo, values, nulls));
 }
 
 PG_FUNCTION_INFO_V1(adstream_validate_order);
@@ -173,31 +195,19 @@ Datum
 adstream_validate_order(PG_FUNCTION_ARGS)
 {
 	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
-	TupleDesc	tupdesc;
 	AdsOrder	o;
 	AdsReason	reason;
 	char		detail[ADS_DETAIL_LEN];
 	Datum		values[8];
 	bool		nulls[8];
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-
 	reason = ads_parse_order(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
 							 (size_t) adstream_max_message_bytes, &o,
 							 detail, sizeof(detail));
-
-	memset(nulls, reason != ADS_OK, sizeof(nulls));
-	values[0] = CStringGetTextDatum(ads_reason_name(reason));
-	nulls[0] = false;
-	values[1] = CStringGetTextDatum(detail);
-	nulls[1] = (reason == ADS_OK);
+	validation_row_start(reason, detail, values, nulls, 8);
 	if (reason == ADS_OK)
 	{
-		pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
-
-		memcpy(uuid->data, o.order_id, UUID_LEN);
-		values[2] = UUIDPGetDatum(uuid);
+		values[2] = uuid_datum(o.order_id);
 		values[3] = Int64GetDatum(o.user_id);
 		values[4] = Int64GetDatum(o.store_id);
 		values[5] = DirectFunctionCall3(numeric_in, CStringGetDatum(o.amount),
@@ -205,7 +215,7 @@ adstream_validate_order(PG_FUNCTION_ARGS)
 		values[6] = CStringGetTextDatum(o.currency);
 		values[7] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(o.ts_us));
 	}
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	PG_RETURN_DATUM(validation_row(fcinfo, values, nulls));
 }
 
 /*
