@@ -28,6 +28,7 @@ extern int	adstream_attribution_window_s;
 extern int	adstream_view_through_window_s;
 extern int	adstream_attribution_max_wait_s;
 extern int	adstream_minute_retention_s;
+extern int	adstream_rejected_retention_s;
 
 /* ---- shared-memory registry of consumer workers ---- */
 

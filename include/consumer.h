@@ -81,11 +81,13 @@ typedef struct AdsConsumer
 	MemoryContext ensured_ctx;
 
 	bool		fenced;			/* set when offsets moved under us */
+	TransactionId claim_xid;	/* the batch transaction that claimed event ids */
 } AdsConsumer;
 
 /* batch.c */
 extern void ads_batch_write(AdsConsumer *c);
 extern void ads_batch_forget_partitions(AdsConsumer *c);
+extern void ads_batch_settle(AdsConsumer *c, bool committed);
 extern int	ads_attribute_orders(void);
 
 static inline TimestampTz

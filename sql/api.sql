@@ -251,12 +251,12 @@ SELECT adstream.ensure_partitions('ad_stats_minute',
 		ARRAY['2024-03-02 21:00:00-05']::timestamptz[]) AS created;	-- 2024-03-03 02:00 UTC
 SET timezone = 'UTC';
 
--- Hourly partitions for dedup_state.
-SELECT adstream.ensure_partitions('dedup_state',
+-- Hourly partitions for dedup_log.
+SELECT adstream.ensure_partitions('dedup_log',
 		ARRAY['2024-03-01 09:00:00+00', '2024-03-01 09:59:59.999999+00', '2024-03-01 10:00:00+00',
 			  '2024-03-01 11:30:00+00', '2024-03-01 12:00:00+00', '2024-03-01 13:45:00+00']::timestamptz[]) AS created;
-SELECT adstream.ensure_partitions('dedup_state', '{}') AS created;
-SELECT adstream.ensure_partitions('dedup_state', ARRAY[NULL]::timestamptz[]) AS created;
+SELECT adstream.ensure_partitions('dedup_log', '{}') AS created;
+SELECT adstream.ensure_partitions('dedup_log', ARRAY[NULL]::timestamptz[]) AS created;
 
 -- not an adstream partitioned table
 SELECT adstream.ensure_partitions('offsets', ARRAY[now()]);
@@ -266,7 +266,7 @@ SELECT p.relname AS parent, c.relname AS partition,
   FROM pg_inherits i
   JOIN pg_class c ON c.oid = i.inhrelid
   JOIN pg_class p ON p.oid = i.inhparent
- WHERE i.inhparent IN ('adstream.ad_stats_minute'::regclass, 'adstream.dedup_state'::regclass)
+ WHERE i.inhparent IN ('adstream.ad_stats_minute'::regclass, 'adstream.dedup_log'::regclass)
  ORDER BY c.relname;
 
 -- Rows land in the partition of their UTC day / hour.
@@ -274,12 +274,12 @@ INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start, impressi
 VALUES (1, 10, '2024-03-01 23:59:00+00', 5, 1),
 	   (1, 10, '2024-03-02 00:00:00+00', 3, 0)
 RETURNING tableoid::regclass AS partition, ad_id, window_start;
-INSERT INTO adstream.dedup_state (source_id, event_id, event_ts)
-VALUES (1, 'f47ac10b-58cc-4372-a567-0e02b2c3d479', '2024-03-01 10:59:59.999999+00')
+INSERT INTO adstream.dedup_log (source_id, hour, ids)
+VALUES (1, '2024-03-01 10:59:59.999999+00', uuid_send('f47ac10b-58cc-4372-a567-0e02b2c3d479'))
 RETURNING tableoid::regclass AS partition;
 -- a time without a partition is an error, not a silent drop
-INSERT INTO adstream.dedup_state (source_id, event_id, event_ts)
-VALUES (1, 'f47ac10b-58cc-4372-a567-0e02b2c3d479', '2030-01-01 00:00:00+00');
+INSERT INTO adstream.dedup_log (source_id, hour, ids)
+VALUES (1, '2030-01-01 00:00:00+00', uuid_send('f47ac10b-58cc-4372-a567-0e02b2c3d479'));
 
 -------------------------------------------------------------------------------
 -- expire_dedup_state (adstream.dedup_horizon is at its default of 1 hour)
@@ -302,10 +302,10 @@ VALUES ('ads_eu', 'ad-events', 0, 10, '2024-03-01 11:20:00+00'),
 	   ('ads_sasl', 'ad_events', 0, 0, NULL);
 SELECT adstream.expire_dedup_state() AS dropped;
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
- WHERE i.inhparent = 'adstream.dedup_state'::regclass ORDER BY 1;
+ WHERE i.inhparent = 'adstream.dedup_log'::regclass ORDER BY 1;
 -- the dropped tables are gone, not just detached
 SELECT count(*) AS dropped_tables_left FROM pg_class
- WHERE relname IN ('dedup_state_p20240301_0900', 'dedup_state_p20240301_1000');
+ WHERE relname IN ('dedup_log_p20240301_0900', 'dedup_log_p20240301_1000');
 -- nothing more to do at the same watermarks
 SELECT adstream.expire_dedup_state() AS dropped;
 
@@ -315,7 +315,7 @@ UPDATE adstream.offsets SET max_event_ts = '2024-03-01 13:45:00+00'
  WHERE source = 'ads_eu' AND partition = 0;
 SELECT adstream.expire_dedup_state() AS dropped;
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
- WHERE i.inhparent = 'adstream.dedup_state'::regclass ORDER BY 1;
+ WHERE i.inhparent = 'adstream.dedup_log'::regclass ORDER BY 1;
 
 -- Dropping the slowest source releases its hold.  Cutoff 13:45 - 1h = 12:45:
 -- still nothing, because 12:00's upper bound 13:00 is after it.
@@ -348,9 +348,9 @@ UPDATE adstream.offsets SET max_event_ts = '2024-03-01 15:00:00+00'
  WHERE source = 'ads_eu' AND partition = 0;
 SELECT adstream.expire_dedup_state() AS dropped;
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
- WHERE i.inhparent = 'adstream.dedup_state'::regclass ORDER BY 1;
+ WHERE i.inhparent = 'adstream.dedup_log'::regclass ORDER BY 1;
 
--- ad_events is partitioned by the hour, like dedup_state.
+-- ad_events is partitioned by the hour, like dedup_log.
 SELECT adstream.ensure_partitions('ad_events',
 		ARRAY['2024-03-01 10:00:00+00', '2024-03-01 10:59:59.999999+00', '2024-03-01 11:00:00+00']::timestamptz[]) AS created;
 SELECT c.relname AS partition, pg_get_expr(c.relpartbound, c.oid) AS bounds, c.reloptions
@@ -366,7 +366,7 @@ SELECT adstream.drop_source('shop');
 -- Partitions created at run time go with their parents.
 DROP EXTENSION adstream;
 SELECT count(*) AS leftover_relations FROM pg_class
- WHERE relname LIKE 'ad_stats_minute%' OR relname LIKE 'dedup_state%' OR relname LIKE 'ad_events%';
+ WHERE relname LIKE 'ad_stats_minute%' OR relname LIKE 'dedup_log%' OR relname LIKE 'ad_events%';
 SELECT count(*) AS adstream_schemas FROM pg_namespace WHERE nspname = 'adstream';
 -- the cluster-wide roles stay
 SELECT rolname FROM pg_roles WHERE rolname IN ('adstream_admin', 'adstream_reader') ORDER BY 1;

@@ -320,7 +320,7 @@ SELECT * FROM adstream.campaign_stats('2024-03-01', '2024-03-02', '1 hour');
 -------------------------------------------------------------------------------
 
 -- One transaction, so that now() stays put.  The day ahead needs 25 hourly
--- partitions of ad_events and of dedup_state and 2 daily ones of
+-- partitions of ad_events and of dedup_log and 2 daily ones of
 -- ad_stats_minute; none exist yet.
 BEGIN;
 SELECT adstream.create_partitions_ahead() AS created;
@@ -334,8 +334,8 @@ SAVEPOINT s;
 INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts)
 SELECT 1, gen_random_uuid(), 'click', 1, 1, 1, 1, t
   FROM generate_series(now(), now() + interval '1 day', interval '7 minutes') t;
-INSERT INTO adstream.dedup_state (source_id, event_id, event_ts)
-SELECT 1, gen_random_uuid(), t FROM generate_series(now(), now() + interval '1 day', interval '7 minutes') t;
+INSERT INTO adstream.dedup_log (source_id, hour, ids)
+SELECT 1, t, uuid_send(gen_random_uuid()) FROM generate_series(now(), now() + interval '1 day', interval '7 minutes') t;
 INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start)
 SELECT 1, 1, t FROM generate_series(date_trunc('minute', now()), now() + interval '1 day', interval '7 minutes') t;
 SELECT 'all inserted' AS coverage;
@@ -355,8 +355,8 @@ COMMIT;
 -- drop_expired_partitions()
 -------------------------------------------------------------------------------
 
--- Old dedup_state partitions, hourly from 2024-03-02 09:00 to 13:00.
-SELECT adstream.ensure_partitions('dedup_state',
+-- Old dedup_log partitions, hourly from 2024-03-02 09:00 to 13:00.
+SELECT adstream.ensure_partitions('dedup_log',
 		ARRAY['2024-03-02 09:00+00', '2024-03-02 10:00+00', '2024-03-02 11:00+00',
 			  '2024-03-02 12:00+00', '2024-03-02 13:00+00']::timestamptz[]) AS created;
 -- One more ad_events hour long before everything else.
@@ -377,7 +377,7 @@ SELECT p.relname AS parent, c.relname AS partition
 SELECT * FROM pg_temp.old_partitions ORDER BY 1, 2;
 
 -- Cutoffs:
---   dedup_state:     min(clicks_a 13:00, clicks_b 14:00) - 1h = 03-02 12:00
+--   dedup_log:     min(clicks_a 13:00, clicks_b 14:00) - 1h = 03-02 12:00
 --                    (the orders source's old watermark does not count)
 --   ad_events:       min(watermark 03-02 13:00, waiting order 03-01 01:30)
 --                    - 24h - 1h = 02-29 00:30
@@ -420,7 +420,7 @@ DECLARE
 	r regclass;
 BEGIN
 	FOR r IN SELECT i.inhrelid::regclass FROM pg_inherits i
-			  WHERE i.inhparent IN ('adstream.ad_events'::regclass, 'adstream.dedup_state'::regclass,
+			  WHERE i.inhparent IN ('adstream.ad_events'::regclass, 'adstream.dedup_log'::regclass,
 									'adstream.ad_stats_minute'::regclass)
 	LOOP
 		EXECUTE format('DROP TABLE %s', r);

@@ -1,7 +1,7 @@
 --
--- upgrade: ALTER EXTENSION adstream UPDATE from 0.1 to 0.2, then to 0.3,
--- keeps every source and its data, and leaves exactly the schema of a fresh
--- install of the default version (0.3).
+-- upgrade: ALTER EXTENSION adstream UPDATE from 0.1 to 0.2, then to 0.3 and
+-- 0.4, keeps every source and its data, and leaves exactly the schema of a
+-- fresh install of the default version (0.4).
 --
 -- The comparison captures the catalog of schema adstream (relations,
 -- columns, constraints, indexes, views, functions with their attributes and
@@ -130,10 +130,10 @@ SELECT c.relname::text AS relname, c.relkind FROM pg_class c
 CREATE TEMP TABLE functions_02 AS
 SELECT p.oid::regprocedure::text AS function FROM pg_proc p WHERE p.pronamespace = 'adstream'::regnamespace;
 
-ALTER EXTENSION adstream UPDATE;
+ALTER EXTENSION adstream UPDATE TO '0.3';
 SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
 -- nothing more to do
-ALTER EXTENSION adstream UPDATE;
+ALTER EXTENSION adstream UPDATE TO '0.3';
 
 -- What 0.3 adds; nothing is removed.
 SELECT c.relname, c.relkind FROM pg_class c
@@ -170,6 +170,44 @@ SELECT o.topic,
 SELECT sink, sink_state, worker_state, backlog_rows FROM adstream.sink_status;
 SELECT adstream.drop_sink('up_sink');
 SELECT count(*) AS outbox_rows FROM adstream.outbox;
+
+-------------------------------------------------------------------------------
+-- The update to 0.4: event ids move from dedup_state to dedup_log
+-------------------------------------------------------------------------------
+
+-- Two more ids remembered under 0.3, one of them in another hour.
+SELECT adstream.ensure_partitions('dedup_state', ARRAY['2024-03-01 13:00:00+00']::timestamptz[]) AS created;
+INSERT INTO adstream.dedup_state (source_id, event_id, event_ts)
+SELECT id, u.event_id, u.ts FROM adstream.sources,
+	   (VALUES ('00000000-0000-4000-8000-0000000000aa'::uuid, '2024-03-01 12:59:59+00'::timestamptz),
+			   ('00000000-0000-4000-8000-0000000000bb'::uuid, '2024-03-01 13:00:00+00'::timestamptz)) AS u(event_id, ts)
+ WHERE name = 'up_src';
+CREATE TEMP TABLE before_dedup_03 AS
+SELECT source_id, date_bin('1 hour', event_ts, timestamptz '1970-01-01') AS hour, event_id FROM adstream.dedup_state;
+
+ALTER EXTENSION adstream UPDATE;
+SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
+ALTER EXTENSION adstream UPDATE;
+
+SELECT to_regclass('adstream.dedup_state') AS dedup_state, to_regclass('adstream.dedup_log') AS dedup_log;
+SELECT name, grain, fillfactor FROM adstream.partitioned_tables ORDER BY name;
+-- every remembered id is in dedup_log, in its hour, in id order
+SELECT l.source_id, l.hour, length(l.ids) / 16 AS ids, l.tableoid::regclass AS partition
+  FROM adstream.dedup_log l ORDER BY 1, 2;
+WITH logged AS (
+	SELECT l.source_id, l.hour, i AS pos, substring(l.ids FROM 16 * i + 1 FOR 16) AS id
+	  FROM adstream.dedup_log l, generate_series(0, length(l.ids) / 16 - 1) AS i)
+SELECT (SELECT count(*) FROM before_dedup_03) AS before,
+	   (SELECT count(*) FROM logged) AS after,
+	   (SELECT count(*) FROM before_dedup_03 b
+		 WHERE NOT EXISTS (SELECT 1 FROM logged g WHERE g.source_id = b.source_id AND g.hour = b.hour
+												   AND g.id = uuid_send(b.event_id))) AS missing,
+	   (SELECT bool_and(a.id < b.id) FROM logged a JOIN logged b
+			ON b.source_id = a.source_id AND b.hour = a.hour AND b.pos = a.pos + 1) AS sorted;
+-- the upgraded data expires like new data: the ads of up_src are at 12:00,
+-- so the cutoff (11:00) keeps both hours
+SELECT adstream.expire_dedup_state() AS dropped;
+SELECT count(*) AS dedup_log_rows FROM adstream.dedup_log;
 
 -------------------------------------------------------------------------------
 -- The upgraded schema equals a fresh install

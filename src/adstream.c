@@ -19,6 +19,8 @@
 #include "utils/timestamp.h"
 #include "utils/guc.h"
 
+#include "dedup_index.h"
+
 PG_MODULE_MAGIC;
 
 char	   *adstream_database = NULL;
@@ -35,6 +37,7 @@ int			adstream_attribution_window_s = 86400;
 int			adstream_view_through_window_s = 0;
 int			adstream_attribution_max_wait_s = 600;
 int			adstream_minute_retention_s = 7 * 86400;
+int			adstream_rejected_retention_s = 7 * 86400;
 
 AdsShared  *ads_shared = NULL;
 
@@ -57,6 +60,7 @@ ads_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(ads_shmem_size());
+	ads_dedup_index_shmem_request();
 }
 
 static void
@@ -77,6 +81,7 @@ ads_shmem_startup(void)
 		for (int i = 0; i < adstream_max_workers; i++)
 			SpinLockInit(&ads_shared->slots[i].mutex);
 	}
+	ads_dedup_index_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -210,6 +215,18 @@ _PG_init(void)
 							"Minute aggregates older than this are dropped by adstream.drop_expired_partitions().",
 							NULL, &adstream_minute_retention_s, 7 * 86400, 3600, 3650 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.rejected_retention",
+							"Dead letters older than this are deleted by adstream.drop_expired_partitions().",
+							NULL, &adstream_rejected_retention_s, 7 * 86400, 60, 3650 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+	{
+		/* Loaded into a backend for its SQL functions only. */
+		MarkGUCPrefixReserved("adstream");
+		RegisterXactCallback(ads_xact_callback, NULL);
+		return;
+	}
 
 	{
 		/* Each installation's rows are its own in Pinot: the host name by default. */
@@ -224,15 +241,6 @@ _PG_init(void)
 								   &adstream_node_name, MemoryContextStrdup(TopMemoryContext, host),
 								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	}
-
-	if (!process_shared_preload_libraries_in_progress)
-	{
-		/* Loaded into a backend for its SQL functions only. */
-		MarkGUCPrefixReserved("adstream");
-		RegisterXactCallback(ads_xact_callback, NULL);
-		return;
-	}
-
 	DefineCustomStringVariable("adstream.database",
 							   "Database in which the adstream workers run.",
 							   NULL, &adstream_database, "postgres",
@@ -242,6 +250,7 @@ _PG_init(void)
 							"Each also needs a max_worker_processes slot.",
 							&adstream_max_workers, 16, 1, 1024,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	ads_dedup_index_define_guc();
 	MarkGUCPrefixReserved("adstream");
 
 	prev_shmem_request_hook = shmem_request_hook;

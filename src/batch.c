@@ -8,8 +8,10 @@
  *   2. classifies every message: dead letter (parser reason, future_timestamp,
  *      too_late), duplicate within the batch, or candidate;
  *   3. makes sure the time partitions it is about to write exist;
- *   4. inserts candidates' event ids into dedup_state; those actually
- *      inserted are new, the rest were seen before (duplicates);
+ *   4. claims the candidates' event ids in the shared dedup index
+ *      (src/dedup_index.c): those claimed are new, the rest were seen
+ *      before (duplicates); the claimed ids are appended to dedup_log, which
+ *      makes the claim durable (orders are deduplicated by their table);
  *   5. upserts one row per (ad, minute) touched, pre-aggregated here;
  *   6. writes dead letters;
  *   7. advances adstream.offsets, but only from the offsets this worker
@@ -20,6 +22,9 @@
  * Rows are sent in sorted order (event ids, then (ad, minute)) so that
  * concurrent workers lock index entries in the same order and do not
  * deadlock each other.
+ *
+ * After the transaction ends, ads_batch_settle() tells the dedup index
+ * whether the claims stand.
  */
 #include "adstream.h"
 
@@ -27,6 +32,7 @@
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "consumer.h"
+#include "dedup_index.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -118,7 +124,7 @@ enum
 	P_LOCK,
 	P_WATERMARK,
 	P_ENSURE,
-	P_DEDUP,
+	P_DEDUP_LOG,
 	P_ORDERS,
 	P_AD_EVENTS,
 	P_AGG,
@@ -140,12 +146,9 @@ static const char *const plan_sql[P__COUNT] = {
 	"SELECT adstream.source_watermark($1)",
 	[P_ENSURE] =
 	"SELECT adstream.ensure_partitions('ad_stats_minute', $1), "
-	"adstream.ensure_partitions('dedup_state', $1), adstream.ensure_partitions('ad_events', $1)",
-	[P_DEDUP] =
-	"INSERT INTO adstream.dedup_state AS d (source_id, event_id, event_ts) "
-	"SELECT $1, u.event_id, u.event_ts FROM unnest($2::uuid[], $3::timestamptz[]) AS u(event_id, event_ts) "
-	"WHERE NOT EXISTS (SELECT 1 FROM adstream.dedup_state s WHERE s.source_id = $1 AND s.event_id = u.event_id) "
-	"ON CONFLICT DO NOTHING RETURNING d.event_id",
+	"adstream.ensure_partitions('dedup_log', $1), adstream.ensure_partitions('ad_events', $1)",
+	[P_DEDUP_LOG] =
+	"INSERT INTO adstream.dedup_log (source_id, hour, ids) SELECT $1, * FROM unnest($2::timestamptz[], $3::bytea[])",
 	[P_ORDERS] =
 	"INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts) "
 	"SELECT u.order_id, $1, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts "
@@ -196,7 +199,7 @@ static const char *const plan_sql[P__COUNT] = {
 static const Oid plan_args[P__COUNT][9] = {
 	[P_WATERMARK] = {TEXTOID},
 	[P_ENSURE] = {TIMESTAMPTZARRAYOID},
-	[P_DEDUP] = {INT4OID, UUIDARRAYOID, TIMESTAMPTZARRAYOID},
+	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID},
 	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
@@ -206,7 +209,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
-	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
+	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
 	[P_AGG] = 5,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
@@ -454,69 +457,90 @@ ensure_partitions(AdsConsumer *c)
 	}
 }
 
-/*
- * Insert the candidates' ids where they are remembered: dedup_state for ad
- * events, the orders table itself for orders.  Those inserted are new; the
- * other candidates were seen before.
- */
-static void
-dedup(AdsConsumer *c, idset_hash *ids)
+/* Sorted indexes of the candidate messages, by id; returns how many. */
+static int
+sorted_candidates(AdsConsumer *c, int **idx_out)
 {
 	int		   *idx = palloc(sizeof(int) * Max(c->nmsgs, 1));
 	int			n = 0;
-	Datum	   *uuids;
-	int64	   *ts;
 
 	for (int i = 0; i < c->nmsgs; i++)
 		if (c->msgs[i].status == MSG_CANDIDATE)
 			idx[n++] = i;
-	if (n == 0)
-		return;
 	qsort_arg(idx, n, sizeof(int), cmp_msg_id, c);
+	*idx_out = idx;
+	return n;
+}
 
-	uuids = palloc(sizeof(Datum) * n);
-	ts = palloc(sizeof(int64) * n);
+/* Count each candidate as accepted (new) or duplicate. */
+static void
+count_candidates(AdsConsumer *c, const int *idx, int n)
+{
 	for (int i = 0; i < n; i++)
 	{
-		uuids[i] = PointerGetDatum(msg_id(c, &c->msgs[idx[i]]));
-		ts[i] = msg_ts(c, &c->msgs[idx[i]]);
-	}
+		AdsMsg	   *m = &c->msgs[idx[i]];
 
-	if (c->is_orders)
-	{
-		Datum		args[7];
-		int64	   *user = palloc(sizeof(int64) * n);
-		int64	   *store = palloc(sizeof(int64) * n);
-		Datum	   *amount = palloc(sizeof(Datum) * n);
-		Datum	   *currency = palloc(sizeof(Datum) * n);
-
-		for (int i = 0; i < n; i++)
+		if (m->status == MSG_ACCEPTED)
+			c->parts[m->part].b_accepted++;
+		else
 		{
-			AdsOrder   *o = &c->msgs[idx[i]].order;
-
-			user[i] = o->user_id;
-			store[i] = o->store_id;
-			amount[i] = CStringGetTextDatum(o->amount);
-			currency[i] = CStringGetTextDatum(o->currency);
+			m->status = MSG_DUPLICATE;
+			c->parts[m->part].b_duplicates++;
 		}
-		args[0] = CStringGetTextDatum(c->name);
-		args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[2] = int8_array(user, n);
-		args[3] = int8_array(store, n);
-		args[4] = varlena_array(amount, n, TEXTOID);
-		args[5] = varlena_array(currency, n, TEXTOID);
-		args[6] = tstz_array(ts, NULL, n);
-		exec_plan(P_ORDERS, args, NULL, false, SPI_OK_INSERT_RETURNING);
 	}
-	else
-	{
-		Datum		args[3];
+}
 
-		args[0] = Int32GetDatum(c->args.source_id);
-		args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-		args[2] = tstz_array(ts, NULL, n);
-		exec_plan(P_DEDUP, args, NULL, false, SPI_OK_INSERT_RETURNING);
+static inline int32
+event_hour(int64 ts_us)
+{
+	return (int32) ((ts_us - (ts_us % USECS_PER_HOUR_I64 + USECS_PER_HOUR_I64) % USECS_PER_HOUR_I64) /
+					USECS_PER_HOUR_I64);
+}
+
+/*
+ * Orders are remembered by the orders table itself: those inserted are new,
+ * the other candidates were seen before.
+ */
+static void
+dedup_orders(AdsConsumer *c, idset_hash *ids)
+{
+	int		   *idx;
+	int			n = sorted_candidates(c, &idx);
+	Datum	   *uuids;
+	int64	   *ts,
+			   *user,
+			   *store;
+	Datum	   *amount,
+			   *currency;
+	Datum		args[7];
+
+	if (n == 0)
+		return;
+	uuids = palloc(sizeof(Datum) * n);
+	ts = palloc(sizeof(int64) * n);
+	user = palloc(sizeof(int64) * n);
+	store = palloc(sizeof(int64) * n);
+	amount = palloc(sizeof(Datum) * n);
+	currency = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		AdsOrder   *o = &c->msgs[idx[i]].order;
+
+		uuids[i] = PointerGetDatum(o->order_id);
+		ts[i] = o->ts_us;
+		user[i] = o->user_id;
+		store[i] = o->store_id;
+		amount[i] = CStringGetTextDatum(o->amount);
+		currency[i] = CStringGetTextDatum(o->currency);
 	}
+	args[0] = CStringGetTextDatum(c->name);
+	args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[2] = int8_array(user, n);
+	args[3] = int8_array(store, n);
+	args[4] = varlena_array(amount, n, TEXTOID);
+	args[5] = varlena_array(currency, n, TEXTOID);
+	args[6] = tstz_array(ts, NULL, n);
+	exec_plan(P_ORDERS, args, NULL, false, SPI_OK_INSERT_RETURNING);
 
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -531,18 +555,104 @@ dedup(AdsConsumer *c, idset_hash *ids)
 			elog(ERROR, "adstream: dedup returned an id that was not sent");
 		c->msgs[e->msg].status = MSG_ACCEPTED;
 	}
+	count_candidates(c, idx, n);
+}
+
+/*
+ * Ad events: claim the candidates' ids in the shared dedup index, and log
+ * the claimed ones to dedup_log, one row of concatenated ids per hour of
+ * event time, in this transaction.
+ */
+static void
+dedup_events(AdsConsumer *c)
+{
+	int		   *idx;
+	int			n = sorted_candidates(c, &idx);
+	const uint8 **idp;
+	int32	   *hours;
+	bool	   *is_new;
+	int			nhours = 0;
+	int64	   *row_hour;
+	Datum	   *row_ids;
+	Datum		args[3];
+
+	if (n == 0)
+		return;
+	idp = palloc(sizeof(uint8 *) * n);
+	hours = palloc(sizeof(int32) * n);
+	is_new = palloc(sizeof(bool) * n);
 	for (int i = 0; i < n; i++)
 	{
-		AdsMsg	   *m = &c->msgs[idx[i]];
-
-		if (m->status == MSG_ACCEPTED)
-			c->parts[m->part].b_accepted++;
-		else
-		{
-			m->status = MSG_DUPLICATE;
-			c->parts[m->part].b_duplicates++;
-		}
+		idp[i] = c->msgs[idx[i]].ev.event_id;
+		hours[i] = event_hour(c->msgs[idx[i]].ev.ts_us);
 	}
+
+	c->claim_xid = GetTopTransactionId();
+	ads_dedup_claim(c->args.source_id, n, idp, hours, is_new);
+	for (int i = 0; i < n; i++)
+		if (is_new[i])
+			c->msgs[idx[i]].status = MSG_ACCEPTED;
+	count_candidates(c, idx, n);
+
+	/* One dedup_log row per hour: the claimed ids of that hour, in id order. */
+	row_hour = palloc(sizeof(int64) * n);
+	row_ids = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		int			h;
+		int			count = 0;
+		bytea	   *b;
+		char	   *p;
+
+		if (!is_new[i])
+			continue;
+		for (h = 0; h < nhours; h++)
+			if (row_hour[h] == (int64) hours[i] * USECS_PER_HOUR_I64)
+				break;
+		if (h < nhours)
+			continue;			/* this hour's row is built already */
+		for (int j = i; j < n; j++)
+			count += (is_new[j] && hours[j] == hours[i]);
+		b = palloc(VARHDRSZ + 16 * count);
+		SET_VARSIZE(b, VARHDRSZ + 16 * count);
+		p = VARDATA(b);
+		for (int j = i; j < n; j++)
+			if (is_new[j] && hours[j] == hours[i])
+			{
+				memcpy(p, idp[j], 16);
+				p += 16;
+			}
+		row_hour[nhours] = (int64) hours[i] * USECS_PER_HOUR_I64;
+		row_ids[nhours] = PointerGetDatum(b);
+		nhours++;
+	}
+	if (nhours == 0)
+		return;
+	args[0] = Int32GetDatum(c->args.source_id);
+	args[1] = tstz_array(row_hour, NULL, nhours);
+	args[2] = varlena_array(row_ids, nhours, BYTEAOID);
+	exec_plan(P_DEDUP_LOG, args, NULL, false, SPI_OK_INSERT);
+}
+
+/*
+ * The batch transaction has ended: its claims in the dedup index stand if
+ * it committed and are withdrawn if not.  Never throws.
+ */
+void
+ads_batch_settle(AdsConsumer *c, bool committed)
+{
+	const uint8 **idp;
+	int			n = 0;
+
+	if (!TransactionIdIsValid(c->claim_xid))
+		return;
+	idp = palloc(sizeof(uint8 *) * Max(c->nmsgs, 1));
+	for (int i = 0; i < c->nmsgs; i++)
+		if (c->msgs[i].status == MSG_ACCEPTED)
+			idp[n++] = c->msgs[i].ev.event_id;
+	ads_dedup_settle(c->args.source_id, n, idp, c->claim_xid, committed);
+	c->claim_xid = InvalidTransactionId;
+	pfree(idp);
 }
 
 /*
@@ -838,13 +948,15 @@ ads_batch_write(AdsConsumer *c)
 	if (!isnull)
 		wm_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
 
+	c->claim_xid = InvalidTransactionId;
 	ids = classify(c, wm_us);
 	if (c->is_orders)
-		dedup(c, ids);
+		dedup_orders(c, ids);
 	else
 	{
+		ads_dedup_index_prepare();
 		ensure_partitions(c);
-		dedup(c, ids);
+		dedup_events(c);
 		keep_for_attribution(c);
 		aggregate(c);
 	}

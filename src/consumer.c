@@ -14,6 +14,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "consumer.h"
+#include "dedup_index.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -86,6 +87,9 @@ load_source(AdsConsumer *c)
 			ok = true;
 		}
 	}
+	/* After a start, rebuild the dedup index now rather than in the first batch. */
+	if (ok && !c->is_orders)
+		ads_dedup_index_prepare();
 	ads_end_tx();
 	return ok;
 }
@@ -412,6 +416,7 @@ flush_batch(AdsConsumer *c)
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(oldcxt);
+		ads_batch_settle(c, ok);
 
 		if (ok)
 			break;

@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(293);
+SELECT plan(296);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -24,7 +24,9 @@ SELECT functions_are('adstream', ARRAY[
 	'create_partitions_ahead', 'drop_expired_partitions', 'schedule_maintenance', 'unschedule_maintenance',
 	-- 0.3
 	'_publishing', '_queue_attributed_orders', '_record_key', '_outbox_page', '_sink_advance', '_sink_aborted',
-	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status'],
+	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status',
+	-- 0.4
+	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -107,6 +109,14 @@ SELECT function_returns('adstream', f, args, r)
 	('_sink_advance', ARRAY['text', 'bigint', 'bigint', 'integer', 'boolean']::name[], 'boolean'),
 	('_sink_aborted', ARRAY['text']::name[], 'void'),
 	('_sink_must_exist', ARRAY['text']::name[], 'void')
+  ) AS v(f, args, r);
+
+-- 0.4
+SELECT function_returns('adstream', f, args, r)
+  FROM (VALUES
+	('_dedup_forget', ARRAY['timestamp with time zone']::name[], 'bigint'),
+	('dedup_index_status', ARRAY[]::name[], 'record'),
+	('expire_rejected_events', ARRAY['integer']::name[], 'bigint')
   ) AS v(f, args, r);
 
 -- Argument names, defaults and OUT columns are part of the API.
@@ -502,16 +512,16 @@ SELECT is(adstream.ensure_partitions('ad_stats_minute',
 	2, 'ensure_partitions creates one partition per UTC day of ad_stats_minute');
 SELECT is(adstream.ensure_partitions('ad_stats_minute', ARRAY['2031-01-01 12:00:00+00']::timestamptz[]),
 	0, 'ensure_partitions is idempotent');
-SELECT is(adstream.ensure_partitions('dedup_state',
+SELECT is(adstream.ensure_partitions('dedup_log',
 		ARRAY['2031-01-01 10:00:00+00', '2031-01-01 10:59:59+00', '2031-01-01 11:00:00+00']::timestamptz[]),
-	2, 'ensure_partitions creates one partition per UTC hour of dedup_state');
+	2, 'ensure_partitions creates one partition per UTC hour of dedup_log');
 SELECT throws_ok($$SELECT adstream.ensure_partitions('sources', ARRAY[now()])$$,
 	'22023', NULL, 'ensure_partitions refuses tables it does not manage');
 
 SELECT is_partition_of('adstream', 'ad_stats_minute_p20310101_0000', 'adstream', 'ad_stats_minute',
 	'ad_stats_minute_p20310101_0000 is a partition of ad_stats_minute');
-SELECT is_partition_of('adstream', 'dedup_state_p20310101_1000', 'adstream', 'dedup_state',
-	'dedup_state_p20310101_1000 is a partition of dedup_state');
+SELECT is_partition_of('adstream', 'dedup_log_p20310101_1000', 'adstream', 'dedup_log',
+	'dedup_log_p20310101_1000 is a partition of dedup_log');
 SELECT is(pg_get_expr(relpartbound, oid),
 	'FOR VALUES FROM (''2031-01-02 00:00:00+00'') TO (''2031-01-03 00:00:00+00'')',
 	'a daily partition covers one UTC day')
@@ -519,8 +529,8 @@ SELECT is(pg_get_expr(relpartbound, oid),
 
 SELECT is(reloptions, ARRAY['fillfactor=70'], 'ad_stats_minute partitions have fillfactor 70 (HOT updates)')
   FROM pg_class WHERE oid = 'adstream.ad_stats_minute_p20310101_0000'::regclass;
-SELECT is(reloptions, ARRAY['fillfactor=100'], 'dedup_state partitions have fillfactor 100 (insert only)')
-  FROM pg_class WHERE oid = 'adstream.dedup_state_p20310101_1000'::regclass;
+SELECT is(reloptions, ARRAY['fillfactor=100'], 'dedup_log partitions have fillfactor 100 (insert only)')
+  FROM pg_class WHERE oid = 'adstream.dedup_log_p20310101_1000'::regclass;
 SELECT is_empty(
 	$$SELECT c.relname FROM adstream.partitioned_tables pt
 		JOIN pg_inherits i ON i.inhparent = ('adstream.' || pt.name)::regclass
@@ -529,9 +539,9 @@ SELECT is_empty(
 	'every partition has the fillfactor of adstream.partitioned_tables');
 SELECT is_empty(
 	$$SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-	   WHERE i.inhparent IN ('adstream.ad_stats_minute'::regclass, 'adstream.dedup_state'::regclass)
+	   WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
 		 AND NOT EXISTS (SELECT 1 FROM pg_index x WHERE x.indrelid = c.oid AND x.indisprimary)$$,
-	'every partition carries the primary key');
+	'every partition of ad_stats_minute carries the primary key');
 
 -------------------------------------------------------------------------------
 -- Watermark and dedup expiry (default adstream.dedup_horizon of 1 hour)
@@ -545,8 +555,8 @@ SELECT is(adstream.source_watermark('tap_src'), timestamptz '2031-01-01 12:10:00
 SELECT is(adstream.source_watermark('tap_nosuch'), NULL, 'a missing source has no watermark');
 -- cutoff 11:10 (unless another source's watermark is lower): 10:00-11:00 goes, 11:00-12:00 stays
 SELECT cmp_ok(adstream.expire_dedup_state(), '>=', 1, 'expire_dedup_state drops what is behind the horizon');
-SELECT hasnt_table('adstream', 'dedup_state_p20310101_1000', 'the expired partition is gone');
-SELECT has_table('adstream', 'dedup_state_p20310101_1100', 'the partition within the horizon stays');
+SELECT hasnt_table('adstream', 'dedup_log_p20310101_1000', 'the expired partition is gone');
+SELECT has_table('adstream', 'dedup_log_p20310101_1100', 'the partition within the horizon stays');
 
 -- drop_source takes the offsets along
 SELECT lives_ok($$SELECT adstream.drop_source('tap_src')$$, 'drop_source');

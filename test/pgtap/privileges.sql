@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(244);
+SELECT plan(250);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -83,9 +83,9 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('ad_stats_minute',    'public',          ARRAY[]::name[]),
 	('ad_stats_minute',    'adstream_reader', ARRAY['SELECT']::name[]),
 	('ad_stats_minute',    'adstream_admin',  ARRAY['SELECT']::name[]),
-	('dedup_state',        'public',          ARRAY[]::name[]),
-	('dedup_state',        'adstream_reader', ARRAY[]::name[]),
-	('dedup_state',        'adstream_admin',  ARRAY[]::name[]),
+	('dedup_log',        'public',          ARRAY[]::name[]),
+	('dedup_log',        'adstream_reader', ARRAY[]::name[]),
+	('dedup_log',        'adstream_admin',  ARRAY[]::name[]),
 	('rejected_events',    'public',          ARRAY[]::name[]),
 	('rejected_events',    'adstream_reader', ARRAY[]::name[]),
 	('rejected_events',    'adstream_admin',  ARRAY['SELECT']::name[]),
@@ -222,7 +222,14 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('_publishing',        ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
 	('_record_key',        ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'adstream_admin', ARRAY[]::name[]),
 	('_sink_must_exist',   ARRAY['text']::name[],                                  'adstream_admin',  ARRAY[]::name[]),
-	('_queue_attributed_orders', ARRAY[]::name[],                                  'adstream_admin',  ARRAY[]::name[])
+	('_queue_attributed_orders', ARRAY[]::name[],                                  'adstream_admin',  ARRAY[]::name[]),
+	-- 0.4: the dedup index's status for the reader; retention for pg_cron only
+	('dedup_index_status', ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('dedup_index_status', ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('_dedup_forget',      ARRAY['timestamp with time zone']::name[],              'public',          ARRAY[]::name[]),
+	('_dedup_forget',      ARRAY['timestamp with time zone']::name[],              'adstream_admin',  ARRAY[]::name[]),
+	('expire_rejected_events', ARRAY['integer']::name[],                           'public',          ARRAY[]::name[]),
+	('expire_rejected_events', ARRAY['integer']::name[],                           'adstream_admin',  ARRAY[]::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(

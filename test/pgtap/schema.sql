@@ -19,7 +19,7 @@ SELECT isnt(obj_description('adstream'::regnamespace, 'pg_namespace'), NULL,
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('r', 'p') AND NOT relispartition$$,
-	ARRAY['sources', 'offsets', 'partitioned_tables', 'ad_stats_minute', 'dedup_state', 'rejected_events',
+	ARRAY['sources', 'offsets', 'partitioned_tables', 'ad_stats_minute', 'dedup_log', 'rejected_events',
 		  'ad_events', 'orders', 'attributed_orders', 'rollup_pending',
 		  'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day', 'outbox', 'sinks'],
 	'adstream has exactly the expected tables');
@@ -37,7 +37,7 @@ SELECT has_table('adstream', 'sources', 'table adstream.sources exists');
 SELECT has_table('adstream', 'offsets', 'table adstream.offsets exists');
 SELECT has_table('adstream', 'partitioned_tables', 'table adstream.partitioned_tables exists');
 SELECT has_table('adstream', 'ad_stats_minute', 'table adstream.ad_stats_minute exists');
-SELECT has_table('adstream', 'dedup_state', 'table adstream.dedup_state exists');
+SELECT has_table('adstream', 'dedup_log', 'table adstream.dedup_log exists');
 SELECT has_table('adstream', 'rejected_events', 'table adstream.rejected_events exists');
 SELECT has_table('adstream', 'ad_events', 'table adstream.ad_events exists');
 SELECT has_table('adstream', 'orders', 'table adstream.orders exists');
@@ -56,7 +56,7 @@ SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor']);
 SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 'window_start',
 	'impressions', 'clicks', 'updated_at']);
-SELECT columns_are('adstream', 'dedup_state', ARRAY['source_id', 'event_id', 'event_ts']);
+SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids']);
 SELECT columns_are('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset',
 	'reason', 'detail', 'payload', 'payload_bytes', 'received_at']);
 SELECT columns_are('adstream', 'ad_events', ARRAY['source_id', 'event_id', 'type', 'ad_id', 'campaign_id',
@@ -110,9 +110,9 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('ad_stats_minute', 'impressions', 'bigint'),
 	('ad_stats_minute', 'clicks', 'bigint'),
 	('ad_stats_minute', 'updated_at', 'timestamp with time zone'),
-	('dedup_state', 'source_id', 'integer'),
-	('dedup_state', 'event_id', 'uuid'),
-	('dedup_state', 'event_ts', 'timestamp with time zone'),
+	('dedup_log', 'source_id', 'integer'),
+	('dedup_log', 'hour', 'timestamp with time zone'),
+	('dedup_log', 'ids', 'bytea'),
 	('rejected_events', 'source', 'text'),
 	('rejected_events', 'topic', 'text'),
 	('rejected_events', 'partition', 'integer'),
@@ -218,7 +218,7 @@ SELECT has_pk('adstream', 'sources', 'sources has a primary key');
 SELECT has_pk('adstream', 'offsets', 'offsets has a primary key');
 SELECT has_pk('adstream', 'partitioned_tables', 'partitioned_tables has a primary key');
 SELECT has_pk('adstream', 'ad_stats_minute', 'ad_stats_minute has a primary key');
-SELECT has_pk('adstream', 'dedup_state', 'dedup_state has a primary key');
+SELECT hasnt_pk('adstream', 'dedup_log', 'dedup_log has no primary key: ids are looked up in the shared-memory index');
 SELECT has_pk('adstream', 'rejected_events', 'rejected_events has a primary key');
 
 SELECT col_is_pk('adstream', 'sources', ARRAY['id'], 'sources PK is (id)');
@@ -227,8 +227,7 @@ SELECT col_is_pk('adstream', 'offsets', ARRAY['source', 'topic', 'partition'],
 SELECT col_is_pk('adstream', 'partitioned_tables', ARRAY['name'], 'partitioned_tables PK is (name)');
 SELECT col_is_pk('adstream', 'ad_stats_minute', ARRAY['ad_id', 'window_start'],
 	'ad_stats_minute PK is (ad_id, window_start)');
-SELECT col_is_pk('adstream', 'dedup_state', ARRAY['source_id', 'event_id', 'event_ts'],
-	'dedup_state PK is (source_id, event_id, event_ts)');
+SELECT col_not_null('adstream', 'dedup_log', 'ids', 'dedup_log.ids is NOT NULL');
 SELECT col_is_pk('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset'],
 	'rejected_events PK is (source, topic, partition, offset)');
 SELECT col_is_pk('adstream', 'orders', ARRAY['order_id'], 'orders PK is (order_id): orders are deduplicated by it');
@@ -369,7 +368,7 @@ SELECT is(
 -------------------------------------------------------------------------------
 
 SELECT is_partitioned('adstream', 'ad_stats_minute', 'ad_stats_minute is partitioned');
-SELECT is_partitioned('adstream', 'dedup_state', 'dedup_state is partitioned');
+SELECT is_partitioned('adstream', 'dedup_log', 'dedup_log is partitioned');
 SELECT is_partitioned('adstream', 'ad_events', 'ad_events is partitioned');
 SELECT isnt_partitioned('adstream', t, format('%s is not partitioned', t))
   FROM unnest(ARRAY['orders', 'attributed_orders', 'rollup_pending', 'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t;
@@ -381,20 +380,20 @@ SELECT isnt_partitioned('adstream', 'outbox', 'outbox is not partitioned');
 SELECT isnt_partitioned('adstream', 'sinks', 'sinks is not partitioned');
 SELECT is(pg_get_partkeydef('adstream.ad_stats_minute'::regclass), 'RANGE (window_start)',
 	'ad_stats_minute is range-partitioned by window_start');
-SELECT is(pg_get_partkeydef('adstream.dedup_state'::regclass), 'RANGE (event_ts)',
-	'dedup_state is range-partitioned by event_ts');
+SELECT is(pg_get_partkeydef('adstream.dedup_log'::regclass), 'RANGE (hour)',
+	'dedup_log is range-partitioned by hour');
 SELECT results_eq(
 	$$SELECT name, grain, fillfactor FROM adstream.partitioned_tables ORDER BY name$$,
 	$$VALUES ('ad_events'::text, interval '1 hour', 100), ('ad_stats_minute'::text, interval '1 day', 70),
-			 ('dedup_state'::text, interval '1 hour', 100)$$,
-	'partition grains: an hour for ad_events and dedup_state, a day for ad_stats_minute (fillfactor 70)');
+			 ('dedup_log'::text, interval '1 hour', 100)$$,
+	'partition grains: an hour for ad_events and dedup_log, a day for ad_stats_minute (fillfactor 70)');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class WHERE relnamespace = 'adstream'::regnamespace AND relkind = 'p'$$,
 	$$SELECT name FROM adstream.partitioned_tables$$,
 	'every partitioned table is registered in partitioned_tables');
 SELECT is(
 	(SELECT count(*)::int FROM pg_partitioned_table pt
-	  WHERE pt.partrelid IN ('adstream.ad_stats_minute'::regclass, 'adstream.dedup_state'::regclass,
+	  WHERE pt.partrelid IN ('adstream.ad_stats_minute'::regclass, 'adstream.dedup_log'::regclass,
 							 'adstream.ad_events'::regclass)
 		AND pt.partdefid <> 0),
 	0, 'no default partition swallows rows of a missing time range');

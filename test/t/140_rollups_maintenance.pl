@@ -1,6 +1,6 @@
 # Rollups and maintenance: hour, 6h and day rollups equal a recomputation
 # from the minutes, also after late events change minutes already rolled up;
-# ad_stats() is exact before a refresh; expired partitions of dedup_state,
+# ad_stats() is exact before a refresh; expired partitions of dedup_log,
 # ad_events and ad_stats_minute are dropped and never seen again; pg_cron
 # runs the jobs that schedule_maintenance() installs.
 use strict;
@@ -69,14 +69,24 @@ SELECT count(*) FROM adstream.campaign_stats('-infinity', 'infinity', 'day') c
 # Expiry behind the watermark: dedup state (horizon 10 min) and ad events
 # (attribution window + horizon = 20 min).  The first hour is behind both.
 my $parts = q{SELECT count(*) FROM pg_inherits WHERE inhparent = 'adstream.%s'::regclass};
-my ($dedup0, $events0) = map { $node->safe_psql('postgres', sprintf($parts, $_)) } qw(dedup_state ad_events);
+my ($dedup0, $events0) = map { $node->safe_psql('postgres', sprintf($parts, $_)) } qw(dedup_log ad_events);
+my $index_sql = 'SELECT entries FROM adstream.dedup_index_status()';
+my $index0 = $node->safe_psql('postgres', $index_sql);
 cmp_ok($node->safe_psql('postgres', 'SELECT adstream.drop_expired_partitions()'), '>=', 2,
 	'drop_expired_partitions drops the first hour of dedup state and ad events');
-cmp_ok($node->safe_psql('postgres', sprintf($parts, 'dedup_state')), '<', $dedup0, 'a dedup_state partition is gone');
+cmp_ok($node->safe_psql('postgres', $index_sql), '<', $index0, 'the dedup index forgets the expired hour');
+# After a restart the index is rebuilt from what is left of dedup_log: the same ids.
+my $index1 = $node->safe_psql('postgres', $index_sql);
+$node->restart;
+$node->poll_query_until('postgres', 'SELECT ready FROM adstream.dedup_index_status()') or die;
+is($node->safe_psql('postgres', $index_sql), $index1, 'after a restart the index holds the same number of ids');
+is($node->safe_psql('postgres', 'SELECT sum(length(ids) / 16) FROM adstream.dedup_log'), $index1,
+	'... which are those in dedup_log');
+cmp_ok($node->safe_psql('postgres', sprintf($parts, 'dedup_log')), '<', $dedup0, 'a dedup_log partition is gone');
 cmp_ok($node->safe_psql('postgres', sprintf($parts, 'ad_events')), '<', $events0, 'an ad_events partition is gone');
 is($node->safe_psql('postgres', q{
-SELECT (SELECT count(*) FROM adstream.dedup_state
-         WHERE event_ts < date_bin('1 hour', adstream.source_watermark('ads') - interval '10 min', 'epoch'))
+SELECT (SELECT count(*) FROM adstream.dedup_log
+         WHERE hour < date_bin('1 hour', adstream.source_watermark('ads') - interval '10 min', 'epoch'))
      + (SELECT count(*) FROM adstream.ad_events
          WHERE ts < date_bin('1 hour', adstream.ad_events_watermark() - interval '20 min', 'epoch'))}),
 	0, 'no query sees an expired row');

@@ -1,0 +1,157 @@
+/* adstream--0.3--0.4.sql -- dedup in a shared-memory index; dead-letter retention */
+
+\echo Use "ALTER EXTENSION adstream UPDATE TO '0.4'" to load this file. \quit
+
+-------------------------------------------------------------------------------
+-- Dedup: a shared-memory index of event ids (src/dedup_index.c), made
+-- durable by one row of ids per batch and event-time hour.  It replaces
+-- dedup_state, whose per-id B-tree inserts were most of a batch's cost.
+-------------------------------------------------------------------------------
+
+CREATE TABLE adstream.dedup_log (
+	source_id	integer NOT NULL,
+	hour		timestamptz NOT NULL,	-- event-time hour of the ids
+	ids			bytea NOT NULL			-- 16-byte event ids, concatenated in id order
+) PARTITION BY RANGE (hour);
+COMMENT ON TABLE adstream.dedup_log IS
+	'Event ids claimed per source and event-time hour within adstream.dedup_horizon; the durable form of the shared-memory dedup index';
+
+INSERT INTO adstream.partitioned_tables VALUES ('dedup_log', interval '1 hour', 100);
+
+-- Carry the ids remembered so far over, in rows of at most 100,000 ids.
+SELECT adstream.ensure_partitions('dedup_log',
+	array_agg(DISTINCT date_bin('1 hour', event_ts, timestamptz '1970-01-01 00:00:00+00'))) FROM adstream.dedup_state;
+INSERT INTO adstream.dedup_log (source_id, hour, ids)
+SELECT source_id, hour, string_agg(uuid_send(event_id), ''::bytea ORDER BY event_id)
+  FROM (SELECT source_id, event_id,
+			   date_bin('1 hour', event_ts, timestamptz '1970-01-01 00:00:00+00') AS hour,
+			   (row_number() OVER (PARTITION BY source_id, date_bin('1 hour', event_ts, timestamptz '1970-01-01 00:00:00+00')
+								   ORDER BY event_id) - 1) / 100000 AS chunk
+		  FROM adstream.dedup_state) d
+ GROUP BY source_id, hour, chunk;
+
+-- Partitions are data, not part of the extension (pg_dump must save them),
+-- like those the workers create.
+DO $$
+DECLARE
+	v_rel	regclass;
+BEGIN
+	FOR v_rel IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'adstream.dedup_log'::regclass LOOP
+		EXECUTE format('ALTER EXTENSION adstream DROP TABLE %s', v_rel);
+	END LOOP;
+END
+$$;
+
+DROP TABLE adstream.dedup_state;
+DELETE FROM adstream.partitioned_tables WHERE name = 'dedup_state';
+
+CREATE FUNCTION adstream._dedup_forget(p_before timestamptz)
+RETURNS bigint LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_forget';
+REVOKE ALL ON FUNCTION adstream._dedup_forget(timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION adstream._dedup_forget(timestamptz) IS
+	'Internal: forgets the dedup index entries of the hours ending at or before the given time; returns how many';
+
+CREATE FUNCTION adstream.dedup_index_status(
+	OUT capacity bigint, OUT entries bigint, OUT shared_memory_bytes bigint, OUT ready boolean)
+RETURNS record LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_index_status';
+COMMENT ON FUNCTION adstream.dedup_index_status() IS
+	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index; ready once rebuilt after a start';
+REVOKE ALL ON FUNCTION adstream.dedup_index_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION adstream.dedup_index_status() TO adstream_reader;
+
+CREATE OR REPLACE FUNCTION adstream.expire_dedup_state()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
+AS $$
+DECLARE
+	v_cutoff	timestamptz;
+	v_dropped	integer;
+BEGIN
+	SELECT min(wm) - current_setting('adstream.dedup_horizon')::interval INTO v_cutoff
+	  FROM (SELECT max(o.max_event_ts) AS wm
+			  FROM adstream.offsets o JOIN adstream.sources s ON s.name = o.source
+			 WHERE s.kind = 'ad_events'
+			 GROUP BY o.source HAVING max(o.max_event_ts) IS NOT NULL) w;
+	-- Workers hold this lock shared while they judge and write a batch.
+	PERFORM pg_advisory_xact_lock(hashtext('adstream.partitions'), hashtext('dedup_expiry'));
+	v_dropped := adstream._drop_partitions_before('dedup_log', v_cutoff);
+	-- Last, once the drops are done: the index forgets the same hours.
+	IF v_cutoff IS NOT NULL THEN
+		PERFORM adstream._dedup_forget(v_cutoff);
+	END IF;
+	RETURN v_dropped;
+END
+$$;
+COMMENT ON FUNCTION adstream.expire_dedup_state() IS
+	'Drops dedup_log partitions older than every ad-events source''s watermark minus adstream.dedup_horizon, and forgets their ids in the dedup index; returns how many partitions';
+
+-------------------------------------------------------------------------------
+-- Dead letters: retention
+-------------------------------------------------------------------------------
+
+/*
+ * Deletes dead letters received longer than adstream.rejected_retention ago,
+ * in rounds of p_batch rows so that no transaction grows large.  Dead letters
+ * stay bounded by rate x retention x (row + first 8 KiB of the message).
+ */
+CREATE FUNCTION adstream.expire_rejected_events(p_batch integer DEFAULT 50000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_before	timestamptz := now() - current_setting('adstream.rejected_retention')::interval;
+	v_n			bigint;
+	v_total		bigint := 0;
+BEGIN
+	IF p_batch < 1 THEN
+		RAISE EXCEPTION 'p_batch must be positive'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the number of rows to delete per round.';
+	END IF;
+	LOOP
+		DELETE FROM adstream.rejected_events r
+		 WHERE r.ctid = ANY (ARRAY(SELECT ctid FROM adstream.rejected_events
+									WHERE received_at < v_before LIMIT p_batch));
+		GET DIAGNOSTICS v_n = ROW_COUNT;
+		v_total := v_total + v_n;
+		EXIT WHEN v_n < p_batch;
+	END LOOP;
+	RETURN v_total;
+END
+$$;
+COMMENT ON FUNCTION adstream.expire_rejected_events(integer) IS
+	'Deletes dead letters older than adstream.rejected_retention; returns how many';
+REVOKE ALL ON FUNCTION adstream.expire_rejected_events(integer) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION adstream.drop_expired_partitions()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+	v_window	interval := greatest(current_setting('adstream.attribution_window')::interval,
+									 current_setting('adstream.view_through_window')::interval);
+	v_events	timestamptz;
+	v_dropped	integer;
+BEGIN
+	v_dropped := adstream.expire_dedup_state();
+
+	v_events := least(adstream.ad_events_watermark(),
+					  (SELECT min(ts) FROM adstream.orders WHERE status = 'waiting'))
+				- v_window - current_setting('adstream.dedup_horizon')::interval;
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_events', v_events);
+
+	PERFORM adstream.refresh_rollups();
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_stats_minute',
+		now() - current_setting('adstream.minute_retention')::interval);
+	PERFORM adstream.expire_rejected_events();
+	RETURN v_dropped;
+END
+$$;
+COMMENT ON FUNCTION adstream.drop_expired_partitions() IS
+	'Drops expired partitions of dedup_log, ad_events and ad_stats_minute (returns how many), and dead letters older than adstream.rejected_retention';

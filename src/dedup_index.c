@@ -1,0 +1,437 @@
+/*
+ * dedup_index.c
+ *     Exact deduplication of ad events: a shared-memory index of the event
+ *     ids seen within the dedup horizon, made durable by adstream.dedup_log.
+ *
+ * Each entry maps (source, event id) to the transaction that claimed it and
+ * the event-time hour of the claim.  A batch claims its candidate ids under
+ * the index lock and judges what it finds the way a unique index judges a
+ * heap tuple:
+ *   - no entry, or one whose transaction aborted: the id is new; claim it;
+ *   - an entry whose transaction committed (or is frozen): a duplicate;
+ *   - an entry whose transaction is still running: wait for it to end (a
+ *     second worker of the same source holding the same id), then look
+ *     again.
+ * Ids are claimed in sorted order by every worker, so two batches never wait
+ * for each other in a cycle; if one ever did, the deadlock detector would
+ * abort one batch and it would be retried.
+ *
+ * Durability: the same transaction appends the claimed ids, one row per
+ * event-time hour, to adstream.dedup_log (partitioned by that hour).  The
+ * index is in shared memory, so after a crash restart it is empty; the first
+ * batch rebuilds it from dedup_log before any id is judged, and every other
+ * worker waits for that.  A batch that aborts leaves entries of an aborted
+ * transaction, which count as absent; the worker also removes them.  After a
+ * commit the worker marks its entries frozen, so that their transaction's
+ * status is never needed again (clog may be truncated long before the hour
+ * expires).
+ *
+ * Expiry follows the table: adstream.expire_dedup_state() drops whole
+ * dedup_log partitions behind watermark - dedup_horizon and then forgets the
+ * index entries of those hours (adstream._dedup_forget), under the same
+ * advisory lock that batches hold shared.
+ *
+ * The index has a fixed capacity (adstream.dedup_index_size entries).  When
+ * it is full a batch fails with an error naming the setting, and is retried:
+ * ingestion stops rather than forgets an id it should remember.
+ */
+#include "adstream.h"
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "storage/lwlock.h"
+#include "storage/procarray.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "consumer.h"
+#include "dedup_index.h"
+
+int			adstream_dedup_index_size = 4000000;
+
+typedef struct DedupKey
+{
+	int32		source_id;
+	uint8		id[16];
+} DedupKey;
+
+typedef struct DedupEntry
+{
+	DedupKey	key;
+	TransactionId xid;			/* claimer; FrozenTransactionId once committed */
+	int32		hour;			/* event-time hour of the claim, since the epoch */
+} DedupEntry;
+
+typedef struct DedupIndexState
+{
+	LWLock	   *lock;			/* protects everything below and the hash */
+	Oid			database;		/* whose adstream.dedup_log the index mirrors */
+	Oid			relid;			/* that dedup_log, to notice a re-created extension */
+	bool		ready;			/* rebuilt from it since the server started */
+} DedupIndexState;
+
+static DedupIndexState *state = NULL;
+static HTAB *index_hash = NULL;
+
+#define REBUILD_FETCH 64
+
+void
+ads_dedup_index_define_guc(void)
+{
+	DefineCustomIntVariable("adstream.dedup_index_size",
+							"Capacity, in event ids, of the shared-memory index that deduplicates ad events.",
+							"Size it for the peak event rate times (adstream.dedup_horizon + 1 hour); each id takes about 60 bytes of shared memory.",
+							&adstream_dedup_index_size, 4000000, 1000, 1000000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+Size
+ads_dedup_index_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(DedupIndexState)),
+					hash_estimate_size(adstream_dedup_index_size, sizeof(DedupEntry)));
+}
+
+void
+ads_dedup_index_shmem_request(void)
+{
+	RequestAddinShmemSpace(ads_dedup_index_shmem_size());
+	RequestNamedLWLockTranche("adstream dedup index", 1);
+}
+
+/* Called with AddinShmemInitLock held. */
+void
+ads_dedup_index_shmem_init(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	state = ShmemInitStruct("adstream dedup index state", sizeof(DedupIndexState), &found);
+	if (!found)
+	{
+		memset(state, 0, sizeof(DedupIndexState));
+		state->lock = &(GetNamedLWLockTranche("adstream dedup index"))->lock;
+	}
+	info.keysize = sizeof(DedupKey);
+	info.entrysize = sizeof(DedupEntry);
+	index_hash = ShmemInitHash("adstream dedup index", adstream_dedup_index_size,
+							   adstream_dedup_index_size, &info, HASH_ELEM | HASH_BLOBS);
+}
+
+static void
+check_loaded(void)
+{
+	if (state == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("adstream's dedup index is not in shared memory"),
+				 errhint("Add adstream to shared_preload_libraries and restart the server.")));
+}
+
+static Oid
+dedup_log_relid(void)
+{
+	Oid			nsp = get_namespace_oid("adstream", false);
+	Oid			relid = get_relname_relid("dedup_log", nsp);
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "adstream: table adstream.dedup_log does not exist");
+	return relid;
+}
+
+/* Removes every entry; the caller holds the lock exclusively. */
+static void
+clear_all(void)
+{
+	HASH_SEQ_STATUS seq;
+	DedupEntry *e;
+
+	hash_seq_init(&seq, index_hash);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+}
+
+static void
+full_error(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("adstream's dedup index is full (%d event ids)", adstream_dedup_index_size),
+			 errdetail("Every event id within adstream.dedup_horizon of a source's watermark is remembered until adstream.drop_expired_partitions() expires its hour."),
+			 errhint("Make sure maintenance runs (adstream.schedule_maintenance()), lower adstream.dedup_horizon, or raise adstream.dedup_index_size and restart. Ingestion resumes where it stopped.")));
+}
+
+/*
+ * Rebuild the index from adstream.dedup_log.  Every batch calls this first;
+ * after a start or a crash restart the first one does the work while the
+ * others wait on the advisory lock and then find the index ready.
+ */
+void
+ads_dedup_index_prepare(void)
+{
+	Oid			relid;
+	bool		ready;
+	Portal		portal;
+	uint64		loaded = 0;
+
+	check_loaded();
+	relid = dedup_log_relid();
+
+	LWLockAcquire(state->lock, LW_SHARED);
+	ready = state->ready && state->database == MyDatabaseId && state->relid == relid;
+	LWLockRelease(state->lock);
+	if (ready)
+		return;
+
+	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('adstream.dedup_index'), 0)",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "adstream: could not lock the dedup index for its rebuild");
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	ready = state->ready && state->database == MyDatabaseId && state->relid == relid;
+	if (!ready)
+	{
+		clear_all();
+		state->ready = false;
+		state->database = MyDatabaseId;
+		state->relid = relid;
+	}
+	LWLockRelease(state->lock);
+	if (ready)
+		return;
+
+	portal = SPI_cursor_open_with_args(NULL,
+									   "SELECT source_id, (extract(epoch FROM hour) / 3600)::int4, ids "
+									   "FROM adstream.dedup_log",
+									   0, NULL, NULL, NULL, true, 0);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, REBUILD_FETCH);
+		if (SPI_processed == 0)
+			break;
+		LWLockAcquire(state->lock, LW_EXCLUSIVE);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			DedupKey	key;
+			int32		hour;
+			bytea	   *ids;
+			int			n;
+
+			memset(&key, 0, sizeof(key));
+			key.source_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+			hour = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+			ids = DatumGetByteaPP(SPI_getbinval(tup, desc, 3, &isnull));
+			n = VARSIZE_ANY_EXHDR(ids) / 16;
+			for (int i = 0; i < n; i++)
+			{
+				bool		found;
+				DedupEntry *e;
+
+				memcpy(key.id, VARDATA_ANY(ids) + 16 * i, 16);
+				e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
+				if (e == NULL)
+				{
+					LWLockRelease(state->lock);
+					full_error();
+				}
+				e->xid = FrozenTransactionId;
+				e->hour = hour;
+				loaded++;
+			}
+		}
+		LWLockRelease(state->lock);
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->ready = true;
+	LWLockRelease(state->lock);
+	ereport(LOG,
+			(errmsg("adstream: dedup index rebuilt from adstream.dedup_log: %llu event ids",
+					(unsigned long long) loaded)));
+}
+
+/*
+ * Has the transaction that claimed this entry committed?  A transaction
+ * older than the oldest one clog still knows about committed long ago: a
+ * batch whose transaction aborted is retried, and its retry claims the
+ * same ids at once.
+ */
+static bool
+claimer_committed(DedupEntry *e)
+{
+	if (e->xid == FrozenTransactionId)
+		return true;
+	if (TransactionIdPrecedes(e->xid, ShmemVariableCache->oldestClogXid) ||
+		TransactionIdDidCommit(e->xid))
+	{
+		e->xid = FrozenTransactionId;
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Claim ids (sorted, distinct) for the current transaction.  is_new[i] says
+ * whether ids[i] is new, which also means it is now claimed.
+ */
+void
+ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *hours, bool *is_new)
+{
+	TransactionId xid = GetTopTransactionId();
+	DedupKey	key;
+
+	memset(&key, 0, sizeof(key));
+	key.source_id = source_id;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		DedupEntry *e;
+		bool		found;
+
+		memcpy(key.id, ids[i], 16);
+		e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
+		if (e == NULL)
+		{
+			LWLockRelease(state->lock);
+			full_error();
+		}
+		if (found && e->xid != FrozenTransactionId &&
+			!TransactionIdIsCurrentTransactionId(e->xid) &&
+			TransactionIdIsInProgress(e->xid))
+		{
+			TransactionId other = e->xid;
+
+			/* Another batch holds this id: wait for its outcome, then look again. */
+			LWLockRelease(state->lock);
+			XactLockTableWait(other, NULL, NULL, XLTW_None);
+			CHECK_FOR_INTERRUPTS();
+			LWLockAcquire(state->lock, LW_EXCLUSIVE);
+			i--;
+			continue;
+		}
+		if (found && (TransactionIdIsCurrentTransactionId(e->xid) || claimer_committed(e)))
+		{
+			is_new[i] = false;
+			continue;
+		}
+		e->xid = xid;
+		e->hour = hours[i];
+		is_new[i] = true;
+	}
+	LWLockRelease(state->lock);
+}
+
+/*
+ * After the claiming transaction ended: freeze its entries if it committed,
+ * remove them if it aborted.  Entries another transaction has taken over
+ * since are left alone.
+ */
+void
+ads_dedup_settle(int32 source_id, int n, const uint8 *const *ids, TransactionId xid, bool committed)
+{
+	DedupKey	key;
+
+	if (state == NULL || !TransactionIdIsValid(xid) || n == 0)
+		return;
+	memset(&key, 0, sizeof(key));
+	key.source_id = source_id;
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		DedupEntry *e;
+
+		memcpy(key.id, ids[i], 16);
+		e = hash_search(index_hash, &key, HASH_FIND, NULL);
+		if (e == NULL || e->xid != xid)
+			continue;
+		if (committed)
+			e->xid = FrozenTransactionId;
+		else
+			hash_search(index_hash, &key, HASH_REMOVE, NULL);
+	}
+	LWLockRelease(state->lock);
+}
+
+/*
+ * adstream._dedup_forget(before timestamptz): forget the ids of the hours
+ * that end at or before `before`, whose dedup_log partitions the caller has
+ * just dropped.  Returns how many were forgotten.
+ */
+PG_FUNCTION_INFO_V1(adstream_dedup_forget);
+Datum
+adstream_dedup_forget(PG_FUNCTION_ARGS)
+{
+	TimestampTz before = PG_GETARG_TIMESTAMPTZ(0);
+	int64		before_us = ads_timestamptz_to_unix_us(before);
+	int64		upto_hour;		/* hours below this end at or before `before` */
+	HASH_SEQ_STATUS seq;
+	DedupEntry *e;
+	int64		forgotten = 0;
+
+	if (state == NULL)
+		PG_RETURN_INT64(0);
+	/* floor division: hour h ends at (h + 1) * 3600 s */
+	upto_hour = before_us / INT64CONST(3600000000) - (before_us % INT64CONST(3600000000) < 0 ? 1 : 0);
+
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (state->database == MyDatabaseId)
+	{
+		hash_seq_init(&seq, index_hash);
+		while ((e = hash_seq_search(&seq)) != NULL)
+		{
+			if ((int64) e->hour + 1 <= upto_hour)
+			{
+				hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+				forgotten++;
+			}
+		}
+	}
+	LWLockRelease(state->lock);
+	PG_RETURN_INT64(forgotten);
+}
+
+/* adstream.dedup_index_status(): capacity and use of the index. */
+PG_FUNCTION_INFO_V1(adstream_dedup_index_status);
+Datum
+adstream_dedup_index_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
+	int64		entries;
+	bool		ready;
+
+	check_loaded();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "adstream: return type must be a row type");
+
+	LWLockAcquire(state->lock, LW_SHARED);
+	entries = hash_get_num_entries(index_hash);
+	ready = state->ready && state->database == MyDatabaseId;
+	LWLockRelease(state->lock);
+
+	values[0] = Int64GetDatum(adstream_dedup_index_size);
+	values[1] = Int64GetDatum(entries);
+	values[2] = Int64GetDatum((int64) ads_dedup_index_shmem_size());
+	values[3] = BoolGetDatum(ready);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
