@@ -26,6 +26,7 @@ typedef struct AdsMsg
 	AdsReason	reason;			/* final reason when rejected */
 	AdsMsgStatus status;
 	char	   *detail;			/* parser detail, when rejected */
+	void	   *dedup_entry;	/* its dedup index entry, once claimed */
 	union
 	{
 		AdsEvent	ev;			/* kind 'ad_events' */

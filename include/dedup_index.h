@@ -19,10 +19,10 @@ extern void ads_dedup_index_shmem_init(void);
 /* Inside a worker's batch transaction, with SPI connected. */
 extern void ads_dedup_index_prepare(void);
 extern void ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids,
-							const int32 *hours, bool *is_new);
+							const int32 *hours, bool *is_new, void **entries);
 
 /* After the batch transaction has ended; never throws. */
 extern void ads_dedup_settle(int32 source_id, int n, const uint8 *const *ids,
-							 TransactionId xid, bool committed);
+							 void *const *entries, TransactionId xid, bool committed);
 
 #endif							/* ADSTREAM_DEDUP_INDEX_H */

@@ -26,7 +26,7 @@ PG_MODULE_MAGIC;
 char	   *adstream_database = NULL;
 char	   *adstream_node_name = NULL;
 int			adstream_max_workers = 16;
-int			adstream_batch_max_messages = 10000;
+int			adstream_batch_max_messages = 50000;
 int			adstream_batch_max_ms = 200;
 int			adstream_max_message_bytes = 1024 * 1024;
 int			adstream_max_future_skew_s = 300;
@@ -173,7 +173,7 @@ _PG_init(void)
 {
 	DefineCustomIntVariable("adstream.batch_max_messages",
 							"Commit a batch once it holds this many messages.",
-							NULL, &adstream_batch_max_messages, 10000, 1, 1000000,
+							NULL, &adstream_batch_max_messages, 50000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.batch_max_ms",
 							"Commit a batch at the latest this long after its first message.",

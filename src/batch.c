@@ -142,8 +142,9 @@ static const char *const plan_sql[P__COUNT] = {
 	[P_LOCK] =
 	"SELECT pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('adstream.partitions'), "
 	"pg_catalog.hashtext('dedup_expiry'))",
+	/* The watermark, and whether clicks must be kept: only while an orders source exists. */
 	[P_WATERMARK] =
-	"SELECT adstream.source_watermark($1)",
+	"SELECT adstream.source_watermark($1), EXISTS (SELECT 1 FROM adstream.sources WHERE kind = 'orders')",
 	[P_ENSURE] =
 	"SELECT adstream.ensure_partitions('ad_stats_minute', $1), "
 	"adstream.ensure_partitions('dedup_log', $1), adstream.ensure_partitions('ad_events', $1)",
@@ -571,6 +572,7 @@ dedup_events(AdsConsumer *c)
 	const uint8 **idp;
 	int32	   *hours;
 	bool	   *is_new;
+	void	  **entries;
 	int			nhours = 0;
 	int64	   *row_hour;
 	Datum	   *row_ids;
@@ -581,6 +583,7 @@ dedup_events(AdsConsumer *c)
 	idp = palloc(sizeof(uint8 *) * n);
 	hours = palloc(sizeof(int32) * n);
 	is_new = palloc(sizeof(bool) * n);
+	entries = palloc(sizeof(void *) * n);
 	for (int i = 0; i < n; i++)
 	{
 		idp[i] = c->msgs[idx[i]].ev.event_id;
@@ -588,10 +591,13 @@ dedup_events(AdsConsumer *c)
 	}
 
 	c->claim_xid = GetTopTransactionId();
-	ads_dedup_claim(c->args.source_id, n, idp, hours, is_new);
+	ads_dedup_claim(c->args.source_id, n, idp, hours, is_new, entries);
 	for (int i = 0; i < n; i++)
 		if (is_new[i])
+		{
 			c->msgs[idx[i]].status = MSG_ACCEPTED;
+			c->msgs[idx[i]].dedup_entry = entries[i];
+		}
 	count_candidates(c, idx, n);
 
 	/* One dedup_log row per hour: the claimed ids of that hour, in id order. */
@@ -642,22 +648,29 @@ void
 ads_batch_settle(AdsConsumer *c, bool committed)
 {
 	const uint8 **idp;
+	void	  **entries;
 	int			n = 0;
 
 	if (!TransactionIdIsValid(c->claim_xid))
 		return;
 	idp = palloc(sizeof(uint8 *) * Max(c->nmsgs, 1));
+	entries = palloc(sizeof(void *) * Max(c->nmsgs, 1));
 	for (int i = 0; i < c->nmsgs; i++)
 		if (c->msgs[i].status == MSG_ACCEPTED)
-			idp[n++] = c->msgs[i].ev.event_id;
-	ads_dedup_settle(c->args.source_id, n, idp, c->claim_xid, committed);
+		{
+			idp[n] = c->msgs[i].ev.event_id;
+			entries[n++] = c->msgs[i].dedup_entry;
+		}
+	ads_dedup_settle(c->args.source_id, n, idp, entries, c->claim_xid, committed);
 	c->claim_xid = InvalidTransactionId;
 	pfree(idp);
+	pfree(entries);
 }
 
 /*
  * Keep the new clicks (and impressions, when view-through is on) for
- * attribution, in the same transaction as their counts.
+ * attribution, in the same transaction as their counts.  Only while an
+ * orders source exists: without one nothing would ever read them.
  */
 static void
 keep_for_attribution(AdsConsumer *c)
@@ -932,6 +945,7 @@ ads_batch_write(AdsConsumer *c)
 {
 	idset_hash *ids;
 	int64		wm_us = PG_INT64_MIN;
+	bool		attribution;
 	Datum		arg;
 	bool		isnull;
 	Datum		d;
@@ -949,6 +963,7 @@ ads_batch_write(AdsConsumer *c)
 		wm_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
 
 	c->claim_xid = InvalidTransactionId;
+	attribution = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	ids = classify(c, wm_us);
 	if (c->is_orders)
 		dedup_orders(c, ids);
@@ -957,7 +972,8 @@ ads_batch_write(AdsConsumer *c)
 		ads_dedup_index_prepare();
 		ensure_partitions(c);
 		dedup_events(c);
-		keep_for_attribution(c);
+		if (attribution)
+			keep_for_attribution(c);
 		aggregate(c);
 	}
 	dead_letters(c, wm_us);

@@ -353,6 +353,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	m->rkm = rkm;
 	m->part = idx;
 	m->detail = NULL;
+	m->dedup_entry = NULL;
 	if (c->is_orders)
 		m->parse_reason = ads_parse_order(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
 										  &m->order, detail, sizeof(detail));

@@ -146,7 +146,10 @@ dedup_log_relid(void)
 	Oid			relid = get_relname_relid("dedup_log", nsp);
 
 	if (!OidIsValid(relid))
-		elog(ERROR, "adstream: table adstream.dedup_log does not exist");
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table adstream.dedup_log does not exist"),
+				 errhint("The installed library is newer than the extension's SQL objects: run ALTER EXTENSION adstream UPDATE.")));
 	return relid;
 }
 
@@ -289,10 +292,12 @@ claimer_committed(DedupEntry *e)
 
 /*
  * Claim ids (sorted, distinct) for the current transaction.  is_new[i] says
- * whether ids[i] is new, which also means it is now claimed.
+ * whether ids[i] is new, which also means it is now claimed; entries[i] is
+ * then its entry, for ads_dedup_settle().
  */
 void
-ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *hours, bool *is_new)
+ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *hours,
+				bool *is_new, void **entries)
 {
 	TransactionId xid = GetTopTransactionId();
 	DedupKey	key;
@@ -335,38 +340,41 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		e->xid = xid;
 		e->hour = hours[i];
 		is_new[i] = true;
+		entries[i] = e;
 	}
 	LWLockRelease(state->lock);
 }
 
 /*
  * After the claiming transaction ended: freeze its entries if it committed,
- * remove them if it aborted.  Entries another transaction has taken over
- * since are left alone.
+ * remove them if it aborted.  An entry expired since (its element possibly
+ * reused for another id) or taken over by another transaction no longer
+ * has this id and xid, and is left alone; a freed element that still has
+ * them may be frozen harmlessly, since it is overwritten when reused.
  */
 void
-ads_dedup_settle(int32 source_id, int n, const uint8 *const *ids, TransactionId xid, bool committed)
+ads_dedup_settle(int32 source_id, int n, const uint8 *const *ids, void *const *entries,
+				 TransactionId xid, bool committed)
 {
-	DedupKey	key;
-
 	if (state == NULL || !TransactionIdIsValid(xid) || n == 0)
 		return;
-	memset(&key, 0, sizeof(key));
-	key.source_id = source_id;
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
-		DedupEntry *e;
+		DedupEntry *e = (DedupEntry *) entries[i];
 
-		memcpy(key.id, ids[i], 16);
-		e = hash_search(index_hash, &key, HASH_FIND, NULL);
-		if (e == NULL || e->xid != xid)
+		if (e == NULL || e->xid != xid || e->key.source_id != source_id ||
+			memcmp(e->key.id, ids[i], 16) != 0)
 			continue;
 		if (committed)
 			e->xid = FrozenTransactionId;
 		else
+		{
+			DedupKey	key = e->key;
+
 			hash_search(index_hash, &key, HASH_REMOVE, NULL);
+		}
 	}
 	LWLockRelease(state->lock);
 }

@@ -121,15 +121,19 @@ conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
 }
 
 /*
- * A configuration with the user's properties, then ours (which therefore
- * win), and the callbacks that only buffer.  NULL with errbuf set on error.
+ * A configuration with our defaults (key, value, ..., NULL), then the user's
+ * properties, then the settings we manage (which therefore win), and the
+ * callbacks that only buffer.  NULL with errbuf set on error.
  */
 static rd_kafka_conf_t *
-make_conf(const char *brokers, const char *client_id, int nprops, char **keys, char **values,
-		  char *errbuf, size_t errlen)
+make_conf(const char *const *defaults, const char *brokers, const char *client_id,
+		  int nprops, char **keys, char **values, char *errbuf, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
+	for (int i = 0; defaults != NULL && defaults[i] != NULL; i += 2)
+		if (!conf_set(conf, defaults[i], defaults[i + 1], errbuf, errlen))
+			goto fail;
 	for (int i = 0; i < nprops; i++)
 		if (!conf_set(conf, keys[i], values[i], errbuf, errlen))
 			goto fail;
@@ -152,7 +156,7 @@ ads_kafka_producer(const char *brokers, const char *transactional_id,
 				   const char *transaction_timeout_ms, const char *client_id,
 				   int nprops, char **keys, char **values, char *errbuf, size_t errlen)
 {
-	rd_kafka_conf_t *conf = make_conf(brokers, client_id, nprops, keys, values, errbuf, errlen);
+	rd_kafka_conf_t *conf = make_conf(NULL, brokers, client_id, nprops, keys, values, errbuf, errlen);
 	rd_kafka_t *rk;
 
 	if (conf == NULL)
@@ -179,7 +183,19 @@ ads_kafka_open(const char *brokers, const char *group_id, const char *client_id,
 			   int nprops, char **keys, char **values,
 			   char *errbuf, size_t errlen)
 {
-	rd_kafka_conf_t *conf = make_conf(brokers, client_id, nprops, keys, values, errbuf, errlen);
+	/*
+	 * Prefetch deeply: while a batch is written, librdkafka keeps fetching,
+	 * so that the next batch is already local (librdkafka's defaults let a
+	 * worker of 50,000-message batches wait for the broker about half the
+	 * time).  Bounded by the 256 MiB.
+	 */
+	static const char *const consumer_defaults[] = {
+		"queued.min.messages", "1000000",
+		"queued.max.messages.kbytes", "262144",
+		NULL
+	};
+	rd_kafka_conf_t *conf = make_conf(consumer_defaults, brokers, client_id, nprops, keys, values,
+									  errbuf, errlen);
 	AdsKafka   *k;
 	int			flags;
 
