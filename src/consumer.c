@@ -429,7 +429,8 @@ flush_batch(AdsConsumer *c)
 				 errmsg("adstream source \"%s\": batch of %d messages not written: %s",
 						c->name, c->nmsgs, edata->message),
 				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-				 errhint("The worker retries the same messages; nothing is skipped.")));
+				 errhint("%s%sThe worker retries the same messages; nothing is skipped.",
+						 edata->hint ? edata->hint : "", edata->hint ? " " : "")));
 		FreeErrorData(edata);
 
 		if (c->fenced)

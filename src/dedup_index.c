@@ -126,7 +126,7 @@ ads_dedup_index_shmem_init(void)
 	info.keysize = sizeof(DedupKey);
 	info.entrysize = sizeof(DedupEntry);
 	index_hash = ShmemInitHash("adstream dedup index", adstream_dedup_index_size,
-							   adstream_dedup_index_size, &info, HASH_ELEM | HASH_BLOBS);
+							   adstream_dedup_index_size, &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 }
 
 static void
