@@ -336,7 +336,7 @@ measure_freshness() {
     awk 'function flush() { n = 0 }
          $1 != p { unseen += n; flush(); p = $1 }
          $3 == 0 { ts[n++] = $4; next }
-         { for (i = 0; i < n; i++) printf "%d %.3f\n", ts[i], $4 / 1000 - ts[i]; flush() }
+         { for (i = 0; i < n; i++) printf "%.0f %.3f\n", ts[i], $4 / 1000 - ts[i]; flush() }
          END { unseen += n; print "unseen", unseen > "/dev/stderr" }' 2>"$TMP/fresh.unseen" \
     >"$TMP/fresh.joined"
     # latency by second of production, to see whether it was steady
