@@ -84,3 +84,9 @@ tapcheck: $(TOOLS)
 
 demo:
 	scripts/demo.sh
+
+# Benchmarks (issue #6): every measurement in one run, results in bench/results/.
+# BENCH_QUICK=1 for small counts; PG_CONFIG chooses the PostgreSQL.
+.PHONY: bench
+bench:
+	bench/run.sh

@@ -9,6 +9,7 @@ PACKAGES=(
   postgresql-15-cron postgresql-15-pgtap postgresql-15-partman
   libipc-run-perl libtest-simple-perl kcat
   clang libclang-rt-14-dev
+  gnuplot-nox
 )
 
 missing=()

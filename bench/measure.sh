@@ -1,0 +1,441 @@
+#!/usr/bin/env bash
+# The measurements of `make bench`, run as an ordinary user from the top of a
+# built tree whose extension is installed into $PG_CONFIG's PostgreSQL (see
+# bench/run.sh, which prepares all that).  Writes bench/results/results.csv,
+# results.md and the plots; scratch data goes to bench/results/tmp.
+#
+# BENCH_QUICK=1 uses small counts (about 2 minutes instead of about 10).
+set -euo pipefail
+
+PG_CONFIG=${PG_CONFIG:-pg_config}
+PGBIN=$("$PG_CONFIG" --bindir)
+QUICK=${BENCH_QUICK:-0}
+TOP=$PWD
+BIN=$TOP/test/bin
+BBIN=$TOP/bench/bin
+OUT=$TOP/bench/results
+TMP=$OUT/tmp
+PORT=${BENCH_PORT:-54331}
+PARTITIONS=64
+WORKERS=2                       # the reference configuration; scaling tries 1, 2, 4
+
+if [ "$QUICK" = 1 ]; then
+  EVENTS=100000; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
+else
+  EVENTS=1000000; FRESH_S=20; GROW_ROUNDS=5; GROW_EVENTS=200000; MODE=full
+fi
+ORDERS=$((EVENTS / 10))
+LG_COMMON=(--users 20000 --stores 200 --click-ratio 0.1 --bad-ratio 0.01 --late-ratio 0.002 --future-ratio 0.001)
+
+rm -rf "$TMP" "$OUT"/*.png "$OUT"/results.md "$OUT"/results.csv
+mkdir -p "$TMP"
+CSV=$OUT/results.csv
+CONN="host=$TMP port=$PORT dbname=postgres"
+BENCH_T0=$(date +%s)
+
+log() { printf '%s  %s\n' "$(date +%T)" "$*" | tee -a "$TMP/bench.log" >&2; }
+psql_() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PORT" -d postgres "$@"; }
+q() { psql_ -At -c "$1"; }
+now_us() { echo $(( $(date +%s%N) / 1000 )); }
+# key=value from a summary line
+kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; }
+
+cleanup() {
+  "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate -w stop >/dev/null 2>&1 || true
+  exec 3>&- 4>&- 2>/dev/null || true
+  [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
+  [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- brokers
+# One broker holds every data set; a second one stands for Pinot's Kafka.
+start_broker() {   # NAME FD TOPIC...: sets BOOT_NAME and PID_NAME (not in a subshell: it holds the fd)
+  local name=$1 fd=$2; shift 2
+  local args=() t
+  for t in "$@"; do args+=(--topic "$t"); done
+  mkfifo "$TMP/$name.ctl"
+  "$BIN/adstream-mock-broker" "${args[@]}" <"$TMP/$name.ctl" >"$TMP/$name.out" 2>&1 &
+  eval "PID_$name=$!"
+  eval "exec $fd>\"$TMP/$name.ctl\""   # the broker lives as long as this descriptor
+  for _ in $(seq 100); do grep -q BOOTSTRAP "$TMP/$name.out" && break; sleep 0.1; done
+  eval "BOOT_$name=$(awk '/^BOOTSTRAP/ {print $2}' "$TMP/$name.out")"
+}
+log "bench ($MODE): $EVENTS events, $PARTITIONS partitions, results in $OUT"
+start_broker broker 3 ads:$PARTITIONS ads100k:$PARTITIONS dup0:$PARTITIONS orders:8 fresh:$PARTITIONS grow:$PARTITIONS
+start_broker sink 4 adstream.ad_stats:4 adstream.attributed_orders:2
+BROKERS=$BOOT_broker BROKER_PID=$PID_broker SINK=$BOOT_sink SINK_PID=$PID_sink
+[ -n "$BROKERS" ] && [ -n "$SINK" ] || { log "a mock broker did not start"; exit 1; }
+
+# ---------------------------------------------------------------- data sets
+# produce NAME TOPIC ARGS...: sets SENT_<NAME> and writes $TMP/truth-NAME.csv
+produce() {
+  local name=$1 topic=$2; shift 2
+  local out
+  out=$("$BIN/adstream-loadgen" --brokers "$BROKERS" --topic "$topic" --partitions $PARTITIONS \
+        --truth "$TMP/truth-$name.csv" "${LG_COMMON[@]}" "$@" 2>>"$TMP/loadgen.err")
+  echo "$out" >"$TMP/loadgen-$name.out"
+  eval "SENT_$name=$(kv sent "$out")"
+  eval "ORDERS_SENT_$name=$(kv orders_sent "$out"); : \${ORDERS_SENT_$name:=0}"
+}
+log "producing the data sets once (seeded): base (1k ads, 10% duplicates, with orders), 100k ads, 0% duplicates"
+produce base ads --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0.10 --orders-topic orders --orders $ORDERS
+produce ads100k ads100k --count $EVENTS --seed 11 --ads 100000 --dup-ratio 0.10
+produce dup0 dup0 --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0
+log "sent: base $SENT_base (+ $ORDERS_SENT_base orders), ads100k $SENT_ads100k, dup0 $SENT_dup0"
+
+# ---------------------------------------------------------------- PostgreSQL
+# Every measurement starts from a copy of one template cluster with the
+# extension created, so each one finds the same empty database.
+"$PGBIN/initdb" -D "$TMP/template" -A trust -U "$(id -un)" >/dev/null
+cat >>"$TMP/template/postgresql.conf" <<EOC
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$TMP'
+shared_preload_libraries = 'adstream'
+adstream.database = 'postgres'
+max_worker_processes = 16
+shared_buffers = 512MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+EOC
+"$PGBIN/pg_ctl" -D "$TMP/template" -l "$TMP/template.log" -w start >/dev/null
+psql_ -c "CREATE EXTENSION adstream"
+PG_VERSION=$(q "SHOW server_version")
+"$PGBIN/pg_ctl" -D "$TMP/template" -m fast -w stop >/dev/null
+
+fresh_cluster() {   # [postgresql.conf lines]
+  "$PGBIN/pg_ctl" -D "$TMP/pg" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$TMP/pg"
+  cp -a "$TMP/template" "$TMP/pg"
+  [ $# -gt 0 ] && printf '%s\n' "$@" >>"$TMP/pg/postgresql.conf"
+  "$PGBIN/pg_ctl" -D "$TMP/pg" -l "$TMP/postgres.log" -w start >/dev/null
+}
+postmaster_pid() { head -1 "$TMP/pg/postmaster.pid"; }
+server_cpu() { bench/proc_stats.pl tree "$(postmaster_pid)"; }
+wal_lsn() { q "SELECT pg_current_wal_lsn()"; }
+wal_since() { q "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$1')::bigint"; }
+table_bytes() {   # SCHEMA
+  q "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '$1' AND c.relkind IN ('r', 'm')"
+}
+worker_pids() { q "SELECT string_agg(pid::text, ' ') FROM adstream.worker_status() WHERE pid IS NOT NULL"; }
+publisher_pids() { q "SELECT coalesce(string_agg(pid::text, ' '), '') FROM adstream.publisher_status() WHERE pid IS NOT NULL"; }
+wait_sql() {   # SQL TIMEOUT_S: until SQL returns t
+  local deadline=$(( $(date +%s) + $2 ))
+  while [ "$(q "$1")" != t ]; do
+    [ "$(date +%s)" -ge "$deadline" ] && { log "timed out waiting for: $1"; return 1; }
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------- checks
+# check_truth SCHEMA FILTER TRUTH...: EXACT when every (ad, minute) row, the
+# dead letters per reason and the accepted count equal the loadgen's truth.
+check_truth() {
+  local schema=$1 filter=$2; shift 2
+  local load="" f
+  for f in "$@"; do load+="\\copy truth_raw FROM '$f'"$'\n'; done
+  local res
+  res=$(psql_ -At <<EOSQL
+CREATE TEMP TABLE truth_raw (line text);
+$load
+CREATE TEMP VIEW truth_min AS
+  SELECT split_part(line, ',', 2)::bigint AS ad_id, split_part(line, ',', 3)::bigint AS campaign_id,
+         to_timestamp(split_part(line, ',', 4)::bigint) AS window_start,
+         sum(split_part(line, ',', 5)::bigint) AS impressions, sum(split_part(line, ',', 6)::bigint) AS clicks
+    FROM truth_raw WHERE line LIKE 'minute,%' GROUP BY 1, 2, 3;
+CREATE TEMP VIEW truth_rej AS
+  SELECT split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
+    FROM truth_raw WHERE line LIKE 'reject,%' GROUP BY 1;
+CREATE TEMP VIEW got_min AS
+  SELECT ad_id, campaign_id, window_start, impressions::numeric, clicks::numeric FROM $schema.ad_stats_minute;
+CREATE TEMP VIEW got_rej AS
+  SELECT reason, count(*)::numeric AS n FROM $schema.rejected_events WHERE $filter GROUP BY 1;
+SELECT (SELECT count(*) FROM ((TABLE truth_min EXCEPT TABLE got_min) UNION ALL (TABLE got_min EXCEPT TABLE truth_min)) d)
+     + (SELECT count(*) FROM ((TABLE truth_rej EXCEPT TABLE got_rej) UNION ALL (TABLE got_rej EXCEPT TABLE truth_rej)) d),
+       (SELECT sum(split_part(line, ',', 3)::bigint) FROM truth_raw WHERE line LIKE 'total,unique,%'),
+       (SELECT sum(accepted) FROM $schema.offsets WHERE $filter);
+EOSQL
+)
+  local diff unique accepted
+  IFS='|' read -r diff unique accepted <<<"$res"
+  if [ "$diff" = 0 ] && [ "$unique" = "$accepted" ]; then echo EXACT
+  else echo "MISMATCH(${diff}_rows_or_reasons_differ;accepted_${accepted}_of_${unique})"; fi
+}
+
+# check_orders TRUTH: every order and its attribution against the truth
+check_orders() {
+  local res
+  res=$(psql_ -At <<EOSQL
+CREATE TEMP TABLE truth_raw (line text);
+\\copy truth_raw FROM '$1'
+CREATE TEMP VIEW want AS
+  SELECT split_part(line, ',', 2)::uuid AS order_id, nullif(split_part(line, ',', 3), '')::bigint AS ad_id,
+         nullif(split_part(line, ',', 5), '')::uuid AS event_id, split_part(line, ',', 8)::numeric AS amount
+    FROM truth_raw WHERE line LIKE 'order,%';
+CREATE TEMP VIEW got AS SELECT order_id, ad_id, event_id, amount FROM adstream.orders;
+SELECT count(*) FROM ((TABLE want EXCEPT TABLE got) UNION ALL (TABLE got EXCEPT TABLE want)) d;
+EOSQL
+)
+  if [ "$res" = 0 ]; then echo EXACT; else echo "MISMATCH(${res}_orders_differ)"; fi
+}
+
+# ---------------------------------------------------------------- CSV
+echo "id,group,description,workers,ads,dup_ratio,messages,seconds,events_per_s,sustained_per_s,worker_cpu_s,server_cpu_s,client_cpu_s,wal_bytes,table_bytes,worker_hwm_kb,worker_rss_kb,stored_before,drain_s,p50_ms,p99_ms,max_ms,check" >"$CSV"
+row() { local IFS=,; echo "$*" >>"$CSV"; }
+
+# ---------------------------------------------------------------- 1. the ceiling
+for i in 1 2 3; do
+  out=$("$BBIN/raw_consumer" --brokers "$BROKERS" --topic ads)
+  RDKAFKA_VERSION=$(kv librdkafka "$out")
+  msgs=$(kv msgs "$out")
+  [ "$msgs" = "$SENT_base" ] || { log "raw consumer read $msgs of $SENT_base messages (broker trimmed?)"; exit 1; }
+  log "raw librdkafka, run $i: $out"
+  row "raw_$i" raw "raw librdkafka consumer (read only)" 1 1000 0.10 "$msgs" "$(kv seconds "$out")" \
+    "$(kv msgs_per_s "$out")" "$(kv msgs_per_s "$out")" "" "" "" "" "" "" "" "" "" "" "" "" "complete"
+done
+
+# ---------------------------------------------------------------- 2. adstream runs
+# measure_adstream ID GROUP DESC TOPIC WORKERS SENT ADS DUP TRUTH [attribution] [sink]
+measure_adstream() {
+  local id=$1 group=$2 desc=$3 topic=$4 workers=$5 sent=$6 ads=$7 dup=$8 truth=$9
+  local attr=${10:-} sink=${11:-}
+  local conf=()
+  # Orders beyond the last event wait attribution_max_wait; keep it well
+  # above the time the events take, so that no order is judged early.
+  [ -n "$attr" ] && conf+=("adstream.attribution_max_wait = '${ATTR_WAIT_S:-60}s'")
+  fresh_cluster "${conf[@]}"
+  local wal0 bytes0 cpu0 t0 poll t_end drain="" check
+  wal0=$(wal_lsn); bytes0=$(table_bytes adstream); cpu0=$(server_cpu)
+  [ -n "$sink" ] && q "SELECT adstream.create_sink('pinot', '$SINK')" >/dev/null
+  t0=$(now_us)
+  "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 20 --until "$sent" --timeout-s 900 \
+    >"$TMP/$id.poll" &
+  local poller=$!
+  q "SELECT adstream.create_source('ads', '$BROKERS', '$topic', options => '{\"workers\": $workers}')" >/dev/null
+  [ -n "$attr" ] && q "SELECT adstream.create_source('shop', '$BROKERS', 'orders', 'orders')" >/dev/null
+  wait $poller || { log "$id: events not consumed in time"; cat "$TMP/$id.poll" >&2; exit 1; }
+  poll=$(cat "$TMP/$id.poll")
+  t_end=$(kv done_us "$poll")
+  if [ -n "$attr" ]; then
+    # every order read, and every order the events have caught up with judged
+    wait_sql "SELECT coalesce(sum(next_offset), 0) >= $ORDERS_SENT_base FROM adstream.offsets WHERE source = 'shop'" 900
+    wait_sql "SELECT count(*) = 0 FROM adstream.orders WHERE status = 'waiting' AND ts <= adstream.ad_events_watermark()" 900
+    t_end=$(now_us)
+  fi
+  if [ -n "$sink" ]; then
+    wait_sql "SELECT count(*) = 0 FROM adstream.sink_status WHERE backlog_rows > 0" 900
+    drain=$(awk -v a="$t0" -v b="$(now_us)" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')
+  fi
+  local wpids ppids wcpu scpu mem wal bytes
+  wpids=$(worker_pids); ppids=$(publisher_pids)
+  wcpu=$(bench/proc_stats.pl cpu $wpids $ppids)
+  mem=$(bench/proc_stats.pl mem $wpids)
+  scpu=$(awk -v a="$cpu0" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }')
+  wal=$(wal_since "$wal0")
+  bytes=$(( $(table_bytes adstream) - bytes0 ))
+  check=$(check_truth adstream "source = 'ads'" "$truth")
+  if [ -n "$attr" ]; then
+    wait_sql "SELECT count(*) = 0 FROM adstream.waiting_orders" $(( ${ATTR_WAIT_S:-60} + 120 ))
+    check="$check/orders_$(check_orders "$truth")"
+  fi
+  local secs rate sust
+  secs=$(awk -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+  rate=$(awk -v n="$sent" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  sust=$(awk -v n="$sent" -v a="$(kv t10_us "$poll")" -v b="$(kv t90_us "$poll")" \
+    'BEGIN { printf "%.0f", (b > a) ? 0.8 * n / ((b - a) / 1e6) : 0 }')
+  [ -n "$attr" ] && sust=""   # the events' 10-90% rate says nothing about the orders
+  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; $check"
+  row "$id" "$group" "$desc" "$workers" "$ads" "$dup" "$sent" "$secs" "$rate" "$sust" "$wcpu" "$scpu" "" \
+    "$wal" "$bytes" "${mem% *}" "${mem#* }" "" "$drain" "" "" "" "$check"
+  LAST_SUSTAINED=$sust
+  LAST_SECONDS=$secs
+}
+
+measure_adstream e2e e2e "adstream end to end" ads $WORKERS "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
+BASE_SUSTAINED=$LAST_SUSTAINED
+ATTR_WAIT_S=$(awk -v s="$LAST_SECONDS" 'BEGIN { w = int(3 * s) + 15; print (w > 600) ? 600 : w }')
+measure_adstream e2e_publish e2e "adstream + publishing (sink)" ads $WORKERS "$SENT_base" 1000 0.10 \
+  "$TMP/truth-base.csv" "" sink
+measure_adstream e2e_attr_publish e2e "adstream + attribution + publishing" ads $WORKERS "$SENT_base" 1000 0.10 \
+  "$TMP/truth-base.csv" attr sink
+
+# ---------------------------------------------------------------- 3. the usual alternative
+measure_alt() {
+  fresh_cluster
+  psql_ -f bench/alt_schema.sql
+  local wal0 bytes0 cpu0 t0 pids=() i out ccpu=0 check
+  wal0=$(wal_lsn); bytes0=$(table_bytes alt); cpu0=$(server_cpu)
+  t0=$(now_us)
+  "$BBIN/offset_poller" --db "$CONN" --table alt.offsets --sources ads --interval-ms 20 \
+    --until "$SENT_base" --timeout-s 1800 >"$TMP/alt.poll" &
+  local poller=$!
+  for ((i = 0; i < WORKERS; i++)); do
+    "$BBIN/alt_consumer" --brokers "$BROKERS" --topic ads --db "$CONN" --worker $i --workers $WORKERS \
+      --exit-at-eof >"$TMP/alt.$i.out" 2>"$TMP/alt.$i.err" &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || { log "alt consumer failed"; cat "$TMP"/alt.*.err >&2; exit 1; }; done
+  wait $poller || { log "alt: offsets did not reach $SENT_base"; exit 1; }
+  local poll t_end
+  poll=$(cat "$TMP/alt.poll"); t_end=$(kv done_us "$poll")
+  sleep 0.5   # let the backends exit, so that the postmaster has reaped their CPU time
+  for ((i = 0; i < WORKERS; i++)); do
+    out=$(cat "$TMP/alt.$i.out")
+    log "alt consumer $i: $out"
+    ccpu=$(awk -v a="$ccpu" -v b="$(kv cpu_s "$out")" 'BEGIN { printf "%.2f", a + b }')
+  done
+  local scpu wal bytes secs rate sust
+  scpu=$(awk -v a="$cpu0" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }')
+  wal=$(wal_since "$wal0")
+  bytes=$(( $(table_bytes alt) - bytes0 ))
+  check=$(check_truth alt true "$TMP/truth-base.csv")
+  secs=$(awk -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+  rate=$(awk -v n="$SENT_base" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  sust=$(awk -v n="$SENT_base" -v a="$(kv t10_us "$poll")" -v b="$(kv t90_us "$poll")" \
+    'BEGIN { printf "%.0f", (b > a) ? 0.8 * n / ((b - a) / 1e6) : 0 }')
+  log "alt: $SENT_base messages in $secs s: $rate/s overall, $sust/s sustained; server CPU $scpu s, client CPU $ccpu s, WAL $wal B, tables $bytes B; $check"
+  local retries=0
+  for ((i = 0; i < WORKERS; i++)); do retries=$(( retries + $(kv retries "$(cat "$TMP/alt.$i.out")") )); done
+  check="$check ($retries batches retried after an error)"
+  row alt alt "usual alternative (libpq: one upsert per event)" $WORKERS 1000 0.10 "$SENT_base" "$secs" "$rate" "$sust" \
+    "" "$scpu" "$ccpu" "$wal" "$bytes" "" "" "" "" "" "" "" "$check"
+}
+measure_alt
+
+# ---------------------------------------------------------------- 4. freshness
+measure_freshness() {
+  local rate count
+  rate=$(awk -v s="$BASE_SUSTAINED" 'BEGIN { printf "%.0f", s / 2 }')
+  count=$(( rate * FRESH_S ))
+  fresh_cluster
+  q "SELECT adstream.create_source('ads', '$BROKERS', 'fresh', options => '{\"workers\": $WORKERS}')" >/dev/null
+  wait_sql "SELECT count(*) = $WORKERS FROM adstream.worker_status() WHERE state IS NOT NULL AND pid IS NOT NULL AND state <> 'starting'" 60 || true
+  sleep 2   # the workers connect and learn the partitions
+  log "freshness: $count messages at $rate/s (50% of the sustained rate), produced in real time"
+  "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 5 --until "$count" --timeout-s 600 \
+    --out "$TMP/fresh.offsets" >"$TMP/fresh.poll" &
+  local poller=$!
+  "$BIN/adstream-loadgen" --brokers "$BROKERS" --topic fresh --partitions $PARTITIONS --count "$count" \
+    --rate "$rate" --realtime --seed 21 --ads 1000 --dup-ratio 0.10 "${LG_COMMON[@]}" \
+    --truth "$TMP/truth-fresh.csv" >"$TMP/loadgen-fresh.out" 2>>"$TMP/loadgen.err"
+  wait $poller || { log "freshness: not consumed in time"; exit 1; }
+  local poll check stats
+  poll=$(cat "$TMP/fresh.poll")
+  check=$(check_truth adstream "source = 'ads'" "$TMP/truth-fresh.csv")
+  "$BBIN/raw_consumer" --brokers "$BROKERS" --topic fresh --timestamps "$TMP/fresh.timestamps" >/dev/null
+  # Join: message (p, offset, produced_ms) became visible at the first poll
+  # whose next_offset for p exceeded offset.  Sorting both by (p, key) with
+  # key = offset for messages and next_offset - 1 for polls puts each message
+  # just before the poll that first covered it.
+  stats=$( { awk '{ print $1, $2, 0, $3 }' "$TMP/fresh.timestamps"
+             awk '{ print $3, $4 - 1, 1, $1 }' "$TMP/fresh.offsets"; } |
+    sort -k1,1n -k2,2n -k3,3n |
+    awk 'function flush() { n = 0 }
+         $1 != p { unseen += n; flush(); p = $1 }
+         $3 == 0 { ts[n++] = $4; next }
+         { for (i = 0; i < n; i++) printf "%.0f %.3f\n", ts[i], $4 / 1000 - ts[i]; flush() }
+         END { unseen += n; print "unseen", unseen > "/dev/stderr" }' 2>"$TMP/fresh.unseen" \
+    >"$TMP/fresh.joined"
+    # latency by second of production, to see whether it was steady
+    awk '{ s[int($1 / 1000)] += $2; c[int($1 / 1000)]++ }
+         END { for (k in s) print k, s[k] / c[k] }' "$TMP/fresh.joined" | sort -n |
+      awk 'NR == 1 { f = $1 } { print $1 - f, $2 }' >"$TMP/fresh.by_second"
+    cut -d' ' -f2 "$TMP/fresh.joined" | sort -n >"$TMP/fresh.latencies_ms"
+    awk '{ v[NR] = $1; s += $1 }
+         END { if (NR == 0) { print "0 0 0 0 0"; exit }
+               i50 = int(0.50 * NR); if (i50 < 1) i50 = 1
+               i99 = int(0.99 * NR); if (i99 < 1) i99 = 1
+               printf "%d %.1f %.1f %.1f %.1f\n", NR, v[i50], v[i99], v[NR], s / NR }' "$TMP/fresh.latencies_ms")
+  local n p50 p99 max mean unseen
+  read -r n p50 p99 max mean <<<"$stats"
+  unseen=$(awk '{ print $2 }' "$TMP/fresh.unseen")
+  FRESH_NOTE="poll every 5 ms over one connection: mean poll query $(kv mean_query_us "$poll") µs, longest gap between polls $(kv max_interval_us "$poll") µs; $n messages, $unseen never seen"
+  log "freshness: p50 $p50 ms, p99 $p99 ms, max $max ms, mean $mean ms ($FRESH_NOTE); $check"
+  row fresh fresh "freshness at 50% of the sustained rate" $WORKERS 1000 0.10 "$count" "" "$rate" "" "" "" "" "" "" "" "" "" "" \
+    "$p50" "$p99" "$max" "$check"
+}
+measure_freshness
+
+# ---------------------------------------------------------------- 5. scaling
+for w in 1 4; do
+  measure_adstream "workers_$w" workers "adstream with $w worker(s)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
+done
+measure_adstream ads_100k ads "adstream with 100k distinct ads" ads100k $WORKERS "$SENT_ads100k" 100000 0.10 "$TMP/truth-ads100k.csv"
+measure_adstream dup_0 dup "adstream with 0% duplicates" dup0 $WORKERS "$SENT_dup0" 1000 0 "$TMP/truth-dup0.csv"
+
+# ---------------------------------------------------------------- 6. growth
+# Consecutive rounds into one database: the source is paused while each
+# round is produced, then resumed; event time moves on by the span per round
+# and stays within the dedup horizon, so every id stays in dedup_state.
+measure_growth() {
+  fresh_cluster
+  local start_ms=$(( $(date +%s) * 1000 - 3600 * 1000 )) r total=0 truths=()
+  for ((r = 1; r <= GROW_ROUNDS; r++)); do
+    if [ $r -gt 1 ]; then
+      q "SELECT adstream.pause_source('ads')" >/dev/null
+      wait_sql "SELECT count(*) = 0 FROM adstream.worker_status() WHERE pid IS NOT NULL" 60
+    fi
+    produce "grow$r" grow --count "$GROW_EVENTS" --seed $((100 + r)) --ads 1000 --dup-ratio 0.10 \
+      --start-ms $(( start_ms + (r - 1) * 600 * 1000 )) --span-s 600
+    local sent stored=$total
+    eval "sent=\$SENT_grow$r"
+    total=$(( total + sent ))
+    truths+=("$TMP/truth-grow$r.csv")
+    local wal0 cpu0 bytes0 t0 poll
+    wal0=$(wal_lsn); cpu0=$(server_cpu); bytes0=$(table_bytes adstream)
+    t0=$(now_us)
+    "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 20 --until "$total" --timeout-s 900 \
+      >"$TMP/grow$r.poll" &
+    local poller=$!
+    if [ $r -eq 1 ]; then
+      q "SELECT adstream.create_source('ads', '$BROKERS', 'grow', options => '{\"workers\": $WORKERS}')" >/dev/null
+    else
+      q "SELECT adstream.resume_source('ads')" >/dev/null
+    fi
+    wait $poller || { log "growth round $r: not consumed in time"; exit 1; }
+    poll=$(cat "$TMP/grow$r.poll")
+    local secs rate scpu wal bytes
+    secs=$(awk -v a="$t0" -v b="$(kv done_us "$poll")" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+    rate=$(awk -v n="$sent" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+    scpu=$(awk -v a="$cpu0" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }')
+    wal=$(wal_since "$wal0")
+    bytes=$(( $(table_bytes adstream) - bytes0 ))
+    log "growth round $r: $sent messages on top of $stored in $secs s: $rate/s; server CPU $scpu s, WAL $wal B"
+    row "grow_$r" grow "adstream round $r into the same database" $WORKERS 1000 0.10 "$sent" "$secs" "$rate" "" \
+      "" "$scpu" "" "$wal" "$bytes" "" "" "$stored" "" "" "" "" "pending"
+  done
+  local check
+  check=$(check_truth adstream "source = 'ads'" "${truths[@]}")
+  log "growth: all rounds against the truth: $check"
+  sed -i "/^grow_/s/,pending\$/,$check/" "$CSV"
+}
+measure_growth
+
+"$PGBIN/pg_ctl" -D "$TMP/pg" -m fast -w stop >/dev/null
+
+# ---------------------------------------------------------------- report
+BENCH_SECONDS=$(( $(date +%s) - BENCH_T0 ))
+cat >"$TMP/meta.env" <<EOM
+MODE=$MODE
+COMMAND=$( [ "$QUICK" = 1 ] && echo "BENCH_QUICK=1 " )${BENCH_COMMAND:-make bench}
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+DURATION_S=$BENCH_SECONDS
+NPROC=$(nproc)
+CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+MEMORY=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+KERNEL=$(uname -sr)
+PG=$PG_VERSION
+LIBRDKAFKA=$RDKAFKA_VERSION
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+EVENTS=$EVENTS
+PARTITIONS=$PARTITIONS
+WORKERS=$WORKERS
+ORDERS=$ORDERS_SENT_base
+FRESH_NOTE=$FRESH_NOTE
+ATTR_WAIT_S=$ATTR_WAIT_S
+EOM
+perl bench/report.pl "$TMP/meta.env" "$CSV" "$OUT"
+log "done in $BENCH_SECONDS s: $OUT/results.md"

@@ -1,0 +1,239 @@
+/*
+ * raw_consumer.c
+ *	  The ceiling of the benchmark: a tight librdkafka consumer that only
+ *	  reads.  It asks for each partition's high watermark, assigns every
+ *	  partition from the beginning, receives messages in batches until each
+ *	  partition has delivered its message before the high watermark (or
+ *	  reported its end), and prints how many messages and bytes it got and
+ *	  how long that took, from the assignment to the last message.
+ *
+ *	  With --timestamps FILE it also writes one line "PARTITION OFFSET
+ *	  TIMESTAMP_MS" per message (the Kafka message timestamp, CreateTime as
+ *	  set by the producer), which the freshness measurement joins with the
+ *	  committed offsets.  That mode is not timed for the ceiling.
+ *
+ *	  raw_consumer --brokers B --topic T [--timestamps FILE]
+ *
+ *	  Output, one line on stdout:
+ *	  msgs=N bytes=B seconds=S msgs_per_s=R librdkafka=VERSION
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#define BATCH 10000
+
+static void
+die(const char *fmt, ...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	fputs("raw_consumer: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(1);
+}
+
+static double
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+static void
+set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
+{
+	char		err[512];
+
+	if (rd_kafka_conf_set(conf, key, value, err, sizeof(err)) != RD_KAFKA_CONF_OK)
+		die("%s=%s: %s", key, value, err);
+}
+
+/* Number of partitions of the topic, from the broker's metadata. */
+static int
+partition_count(rd_kafka_t *rk, const char *topic)
+{
+	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t err;
+	int			n;
+
+	if (rkt == NULL)
+		die("rd_kafka_topic_new: %s", rd_kafka_err2str(rd_kafka_last_error()));
+	err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		die("metadata of %s: %s", topic, rd_kafka_err2str(err));
+	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		die("topic %s: %s", topic,
+			md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err) : "not found");
+	n = md->topics[0].partition_cnt;
+	rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+	return n;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"brokers", required_argument, NULL, 'b'},
+		{"topic", required_argument, NULL, 't'},
+		{"timestamps", required_argument, NULL, 's'},
+		{NULL, 0, NULL, 0}
+	};
+	const char *brokers = NULL;
+	const char *topic = NULL;
+	const char *ts_path = NULL;
+	FILE	   *ts_out = NULL;
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk;
+	rd_kafka_queue_t *queue;
+	rd_kafka_topic_partition_list_t *parts;
+	rd_kafka_message_t **msgs;
+	rd_kafka_resp_err_t err;
+	char		errstr[512];
+	char	   *at_end;
+	int64_t    *high;
+	int			nparts;
+	int			ended = 0;
+	int64_t		nmsgs = 0;
+	int64_t		nbytes = 0;
+	double		t0;
+	double		t1;
+	int			c;
+
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
+	{
+		switch (c)
+		{
+			case 'b':
+				brokers = optarg;
+				break;
+			case 't':
+				topic = optarg;
+				break;
+			case 's':
+				ts_path = optarg;
+				break;
+			default:
+				die("usage: raw_consumer --brokers B --topic T [--timestamps FILE]");
+		}
+	}
+	if (brokers == NULL || topic == NULL)
+		die("usage: raw_consumer --brokers B --topic T [--timestamps FILE]");
+	if (ts_path != NULL && (ts_out = fopen(ts_path, "w")) == NULL)
+		die("cannot open %s", ts_path);
+
+	/*
+	 * The consumer settings adstream's workers use that matter for reading:
+	 * read_committed, no offset commits; no group rebalancing (explicit
+	 * assignment).  Everything else is librdkafka's default.
+	 */
+	conf = rd_kafka_conf_new();
+	set_conf(conf, "bootstrap.servers", brokers);
+	set_conf(conf, "group.id", "adstream-bench-raw");
+	set_conf(conf, "enable.auto.commit", "false");
+	set_conf(conf, "enable.auto.offset.store", "false");
+	set_conf(conf, "isolation.level", "read_committed");
+	set_conf(conf, "enable.partition.eof", "true");
+	set_conf(conf, "log_level", "3");
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+		die("rd_kafka_new: %s", errstr);
+	rd_kafka_poll_set_consumer(rk);
+	queue = rd_kafka_queue_get_consumer(rk);
+
+	nparts = partition_count(rk, topic);
+	at_end = calloc((size_t) nparts, 1);
+	high = calloc((size_t) nparts, sizeof(int64_t));
+	msgs = malloc(sizeof(*msgs) * BATCH);
+	if (at_end == NULL || high == NULL || msgs == NULL)
+		die("out of memory");
+	/* where each partition ends now: waiting for its EOF would add a fetch wait */
+	for (int p = 0; p < nparts; p++)
+	{
+		int64_t		low;
+
+		err = rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high[p], 10000);
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			die("watermarks of partition %d: %s", p, rd_kafka_err2str(err));
+		if (high[p] <= low)
+		{
+			at_end[p] = 1;
+			ended++;
+		}
+	}
+	parts = rd_kafka_topic_partition_list_new(nparts);
+	for (int p = 0; p < nparts; p++)
+		rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+
+	t0 = mono_s();
+	err = rd_kafka_assign(rk, parts);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		die("assign: %s", rd_kafka_err2str(err));
+
+	while (ended < nparts)
+	{
+		ssize_t		n = rd_kafka_consume_batch_queue(queue, 1000, msgs, BATCH);
+
+		if (n < 0)
+			die("consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
+		for (ssize_t i = 0; i < n; i++)
+		{
+			rd_kafka_message_t *m = msgs[i];
+
+			if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				nmsgs++;
+				nbytes += (int64_t) m->len;
+				if (ts_out != NULL)
+					fprintf(ts_out, "%d %" PRId64 " %" PRId64 "\n", (int) m->partition,
+							(int64_t) m->offset, (int64_t) rd_kafka_message_timestamp(m, NULL));
+				if (m->offset + 1 >= high[m->partition] && !at_end[m->partition])
+				{
+					at_end[m->partition] = 1;
+					ended++;
+				}
+			}
+			else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			{
+				if (m->partition >= 0 && m->partition < nparts && !at_end[m->partition])
+				{
+					at_end[m->partition] = 1;
+					ended++;
+				}
+			}
+			else
+				die("partition %d: %s", (int) m->partition, rd_kafka_message_errstr(m));
+			rd_kafka_message_destroy(m);
+		}
+	}
+	t1 = mono_s();
+
+	if (ts_out != NULL && fclose(ts_out) != 0)
+		die("writing %s failed", ts_path);
+	printf("msgs=%" PRId64 " bytes=%" PRId64 " seconds=%.4f msgs_per_s=%.0f librdkafka=%s\n",
+		   nmsgs, nbytes, t1 - t0, (double) nmsgs / (t1 - t0), rd_kafka_version_str());
+
+	rd_kafka_topic_partition_list_destroy(parts);
+	rd_kafka_queue_destroy(queue);
+	rd_kafka_consumer_close(rk);
+	rd_kafka_destroy(rk);
+	free(at_end);
+	free(high);
+	free(msgs);
+	return 0;
+}

@@ -1,0 +1,315 @@
+#!/usr/bin/perl
+# Turns bench/measure.sh's results.csv into results.md and the gnuplot PNGs.
+#   report.pl META.env RESULTS.csv OUTDIR
+use strict;
+use warnings;
+
+my ($meta_file, $csv_file, $out) = @ARGV;
+die "usage: report.pl META.env RESULTS.csv OUTDIR\n" unless $out;
+my $tmp = "$out/tmp";
+
+my %meta;
+open(my $mf, '<', $meta_file) or die "$meta_file: $!";
+while (<$mf>)
+{
+	chomp;
+	$meta{$1} = $2 if /^(\w+)=(.*)$/;
+}
+close $mf;
+
+open(my $cf, '<', $csv_file) or die "$csv_file: $!";
+chomp(my $header = <$cf>);
+my @cols = split /,/, $header;
+my (%r, @order);
+while (<$cf>)
+{
+	chomp;
+	my @v = split /,/, $_, -1;
+	die "$csv_file line $.: " . scalar(@v) . " fields, expected " . scalar(@cols) . "\n" if @v != @cols;
+	my %row;
+	@row{@cols} = @v;
+	$r{ $row{id} } = \%row;
+	push @order, $row{id};
+}
+close $cf;
+
+# ---- helpers
+sub num { my ($x) = @_; return defined $x && $x ne '' ? $x : undef; }
+sub fmt_int
+{
+	my ($x) = @_;
+	return '–' unless defined $x && $x ne '';
+	my $s = sprintf('%.0f', $x);
+	1 while $s =~ s/^(\d+)(\d{3})/$1,$2/;
+	return $s;
+}
+sub fmt { my ($f, $x) = @_; return defined $x && $x ne '' ? sprintf($f, $x) : '–'; }
+# the rate a row is compared by: sustained (10%-90% of the committed offsets) if measured
+sub rate { my ($row) = @_; return num($row->{sustained_per_s}) // num($row->{events_per_s}); }
+sub per_m { my ($row, $col) = @_; my $v = num($row->{$col}); return defined $v ? $v / $row->{messages} * 1e6 : undef; }
+sub per_ev { my ($row, $col) = @_; my $v = num($row->{$col}); return defined $v ? $v / $row->{messages} : undef; }
+
+my @raw = grep { /^raw_/ } @order;
+my ($raw_best) = sort { $b <=> $a } map { $r{$_}{events_per_s} } @raw;
+my $alt = $r{alt};
+my $alt_rate = $alt ? rate($alt) : undef;
+my $e2e = $r{e2e};
+
+sub ratio
+{
+	my ($x, $y) = @_;
+	return '–' unless defined $x && defined $y && $y > 0;
+	my $q = $x / $y;
+	return $q >= 0.1 ? sprintf('%.2f×', $q) : sprintf('%.1f%%', 100 * $q);
+}
+
+my $md = '';
+$md .= "# adstream benchmark results\n\n";
+$md .= "Produced by `$meta{COMMAND}` ($meta{MODE} mode: $meta{EVENTS} events per data set) on $meta{DATE}, in $meta{DURATION_S} s.\n";
+$md .= "Every measurement ran on this machine in this one run, over the same generated messages.\n";
+$md .= "The machine may be shared and noisy: compare the ratios rather than the absolute figures.\n\n";
+$md .= "| machine | |\n|---|---|\n";
+$md .= "| CPUs (nproc) | $meta{NPROC} |\n| CPU model | $meta{CPU} |\n| memory | $meta{MEMORY} |\n";
+$md .= "| kernel | $meta{KERNEL} |\n| PostgreSQL | $meta{PG} |\n| librdkafka | $meta{LIBRDKAFKA} |\n";
+$md .= "| load average at the end | $meta{LOADAVG} |\n\n";
+$md .= "Set-up: one embedded mock broker (`test/bin/adstream-mock-broker`) holds every data set, each in a topic of "
+  . "$meta{PARTITIONS} partitions, produced once at the start by `adstream-loadgen` with a fixed seed; about 10% clicks, "
+  . "1% malformed, 0.2% late and 0.1% future records. The base data set has 1,000 ads and 10% duplicates, plus "
+  . fmt_int($meta{ORDERS}) . " orders in a topic of 8 partitions. Each measurement starts a fresh copy of the same "
+  . "PostgreSQL cluster (`shared_buffers = 512MB`, `max_wal_size = 8GB`, `checkpoint_timeout = 30min`, everything else "
+  . "default, so `synchronous_commit = on`), and every consumer reads its topic from the beginning. adstream runs with "
+  . "its defaults (batches of up to 10,000 messages or 200 ms) and $meta{WORKERS} workers unless stated.\n\n";
+
+# ---- throughput
+$md .= "## Throughput\n\n";
+$md .= "Events/s is the sustained rate: messages between the moments the committed offsets covered 10% and 90% of the "
+  . "data set, polled every 20 ms (the raw consumer: all messages over its whole run, from assignment to the last partition's end). "
+  . "Overall includes the start of the workers and the tail.\n\n";
+$md .= "| measurement | messages | events/s | overall events/s | / raw | / alternative | check |\n|---|---:|---:|---:|---:|---:|---|\n";
+if (defined $raw_best)
+{
+	$md .= sprintf("| raw librdkafka consumer, only reads (best of %d: %s) | %s | %s | %s | 1 | %s | all messages read |\n",
+		scalar(@raw), join(', ', map { fmt_int($r{$_}{events_per_s}) } @raw),
+		fmt_int($r{ $raw[0] }{messages}), fmt_int($raw_best), fmt_int($raw_best), ratio($raw_best, $alt_rate));
+}
+for my $id (qw(e2e e2e_publish e2e_attr_publish alt))
+{
+	my $row = $r{$id} or next;
+	my $rt = rate($row);
+	my $desc = $row->{description};
+	$desc .= ' ¹' if $id eq 'e2e_attr_publish';
+	$desc .= sprintf(' (all published after %s s)', $row->{drain_s}) if num($row->{drain_s});
+	$md .= sprintf("| %s | %s | %s | %s | %s | %s | %s |\n", $desc, fmt_int($row->{messages}),
+		fmt_int($rt), fmt_int($row->{events_per_s}), ratio($rt, $raw_best),
+		$id eq 'alt' ? '1' : ratio($rt, $alt_rate), $row->{check});
+}
+$md .= "\n¹ With attribution the figure is overall: until every event is counted, every order read and every order the "
+  . "events have caught up with judged. Orders later than the last event wait `adstream.attribution_max_wait` "
+  . "(set to $meta{ATTR_WAIT_S} s for this run) and are checked against the truth after that.\n\n";
+$md .= "The alternative is `bench/alt_consumer.c`: $meta{WORKERS} processes, the same parser, one statement per event "
+  . "(a CTE inserting the event id into a seen-ids table ON CONFLICT DO NOTHING RETURNING, feeding the INSERT ... ON CONFLICT "
+  . "DO UPDATE of the (ad, minute) row), one transaction per poll batch with its offsets, resuming from its own offsets table. "
+  . "Its result is checked against the same truth.\n\n";
+
+# ---- cost
+$md .= "## Cost per million events\n\n";
+$md .= "CPU seconds from /proc/PID/stat: the adstream workers (and publisher) themselves, and the whole server (postmaster, "
+  . "all its processes and the ones it reaped, including the offset poller's connection). For the alternative, client CPU "
+  . "is its own processes'. WAL from `pg_current_wal_lsn()`, tables from `pg_total_relation_size` over the schema "
+  . "(adstream or alt), both per message. Worker memory is the largest VmHWM / VmRSS of a consumer worker (shared buffers "
+  . "it touched included).\n\n";
+$md .= "| measurement | worker CPU s/M | server CPU s/M | client CPU s/M | WAL bytes/event | table bytes/event | worker VmHWM MB | worker VmRSS MB |\n";
+$md .= "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+for my $id (qw(e2e e2e_publish e2e_attr_publish alt workers_1 workers_4 ads_100k dup_0))
+{
+	my $row = $r{$id} or next;
+	$md .= sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", $row->{description},
+		fmt('%.1f', per_m($row, 'worker_cpu_s')), fmt('%.1f', per_m($row, 'server_cpu_s')),
+		fmt('%.1f', per_m($row, 'client_cpu_s')), fmt('%.0f', per_ev($row, 'wal_bytes')),
+		fmt('%.0f', per_ev($row, 'table_bytes')),
+		fmt('%.0f', num($row->{worker_hwm_kb}) ? $row->{worker_hwm_kb} / 1024 : undef),
+		fmt('%.0f', num($row->{worker_rss_kb}) ? $row->{worker_rss_kb} / 1024 : undef));
+}
+$md .= "\n";
+
+# ---- freshness
+if (my $f = $r{fresh})
+{
+	$md .= "## Freshness\n\n";
+	$md .= sprintf("From produce time (the Kafka message timestamp, CreateTime) to the moment the message's counts are visible in "
+		  . "`adstream.ad_stats_minute`, at %s events/s (50%% of the sustained rate measured above), %s messages produced in real time.\n\n",
+		fmt_int($f->{events_per_s}), fmt_int($f->{messages}));
+	$md .= "| p50 | p99 | max | check |\n|---:|---:|---:|---|\n";
+	$md .= sprintf("| %s ms | %s ms | %s ms | %s |\n\n", $f->{p50_ms}, $f->{p99_ms}, $f->{max_ms}, $f->{check});
+	$md .= "Method: the offsets commit in the same transaction as the aggregates, so a message is visible from the first poll at "
+	  . "which its partition's committed `next_offset` exceeds its offset. `bench/offset_poller` records (time, partition, "
+	  . "next_offset); the topic is read back for the timestamps, and the two are joined. Granularity: $meta{FRESH_NOTE}. "
+	  . "Every message counts, also rejected and duplicate ones. The producer (librdkafka, default linger) ran on the same machine.\n\n";
+	$md .= "If the mean latency by second of production (second plot) keeps rising, the system did not keep up with the rate "
+	  . "while the producer ran on the same machine, and the percentiles describe a backlog, not a steady state.\n\n";
+	$md .= "![freshness](freshness.png) ![freshness by second](freshness_by_second.png)\n\n";
+}
+
+# ---- scaling
+$md .= "## Scaling\n\n";
+$md .= "| measurement | workers | ads | duplicates | events/s | / reference | server CPU s/M | WAL bytes/event | check |\n";
+$md .= "|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+for my $id (qw(workers_1 e2e workers_4 ads_100k dup_0))
+{
+	my $row = $r{$id} or next;
+	$md .= sprintf("| %s | %s | %s | %s%% | %s | %s | %s | %s | %s |\n",
+		$id eq 'e2e' ? 'reference (adstream end to end)' : $row->{description}, $row->{workers}, fmt_int($row->{ads}),
+		100 * $row->{dup_ratio}, fmt_int(rate($row)), ratio(rate($row), rate($e2e)),
+		fmt('%.1f', per_m($row, 'server_cpu_s')), fmt('%.0f', per_ev($row, 'wal_bytes')), $row->{check});
+}
+$md .= "\n![throughput](throughput.png) ![scaling](scaling.png)\n\n";
+
+# ---- growth
+my @grow = grep { /^grow_/ } @order;
+if (@grow)
+{
+	$md .= "## Cost as the database fills\n\n";
+	$md .= "Consecutive rounds into the same database: the source is paused while each round is produced and resumed to "
+	  . "consume it. Each round's events are 10 minutes later than the previous round's, all within the dedup horizon, so "
+	  . "every event id stays in `dedup_state`. Rates are over the whole round (resume to last commit).\n\n";
+	$md .= "| round | events already stored | messages | events/s | server CPU s/M | WAL bytes/event | table bytes/event |\n";
+	$md .= "|---:|---:|---:|---:|---:|---:|---:|\n";
+	for my $id (@grow)
+	{
+		my $row = $r{$id};
+		(my $n = $id) =~ s/^grow_//;
+		$md .= sprintf("| %s | %s | %s | %s | %s | %s | %s |\n", $n, fmt_int($row->{stored_before}),
+			fmt_int($row->{messages}), fmt_int($row->{events_per_s}), fmt('%.1f', per_m($row, 'server_cpu_s')),
+			fmt('%.0f', per_ev($row, 'wal_bytes')), fmt('%.0f', per_ev($row, 'table_bytes')));
+	}
+	$md .= "\nAll rounds against the union of their truths: $r{$grow[0]}{check}.\n\n![growth](growth.png)\n\n";
+}
+
+$md .= "## Files\n\n`results.csv` has every measurement with absolute values (seconds, CPU seconds, bytes, kB); "
+  . "`tmp/` (not kept in git) the logs, poll series and truth files of the run. See `bench/README.md`.\n";
+
+open(my $o, '>', "$out/results.md") or die;
+print $o $md;
+close $o;
+
+# ---- plots
+sub write_file { my ($path, $text) = @_; open(my $fh, '>', $path) or die "$path: $!"; print $fh $text; close $fh; }
+
+my $bars = '';
+my @bar_rows = ((defined $raw_best ? ["raw librdkafka", $raw_best] : ()),
+	map { $r{$_} ? [$r{$_}{description}, rate($r{$_})] : () } qw(e2e e2e_publish e2e_attr_publish alt workers_1 workers_4 ads_100k dup_0));
+for my $i (0 .. $#bar_rows)
+{
+	(my $label = $bar_rows[$i][0]) =~ s/"/'/g;
+	$label =~ s/^adstream with /adstream, /;
+	$label =~ s/^usual alternative.*/usual alternative (libpq)/;
+	$bars .= sprintf("%d \"%s\" %.0f\n", $i, $label, $bar_rows[$i][1]);
+}
+write_file("$tmp/throughput.dat", $bars);
+my @bar_values = sort { $a <=> $b } grep { defined && $_ > 0 } map { $_->[1] } @bar_rows;
+my ($ymin, $ymax) = @bar_values ? ($bar_values[0] / 3, $bar_values[-1] * 2) : (1, 10);
+
+my $scal = '';
+for my $id (qw(workers_1 e2e workers_4))
+{
+	$scal .= "$r{$id}{workers} " . rate($r{$id}) . "\n" if $r{$id};
+}
+write_file("$tmp/scaling.dat", $scal);
+
+my $grow = '';
+for my $id (@grow)
+{
+	my $row = $r{$id};
+	$grow .= sprintf("%d %.0f %.1f\n", $row->{stored_before}, $row->{events_per_s}, per_ev($row, 'wal_bytes'));
+}
+write_file("$tmp/growth.dat", $grow);
+
+# freshness CDF, thinned to at most 2000 points
+my @lat;
+if (open(my $lf, '<', "$tmp/fresh.latencies_ms"))
+{
+	chomp(@lat = <$lf>);
+	close $lf;
+}
+my $cdf = '';
+if (@lat)
+{
+	my $step = @lat > 2000 ? @lat / 2000 : 1;
+	for (my $i = 0; $i < @lat; $i += $step)
+	{
+		$cdf .= sprintf("%s %.5f\n", $lat[int($i)], (int($i) + 1) / @lat);
+	}
+	$cdf .= sprintf("%s 1\n", $lat[-1]);
+}
+write_file("$tmp/freshness.dat", $cdf);
+my $have_by_second = -s "$tmp/fresh.by_second" ? 1 : 0;
+
+my $gp = <<"EOG";
+set terminal pngcairo size 1000,560 font ",10" noenhanced
+set grid ytics
+set datafile separator whitespace
+
+set output "$out/throughput.png"
+set title "Events/s ($meta{MODE} mode, $meta{DATE}; log scale)"
+set style fill solid 0.6
+set boxwidth 0.7
+set logscale y
+set yrange [$ymin:$ymax]
+set xtics rotate by -30 left
+set ylabel "events/s"
+set bmargin 9
+plot "$tmp/throughput.dat" using 1:3:xtic(2) with boxes notitle, \\
+     "" using 1:3:(sprintf("%.0f", \$3)) with labels offset 0,0.8 notitle
+unset logscale y
+set yrange [*:*]
+set bmargin
+set xtics norotate
+unset xtics
+set xtics
+
+set output "$out/scaling.png"
+set title "adstream events/s by number of workers"
+set xlabel "workers"
+set ylabel "events/s"
+set xrange [0.5:4.5]
+set yrange [0:*]
+set xtics (1, 2, 4)
+plot "$tmp/scaling.dat" using 1:2 with linespoints lw 2 pt 7 notitle
+set xrange [*:*]
+set xtics autofreq
+
+set output "$out/growth.png"
+set title "Consecutive rounds into one database"
+set xlabel "events already stored"
+set ylabel "events/s"
+set y2label "WAL bytes/event"
+set y2tics
+set ytics nomirror
+set yrange [0:*]
+set y2range [0:*]
+plot "$tmp/growth.dat" using 1:2 axes x1y1 with linespoints lw 2 pt 7 title "events/s", \\
+     "" using 1:3 axes x1y2 with linespoints lw 2 pt 5 title "WAL bytes/event"
+unset y2tics
+unset y2label
+set ytics mirror
+
+set output "$out/freshness.png"
+set title "Produce to visible in ad_stats_minute (CDF)"
+set xlabel "milliseconds"
+set ylabel "fraction of messages"
+set yrange [0:1]
+set xrange [0:*]
+plot "$tmp/freshness.dat" using 1:2 with lines lw 2 notitle
+EOG
+$gp .= <<"EOG" if $have_by_second;
+
+set output "$out/freshness_by_second.png"
+set title "Mean produce-to-visible latency by second of production"
+set xlabel "second of the run"
+set ylabel "milliseconds"
+set yrange [0:*]
+set xrange [*:*]
+plot "$tmp/fresh.by_second" using 1:2 with linespoints lw 2 pt 7 notitle
+EOG
+write_file("$tmp/plots.gp", $gp);
+system('gnuplot', "$tmp/plots.gp") == 0 or warn "gnuplot failed\n";

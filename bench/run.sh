@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# make bench: every measurement of bench/README.md in one run on this machine.
+# Installs missing packages, builds, installs the extension into the
+# PostgreSQL of $PG_CONFIG (default pg_config), then runs bench/measure.sh,
+# as the unprivileged user adstream in a copy of the tree when run as root
+# (PostgreSQL refuses to run as root).  Results: bench/results/.
+#   BENCH_QUICK=1 make bench     small counts, for trying the harness out
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+export PG_CONFIG=${PG_CONFIG:-pg_config}
+BENCH_QUICK=${BENCH_QUICK:-0}
+COPY=/tmp/adstream-bench
+
+scripts/deps.sh
+make -s PG_CONFIG="$PG_CONFIG"
+make -s -C bench
+if [ "$(id -u)" -eq 0 ] || [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
+  make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+else
+  sudo make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+fi
+
+run_unprivileged "$COPY" env PG_CONFIG="$PG_CONFIG" BENCH_QUICK="$BENCH_QUICK" \
+  BENCH_COMMAND="${BENCH_COMMAND:-make bench}" bench/measure.sh
+
+if [ "$(id -u)" -eq 0 ]; then
+  # bring the results home from the unprivileged copy
+  mkdir -p bench/results
+  rm -f bench/results/results.md bench/results/results.csv bench/results/*.png
+  cp "$COPY"/bench/results/results.md "$COPY"/bench/results/results.csv "$COPY"/bench/results/*.png bench/results/
+  rm -rf bench/results/tmp
+  cp -r "$COPY"/bench/results/tmp bench/results/tmp
+  echo "bench: results in bench/results (scratch data of the run in $COPY/bench/results/tmp)"
+fi
