@@ -150,6 +150,9 @@ main(int argc, char **argv)
 	set_conf(conf, "isolation.level", "read_committed");
 	set_conf(conf, "enable.partition.eof", "true");
 	set_conf(conf, "log_level", "3");
+	/* The prefetch adstream's consumers use (src/kafka.c), so the ceiling is not held back by librdkafka's defaults. */
+	set_conf(conf, "queued.min.messages", "1000000");
+	set_conf(conf, "queued.max.messages.kbytes", "262144");
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (rk == NULL)
 		die("rd_kafka_new: %s", errstr);

@@ -155,3 +155,91 @@ END
 $$;
 COMMENT ON FUNCTION adstream.drop_expired_partitions() IS
 	'Drops expired partitions of dedup_log, ad_events and ad_stats_minute (returns how many), and dead letters older than adstream.rejected_retention';
+
+-------------------------------------------------------------------------------
+-- Partition creation: two workers creating the same partition at once could
+-- both miss the other's: the advisory lock did not make the second see the
+-- first's commit ("relation ... already exists", then a retried batch).
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION adstream.ensure_partitions(p_table text, p_times timestamptz[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_grain		interval;
+	v_fill		integer;
+	v_lo		timestamptz;
+	v_name		text;
+	v_created	integer := 0;
+BEGIN
+	SELECT grain, fillfactor INTO v_grain, v_fill
+	  FROM adstream.partitioned_tables WHERE name = p_table;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table "%" is not partitioned by adstream', p_table
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'See adstream.partitioned_tables.';
+	END IF;
+
+	-- Usually every partition exists: answer without taking the lock, which
+	-- would otherwise serialise all workers until the end of their batches.
+	IF NOT EXISTS (
+		SELECT 1 FROM unnest(p_times) AS t
+		 WHERE t IS NOT NULL
+		   AND to_regclass(format('adstream.%I', p_table || '_p' ||
+				to_char(date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00') AT TIME ZONE 'UTC',
+						'YYYYMMDD"_"HH24MI'))) IS NULL) THEN
+		RETURN 0;
+	END IF;
+
+	-- Serialise creators with the lock ATTACH takes anyway (inserts are not
+	-- blocked).  Unlike an advisory lock, taking it also processes catalog
+	-- invalidations, so the check below sees a partition that the previous
+	-- holder created and committed.
+	EXECUTE format('LOCK TABLE adstream.%I IN SHARE UPDATE EXCLUSIVE MODE', p_table);
+
+	FOR v_lo IN
+		SELECT DISTINCT date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00')
+		  FROM unnest(p_times) AS t WHERE t IS NOT NULL
+	LOOP
+		v_name := p_table || '_p' || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
+		CONTINUE WHEN to_regclass(format('adstream.%I', v_name)) IS NOT NULL;
+		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so
+		-- readers and other workers' inserts are not blocked.
+		EXECUTE format('CREATE TABLE adstream.%I (LIKE adstream.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (fillfactor = %s)',
+					   v_name, p_table, v_fill);
+		EXECUTE format('ALTER TABLE adstream.%I ATTACH PARTITION adstream.%I FOR VALUES FROM (%L) TO (%L)',
+					   p_table, v_name, v_lo, v_lo + v_grain);
+		v_created := v_created + 1;
+	END LOOP;
+	RETURN v_created;
+END
+$$;
+
+-------------------------------------------------------------------------------
+-- Attribution gating: a partition that has messages to read but no
+-- watermark yet (a worker that started on a backlog and has not committed
+-- its first batch) holds the ad-events watermark back.  Before, it was
+-- ignored, and orders could be judged before its clicks were read.
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION adstream.ad_events_watermark()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN CASE
+	WHEN EXISTS (
+		SELECT 1 FROM adstream.sources s
+		  JOIN adstream.partition_status() p ON p.source_id = s.id
+		  LEFT JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic AND o.partition = p.partition
+		 WHERE s.kind = 'ad_events' AND s.enabled AND o.max_event_ts IS NULL
+		   AND (p.high_watermark IS NULL OR p.high_watermark > coalesce(o.next_offset, 0)))
+	THEN '-infinity'::timestamptz
+	ELSE (SELECT min(o.max_event_ts)
+			FROM adstream.offsets o JOIN adstream.sources s ON s.name = o.source AND s.topic = o.topic
+		   WHERE s.kind = 'ad_events' AND s.enabled AND o.max_event_ts IS NOT NULL)
+END;
+COMMENT ON FUNCTION adstream.ad_events_watermark() IS
+	'Lowest event-time watermark over the partitions of all enabled ad-events sources; -infinity while a partition with messages to read has none yet';
