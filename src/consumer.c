@@ -611,6 +611,8 @@ adstream_consumer_main(Datum arg)
 			(c->nmsgs >= c->msgs_cap ||
 			 TimestampDifferenceExceeds(c->batch_started, GetCurrentTimestamp(), adstream_batch_max_ms)))
 		{
+			/* What is read but not yet committed shows while the batch is written. */
+			publish_partitions(c);
 			flush_batch(c);
 			continue;
 		}
