@@ -194,7 +194,7 @@ for i in 1 2 3; do
   [ "$msgs" = "$SENT_base" ] || { log "raw consumer read $msgs of $SENT_base messages (broker trimmed?)"; exit 1; }
   log "raw librdkafka, run $i: $out"
   row "raw_$i" raw "raw librdkafka consumer (read only)" 1 1000 0.10 "$msgs" "$(kv seconds "$out")" \
-    "$(kv msgs_per_s "$out")" "$(kv msgs_per_s "$out")" "" "" "" "" "" "" "" "" "" "" "" "" "complete"
+    "$(kv msgs_per_s "$out")" "$(kv sustained_per_s "$out")" "" "" "" "" "" "" "" "" "" "" "" "" "complete"
 done
 
 # ---------------------------------------------------------------- 2. adstream runs

@@ -113,6 +113,9 @@ main(int argc, char **argv)
 	int64_t		nbytes = 0;
 	double		t0;
 	double		t1;
+	double		t10 = 0;
+	double		t90 = 0;
+	int64_t		total = 0;
 	int			c;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
@@ -173,6 +176,7 @@ main(int argc, char **argv)
 		err = rd_kafka_query_watermark_offsets(rk, topic, p, &low, &high[p], 10000);
 		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 			die("watermarks of partition %d: %s", p, rd_kafka_err2str(err));
+		total += high[p] > low ? high[p] - low : 0;
 		if (high[p] <= low)
 		{
 			at_end[p] = 1;
@@ -202,6 +206,11 @@ main(int argc, char **argv)
 			{
 				nmsgs++;
 				nbytes += (int64_t) m->len;
+				/* the sustained rate is taken between 10% and 90%, as for the consumers measured against it */
+				if (nmsgs == total / 10)
+					t10 = mono_s();
+				if (nmsgs == total * 9 / 10)
+					t90 = mono_s();
 				if (ts_out != NULL)
 					fprintf(ts_out, "%d %" PRId64 " %" PRId64 "\n", (int) m->partition,
 							(int64_t) m->offset, (int64_t) rd_kafka_message_timestamp(m, NULL));
@@ -228,8 +237,9 @@ main(int argc, char **argv)
 
 	if (ts_out != NULL && fclose(ts_out) != 0)
 		die("writing %s failed", ts_path);
-	printf("msgs=%" PRId64 " bytes=%" PRId64 " seconds=%.4f msgs_per_s=%.0f librdkafka=%s\n",
-		   nmsgs, nbytes, t1 - t0, (double) nmsgs / (t1 - t0), rd_kafka_version_str());
+	printf("msgs=%" PRId64 " bytes=%" PRId64 " seconds=%.4f msgs_per_s=%.0f sustained_per_s=%.0f librdkafka=%s\n",
+		   nmsgs, nbytes, t1 - t0, (double) nmsgs / (t1 - t0),
+		   t90 > t10 ? (double) (total * 9 / 10 - total / 10) / (t90 - t10) : 0.0, rd_kafka_version_str());
 
 	rd_kafka_topic_partition_list_destroy(parts);
 	rd_kafka_queue_destroy(queue);

@@ -50,7 +50,8 @@ sub per_m { my ($row, $col) = @_; my $v = num($row->{$col}); return defined $v ?
 sub per_ev { my ($row, $col) = @_; my $v = num($row->{$col}); return defined $v ? $v / $row->{messages} : undef; }
 
 my @raw = grep { /^raw_/ } @order;
-my ($raw_best) = sort { $b <=> $a } map { $r{$_}{events_per_s} } @raw;
+my ($raw_best) = sort { $b <=> $a } map { $r{$_}{sustained_per_s} } @raw;
+my ($raw_best_overall) = sort { $b <=> $a } map { $r{$_}{events_per_s} } @raw;
 my $alt = $r{alt};
 my $alt_rate = $alt ? rate($alt) : undef;
 my $e2e = $r{e2e};
@@ -83,14 +84,14 @@ $md .= "Set-up: one embedded mock broker (`test/bin/adstream-mock-broker`) holds
 # ---- throughput
 $md .= "## Throughput\n\n";
 $md .= "Events/s is the sustained rate: messages between the moments the committed offsets covered 10% and 90% of the "
-  . "data set, polled every 20 ms (the raw consumer: all messages over its whole run, from assignment to the last partition's end). "
+  . "data set, polled every 20 ms (the raw consumer: between the moments it had read 10% and 90%, by its own clock). "
   . "Overall includes the start of the workers and the tail.\n\n";
 $md .= "| measurement | messages | events/s | overall events/s | / raw | / alternative | check |\n|---|---:|---:|---:|---:|---:|---|\n";
 if (defined $raw_best)
 {
 	$md .= sprintf("| raw librdkafka consumer, only reads (best of %d: %s) | %s | %s | %s | 1 | %s | all messages read |\n",
-		scalar(@raw), join(', ', map { fmt_int($r{$_}{events_per_s}) } @raw),
-		fmt_int($r{ $raw[0] }{messages}), fmt_int($raw_best), fmt_int($raw_best), ratio($raw_best, $alt_rate));
+		scalar(@raw), join(', ', map { fmt_int($r{$_}{sustained_per_s}) } @raw),
+		fmt_int($r{ $raw[0] }{messages}), fmt_int($raw_best), fmt_int($raw_best_overall), ratio($raw_best, $alt_rate));
 }
 for my $id (qw(e2e e2e_publish e2e_attr_publish alt))
 {
