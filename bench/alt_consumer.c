@@ -44,6 +44,10 @@
 
 #include "event_parse.h"
 
+#include "bench_util.h"
+
+const char *const bench_progname = "alt_consumer";
+
 #define BATCH				10000	/* messages per poll, as adstream.batch_max_messages */
 #define MAX_MESSAGE_BYTES	(1024 * 1024)	/* adstream.max_message_bytes */
 #define FUTURE_SKEW_US		(INT64_C(300) * 1000000)	/* adstream.max_future_skew */
@@ -74,46 +78,6 @@ static Part *parts;
 static int nparts;				/* partitions of the topic */
 static int *owned;				/* index into parts by partition number, or -1 */
 static int nown;
-
-static void
-die(const char *fmt, ...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	fputs("alt_consumer: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(1);
-}
-
-static double
-mono_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static int64_t
-wall_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static void
-set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
-{
-	char		err[512];
-
-	if (rd_kafka_conf_set(conf, key, value, err, sizeof(err)) != RD_KAFKA_CONF_OK)
-		die("%s=%s: %s", key, value, err);
-}
 
 static int
 partition_count(void)

@@ -22,7 +22,7 @@ WORKERS=2                       # the reference configuration; scaling tries 1, 
 if [ "$QUICK" = 1 ]; then
   EVENTS=100000; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
 else
-  EVENTS=1000000; FRESH_S=20; GROW_ROUNDS=5; GROW_EVENTS=200000; MODE=full
+  EVENTS=1000000; FRESH_S=10; GROW_ROUNDS=5; GROW_EVENTS=200000; MODE=full
 fi
 ORDERS=$((EVENTS / 10))
 LG_COMMON=(--users 20000 --stores 200 --click-ratio 0.1 --bad-ratio 0.01 --late-ratio 0.002 --future-ratio 0.001)

@@ -38,6 +38,10 @@
 
 #include <libpq-fe.h>
 
+#include "bench_util.h"
+
+const char *const bench_progname = "offset_poller";
+
 #define MAX_KEYS 4096
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -47,28 +51,6 @@ on_signal(int sig)
 {
 	(void) sig;
 	stop_requested = 1;
-}
-
-static void
-die(const char *fmt, ...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	fputs("offset_poller: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(1);
-}
-
-static int64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void
@@ -195,10 +177,10 @@ main(int argc, char **argv)
 					  "SELECT source, partition, next_offset FROM adstream.offsets"
 					  " WHERE source = ANY ($1::text[])", 1, NULL));
 
-	start = now_us();
+	start = wall_us();
 	while (!stop_requested)
 	{
-		int64_t		t = now_us();
+		int64_t		t = wall_us();
 		int64_t		t_after;
 		PGresult   *res;
 
@@ -208,7 +190,7 @@ main(int argc, char **argv)
 		res = PQexecPrepared(conn, "poll", 1, params, NULL, NULL, 0);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
 			die("poll: %s", PQerrorMessage(conn));
-		t_after = now_us();
+		t_after = wall_us();
 		query_us_sum += t_after - t;
 		polls++;
 		total = 0;
@@ -245,7 +227,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "offset_poller: timed out at total=%" PRId64 " of %" PRId64 "\n", total, until);
 			break;
 		}
-		sleep_us((int64_t) (interval_ms * 1000) - (now_us() - t));
+		sleep_us((int64_t) (interval_ms * 1000) - (wall_us() - t));
 	}
 
 	if (out != NULL && fclose(out) != 0)

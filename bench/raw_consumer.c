@@ -29,38 +29,11 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "bench_util.h"
+
+const char *const bench_progname = "raw_consumer";
+
 #define BATCH 10000
-
-static void
-die(const char *fmt, ...)
-{
-	va_list		ap;
-
-	va_start(ap, fmt);
-	fputs("raw_consumer: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-	exit(1);
-}
-
-static double
-mono_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static void
-set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
-{
-	char		err[512];
-
-	if (rd_kafka_conf_set(conf, key, value, err, sizeof(err)) != RD_KAFKA_CONF_OK)
-		die("%s=%s: %s", key, value, err);
-}
 
 /* Number of partitions of the topic, from the broker's metadata. */
 static int

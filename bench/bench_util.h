@@ -1,0 +1,62 @@
+/*
+ * bench_util.h
+ *	  The few helpers the benchmark's programs share: fatal errors, clocks,
+ *	  and (for the Kafka clients) setting a librdkafka property or dying.
+ *	  Each program defines bench_progname before using die().
+ */
+#ifndef BENCH_UTIL_H
+#define BENCH_UTIL_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+extern const char *const bench_progname;
+
+static void
+die(const char *fmt, ...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	fprintf(stderr, "%s: ", bench_progname);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(1);
+}
+
+/* seconds on the monotonic clock */
+static inline double
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* microseconds of wall-clock time since the epoch */
+static inline int64_t
+wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+#ifdef RD_KAFKA_VERSION
+static inline void
+set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
+{
+	char		err[512];
+
+	if (rd_kafka_conf_set(conf, key, value, err, sizeof(err)) != RD_KAFKA_CONF_OK)
+		die("%s=%s: %s", key, value, err);
+}
+#endif
+
+#endif							/* BENCH_UTIL_H */
