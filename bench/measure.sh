@@ -70,6 +70,12 @@ BROKERS=$BOOT_broker BROKER_PID=$PID_broker SINK=$BOOT_sink SINK_PID=$PID_sink
 
 # ---------------------------------------------------------------- data sets
 # produce NAME TOPIC ARGS...: sets SENT_<NAME> and writes $TMP/truth-NAME.csv
+# Every consumer (adstream's sources, the raw and the alternative consumers)
+# sets fetch.wait.max.ms = 10.  librdkafka's mock broker does not answer a
+# waiting fetch when data arrives, as Kafka does, but only when the wait
+# (500 ms by default) runs out; on Kafka the setting would change nothing.
+KAFKA_OPTS=', "fetch.wait.max.ms": "10"'
+
 produce() {
   local name=$1 topic=$2; shift 2
   local out
@@ -214,8 +220,8 @@ measure_adstream() {
   "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 20 --until "$sent" --timeout-s 900 \
     >"$TMP/$id.poll" &
   local poller=$!
-  q "SELECT adstream.create_source('ads', '$BROKERS', '$topic', options => '{\"workers\": $workers}')" >/dev/null
-  [ -n "$attr" ] && q "SELECT adstream.create_source('shop', '$BROKERS', 'orders', 'orders')" >/dev/null
+  q "SELECT adstream.create_source('ads', '$BROKERS', '$topic', options => '{\"workers\": $workers$KAFKA_OPTS}')" >/dev/null
+  [ -n "$attr" ] && q "SELECT adstream.create_source('shop', '$BROKERS', 'orders', 'orders', '{\"workers\": 1$KAFKA_OPTS}')" >/dev/null
   wait $poller || { log "$id: events not consumed in time"; cat "$TMP/$id.poll" >&2; exit 1; }
   poll=$(cat "$TMP/$id.poll")
   t_end=$(kv done_us "$poll")
@@ -311,7 +317,7 @@ measure_freshness() {
   rate=$(awk -v s="$BASE_SUSTAINED" 'BEGIN { printf "%.0f", s / 2 }')
   count=$(( rate * FRESH_S ))
   fresh_cluster
-  q "SELECT adstream.create_source('ads', '$BROKERS', 'fresh', options => '{\"workers\": $WORKERS}')" >/dev/null
+  q "SELECT adstream.create_source('ads', '$BROKERS', 'fresh', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
   wait_sql "SELECT count(*) = $WORKERS FROM adstream.worker_status() WHERE state IS NOT NULL AND pid IS NOT NULL AND state <> 'starting'" 60 || true
   sleep 2   # the workers connect and learn the partitions
   log "freshness: $count messages at $rate/s (50% of the sustained rate), produced in real time"
@@ -391,7 +397,7 @@ measure_growth() {
       >"$TMP/grow$r.poll" &
     local poller=$!
     if [ $r -eq 1 ]; then
-      q "SELECT adstream.create_source('ads', '$BROKERS', 'grow', options => '{\"workers\": $WORKERS}')" >/dev/null
+      q "SELECT adstream.create_source('ads', '$BROKERS', 'grow', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
     else
       q "SELECT adstream.resume_source('ads')" >/dev/null
     fi

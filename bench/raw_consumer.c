@@ -129,6 +129,8 @@ main(int argc, char **argv)
 	/* The prefetch adstream's consumers use (src/kafka.c), so the ceiling is not held back by librdkafka's defaults. */
 	set_conf(conf, "queued.min.messages", "1000000");
 	set_conf(conf, "queued.max.messages.kbytes", "262144");
+	/* See KAFKA_OPTS in measure.sh: the mock broker answers an idle fetch only after this wait. */
+	set_conf(conf, "fetch.wait.max.ms", "10");
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
 	if (rk == NULL)
 		die("rd_kafka_new: %s", errstr);

@@ -79,7 +79,7 @@ $md .= "Set-up: one embedded mock broker (`test/bin/adstream-mock-broker`) holds
   . fmt_int($meta{ORDERS}) . " orders in a topic of 8 partitions. Each measurement starts a fresh copy of the same "
   . "PostgreSQL cluster (`shared_buffers = 512MB`, `max_wal_size = 8GB`, `checkpoint_timeout = 30min`, everything else "
   . "default, so `synchronous_commit = on`), and every consumer reads its topic from the beginning. adstream runs with "
-  . "its defaults (batches of up to 50,000 messages or 200 ms) and $meta{WORKERS} workers unless stated.\n\n";
+  . "its defaults (batches of up to 50,000 messages or 100 ms) and $meta{WORKERS} workers unless stated.\n\n";
 
 # ---- throughput
 $md .= "## Throughput\n\n";

@@ -27,7 +27,7 @@ char	   *adstream_database = NULL;
 char	   *adstream_node_name = NULL;
 int			adstream_max_workers = 16;
 int			adstream_batch_max_messages = 50000;
-int			adstream_batch_max_ms = 200;
+int			adstream_batch_max_ms = 100;
 int			adstream_max_message_bytes = 1024 * 1024;
 int			adstream_max_future_skew_s = 300;
 int			adstream_dedup_horizon_s = 3600;
@@ -177,7 +177,7 @@ _PG_init(void)
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.batch_max_ms",
 							"Commit a batch at the latest this long after its first message.",
-							NULL, &adstream_batch_max_ms, 200, 1, 60000,
+							NULL, &adstream_batch_max_ms, 100, 1, 60000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.max_message_bytes",
 							"Messages larger than this are dead-lettered as oversized.",
