@@ -375,7 +375,7 @@ measure_adstream dup_0 dup "adstream with 0% duplicates" dup0 $WORKERS "$SENT_du
 # ---------------------------------------------------------------- 6. growth
 # Consecutive rounds into one database: the source is paused while each
 # round is produced, then resumed; event time moves on by the span per round
-# and stays within the dedup horizon, so every id stays in dedup_state.
+# and stays within the dedup horizon, so every id stays in the dedup index.
 measure_growth() {
   fresh_cluster
   local start_ms=$(( $(date +%s) * 1000 - 3600 * 1000 )) r total=0 truths=()

@@ -172,7 +172,7 @@ if (@grow)
 	$md .= "## Cost as the database fills\n\n";
 	$md .= "Consecutive rounds into the same database: the source is paused while each round is produced and resumed to "
 	  . "consume it. Each round's events are 10 minutes later than the previous round's, all within the dedup horizon, so "
-	  . "every event id stays in `dedup_state`. Rates are over the whole round (resume to last commit).\n\n";
+	  . "every event id stays in the dedup index. Rates are over the whole round (resume to last commit).\n\n";
 	$md .= "| round | events already stored | messages | events/s | server CPU s/M | WAL bytes/event | table bytes/event |\n";
 	$md .= "|---:|---:|---:|---:|---:|---:|---:|\n";
 	for my $id (@grow)
