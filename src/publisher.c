@@ -25,6 +25,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -177,6 +178,19 @@ note_error(Publisher *p, const char *what, rd_kafka_error_t *error)
 }
 
 /*
+ * Between the slices of a librdkafka call that may take long: answer
+ * signals, and exit if the postmaster died (a publisher must not outlive
+ * it attached to shared memory while its sink is unreachable).
+ */
+static void
+between_kafka_calls(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (!PostmasterIsAlive())
+		proc_exit(1);
+}
+
+/*
  * Call a librdkafka transaction step that may take long in short slices,
  * answering signals in between.  Returns NULL on success.
  */
@@ -192,7 +206,7 @@ txn_step(rd_kafka_t *rk, rd_kafka_error_t *(*step) (rd_kafka_t *, int), int tota
 		if (rd_kafka_error_code(error) != RD_KAFKA_RESP_ERR__TIMED_OUT || waited >= total_ms)
 			return error;
 		rd_kafka_error_destroy(error);
-		CHECK_FOR_INTERRUPTS();
+		between_kafka_calls();
 	}
 }
 
@@ -228,7 +242,7 @@ send_page(Publisher *p)
 			if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 				break;
 			rd_kafka_poll(p->rk, 50);
-			CHECK_FOR_INTERRUPTS();
+			between_kafka_calls();
 		}
 		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
 		{
@@ -366,7 +380,7 @@ adstream_publisher_main(Datum arg)
 		}
 		rd_kafka_error_destroy(error);
 		ads_kafka_report(p->slot, "sink", p->name);
-		CHECK_FOR_INTERRUPTS();
+		between_kafka_calls();
 	}
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
