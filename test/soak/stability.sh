@@ -5,16 +5,20 @@
 # generator producing a steady, realistic stream (--realtime: event time is
 # the wall clock; 10% clicks, duplicates, malformed, late and future records)
 # for DURATION seconds.  Every SAMPLE seconds it records:
-#   - VmRSS of each adstream worker process (launcher, consumers, publisher);
+#   - VmRSS and RssAnon (private memory) of each adstream worker process
+#     (launcher, consumers, publisher);
 #   - the oldest backend_xmin / backend_xid age in pg_stat_activity, in
-#     transactions and in seconds (how far the xmin horizon is held back);
+#     transactions and in seconds (how far the xmin horizon is held back;
+#     polled every second, the interval's maximum is kept);
 #   - pg_total_relation_size of ad_stats_minute (all partitions), offsets,
 #     outbox, rejected_events, dedup_log;
 #   - dead tuples, updates and HOT updates of the minute partitions and of
 #     offsets, and autovacuum runs;
 #   - the server log size and the consumer lag.
+# VmRSS also counts the shared memory a process has touched (shared_buffers,
+# the dedup index), which grows with use; RssAnon is where a leak would show.
 # At the end it prints the samples, a summary and a verdict:
-#   RSS flat      last third's mean RSS of each worker within 10% of the
+#   RSS flat      last third's mean RssAnon of each worker within 10% of the
 #                 first third's (the first WARMUP seconds are ignored)
 #   xmin          no xmin or xid held longer than XMIN_MAX_S seconds
 #   bloat         dead tuples of the minute partitions and offsets bounded
@@ -58,22 +62,27 @@ cleanup() {
   [ -n "${LG:-}" ] && kill "$LG" 2>/dev/null || true
   "$PGBIN/pg_ctl" -D "$DIR/pg" -m fast -w stop >/dev/null 2>&1 || true
   exec 3>&- 4>&- 2>/dev/null || true
+  for pid in ${BROKER_PIDS:-}; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
-start_broker() {  # NAME ARGS...: a mock broker fed by a fifo, prints its bootstrap
-  local name=$1; shift
+# A mock broker on a fifo held open by descriptor $2 (EOF would stop it).
+start_broker() {  # NAME FD ARGS...; sets BOOTSTRAP
+  local name=$1 fd=$2; shift 2
   mkfifo "$DIR/$name.ctl"
-  "$BIN/adstream-mock-broker" "$@" <"$DIR/$name.ctl" >"$DIR/$name.out" 2>&1 &
+  eval "exec $fd<>\"\$DIR/\$name.ctl\""
+  "$BIN/adstream-mock-broker" "$@" <"$DIR/$name.ctl" >"$DIR/$name.out" 2>&1 3>&- 4>&- &
+  BROKER_PIDS="${BROKER_PIDS:-} $!"
   for _ in $(seq 300); do grep -q BOOTSTRAP "$DIR/$name.out" && break; sleep 0.1; done
-  awk '/^BOOTSTRAP/ {print $2}' "$DIR/$name.out"
+  BOOTSTRAP=$(awk '/^BOOTSTRAP/ {print $2}' "$DIR/$name.out")
+  [ -n "$BOOTSTRAP" ] || { echo "stability: broker $name did not start: $(cat "$DIR/$name.out")" >&2; exit 1; }
 }
-BROKERS=$(start_broker broker --topic "ads:$PARTITIONS")
-exec 3>"$DIR/broker.ctl"
+start_broker broker 3 --topic "ads:$PARTITIONS"
+BROKERS=$BOOTSTRAP
 if [ "$SINK" = 1 ]; then
-  SINK_BROKERS=$(start_broker sink --topic adstream.ad_stats:8 --topic adstream.attributed_orders:2)
-  exec 4>"$DIR/sink.ctl"
+  start_broker sink 4 --topic adstream.ad_stats:8 --topic adstream.attributed_orders:2
+  SINK_BROKERS=$BOOTSTRAP
 fi
 
 "$PGBIN/initdb" -D "$DIR/pg" -A trust >/dev/null
@@ -99,10 +108,12 @@ LG=$!
 
 # One sample: a tab-separated line; worker RSS as pid=kB pairs.
 sample() {
-  local t=$1 rss="" pid kb
+  local t=$1 rss="" anon="" pid kb
   for pid in $(psql_ -c "SELECT pid FROM pg_stat_activity WHERE backend_type LIKE 'adstream%' ORDER BY backend_type, pid"); do
     kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
     [ -n "$kb" ] && rss="$rss${rss:+,}$pid=$kb"
+    kb=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$kb" ] && anon="$anon${anon:+,}$pid=$kb"
   done
   psql_ -F $'\t' -c "
 WITH act AS (
@@ -124,16 +135,30 @@ sz AS (
          pg_total_relation_size('adstream.offsets') AS offsets_b,
          pg_total_relation_size('adstream.outbox') AS outbox_b,
          pg_total_relation_size('adstream.rejected_events') AS rejected_b)
-SELECT $t, '${rss:--}', coalesce(xmin_age, 0), coalesce(xid_age, 0), round(xact_s::numeric, 1),
+SELECT $t, '${rss:--}', greatest(coalesce(xmin_age, 0), $XMIN_AGE), greatest(coalesce(xid_age, 0), $XID_AGE),
+       greatest(round(xact_s::numeric, 1), $XACT_S),
        minute_b, m.live, m.dead, m.upd, m.hot, o.live, o.dead, o.upd, o.hot, av.n,
        offsets_b, outbox_b, rejected_b, dedup_b,
        (SELECT size FROM pg_stat_file('$DIR/postgres.log')),
        (SELECT coalesce(sum(lag), 0) FROM adstream.source_status),
-       (SELECT coalesce(sum(next_offset), 0) FROM adstream.offsets)
+       (SELECT coalesce(sum(next_offset), 0) FROM adstream.offsets), '${anon:--}'
   FROM act, m, o, av, sz"
 }
 
-echo -e "t_s\trss_kB(pid=kB)\txmin_age\txid_age\txact_s\tminute_bytes\tmin_live\tmin_dead\tmin_upd\tmin_hot\toff_live\toff_dead\toff_upd\toff_hot\tautovac\toffsets_bytes\toutbox_bytes\trejected_bytes\tdedup_bytes\tlog_bytes\tlag\tconsumed" >"$DIR/samples.tsv"
+echo -e "t_s\trss_kB(pid=kB)\txmin_age\txid_age\txact_s\tminute_bytes\tmin_live\tmin_dead\tmin_upd\tmin_hot\toff_live\toff_dead\toff_upd\toff_hot\tautovac\toffsets_bytes\toutbox_bytes\trejected_bytes\tdedup_bytes\tlog_bytes\tlag\tconsumed\trss_anon_kB(pid=kB)" >"$DIR/samples.tsv"
+# Between samples, the xmin horizon is polled every second (kept: the max).
+XMIN_SQL="SELECT coalesce(max(age(backend_xmin)), 0), coalesce(max(age(backend_xid)), 0),
+  coalesce(round(max(extract(epoch FROM now() - xact_start)) FILTER (WHERE backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)::numeric, 1), 0)
+  FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+XMIN_AGE=0 XID_AGE=0 XACT_S=0
+poll_xmin() {
+  local a b c
+  IFS='|' read -r a b c <<<"$(psql_ -c "$XMIN_SQL")"
+  [ "$a" -gt "$XMIN_AGE" ] && XMIN_AGE=$a
+  [ "$b" -gt "$XID_AGE" ] && XID_AGE=$b
+  awk -v c="$c" -v m="$XACT_S" 'BEGIN { exit !(c > m) }' && XACT_S=$c
+  return 0
+}
 T0=$(date +%s)
 NEXT=$T0
 while :; do
@@ -141,11 +166,12 @@ while :; do
   T=$((NOW - T0))
   S=$(sample "$T")
   echo "$S" >>"$DIR/samples.tsv"
-  echo "$S" | awk -F'\t' '{printf "  t=%4ds  rss %s  xmin_age %s (%ss)  minute %.1f MB dead %s hot %s/%s  offsets dead %s  autovac %s  log %s B  lag %s\n",
-                                 $1, $2, $3, $5, $6/1048576, $8, $10, $9, $12, $15, $20, $21}'
+  XMIN_AGE=0 XID_AGE=0 XACT_S=0
+  echo "$S" | awk -F'\t' '{printf "  t=%4ds  rss %s  anon %s  xmin_age %s (%ss)  minute %.1f MB dead %s hot %s/%s  offsets dead %s  autovac %s  log %s B  lag %s\n",
+                                 $1, $2, $23, $3, $5, $6/1048576, $8, $10, $9, $12, $15, $20, $21}'
   kill -0 "$LG" 2>/dev/null || break
   NEXT=$((NEXT + SAMPLE))
-  while [ "$(date +%s)" -lt "$NEXT" ] && kill -0 "$LG" 2>/dev/null; do sleep 1; done
+  while [ "$(date +%s)" -lt "$NEXT" ] && kill -0 "$LG" 2>/dev/null; do poll_xmin; sleep 1; done
 done
 wait "$LG" || { echo "stability: load generator failed: $(cat "$DIR/loadgen.err")" >&2; exit 1; }
 END_LAG=$(tail -1 "$DIR/samples.tsv" | cut -f21)
@@ -177,11 +203,14 @@ my @w = grep { $_->[0] >= $warmup } @s;
 my $n = int(@w / 3) || 1;
 my @first = @w[0 .. $n - 1];
 my @last = @w[-$n .. -1];
-my (%rss_first, %rss_last);
-for my $set ([\@first, \%rss_first], [\@last, \%rss_last]) {
+# RSS per worker pid, first and last third: VmRSS (column 2) includes the
+# shared memory a process has touched (shared_buffers, the dedup index), which
+# grows as it is used; RssAnon (column 23) is private memory, where a leak shows.
+my (%rss_first, %rss_last, %vm_first, %vm_last);
+for my $set ([\@first, \%rss_first, 22], [\@last, \%rss_last, 22], [\@first, \%vm_first, 1], [\@last, \%vm_last, 1]) {
   for my $r (@{ $set->[0] }) {
-    next if $r->[1] eq "-";
-    for (split /,/, $r->[1]) { my ($p, $kb) = split /=/; push @{ $set->[1]{$p} }, $kb; }
+    next if !defined $r->[ $set->[2] ] || $r->[ $set->[2] ] eq "-";
+    for (split /,/, $r->[ $set->[2] ]) { my ($p, $kb) = split /=/; push @{ $set->[1]{$p} }, $kb; }
   }
 }
 sub mean { my $t = 0; $t += $_ for @_; return @_ ? $t / @_ : 0 }
@@ -193,9 +222,10 @@ for my $p (sort keys %rss_first) {
   my ($a, $b) = (mean(@{ $rss_first{$p} }), mean(@{ $rss_last{$p} }));
   my $d = $a ? ($b - $a) / $a * 100 : 0;
   $rss_ok = 0 if abs($d) > 10;
-  push @rss_txt, sprintf("pid %d %.0f -> %.0f kB (%+.1f%%)", $p, $a, $b, $d);
+  push @rss_txt, sprintf("pid %d anon %.0f -> %.0f kB (%+.1f%%), VmRSS %.0f -> %.0f kB", $p, $a, $b, $d,
+    mean(@{ $vm_first{$p} || [] }), mean(@{ $vm_last{$p} || [] }));
 }
-verdict($rss_ok && @rss_txt, "RSS flat (first third vs last third after ${warmup}s): " . join("; ", @rss_txt));
+verdict($rss_ok && scalar(@rss_txt), "private RSS (RssAnon) flat, first third vs last third after ${warmup}s: " . join("; ", @rss_txt));
 my ($max_xmin, $max_xid, $max_xact) = (0, 0, 0);
 for (@s) { $max_xmin = $_->[2] if $_->[2] > $max_xmin; $max_xid = $_->[3] if $_->[3] > $max_xid; $max_xact = $_->[4] if $_->[4] > $max_xact; }
 verdict($max_xact <= $xmin_max, "xmin horizon: oldest xmin age $max_xmin xids, xid age $max_xid, held at most ${max_xact}s (limit ${xmin_max}s)");
@@ -204,7 +234,7 @@ my $hot = $l->[8] ? $l->[9] / $l->[8] * 100 : 0;
 my $ohot = $l->[12] ? $l->[13] / $l->[12] * 100 : 0;
 my $dead_last = mean(map { $_->[7] } @last);
 my $dead_first = mean(map { $_->[7] } @first);
-my $bloat_ok = $l->[7] <= 2 * $l->[6] + 1000 && $l->[11] <= 2 * $l->[10] + 1000;
+my $bloat_ok = $l->[7] <= 2 * $l->[6] + 1000 && $l->[11] <= 2 * $l->[10] + 1000 && $dead_last <= 2 * $dead_first + 1000;
 verdict($bloat_ok, sprintf("bloat: minute partitions %.1f MB, %d live / %d dead tuples at the end (mean dead %d first third, %d last), HOT %.1f%% of %d updates; offsets %d kB, %d dead, HOT %.1f%% of %d updates; outbox %d kB; %d autovacuum runs",
   $l->[5] / 1048576, $l->[6], $l->[7], $dead_first, $dead_last, $hot, $l->[8], $l->[15] / 1024, $l->[11], $ohot, $l->[12], $l->[16] / 1024, $l->[14]));
 my $log = $l->[19] - $f->[19];
