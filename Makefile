@@ -17,9 +17,14 @@ SHLIB_LINK  = $(RDKAFKA_LIBS) -lpthread
 
 # make SANITIZE=1 builds adstream.so with AddressSanitizer and UBSan (see
 # make asancheck); objects are rebuilt whenever SANITIZE changes.
+# SANITIZE=ubsan: UBSan alone, which needs no preloaded runtime.
 ifeq ($(SANITIZE),1)
 PG_CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
 SHLIB_LINK += -fsanitize=address,undefined
+endif
+ifeq ($(SANITIZE),ubsan)
+PG_CFLAGS  += -fsanitize=undefined -fno-omit-frame-pointer
+SHLIB_LINK += -fsanitize=undefined
 endif
 
 # pg_regress runs on a throwaway instance with the library preloaded.
@@ -109,10 +114,10 @@ stability: $(TOOLS)
 ASAN_LIB     := $(shell $(CC) -print-file-name=libasan.so)
 ASAN_TESTS   ?= $(sort $(wildcard test/t/1*.pl))
 asancheck: $(TOOLS)
-	@nm -D "$(shell $(PG_CONFIG) --pkglibdir)/adstream.so" | grep -q __asan_init || \
+	@nm -D "$(shell $(PG_CONFIG) --pkglibdir)/adstream.so" | grep -q '__asan_init\|__ubsan_handle' || \
 	  { echo "asancheck: the installed adstream.so is not sanitized; run make SANITIZE=1 install first" >&2; exit 1; }
 	rm -rf tmp_check/asan && mkdir -p tmp_check/asan
-	LD_PRELOAD="$(ASAN_LIB)" \
+	LD_PRELOAD="$(if $(shell nm -D "$(shell $(PG_CONFIG) --pkglibdir)/adstream.so" | grep __asan_init),$(ASAN_LIB))" \
 	  ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$(CURDIR)/tmp_check/asan/asan" \
 	  UBSAN_OPTIONS="print_stacktrace=1:log_path=$(CURDIR)/tmp_check/asan/ubsan" \
 	  $(MAKE) --no-print-directory tapcheck PROVE_TESTS="$(ASAN_TESTS)"; rc=$$?; \
