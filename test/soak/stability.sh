@@ -167,6 +167,9 @@ while :; do
   S=$(sample "$T")
   echo "$S" >>"$DIR/samples.tsv"
   XMIN_AGE=0 XID_AGE=0 XACT_S=0
+  # ... and once after the warm-up, to compare with the end
+  [ "$T" -ge "$WARMUP" ] && [ -z "${LOGGED_CTX:-}" ] && LOGGED_CTX=1 &&
+    psql_ -c "SELECT count(pg_log_backend_memory_contexts(pid)) FROM pg_stat_activity WHERE backend_type LIKE 'adstream%'" >/dev/null
   echo "$S" | awk -F'\t' '{printf "  t=%4ds  rss %s  anon %s  xmin_age %s (%ss)  minute %.1f MB dead %s hot %s/%s  offsets dead %s  autovac %s  log %s B  lag %s\n",
                                  $1, $2, $23, $3, $5, $6/1048576, $8, $10, $9, $12, $15, $20, $21}'
   kill -0 "$LG" 2>/dev/null || break
@@ -188,6 +191,9 @@ SELECT (SELECT sum(accepted) FROM adstream.offsets) = (SELECT split_part(line, '
 EOSQL
 )
 RESTARTS=$(psql_ -c "SELECT coalesce(sum(restarts), 0) FROM adstream.worker_status()")
+# Memory contexts of every worker at the end, into the server log (after the
+# last sample, so the log verdict is unaffected): where RssAnon went.
+psql_ -c "SELECT count(pg_log_backend_memory_contexts(pid)) FROM pg_stat_activity WHERE backend_type LIKE 'adstream%'" >/dev/null
 
 echo
 echo "== samples ($DIR/samples.tsv)"
