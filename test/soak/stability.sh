@@ -201,7 +201,7 @@ column -t -s $'\t' "$DIR/samples.tsv" 2>/dev/null || cat "$DIR/samples.tsv"
 echo
 perl -e '
 use strict; use warnings;
-my ($file, $warmup, $xmin_max, $events, $end_lag, $rate, $exact, $restarts) = @ARGV;
+my ($file, $warmup, $xmin_max, $events, $end_lag, $rate, $exact, $restarts, $logfile) = @ARGV;
 open(my $fh, "<", $file) or die; <$fh>;
 my @s = map { chomp; [ split /\t/ ] } <$fh>;
 my @w = grep { $_->[0] >= $warmup } @s;
@@ -243,10 +243,21 @@ my $dead_first = mean(map { $_->[7] } @first);
 my $bloat_ok = $l->[7] <= 2 * $l->[6] + 1000 && $l->[11] <= 2 * $l->[10] + 1000 && $dead_last <= 2 * $dead_first + 1000;
 verdict($bloat_ok, sprintf("bloat: minute partitions %.1f MB, %d live / %d dead tuples at the end (mean dead %d first third, %d last), HOT %.1f%% of %d updates; offsets %d kB, %d dead, HOT %.1f%% of %d updates; outbox %d kB; %d autovacuum runs",
   $l->[5] / 1048576, $l->[6], $l->[7], $dead_first, $dead_last, $hot, $l->[8], $l->[15] / 1024, $l->[11], $ohot, $l->[12], $l->[16] / 1024, $l->[14]));
-my $log = $l->[19] - $f->[19];
+# growth over the run, without the memory-context dumps this script asks for
+my $log = 0;
+if (open(my $lf, "<", $logfile)) {
+  seek($lf, $f->[19], 0);
+  my $dump = 0;
+  while (my $line = <$lf>) {
+    last if tell($lf) > $l->[19];
+    $dump = 1 if $line =~ /logging memory contexts of PID/;
+    $dump = 0 if $line =~ /^\d{4}-\d\d-\d\d / && $line !~ /LOG:  (level: \d+;|Grand total:|logging memory contexts)/;
+    $log += length($line) unless $dump || $line =~ /logging memory contexts of PID/;
+  }
+}
 verdict($log * 100 < $events, sprintf("log: +%d bytes for %d events (%.3f bytes/event)", $log, $events, $events ? $log / $events : 0));
 verdict($end_lag < 2 * $rate, "lag: $end_lag messages when the load ended (limit " . 2 * $rate . ")");
 verdict($exact eq "t" && $restarts == 0, "exact: accepted and dead letters equal the truth ($exact), worker restarts $restarts");
 print "== verdict\n", join("\n", @v), "\n", $ok_all ? "STABLE\n" : "NOT STABLE\n";
 exit($ok_all ? 0 : 1);
-' "$DIR/samples.tsv" "$WARMUP" "$XMIN_MAX_S" "$SENT" "$END_LAG" "$RATE" "$EXACT" "$RESTARTS"
+' "$DIR/samples.tsv" "$WARMUP" "$XMIN_MAX_S" "$SENT" "$END_LAG" "$RATE" "$EXACT" "$RESTARTS" "$DIR/postgres.log"
