@@ -320,8 +320,7 @@ my $trickle = AdstreamTest::loadgen($broker, topic => 'flood', count => $flood_s
 my $max_lag = 0;
 while ($poison->{handle}->pumpable || $trickle->{handle}->pumpable)
 {
-	$poison->{handle}->pump_nb;
-	$trickle->{handle}->pump_nb;
+	$_->{handle}->pump_nb for grep { $_->{handle}->pumpable } $poison, $trickle;
 	my $lag = $node->safe_psql('postgres', "SELECT coalesce(sum(lag), 0) FROM adstream.source_status WHERE source = 'flood'");
 	$max_lag = $lag if $lag > $max_lag;
 	usleep(500_000);
