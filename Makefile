@@ -15,17 +15,31 @@ PG_CPPFLAGS = -Iinclude $(RDKAFKA_CFLAGS)
 PG_CFLAGS   = -Wmissing-prototypes
 SHLIB_LINK  = $(RDKAFKA_LIBS) -lpthread
 
+# make SANITIZE=1 builds adstream.so with AddressSanitizer and UBSan (see
+# make asancheck); objects are rebuilt whenever SANITIZE changes.
+# SANITIZE=ubsan: UBSan alone, which needs no preloaded runtime.
+ifeq ($(SANITIZE),1)
+PG_CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+ifeq ($(SANITIZE),ubsan)
+PG_CFLAGS  += -fsanitize=undefined -fno-omit-frame-pointer
+SHLIB_LINK += -fsanitize=undefined
+endif
+
 # pg_regress runs on a throwaway instance with the library preloaded.
 REGRESS      = api validation attribution permissions upgrade publish
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
 
-EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log build-flags.stamp
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # PGXS tracks no header dependencies; every object sees the shared structs.
-$(OBJS): $(wildcard include/*.h)
+# The stamp changes when SANITIZE does, so the objects are rebuilt.
+$(OBJS): $(wildcard include/*.h) build-flags.stamp
+$(shell echo 'SANITIZE=$(SANITIZE)' | cmp -s - build-flags.stamp || echo 'SANITIZE=$(SANITIZE)' > build-flags.stamp)
 
 PG_MAJOR := $(shell $(PG_CONFIG) --version | sed 's/^PostgreSQL \([0-9]*\).*/\1/')
 ifneq ($(PG_MAJOR),15)
@@ -54,7 +68,7 @@ test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c includ
 	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c
 
 # ---- entry points ----
-.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo
+.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo stability asancheck
 
 deps:
 	scripts/deps.sh
@@ -90,3 +104,29 @@ demo:
 .PHONY: bench
 bench:
 	bench/run.sh
+
+# Steady realistic load for STABILITY_SECONDS against a throwaway server with
+# the installed extension: worker RSS, xmin horizon, bloat, HOT updates, log
+# growth, then a verdict (test/soak/stability.sh; run as a non-root user).
+STABILITY_SECONDS ?= 600
+stability: $(TOOLS)
+	PATH="$(PG_BINDIR):$$PATH" PG_CONFIG="$(PG_CONFIG)" test/soak/stability.sh $(STABILITY_SECONDS)
+
+# The end-to-end suites against an adstream.so built with ASan and UBSan:
+#   make SANITIZE=1 PG_CONFIG=... install     (a private PostgreSQL, as its owner)
+#   make PG_CONFIG=... asancheck              (as a non-root user)
+# Every process of the suites runs with libasan preloaded; any ASan or UBSan
+# report lands in tmp_check/asan/ and fails the target.
+ASAN_LIB     := $(shell $(CC) -print-file-name=libasan.so)
+ASAN_TESTS   ?= $(sort $(wildcard test/t/1*.pl))
+asancheck: $(TOOLS)
+	@nm -D "$(shell $(PG_CONFIG) --pkglibdir)/adstream.so" | grep -q '__asan_init\|__ubsan_handle' || \
+	  { echo "asancheck: the installed adstream.so is not sanitized; run make SANITIZE=1 install first" >&2; exit 1; }
+	rm -rf tmp_check/asan && mkdir -p tmp_check/asan
+	LD_PRELOAD="$(if $(shell nm -D "$(shell $(PG_CONFIG) --pkglibdir)/adstream.so" | grep __asan_init),$(ASAN_LIB))" \
+	  ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$(CURDIR)/tmp_check/asan/asan" \
+	  UBSAN_OPTIONS="print_stacktrace=1:log_path=$(CURDIR)/tmp_check/asan/ubsan" \
+	  $(MAKE) --no-print-directory tapcheck PROVE_TESTS="$(ASAN_TESTS)"; rc=$$?; \
+	if ls tmp_check/asan/* >/dev/null 2>&1; then \
+	  echo "asancheck: sanitizer reports:"; head -n 40 tmp_check/asan/*; exit 1; fi; \
+	echo "asancheck: no ASan or UBSan report"; exit $$rc

@@ -39,6 +39,13 @@
  * Records of the orders stream have the header "orders PARTITION KEYLEN
  * VALUELEN" instead.
  *
+ * --replay FILE is the inverse: it produces the records of a dump-format
+ * file to --topic, byte for byte and in file order (the producer is
+ * idempotent, so each partition keeps that order), and generates nothing
+ * else; --count and the truth options are ignored.  VALUELEN -1 sends a
+ * NULL value.  Tests use it for hand-made hostile records (multi-MB
+ * values, NUL bytes, invalid UTF-8, empty and NULL values).
+ *
  * Orders (--orders-topic T2 --orders N): an optional second stream, produced
  * only after every event has been delivered, of orders whose last-click
  * attribution to the valid clicks of the events stream is part of the
@@ -157,6 +164,7 @@ typedef struct Options
 	int64_t		window_s;
 	double		orders_bad_ratio;
 	double		orders_dup_ratio;
+	const char *replay_path;
 } Options;
 
 static Options opt;
@@ -1888,7 +1896,9 @@ usage(FILE *out)
 			"  --orders N          number of order records (0)\n"
 			"  --orders-partitions P2  partition count (default: from metadata)\n"
 			"  --attribution-window-s W  last-click window (86400)\n"
-			"  --orders-bad-ratio R (0.02)    --orders-dup-ratio R (0.05)\n");
+			"  --orders-bad-ratio R (0.02)    --orders-dup-ratio R (0.05)\n"
+			"replay (nothing generated, no truth):\n"
+			"  --replay FILE       produce the records of a --dump format FILE as they are\n");
 }
 
 static int64_t
@@ -1933,7 +1943,7 @@ parse_args(int argc, char **argv)
 		O_USERS, O_STORES, O_CLICK, O_DUP, O_BAD, O_LATE, O_FUTURE, O_RFC,
 		O_NOW, O_START, O_SPAN, O_REALTIME, O_HORIZON, O_MAXBYTES, O_PARTS,
 		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP,
-		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP
+		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP, O_REPLAY
 	};
 	static const struct option longopts[] = {
 		{"brokers", required_argument, NULL, O_BROKERS},
@@ -1971,6 +1981,7 @@ parse_args(int argc, char **argv)
 		{"attribution-window-s", required_argument, NULL, O_WINDOW},
 		{"orders-bad-ratio", required_argument, NULL, O_OBAD},
 		{"orders-dup-ratio", required_argument, NULL, O_ODUP},
+		{"replay", required_argument, NULL, O_REPLAY},
 		{NULL, 0, NULL, 0}
 	};
 	/* ten thousand years of milliseconds either side is plenty */
@@ -2038,6 +2049,7 @@ parse_args(int argc, char **argv)
 			case O_WINDOW: opt.window_s = arg_int("attribution-window-s", optarg, 1, INT64_C(1) << 32); break;
 			case O_OBAD: opt.orders_bad_ratio = arg_double("orders-bad-ratio", optarg, 0, 1); break;
 			case O_ODUP: opt.orders_dup_ratio = arg_double("orders-dup-ratio", optarg, 0, 1); break;
+			case O_REPLAY: opt.replay_path = optarg; break;
 			default: usage(stderr); exit(2);
 		}
 	}
@@ -2046,6 +2058,13 @@ parse_args(int argc, char **argv)
 		fprintf(stderr, "adstream-loadgen: unexpected argument \"%s\"\n", argv[optind]);
 		exit(2);
 	}
+	if (opt.replay_path != NULL && (opt.topic == NULL || opt.brokers == NULL))
+	{
+		fprintf(stderr, "adstream-loadgen: --replay needs --brokers and --topic\n");
+		exit(2);
+	}
+	if (opt.replay_path != NULL)
+		return;
 	if (opt.topic == NULL || opt.count < 0 || (opt.brokers == NULL && !opt.dry_run))
 	{
 		fprintf(stderr, "adstream-loadgen: --brokers, --topic and --count are required\n");
@@ -2222,6 +2241,103 @@ flush_producer(rd_kafka_t *rk)
 	}
 }
 
+/*
+ * --replay: produce the records of a dump-format file unchanged, in order.
+ * Values may be as large as the broker takes (the mock broker keeps 5 MiB
+ * per partition, so a few MiB per record at most there).
+ */
+static int
+replay_main(void)
+{
+	FILE	   *in = fopen(opt.replay_path, "rb");
+	rd_kafka_t *rk;
+	rd_kafka_topic_t *rkt;
+	char		line[128];
+	char	   *key = NULL;
+	char	   *val = NULL;
+	int64_t		sent = 0;
+	int64_t		lineno = 0;
+	double		t0 = mono_s();
+
+	if (in == NULL)
+		die("cannot open %s: %s", opt.replay_path, strerror(errno));
+	{
+		rd_kafka_conf_t *conf = rd_kafka_conf_new();
+		char		errstr[512];
+
+		set_conf(conf, "bootstrap.servers", opt.brokers);
+		set_conf(conf, "client.id", "adstream-loadgen-replay");
+		set_conf(conf, "enable.idempotence", "true");
+		set_conf(conf, "acks", "all");
+		set_conf(conf, "message.max.bytes", "67108864");
+		if (opt.debug)
+			set_conf(conf, "debug", opt.debug);
+		rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+		rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+		if (rk == NULL)
+			die("rd_kafka_new: %s", errstr);
+	}
+	rkt = rd_kafka_topic_new(rk, opt.topic, NULL);
+	if (rkt == NULL)
+		die("rd_kafka_topic_new: %s", rd_kafka_err2str(rd_kafka_last_error()));
+
+	while (fgets(line, sizeof(line), in) != NULL)
+	{
+		int			p;
+		long long	klen,
+					vlen;
+		char		extra;
+		rd_kafka_resp_err_t err;
+
+		lineno++;
+		if (sscanf(line, "%d %lld %lld%c", &p, &klen, &vlen, &extra) != 4 || extra != '\n' ||
+			p < 0 || klen < -1 || vlen < -1 || klen > (64 << 20) || vlen > (64 << 20))
+			die("%s: record %" PRId64 ": bad header line", opt.replay_path, lineno);
+		key = realloc(key, (size_t) (klen > 0 ? klen : 1));
+		val = realloc(val, (size_t) (vlen > 0 ? vlen : 1));
+		if (key == NULL || val == NULL)
+			die("out of memory");
+		if ((klen > 0 && fread(key, 1, (size_t) klen, in) != (size_t) klen) ||
+			(vlen > 0 && fread(val, 1, (size_t) vlen, in) != (size_t) vlen) ||
+			fgetc(in) != '\n')
+			die("%s: record %" PRId64 ": truncated", opt.replay_path, lineno);
+		for (;;)
+		{
+			err = rd_kafka_producev(rk,
+									RD_KAFKA_V_RKT(rkt),
+									RD_KAFKA_V_PARTITION(p),
+									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+									RD_KAFKA_V_VALUE((vlen >= 0 ? val : NULL), (size_t) (vlen > 0 ? vlen : 0)),
+									RD_KAFKA_V_KEY((klen >= 0 ? key : NULL), (size_t) (klen > 0 ? klen : 0)),
+									RD_KAFKA_V_END);
+			if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+				break;
+			rd_kafka_poll(rk, 10);
+		}
+		if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			die("replay to %s partition %d failed: %s", opt.topic, p, rd_kafka_err2str(err));
+		sent++;
+		rd_kafka_poll(rk, 0);
+	}
+	if (ferror(in))
+		die("error reading %s: %s", opt.replay_path, strerror(errno));
+	fclose(in);
+	free(key);
+	free(val);
+	flush_producer(rk);
+	printf("sent=%" PRId64 " seconds=%.3f\n", sent, mono_s() - t0);
+	fflush(stdout);
+	rd_kafka_topic_destroy(rkt);
+	rd_kafka_destroy(rk);
+	if (failed > 0 || delivered != sent)
+	{
+		fprintf(stderr, "adstream-loadgen: %" PRId64 " of %" PRId64 " records delivered, %" PRId64 " failed\n",
+				delivered, sent, failed);
+		return 1;
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -2237,6 +2353,8 @@ main(int argc, char **argv)
 	uint64_t	max_part_bytes = 0;
 
 	parse_args(argc, argv);
+	if (opt.replay_path != NULL)
+		return replay_main();
 	prng_seed(&rng, opt.seed);
 	memset(&sd, 0, sizeof(sd));
 

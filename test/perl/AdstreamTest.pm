@@ -240,6 +240,29 @@ SELECT string_agg(w.pid::text, ' ') FROM adstream.worker_status() w
 	return grep { /\d/ } split / /, $pids;
 }
 
+# Produces hand-made records exactly as given, in order: each record is
+# [partition, value, key] with value or key undef for NULL (loadgen --replay).
+sub replay
+{
+	my ($broker, $topic, $records) = @_;
+	my $file = PostgreSQL::Test::Utils::tempdir() . "/replay-$topic.dump";
+	open(my $fh, '>:raw', $file) or die "cannot write $file: $!";
+	for my $r (@$records)
+	{
+		my ($p, $v, $k) = @$r;
+		print $fh "$p " . (defined $k ? length($k) : -1) . ' ' . (defined $v ? length($v) : -1) . "\n"
+		  . ($k // '') . ($v // '') . "\n";
+	}
+	close($fh) or die "cannot write $file: $!";
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ "$BIN/adstream-loadgen", '--brokers', $broker->{bootstrap}, '--topic', $topic,
+			'--replay', $file ], '>', \$out, '2>', \$err)
+	  or die "loadgen --replay failed: $err";
+	my ($sent) = $out =~ /sent=(\d+)/ or die "no replay summary: $out";
+	die "replayed $sent of " . scalar(@$records) . " records" if $sent != @$records;
+	return $sent;
+}
+
 package AdstreamTest::Broker;
 
 use strict;
