@@ -90,6 +90,7 @@ typedef struct AdsWorkerArgs
 extern void ads_begin_tx(const char *activity);
 extern void ads_end_tx(void);
 extern void ads_wake_launcher_now(void);
+extern bool ads_lock(const char *name, int32 key, bool exclusive, bool session, bool wait);
 extern void ads_slot_set_state(AdsWorkerSlot *slot, const char *state);
 extern void ads_slot_set_error(AdsWorkerSlot *slot, const char *msg);
 

@@ -61,6 +61,18 @@ COMMENT ON FUNCTION adstream.dedup_index_status() IS
 REVOKE ALL ON FUNCTION adstream.dedup_index_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION adstream.dedup_index_status() TO adstream_reader;
 
+/*
+ * adstream's own locks, in a lock space that pg_advisory_lock() cannot
+ * reach: before, any role that could connect could take the advisory lock
+ * the batches wait for, and stall ingestion.
+ */
+CREATE FUNCTION adstream._lock(p_name text, p_key integer, p_exclusive boolean)
+RETURNS void LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_lock';
+REVOKE ALL ON FUNCTION adstream._lock(text, integer, boolean) FROM PUBLIC;
+COMMENT ON FUNCTION adstream._lock(text, integer, boolean) IS
+	'Internal: takes one of adstream''s own transaction-level locks (shared or exclusive), waiting';
+
 CREATE OR REPLACE FUNCTION adstream.expire_dedup_state()
 RETURNS integer
 LANGUAGE plpgsql
@@ -77,7 +89,7 @@ BEGIN
 			 WHERE s.kind = 'ad_events'
 			 GROUP BY o.source HAVING max(o.max_event_ts) IS NOT NULL) w;
 	-- Workers hold this lock shared while they judge and write a batch.
-	PERFORM pg_advisory_xact_lock(hashtext('adstream.partitions'), hashtext('dedup_expiry'));
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
 	v_dropped := adstream._drop_partitions_before('dedup_log', v_cutoff);
 	-- Last, once the drops are done: the index forgets the same hours.
 	IF v_cutoff IS NOT NULL THEN
@@ -243,3 +255,48 @@ RETURN CASE
 END;
 COMMENT ON FUNCTION adstream.ad_events_watermark() IS
 	'Lowest event-time watermark over the partitions of all enabled ad-events sources; -infinity while a partition with messages to read has none yet';
+
+-------------------------------------------------------------------------------
+-- Rollups serialise on adstream's own lock too.
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION adstream.refresh_rollups()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_minutes	timestamptz[];
+	v_level		text;
+	v_below		text;
+	v_width		interval;
+BEGIN
+	PERFORM adstream._lock('adstream.rollups', 0, true);
+	WITH d AS (DELETE FROM adstream.rollup_pending RETURNING window_start)
+	SELECT array_agg(window_start) INTO v_minutes FROM d;
+	IF v_minutes IS NULL THEN
+		RETURN 0;
+	END IF;
+
+	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
+	FOR v_level, v_below, v_width IN
+		VALUES ('hour', 'ad_stats_minute', interval '1 hour'),
+			   ('6h', 'ad_stats_hour', interval '6 hours'),
+			   ('day', 'ad_stats_6h', interval '1 day')
+	LOOP
+		EXECUTE format($q$
+			INSERT INTO adstream.%1$I AS r (ad_id, campaign_id, window_start, impressions, clicks)
+			SELECT s.ad_id, max(s.campaign_id), adstream.bucket(%3$L, s.window_start), sum(s.impressions), sum(s.clicks)
+			  FROM adstream.%2$I s
+			  JOIN (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+				ON s.window_start >= b.b AND s.window_start < b.b + $2
+			 GROUP BY s.ad_id, 3
+			ON CONFLICT (ad_id, window_start) DO UPDATE
+			   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
+	END LOOP;
+
+	RETURN cardinality(v_minutes);
+END
+$$;

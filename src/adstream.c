@@ -14,10 +14,14 @@
 #include "utils/snapmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "common/hashfn.h"
 
 #include "dedup_index.h"
 
@@ -147,6 +151,37 @@ ads_end_tx(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * adstream's own locks (expiry against batches, the dedup index rebuild, one
+ * publisher per sink): advisory lock tags in a space that SQL's
+ * pg_advisory_* functions cannot reach (they use field4 1 and 2), so that no
+ * role without EXECUTE on adstream._lock() can take them and stall the
+ * workers.  Returns whether the lock was taken (always, when waiting).
+ */
+#define ADS_LOCK_SPACE 0xAD5
+
+bool
+ads_lock(const char *name, int32 key, bool exclusive, bool session, bool wait)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId,
+						 hash_bytes((const unsigned char *) name, strlen(name)),
+						 (uint32) key, ADS_LOCK_SPACE);
+	return LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, session, !wait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* adstream._lock(name, key, exclusive): ads_lock for the current transaction, waiting. */
+PG_FUNCTION_INFO_V1(adstream_lock);
+Datum
+adstream_lock(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	(void) ads_lock(name, PG_GETARG_INT32(1), PG_GETARG_BOOL(2), false, true);
+	PG_RETURN_VOID();
 }
 
 void

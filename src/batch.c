@@ -3,8 +3,9 @@
  *     The one transaction per batch that makes adstream exactly-once.
  *
  * In a single transaction a batch:
- *   1. takes a shared lock that keeps dedup partitions from being dropped
- *      under it, and reads the source's event-time watermark;
+ *   1. takes a shared lock that keeps dedup partitions and index entries
+ *      from being expired under it, and reads the source's event-time
+ *      watermark;
  *   2. classifies every message: dead letter (parser reason, future_timestamp,
  *      too_late), duplicate within the batch, or candidate;
  *   3. makes sure the time partitions it is about to write exist;
@@ -121,7 +122,6 @@ typedef struct HourEntry
 /* ---- prepared statements, kept for the life of the worker ---- */
 enum
 {
-	P_LOCK,
 	P_WATERMARK,
 	P_ENSURE,
 	P_DEDUP_LOG,
@@ -139,9 +139,6 @@ enum
 static SPIPlanPtr plans[P__COUNT];
 
 static const char *const plan_sql[P__COUNT] = {
-	[P_LOCK] =
-	"SELECT pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('adstream.partitions'), "
-	"pg_catalog.hashtext('dedup_expiry'))",
 	/* The watermark, and whether clicks must be kept: only while an orders source exists. */
 	[P_WATERMARK] =
 	"SELECT adstream.source_watermark($1), EXISTS (SELECT 1 FROM adstream.sources WHERE kind = 'orders')",
@@ -210,7 +207,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
-	[P_LOCK] = 0,[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
+	[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
 	[P_AGG] = 5,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
@@ -955,7 +952,8 @@ ads_batch_write(AdsConsumer *c)
 
 	ads_begin_tx("adstream: writing batch");
 
-	exec_plan(P_LOCK, NULL, NULL, false, SPI_OK_SELECT);
+	/* Keeps expire_dedup_state() from dropping what this batch judges against. */
+	(void) ads_lock("adstream.dedup_expiry", 0, false, false, true);
 	arg = CStringGetTextDatum(c->name);
 	exec_plan(P_WATERMARK, &arg, NULL, true, SPI_OK_SELECT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -29,7 +29,7 @@
  * Expiry follows the table: adstream.expire_dedup_state() drops whole
  * dedup_log partitions behind watermark - dedup_horizon and then forgets the
  * index entries of those hours (adstream._dedup_forget), under the same
- * advisory lock that batches hold shared.
+ * lock that batches hold shared (ads_lock "adstream.dedup_expiry").
  *
  * The index has a fixed capacity (adstream.dedup_index_size entries).  When
  * it is full a batch fails with an error naming the setting, and is retried:
@@ -178,7 +178,7 @@ full_error(void)
 /*
  * Rebuild the index from adstream.dedup_log.  Every batch calls this first;
  * after a start or a crash restart the first one does the work while the
- * others wait on the advisory lock and then find the index ready.
+ * others wait on its lock and then find the index ready.
  */
 void
 ads_dedup_index_prepare(void)
@@ -197,9 +197,7 @@ ads_dedup_index_prepare(void)
 	if (ready)
 		return;
 
-	if (SPI_execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('adstream.dedup_index'), 0)",
-					false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "adstream: could not lock the dedup index for its rebuild");
+	(void) ads_lock("adstream.dedup_index", 0, true, false, true);
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	ready = state->ready && state->database == MyDatabaseId && state->relid == relid;

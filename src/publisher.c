@@ -297,7 +297,7 @@ advance(Publisher *p, int produced, bool window_done)
 }
 
 /*
- * One publisher per sink: a session-level advisory lock, held until this
+ * One publisher per sink: a session-level lock (ads_lock), held until this
  * process exits.  A predecessor that has not exited yet is waited for.
  */
 static void
@@ -305,14 +305,10 @@ lock_sink(Publisher *p)
 {
 	for (;;)
 	{
-		bool		got = false;
-		bool		isnull;
+		bool		got;
 
 		ads_begin_tx("adstream publisher: locking the sink");
-		if (SPI_execute_with_args("SELECT pg_try_advisory_lock(hashtext('adstream.sink'), $1)",
-								  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(p->args.source_id)},
-								  NULL, false, 1) == SPI_OK_SELECT)
-			got = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		got = ads_lock("adstream.sink", p->args.source_id, true, true, false);
 		ads_end_tx();
 		if (got)
 			return;

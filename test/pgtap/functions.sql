@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(296);
+SELECT plan(297);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -26,7 +26,7 @@ SELECT functions_are('adstream', ARRAY[
 	'_publishing', '_queue_attributed_orders', '_record_key', '_outbox_page', '_sink_advance', '_sink_aborted',
 	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status',
 	-- 0.4
-	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events'],
+	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events', '_lock'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -116,7 +116,8 @@ SELECT function_returns('adstream', f, args, r)
   FROM (VALUES
 	('_dedup_forget', ARRAY['timestamp with time zone']::name[], 'bigint'),
 	('dedup_index_status', ARRAY[]::name[], 'record'),
-	('expire_rejected_events', ARRAY['integer']::name[], 'bigint')
+	('expire_rejected_events', ARRAY['integer']::name[], 'bigint'),
+	('_lock', ARRAY['text', 'integer', 'boolean']::name[], 'void')
   ) AS v(f, args, r);
 
 -- Argument names, defaults and OUT columns are part of the API.

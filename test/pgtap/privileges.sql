@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(250);
+SELECT plan(252);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -229,7 +229,9 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('_dedup_forget',      ARRAY['timestamp with time zone']::name[],              'public',          ARRAY[]::name[]),
 	('_dedup_forget',      ARRAY['timestamp with time zone']::name[],              'adstream_admin',  ARRAY[]::name[]),
 	('expire_rejected_events', ARRAY['integer']::name[],                           'public',          ARRAY[]::name[]),
-	('expire_rejected_events', ARRAY['integer']::name[],                           'adstream_admin',  ARRAY[]::name[])
+	('expire_rejected_events', ARRAY['integer']::name[],                           'adstream_admin',  ARRAY[]::name[]),
+	('_lock',              ARRAY['text', 'integer', 'boolean']::name[],            'public',          ARRAY[]::name[]),
+	('_lock',              ARRAY['text', 'integer', 'boolean']::name[],            'adstream_admin',  ARRAY[]::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(
