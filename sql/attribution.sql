@@ -343,12 +343,12 @@ ROLLBACK TO SAVEPOINT s;
 -- idempotent, and a shorter period is covered already
 SELECT adstream.create_partitions_ahead() AS created;
 SELECT adstream.create_partitions_ahead('2 hours') AS created;
--- partitions made ahead get the fillfactor of their table
+-- partitions made ahead get the fillfactor and storage options of their table
 SELECT count(*) AS wrong_fillfactor
   FROM adstream.partitioned_tables p
   JOIN pg_inherits i ON i.inhparent = ('adstream.' || p.name)::regclass
   JOIN pg_class c ON c.oid = i.inhrelid
- WHERE c.reloptions IS DISTINCT FROM ARRAY['fillfactor=' || p.fillfactor];
+ WHERE c.reloptions IS DISTINCT FROM ARRAY['fillfactor=' || p.fillfactor] || p.storage_options;
 COMMIT;
 
 -------------------------------------------------------------------------------

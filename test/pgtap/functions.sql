@@ -528,16 +528,18 @@ SELECT is(pg_get_expr(relpartbound, oid),
 	'a daily partition covers one UTC day')
   FROM pg_class WHERE oid = 'adstream.ad_stats_minute_p20310102_0000'::regclass;
 
-SELECT is(reloptions, ARRAY['fillfactor=70'], 'ad_stats_minute partitions have fillfactor 70 (HOT updates)')
+SELECT is(reloptions, ARRAY['fillfactor=70', 'autovacuum_vacuum_scale_factor=0.01', 'autovacuum_vacuum_threshold=5000',
+	'autovacuum_analyze_scale_factor=0.02'], 'ad_stats_minute partitions: fillfactor 70 (HOT updates), vacuumed at 1% dead')
   FROM pg_class WHERE oid = 'adstream.ad_stats_minute_p20310101_0000'::regclass;
-SELECT is(reloptions, ARRAY['fillfactor=100'], 'dedup_log partitions have fillfactor 100 (insert only)')
+SELECT is(reloptions, ARRAY['fillfactor=100', 'autovacuum_vacuum_insert_threshold=-1'],
+	'dedup_log partitions: fillfactor 100, no vacuum for inserts (insert only, dropped whole)')
   FROM pg_class WHERE oid = 'adstream.dedup_log_p20310101_1000'::regclass;
 SELECT is_empty(
 	$$SELECT c.relname FROM adstream.partitioned_tables pt
 		JOIN pg_inherits i ON i.inhparent = ('adstream.' || pt.name)::regclass
 		JOIN pg_class c ON c.oid = i.inhrelid
-	   WHERE c.reloptions IS DISTINCT FROM ARRAY['fillfactor=' || pt.fillfactor]$$,
-	'every partition has the fillfactor of adstream.partitioned_tables');
+	   WHERE c.reloptions IS DISTINCT FROM ARRAY['fillfactor=' || pt.fillfactor] || pt.storage_options$$,
+	'every partition has the fillfactor and storage options of adstream.partitioned_tables');
 SELECT is_empty(
 	$$SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 	   WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass

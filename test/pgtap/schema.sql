@@ -53,7 +53,7 @@ SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
-SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor']);
+SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
 SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 'window_start',
 	'impressions', 'clicks', 'updated_at']);
 SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids']);
@@ -104,6 +104,7 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('partitioned_tables', 'name', 'text'),
 	('partitioned_tables', 'grain', 'interval'),
 	('partitioned_tables', 'fillfactor', 'integer'),
+	('partitioned_tables', 'storage_options', 'text[]'),
 	('ad_stats_minute', 'ad_id', 'bigint'),
 	('ad_stats_minute', 'campaign_id', 'bigint'),
 	('ad_stats_minute', 'window_start', 'timestamp with time zone'),
@@ -324,7 +325,8 @@ SELECT is(
 	  WHERE tgrelid = 'adstream.attributed_orders'::regclass AND tgname = 'queue_for_publishing'),
 	4, 'the trigger fires once per statement, after INSERT only');
 
-SELECT is(reloptions, ARRAY['fillfactor=50'], 'offsets is created with fillfactor 50')
+SELECT is(reloptions, ARRAY['fillfactor=50', 'autovacuum_vacuum_scale_factor=0', 'autovacuum_vacuum_threshold=1000',
+	'autovacuum_vacuum_cost_delay=0'], 'offsets: fillfactor 50, vacuumed every 1000 dead rows without delay')
   FROM pg_class WHERE oid = 'adstream.offsets'::regclass;
 SELECT is(reloptions, ARRAY['fillfactor=90'], format('%s is created with fillfactor 90', t))
   FROM unnest(ARRAY['ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t
