@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(258);
+SELECT plan(259);
 
 -------------------------------------------------------------------------------
 -- Schema
