@@ -54,7 +54,7 @@ test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c includ
 	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c
 
 # ---- entry points ----
-.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo
+.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo soak
 
 deps:
 	scripts/deps.sh
@@ -84,3 +84,8 @@ tapcheck: $(TOOLS)
 
 demo:
 	scripts/demo.sh
+
+# The randomized fault-injection soak, long version (test/t/170_soak.pl; a
+# short one runs in make test): make soak SOAK_SECONDS=1800 SOAK_SEED=...
+soak:
+	scripts/soak.sh
