@@ -37,12 +37,14 @@ use Test::More;
 use Time::HiRes qw(time);
 use POSIX qw(floor);
 
-my $duration = $ENV{SOAK_SECONDS} // 150;
-my $seed = $ENV{SOAK_SEED} // (int(time() * 1000) % 1_000_000_007);
+# scripts/common.sh passes unset settings as empty strings
+sub env_or { my ($name, $default) = @_; return length($ENV{$name} // '') ? $ENV{$name} : $default }
+my $duration = env_or('SOAK_SECONDS', 150);
+my $seed = env_or('SOAK_SEED', int(time() * 1000) % 1_000_000_007);
 my $long = $duration > 600;
-my $rate = $ENV{SOAK_RATE} // ($long ? 200 : 800);
+my $rate = env_or('SOAK_RATE', $long ? 200 : 800);
 my $parts = $long ? 32 : 16;
-my $gap = $ENV{SOAK_FAULT_GAP} // 3.5;
+my $gap = env_or('SOAK_FAULT_GAP', 3.5);
 my ($round_min, $round_max) = $long ? (60, 150) : (30, 50);
 $round_max = $duration if $round_max > $duration;
 $round_min = $round_max if $round_min > $round_max;
@@ -50,7 +52,7 @@ my $span_s = 120;
 my $window_s = 300;
 my $spacing_s = $span_s + 1700;    # see the header
 my $tick_offset_s = $span_s + 700;
-my $disk = $ENV{ADSTREAM_SOAK_DISK};
+my $disk = env_or('ADSTREAM_SOAK_DISK', undef);
 
 # More patience than the default: drains follow piles of faults.
 $PostgreSQL::Test::Utils::timeout_default = 600;
