@@ -158,7 +158,8 @@ while ($loaded < $duration - 5 && !@failures)
 {
 	$round++;
 	my $secs = $round_min + rand($round_max - $round_min);
-	$secs = $duration - $loaded if $secs > $duration - $loaded;
+	# no short round at the end: the last one takes what is left
+	$secs = $duration - $loaded if $secs > $duration - $loaded || $duration - $loaded - $secs < $round_min;
 	my $count = int($rate * $secs);
 	my $start_ms = $base_ms + $round * $spacing_s * 1000;
 	my $lseed = $seed * 1000 + $round;
