@@ -49,6 +49,18 @@ sub children_of
 	return @kids;
 }
 
+# A process's title (ps shows the same)
+sub proc_title
+{
+	my ($pid) = @_;
+	open my $fh, '<', "/proc/$pid/cmdline" or return '?';
+	local $/;
+	my $t = <$fh> // '?';
+	$t =~ s/\0+$//;
+	$t =~ s/\0/ /g;
+	return $t;
+}
+
 # Is the node's postmaster alive?
 sub server_alive
 {
@@ -83,6 +95,8 @@ sub start_node
 # ---------------------------------------------------------------------------
 package AdstreamSoak::Faults;
 
+*proc_title = \&AdstreamSoak::proc_title;
+
 use strict;
 use warnings;
 use Time::HiRes qw(time usleep);
@@ -111,6 +125,7 @@ sub new
 		active => {},          # kind => { until => t, ... } for faults that last
 		count => { map { $_ => 0 } @KINDS },
 		skipped => {},
+		anomalies => [],
 		next_at => time() + 1 + rand(2),
 		t0 => $o{t0} // time(),
 	}, $class;
@@ -206,13 +221,27 @@ sub inject
 		$self->heal('sigstop');
 		my $pm = $node->{_pid};
 		my @kids = AdstreamSoak::children_of($pm);
+		my $t = time();
 		$node->kill9;
-		# Orphaned children keep the shared memory until they notice.
-		my $deadline = time() + 60;
-		usleep(100_000) while time() < $deadline && grep { kill 0, $_ } @kids;
+		# Orphaned children keep the shared memory until they notice, and
+		# every one of them must notice.  One that does not keeps the server
+		# from starting; it is recorded as a failure, then killed.
+		usleep(100_000) while time() < $t + 20 && grep { kill 0, $_ } @kids;
+		my @orphans = grep { kill 0, $_ } @kids;
+		my $orphans = '';
+		if (@orphans)
+		{
+			my @what = map { "pid $_ (" . proc_title($_) . ')' } @orphans;
+			$orphans = "; still running 20 s after the postmaster died: @what, killed";
+			push @{ $self->{anomalies} }, sprintf('t=%.1fs after kill -9 of the postmaster, %s kept running'
+				  . ' (its server could not restart: "pre-existing shared memory block is still in use")',
+				$t - $self->{t0}, join(', ', @what));
+			kill 'KILL', @orphans;
+			usleep(100_000) while grep { kill 0, $_ } @orphans;
+		}
 		AdstreamSoak::start_node($node);
-		return sprintf('postmaster %d (%d children), restarted after %.1f s', $pm, scalar @kids,
-			time() - ($deadline - 60));
+		return sprintf('postmaster %d (%d children), restarted after %.1f s%s', $pm, scalar @kids,
+			time() - $t, $orphans);
 	}
 	if ($kind eq 'immediate_stop')
 	{
@@ -454,11 +483,15 @@ CREATE TEMP VIEW got_orders AS
 		      FROM truth_rej t FULL JOIN (SELECT source, reason, count(*)::numeric AS n FROM adstream.rejected_events GROUP BY 1, 2) g
 		        ON g.source = t.source AND g.reason = t.reason
 		     WHERE t.n IS DISTINCT FROM g.n ORDER BY 2 LIMIT 1} ],
-		[ 'accepted-events counter',
-		  q{SELECT 1, 'offsets.accepted of source ads', 'expected=' || t, 'got=' || g
-		      FROM (SELECT (SELECT sum(split_part(line, ',', 3)::bigint) FROM truth_raw WHERE line LIKE 'total,unique,%') t,
-		                   (SELECT sum(accepted) FROM adstream.offsets WHERE source = 'ads') g) x
-		     WHERE t IS DISTINCT FROM g} ],
+		[ 'counters of source ads',
+		  q{SELECT 1, 'offsets of source ads (messages, accepted, duplicates, rejected)', 'expected=' || t, 'got=' || g
+		      FROM (SELECT (sum(n) FILTER (WHERE k = 'sent'), sum(n) FILTER (WHERE k = 'unique'),
+		                    sum(n) FILTER (WHERE k = 'duplicates'), sum(n) FILTER (WHERE k = 'rejected')) t
+		              FROM (SELECT split_part(line, ',', 2) k, split_part(line, ',', 3)::numeric n
+		                      FROM truth_raw WHERE line LIKE 'total,%') l) tt,
+		           (SELECT (sum(next_offset), sum(accepted), sum(duplicates), sum(rejected))::text g
+		              FROM adstream.offsets WHERE source = 'ads') gg
+		     WHERE t::text IS DISTINCT FROM g} ],
 		[ 'orders and their attribution',
 		  q{SELECT count(*) OVER (), 'order_id=' || coalesce(w.order_id, g.order_id),
 		           'expected=' || coalesce((w.ad_id, w.event_id, w.event_ms, w.order_ms, w.amount, w.currency)::text, 'no order'),

@@ -222,6 +222,15 @@ while ($loaded < $duration - 5 && !@failures)
 	$node->safe_psql('postgres', 'SELECT adstream.prune_outbox()');
 }
 
+# Anything that went wrong besides the data, such as a process that
+# outlived its postmaster.
+for my $a (@{ $faults->{anomalies} })
+{
+	my $line = "SOAK FAILED seed=$seed: $a";
+	soaklog($line);
+	diag $line;
+}
+is(scalar @{ $faults->{anomalies} }, 0, 'every server process exited with its postmaster');
 my ($nfaults, $bykind) = $faults->summary;
 my $skipped = join(' ', map { "$_=$faults->{skipped}{$_}" } sort keys %{ $faults->{skipped} });
 my $log_text = PostgreSQL::Test::Utils::slurp_file($node->logfile);
@@ -229,9 +238,10 @@ my $crashes = () = $log_text =~ /terminated by signal 9/g;
 cmp_ok($nfaults, '>', 0, 'faults were injected');
 ok($crashes > 0, "kill -9 really crashed workers ($crashes times)")
   if grep { $faults->{count}{$_} } qw(kill_consumer kill_orders kill_publisher);
-my $summary = sprintf('SOAK SUMMARY: result=%s seed=%d duration=%ds (under load %.0fs, wall %.0fs) rounds=%d faults=%d (%s)'
+my $summary = sprintf('SOAK SUMMARY: result=%s data=%s anomalies=%d seed=%d duration=%ds (under load %.0fs, wall %.0fs) rounds=%d faults=%d (%s)'
 	  . ' events_sent=%d (ticks %d) orders_sent=%d checked: minute_rows=%d orders=%d credited=%d rejections=%d sinks=2',
-	@failures ? 'FAIL' : 'PASS', $seed, $duration, $loaded, time() - $t0, $round, $nfaults, $bykind,
+	(@failures || @{ $faults->{anomalies} }) ? 'FAIL' : 'PASS', @failures ? 'DIVERGED' : 'exact',
+	scalar @{ $faults->{anomalies} }, $seed, $duration, $loaded, time() - $t0, $round, $nfaults, $bykind,
 	$events, $tick_events, $orders, $last->{minute_rows}, $last->{orders}, $last->{credited}, $last->{rejected});
 soaklog("faults skipped for want of a target: $skipped") if $skipped;
 soaklog($summary);
