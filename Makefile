@@ -68,7 +68,7 @@ test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c includ
 	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c
 
 # ---- entry points ----
-.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo stability asancheck
+.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo stability asancheck soak
 
 deps:
 	scripts/deps.sh
@@ -130,3 +130,8 @@ asancheck: $(TOOLS)
 	if ls tmp_check/asan/* >/dev/null 2>&1; then \
 	  echo "asancheck: sanitizer reports:"; head -n 40 tmp_check/asan/*; exit 1; fi; \
 	echo "asancheck: no ASan or UBSan report"; exit $$rc
+
+# The randomized fault-injection soak, long version (test/t/170_soak.pl; a
+# short one runs in make test): make soak SOAK_SECONDS=1800 SOAK_SEED=...
+soak:
+	scripts/soak.sh

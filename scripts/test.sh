@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 make -s
 install_extension
+prepare_soak_disk
 run_unprivileged /tmp/adstream-test make -s test-run

@@ -20,6 +20,13 @@
  *	  - every kept value is printed to stdout, one per line, in no
  *		particular order, followed on stderr by "read=N keys=K".
  *
+ * A partition whose low watermark is above 0 has lost its oldest records
+ * (retention, or the mock cluster's size limit), so the result may miss
+ * keys: each such partition is named on stderr in a line containing
+ * "trimmed", before the summary.  --watermarks prints, instead of reading
+ * anything, one line "PARTITION LOW HIGH" per partition; it works on any
+ * topic, whatever its records look like.
+ *
  * The value is printed as it was received, except that line breaks (which
  * in valid JSON can only be insignificant whitespace) become spaces, so
  * that every value is exactly one line.
@@ -30,6 +37,7 @@
  *
  * Usage:
  *	  adstream-upsert-reader --brokers B --topic T [--timeout-s SECONDS]
+ *	                         [--watermarks]
  *	                         [-X librdkafka.property=value]...
  *
  * Exit status: 0 on success; 1 on a usage error, a Kafka error, or when the
@@ -679,13 +687,16 @@ static void
 usage(FILE *out)
 {
 	fprintf(out,
-			"Usage: %s --brokers B --topic T [--timeout-s SECONDS] [-X property=value]...\n"
+			"Usage: %s --brokers B --topic T [--timeout-s SECONDS] [--watermarks]\n"
+			"          [-X property=value]...\n"
 			"\n"
 			"Reads every partition of topic T from its beginning up to the high watermark\n"
 			"it had at start (isolation.level=read_committed), keeps for each message key\n"
 			"the value with the greatest top-level integer \"version\" (ties: the later\n"
 			"message), prints each kept value on one line to stdout and \"read=N keys=K\"\n"
-			"to stderr.  -X passes a librdkafka property (e.g. security settings).\n"
+			"to stderr; partitions whose oldest records are gone are named there as\n"
+			"\"trimmed\".  --watermarks prints \"PARTITION LOW HIGH\" per partition and\n"
+			"reads nothing.  -X passes a librdkafka property (e.g. security settings).\n"
 			"\n"
 			"Exit status: 0 ok; 1 usage, Kafka error or timeout (default 30 s);\n"
 			"2 a message without key or without a parsable \"version\".\n",
@@ -749,6 +760,8 @@ main(int argc, char **argv)
 	int			nparts;
 	int			pending = 0;
 	uint64_t	nread = 0;
+	bool		watermarks_only = false;
+	int			ntrimmed = 0;
 	rd_kafka_resp_err_t last_warned = RD_KAFKA_RESP_ERR_NO_ERROR;
 
 	for (int i = 1; i < argc; i++)
@@ -773,6 +786,8 @@ main(int argc, char **argv)
 			if (errno != 0 || endp == v || *endp != '\0' || timeout_s < 1 || timeout_s > 86400)
 				die(EXIT_KAFKA, "--timeout-s must be an integer from 1 to 86400, not \"%s\"", v);
 		}
+		else if (strcmp(argv[i], "--watermarks") == 0)
+			watermarks_only = true;
 		else if (strcmp(argv[i], "-X") == 0 && i + 1 < argc)
 		{
 			if (nprops == MAX_PROPS)
@@ -889,12 +904,33 @@ main(int argc, char **argv)
 					p->id, topic, rd_kafka_err2str(err));
 			rd_kafka_poll(rk, 100);
 		}
+		if (watermarks_only)
+		{
+			printf("%" PRId32 " %" PRId64 " %" PRId64 "\n", p->id, p->low, p->target);
+			continue;
+		}
+		if (p->low > 0)
+		{
+			fprintf(stderr, "%s: warning: partition %" PRId32 " of \"%s\" starts at offset %" PRId64
+					": older records were trimmed\n", progname, p->id, topic, p->low);
+			ntrimmed++;
+		}
 		p->done = (p->target <= p->low);
 		if (!p->done)
 		{
 			rd_kafka_topic_partition_list_add(assignment, topic, p->id)->offset = RD_KAFKA_OFFSET_BEGINNING;
 			pending++;
 		}
+	}
+	if (watermarks_only)
+	{
+		rd_kafka_topic_partition_list_destroy(assignment);
+		rd_kafka_topic_destroy(rkt);
+		rd_kafka_destroy(rk);
+		free(parts);
+		if (fflush(stdout) != 0 || ferror(stdout))
+			die(EXIT_KAFKA, "could not write to stdout: %s", strerror(errno));
+		return 0;
 	}
 	if (pending > 0 && (err = rd_kafka_assign(rk, assignment)) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		die(EXIT_KAFKA, "could not assign the partitions of \"%s\": %s", topic, rd_kafka_err2str(err));
@@ -1001,6 +1037,9 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: warning: %zu keys appear in more than one partition; "
 				"a Pinot upsert table would keep one row per partition for them\n",
 				progname, keys_split);
+	if (ntrimmed > 0)
+		fprintf(stderr, "%s: warning: %d partitions were trimmed; keys may be missing\n",
+				progname, ntrimmed);
 	fprintf(stderr, "read=%" PRIu64 " keys=%zu\n", nread, table_used);
 	free(parts);
 	return 0;
