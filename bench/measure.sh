@@ -42,7 +42,7 @@ kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; }
 
 cleanup() {
   "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate -w stop >/dev/null 2>&1 || true
-  exec 3>&- 4>&- 2>/dev/null || true
+  exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 2>/dev/null || true
   [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
   [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null
   wait 2>/dev/null || true
@@ -50,7 +50,11 @@ cleanup() {
 trap cleanup EXIT
 
 # ---------------------------------------------------------------- brokers
-# One broker holds every data set; a second one stands for Pinot's Kafka.
+# One broker per data set, and one that stands for Pinot's Kafka.  The mock
+# broker serves fetches more slowly the more it holds (the raw consumer read
+# the base topic at 0.5-0.6 M/s from a broker that also held two more data
+# sets, at 1.2-1.5 M/s from one that held only it), so that sharing one
+# would lower the ceiling and every consumer with it.
 start_broker() {   # NAME FD TOPIC...: sets BOOT_NAME and PID_NAME (not in a subshell: it holds the fd)
   local name=$1 fd=$2; shift 2
   local args=() t
@@ -63,10 +67,18 @@ start_broker() {   # NAME FD TOPIC...: sets BOOT_NAME and PID_NAME (not in a sub
   eval "BOOT_$name=$(awk '/^BOOTSTRAP/ {print $2}' "$TMP/$name.out")"
 }
 log "bench ($MODE): $EVENTS events, $PARTITIONS partitions, results in $OUT"
-start_broker broker 3 ads:$PARTITIONS ads100k:$PARTITIONS dup0:$PARTITIONS orders:8 fresh:$PARTITIONS grow:$PARTITIONS
+start_broker broker 3 ads:$PARTITIONS orders:8
+start_broker b_ads100k 5 ads100k:$PARTITIONS
+start_broker b_dup0 6 dup0:$PARTITIONS
+start_broker b_fresh 7 fresh:$PARTITIONS
+start_broker b_grow 8 grow:$PARTITIONS
 start_broker sink 4 adstream.ad_stats:4 adstream.attributed_orders:2
 BROKERS=$BOOT_broker BROKER_PID=$PID_broker SINK=$BOOT_sink SINK_PID=$PID_sink
-[ -n "$BROKERS" ] && [ -n "$SINK" ] || { log "a mock broker did not start"; exit 1; }
+[ -n "$BROKERS" ] && [ -n "$SINK" ] && [ -n "$BOOT_b_ads100k" ] && [ -n "$BOOT_b_dup0" ] && [ -n "$BOOT_b_fresh" ] \
+  && [ -n "$BOOT_b_grow" ] || { log "a mock broker did not start"; exit 1; }
+broker_of() {   # TOPIC: the bootstrap address of the broker that holds it
+  case $1 in ads|orders) echo "$BROKERS" ;; *) eval "echo \$BOOT_b_$1" ;; esac
+}
 
 # ---------------------------------------------------------------- data sets
 # produce NAME TOPIC ARGS...: sets SENT_<NAME> and writes $TMP/truth-NAME.csv
@@ -79,7 +91,7 @@ KAFKA_OPTS=', "fetch.wait.max.ms": "10"'
 produce() {
   local name=$1 topic=$2; shift 2
   local out
-  out=$("$BIN/adstream-loadgen" --brokers "$BROKERS" --topic "$topic" --partitions $PARTITIONS \
+  out=$("$BIN/adstream-loadgen" --brokers "$(broker_of "$topic")" --topic "$topic" --partitions $PARTITIONS \
         --truth "$TMP/truth-$name.csv" "${LG_COMMON[@]}" "$@" 2>>"$TMP/loadgen.err")
   echo "$out" >"$TMP/loadgen-$name.out"
   eval "SENT_$name=$(kv sent "$out")"
@@ -220,7 +232,7 @@ measure_adstream() {
   "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 20 --until "$sent" --timeout-s 900 \
     >"$TMP/$id.poll" &
   local poller=$!
-  q "SELECT adstream.create_source('ads', '$BROKERS', '$topic', options => '{\"workers\": $workers$KAFKA_OPTS}')" >/dev/null
+  q "SELECT adstream.create_source('ads', '$(broker_of "$topic")', '$topic', options => '{\"workers\": $workers$KAFKA_OPTS}')" >/dev/null
   [ -n "$attr" ] && q "SELECT adstream.create_source('shop', '$BROKERS', 'orders', 'orders', '{\"workers\": 1$KAFKA_OPTS}')" >/dev/null
   wait $poller || { log "$id: events not consumed in time"; cat "$TMP/$id.poll" >&2; exit 1; }
   poll=$(cat "$TMP/$id.poll")
@@ -317,21 +329,21 @@ measure_freshness() {
   rate=$(awk -v s="$BASE_SUSTAINED" 'BEGIN { printf "%.0f", s / 2 }')
   count=$(( rate * FRESH_S ))
   fresh_cluster
-  q "SELECT adstream.create_source('ads', '$BROKERS', 'fresh', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
+  q "SELECT adstream.create_source('ads', '$BOOT_b_fresh', 'fresh', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
   wait_sql "SELECT count(*) = $WORKERS FROM adstream.worker_status() WHERE state IS NOT NULL AND pid IS NOT NULL AND state <> 'starting'" 60 || true
   sleep 2   # the workers connect and learn the partitions
   log "freshness: $count messages at $rate/s (50% of the sustained rate), produced in real time"
   "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 5 --until "$count" --timeout-s 600 \
     --out "$TMP/fresh.offsets" >"$TMP/fresh.poll" &
   local poller=$!
-  "$BIN/adstream-loadgen" --brokers "$BROKERS" --topic fresh --partitions $PARTITIONS --count "$count" \
+  "$BIN/adstream-loadgen" --brokers "$BOOT_b_fresh" --topic fresh --partitions $PARTITIONS --count "$count" \
     --rate "$rate" --realtime --seed 21 --ads 1000 --dup-ratio 0.10 "${LG_COMMON[@]}" \
     --truth "$TMP/truth-fresh.csv" >"$TMP/loadgen-fresh.out" 2>>"$TMP/loadgen.err"
   wait $poller || { log "freshness: not consumed in time"; exit 1; }
   local poll check stats
   poll=$(cat "$TMP/fresh.poll")
   check=$(check_truth adstream "source = 'ads'" "$TMP/truth-fresh.csv")
-  "$BBIN/raw_consumer" --brokers "$BROKERS" --topic fresh --timestamps "$TMP/fresh.timestamps" >/dev/null
+  "$BBIN/raw_consumer" --brokers "$BOOT_b_fresh" --topic fresh --timestamps "$TMP/fresh.timestamps" >/dev/null
   # Join: message (p, offset, produced_ms) became visible at the first poll
   # whose next_offset for p exceeded offset.  Sorting both by (p, key) with
   # key = offset for messages and next_offset - 1 for polls puts each message
@@ -397,7 +409,7 @@ measure_growth() {
       >"$TMP/grow$r.poll" &
     local poller=$!
     if [ $r -eq 1 ]; then
-      q "SELECT adstream.create_source('ads', '$BROKERS', 'grow', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
+      q "SELECT adstream.create_source('ads', '$BOOT_b_grow', 'grow', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
     else
       q "SELECT adstream.resume_source('ads')" >/dev/null
     fi
