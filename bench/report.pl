@@ -73,7 +73,8 @@ $md .= "| machine | |\n|---|---|\n";
 $md .= "| CPUs (nproc) | $meta{NPROC} |\n| CPU model | $meta{CPU} |\n| memory | $meta{MEMORY} |\n";
 $md .= "| kernel | $meta{KERNEL} |\n| PostgreSQL | $meta{PG} |\n| librdkafka | $meta{LIBRDKAFKA} |\n";
 $md .= "| load average at the end | $meta{LOADAVG} |\n\n";
-$md .= "Set-up: one embedded mock broker (`test/bin/adstream-mock-broker`) holds every data set, each in a topic of "
+$md .= "Set-up: one embedded mock broker (`test/bin/adstream-mock-broker`) per data set (a mock broker serves "
+  . "fetches more slowly the more it holds), each data set a topic of "
   . "$meta{PARTITIONS} partitions, produced once at the start by `adstream-loadgen` with a fixed seed; about 10% clicks, "
   . "1% malformed, 0.2% late and 0.1% future records. The base data set has 1,000 ads and 10% duplicates, plus "
   . fmt_int($meta{ORDERS}) . " orders in a topic of 8 partitions. Each measurement starts a fresh copy of the same "
