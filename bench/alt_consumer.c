@@ -402,10 +402,8 @@ main(int argc, char **argv)
 	int			worker = 0;
 	int			workers = 1;
 	int			exit_at_eof = 0;
-	rd_kafka_conf_t *conf;
 	rd_kafka_queue_t *queue;
 	rd_kafka_message_t **msgs;
-	char		errstr[512];
 	struct rusage ru;
 	double		t0;
 	int			c;
@@ -461,23 +459,7 @@ main(int argc, char **argv)
 			" watermark_us = excluded.watermark_us, accepted = o.accepted + excluded.accepted,"
 			" duplicates = o.duplicates + excluded.duplicates, rejected = o.rejected + excluded.rejected");
 
-	conf = rd_kafka_conf_new();
-	set_conf(conf, "bootstrap.servers", brokers);
-	set_conf(conf, "group.id", "adstream-bench-alt");
-	set_conf(conf, "enable.auto.commit", "false");
-	set_conf(conf, "enable.auto.offset.store", "false");
-	set_conf(conf, "isolation.level", "read_committed");
-	set_conf(conf, "enable.partition.eof", "true");
-	set_conf(conf, "log_level", "3");
-	/* The same prefetch as adstream's consumers (src/kafka.c). */
-	set_conf(conf, "queued.min.messages", "1000000");
-	set_conf(conf, "queued.max.messages.kbytes", "262144");
-	/* See KAFKA_OPTS in measure.sh: the mock broker answers an idle fetch only after this wait. */
-	set_conf(conf, "fetch.wait.max.ms", "10");
-	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-	if (rk == NULL)
-		die("rd_kafka_new: %s", errstr);
-	rd_kafka_poll_set_consumer(rk);
+	rk = bench_consumer(brokers, "adstream-bench-alt");
 	queue = rd_kafka_queue_get_consumer(rk);
 
 	nparts = partition_count();

@@ -57,6 +57,36 @@ set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
 	if (rd_kafka_conf_set(conf, key, value, err, sizeof(err)) != RD_KAFKA_CONF_OK)
 		die("%s=%s: %s", key, value, err);
 }
+
+/*
+ * A consumer as adstream's workers read: read_committed, no offset commits,
+ * explicit assignment (the caller's), adstream's prefetch (src/kafka.c),
+ * and fetch.wait.max.ms = 10 (see KAFKA_OPTS in measure.sh: the mock broker
+ * answers an idle fetch only when that wait runs out).
+ */
+static inline rd_kafka_t *
+bench_consumer(const char *brokers, const char *group_id)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *rk;
+	char		errstr[512];
+
+	set_conf(conf, "bootstrap.servers", brokers);
+	set_conf(conf, "group.id", group_id);
+	set_conf(conf, "enable.auto.commit", "false");
+	set_conf(conf, "enable.auto.offset.store", "false");
+	set_conf(conf, "isolation.level", "read_committed");
+	set_conf(conf, "enable.partition.eof", "true");
+	set_conf(conf, "log_level", "3");
+	set_conf(conf, "queued.min.messages", "1000000");
+	set_conf(conf, "queued.max.messages.kbytes", "262144");
+	set_conf(conf, "fetch.wait.max.ms", "10");
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+	if (rk == NULL)
+		die("rd_kafka_new: %s", errstr);
+	rd_kafka_poll_set_consumer(rk);
+	return rk;
+}
 #endif
 
 #endif							/* BENCH_UTIL_H */

@@ -71,13 +71,11 @@ main(int argc, char **argv)
 	const char *topic = NULL;
 	const char *ts_path = NULL;
 	FILE	   *ts_out = NULL;
-	rd_kafka_conf_t *conf;
 	rd_kafka_t *rk;
 	rd_kafka_queue_t *queue;
 	rd_kafka_topic_partition_list_t *parts;
 	rd_kafka_message_t **msgs;
 	rd_kafka_resp_err_t err;
-	char		errstr[512];
 	char	   *at_end;
 	int64_t    *high;
 	int			nparts;
@@ -113,28 +111,7 @@ main(int argc, char **argv)
 	if (ts_path != NULL && (ts_out = fopen(ts_path, "w")) == NULL)
 		die("cannot open %s", ts_path);
 
-	/*
-	 * The consumer settings adstream's workers use that matter for reading:
-	 * read_committed, no offset commits; no group rebalancing (explicit
-	 * assignment).  Everything else is librdkafka's default.
-	 */
-	conf = rd_kafka_conf_new();
-	set_conf(conf, "bootstrap.servers", brokers);
-	set_conf(conf, "group.id", "adstream-bench-raw");
-	set_conf(conf, "enable.auto.commit", "false");
-	set_conf(conf, "enable.auto.offset.store", "false");
-	set_conf(conf, "isolation.level", "read_committed");
-	set_conf(conf, "enable.partition.eof", "true");
-	set_conf(conf, "log_level", "3");
-	/* The prefetch adstream's consumers use (src/kafka.c), so the ceiling is not held back by librdkafka's defaults. */
-	set_conf(conf, "queued.min.messages", "1000000");
-	set_conf(conf, "queued.max.messages.kbytes", "262144");
-	/* See KAFKA_OPTS in measure.sh: the mock broker answers an idle fetch only after this wait. */
-	set_conf(conf, "fetch.wait.max.ms", "10");
-	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-	if (rk == NULL)
-		die("rd_kafka_new: %s", errstr);
-	rd_kafka_poll_set_consumer(rk);
+	rk = bench_consumer(brokers, "adstream-bench-raw");
 	queue = rd_kafka_queue_get_consumer(rk);
 
 	nparts = partition_count(rk, topic);
