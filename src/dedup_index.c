@@ -19,8 +19,8 @@
  * Durability: the same transaction appends the claimed ids, one row per
  * event-time hour, to adstream.dedup_log (partitioned by that hour).  The
  * index is in shared memory, so after a crash restart it is empty; the first
- * batch rebuilds it from dedup_log before any id is judged, and every other
- * worker waits for that.  A batch that aborts leaves entries of an aborted
+ * ad-events worker to start rebuilds it from dedup_log before any id is
+ * judged (every batch checks), and every other worker waits for that.  A batch that aborts leaves entries of an aborted
  * transaction, which count as absent; the worker also removes them.  After a
  * commit the worker marks its entries frozen, so that their transaction's
  * status is never needed again (clog may be truncated long before the hour
@@ -176,9 +176,10 @@ full_error(void)
 }
 
 /*
- * Rebuild the index from adstream.dedup_log.  Every batch calls this first;
- * after a start or a crash restart the first one does the work while the
- * others wait on its lock and then find the index ready.
+ * Rebuild the index from adstream.dedup_log if it does not mirror it yet.
+ * Workers call this when they start and before every batch; after a start or
+ * a crash restart the first caller does the work while the others wait on
+ * its lock and then find the index ready.
  */
 void
 ads_dedup_index_prepare(void)
