@@ -91,7 +91,7 @@ ads_dedup_index_define_guc(void)
 {
 	DefineCustomIntVariable("adstream.dedup_index_size",
 							"Capacity, in event ids, of the shared-memory index that deduplicates ad events.",
-							"Size it for the peak event rate times (adstream.dedup_horizon + 1 hour); each id takes about 60 bytes of shared memory.",
+							"Size it for the peak event rate times (adstream.dedup_horizon + 1 hour); each id takes about 56 bytes of shared memory.",
 							&adstream_dedup_index_size, 4000000, 1000, 1000000000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 }
