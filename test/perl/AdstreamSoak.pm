@@ -444,15 +444,7 @@ sub check_all
 	my %extra = %{ $o{extra} // {} };    # source => messages in Kafka beyond what was sent
 	my ($extra_ads, $extra_shop) = ($extra{ads} // 0, $extra{shop} // 0);
 	my @fail;
-	my $load = join('', map { "COPY truth_raw FROM '$_';\n" } @$truths);
-	my $prelude = qq{
-CREATE TEMP TABLE truth_raw (line text);
-$load
-CREATE TEMP VIEW truth_min AS
-  SELECT split_part(line, ',', 2)::bigint AS ad_id, split_part(line, ',', 3)::bigint AS campaign_id,
-         to_timestamp(split_part(line, ',', 4)::bigint) AS window_start,
-         sum(split_part(line, ',', 5)::bigint) AS impressions, sum(split_part(line, ',', 6)::bigint) AS clicks
-    FROM truth_raw WHERE line LIKE 'minute,%' GROUP BY 1, 2, 3;
+	my $prelude = AdstreamTest::truth_sql($truths) . qq{
 CREATE TEMP VIEW truth_rej AS
   SELECT 'ads' AS source, split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
     FROM truth_raw WHERE line LIKE 'reject,%' GROUP BY 2

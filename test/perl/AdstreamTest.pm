@@ -83,14 +83,13 @@ sub wait_consumed
 	  . $node->safe_psql('postgres', 'SELECT * FROM adstream.source_status');
 }
 
-# Compares aggregates, dead letters and counters with the generators' truth.
-sub check_truth
+# SQL that loads truth files into truth_raw (one line each) and sums their
+# per-(ad, minute) lines into the view truth_min.
+sub truth_sql
 {
-	my ($node, $truths, $what, %o) = @_;
+	my ($truths) = @_;
 	my $load = join('', map { "COPY truth_raw FROM '$_';\n" } @$truths);
-	# dead letters and counters of the event sources only (orders have their own)
-	my $events = $o{source} ? "source = '$o{source}'" : 'true';
-	my $prelude = qq{
+	return qq{
 CREATE TEMP TABLE truth_raw (line text);
 $load
 CREATE TEMP VIEW truth_min AS
@@ -98,6 +97,16 @@ CREATE TEMP VIEW truth_min AS
          to_timestamp(split_part(line, ',', 4)::bigint) AS window_start,
          sum(split_part(line, ',', 5)::bigint) AS impressions, sum(split_part(line, ',', 6)::bigint) AS clicks
     FROM truth_raw WHERE line LIKE 'minute,%' GROUP BY 1, 2, 3;
+};
+}
+
+# Compares aggregates, dead letters and counters with the generators' truth.
+sub check_truth
+{
+	my ($node, $truths, $what, %o) = @_;
+	# dead letters and counters of the event sources only (orders have their own)
+	my $events = $o{source} ? "source = '$o{source}'" : 'true';
+	my $prelude = truth_sql($truths) . qq{
 CREATE TEMP VIEW truth_rej AS
   SELECT split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
     FROM truth_raw WHERE line LIKE 'reject,%' GROUP BY 1;
