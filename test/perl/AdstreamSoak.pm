@@ -451,12 +451,7 @@ CREATE TEMP VIEW truth_rej AS
   UNION ALL
   SELECT 'shop', split_part(line, ',', 2), sum(split_part(line, ',', 3)::bigint)
     FROM truth_raw WHERE line LIKE 'reject_order,%' GROUP BY 2;
-CREATE TEMP VIEW want_orders AS
-  SELECT split_part(line, ',', 2)::uuid AS order_id, nullif(split_part(line, ',', 3), '')::bigint AS ad_id,
-         nullif(split_part(line, ',', 4), '')::bigint AS campaign_id, nullif(split_part(line, ',', 5), '')::uuid AS event_id,
-         nullif(split_part(line, ',', 6), '')::bigint AS event_ms, split_part(line, ',', 7)::bigint AS order_ms,
-         split_part(line, ',', 8)::numeric AS amount, split_part(line, ',', 9) AS currency
-    FROM truth_raw WHERE line LIKE 'order,%';
+CREATE TEMP VIEW want_orders AS TABLE truth_orders;
 CREATE TEMP VIEW got_orders AS
   SELECT order_id, ad_id, campaign_id, event_id, (extract(epoch FROM event_ts) * 1000)::bigint AS event_ms,
          (extract(epoch FROM ts) * 1000)::bigint AS order_ms, amount, currency

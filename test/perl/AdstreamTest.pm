@@ -83,8 +83,9 @@ sub wait_consumed
 	  . $node->safe_psql('postgres', 'SELECT * FROM adstream.source_status');
 }
 
-# SQL that loads truth files into truth_raw (one line each) and sums their
-# per-(ad, minute) lines into the view truth_min.
+# SQL that loads truth files into truth_raw (one line each), sums their
+# per-(ad, minute) lines into the view truth_min and lists their orders in
+# the view truth_orders.
 sub truth_sql
 {
 	my ($truths) = @_;
@@ -97,6 +98,12 @@ CREATE TEMP VIEW truth_min AS
          to_timestamp(split_part(line, ',', 4)::bigint) AS window_start,
          sum(split_part(line, ',', 5)::bigint) AS impressions, sum(split_part(line, ',', 6)::bigint) AS clicks
     FROM truth_raw WHERE line LIKE 'minute,%' GROUP BY 1, 2, 3;
+CREATE TEMP VIEW truth_orders AS
+  SELECT split_part(line, ',', 2)::uuid AS order_id, nullif(split_part(line, ',', 3), '')::bigint AS ad_id,
+         nullif(split_part(line, ',', 4), '')::bigint AS campaign_id, nullif(split_part(line, ',', 5), '')::uuid AS event_id,
+         nullif(split_part(line, ',', 6), '')::bigint AS event_ms, split_part(line, ',', 7)::bigint AS order_ms,
+         split_part(line, ',', 8)::numeric AS amount, split_part(line, ',', 9) AS currency
+    FROM truth_raw WHERE line LIKE 'order,%';
 };
 }
 
@@ -146,16 +153,8 @@ SELECT (SELECT count(*) FROM ((TABLE truth_min EXCEPT TABLE got_min) UNION ALL (
 sub check_orders
 {
 	my ($node, $truths, $source, $what) = @_;
-	my $load = join('', map { "COPY truth_raw FROM '$_';\n" } @$truths);
-	my $prelude = qq{
-CREATE TEMP TABLE truth_raw (line text);
-$load
-CREATE TEMP VIEW want AS
-  SELECT split_part(line, ',', 2)::uuid AS order_id, nullif(split_part(line, ',', 3), '')::bigint AS ad_id,
-         nullif(split_part(line, ',', 4), '')::bigint AS campaign_id, nullif(split_part(line, ',', 5), '')::uuid AS event_id,
-         nullif(split_part(line, ',', 6), '')::bigint AS event_ms, split_part(line, ',', 7)::bigint AS order_ms,
-         split_part(line, ',', 8)::numeric AS amount, split_part(line, ',', 9) AS currency
-    FROM truth_raw WHERE line LIKE 'order,%';
+	my $prelude = truth_sql($truths) . qq{
+CREATE TEMP VIEW want AS TABLE truth_orders;
 CREATE TEMP VIEW got AS
   SELECT order_id, ad_id, campaign_id, event_id, (extract(epoch FROM event_ts) * 1000)::bigint AS event_ms,
          (extract(epoch FROM ts) * 1000)::bigint AS order_ms, amount, currency
