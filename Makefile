@@ -36,8 +36,8 @@ EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log bu
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# PGXS tracks no header dependencies; every object sees the shared structs.
-# The stamp changes when SANITIZE does, so the objects are rebuilt.
+# PGXS tracks no header dependencies; rebuild every object when a header
+# changes.  The stamp changes when SANITIZE does, so the objects are rebuilt.
 $(OBJS): $(wildcard include/*.h) build-flags.stamp
 $(shell echo 'SANITIZE=$(SANITIZE)' | cmp -s - build-flags.stamp || echo 'SANITIZE=$(SANITIZE)' > build-flags.stamp)
 
@@ -47,10 +47,13 @@ $(warning adstream is developed and tested against PostgreSQL 15; this pg_config
 endif
 
 # ---- test tools: embedded broker, load generator, unit tests ----
+# Built by the targets that use them (make tools), never by a plain make or
+# make install, which build and install the extension only.
 TOOLS = test/bin/adstream-mock-broker test/bin/adstream-loadgen test/bin/adstream-upsert-reader test/bin/test_event_parse
 TOOL_CFLAGS = -O2 -g -Wall -Wextra -Werror -Iinclude $(RDKAFKA_CFLAGS)
 
-all: $(TOOLS)
+.PHONY: tools
+tools: $(TOOLS)
 
 test/bin:
 	mkdir -p $@
@@ -68,7 +71,7 @@ test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c includ
 	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c
 
 # ---- entry points ----
-.PHONY: deps test test-run unitcheck fuzzcheck tapcheck demo stability asancheck soak
+.PHONY: deps test test-run layercheck unitcheck fuzzcheck tapcheck demo stability asancheck soak
 
 deps:
 	scripts/deps.sh
@@ -79,7 +82,11 @@ test:
 	scripts/test.sh
 
 # The suites themselves; expects an installed extension and a non-root user.
-test-run: unitcheck fuzzcheck installcheck tapcheck
+test-run: layercheck unitcheck fuzzcheck installcheck tapcheck
+
+# No two files of src/ depend on each other in a circle (includes and calls).
+layercheck: all
+	test/layers.sh
 
 unitcheck: test/bin/test_event_parse
 	test/bin/test_event_parse

@@ -14,7 +14,7 @@ BENCH_QUICK=${BENCH_QUICK:-0}
 COPY=/tmp/adstream-bench
 
 scripts/deps.sh
-make -s PG_CONFIG="$PG_CONFIG"
+make -s PG_CONFIG="$PG_CONFIG" all tools
 make -s -C bench
 if [ "$(id -u)" -eq 0 ] || [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
   make -s PG_CONFIG="$PG_CONFIG" install >/dev/null

@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 
 scripts/deps.sh
-make -s
+make -s all tools
 install_extension
 run_unprivileged /tmp/adstream-demo scripts/demo-run.sh

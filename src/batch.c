@@ -26,26 +26,28 @@
  *
  * After the transaction ends, ads_batch_settle() tells the dedup index
  * whether the claims stand.
+ *
+ * Order attribution, which reads what batches wrote, is in attribution.c.
  */
-#include "adstream.h"
+#include "batch.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
-#include "consumer.h"
-#include "dedup_index.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "pgstat.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "dedup_index.h"
+#include "event_time.h"
+#include "guc.h"
+#include "sql_array.h"
+#include "txn.h"
+
 #define PAYLOAD_KEEP_BYTES 8192
-#define USECS_PER_MINUTE_I64 INT64CONST(60000000)
 
 /* ---- hash set of event ids within a batch ---- */
 typedef struct IdKey
@@ -117,7 +119,6 @@ typedef struct HourEntry
 #include "lib/simplehash.h"
 
 #define MAX_ENSURED_HOURS 20000
-#define USECS_PER_HOUR_I64 INT64CONST(3600000000)
 
 /* ---- prepared statements, kept for the life of the worker ---- */
 enum
@@ -232,68 +233,27 @@ exec_plan(int which, Datum *values, const char *nulls, bool read_only, int expec
 	return rc;
 }
 
-/* ---- array building ---- */
-
-static Datum
-int8_array(int64 *v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int64GetDatum(v[i]);
-	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-static Datum
-tstz_array(int64 *unix_us, bool *isnull, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	for (int i = 0; i < n; i++)
-		d[i] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(unix_us[i]));
-	return PointerGetDatum(construct_md_array(d, isnull, 1, dims, lbs, TIMESTAMPTZOID,
-											  8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-}
-
-static Datum
-int4_array(int32 *v, int n)
-{
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-
-	for (int i = 0; i < n; i++)
-		d[i] = Int32GetDatum(v[i]);
-	return PointerGetDatum(construct_array(d, n, INT4OID, 4, true, TYPALIGN_INT));
-}
-
-static Datum
-varlena_array(Datum *d, int n, Oid elmtype)
-{
-	return PointerGetDatum(construct_array(d, n, elmtype, -1, false, TYPALIGN_INT));
-}
-
 /* ---- classification ---- */
 
 /* The id that deduplicates a message, and its event time. */
 static inline const uint8 *
-msg_id(const AdsConsumer *c, const AdsMsg *m)
+msg_id(const AdsBatch *b, const AdsMsg *m)
 {
-	return c->is_orders ? m->order.order_id : m->ev.event_id;
+	return b->is_orders ? m->order.order_id : m->ev.event_id;
 }
 
 static inline int64
-msg_ts(const AdsConsumer *c, const AdsMsg *m)
+msg_ts(const AdsBatch *b, const AdsMsg *m)
 {
-	return c->is_orders ? m->order.ts_us : m->ev.ts_us;
+	return b->is_orders ? m->order.ts_us : m->ev.ts_us;
 }
 
 static int
-cmp_msg_id(const void *a, const void *b, void *arg)
+cmp_msg_id(const void *x, const void *y, void *arg)
 {
-	const AdsConsumer *c = (const AdsConsumer *) arg;
+	const AdsBatch *b = (const AdsBatch *) arg;
 
-	return memcmp(msg_id(c, &c->msgs[*(const int *) a]), msg_id(c, &c->msgs[*(const int *) b]), 16);
+	return memcmp(msg_id(b, &b->msgs[*(const int *) x]), msg_id(b, &b->msgs[*(const int *) y]), 16);
 }
 
 static int
@@ -324,28 +284,28 @@ cmp_agg(const void *a, const void *b)
  * time, so the result does not depend on where batch boundaries fall.
  */
 static idset_hash *
-classify(AdsConsumer *c, int64 wm_us)
+classify(AdsBatch *b, int64 wm_us)
 {
 	int64		now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 	int64		future_limit = now_us + (int64) adstream_max_future_skew_s * USECS_PER_SEC;
 	int64		horizon = (int64) adstream_dedup_horizon_s * USECS_PER_SEC;
 	/* Minutes older than this are dropped: counting into them would be lost. */
 	int64		retained_from = now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC;
-	idset_hash *ids = idset_create(CurrentMemoryContext, c->nmsgs, NULL);
+	idset_hash *ids = idset_create(CurrentMemoryContext, b->nmsgs, NULL);
 
-	for (int i = 0; i < c->nparts; i++)
+	for (int i = 0; i < b->nparts; i++)
 	{
-		AdsPart    *p = &c->parts[i];
+		AdsPartition *p = &b->parts[i];
 
 		p->in_batch = false;
 		p->b_accepted = p->b_duplicates = p->b_rejected = 0;
 		p->b_max_ts_us = PG_INT64_MIN;
 	}
 
-	for (int i = 0; i < c->nmsgs; i++)
+	for (int i = 0; i < b->nmsgs; i++)
 	{
-		AdsMsg	   *m = &c->msgs[i];
-		AdsPart    *p = &c->parts[m->part];
+		AdsMsg	   *m = &b->msgs[i];
+		AdsPartition *p = &b->parts[m->part];
 		IdEntry    *e;
 		bool		found;
 		IdKey		key;
@@ -356,54 +316,52 @@ classify(AdsConsumer *c, int64 wm_us)
 		m->reason = m->parse_reason;
 		if (m->reason == ADS_OK)
 		{
-			ts = msg_ts(c, m);
+			ts = msg_ts(b, m);
 			if (ts > future_limit)
 				m->reason = ADS_R_FUTURE_TIMESTAMP;
 			/* Orders are deduplicated forever by their table's key: never too late. */
-			else if (!c->is_orders &&
+			else if (!b->is_orders &&
 					 ((wm_us != PG_INT64_MIN && ts < wm_us - horizon) || ts < retained_from))
 				m->reason = ADS_R_TOO_LATE;
 		}
 		if (m->reason != ADS_OK)
 		{
-			m->status = MSG_REJECTED;
+			m->status = ADS_MSG_REJECTED;
 			p->b_rejected++;
 			continue;
 		}
 		wm_us = Max(wm_us, ts);
 		p->b_max_ts_us = Max(p->b_max_ts_us, ts);
 
-		memcpy(key.bytes, msg_id(c, m), 16);
+		memcpy(key.bytes, msg_id(b, m), 16);
 		e = idset_insert(ids, key, &found);
 		if (found)
 		{
-			m->status = MSG_DUPLICATE;
+			m->status = ADS_MSG_DUPLICATE;
 			p->b_duplicates++;
 		}
 		else
 		{
 			e->msg = i;
-			m->status = MSG_CANDIDATE;
+			m->status = ADS_MSG_CANDIDATE;
 		}
 	}
 	return ids;
 }
 
 static const char *
-reject_detail(AdsConsumer *c, AdsMsg *m, int64 wm_us)
+reject_detail(const AdsBatch *b, const AdsMsg *m)
 {
-	int64		now_us;
+	int64		now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 
 	switch (m->reason)
 	{
 		case ADS_R_FUTURE_TIMESTAMP:
-			now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 			return psprintf("ts is %lld s ahead of the server clock; adstream.max_future_skew is %d s",
-							(long long) ((msg_ts(c, m) - now_us) / USECS_PER_SEC),
+							(long long) ((msg_ts(b, m) - now_us) / USECS_PER_SEC),
 							adstream_max_future_skew_s);
 		case ADS_R_TOO_LATE:
-			if (msg_ts(c, m) < ads_timestamptz_to_unix_us(GetCurrentTimestamp()) -
-				(int64) adstream_minute_retention_s * USECS_PER_SEC)
+			if (msg_ts(b, m) < now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC)
 				return psprintf("ts is older than adstream.minute_retention (%d s)",
 								adstream_minute_retention_s);
 			return psprintf("ts is more than adstream.dedup_horizon (%d s) behind the source watermark",
@@ -416,83 +374,77 @@ reject_detail(AdsConsumer *c, AdsMsg *m, int64 wm_us)
 /* ---- the statements ---- */
 
 static void
-ensure_partitions(AdsConsumer *c)
+ensure_time_partitions(AdsBatch *b)
 {
-	int64	   *hours = palloc(sizeof(int64) * Max(c->nmsgs, 1));
-	int			n = 0;
-	Datum		arg;
+	AdsArray	hours;
 	hourset_hash *seen = hourset_create(CurrentMemoryContext, 64, NULL);
+	Datum		arg;
 
-	for (int i = 0; i < c->nmsgs; i++)
+	ads_array_init(&hours, TIMESTAMPTZOID, b->nmsgs);
+	for (int i = 0; i < b->nmsgs; i++)
 	{
-		AdsMsg	   *m = &c->msgs[i];
+		AdsMsg	   *m = &b->msgs[i];
 		int64		hour;
 		bool		found;
 
-		if (m->status != MSG_CANDIDATE)
+		if (m->status != ADS_MSG_CANDIDATE)
 			continue;
-		hour = m->ev.ts_us - m->ev.ts_us % USECS_PER_HOUR_I64;
-		if (hourset_lookup(c->ensured, hour))
+		hour = ads_hour_start_us(m->ev.ts_us);
+		if (hourset_lookup(b->ensured, hour))
 			continue;
 		hourset_insert(seen, hour, &found);
 		if (!found)
-			hours[n++] = hour;
+			ads_array_add_unix_us(&hours, hour);
 	}
-	if (n == 0)
+	if (hours.n == 0)
 		return;
 
-	arg = tstz_array(hours, NULL, n);
+	arg = ads_array_datum(&hours);
 	exec_plan(P_ENSURE, &arg, NULL, false, SPI_OK_SELECT);
 
-	/* Dropped on any error by ads_batch_forget_partitions(). */
-	if (c->ensured->members + n > MAX_ENSURED_HOURS)
-		hourset_reset(c->ensured);
-	for (int i = 0; i < n; i++)
+	/* Dropped on any error by ads_batch_settle(). */
+	if (b->ensured->members + hours.n > MAX_ENSURED_HOURS)
+		hourset_reset(b->ensured);
+	for (int i = 0; i < hours.n; i++)
 	{
 		bool		found;
 
-		hourset_insert(c->ensured, hours[i], &found);
+		hourset_insert(b->ensured,
+					   ads_timestamptz_to_unix_us(DatumGetTimestampTz(hours.values[i])), &found);
 	}
 }
 
 /* Sorted indexes of the candidate messages, by id; returns how many. */
 static int
-sorted_candidates(AdsConsumer *c, int **idx_out)
+sorted_candidates(AdsBatch *b, int **idx_out)
 {
-	int		   *idx = palloc(sizeof(int) * Max(c->nmsgs, 1));
+	int		   *idx = palloc(sizeof(int) * Max(b->nmsgs, 1));
 	int			n = 0;
 
-	for (int i = 0; i < c->nmsgs; i++)
-		if (c->msgs[i].status == MSG_CANDIDATE)
+	for (int i = 0; i < b->nmsgs; i++)
+		if (b->msgs[i].status == ADS_MSG_CANDIDATE)
 			idx[n++] = i;
-	qsort_arg(idx, n, sizeof(int), cmp_msg_id, c);
+	qsort_arg(idx, n, sizeof(int), cmp_msg_id, b);
 	*idx_out = idx;
 	return n;
 }
 
 /* Count each candidate as accepted (new) or duplicate. */
 static void
-count_candidates(AdsConsumer *c, const int *idx, int n)
+count_candidates(AdsBatch *b, const int *idx, int n)
 {
 	for (int i = 0; i < n; i++)
 	{
-		AdsMsg	   *m = &c->msgs[idx[i]];
+		AdsMsg	   *m = &b->msgs[idx[i]];
 
-		if (m->status == MSG_ACCEPTED)
-			c->parts[m->part].b_accepted++;
+		if (m->status == ADS_MSG_ACCEPTED)
+			b->parts[m->part].b_accepted++;
 		else
 		{
-			m->status = MSG_DUPLICATE;
-			c->parts[m->part].b_duplicates++;
+			m->status = ADS_MSG_DUPLICATE;
+			b->parts[m->part].b_duplicates++;
 		}
 	}
-}
-
-static inline int32
-event_hour(int64 ts_us)
-{
-	return (int32) ((ts_us - (ts_us % USECS_PER_HOUR_I64 + USECS_PER_HOUR_I64) % USECS_PER_HOUR_I64) /
-					USECS_PER_HOUR_I64);
 }
 
 /*
@@ -500,44 +452,44 @@ event_hour(int64 ts_us)
  * the other candidates were seen before.
  */
 static void
-dedup_orders(AdsConsumer *c, idset_hash *ids)
+dedup_orders(AdsBatch *b, idset_hash *ids)
 {
 	int		   *idx;
-	int			n = sorted_candidates(c, &idx);
-	Datum	   *uuids;
-	int64	   *ts,
-			   *user,
-			   *store;
-	Datum	   *amount,
-			   *currency;
+	int			n = sorted_candidates(b, &idx);
+	AdsArray	uuids,
+				user,
+				store,
+				amount,
+				currency,
+				ts;
 	Datum		args[7];
 
 	if (n == 0)
 		return;
-	uuids = palloc(sizeof(Datum) * n);
-	ts = palloc(sizeof(int64) * n);
-	user = palloc(sizeof(int64) * n);
-	store = palloc(sizeof(int64) * n);
-	amount = palloc(sizeof(Datum) * n);
-	currency = palloc(sizeof(Datum) * n);
+	ads_array_init(&uuids, UUIDOID, n);
+	ads_array_init(&user, INT8OID, n);
+	ads_array_init(&store, INT8OID, n);
+	ads_array_init(&amount, TEXTOID, n);
+	ads_array_init(&currency, TEXTOID, n);
+	ads_array_init(&ts, TIMESTAMPTZOID, n);
 	for (int i = 0; i < n; i++)
 	{
-		AdsOrder   *o = &c->msgs[idx[i]].order;
+		AdsOrder   *o = &b->msgs[idx[i]].order;
 
-		uuids[i] = PointerGetDatum(o->order_id);
-		ts[i] = o->ts_us;
-		user[i] = o->user_id;
-		store[i] = o->store_id;
-		amount[i] = CStringGetTextDatum(o->amount);
-		currency[i] = CStringGetTextDatum(o->currency);
+		ads_array_add(&uuids, PointerGetDatum(o->order_id));
+		ads_array_add(&user, Int64GetDatum(o->user_id));
+		ads_array_add(&store, Int64GetDatum(o->store_id));
+		ads_array_add(&amount, CStringGetTextDatum(o->amount));
+		ads_array_add(&currency, CStringGetTextDatum(o->currency));
+		ads_array_add_unix_us(&ts, o->ts_us);
 	}
-	args[0] = CStringGetTextDatum(c->name);
-	args[1] = PointerGetDatum(construct_array(uuids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	args[2] = int8_array(user, n);
-	args[3] = int8_array(store, n);
-	args[4] = varlena_array(amount, n, TEXTOID);
-	args[5] = varlena_array(currency, n, TEXTOID);
-	args[6] = tstz_array(ts, NULL, n);
+	args[0] = CStringGetTextDatum(b->source_name);
+	args[1] = ads_array_datum(&uuids);
+	args[2] = ads_array_datum(&user);
+	args[3] = ads_array_datum(&store);
+	args[4] = ads_array_datum(&amount);
+	args[5] = ads_array_datum(&currency);
+	args[6] = ads_array_datum(&ts);
 	exec_plan(P_ORDERS, args, NULL, false, SPI_OK_INSERT_RETURNING);
 
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -551,9 +503,9 @@ dedup_orders(AdsConsumer *c, idset_hash *ids)
 		e = idset_lookup(ids, key);
 		if (e == NULL)
 			elog(ERROR, "adstream: dedup returned an id that was not sent");
-		c->msgs[e->msg].status = MSG_ACCEPTED;
+		b->msgs[e->msg].status = ADS_MSG_ACCEPTED;
 	}
-	count_candidates(c, idx, n);
+	count_candidates(b, idx, n);
 }
 
 /*
@@ -562,17 +514,15 @@ dedup_orders(AdsConsumer *c, idset_hash *ids)
  * event time, in this transaction.
  */
 static void
-dedup_events(AdsConsumer *c)
+dedup_events(AdsBatch *b)
 {
 	int		   *idx;
-	int			n = sorted_candidates(c, &idx);
+	int			n = sorted_candidates(b, &idx);
 	const uint8 **idp;
 	int32	   *hours;
 	bool	   *is_new;
-	void	  **entries;
-	int			nhours = 0;
-	int64	   *row_hour;
-	Datum	   *row_ids;
+	AdsArray	row_hour,
+				row_ids;
 	Datum		args[3];
 
 	if (n == 0)
@@ -580,88 +530,56 @@ dedup_events(AdsConsumer *c)
 	idp = palloc(sizeof(uint8 *) * n);
 	hours = palloc(sizeof(int32) * n);
 	is_new = palloc(sizeof(bool) * n);
-	entries = palloc(sizeof(void *) * n);
 	for (int i = 0; i < n; i++)
 	{
-		idp[i] = c->msgs[idx[i]].ev.event_id;
-		hours[i] = event_hour(c->msgs[idx[i]].ev.ts_us);
+		idp[i] = b->msgs[idx[i]].ev.event_id;
+		hours[i] = ads_hour_number(b->msgs[idx[i]].ev.ts_us);
 	}
 
-	c->claim_xid = GetTopTransactionId();
-	ads_dedup_claim(c->args.source_id, n, idp, hours, is_new, entries);
+	ads_dedup_claim(b->source_id, n, idp, hours, is_new);
 	for (int i = 0; i < n; i++)
 		if (is_new[i])
-		{
-			c->msgs[idx[i]].status = MSG_ACCEPTED;
-			c->msgs[idx[i]].dedup_entry = entries[i];
-		}
-	count_candidates(c, idx, n);
+			b->msgs[idx[i]].status = ADS_MSG_ACCEPTED;
+	count_candidates(b, idx, n);
 
 	/* One dedup_log row per hour: the claimed ids of that hour, in id order. */
-	row_hour = palloc(sizeof(int64) * n);
-	row_ids = palloc(sizeof(Datum) * n);
+	ads_array_init(&row_hour, TIMESTAMPTZOID, n);
+	ads_array_init(&row_ids, BYTEAOID, n);
 	for (int i = 0; i < n; i++)
 	{
 		int			h;
 		int			count = 0;
-		bytea	   *b;
+		bytea	   *ids;
 		char	   *p;
+		int64		hour_us = (int64) hours[i] * USECS_PER_HOUR;
 
 		if (!is_new[i])
 			continue;
-		for (h = 0; h < nhours; h++)
-			if (row_hour[h] == (int64) hours[i] * USECS_PER_HOUR_I64)
+		for (h = 0; h < row_hour.n; h++)
+			if (ads_timestamptz_to_unix_us(DatumGetTimestampTz(row_hour.values[h])) == hour_us)
 				break;
-		if (h < nhours)
+		if (h < row_hour.n)
 			continue;			/* this hour's row is built already */
 		for (int j = i; j < n; j++)
 			count += (is_new[j] && hours[j] == hours[i]);
-		b = palloc(VARHDRSZ + 16 * count);
-		SET_VARSIZE(b, VARHDRSZ + 16 * count);
-		p = VARDATA(b);
+		ids = palloc(VARHDRSZ + 16 * count);
+		SET_VARSIZE(ids, VARHDRSZ + 16 * count);
+		p = VARDATA(ids);
 		for (int j = i; j < n; j++)
 			if (is_new[j] && hours[j] == hours[i])
 			{
 				memcpy(p, idp[j], 16);
 				p += 16;
 			}
-		row_hour[nhours] = (int64) hours[i] * USECS_PER_HOUR_I64;
-		row_ids[nhours] = PointerGetDatum(b);
-		nhours++;
+		ads_array_add_unix_us(&row_hour, hour_us);
+		ads_array_add(&row_ids, PointerGetDatum(ids));
 	}
-	if (nhours == 0)
+	if (row_hour.n == 0)
 		return;
-	args[0] = Int32GetDatum(c->args.source_id);
-	args[1] = tstz_array(row_hour, NULL, nhours);
-	args[2] = varlena_array(row_ids, nhours, BYTEAOID);
+	args[0] = Int32GetDatum(b->source_id);
+	args[1] = ads_array_datum(&row_hour);
+	args[2] = ads_array_datum(&row_ids);
 	exec_plan(P_DEDUP_LOG, args, NULL, false, SPI_OK_INSERT);
-}
-
-/*
- * The batch transaction has ended: its claims in the dedup index stand if
- * it committed and are withdrawn if not.  Never throws.
- */
-void
-ads_batch_settle(AdsConsumer *c, bool committed)
-{
-	const uint8 **idp;
-	void	  **entries;
-	int			n = 0;
-
-	if (!TransactionIdIsValid(c->claim_xid))
-		return;
-	idp = palloc(sizeof(uint8 *) * Max(c->nmsgs, 1));
-	entries = palloc(sizeof(void *) * Max(c->nmsgs, 1));
-	for (int i = 0; i < c->nmsgs; i++)
-		if (c->msgs[i].status == MSG_ACCEPTED)
-		{
-			idp[n] = c->msgs[i].ev.event_id;
-			entries[n++] = c->msgs[i].dedup_entry;
-		}
-	ads_dedup_settle(c->args.source_id, n, idp, entries, c->claim_xid, committed);
-	c->claim_xid = InvalidTransactionId;
-	pfree(idp);
-	pfree(entries);
 }
 
 /*
@@ -670,87 +588,86 @@ ads_batch_settle(AdsConsumer *c, bool committed)
  * orders source exists: without one nothing would ever read them.
  */
 static void
-keep_for_attribution(AdsConsumer *c)
+keep_for_attribution(AdsBatch *b)
 {
 	bool		impressions = adstream_view_through_window_s > 0;
 	int			n = 0;
-	Datum	   *ids,
-			   *types;
-	int64	   *ad,
-			   *camp,
-			   *user,
-			   *store,
-			   *ts;
+	AdsArray	ids,
+				types,
+				ad,
+				camp,
+				user,
+				store,
+				ts;
 	Datum		args[8];
 
-	for (int i = 0; i < c->nmsgs; i++)
-		if (c->msgs[i].status == MSG_ACCEPTED &&
-			(impressions || c->msgs[i].ev.type == ADS_EV_CLICK))
+	for (int i = 0; i < b->nmsgs; i++)
+		if (b->msgs[i].status == ADS_MSG_ACCEPTED &&
+			(impressions || b->msgs[i].ev.type == ADS_EV_CLICK))
 			n++;
 	if (n == 0)
 		return;
 
-	ids = palloc(sizeof(Datum) * n);
-	types = palloc(sizeof(Datum) * n);
-	ad = palloc(sizeof(int64) * n);
-	camp = palloc(sizeof(int64) * n);
-	user = palloc(sizeof(int64) * n);
-	store = palloc(sizeof(int64) * n);
-	ts = palloc(sizeof(int64) * n);
-	n = 0;
-	for (int i = 0; i < c->nmsgs; i++)
+	ads_array_init(&ids, UUIDOID, n);
+	ads_array_init(&types, TEXTOID, n);
+	ads_array_init(&ad, INT8OID, n);
+	ads_array_init(&camp, INT8OID, n);
+	ads_array_init(&user, INT8OID, n);
+	ads_array_init(&store, INT8OID, n);
+	ads_array_init(&ts, TIMESTAMPTZOID, n);
+	for (int i = 0; i < b->nmsgs; i++)
 	{
-		AdsEvent   *ev = &c->msgs[i].ev;
+		AdsEvent   *ev = &b->msgs[i].ev;
 
-		if (c->msgs[i].status != MSG_ACCEPTED || (!impressions && ev->type != ADS_EV_CLICK))
+		if (b->msgs[i].status != ADS_MSG_ACCEPTED || (!impressions && ev->type != ADS_EV_CLICK))
 			continue;
-		ids[n] = PointerGetDatum(ev->event_id);
-		types[n] = CStringGetTextDatum(ev->type == ADS_EV_CLICK ? "click" : "impression");
-		ad[n] = ev->ad_id;
-		camp[n] = ev->campaign_id;
-		user[n] = ev->user_id;
-		store[n] = ev->store_id;
-		ts[n] = ev->ts_us;
-		n++;
+		ads_array_add(&ids, PointerGetDatum(ev->event_id));
+		ads_array_add(&types, CStringGetTextDatum(ev->type == ADS_EV_CLICK ? "click" : "impression"));
+		ads_array_add(&ad, Int64GetDatum(ev->ad_id));
+		ads_array_add(&camp, Int64GetDatum(ev->campaign_id));
+		ads_array_add(&user, Int64GetDatum(ev->user_id));
+		ads_array_add(&store, Int64GetDatum(ev->store_id));
+		ads_array_add_unix_us(&ts, ev->ts_us);
 	}
-	args[0] = Int32GetDatum(c->args.source_id);
-	args[1] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	args[2] = varlena_array(types, n, TEXTOID);
-	args[3] = int8_array(ad, n);
-	args[4] = int8_array(camp, n);
-	args[5] = int8_array(user, n);
-	args[6] = int8_array(store, n);
-	args[7] = tstz_array(ts, NULL, n);
+	args[0] = Int32GetDatum(b->source_id);
+	args[1] = ads_array_datum(&ids);
+	args[2] = ads_array_datum(&types);
+	args[3] = ads_array_datum(&ad);
+	args[4] = ads_array_datum(&camp);
+	args[5] = ads_array_datum(&user);
+	args[6] = ads_array_datum(&store);
+	args[7] = ads_array_datum(&ts);
 	exec_plan(P_AD_EVENTS, args, NULL, false, SPI_OK_INSERT);
 }
 
 static void
-aggregate(AdsConsumer *c)
+aggregate(AdsBatch *b)
 {
 	aggmap_hash *agg = aggmap_create(CurrentMemoryContext, 1024, NULL);
 	aggmap_iterator it;
 	AggEntry   *e;
 	AggEntry  **rows;
 	int			n = 0;
-	int64	   *ad,
-			   *camp,
-			   *win,
-			   *imp,
-			   *clk;
-	int			nmin;
+	AdsArray	ad,
+				camp,
+				win,
+				imp,
+				clk,
+				minutes;
+	int64	   *win_us;
 	bool		isnull;
 	Datum		args[5];
 
-	for (int i = 0; i < c->nmsgs; i++)
+	for (int i = 0; i < b->nmsgs; i++)
 	{
-		AdsMsg	   *m = &c->msgs[i];
+		AdsMsg	   *m = &b->msgs[i];
 		AggKey		key;
 		bool		found;
 
-		if (m->status != MSG_ACCEPTED)
+		if (m->status != ADS_MSG_ACCEPTED)
 			continue;
 		key.ad_id = m->ev.ad_id;
-		key.window_us = m->ev.ts_us - m->ev.ts_us % USECS_PER_MINUTE_I64;
+		key.window_us = ads_minute_start_us(m->ev.ts_us);
 		e = aggmap_insert(agg, key, &found);
 		if (!found)
 		{
@@ -772,24 +689,26 @@ aggregate(AdsConsumer *c)
 		rows[n++] = e;
 	qsort(rows, n, sizeof(AggEntry *), cmp_agg);
 
-	ad = palloc(sizeof(int64) * n);
-	camp = palloc(sizeof(int64) * n);
-	win = palloc(sizeof(int64) * n);
-	imp = palloc(sizeof(int64) * n);
-	clk = palloc(sizeof(int64) * n);
+	ads_array_init(&ad, INT8OID, n);
+	ads_array_init(&camp, INT8OID, n);
+	ads_array_init(&win, TIMESTAMPTZOID, n);
+	ads_array_init(&imp, INT8OID, n);
+	ads_array_init(&clk, INT8OID, n);
+	win_us = palloc(sizeof(int64) * n);
 	for (int i = 0; i < n; i++)
 	{
-		ad[i] = rows[i]->key.ad_id;
-		camp[i] = rows[i]->campaign_id;
-		win[i] = rows[i]->key.window_us;
-		imp[i] = rows[i]->impressions;
-		clk[i] = rows[i]->clicks;
+		ads_array_add(&ad, Int64GetDatum(rows[i]->key.ad_id));
+		ads_array_add(&camp, Int64GetDatum(rows[i]->campaign_id));
+		ads_array_add_unix_us(&win, rows[i]->key.window_us);
+		ads_array_add(&imp, Int64GetDatum(rows[i]->impressions));
+		ads_array_add(&clk, Int64GetDatum(rows[i]->clicks));
+		win_us[i] = rows[i]->key.window_us;
 	}
-	args[0] = int8_array(ad, n);
-	args[1] = int8_array(camp, n);
-	args[2] = tstz_array(win, NULL, n);
-	args[3] = int8_array(imp, n);
-	args[4] = int8_array(clk, n);
+	args[0] = ads_array_datum(&ad);
+	args[1] = ads_array_datum(&camp);
+	args[2] = ads_array_datum(&win);
+	args[3] = ads_array_datum(&imp);
+	args[4] = ads_array_datum(&clk);
 	exec_plan(P_AGG, args, NULL, false, SPI_OK_INSERT);
 
 	/* Every row changed here is a change Pinot must see, while sinks exist. */
@@ -805,140 +724,162 @@ aggregate(AdsConsumer *c)
 	 * Queue the distinct minutes for the rollups, in order, so that
 	 * concurrent workers take the queue's index entries in the same order.
 	 */
-	qsort(win, n, sizeof(int64), cmp_int64);
-	nmin = 0;
+	qsort(win_us, n, sizeof(int64), cmp_int64);
+	ads_array_init(&minutes, TIMESTAMPTZOID, n);
 	for (int i = 0; i < n; i++)
-		if (nmin == 0 || win[nmin - 1] != win[i])
-			win[nmin++] = win[i];
-	args[0] = tstz_array(win, NULL, nmin);
+		if (i == 0 || win_us[i - 1] != win_us[i])
+			ads_array_add_unix_us(&minutes, win_us[i]);
+	args[0] = ads_array_datum(&minutes);
 	exec_plan(P_PENDING, args, NULL, false, SPI_OK_INSERT);
 }
 
 static void
-dead_letters(AdsConsumer *c, int64 wm_us)
+dead_letters(AdsBatch *b)
 {
 	int			n = 0;
-	int32	   *part,
-			   *size;
-	int64	   *off;
-	Datum	   *reason,
-			   *detail,
-			   *payload;
+	AdsArray	part,
+				off,
+				reason,
+				detail,
+				payload,
+				size;
 	Datum		args[8];
 
-	for (int i = 0; i < c->nmsgs; i++)
-		if (c->msgs[i].status == MSG_REJECTED)
+	for (int i = 0; i < b->nmsgs; i++)
+		if (b->msgs[i].status == ADS_MSG_REJECTED)
 			n++;
 	if (n == 0)
 		return;
 
-	part = palloc(sizeof(int32) * n);
-	size = palloc(sizeof(int32) * n);
-	off = palloc(sizeof(int64) * n);
-	reason = palloc(sizeof(Datum) * n);
-	detail = palloc(sizeof(Datum) * n);
-	payload = palloc(sizeof(Datum) * n);
-	n = 0;
-	for (int i = 0; i < c->nmsgs; i++)
+	ads_array_init(&part, INT4OID, n);
+	ads_array_init(&off, INT8OID, n);
+	ads_array_init(&reason, TEXTOID, n);
+	ads_array_init(&detail, TEXTOID, n);
+	ads_array_init(&payload, BYTEAOID, n);
+	ads_array_init(&size, INT4OID, n);
+	for (int i = 0; i < b->nmsgs; i++)
 	{
-		AdsMsg	   *m = &c->msgs[i];
+		AdsMsg	   *m = &b->msgs[i];
 		size_t		keep;
-		bytea	   *b;
+		bytea	   *kept;
 
-		if (m->status != MSG_REJECTED)
+		if (m->status != ADS_MSG_REJECTED)
 			continue;
 		keep = Min(m->rkm->len, PAYLOAD_KEEP_BYTES);
-		b = palloc(VARHDRSZ + keep);
-		SET_VARSIZE(b, VARHDRSZ + keep);
+		kept = palloc(VARHDRSZ + keep);
+		SET_VARSIZE(kept, VARHDRSZ + keep);
 		if (keep > 0)
-			memcpy(VARDATA(b), m->rkm->payload, keep);
-		part[n] = m->rkm->partition;
-		off[n] = m->rkm->offset;
-		size[n] = (int32) Min(m->rkm->len, (size_t) PG_INT32_MAX);
-		reason[n] = CStringGetTextDatum(ads_reason_name(m->reason));
-		detail[n] = CStringGetTextDatum(reject_detail(c, m, wm_us));
-		payload[n] = PointerGetDatum(b);
-		n++;
+			memcpy(VARDATA(kept), m->rkm->payload, keep);
+		ads_array_add(&part, Int32GetDatum(m->rkm->partition));
+		ads_array_add(&off, Int64GetDatum(m->rkm->offset));
+		ads_array_add(&reason, CStringGetTextDatum(ads_reason_name(m->reason)));
+		ads_array_add(&detail, CStringGetTextDatum(reject_detail(b, m)));
+		ads_array_add(&payload, PointerGetDatum(kept));
+		ads_array_add(&size, Int32GetDatum((int32) Min(m->rkm->len, (size_t) PG_INT32_MAX)));
 	}
-	args[0] = CStringGetTextDatum(c->name);
-	args[1] = CStringGetTextDatum(c->topic);
-	args[2] = int4_array(part, n);
-	args[3] = int8_array(off, n);
-	args[4] = varlena_array(reason, n, TEXTOID);
-	args[5] = varlena_array(detail, n, TEXTOID);
-	args[6] = varlena_array(payload, n, BYTEAOID);
-	args[7] = int4_array(size, n);
+	args[0] = CStringGetTextDatum(b->source_name);
+	args[1] = CStringGetTextDatum(b->topic);
+	args[2] = ads_array_datum(&part);
+	args[3] = ads_array_datum(&off);
+	args[4] = ads_array_datum(&reason);
+	args[5] = ads_array_datum(&detail);
+	args[6] = ads_array_datum(&payload);
+	args[7] = ads_array_datum(&size);
 	exec_plan(P_REJECT, args, NULL, false, SPI_OK_INSERT);
 }
 
 static void
-advance_offsets(AdsConsumer *c)
+advance_offsets(AdsBatch *b)
 {
-	int32	   *part = palloc(sizeof(int32) * c->nparts);
-	int64	   *expected = palloc(sizeof(int64) * c->nparts);
-	int64	   *next = palloc(sizeof(int64) * c->nparts);
-	int64	   *maxts = palloc(sizeof(int64) * c->nparts);
-	bool	   *maxts_null = palloc(sizeof(bool) * c->nparts);
-	int64	   *acc = palloc(sizeof(int64) * c->nparts);
-	int64	   *dup = palloc(sizeof(int64) * c->nparts);
-	int64	   *rej = palloc(sizeof(int64) * c->nparts);
-	int			n = 0;
+	AdsArray	part,
+				expected,
+				next,
+				maxts,
+				acc,
+				dup,
+				rej;
 	Datum		args[9];
 	bool		isnull;
 	int64		updated;
 
-	for (int i = 0; i < c->nparts; i++)
+	ads_array_init(&part, INT4OID, b->nparts);
+	ads_array_init(&expected, INT8OID, b->nparts);
+	ads_array_init(&next, INT8OID, b->nparts);
+	ads_array_init(&maxts, TIMESTAMPTZOID, b->nparts);
+	ads_array_init(&acc, INT8OID, b->nparts);
+	ads_array_init(&dup, INT8OID, b->nparts);
+	ads_array_init(&rej, INT8OID, b->nparts);
+	for (int i = 0; i < b->nparts; i++)
 	{
-		AdsPart    *p = &c->parts[i];
+		AdsPartition *p = &b->parts[i];
 
 		if (!p->in_batch)
 			continue;
-		part[n] = p->partition;
-		expected[n] = p->committed;
-		next[n] = p->b_next;
-		maxts[n] = p->b_max_ts_us;
-		maxts_null[n] = (p->b_max_ts_us == PG_INT64_MIN);
-		acc[n] = p->b_accepted;
-		dup[n] = p->b_duplicates;
-		rej[n] = p->b_rejected;
-		n++;
+		ads_array_add(&part, Int32GetDatum(p->partition));
+		ads_array_add(&expected, Int64GetDatum(p->committed));
+		ads_array_add(&next, Int64GetDatum(p->b_next));
+		if (p->b_max_ts_us == PG_INT64_MIN)
+			ads_array_add_null(&maxts);
+		else
+			ads_array_add_unix_us(&maxts, p->b_max_ts_us);
+		ads_array_add(&acc, Int64GetDatum(p->b_accepted));
+		ads_array_add(&dup, Int64GetDatum(p->b_duplicates));
+		ads_array_add(&rej, Int64GetDatum(p->b_rejected));
 	}
-	args[0] = CStringGetTextDatum(c->name);
-	args[1] = CStringGetTextDatum(c->topic);
-	args[2] = int4_array(part, n);
-	args[3] = int8_array(expected, n);
-	args[4] = int8_array(next, n);
-	args[5] = tstz_array(maxts, maxts_null, n);
-	args[6] = int8_array(acc, n);
-	args[7] = int8_array(dup, n);
-	args[8] = int8_array(rej, n);
+	args[0] = CStringGetTextDatum(b->source_name);
+	args[1] = CStringGetTextDatum(b->topic);
+	args[2] = ads_array_datum(&part);
+	args[3] = ads_array_datum(&expected);
+	args[4] = ads_array_datum(&next);
+	args[5] = ads_array_datum(&maxts);
+	args[6] = ads_array_datum(&acc);
+	args[7] = ads_array_datum(&dup);
+	args[8] = ads_array_datum(&rej);
 	exec_plan(P_OFFSETS, args, NULL, false, SPI_OK_SELECT);
 
 	updated = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (updated != n)
+	if (updated != part.n)
 	{
-		c->fenced = true;
+		b->fenced = true;
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("offsets of source \"%s\" moved under this worker", c->name),
+				 errmsg("offsets of source \"%s\" moved under this worker", b->source_name),
 				 errdetail("%d of %d partitions had a stored offset other than the one this worker committed last.",
-						   n - (int) updated, n),
+						   part.n - (int) updated, part.n),
 				 errhint("Another worker consumed the same partitions; this worker will re-read its offsets.")));
 	}
 }
 
+/* ---- the batch ---- */
+
 void
-ads_batch_forget_partitions(AdsConsumer *c)
+ads_batch_init(AdsBatch *b, int32 source_id, const char *source_name,
+			   const char *topic, bool is_orders)
 {
-	hourset_reset(c->ensured);
+	memset(b, 0, sizeof(AdsBatch));
+	b->source_id = source_id;
+	b->source_name = source_name;
+	b->topic = topic;
+	b->is_orders = is_orders;
+	b->ctx = AllocSetContextCreate(TopMemoryContext, "adstream batch", ALLOCSET_DEFAULT_SIZES);
+	b->ensured_ctx = AllocSetContextCreate(TopMemoryContext, "adstream ensured hours", ALLOCSET_SMALL_SIZES);
+	b->ensured = hourset_create(b->ensured_ctx, 256, NULL);
+	ads_batch_reset(b);
 }
 
-/*
- * Write the current batch in one transaction.  Throws on failure, with the
- * transaction left for the caller to abort.
- */
 void
-ads_batch_write(AdsConsumer *c)
+ads_batch_reset(AdsBatch *b)
+{
+	for (int i = 0; i < b->nmsgs; i++)
+		rd_kafka_message_destroy(b->msgs[i].rkm);
+	b->nmsgs = 0;
+	MemoryContextReset(b->ctx);
+	b->msgs_cap = adstream_batch_max_messages;
+	b->msgs = MemoryContextAlloc(b->ctx, sizeof(AdsMsg) * b->msgs_cap);
+}
+
+void
+ads_batch_write(AdsBatch *b)
 {
 	idset_hash *ids;
 	int64		wm_us = PG_INT64_MIN;
@@ -947,56 +888,40 @@ ads_batch_write(AdsConsumer *c)
 	bool		isnull;
 	Datum		d;
 
-	if (c->ensured == NULL)
-		c->ensured = hourset_create(c->ensured_ctx, 256, NULL);
-
 	ads_begin_tx("adstream: writing batch");
 
 	/* Keeps expire_dedup_state() from dropping what this batch judges against. */
 	(void) ads_lock("adstream.dedup_expiry", 0, false, false, true);
-	arg = CStringGetTextDatum(c->name);
+	arg = CStringGetTextDatum(b->source_name);
 	exec_plan(P_WATERMARK, &arg, NULL, true, SPI_OK_SELECT);
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (!isnull)
 		wm_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
-
-	c->claim_xid = InvalidTransactionId;
 	attribution = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	ids = classify(c, wm_us);
-	if (c->is_orders)
-		dedup_orders(c, ids);
+
+	ids = classify(b, wm_us);
+	if (b->is_orders)
+		dedup_orders(b, ids);
 	else
 	{
 		ads_dedup_index_prepare();
-		ensure_partitions(c);
-		dedup_events(c);
+		ensure_time_partitions(b);
+		dedup_events(b);
 		if (attribution)
-			keep_for_attribution(c);
-		aggregate(c);
+			keep_for_attribution(b);
+		aggregate(b);
 	}
-	dead_letters(c, wm_us);
-	advance_offsets(c);
+	dead_letters(b);
+	advance_offsets(b);
 
 	ads_end_tx();
 }
 
-/*
- * Judge the orders that are ready, in a transaction of its own (a batch of
- * orders is committed before it may be judged).  Returns how many were
- * decided.
- */
-int
-ads_attribute_orders(void)
+void
+ads_batch_settle(AdsBatch *b, bool committed)
 {
-	bool		isnull;
-	int			done;
-
-	ads_begin_tx("adstream: attributing orders");
-
-	if (SPI_execute("SELECT adstream.attribute_orders()", false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "adstream: attribute_orders failed");
-	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
-	ads_end_tx();
-	return done;
+	ads_dedup_settle(committed);
+	/* A rolled-back batch may have been the one that created them. */
+	if (!committed)
+		hourset_reset(b->ensured);
 }

@@ -9,31 +9,49 @@
  * worker sleeps on its latch and on a pipe that librdkafka writes to when
  * messages arrive, so SIGTERM and new data are both answered at once.
  */
-#include "adstream.h"
-
-#include "access/xact.h"
-#include "catalog/pg_type.h"
 #include "consumer.h"
-#include "dedup_index.h"
+
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
+#include "attribution.h"
+#include "batch.h"
+#include "catalog.h"
+#include "dedup_index.h"
+#include "guc.h"
+#include "kafka_consumer.h"
+#include "kafka_log.h"
+#include "registry.h"
+#include "txn.h"
+#include "worker.h"
 
 #define CONSUME_CHUNK 1024
 #define METADATA_TIMEOUT_MS 250
 #define STATUS_INTERVAL_MS 500
+#define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 10000
 #define ATTRIBUTION_INTERVAL_MS 1000
-#define ATTRIBUTION_PASS 5000	/* adstream.attribute_orders() default limit */
+
+typedef struct AdsConsumer
+{
+	AdsWorkerArgs args;
+	AdsWorkerSlot *slot;
+	AdsSourceDef source;		/* as read at start */
+
+	AdsKafkaConsumer *kafka;
+	int		   *part_of;		/* partition number -> index into batch.parts, or -1 */
+	int			part_of_len;
+
+	AdsBatch	batch;			/* the partitions and the batch being filled */
+	TimestampTz batch_started;
+} AdsConsumer;
 
 static AdsConsumer consumer;
 
@@ -46,56 +64,19 @@ static AdsConsumer consumer;
 static bool
 load_source(AdsConsumer *c)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(c->args.source_id)};
-	bool		ok = false;
+	bool		ok;
 
 	ads_begin_tx("adstream: reading source");
-	if (SPI_execute_with_args("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders' "
-							  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
-							  2, (Oid[]) {INT4OID, INT8OID},
-							  (Datum[]) {Int32GetDatum(c->args.source_id), Int64GetDatum(c->args.generation)},
-							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		TupleDesc	td = SPI_tuptable->tupdesc;
-		bool		isnull;
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		c->name = SPI_getvalue(tup, td, 1);
-		c->brokers = SPI_getvalue(tup, td, 2);
-		c->topic = SPI_getvalue(tup, td, 3);
-		c->start_policy = SPI_getvalue(tup, td, 4);
-		c->group_id = SPI_getvalue(tup, td, 5);
-		c->is_orders = DatumGetBool(SPI_getbinval(tup, td, 6, &isnull));
-		MemoryContextSwitchTo(old);
-
-		if (SPI_execute_with_args("SELECT o.key, o.value FROM adstream.sources s, "
-								  "jsonb_each_text(s.kafka_options) o WHERE s.id = $1",
-								  1, argtypes, args, NULL, true, 0) == SPI_OK_SELECT)
-		{
-			old = MemoryContextSwitchTo(TopMemoryContext);
-			c->nprops = (int) SPI_processed;
-			c->prop_keys = palloc0(sizeof(char *) * Max(c->nprops, 1));
-			c->prop_values = palloc0(sizeof(char *) * Max(c->nprops, 1));
-			for (int i = 0; i < c->nprops; i++)
-			{
-				c->prop_keys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-				c->prop_values[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-			}
-			MemoryContextSwitchTo(old);
-			ok = true;
-		}
-	}
+	ok = ads_catalog_read_source(c->args.owner_id, c->args.generation, &c->source);
 	/* After a start, rebuild the dedup index now rather than in the first batch. */
-	if (ok && !c->is_orders)
+	if (ok && !c->source.is_orders)
 		ads_dedup_index_prepare();
 	ads_end_tx();
 	return ok;
 }
 
 /*
- * Reads the stored next_offset of each partition in c->parts.  With the
+ * Reads the stored next_offset of each partition in the batch.  With the
  * 'latest' start policy a partition without a row first gets one at the
  * broker's current end, so that a crash before the first commit cannot
  * move the starting point.
@@ -103,14 +84,16 @@ load_source(AdsConsumer *c)
 static void
 load_offsets(AdsConsumer *c)
 {
+	AdsBatch   *b = &c->batch;
+
 	ads_begin_tx("adstream: reading offsets");
-	for (int i = 0; i < c->nparts; i++)
-		c->parts[i].committed = -1;
+	for (int i = 0; i < b->nparts; i++)
+		b->parts[i].committed = -1;
 
 	if (SPI_execute_with_args("SELECT partition, next_offset FROM adstream.offsets "
 							  "WHERE source = $1 AND topic = $2",
 							  2, (Oid[]) {TEXTOID, TEXTOID},
-							  (Datum[]) {CStringGetTextDatum(c->name), CStringGetTextDatum(c->topic)},
+							  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic)},
 							  NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "adstream: could not read offsets");
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -119,32 +102,32 @@ load_offsets(AdsConsumer *c)
 		int32		partition = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
 		int64		next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
 
-		for (int i = 0; i < c->nparts; i++)
-			if (c->parts[i].partition == partition)
-				c->parts[i].committed = next;
+		for (int i = 0; i < b->nparts; i++)
+			if (b->parts[i].partition == partition)
+				b->parts[i].committed = next;
 	}
 
-	if (strcmp(c->start_policy, "latest") == 0)
+	if (strcmp(c->source.start_policy, "latest") == 0)
 	{
-		for (int i = 0; i < c->nparts; i++)
+		for (int i = 0; i < b->nparts; i++)
 		{
-			AdsPart    *p = &c->parts[i];
+			AdsPartition *p = &b->parts[i];
 			int64		lo,
 						hi;
 
 			if (p->committed >= 0)
 				continue;
-			if (rd_kafka_query_watermark_offsets(c->kafka->rk, c->topic, p->partition,
+			if (rd_kafka_query_watermark_offsets(c->kafka->rk, c->source.topic, p->partition,
 												 &lo, &hi, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR)
 				ereport(ERROR,
 						(errcode(ERRCODE_CONNECTION_FAILURE),
 						 errmsg("adstream source \"%s\": could not read the end offset of partition %d",
-								c->name, p->partition),
+								c->source.name, p->partition),
 						 errhint("Check that the brokers are reachable; the worker retries.")));
 			SPI_execute_with_args("INSERT INTO adstream.offsets (source, topic, partition, next_offset) "
 								  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
 								  4, (Oid[]) {TEXTOID, TEXTOID, INT4OID, INT8OID},
-								  (Datum[]) {CStringGetTextDatum(c->name), CStringGetTextDatum(c->topic),
+								  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic),
 							  Int32GetDatum(p->partition), Int64GetDatum(hi)},
 								  NULL, false, 0);
 			p->committed = hi;
@@ -152,52 +135,53 @@ load_offsets(AdsConsumer *c)
 	}
 	ads_end_tx();
 
-	for (int i = 0; i < c->nparts; i++)
-		c->parts[i].position = c->parts[i].committed;
+	for (int i = 0; i < b->nparts; i++)
+		b->parts[i].position = b->parts[i].committed;
 }
 
 /* ---------------------------------------------------------------------
- * Partitions
+ * Kafka partitions
  * ---------------------------------------------------------------------
  */
 
+/* Show in the registry where each partition is read, and the broker's end. */
 static void
-publish_partitions(AdsConsumer *c)
+report_positions(AdsConsumer *c)
 {
-	AdsWorkerSlot *slot = c->slot;
+	AdsBatch   *b = &c->batch;
+	AdsPositionInfo info[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
 
-	SpinLockAcquire(&slot->mutex);
-	slot->nparts = c->nparts;
-	for (int i = 0; i < c->nparts; i++)
+	for (int i = 0; i < b->nparts; i++)
 	{
 		int64		lo = -1,
 					hi = -1;
 
-		slot->parts[i].partition = c->parts[i].partition;
-		slot->parts[i].position = c->parts[i].position;
-		if (rd_kafka_get_watermark_offsets(c->kafka->rk, c->topic, c->parts[i].partition,
+		info[i].partition = b->parts[i].partition;
+		info[i].position = b->parts[i].position;
+		if (rd_kafka_get_watermark_offsets(c->kafka->rk, c->source.topic, b->parts[i].partition,
 										   &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0)
 			hi = -1;
-		slot->parts[i].high_watermark = hi;
+		info[i].high_watermark = hi;
 	}
-	SpinLockRelease(&slot->mutex);
+	ads_slot_set_positions(c->slot, b->nparts, info);
 }
 
 /* (Re)assign every owned partition at the position we expect next. */
 static void
 assign_all(AdsConsumer *c)
 {
-	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(c->nparts);
+	AdsBatch   *b = &c->batch;
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(b->nparts);
 	int			maxp = -1;
 	rd_kafka_resp_err_t err;
 
-	for (int i = 0; i < c->nparts; i++)
+	for (int i = 0; i < b->nparts; i++)
 	{
 		rd_kafka_topic_partition_t *tp =
-			rd_kafka_topic_partition_list_add(list, c->topic, c->parts[i].partition);
+			rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition);
 
-		tp->offset = c->parts[i].position >= 0 ? c->parts[i].position : RD_KAFKA_OFFSET_BEGINNING;
-		maxp = Max(maxp, c->parts[i].partition);
+		tp->offset = b->parts[i].position >= 0 ? b->parts[i].position : RD_KAFKA_OFFSET_BEGINNING;
+		maxp = Max(maxp, b->parts[i].partition);
 	}
 	err = rd_kafka_assign(c->kafka->rk, list);
 	rd_kafka_topic_partition_list_destroy(list);
@@ -205,7 +189,7 @@ assign_all(AdsConsumer *c)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_FAILURE),
 				 errmsg("adstream source \"%s\": could not assign partitions: %s",
-						c->name, rd_kafka_err2str(err))));
+						c->source.name, rd_kafka_err2str(err))));
 
 	if (maxp + 1 > c->part_of_len)
 	{
@@ -216,9 +200,9 @@ assign_all(AdsConsumer *c)
 	}
 	for (int i = 0; i < c->part_of_len; i++)
 		c->part_of[i] = -1;
-	for (int i = 0; i < c->nparts; i++)
-		c->part_of[c->parts[i].partition] = i;
-	publish_partitions(c);
+	for (int i = 0; i < b->nparts; i++)
+		c->part_of[b->parts[i].partition] = i;
+	report_positions(c);
 }
 
 /*
@@ -228,7 +212,8 @@ assign_all(AdsConsumer *c)
 static bool
 discover_partitions(AdsConsumer *c)
 {
-	int			count = ads_kafka_partition_count(c->kafka, c->topic, METADATA_TIMEOUT_MS);
+	AdsBatch   *b = &c->batch;
+	int			count = ads_kafka_partition_count(c->kafka, c->source.topic, METADATA_TIMEOUT_MS);
 	int			added = 0;
 
 	if (count < 0)
@@ -240,25 +225,25 @@ discover_partitions(AdsConsumer *c)
 
 		if (p % c->args.nworkers != c->args.worker_index)
 			continue;
-		for (int i = 0; i < c->nparts; i++)
-			if (c->parts[i].partition == p)
+		for (int i = 0; i < b->nparts; i++)
+			if (b->parts[i].partition == p)
 				have = true;
 		if (have)
 			continue;
-		if (c->nparts >= ADS_MAX_PARTS_PER_WORKER)
+		if (b->nparts >= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER)
 		{
 			ereport(WARNING,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 					 errmsg("adstream source \"%s\": worker %d cannot take more than %d partitions",
-							c->name, c->args.worker_index, ADS_MAX_PARTS_PER_WORKER),
+							c->source.name, c->args.worker_index, ADS_MAX_TOPIC_PARTITIONS_PER_WORKER),
 					 errhint("Raise the source's \"workers\" option.")));
 			break;
 		}
-		memset(&c->parts[c->nparts], 0, sizeof(AdsPart));
-		c->parts[c->nparts].partition = p;
-		c->parts[c->nparts].committed = -1;
-		c->parts[c->nparts].position = -1;
-		c->nparts++;
+		memset(&b->parts[b->nparts], 0, sizeof(AdsPartition));
+		b->parts[b->nparts].partition = p;
+		b->parts[b->nparts].committed = -1;
+		b->parts[b->nparts].position = -1;
+		b->nparts++;
 		added++;
 	}
 	if (added == 0)
@@ -270,18 +255,18 @@ discover_partitions(AdsConsumer *c)
 	 * stored offsets.
 	 */
 	{
-		int64	   *keep = palloc(sizeof(int64) * c->nparts);
+		int64	   *keep = palloc(sizeof(int64) * b->nparts);
 
-		for (int i = 0; i < c->nparts - added; i++)
-			keep[i] = c->parts[i].position;
+		for (int i = 0; i < b->nparts - added; i++)
+			keep[i] = b->parts[i].position;
 		load_offsets(c);
-		for (int i = 0; i < c->nparts - added; i++)
-			c->parts[i].position = keep[i];
+		for (int i = 0; i < b->nparts - added; i++)
+			b->parts[i].position = keep[i];
 		pfree(keep);
 	}
 	ereport(LOG,
 			(errmsg("adstream source \"%s\": worker %d consumes %d partition(s) of topic \"%s\"",
-					c->name, c->args.worker_index, c->nparts, c->topic)));
+					c->source.name, c->args.worker_index, b->nparts, c->source.topic)));
 	assign_all(c);
 	return true;
 }
@@ -291,17 +276,6 @@ discover_partitions(AdsConsumer *c)
  * ---------------------------------------------------------------------
  */
 
-static void
-release_batch(AdsConsumer *c)
-{
-	for (int i = 0; i < c->nmsgs; i++)
-		rd_kafka_message_destroy(c->msgs[i].rkm);
-	c->nmsgs = 0;
-	MemoryContextReset(c->batch_ctx);
-	c->msgs_cap = adstream_batch_max_messages;
-	c->msgs = MemoryContextAlloc(c->batch_ctx, sizeof(AdsMsg) * c->msgs_cap);
-}
-
 /*
  * After a fence error: another process wrote our partitions' offsets.  Drop
  * what we hold and start over from what is stored.
@@ -309,7 +283,7 @@ release_batch(AdsConsumer *c)
 static void
 reset_from_stored(AdsConsumer *c)
 {
-	release_batch(c);
+	ads_batch_reset(&c->batch);
 	rd_kafka_assign(c->kafka->rk, NULL);
 	load_offsets(c);
 	assign_all(c);
@@ -318,8 +292,9 @@ reset_from_stored(AdsConsumer *c)
 static void
 add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 {
+	AdsBatch   *b = &c->batch;
 	int			idx;
-	AdsPart    *p;
+	AdsPartition *p;
 	AdsMsg	   *m;
 	char		detail[ADS_DETAIL_LEN];
 
@@ -331,14 +306,14 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 
 			snprintf(buf, sizeof(buf), "partition %d: %s", rkm->partition, rd_kafka_message_errstr(rkm));
 			ads_slot_set_error(c->slot, buf);
-			ereport(LOG, (errmsg("adstream source \"%s\": kafka: %s", c->name, buf)));
+			ereport(LOG, (errmsg("adstream source \"%s\": kafka: %s", c->source.name, buf)));
 		}
 		rd_kafka_message_destroy(rkm);
 		return;
 	}
 
 	idx = (rkm->partition >= 0 && rkm->partition < c->part_of_len) ? c->part_of[rkm->partition] : -1;
-	p = idx >= 0 ? &c->parts[idx] : NULL;
+	p = idx >= 0 ? &b->parts[idx] : NULL;
 	/* Left over from before a reassignment: not ours, or already taken. */
 	if (p == NULL || (p->position >= 0 && rkm->offset < p->position))
 	{
@@ -347,45 +322,36 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	}
 	p->position = rkm->offset + 1;
 
-	if (c->nmsgs == 0)
+	if (b->nmsgs == 0)
 		c->batch_started = GetCurrentTimestamp();
-	m = &c->msgs[c->nmsgs++];
+	m = &b->msgs[b->nmsgs++];
 	m->rkm = rkm;
 	m->part = idx;
 	m->detail = NULL;
-	m->dedup_entry = NULL;
-	if (c->is_orders)
+	if (b->is_orders)
 		m->parse_reason = ads_parse_order(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
 										  &m->order, detail, sizeof(detail));
 	else
 		m->parse_reason = ads_parse_event(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
 										  &m->ev, detail, sizeof(detail));
 	if (m->parse_reason != ADS_OK)
-		m->detail = MemoryContextStrdup(c->batch_ctx, detail);
+		m->detail = MemoryContextStrdup(b->ctx, detail);
 }
 
 /* Tell Kafka's group offsets where we are, for lag monitors only. */
 static void
 commit_to_kafka(AdsConsumer *c)
 {
-	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(c->nparts);
+	AdsBatch   *b = &c->batch;
+	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(b->nparts);
 
-	for (int i = 0; i < c->nparts; i++)
-		if (c->parts[i].in_batch)
-			rd_kafka_topic_partition_list_add(list, c->topic, c->parts[i].partition)->offset =
-				c->parts[i].b_next;
+	for (int i = 0; i < b->nparts; i++)
+		if (b->parts[i].in_batch)
+			rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition)->offset =
+				b->parts[i].b_next;
 	if (list->cnt > 0)
 		(void) rd_kafka_commit(c->kafka->rk, list, 1);
 	rd_kafka_topic_partition_list_destroy(list);
-}
-
-static void
-wait_ms(long ms)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
 }
 
 /*
@@ -395,6 +361,8 @@ wait_ms(long ms)
 static void
 flush_batch(AdsConsumer *c)
 {
+	AdsBatch   *b = &c->batch;
+
 	for (int attempt = 0;; attempt++)
 	{
 		MemoryContext oldcxt = CurrentMemoryContext;
@@ -404,53 +372,45 @@ flush_batch(AdsConsumer *c)
 		ads_slot_set_state(c->slot, attempt == 0 ? "committing" : "retrying");
 		PG_TRY();
 		{
-			ads_batch_write(c);
+			ads_batch_write(b);
 			ok = true;
 		}
 		PG_CATCH();
 		{
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			edata = ads_abort_tx(oldcxt);
 		}
 		PG_END_TRY();
-		MemoryContextSwitchTo(oldcxt);
-		ads_batch_settle(c, ok);
+		ads_batch_settle(b, ok);
 
 		if (ok)
 			break;
 
 		ads_slot_set_error(c->slot, edata->message);
-		ads_batch_forget_partitions(c);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
 				 errmsg("adstream source \"%s\": batch of %d messages not written: %s",
-						c->name, c->nmsgs, edata->message),
+						c->source.name, b->nmsgs, edata->message),
 				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
 				 errhint("%s%sThe worker retries the same messages; nothing is skipped.",
 						 edata->hint ? edata->hint : "", edata->hint ? " " : "")));
 		FreeErrorData(edata);
 
-		if (c->fenced)
+		if (b->fenced)
 		{
-			c->fenced = false;
+			b->fenced = false;
 			reset_from_stored(c);
 			return;
 		}
-		wait_ms(Min((long) RETRY_MAX_MS, 100L << Min(attempt, 7)));
+		ads_worker_wait(ads_backoff_ms(attempt, RETRY_MIN_MS, RETRY_MAX_MS));
 	}
 
-	for (int i = 0; i < c->nparts; i++)
-		if (c->parts[i].in_batch)
-			c->parts[i].committed = c->parts[i].b_next;
+	for (int i = 0; i < b->nparts; i++)
+		if (b->parts[i].in_batch)
+			b->parts[i].committed = b->parts[i].b_next;
 	commit_to_kafka(c);
-	release_batch(c);
+	ads_batch_reset(b);
 
-	SpinLockAcquire(&c->slot->mutex);
-	c->slot->last_commit_at = GetCurrentTimestamp();
-	SpinLockRelease(&c->slot->mutex);
+	ads_slot_note_commit(c->slot);
 	ads_slot_set_state(c->slot, "consuming");
 }
 
@@ -466,27 +426,21 @@ attribute_orders(AdsConsumer *c)
 	PG_TRY();
 	{
 		/* A full pass means more may be ready. */
-		while (ads_attribute_orders() >= ATTRIBUTION_PASS)
+		while (ads_attribute_orders() >= ADS_ATTRIBUTION_PASS)
 			CHECK_FOR_INTERRUPTS();
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = ads_abort_tx(oldcxt);
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
 		ads_slot_set_error(c->slot, edata->message);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
-				 errmsg("adstream source \"%s\": attribution pass failed: %s", c->name, edata->message),
+				 errmsg("adstream source \"%s\": attribution pass failed: %s", c->source.name, edata->message),
 				 errhint("Waiting orders stay in adstream.waiting_orders and are judged on the next pass.")));
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
 }
 
 /* ---------------------------------------------------------------------
@@ -494,25 +448,33 @@ attribute_orders(AdsConsumer *c)
  * ---------------------------------------------------------------------
  */
 
+/* Wait for the batch's deadline, new messages (the wake-up pipe) or the latch. */
 static void
-consumer_detach(int code, Datum arg)
+wait_for_messages(AdsConsumer *c)
 {
-	AdsWorkerSlot *slot = consumer.slot;
+	long		timeout = 1000;
 
-	SpinLockAcquire(&slot->mutex);
-	if (slot->pid == MyProcPid)
+	if (c->batch.nmsgs > 0)
 	{
-		slot->pid = 0;
-		slot->nparts = 0;
-		strlcpy(slot->state, "stopped", ADS_STATE_LEN);
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentTimestamp(),
+							TimestampTzPlusMilliseconds(c->batch_started, adstream_batch_max_ms),
+							&secs, &usecs);
+		timeout = Max(1, secs * 1000 + usecs / 1000);
 	}
-	SpinLockRelease(&slot->mutex);
+	(void) WaitLatchOrSocket(MyLatch,
+							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 c->kafka->wakeup_fd[0], timeout, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
 }
 
 void
 adstream_consumer_main(Datum arg)
 {
 	AdsConsumer *c = &consumer;
+	AdsBatch   *b = &c->batch;
 	char		errbuf[512];
 	char		client_id[NAMEDATALEN + 32];
 	rd_kafka_message_t *chunk[CONSUME_CHUNK];
@@ -520,61 +482,38 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_status = 0;
 	TimestampTz next_attribution = 0;
 
-	memcpy(&c->args, MyBgworkerEntry->bgw_extra, sizeof(AdsWorkerArgs));
-	c->slot = &ads_shared->slots[c->args.slot];
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
-
-	SpinLockAcquire(&c->slot->mutex);
-	c->slot->pid = MyProcPid;
-	c->slot->started_at = GetCurrentTimestamp();
-	c->slot->last_error[0] = '\0';
-	c->slot->last_error_at = 0;
-	strlcpy(c->slot->state, "starting", ADS_STATE_LEN);
-	SpinLockRelease(&c->slot->mutex);
-	before_shmem_exit(consumer_detach, (Datum) 0);
-
+	c->slot = ads_worker_start(&c->args);
 	if (!load_source(c))
 		proc_exit(0);			/* paused or dropped meanwhile */
 
-	snprintf(client_id, sizeof(client_id), "adstream-%s-%d", c->name, c->args.worker_index);
-	c->kafka = ads_kafka_open(c->brokers, c->group_id, client_id, c->nprops,
-							  c->prop_keys, c->prop_values, errbuf, sizeof(errbuf));
+	snprintf(client_id, sizeof(client_id), "adstream-%s-%d", c->source.name, c->args.worker_index);
+	c->kafka = ads_kafka_consumer_open(c->source.brokers, c->source.group_id, client_id,
+									   &c->source.props, errbuf, sizeof(errbuf));
 	if (c->kafka == NULL)
 	{
 		ads_slot_set_error(c->slot, errbuf);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("adstream source \"%s\": invalid Kafka configuration: %s", c->name, errbuf),
+				 errmsg("adstream source \"%s\": invalid Kafka configuration: %s", c->source.name, errbuf),
 				 errhint("Drop and re-create the source with valid options.")));
 	}
 
-	c->batch_ctx = AllocSetContextCreate(TopMemoryContext, "adstream batch", ALLOCSET_DEFAULT_SIZES);
-	c->ensured_ctx = AllocSetContextCreate(TopMemoryContext, "adstream partitions", ALLOCSET_SMALL_SIZES);
-	release_batch(c);
+	ads_batch_init(b, c->args.owner_id, c->source.name, c->source.topic, c->source.is_orders);
 	ads_slot_set_state(c->slot, "consuming");
-	ereport(LOG, (errmsg("adstream consumer worker %d of source \"%s\" started",
-						 c->args.worker_index, c->name)));
+	ereport(LOG, (errmsg("adstream consumer %d/%d of source \"%s\" started",
+						 c->args.worker_index + 1, c->args.nworkers, c->source.name)));
 
 	for (;;)
 	{
 		TimestampTz now;
 		int			n;
-		long		timeout;
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		ads_kafka_report(c->slot, "source", c->name);
+		ads_worker_reload_config();
+		ads_kafka_report(c->slot, "source", c->source.name);
 
 		now = GetCurrentTimestamp();
-		if (now >= next_discovery && c->nmsgs == 0)
+		if (now >= next_discovery && b->nmsgs == 0)
 		{
 			bool		found = discover_partitions(c);
 
@@ -583,11 +522,11 @@ adstream_consumer_main(Datum arg)
 		}
 		if (now >= next_status)
 		{
-			publish_partitions(c);
+			report_positions(c);
 			next_status = TimestampTzPlusMilliseconds(now, STATUS_INTERVAL_MS);
 		}
 		/* Orders wait for the ad events; look again every second. */
-		if (c->is_orders && c->nmsgs == 0 && now >= next_attribution)
+		if (b->is_orders && b->nmsgs == 0 && now >= next_attribution)
 		{
 			attribute_orders(c);
 			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ATTRIBUTION_INTERVAL_MS);
@@ -597,42 +536,27 @@ adstream_consumer_main(Datum arg)
 		 * Clear the wake-up pipe before reading, so that a message arriving
 		 * after the read below writes to it again and the wait returns.
 		 */
-		ads_kafka_clear_wakeup(c->kafka);
+		ads_kafka_consumer_clear_wakeup(c->kafka);
 		n = 0;
-		if (c->nparts > 0 && c->nmsgs < c->msgs_cap)
+		if (b->nparts > 0 && b->nmsgs < b->msgs_cap)
 		{
 			n = (int) rd_kafka_consume_batch_queue(c->kafka->queue, 0, chunk,
-												   Min(CONSUME_CHUNK, c->msgs_cap - c->nmsgs));
+												   Min(CONSUME_CHUNK, b->msgs_cap - b->nmsgs));
 			for (int i = 0; i < n; i++)
 				add_message(c, chunk[i]);
 		}
 
-		if (c->nmsgs > 0 &&
-			(c->nmsgs >= c->msgs_cap ||
+		if (b->nmsgs > 0 &&
+			(b->nmsgs >= b->msgs_cap ||
 			 TimestampDifferenceExceeds(c->batch_started, GetCurrentTimestamp(), adstream_batch_max_ms)))
 		{
 			/* What is read but not yet committed shows while the batch is written. */
-			publish_partitions(c);
+			report_positions(c);
 			flush_batch(c);
 			continue;
 		}
 		if (n > 0)
 			continue;
-
-		timeout = 1000;
-		if (c->nmsgs > 0)
-		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(GetCurrentTimestamp(),
-								TimestampTzPlusMilliseconds(c->batch_started, adstream_batch_max_ms),
-								&secs, &usecs);
-			timeout = Max(1, secs * 1000 + usecs / 1000);
-		}
-		(void) WaitLatchOrSocket(MyLatch,
-								 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 c->kafka->wakeup_fd[0], timeout, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		wait_for_messages(c);
 	}
 }

@@ -20,11 +20,15 @@
  * event-time hour, to adstream.dedup_log (partitioned by that hour).  The
  * index is in shared memory, so after a crash restart it is empty; the first
  * ad-events worker to start rebuilds it from dedup_log before any id is
- * judged (every batch checks), and every other worker waits for that.  A batch that aborts leaves entries of an aborted
- * transaction, which count as absent; the worker also removes them.  After a
- * commit the worker marks its entries frozen, so that their transaction's
- * status is never needed again (clog may be truncated long before the hour
- * expires).
+ * judged (every batch checks), and every other worker waits for that.
+ *
+ * Settling: the backend remembers the entries its batch claimed.  When the
+ * transaction has ended it freezes them (committed) or removes them
+ * (aborted), and a worker that exits in the middle of a batch does the same
+ * on its way out.  So no entry outlives its claimer unsettled, and an
+ * entry's transaction status is only ever asked while clog surely holds it
+ * (clog may be truncated long before the hour expires; an abandoned claim
+ * judged then would count as committed and lose the event).
  *
  * Expiry follows the table: adstream.expire_dedup_state() drops whole
  * dedup_log partitions behind watermark - dedup_horizon and then forgets the
@@ -35,7 +39,7 @@
  * it is full a batch fails with an error naming the setting, and is retried:
  * ingestion stops rather than forgets an id it should remember.
  */
-#include "adstream.h"
+#include "dedup_index.h"
 
 #include "access/transam.h"
 #include "access/xact.h"
@@ -50,15 +54,14 @@
 #include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "consumer.h"
-#include "dedup_index.h"
-
-int			adstream_dedup_index_size = 4000000;
+#include "event_time.h"
+#include "guc.h"
+#include "txn.h"
 
 typedef struct DedupKey
 {
@@ -85,16 +88,6 @@ static DedupIndexState *state = NULL;
 static HTAB *index_hash = NULL;
 
 #define REBUILD_FETCH 64
-
-void
-ads_dedup_index_define_guc(void)
-{
-	DefineCustomIntVariable("adstream.dedup_index_size",
-							"Capacity, in event ids, of the shared-memory index that deduplicates ad events.",
-							"Size it for the peak event rate times (adstream.dedup_horizon + 1 hour); each id takes about 56 bytes of shared memory.",
-							&adstream_dedup_index_size, 4000000, 1000, 1000000000,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-}
 
 Size
 ads_dedup_index_shmem_size(void)
@@ -270,18 +263,76 @@ ads_dedup_index_prepare(void)
 }
 
 /*
- * Has the transaction that claimed this entry committed?  A transaction
- * older than the oldest one clog still knows about committed long ago: a
- * batch whose transaction aborted is retried, and its retry claims the
- * same ids at once.
+ * Claims of this backend's current batch transaction that are not settled
+ * yet: every entry whose xid is not frozen belongs to one of these lists,
+ * in a backend that is alive.  That is what makes an entry's xid safe to
+ * judge by its transaction's status: it is in progress, or has just ended
+ * and is about to be settled here, so clog always knows it.
+ */
+typedef struct PendingClaim
+{
+	DedupEntry *entry;
+	DedupKey	key;
+} PendingClaim;
+
+static PendingClaim *pending = NULL;
+static int	npending = 0;
+static int	pending_cap = 0;
+static TransactionId pending_xid = InvalidTransactionId;
+static bool exit_hook_installed = false;
+
+static void settle_pending(bool committed);
+
+/*
+ * A worker ended by FATAL in the middle of a batch (pause_source under load
+ * sends SIGTERM) exits without returning to its loop: settle its claims on
+ * the way out.  Its transaction has not been aborted yet when this runs
+ * (before_shmem_exit callbacks run newest first), but it can no longer
+ * commit, so the claims are withdrawn unless clog already says committed.
+ */
+static void
+settle_at_exit(int code, Datum arg)
+{
+	if (npending > 0)
+		settle_pending(TransactionIdDidCommit(pending_xid));
+}
+
+static void
+remember_claim(DedupEntry *e, TransactionId xid)
+{
+	if (!exit_hook_installed)
+	{
+		before_shmem_exit(settle_at_exit, (Datum) 0);
+		exit_hook_installed = true;
+	}
+	if (npending == pending_cap)
+	{
+		int			cap = Max(1024, pending_cap * 2);
+
+		pending = pending == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(PendingClaim) * cap)
+			: repalloc(pending, sizeof(PendingClaim) * cap);
+		pending_cap = cap;
+	}
+	Assert(npending == 0 || pending_xid == xid);
+	pending_xid = xid;
+	pending[npending].entry = e;
+	pending[npending].key = e->key;
+	npending++;
+}
+
+/*
+ * Has the transaction that claimed this entry committed?  Only called for
+ * an entry that is not frozen and whose transaction is not in progress: the
+ * claim of a transaction that just ended and whose backend has not settled
+ * it yet (see PendingClaim), so its status is in clog.
  */
 static bool
 claimer_committed(DedupEntry *e)
 {
 	if (e->xid == FrozenTransactionId)
 		return true;
-	if (TransactionIdPrecedes(e->xid, ShmemVariableCache->oldestClogXid) ||
-		TransactionIdDidCommit(e->xid))
+	if (TransactionIdDidCommit(e->xid))
 	{
 		e->xid = FrozenTransactionId;
 		return true;
@@ -291,12 +342,13 @@ claimer_committed(DedupEntry *e)
 
 /*
  * Claim ids (sorted, distinct) for the current transaction.  is_new[i] says
- * whether ids[i] is new, which also means it is now claimed; entries[i] is
- * then its entry, for ads_dedup_settle().
+ * whether ids[i] is new, which also means it is now claimed.  The claims are
+ * settled by ads_dedup_settle() after the transaction ends, or when the
+ * process exits.
  */
 void
 ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *hours,
-				bool *is_new, void **entries)
+				bool *is_new)
 {
 	TransactionId xid = GetTopTransactionId();
 	DedupKey	key;
@@ -339,43 +391,44 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		e->xid = xid;
 		e->hour = hours[i];
 		is_new[i] = true;
-		entries[i] = e;
+		remember_claim(e, xid);
 	}
 	LWLockRelease(state->lock);
 }
 
 /*
- * After the claiming transaction ended: freeze its entries if it committed,
- * remove them if it aborted.  An entry expired since (its element possibly
- * reused for another id) or taken over by another transaction no longer
- * has this id and xid, and is left alone; a freed element that still has
- * them may be frozen harmlessly, since it is overwritten when reused.
+ * Freeze the pending claims if their transaction committed, remove them if
+ * not.  An entry expired since (its element possibly reused for another id)
+ * or taken over by another transaction no longer has this key and xid, and
+ * is left alone; a freed element that still has them may be frozen
+ * harmlessly, since it is overwritten when reused.
  */
-void
-ads_dedup_settle(int32 source_id, int n, const uint8 *const *ids, void *const *entries,
-				 TransactionId xid, bool committed)
+static void
+settle_pending(bool committed)
 {
-	if (state == NULL || !TransactionIdIsValid(xid) || n == 0)
-		return;
-
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < npending; i++)
 	{
-		DedupEntry *e = (DedupEntry *) entries[i];
+		DedupEntry *e = pending[i].entry;
 
-		if (e == NULL || e->xid != xid || e->key.source_id != source_id ||
-			memcmp(e->key.id, ids[i], 16) != 0)
+		if (e->xid != pending_xid ||
+			memcmp(&e->key, &pending[i].key, sizeof(DedupKey)) != 0)
 			continue;
 		if (committed)
 			e->xid = FrozenTransactionId;
 		else
-		{
-			DedupKey	key = e->key;
-
-			hash_search(index_hash, &key, HASH_REMOVE, NULL);
-		}
+			hash_search(index_hash, &pending[i].key, HASH_REMOVE, NULL);
 	}
 	LWLockRelease(state->lock);
+	npending = 0;
+	pending_xid = InvalidTransactionId;
+}
+
+void
+ads_dedup_settle(bool committed)
+{
+	if (npending > 0)
+		settle_pending(committed);
 }
 
 /*
@@ -388,17 +441,14 @@ Datum
 adstream_dedup_forget(PG_FUNCTION_ARGS)
 {
 	TimestampTz before = PG_GETARG_TIMESTAMPTZ(0);
-	int64		before_us = ads_timestamptz_to_unix_us(before);
-	int64		upto_hour;		/* hours below this end at or before `before` */
+	/* hours below this end at or before `before` */
+	int64		upto_hour = ads_hour_number(ads_timestamptz_to_unix_us(before));
 	HASH_SEQ_STATUS seq;
 	DedupEntry *e;
 	int64		forgotten = 0;
 
 	if (state == NULL)
 		PG_RETURN_INT64(0);
-	/* floor division: hour h ends at (h + 1) * 3600 s */
-	upto_hour = before_us / INT64CONST(3600000000) - (before_us % INT64CONST(3600000000) < 0 ? 1 : 0);
-
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	if (state->database == MyDatabaseId)
 	{

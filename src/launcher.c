@@ -1,23 +1,23 @@
 /*
  * launcher.c
- *     The static background worker that keeps one consumer worker running
- *     per (enabled source, worker index).
+ *     The static background worker that keeps the workers running: one
+ *     consumer per (enabled source, worker index) and one publisher per
+ *     enabled sink.
  *
- * States of a (source, index) pair, as the launcher sees them:
+ * States of a worker (kind, source or sink, index), as the launcher sees them:
  *   missing  -> start a dynamic worker (after its backoff, if it crashed)
- *   running  -> nothing, unless the source was paused, dropped or changed
- *               generation: then it is asked to stop (SIGTERM)
+ *   running  -> nothing, unless its source or sink was paused, dropped or
+ *               changed generation: then it is asked to stop (SIGTERM)
  *   stopped  -> if we asked for it, the slot is freed; otherwise the worker
  *               failed, and it is restarted after 1 s, 2 s, 4 s ... 60 s.
  * The launcher is woken by a latch when a source changes (commit hook in
  * adstream.c) and when a worker starts or stops (bgw_notify_pid), and
  * otherwise polls every adstream.launcher_naptime.
  */
-#include "adstream.h"
+#include "launcher.h"
 
 #include <signal.h>
 
-#include "access/xact.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -25,11 +25,13 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
-#include "tcop/tcopprot.h"
-#include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
+#include "guc.h"
+#include "registry.h"
+#include "txn.h"
+#include "worker.h"
 
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS 60000
@@ -37,8 +39,8 @@
 
 typedef struct DesiredWorker
 {
-	bool		publisher;		/* a sink's publisher, else a source's consumer */
-	int32		source_id;		/* or sink id */
+	AdsWorkerKind kind;
+	int32		owner_id;		/* the source's id, or the sink's */
 	int32		nworkers;
 	int64		generation;
 	char		name[NAMEDATALEN];
@@ -52,12 +54,14 @@ typedef struct LocalSlot
 	TimestampTz started_at;
 } LocalSlot;
 
-/* Restart backoff per (source, index), kept across slot reuse. */
+/* Restart backoff per (kind, owner, index), kept across slot reuse. */
 typedef struct Backoff
 {
-	int32		source_id;
+	AdsWorkerKind kind;
+	int32		owner_id;
 	int32		worker_index;
-	int32		failures;
+	int32		failures;		/* since it last ran for HEALTHY_AFTER_MS */
+	int32		restarts;		/* all unexpected exits */
 	TimestampTz not_before;
 } Backoff;
 
@@ -87,27 +91,22 @@ ads_register_launcher(void)
 static void
 launcher_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&ads_shared->mutex);
-	if (ads_shared->launcher_pid == MyProcPid)
-	{
-		ads_shared->launcher_pid = 0;
-		ads_shared->launcher_latch = NULL;
-	}
-	SpinLockRelease(&ads_shared->mutex);
+	ads_registry_clear_launcher();
 }
 
 static Backoff *
-get_backoff(int32 source_id, int32 worker_index)
+get_backoff(AdsWorkerKind kind, int32 owner_id, int32 worker_index)
 {
 	for (int i = 0; i < nbackoffs; i++)
-		if (backoffs[i].source_id == source_id && backoffs[i].worker_index == worker_index)
+		if (backoffs[i].kind == kind && backoffs[i].owner_id == owner_id &&
+			backoffs[i].worker_index == worker_index)
 			return &backoffs[i];
-	if (nbackoffs >= ads_shared->nslots * 2)
+	if (nbackoffs >= ads_registry->nslots * 2)
 		nbackoffs = 0;			/* forget stale entries rather than grow */
-	backoffs[nbackoffs].source_id = source_id;
+	memset(&backoffs[nbackoffs], 0, sizeof(Backoff));
+	backoffs[nbackoffs].kind = kind;
+	backoffs[nbackoffs].owner_id = owner_id;
 	backoffs[nbackoffs].worker_index = worker_index;
-	backoffs[nbackoffs].failures = 0;
-	backoffs[nbackoffs].not_before = 0;
 	return &backoffs[nbackoffs++];
 }
 
@@ -140,12 +139,13 @@ read_desired(DesiredWorker **out)
 			bool		isnull;
 			char	   *name;
 
-			(*out)[i].source_id = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+			(*out)[i].owner_id = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
 			(*out)[i].nworkers = DatumGetInt32(SPI_getbinval(tup, td, 2, &isnull));
 			(*out)[i].generation = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
 			name = SPI_getvalue(tup, td, 4);
 			strlcpy((*out)[i].name, name, NAMEDATALEN);
-			(*out)[i].publisher = DatumGetBool(SPI_getbinval(tup, td, 5, &isnull));
+			(*out)[i].kind = DatumGetBool(SPI_getbinval(tup, td, 5, &isnull)) ?
+				ADS_WORKER_PUBLISHER : ADS_WORKER_CONSUMER;
 		}
 	}
 
@@ -177,11 +177,13 @@ launcher_round(void)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(oldcxt);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		ErrorData  *edata = ads_abort_tx(oldcxt);
+
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("adstream launcher: %s", edata->message),
+				 errhint("The launcher tries again in a second; running workers are not affected.")));
+		FreeErrorData(edata);
 		wait_ms = 1000;
 	}
 	PG_END_TRY();
@@ -191,34 +193,36 @@ launcher_round(void)
 }
 
 static bool
-start_worker(int slotno, const DesiredWorker *d, int worker_index)
+start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restarts)
 {
 	BackgroundWorker bgw;
 	AdsWorkerArgs args;
-	AdsWorkerSlot *slot = &ads_shared->slots[slotno];
+	AdsWorkerSlot *slot = &ads_registry->slots[slotno];
+	bool		publisher = (d->kind == ADS_WORKER_PUBLISHER);
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);
-	if (d->publisher)
+	if (publisher)
 	{
 		strlcpy(bgw.bgw_function_name, "adstream_publisher_main", BGW_MAXLEN);
-		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream publisher %s", d->name);
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream publisher of sink %s", d->name);
 		strlcpy(bgw.bgw_type, "adstream publisher", BGW_MAXLEN);
 	}
 	else
 	{
 		strlcpy(bgw.bgw_function_name, "adstream_consumer_main", BGW_MAXLEN);
-		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream consumer %s #%d", d->name, worker_index);
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream consumer %d/%d of source %s",
+				 worker_index + 1, d->nworkers, d->name);
 		strlcpy(bgw.bgw_type, "adstream consumer", BGW_MAXLEN);
 	}
 	bgw.bgw_notify_pid = MyProcPid;
 
 	args.slot = slotno;
-	args.publisher = d->publisher;
-	args.source_id = d->source_id;
+	args.kind = d->kind;
+	args.owner_id = d->owner_id;
 	args.worker_index = worker_index;
 	args.nworkers = d->nworkers;
 	args.generation = d->generation;
@@ -227,13 +231,15 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index)
 	SpinLockAcquire(&slot->mutex);
 	slot->in_use = true;
 	slot->database = MyDatabaseId;
-	slot->publisher = d->publisher;
-	slot->source_id = d->source_id;
+	slot->kind = d->kind;
+	slot->owner_id = d->owner_id;
+	strlcpy(slot->owner_name, d->name, NAMEDATALEN);
 	slot->worker_index = worker_index;
 	slot->nworkers = d->nworkers;
 	slot->generation = d->generation;
 	slot->pid = 0;
-	slot->nparts = 0;
+	slot->restarts = restarts;
+	slot->npositions = 0;
 	slot->started_at = 0;
 	slot->last_commit_at = 0;
 	strlcpy(slot->state, "starting", ADS_STATE_LEN);
@@ -251,7 +257,9 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index)
 		{
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("adstream could not start a consumer worker for source \"%s\"", d->name),
+					 errmsg("adstream could not start the %s of %s \"%s\"",
+							publisher ? "publisher" : "consumer",
+							ads_worker_kind_owner(d->kind), d->name),
 					 errhint("Raise max_worker_processes (it must also cover other background workers) and restart the server.")));
 			last_no_slot_warning = now;
 		}
@@ -269,33 +277,44 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index)
 static void
 reap_slot(int slotno)
 {
-	AdsWorkerSlot *slot = &ads_shared->slots[slotno];
+	AdsWorkerSlot *slot = &ads_registry->slots[slotno];
 	LocalSlot  *ls = &local_slots[slotno];
-	int32		source_id,
-				worker_index;
+	AdsWorkerKind kind;
+	int32		owner_id,
+				worker_index,
+				nworkers;
+	char		name[NAMEDATALEN];
 
 	SpinLockAcquire(&slot->mutex);
-	source_id = slot->source_id;
-	/* Publishers have their own ids: keep their backoff apart. */
-	worker_index = slot->publisher ? -1 : slot->worker_index;
+	kind = slot->kind;
+	owner_id = slot->owner_id;
+	worker_index = slot->worker_index;
+	nworkers = slot->nworkers;
+	strlcpy(name, slot->owner_name, NAMEDATALEN);
 	slot->in_use = false;
 	slot->pid = 0;
 	SpinLockRelease(&slot->mutex);
 
 	if (!ls->stop_requested)
 	{
-		Backoff    *b = get_backoff(source_id, worker_index);
+		Backoff    *b = get_backoff(kind, owner_id, worker_index);
 		TimestampTz now = GetCurrentTimestamp();
-		int			delay;
+		long		delay;
 
 		if (TimestampDifferenceExceeds(ls->started_at, now, HEALTHY_AFTER_MS))
 			b->failures = 0;
-		delay = Min(BACKOFF_MAX_MS, BACKOFF_MIN_MS << Min(b->failures, 6));
+		delay = ads_backoff_ms(b->failures, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 		b->failures++;
+		b->restarts++;
 		b->not_before = TimestampTzPlusMilliseconds(now, delay);
-		ereport(LOG,
-				(errmsg("adstream consumer worker %d of source %d exited unexpectedly; restarting in %d ms",
-						worker_index, source_id, delay)));
+		if (kind == ADS_WORKER_PUBLISHER)
+			ereport(LOG,
+					(errmsg("adstream publisher of sink \"%s\" exited unexpectedly; restarting in %ld ms",
+							name, delay)));
+		else
+			ereport(LOG,
+					(errmsg("adstream consumer %d/%d of source \"%s\" exited unexpectedly; restarting in %ld ms",
+							worker_index + 1, nworkers, name, delay)));
 	}
 	if (ls->handle)
 		pfree(ls->handle);
@@ -310,9 +329,9 @@ reconcile(DesiredWorker *desired, int ndesired)
 	long		wait_ms = adstream_launcher_naptime_ms;
 
 	/* 1. Reap stopped workers; stop unwanted ones. */
-	for (int i = 0; i < ads_shared->nslots; i++)
+	for (int i = 0; i < ads_registry->nslots; i++)
 	{
-		AdsWorkerSlot *slot = &ads_shared->slots[i];
+		AdsWorkerSlot *slot = &ads_registry->slots[i];
 		LocalSlot  *ls = &local_slots[i];
 		pid_t		pid;
 		bool		wanted = false;
@@ -325,8 +344,8 @@ reconcile(DesiredWorker *desired, int ndesired)
 			continue;
 		}
 		for (int d = 0; d < ndesired; d++)
-			if (desired[d].publisher == slot->publisher &&
-				desired[d].source_id == slot->source_id &&
+			if (desired[d].kind == slot->kind &&
+				desired[d].owner_id == slot->owner_id &&
 				desired[d].generation == slot->generation &&
 				desired[d].nworkers == slot->nworkers)
 				wanted = true;
@@ -346,9 +365,9 @@ reconcile(DesiredWorker *desired, int ndesired)
 			bool		running = false;
 			Backoff    *b;
 
-			for (int i = 0; i < ads_shared->nslots; i++)
+			for (int i = 0; i < ads_registry->nslots; i++)
 			{
-				AdsWorkerSlot *slot = &ads_shared->slots[i];
+				AdsWorkerSlot *slot = &ads_registry->slots[i];
 
 				if (local_slots[i].handle == NULL)
 				{
@@ -357,14 +376,14 @@ reconcile(DesiredWorker *desired, int ndesired)
 					continue;
 				}
 				/* A stopping worker of an old generation still owns the partitions. */
-				if (slot->publisher == desired[d].publisher &&
-					slot->source_id == desired[d].source_id &&
+				if (slot->kind == desired[d].kind &&
+					slot->owner_id == desired[d].owner_id &&
 					(slot->worker_index == w || local_slots[i].stop_requested))
 					running = true;
 			}
 			if (running)
 				continue;
-			b = get_backoff(desired[d].source_id, desired[d].publisher ? -1 : w);
+			b = get_backoff(desired[d].kind, desired[d].owner_id, w);
 			if (b->not_before > now)
 			{
 				long		ms = (long) ((b->not_before - now) / 1000) + 1;
@@ -378,14 +397,15 @@ reconcile(DesiredWorker *desired, int ndesired)
 				{
 					ereport(WARNING,
 							(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-							 errmsg("adstream has no free worker slot for source \"%s\"", desired[d].name),
+							 errmsg("adstream has no free worker slot for %s \"%s\"",
+									ads_worker_kind_owner(desired[d].kind), desired[d].name),
 							 errhint("Raise adstream.max_workers (currently %d) and restart the server.",
 									 adstream_max_workers)));
 					last_no_slot_warning = now;
 				}
 				continue;
 			}
-			start_worker(free_slot, &desired[d], w);
+			start_worker(free_slot, &desired[d], w, b->restarts);
 		}
 	}
 	return wait_ms;
@@ -400,17 +420,17 @@ adstream_launcher_main(Datum arg)
 
 	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
 
-	local_slots = MemoryContextAllocZero(TopMemoryContext, sizeof(LocalSlot) * ads_shared->nslots);
-	backoffs = MemoryContextAllocZero(TopMemoryContext, sizeof(Backoff) * ads_shared->nslots * 2);
+	local_slots = MemoryContextAllocZero(TopMemoryContext, sizeof(LocalSlot) * ads_registry->nslots);
+	backoffs = MemoryContextAllocZero(TopMemoryContext, sizeof(Backoff) * ads_registry->nslots * 2);
 
 	/*
 	 * A previous launcher may have died and left workers we hold no handle
 	 * for.  Ask them to stop; they release their slots on exit and are
 	 * started again under our handles.
 	 */
-	for (int i = 0; i < ads_shared->nslots; i++)
+	for (int i = 0; i < ads_registry->nslots; i++)
 	{
-		AdsWorkerSlot *slot = &ads_shared->slots[i];
+		AdsWorkerSlot *slot = &ads_registry->slots[i];
 		pid_t		pid;
 
 		SpinLockAcquire(&slot->mutex);
@@ -421,10 +441,7 @@ adstream_launcher_main(Datum arg)
 			kill(pid, SIGTERM);
 	}
 
-	SpinLockAcquire(&ads_shared->mutex);
-	ads_shared->launcher_pid = MyProcPid;
-	ads_shared->launcher_latch = &MyProc->procLatch;
-	SpinLockRelease(&ads_shared->mutex);
+	ads_registry_set_launcher(&MyProc->procLatch);
 	before_shmem_exit(launcher_detach, (Datum) 0);
 
 	ereport(LOG, (errmsg("adstream launcher started in database \"%s\"", adstream_database)));
@@ -434,11 +451,7 @@ adstream_launcher_main(Datum arg)
 		long		wait_ms;
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		ads_worker_reload_config();
 
 		wait_ms = launcher_round();
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

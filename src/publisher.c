@@ -13,23 +13,25 @@
  * and the same page retried.  The stable transactional.id fences a previous
  * incarnation of this publisher that might still be sending.
  */
-#include "adstream.h"
+#include "publisher.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "kafka.h"
 #include "miscadmin.h"
-#include "pgstat.h"
-#include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/pmsignal.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+#include "catalog.h"
+#include "guc.h"
+#include "kafka_log.h"
+#include "kafka_producer.h"
+#include "registry.h"
+#include "txn.h"
+#include "worker.h"
 
 #define PAGE_ROWS 5000
 #define IDLE_MS 100
@@ -37,6 +39,7 @@
 #define TXN_TIMEOUT "10000"		/* transaction.timeout.ms: a dead publisher blocks readers this long */
 #define COMMIT_TIMEOUT_MS 9000
 #define PRUNE_INTERVAL_MS 10000
+#define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 10000
 
 typedef struct PubRow
@@ -51,11 +54,7 @@ typedef struct Publisher
 {
 	AdsWorkerArgs args;
 	AdsWorkerSlot *slot;
-	char	   *name;
-	char	   *brokers;
-	int			nprops;
-	char	  **keys;
-	char	  **values;
+	AdsSinkDef	sink;			/* as read at start */
 	rd_kafka_t *rk;
 	MemoryContext page_ctx;
 	PubRow	   *rows;
@@ -65,55 +64,13 @@ typedef struct Publisher
 
 static Publisher pub;
 
-static void
-publisher_detach(int code, Datum arg)
-{
-	AdsWorkerSlot *slot = pub.slot;
-
-	SpinLockAcquire(&slot->mutex);
-	if (slot->pid == MyProcPid)
-	{
-		slot->pid = 0;
-		strlcpy(slot->state, "stopped", ADS_STATE_LEN);
-	}
-	SpinLockRelease(&slot->mutex);
-}
-
 static bool
 load_sink(Publisher *p)
 {
-	bool		ok = false;
+	bool		ok;
 
 	ads_begin_tx("adstream publisher: reading sink");
-	if (SPI_execute_with_args("SELECT name, brokers FROM adstream.sinks "
-							  "WHERE id = $1 AND enabled AND generation = $2",
-							  2, (Oid[]) {INT4OID, INT8OID},
-							  (Datum[]) {Int32GetDatum(p->args.source_id), Int64GetDatum(p->args.generation)},
-							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
-	{
-		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-
-		p->name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-		p->brokers = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-		MemoryContextSwitchTo(old);
-		if (SPI_execute_with_args("SELECT o.key, o.value FROM adstream.sinks s, "
-								  "jsonb_each_text(s.kafka_options) o WHERE s.id = $1",
-								  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(p->args.source_id)},
-								  NULL, true, 0) == SPI_OK_SELECT)
-		{
-			old = MemoryContextSwitchTo(TopMemoryContext);
-			p->nprops = (int) SPI_processed;
-			p->keys = palloc0(sizeof(char *) * Max(p->nprops, 1));
-			p->values = palloc0(sizeof(char *) * Max(p->nprops, 1));
-			for (int i = 0; i < p->nprops; i++)
-			{
-				p->keys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-				p->values[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-			}
-			MemoryContextSwitchTo(old);
-			ok = true;
-		}
-	}
+	ok = ads_catalog_read_sink(p->args.owner_id, p->args.generation, &p->sink);
 	ads_end_tx();
 	return ok;
 }
@@ -126,7 +83,7 @@ read_page(Publisher *p)
 	p->nrows = 0;
 	ads_begin_tx("adstream publisher: reading outbox");
 	if (SPI_execute_with_args("SELECT last_id FROM adstream.sinks WHERE name = $1",
-							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->name)},
+							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->sink.name)},
 							  NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
@@ -135,7 +92,7 @@ read_page(Publisher *p)
 	}
 	if (SPI_execute_with_args("SELECT id, topic, record_key, value FROM adstream._outbox_page($1, $2)",
 							  2, (Oid[]) {TEXTOID, INT4OID},
-							  (Datum[]) {CStringGetTextDatum(p->name), Int32GetDatum(PAGE_ROWS)},
+							  (Datum[]) {CStringGetTextDatum(p->sink.name), Int32GetDatum(PAGE_ROWS)},
 							  NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "adstream: could not read the outbox");
 	p->rows = MemoryContextAlloc(p->page_ctx, sizeof(PubRow) * Max(SPI_processed, 1));
@@ -164,7 +121,7 @@ run_sql(const char *activity, const char *sql, int nargs, Oid *types, Datum *arg
 	ads_end_tx();
 }
 
-/* Keep a librdkafka error for the slot and the log; returns its text. */
+/* Keep a librdkafka error for the slot and the log. */
 static void
 note_error(Publisher *p, const char *what, rd_kafka_error_t *error)
 {
@@ -173,7 +130,7 @@ note_error(Publisher *p, const char *what, rd_kafka_error_t *error)
 	snprintf(buf, sizeof(buf), "%s: %s", what, rd_kafka_error_string(error));
 	ads_slot_set_error(p->slot, buf);
 	ereport(WARNING,
-			(errmsg("adstream sink \"%s\": %s", p->name, buf),
+			(errmsg("adstream sink \"%s\": %s", p->sink.name, buf),
 			 errhint("The page is published again; nothing is skipped.")));
 }
 
@@ -220,7 +177,7 @@ send_page(Publisher *p)
 	{
 		note_error(p, "begin transaction", error);
 		if (rd_kafka_error_is_fatal(error))
-			ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->name)));
+			ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->sink.name)));
 		rd_kafka_error_destroy(error);
 		return false;
 	}
@@ -256,7 +213,7 @@ send_page(Publisher *p)
 		return true;
 	note_error(p, "commit transaction", error);
 	if (rd_kafka_error_is_fatal(error))
-		ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->name)));
+		ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->sink.name)));
 	rd_kafka_error_destroy(error);
 
 abort:
@@ -265,10 +222,10 @@ abort:
 		note_error(p, "abort transaction", error);
 		rd_kafka_error_destroy(error);
 		/* The producer is in an unknown state: start over with a new one. */
-		ereport(ERROR, (errmsg("adstream sink \"%s\": could not abort a Kafka transaction", p->name)));
+		ereport(ERROR, (errmsg("adstream sink \"%s\": could not abort a Kafka transaction", p->sink.name)));
 	}
 	run_sql("adstream publisher: counting an abort", "SELECT adstream._sink_aborted($1)",
-			1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->name)});
+			1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->sink.name)});
 	return false;
 }
 
@@ -282,7 +239,7 @@ advance(Publisher *p, int produced, bool window_done)
 	ads_begin_tx("adstream publisher: advancing the cursor");
 	if (SPI_execute_with_args("SELECT adstream._sink_advance($1, $2, $3, $4, $5)",
 							  5, (Oid[]) {TEXTOID, INT8OID, INT8OID, INT4OID, BOOLOID},
-							  (Datum[]) {CStringGetTextDatum(p->name), Int64GetDatum(p->from),
+							  (Datum[]) {CStringGetTextDatum(p->sink.name), Int64GetDatum(p->from),
 								  Int64GetDatum(p->rows[p->nrows - 1].id), Int32GetDatum(produced),
 							  BoolGetDatum(window_done)},
 							  NULL, false, 1) != SPI_OK_SELECT)
@@ -292,7 +249,7 @@ advance(Publisher *p, int produced, bool window_done)
 	if (!moved)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("adstream sink \"%s\": the cursor moved under this publisher", p->name),
+				 errmsg("adstream sink \"%s\": the cursor moved under this publisher", p->sink.name),
 				 errhint("Another publisher of the same sink ran; this one restarts from the stored cursor.")));
 }
 
@@ -308,14 +265,12 @@ lock_sink(Publisher *p)
 		bool		got;
 
 		ads_begin_tx("adstream publisher: locking the sink");
-		got = ads_lock("adstream.sink", p->args.source_id, true, true, false);
+		got = ads_lock("adstream.sink", p->args.owner_id, true, true, false);
 		ads_end_tx();
 		if (got)
 			return;
 		ads_slot_set_state(p->slot, "waiting");
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 200, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
+		ads_worker_wait(200);
 	}
 }
 
@@ -330,38 +285,22 @@ adstream_publisher_main(Datum arg)
 	TimestampTz next_prune = 0;
 	int			failures = 0;
 
-	memcpy(&p->args, MyBgworkerEntry->bgw_extra, sizeof(AdsWorkerArgs));
-	p->slot = &ads_shared->slots[p->args.slot];
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
-
-	SpinLockAcquire(&p->slot->mutex);
-	p->slot->pid = MyProcPid;
-	p->slot->started_at = GetCurrentTimestamp();
-	p->slot->last_error[0] = '\0';
-	p->slot->last_error_at = 0;
-	strlcpy(p->slot->state, "starting", ADS_STATE_LEN);
-	SpinLockRelease(&p->slot->mutex);
-	before_shmem_exit(publisher_detach, (Datum) 0);
-
+	p->slot = ads_worker_start(&p->args);
 	if (!load_sink(p))
 		proc_exit(0);			/* paused or dropped meanwhile */
 	lock_sink(p);
 
 	/* Unique per node, database and sink: nodes must not fence each other. */
-	snprintf(txn_id, sizeof(txn_id), "adstream.%s.%s.%s", adstream_node_name, adstream_database, p->name);
-	snprintf(client_id, sizeof(client_id), "adstream-publisher-%s", p->name);
-	p->rk = ads_kafka_producer(p->brokers, txn_id, TXN_TIMEOUT, client_id, p->nprops, p->keys, p->values,
-							   errbuf, sizeof(errbuf));
+	snprintf(txn_id, sizeof(txn_id), "adstream.%s.%s.%s", adstream_node_name, adstream_database, p->sink.name);
+	snprintf(client_id, sizeof(client_id), "adstream-publisher-%s", p->sink.name);
+	p->rk = ads_kafka_producer_open(p->sink.brokers, txn_id, TXN_TIMEOUT, client_id, &p->sink.props,
+									errbuf, sizeof(errbuf));
 	if (p->rk == NULL)
 	{
 		ads_slot_set_error(p->slot, errbuf);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("adstream sink \"%s\": invalid Kafka configuration: %s", p->name, errbuf),
+				 errmsg("adstream sink \"%s\": invalid Kafka configuration: %s", p->sink.name, errbuf),
 				 errhint("Drop and re-create the sink with valid options.")));
 	}
 
@@ -372,16 +311,16 @@ adstream_publisher_main(Datum arg)
 		if (!rd_kafka_error_is_retriable(error))
 		{
 			note_error(p, "init transactions", error);
-			ereport(ERROR, (errmsg("adstream sink \"%s\": could not initialise transactions", p->name)));
+			ereport(ERROR, (errmsg("adstream sink \"%s\": could not initialise transactions", p->sink.name)));
 		}
 		rd_kafka_error_destroy(error);
-		ads_kafka_report(p->slot, "sink", p->name);
+		ads_kafka_report(p->slot, "sink", p->sink.name);
 		between_kafka_calls();
 	}
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
 	ads_slot_set_state(p->slot, "publishing");
-	ereport(LOG, (errmsg("adstream publisher of sink \"%s\" started", p->name)));
+	ereport(LOG, (errmsg("adstream publisher of sink \"%s\" started", p->sink.name)));
 
 	for (;;)
 	{
@@ -389,12 +328,8 @@ adstream_publisher_main(Datum arg)
 		bool		window_done;
 
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		ads_kafka_report(p->slot, "sink", p->name);
+		ads_worker_reload_config();
+		ads_kafka_report(p->slot, "sink", p->sink.name);
 		rd_kafka_poll(p->rk, 0);
 
 		read_page(p);
@@ -404,9 +339,7 @@ adstream_publisher_main(Datum arg)
 			if (!send_page(p))
 			{
 				failures++;
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 Min((long) RETRY_MAX_MS, 100L << Min(failures, 7)), PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
+				ads_worker_wait(ads_backoff_ms(failures, RETRY_MIN_MS, RETRY_MAX_MS));
 				continue;
 			}
 			failures = 0;
@@ -416,9 +349,7 @@ adstream_publisher_main(Datum arg)
 		if (p->nrows > 0)
 		{
 			advance(p, produced, window_done);
-			SpinLockAcquire(&p->slot->mutex);
-			p->slot->last_commit_at = GetCurrentTimestamp();
-			SpinLockRelease(&p->slot->mutex);
+			ads_slot_note_commit(p->slot);
 		}
 
 		if (GetCurrentTimestamp() >= next_prune)
@@ -427,10 +358,6 @@ adstream_publisher_main(Datum arg)
 			next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_INTERVAL_MS);
 		}
 		if (window_done && p->nrows == 0)
-		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 IDLE_MS, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
+			ads_worker_wait(IDLE_MS);
 	}
 }

@@ -3,11 +3,10 @@
  *     SQL-callable C functions: worker and partition status from shared
  *     memory, the event validator, and librdkafka property checking.
  */
-#include "adstream.h"
+#include "postgres.h"
 
 #include <librdkafka/rdkafka.h>
 
-#include "consumer.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -15,6 +14,11 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+
+#include "event_parse.h"
+#include "event_time.h"
+#include "guc.h"
+#include "registry.h"
 
 static Datum
 timestamptz_or_null(TimestampTz ts, bool *isnull)
@@ -28,29 +32,30 @@ timestamptz_or_null(TimestampTz ts, bool *isnull)
  * has its worker index after the id; the columns are otherwise the same.
  */
 static Datum
-slot_rows(FunctionCallInfo fcinfo, bool publishers)
+slot_rows(FunctionCallInfo fcinfo, AdsWorkerKind kind)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		publishers = (kind == ADS_WORKER_PUBLISHER);
 	int			k = publishers ? 0 : 1;	/* shift after the id column */
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ads_shared == NULL)
+	if (ads_registry == NULL)
 		return (Datum) 0;
 
-	for (int i = 0; i < ads_shared->nslots; i++)
+	for (int i = 0; i < ads_registry->nslots; i++)
 	{
-		AdsWorkerSlot *s = &ads_shared->slots[i];
+		AdsWorkerSlot *s = &ads_registry->slots[i];
 		AdsWorkerSlot copy;
 		Datum		values[9];
 		bool		nulls[9] = {0};
 
 		SpinLockAcquire(&s->mutex);
-		memcpy(&copy, s, offsetof(AdsWorkerSlot, parts));
+		memcpy(&copy, s, offsetof(AdsWorkerSlot, positions));
 		SpinLockRelease(&s->mutex);
-		if (!copy.in_use || copy.database != MyDatabaseId || copy.publisher != publishers)
+		if (!copy.in_use || copy.database != MyDatabaseId || copy.kind != kind)
 			continue;
 
-		values[0] = Int32GetDatum(copy.source_id);
+		values[0] = Int32GetDatum(copy.owner_id);
 		if (!publishers)
 			values[1] = Int32GetDatum(copy.worker_index);
 		values[k + 1] = Int32GetDatum(copy.pid);
@@ -71,14 +76,14 @@ PG_FUNCTION_INFO_V1(adstream_worker_status);
 Datum
 adstream_worker_status(PG_FUNCTION_ARGS)
 {
-	return slot_rows(fcinfo, false);
+	return slot_rows(fcinfo, ADS_WORKER_CONSUMER);
 }
 
 PG_FUNCTION_INFO_V1(adstream_publisher_status);
 Datum
 adstream_publisher_status(PG_FUNCTION_ARGS)
 {
-	return slot_rows(fcinfo, true);
+	return slot_rows(fcinfo, ADS_WORKER_PUBLISHER);
 }
 
 PG_FUNCTION_INFO_V1(adstream_partition_status);
@@ -86,26 +91,27 @@ Datum
 adstream_partition_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	AdsPartInfo *parts = palloc(sizeof(AdsPartInfo) * ADS_MAX_PARTS_PER_WORKER);
+	AdsPositionInfo *parts = palloc(sizeof(AdsPositionInfo) * ADS_MAX_TOPIC_PARTITIONS_PER_WORKER);
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ads_shared == NULL)
+	if (ads_registry == NULL)
 		return (Datum) 0;
 
-	for (int i = 0; i < ads_shared->nslots; i++)
+	for (int i = 0; i < ads_registry->nslots; i++)
 	{
-		AdsWorkerSlot *s = &ads_shared->slots[i];
+		AdsWorkerSlot *s = &ads_registry->slots[i];
 		bool		in_use;
 		int32		source_id;
 		pid_t		pid;
 		int			nparts;
 
 		SpinLockAcquire(&s->mutex);
-		in_use = s->in_use && s->pid != 0 && s->database == MyDatabaseId;
-		source_id = s->source_id;
+		in_use = s->in_use && s->pid != 0 && s->database == MyDatabaseId &&
+			s->kind == ADS_WORKER_CONSUMER;
+		source_id = s->owner_id;
 		pid = s->pid;
-		nparts = s->nparts;
-		memcpy(parts, s->parts, sizeof(AdsPartInfo) * nparts);
+		nparts = s->npositions;
+		memcpy(parts, s->positions, sizeof(AdsPositionInfo) * nparts);
 		SpinLockRelease(&s->mutex);
 		if (!in_use)
 			continue;

@@ -1,0 +1,18 @@
+/*
+ * attribution.h
+ *     The orders worker's attribution passes (src/attribution.c).
+ */
+#ifndef ADSTREAM_ATTRIBUTION_H
+#define ADSTREAM_ATTRIBUTION_H
+
+#include "postgres.h"
+
+/*
+ * Judge the waiting orders that are ready, in a transaction of its own.
+ * Returns how many were decided; a full pass (ADS_ATTRIBUTION_PASS) means
+ * more may be ready.
+ */
+#define ADS_ATTRIBUTION_PASS 5000	/* adstream.attribute_orders() default limit */
+extern int	ads_attribute_orders(void);
+
+#endif							/* ADSTREAM_ATTRIBUTION_H */

@@ -1,0 +1,95 @@
+/*
+ * batch.h
+ *     A batch of Kafka messages and the one transaction that writes it
+ *     (src/batch.c).  The consumer fills the batch; batch.c judges every
+ *     message, writes the results and advances the offsets, all or nothing.
+ */
+#ifndef ADSTREAM_BATCH_H
+#define ADSTREAM_BATCH_H
+
+#include "postgres.h"
+
+#include <librdkafka/rdkafka.h>
+
+#include "event_parse.h"
+#include "registry.h"
+
+typedef enum AdsMsgStatus
+{
+	ADS_MSG_REJECTED,			/* dead letter; reason says why */
+	ADS_MSG_DUPLICATE,			/* event id already counted */
+	ADS_MSG_CANDIDATE,			/* valid, first in batch; dedup state decides */
+	ADS_MSG_ACCEPTED			/* counted */
+} AdsMsgStatus;
+
+typedef struct AdsMsg
+{
+	rd_kafka_message_t *rkm;	/* held until the batch commits */
+	int			part;			/* index into AdsBatch.parts */
+	AdsReason	parse_reason;	/* what the parser said */
+	AdsReason	reason;			/* final reason when rejected */
+	AdsMsgStatus status;
+	char	   *detail;			/* parser detail, when rejected */
+	union
+	{
+		AdsEvent	ev;			/* kind 'ad_events' */
+		AdsOrder	order;		/* kind 'orders' */
+	};
+} AdsMsg;
+
+/* One Kafka partition of the source's topic, as this worker reads it. */
+typedef struct AdsPartition
+{
+	int32		partition;
+	int64		committed;		/* next_offset stored in adstream.offsets; -1 if no row */
+	int64		position;		/* next offset to take from Kafka; -1 = from the start */
+	/* the current batch */
+	bool		in_batch;
+	int64		b_next;
+	int64		b_accepted;
+	int64		b_duplicates;
+	int64		b_rejected;
+	int64		b_max_ts_us;	/* INT64_MIN if no accepted event */
+} AdsPartition;
+
+typedef struct AdsBatch
+{
+	/* the source */
+	int32		source_id;
+	const char *source_name;
+	const char *topic;
+	bool		is_orders;
+
+	/* the partitions the worker reads; messages point into this array */
+	int			nparts;
+	AdsPartition parts[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+
+	/* the messages; everything in ctx is freed by ads_batch_reset() */
+	MemoryContext ctx;
+	AdsMsg	   *msgs;
+	int			nmsgs;
+	int			msgs_cap;
+
+	/* hours of event time whose time partitions are known to exist */
+	struct hourset_hash *ensured;
+	MemoryContext ensured_ctx;
+
+	bool		fenced;			/* set when offsets moved under us */
+} AdsBatch;
+
+/* Set up an empty batch for a source, once per worker. */
+extern void ads_batch_init(AdsBatch *b, int32 source_id, const char *source_name,
+						   const char *topic, bool is_orders);
+/* Release the messages (and their librdkafka buffers); ready for the next batch. */
+extern void ads_batch_reset(AdsBatch *b);
+
+/*
+ * Write the batch in one transaction.  Throws on failure, with the
+ * transaction left for the caller to abort; the caller then calls
+ * ads_batch_settle(b, false) and may retry the same messages.
+ */
+extern void ads_batch_write(AdsBatch *b);
+/* After the batch transaction has ended, committed or not.  Never throws. */
+extern void ads_batch_settle(AdsBatch *b, bool committed);
+
+#endif							/* ADSTREAM_BATCH_H */

@@ -1,0 +1,37 @@
+/*
+ * catalog.h
+ *     How workers read their definitions from adstream.sources and
+ *     adstream.sinks (src/catalog.c).  Called inside a transaction with SPI
+ *     connected; results are allocated in TopMemoryContext, for the life of
+ *     the worker.
+ */
+#ifndef ADSTREAM_CATALOG_H
+#define ADSTREAM_CATALOG_H
+
+#include "postgres.h"
+
+#include "kafka_conf.h"
+
+typedef struct AdsSourceDef
+{
+	char	   *name;
+	bool		is_orders;		/* kind 'orders', else 'ad_events' */
+	char	   *brokers;
+	char	   *topic;
+	char	   *start_policy;
+	char	   *group_id;
+	AdsKafkaProps props;
+} AdsSourceDef;
+
+typedef struct AdsSinkDef
+{
+	char	   *name;
+	char	   *brokers;
+	AdsKafkaProps props;
+} AdsSinkDef;
+
+/* False when the source or sink is gone, paused, or of another generation. */
+extern bool ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def);
+extern bool ads_catalog_read_sink(int32 id, int64 generation, AdsSinkDef *def);
+
+#endif							/* ADSTREAM_CATALOG_H */

@@ -1,0 +1,101 @@
+/*
+ * registry.h
+ *     The shared-memory registry of adstream's workers (src/registry.c):
+ *     one slot per running consumer or publisher, written by the launcher
+ *     (which allocates slots) and by the worker in it (state, errors,
+ *     positions), and read by the status functions.  It also holds the
+ *     launcher's latch, so that anyone can wake it.
+ */
+#ifndef ADSTREAM_REGISTRY_H
+#define ADSTREAM_REGISTRY_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+
+#define ADS_MAX_TOPIC_PARTITIONS_PER_WORKER 256
+#define ADS_ERROR_LEN 256
+#define ADS_STATE_LEN 16
+
+/* What a worker does: consume a source, or publish a sink. */
+typedef enum AdsWorkerKind
+{
+	ADS_WORKER_CONSUMER,
+	ADS_WORKER_PUBLISHER
+} AdsWorkerKind;
+
+/* Where a consumer is in one Kafka partition of its topic. */
+typedef struct AdsPositionInfo
+{
+	int32		partition;
+	int64		high_watermark; /* broker's, from the last fetch; -1 unknown */
+	int64		position;		/* next offset this worker will read */
+} AdsPositionInfo;
+
+typedef struct AdsWorkerSlot
+{
+	slock_t		mutex;			/* protects everything below */
+	bool		in_use;			/* allocated by the launcher */
+	Oid			database;		/* source and sink ids are only unique within it */
+	AdsWorkerKind kind;
+	int32		owner_id;		/* the source's id (consumer) or the sink's (publisher) */
+	char		owner_name[NAMEDATALEN];
+	int32		worker_index;	/* consumers: which share of the partitions; publishers: 0 */
+	int32		nworkers;
+	int64		generation;
+	pid_t		pid;			/* 0 when not running */
+	int32		restarts;		/* unexpected exits of this (owner, index) */
+	char		state[ADS_STATE_LEN];
+	TimestampTz started_at;
+	TimestampTz last_commit_at;
+	TimestampTz last_error_at;
+	char		last_error[ADS_ERROR_LEN];
+	int32		npositions;
+	AdsPositionInfo positions[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+} AdsWorkerSlot;
+
+typedef struct AdsRegistry
+{
+	slock_t		mutex;			/* protects launcher_* */
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	int			nslots;
+	AdsWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} AdsRegistry;
+
+/* NULL unless the library was preloaded. */
+extern AdsRegistry *ads_registry;
+
+/* What the launcher hands a worker through bgw_extra. */
+typedef struct AdsWorkerArgs
+{
+	int32		slot;
+	AdsWorkerKind kind;
+	int32		owner_id;
+	int32		worker_index;
+	int32		nworkers;
+	int64		generation;
+} AdsWorkerArgs;
+
+/* _PG_init and the shared-memory hooks. */
+extern Size ads_registry_shmem_size(void);
+extern void ads_registry_shmem_init(void);
+
+/* "source" or "sink": what a worker of this kind serves, for messages. */
+extern const char *ads_worker_kind_owner(AdsWorkerKind kind);
+
+/* The launcher. */
+extern void ads_registry_set_launcher(Latch *latch);
+extern void ads_registry_clear_launcher(void);
+extern void ads_registry_wake_launcher(void);
+
+/* A worker in its slot. */
+extern void ads_slot_attach(AdsWorkerSlot *slot);
+extern void ads_slot_set_state(AdsWorkerSlot *slot, const char *state);
+extern void ads_slot_set_error(AdsWorkerSlot *slot, const char *msg);
+extern void ads_slot_note_commit(AdsWorkerSlot *slot);
+extern void ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPositionInfo *positions);
+
+#endif							/* ADSTREAM_REGISTRY_H */

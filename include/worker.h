@@ -1,0 +1,30 @@
+/*
+ * worker.h
+ *     What every adstream background worker does the same way (src/worker.c):
+ *     start in the slot the launcher gave it, answer signals and reloads,
+ *     sleep on its latch, and back off after a failure.
+ */
+#ifndef ADSTREAM_WORKER_H
+#define ADSTREAM_WORKER_H
+
+#include "postgres.h"
+
+#include "registry.h"
+
+/*
+ * In a consumer's or publisher's main function: reads its arguments from
+ * bgw_extra, installs the signal handlers, connects to adstream.database and
+ * enters its registry slot.  Returns the slot.
+ */
+extern AdsWorkerSlot *ads_worker_start(AdsWorkerArgs *args);
+
+/* Apply a pending configuration reload (SIGHUP). */
+extern void ads_worker_reload_config(void);
+
+/* Sleep up to ms on the latch, then answer interrupts. */
+extern void ads_worker_wait(long ms);
+
+/* The delay before retry number attempt (0-based): min_ms doubling up to max_ms. */
+extern long ads_backoff_ms(int attempt, long min_ms, long max_ms);
+
+#endif							/* ADSTREAM_WORKER_H */

@@ -1,0 +1,28 @@
+/*
+ * attribution.c
+ *     Order attribution as the orders worker drives it.  The rules live in
+ *     SQL (adstream.attribute_orders(), see docs/attribution.md); this runs
+ *     a pass in its own transaction, because a batch of orders must be
+ *     committed before its orders may be judged.
+ */
+#include "attribution.h"
+
+#include "executor/spi.h"
+
+#include "txn.h"
+
+int
+ads_attribute_orders(void)
+{
+	bool		isnull;
+	int			done;
+
+	ads_begin_tx("adstream: attributing orders");
+
+	if (SPI_execute("SELECT adstream.attribute_orders()", false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "adstream: attribute_orders failed");
+	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	ads_end_tx();
+	return done;
+}

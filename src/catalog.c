@@ -1,0 +1,82 @@
+/*
+ * catalog.c
+ *     Workers' reads of the configuration tables.
+ */
+#include "catalog.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/memutils.h"
+
+/* The kafka_options of a row of adstream.sources or adstream.sinks. */
+static bool
+read_props(const char *table, int32 id, AdsKafkaProps *props)
+{
+	char	   *sql = psprintf("SELECT o.key, o.value FROM adstream.%s t, "
+							   "jsonb_each_text(t.kafka_options) o WHERE t.id = $1", table);
+	MemoryContext old;
+
+	if (SPI_execute_with_args(sql, 1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(id)},
+							  NULL, true, 0) != SPI_OK_SELECT)
+		return false;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	props->n = (int) SPI_processed;
+	props->keys = palloc0(sizeof(char *) * Max(props->n, 1));
+	props->values = palloc0(sizeof(char *) * Max(props->n, 1));
+	for (int i = 0; i < props->n; i++)
+	{
+		props->keys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		props->values[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+/* The enabled row of this generation, if any; SPI_tuptable then holds it. */
+static bool
+read_row(const char *sql, int32 id, int64 generation)
+{
+	return SPI_execute_with_args(sql, 2, (Oid[]) {INT4OID, INT8OID},
+								 (Datum[]) {Int32GetDatum(id), Int64GetDatum(generation)},
+								 NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+}
+
+bool
+ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
+{
+	HeapTuple	tup;
+	TupleDesc	td;
+	bool		isnull;
+	MemoryContext old;
+
+	if (!read_row("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders' "
+				  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
+				  id, generation))
+		return false;
+	tup = SPI_tuptable->vals[0];
+	td = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	def->name = SPI_getvalue(tup, td, 1);
+	def->brokers = SPI_getvalue(tup, td, 2);
+	def->topic = SPI_getvalue(tup, td, 3);
+	def->start_policy = SPI_getvalue(tup, td, 4);
+	def->group_id = SPI_getvalue(tup, td, 5);
+	def->is_orders = DatumGetBool(SPI_getbinval(tup, td, 6, &isnull));
+	MemoryContextSwitchTo(old);
+	return read_props("sources", id, &def->props);
+}
+
+bool
+ads_catalog_read_sink(int32 id, int64 generation, AdsSinkDef *def)
+{
+	MemoryContext old;
+
+	if (!read_row("SELECT name, brokers FROM adstream.sinks "
+				  "WHERE id = $1 AND enabled AND generation = $2", id, generation))
+		return false;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	def->name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	def->brokers = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	MemoryContextSwitchTo(old);
+	return read_props("sinks", id, &def->props);
+}

@@ -1,0 +1,120 @@
+/*
+ * guc.c
+ *     adstream's configuration parameters: their storage, descriptions,
+ *     units and ranges.
+ */
+#include "guc.h"
+
+#include <unistd.h>
+
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+char	   *adstream_database = NULL;
+char	   *adstream_node_name = NULL;
+int			adstream_max_workers = 16;
+int			adstream_batch_max_messages = 50000;
+int			adstream_batch_max_ms = 100;
+int			adstream_max_message_bytes = 1024 * 1024;
+int			adstream_max_future_skew_s = 300;
+int			adstream_dedup_horizon_s = 3600;
+int			adstream_dedup_index_size = 4000000;
+int			adstream_launcher_naptime_ms = 1000;
+int			adstream_discovery_interval_s = 30;
+int			adstream_attribution_window_s = 86400;
+int			adstream_view_through_window_s = 0;
+int			adstream_attribution_max_wait_s = 600;
+int			adstream_minute_retention_s = 7 * 86400;
+int			adstream_rejected_retention_s = 7 * 86400;
+
+static void
+define_reloadable(void)
+{
+	DefineCustomIntVariable("adstream.batch_max_messages",
+							"Commit a batch once it holds this many messages.",
+							NULL, &adstream_batch_max_messages, 50000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.batch_max_ms",
+							"Commit a batch at the latest this long after its first message.",
+							NULL, &adstream_batch_max_ms, 100, 1, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.max_message_bytes",
+							"Messages larger than this are dead-lettered as oversized.",
+							NULL, &adstream_max_message_bytes, 1024 * 1024, 64, 64 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.max_future_skew",
+							"Events whose time is further ahead of the wall clock are dead-lettered.",
+							NULL, &adstream_max_future_skew_s, 300, 0, 7 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.dedup_horizon",
+							"How far behind a source's event-time watermark an event id is remembered; older events are dead-lettered as too_late.",
+							NULL, &adstream_dedup_horizon_s, 3600, 60, 30 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.launcher_naptime",
+							"How often the launcher rechecks sources and sinks when nothing wakes it.",
+							NULL, &adstream_launcher_naptime_ms, 1000, 100, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.partition_discovery_interval",
+							"How often consumer workers look for new partitions of their topic.",
+							NULL, &adstream_discovery_interval_s, 30, 1, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.attribution_window",
+							"An order is credited to the last click at most this long before it.",
+							NULL, &adstream_attribution_window_s, 86400, 1, 90 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.view_through_window",
+							"Without a matching click, credit the last impression this long before the order; 0 turns view-through off.",
+							NULL, &adstream_view_through_window_s, 0, 0, 90 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.attribution_max_wait",
+							"An order waits at most this long for the ad-events watermark to pass its time.",
+							NULL, &adstream_attribution_max_wait_s, 600, 0, 7 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.minute_retention",
+							"Minute aggregates older than this are dropped by adstream.drop_expired_partitions().",
+							NULL, &adstream_minute_retention_s, 7 * 86400, 3600, 3650 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.rejected_retention",
+							"Dead letters older than this are deleted by adstream.drop_expired_partitions().",
+							NULL, &adstream_rejected_retention_s, 7 * 86400, 60, 3650 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
+static void
+define_server_wide(void)
+{
+	/* Each installation's rows are its own in Pinot: the host name by default. */
+	char		host[256];
+
+	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
+		strlcpy(host, "adstream", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	DefineCustomStringVariable("adstream.node_name",
+							   "Name of this adstream installation in published records (part of Pinot's primary key).",
+							   "Give every node that feeds the same Pinot table its own name.",
+							   &adstream_node_name, MemoryContextStrdup(TopMemoryContext, host),
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("adstream.database",
+							   "Database in which the adstream workers run.",
+							   NULL, &adstream_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.max_workers",
+							"Maximum number of adstream workers: the consumers of all sources and the publishers of all sinks (shared-memory slots).",
+							"Each also needs a max_worker_processes slot.",
+							&adstream_max_workers, 16, 1, 1024,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.dedup_index_size",
+							"Capacity, in event ids, of the shared-memory index that deduplicates ad events.",
+							"Size it for the peak event rate times (adstream.dedup_horizon + 1 hour); each id takes about 56 bytes of shared memory.",
+							&adstream_dedup_index_size, 4000000, 1000, 1000000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+void
+ads_define_gucs(bool preloading)
+{
+	define_reloadable();
+	if (preloading)
+		define_server_wide();
+	MarkGUCPrefixReserved("adstream");
+}
