@@ -1,13 +1,34 @@
 --
--- upgrade: ALTER EXTENSION adstream UPDATE from 0.1 to 0.2, then to 0.3 and
--- 0.4, keeps every source and its data, and leaves exactly the schema of a
--- fresh install of the default version (0.4).
+-- upgrade: two ways to reach 0.5 leave the same schema.
 --
--- The comparison captures the catalog of schema adstream (relations,
--- columns, constraints, indexes, views, functions with their attributes and
--- bodies, ACLs, comments, extension membership and configuration tables)
--- after the upgrade and again after a fresh CREATE EXTENSION, and prints
--- the differences, which must be none.  Run-time partitions are left out.
+--   the chain   CREATE EXTENSION adstream VERSION '0.1' (adstream--0.1.sql),
+--               then ALTER EXTENSION adstream UPDATE to 0.2, 0.3, 0.4 and 0.5,
+--               the default version, with data in the tables at every step;
+--   fresh       CREATE EXTENSION adstream: the full install script
+--               adstream--0.5.sql alone.
+--
+-- Along the chain, every source and its data survive each update.  At the
+-- end the catalog of schema adstream is captured after the chain and again
+-- after a fresh install, and the differences are printed: there must be
+-- none.  The roles are dropped before each path, so both create them.
+--
+-- So this test fails when the full script and the chain disagree on any
+-- object: a relation, column, constraint, index, view, function, trigger,
+-- rule, policy, type, sequence or statistics object missing, extra or
+-- different -- column types, collations, defaults, NOT NULL, identity,
+-- storage; check, unique and foreign keys; index definitions; view queries;
+-- function signatures, attributes (language, volatility, strictness,
+-- parallel safety, SECURITY DEFINER, SET clauses, cost) and whole bodies;
+-- triggers and whether they fire; storage parameters (reloptions);
+-- partition keys; row security; sequence parameters and owning columns;
+-- owners; the ACLs of the schema, relations, columns, functions and types,
+-- the initial privileges pg_dump starts from, and default privileges;
+-- comments on all of these; extension membership; the tables and sequences
+-- pg_dump saves, with their filter conditions; the rows the scripts put into
+-- partitioned_tables; the roles' attributes and memberships.  It does not
+-- see what the C library does, nor objects of other kinds than these beyond
+-- their membership.  Run-time partitions are data, not schema, and are left
+-- out.
 --
 \set SHOW_CONTEXT never
 SET search_path = public;
@@ -17,7 +38,10 @@ SET intervalstyle = 'postgres';
 
 SELECT * FROM pg_extension_update_paths('adstream') ORDER BY source, target;
 
+-- The chain starts from nothing: no extension and no roles (they are
+-- cluster-wide and outlive DROP EXTENSION), so that 0.1 creates them.
 DROP EXTENSION adstream;
+DROP ROLE adstream_admin, adstream_reader;
 CREATE EXTENSION adstream VERSION '0.1';
 SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
 
@@ -185,9 +209,9 @@ SELECT id, u.event_id, u.ts FROM adstream.sources,
 CREATE TEMP TABLE before_dedup_03 AS
 SELECT source_id, date_bin('1 hour', event_ts, timestamptz '1970-01-01') AS hour, event_id FROM adstream.dedup_state;
 
-ALTER EXTENSION adstream UPDATE;
+ALTER EXTENSION adstream UPDATE TO '0.4';
 SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
-ALTER EXTENSION adstream UPDATE;
+ALTER EXTENSION adstream UPDATE TO '0.4';
 
 SELECT to_regclass('adstream.dedup_state') AS dedup_state, to_regclass('adstream.dedup_log') AS dedup_log;
 SELECT name, grain, fillfactor FROM adstream.partitioned_tables ORDER BY name;
@@ -210,100 +234,208 @@ SELECT adstream.expire_dedup_state() AS dropped;
 SELECT count(*) AS dedup_log_rows FROM adstream.dedup_log;
 
 -------------------------------------------------------------------------------
--- The upgraded schema equals a fresh install
+-- The update to 0.5, the default version
+-------------------------------------------------------------------------------
+
+CREATE TEMP TABLE before_dedup_log AS SELECT * FROM adstream.dedup_log;
+
+ALTER EXTENSION adstream UPDATE;
+SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
+-- nothing more to do
+ALTER EXTENSION adstream UPDATE;
+
+-- Every source and result survives.
+SELECT (SELECT count(*) FROM (TABLE before_sources EXCEPT TABLE adstream.sources) d) AS sources_changed,
+	   (SELECT count(*) FROM (TABLE before_offsets EXCEPT TABLE adstream.offsets) d) AS offsets_changed,
+	   (SELECT count(*) FROM (TABLE before_minutes EXCEPT TABLE adstream.ad_stats_minute) d) AS minutes_changed,
+	   (SELECT count(*) FROM (TABLE before_credits EXCEPT TABLE adstream.attributed_orders) d) AS credits_changed,
+	   (SELECT count(*) FROM (TABLE before_rejected EXCEPT TABLE adstream.rejected_events) d) AS dead_letters_changed,
+	   (SELECT count(*) FROM (TABLE before_dedup_log EXCEPT TABLE adstream.dedup_log) d) AS dedup_log_changed;
+
+-------------------------------------------------------------------------------
+-- The schema the chain leaves equals that of the full install script
 -------------------------------------------------------------------------------
 
 CREATE FUNCTION pg_temp.adstream_catalog()
 RETURNS TABLE (kind text, object text, detail text)
 LANGUAGE sql STABLE AS $$
-	-- the schema
+	WITH ext AS (
+		SELECT e.oid FROM pg_extension e WHERE e.extname = 'adstream'
+	), rel AS (
+		-- the relations of the schema; partitions only if the extension owns
+		-- them (run-time partitions are data)
+		SELECT c.* FROM pg_class c
+		 WHERE c.relnamespace = 'adstream'::regnamespace
+		   AND (NOT c.relispartition
+				OR EXISTS (SELECT 1 FROM pg_depend d, ext
+							WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+							  AND d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid))
+	)
+	-- the extension and its schema
+	SELECT 'extension', e.extname::text,
+		   concat_ws(' | ', e.extnamespace::regnamespace, e.extrelocatable, pg_get_userbyid(e.extowner))
+	  FROM pg_extension e WHERE e.extname = 'adstream'
+	UNION ALL
 	SELECT 'schema', n.nspname::text,
-		   concat_ws(' | ', n.nspacl::text, obj_description(n.oid, 'pg_namespace'))
+		   concat_ws(' | ', pg_get_userbyid(n.nspowner), n.nspacl::text, obj_description(n.oid, 'pg_namespace'))
 	  FROM pg_namespace n WHERE n.nspname = 'adstream'
 	UNION ALL
-	-- relations other than run-time partitions
+	-- relations: kind, persistence, owner, storage parameters, ACL, partition
+	-- key and bound, row security, replica identity, comment
 	SELECT 'relation', c.relname::text,
-		   concat_ws(' | ', c.relkind, c.relpersistence, c.reloptions::text, c.relacl::text,
-					 pg_get_partkeydef(c.oid), obj_description(c.oid, 'pg_class'))
-	  FROM pg_class c
-	 WHERE c.relnamespace = 'adstream'::regnamespace AND NOT c.relispartition
-	   AND c.relkind NOT IN ('i', 'I')
+		   concat_ws(' | ', c.relkind, c.relpersistence, pg_get_userbyid(c.relowner), c.reloptions::text,
+					 c.relacl::text, pg_get_partkeydef(c.oid), pg_get_expr(c.relpartbound, c.oid),
+					 c.relrowsecurity, c.relforcerowsecurity, c.relreplident, obj_description(c.oid, 'pg_class'))
+	  FROM rel c WHERE c.relkind NOT IN ('i', 'I')
 	UNION ALL
-	-- columns, in order, with type, nullability, default, identity, comment
+	-- sequences: parameters, and the column that owns them (identity or serial)
+	SELECT 'sequence', c.relname::text,
+		   concat_ws(' | ', format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax,
+					 s.seqcache, s.seqcycle,
+					 (SELECT string_agg(d.refobjid::regclass || '.' || a.attname || ' ' || d.deptype::text, ',')
+						FROM pg_depend d
+						JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+					   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+						 AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+	  FROM rel c JOIN pg_sequence s ON s.seqrelid = c.oid
+	UNION ALL
+	-- columns, in order: type, collation (if not the type's), nullability,
+	-- default, identity, generation, storage, compression, statistics
+	-- target, options, ACL, comment.  (The server this was written on stamps
+	-- every new column with an option pg_attver=<counter>, which differs
+	-- between any two creations: it is left out.)
 	SELECT 'column', c.relname || '.' || a.attname,
-		   concat_ws(' | ', a.attnum, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-					 pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
-					 col_description(c.oid, a.attnum))
-	  FROM pg_class c
+		   concat_ws(' | ', a.attnum, format_type(a.atttypid, a.atttypmod),
+					 CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END,
+					 a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated,
+					 a.attstorage, a.attcompression, a.attstattarget,
+					 (SELECT string_agg(o, ',' ORDER BY o) FROM unnest(a.attoptions) AS o
+					   WHERE o NOT LIKE 'pg\_attver=%'),
+					 a.attacl::text, col_description(c.oid, a.attnum))
+	  FROM rel c
 	  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+	  JOIN pg_type t ON t.oid = a.atttypid
 	  LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
-	 WHERE c.relnamespace = 'adstream'::regnamespace AND NOT c.relispartition
-	   AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+	 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
 	UNION ALL
-	-- constraints
-	SELECT 'constraint', c.relname || '.' || k.conname, pg_get_constraintdef(k.oid)
-	  FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-	 WHERE c.relnamespace = 'adstream'::regnamespace AND NOT c.relispartition
+	-- constraints of tables (check, not null, unique, primary and foreign
+	-- keys, exclusion) and of domains
+	SELECT 'constraint', c.relname || '.' || k.conname,
+		   concat_ws(' | ', pg_get_constraintdef(k.oid), obj_description(k.oid, 'pg_constraint'))
+	  FROM pg_constraint k JOIN rel c ON c.oid = k.conrelid
 	UNION ALL
-	-- indexes
-	SELECT 'index', i.relname::text, pg_get_indexdef(i.oid)
-	  FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
-	 WHERE c.relnamespace = 'adstream'::regnamespace AND NOT c.relispartition
+	SELECT 'constraint', k.contypid::regtype || '.' || k.conname,
+		   concat_ws(' | ', pg_get_constraintdef(k.oid), obj_description(k.oid, 'pg_constraint'))
+	  FROM pg_constraint k JOIN pg_type t ON t.oid = k.contypid
+	 WHERE t.typnamespace = 'adstream'::regnamespace
+	UNION ALL
+	-- indexes (their storage parameters are part of the definition)
+	SELECT 'index', i.relname::text,
+		   concat_ws(' | ', pg_get_indexdef(i.oid), x.indisclustered, x.indisreplident,
+					 obj_description(i.oid, 'pg_class'))
+	  FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN rel c ON c.oid = x.indrelid
 	UNION ALL
 	-- views
 	SELECT 'view', c.relname::text, pg_get_viewdef(c.oid)
-	  FROM pg_class c WHERE c.relnamespace = 'adstream'::regnamespace AND c.relkind IN ('v', 'm')
+	  FROM rel c WHERE c.relkind IN ('v', 'm')
 	UNION ALL
-	-- functions: signature, attributes, ACL, comment, and the whole definition
+	-- types other than those of relations and arrays: domains, enums, ranges
+	SELECT 'type', t.typname::text,
+		   concat_ws(' | ', t.typtype, pg_get_userbyid(t.typowner), format_type(t.typbasetype, t.typtypmod),
+					 t.typnotnull, t.typdefault,
+					 (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
+					 t.typacl::text, obj_description(t.oid, 'pg_type'))
+	  FROM pg_type t
+	 WHERE t.typnamespace = 'adstream'::regnamespace AND t.typtype <> 'c'
+	   AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)
+	UNION ALL
+	-- functions: signature, attributes, owner, ACL, comment, and the whole
+	-- definition; aggregates with their parts
 	SELECT 'function', p.oid::regprocedure::text,
 		   concat_ws(' | ', p.prokind, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid),
 					 l.lanname, p.prosecdef, p.provolatile, p.proparallel, p.proisstrict,
-					 p.proleakproof, p.proretset, p.procost, p.prorows, p.proconfig::text, p.proacl::text,
-					 obj_description(p.oid, 'pg_proc'))
+					 p.proleakproof, p.proretset, p.procost, p.prorows, p.prosupport, p.proconfig::text,
+					 pg_get_userbyid(p.proowner), p.proacl::text, obj_description(p.oid, 'pg_proc'))
 	  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
 	 WHERE p.pronamespace = 'adstream'::regnamespace
 	UNION ALL
 	SELECT 'function body', p.oid::regprocedure::text, pg_get_functiondef(p.oid)
-	  FROM pg_proc p WHERE p.pronamespace = 'adstream'::regnamespace
+	  FROM pg_proc p WHERE p.pronamespace = 'adstream'::regnamespace AND p.prokind <> 'a'
 	UNION ALL
-	-- triggers, rules and policies
-	SELECT 'trigger', c.relname || '.' || t.tgname, pg_get_triggerdef(t.oid)
-	  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-	 WHERE c.relnamespace = 'adstream'::regnamespace AND NOT t.tgisinternal
+	SELECT 'aggregate', a.aggfnoid::regprocedure::text,
+		   concat_ws(' | ', a.aggkind, a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn,
+					 a.aggdeserialfn, format_type(a.aggtranstype, NULL), a.agginitval, a.aggsortop::regoperator)
+	  FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
+	 WHERE p.pronamespace = 'adstream'::regnamespace
 	UNION ALL
-	SELECT 'rule', r.rulename::text, pg_get_ruledef(r.oid)
-	  FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
-	 WHERE c.relnamespace = 'adstream'::regnamespace AND r.rulename <> '_RETURN'
+	-- triggers (and whether they fire), rules, policies, statistics objects
+	SELECT 'trigger', c.relname || '.' || t.tgname,
+		   concat_ws(' | ', pg_get_triggerdef(t.oid), t.tgenabled, obj_description(t.oid, 'pg_trigger'))
+	  FROM pg_trigger t JOIN rel c ON c.oid = t.tgrelid
+	 WHERE NOT t.tgisinternal
 	UNION ALL
-	SELECT 'policy', c.relname || '.' || pl.polname, pl.polcmd::text
-	  FROM pg_policy pl JOIN pg_class c ON c.oid = pl.polrelid
-	 WHERE c.relnamespace = 'adstream'::regnamespace
+	SELECT 'rule', c.relname || '.' || r.rulename, concat_ws(' | ', pg_get_ruledef(r.oid), r.ev_enabled)
+	  FROM pg_rewrite r JOIN rel c ON c.oid = r.ev_class
+	 WHERE r.rulename <> '_RETURN'
 	UNION ALL
-	-- what belongs to the extension, and which tables pg_dump saves
+	SELECT 'policy', c.relname || '.' || pl.polname,
+		   concat_ws(' | ', pl.polcmd, pl.polpermissive,
+					 (SELECT string_agg(x.role, ',' ORDER BY x.role)
+						FROM (SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END AS role
+								FROM unnest(pl.polroles) AS r) x),
+					 pg_get_expr(pl.polqual, pl.polrelid), pg_get_expr(pl.polwithcheck, pl.polrelid))
+	  FROM pg_policy pl JOIN rel c ON c.oid = pl.polrelid
+	UNION ALL
+	SELECT 'statistics', s.stxname::text, pg_get_statisticsobjdef(s.oid)
+	  FROM pg_statistic_ext s JOIN rel c ON c.oid = s.stxrelid
+	UNION ALL
+	-- what belongs to the extension; the privileges pg_dump takes as the
+	-- extension's own; default privileges in the schema or of its roles
 	SELECT 'member', pg_describe_object(d.classid, d.objid, d.objsubid), NULL
-	  FROM pg_depend d
-	 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
-	   AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'adstream')
+	  FROM pg_depend d, ext
+	 WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND d.refobjid = ext.oid
 	UNION ALL
+	SELECT 'initial privileges', pg_describe_object(i.classoid, i.objoid, i.objsubid),
+		   concat_ws(' | ', i.privtype, i.initprivs::text)
+	  FROM pg_init_privs i
+	 WHERE EXISTS (SELECT 1 FROM pg_depend d, ext
+					WHERE d.classid = i.classoid AND d.objid = i.objoid AND d.deptype = 'e'
+					  AND d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid)
+	UNION ALL
+	SELECT 'default privileges', concat_ws(' ', pg_get_userbyid(a.defaclrole), a.defaclobjtype), a.defaclacl::text
+	  FROM pg_default_acl a
+	 WHERE a.defaclnamespace = 'adstream'::regnamespace
+		OR a.defaclrole IN (SELECT r.oid FROM pg_roles r WHERE r.rolname IN ('adstream_reader', 'adstream_admin'))
+	UNION ALL
+	-- which tables and sequences pg_dump saves, and which rows of them
 	SELECT 'config table', x.rel::regclass::text, e.extcondition[x.n]
 	  FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS x(rel, n)
 	 WHERE e.extname = 'adstream'
 	UNION ALL
 	-- rows the install scripts put into tables
-	SELECT 'partitioned_tables row', t.name, concat_ws(' | ', t.grain, t.fillfactor)
+	SELECT 'partitioned_tables row', t.name, concat_ws(' | ', t.grain, t.fillfactor, t.storage_options::text)
 	  FROM adstream.partitioned_tables t
 	UNION ALL
 	-- the extension's roles
 	SELECT 'role', r.rolname::text,
-		   concat_ws(' | ', r.rolcanlogin, r.rolsuper, r.rolinherit,
-					 (SELECT string_agg(g.rolname, ',' ORDER BY g.rolname)
-						FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid))
+		   concat_ws(' | ', r.rolcanlogin, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb,
+					 r.rolreplication, r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil, r.rolconfig::text,
+					 (SELECT string_agg(g.rolname || CASE WHEN m.admin_option THEN ' (admin)' ELSE '' END, ','
+										ORDER BY g.rolname)
+						FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid),
+					 shobj_description(r.oid, 'pg_authid'))
 	  FROM pg_roles r WHERE r.rolname IN ('adstream_reader', 'adstream_admin')
 $$;
 
 CREATE TEMP TABLE upgraded_catalog AS SELECT * FROM pg_temp.adstream_catalog();
 
+-- The fresh install, from nothing again.  It runs adstream--0.5.sql alone:
+-- PostgreSQL prefers the install script of the target version to any chain,
+-- and the script is installed.
 DROP EXTENSION adstream;
+DROP ROLE adstream_admin, adstream_reader;
+SELECT (pg_stat_file(setting || '/extension/adstream--0.5.sql')).size > 0 AS full_script_installed
+  FROM pg_config WHERE name = 'SHAREDIR';
 CREATE EXTENSION adstream;
 SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
 CREATE TEMP TABLE fresh_catalog AS SELECT * FROM pg_temp.adstream_catalog();

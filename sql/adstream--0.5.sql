@@ -1,0 +1,1627 @@
+/* adstream--0.5.sql -- install script: the whole schema of 0.5 */
+
+\echo Use "CREATE EXTENSION adstream" to load this file. \quit
+
+/*
+ * A fresh CREATE EXTENSION runs this script alone.  An installation of an
+ * earlier version reaches the same schema through the upgrade scripts
+ * (adstream--0.1.sql, then --0.1--0.2, --0.2--0.3, --0.3--0.4 and
+ * --0.4--0.5); the regression test sql/upgrade.sql compares the catalog the
+ * two paths leave and fails on any difference.  So whatever changes here
+ * must change in an upgrade script too, and the other way round.
+ *
+ * Sections:
+ *   roles and schema
+ *   configuration     partitioned tables, helpers shared by the API
+ *   sources           sources, offsets, dead letters, the consumers' API
+ *   aggregates        per-minute aggregates and their rollups
+ *   dedup             the durable log of the shared-memory dedup index
+ *   attribution       ad events, orders, credited orders
+ *   publishing        the outbox and the sinks that publish it to Kafka
+ *   maintenance       partitions ahead, retention, pg_cron jobs
+ *   status            the monitoring views
+ *   privileges
+ *
+ * The tables and sequences whose contents pg_dump must save are registered
+ * with pg_extension_config_dump beside their definition (rejected_events,
+ * outbox and partitioned_tables are not).  The partitions of the
+ * time-partitioned tables are made at run time, do not belong to the
+ * extension, and are dumped like any table.
+ */
+
+-------------------------------------------------------------------------------
+-- Roles and schema
+-------------------------------------------------------------------------------
+
+/*
+ * Roles are cluster-wide, so they may exist from an earlier installation or
+ * from another database; create them only when missing.
+ */
+DO $roles$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'adstream_reader') THEN
+		CREATE ROLE adstream_reader NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'adstream_admin') THEN
+		CREATE ROLE adstream_admin NOLOGIN;
+	END IF;
+END
+$roles$;
+GRANT adstream_reader TO adstream_admin;
+
+CREATE SCHEMA adstream;
+COMMENT ON SCHEMA adstream IS 'adstream: exactly-once Kafka ingestion of ad events';
+GRANT USAGE ON SCHEMA adstream TO adstream_reader, adstream_admin;
+
+-------------------------------------------------------------------------------
+-- Configuration
+-------------------------------------------------------------------------------
+
+/*
+ * Time-partitioned tables and their partition grain.  Workers create the
+ * partitions they need on demand (adstream.ensure_partitions); expired ones
+ * are detached and dropped whole, never deleted row by row.  PostgreSQL 15
+ * keeps no storage parameters on a partitioned table, so each partition
+ * gets its fillfactor and storage_options when it is created.  Each table
+ * adds its row below, beside its definition.
+ */
+CREATE TABLE adstream.partitioned_tables (
+	name			text PRIMARY KEY,
+	grain			interval NOT NULL,
+	fillfactor		integer NOT NULL DEFAULT 100,
+	storage_options	text[] NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE adstream.partitioned_tables IS
+	'Grain and fillfactor of the time-partitioned adstream tables';
+COMMENT ON COLUMN adstream.partitioned_tables.storage_options IS
+	'Storage parameters besides fillfactor given to each new partition';
+
+/*
+ * A source's (or sink's) generation tells its workers apart from those of an
+ * older version of it (paused and resumed, or dropped and re-created under
+ * the same id after DROP EXTENSION): the microseconds of the clock, never
+ * reused.
+ */
+CREATE FUNCTION adstream._new_generation()
+RETURNS bigint LANGUAGE sql VOLATILE
+RETURN (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+
+/*
+ * Wakes the launcher when the calling transaction commits, so that it starts
+ * and stops workers at once, not at its next round.
+ */
+CREATE FUNCTION adstream._wake_launcher()
+RETURNS void LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'adstream_wake_launcher';
+
+/*
+ * adstream's own locks, in a lock space that pg_advisory_lock() cannot
+ * reach: no role that can merely connect can take the lock the batches wait
+ * for, and stall ingestion.
+ */
+CREATE FUNCTION adstream._lock(p_name text, p_key integer, p_exclusive boolean)
+RETURNS void LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_lock';
+COMMENT ON FUNCTION adstream._lock(text, integer, boolean) IS
+	'Internal: takes one of adstream''s own transaction-level locks (shared or exclusive), waiting';
+
+/* librdkafka's verdict on one property (NULL when it accepts it). */
+CREATE FUNCTION adstream._kafka_property_error(key text, value text)
+RETURNS text LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'adstream_kafka_property_error';
+
+/*
+ * librdkafka properties that run programs, load code or read files on the
+ * server.  create_source and create_sink run with the extension owner's
+ * rights, so only a superuser may set them; an adstream_admin may not.
+ */
+CREATE FUNCTION adstream._is_privileged_property(p_key text)
+RETURNS boolean LANGUAGE sql IMMUTABLE
+RETURN p_key IN ('plugin.library.paths', 'sasl.kerberos.kinit.cmd', 'sasl.kerberos.keytab',
+				 'ssl.engine.location', 'ssl.engine.id', 'ssl_engine_callback_data',
+				 'opaque', 'interceptors', 'ssl.keystore.location')
+	OR p_key LIKE '%.location';
+
+/* Property names whose values are never shown. */
+CREATE FUNCTION adstream._is_secret(p_key text)
+RETURNS boolean LANGUAGE sql IMMUTABLE
+RETURN p_key ~* '(password|secret|sasl\.jaas|sasl\.oauthbearer|ssl\.key\.|ssl_key|token|credential)';
+
+-------------------------------------------------------------------------------
+-- Sources, offsets and dead letters
+-------------------------------------------------------------------------------
+
+/* The kinds of source this version consumes. */
+CREATE FUNCTION adstream._source_kinds()
+RETURNS text[] LANGUAGE sql IMMUTABLE
+RETURN ARRAY['ad_events', 'orders'];
+
+CREATE TABLE adstream.sources (
+	id				integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	name			text NOT NULL UNIQUE,
+	kind			text NOT NULL,
+	brokers			text NOT NULL,
+	topic			text NOT NULL,
+	start_policy	text NOT NULL DEFAULT 'earliest',
+	workers			integer NOT NULL DEFAULT 1,
+	group_id		text NOT NULL,
+	kafka_options	jsonb NOT NULL DEFAULT '{}',	-- librdkafka properties; may hold credentials
+	enabled			boolean NOT NULL DEFAULT true,
+	generation		bigint NOT NULL DEFAULT adstream._new_generation(),	-- new value when workers must restart
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	CHECK (kind IN ('ad_events', 'orders')),
+	CHECK (start_policy IN ('earliest', 'latest')),
+	CHECK (workers BETWEEN 1 AND 64)
+);
+COMMENT ON TABLE adstream.sources IS
+	'Kafka sources consumed by adstream workers; readable by superusers only because kafka_options may hold credentials (see adstream.source_config)';
+SELECT pg_catalog.pg_extension_config_dump('adstream.sources', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.sources_id_seq', '');
+
+/*
+ * Committed consumer position per partition.  Written in the same
+ * transaction as the batch's aggregates, dedup ids and dead letters: this
+ * row *is* the exactly-once boundary.  Broker-side group offsets are only a
+ * courtesy copy for lag monitors and are never read back.  Updated by every
+ * batch: vacuumed by row count, without cost delay.
+ */
+CREATE TABLE adstream.offsets (
+	source			text NOT NULL REFERENCES adstream.sources (name) ON DELETE CASCADE,
+	topic			text NOT NULL,
+	partition		integer NOT NULL,
+	next_offset		bigint NOT NULL,
+	max_event_ts	timestamptz,	-- event-time watermark of this partition
+	accepted		bigint NOT NULL DEFAULT 0,
+	duplicates		bigint NOT NULL DEFAULT 0,
+	rejected		bigint NOT NULL DEFAULT 0,
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (source, topic, partition)
+) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+		autovacuum_vacuum_cost_delay = 0);
+COMMENT ON TABLE adstream.offsets IS
+	'Next Kafka offset to consume per source partition, committed atomically with results';
+SELECT pg_catalog.pg_extension_config_dump('adstream.offsets', '');
+
+/*
+ * Dead letters, kept for adstream.rejected_retention
+ * (adstream.expire_rejected_events).
+ */
+CREATE TABLE adstream.rejected_events (
+	source			text NOT NULL,
+	topic			text NOT NULL,
+	partition		integer NOT NULL,
+	"offset"		bigint NOT NULL,
+	reason			text NOT NULL,
+	detail			text,
+	payload			bytea,			-- first 8 KiB of the message value
+	payload_bytes	integer NOT NULL,	-- full size of the message value
+	received_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (source, topic, partition, "offset")
+) WITH (autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.05);
+CREATE INDEX ON adstream.rejected_events (received_at);
+COMMENT ON TABLE adstream.rejected_events IS
+	'Dead letters: every message that failed validation, with its reason';
+
+/* What the consumer workers report from shared memory. */
+CREATE FUNCTION adstream.worker_status(
+	OUT source_id integer, OUT worker_index integer, OUT pid integer,
+	OUT state text, OUT started_at timestamptz, OUT last_commit_at timestamptz,
+	OUT last_error text, OUT last_error_at timestamptz, OUT restarts integer)
+RETURNS SETOF record LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_worker_status';
+COMMENT ON FUNCTION adstream.worker_status() IS
+	'One row per running or restarting consumer worker, from shared memory';
+
+CREATE FUNCTION adstream.partition_status(
+	OUT source_id integer, OUT partition integer, OUT pid integer,
+	OUT high_watermark bigint, OUT read_position bigint)
+RETURNS SETOF record LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_partition_status';
+COMMENT ON FUNCTION adstream.partition_status() IS
+	'Per assigned partition: broker high watermark and in-memory consume position';
+
+/*
+ * The event-time watermark of a source: the highest event time accepted on
+ * any of its partitions.
+ */
+CREATE FUNCTION adstream.source_watermark(p_source text)
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT max(max_event_ts) FROM adstream.offsets WHERE source = p_source);
+COMMENT ON FUNCTION adstream.source_watermark(text) IS
+	'Event-time watermark of a source: the highest event time accepted on any of its partitions';
+
+CREATE FUNCTION adstream.validate_event(payload bytea,
+	OUT reason text, OUT detail text, OUT event_id uuid, OUT type text,
+	OUT ad_id bigint, OUT campaign_id bigint, OUT user_id bigint,
+	OUT store_id bigint, OUT ts timestamptz)
+RETURNS record LANGUAGE C STRICT STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'adstream_validate_event';
+COMMENT ON FUNCTION adstream.validate_event(bytea) IS
+	'Runs the consumer''s parser on one message value; reason is ''ok'' or the dead-letter reason (clock- and watermark-dependent checks excluded)';
+
+CREATE FUNCTION adstream.validate_event(payload text,
+	OUT reason text, OUT detail text, OUT event_id uuid, OUT type text,
+	OUT ad_id bigint, OUT campaign_id bigint, OUT user_id bigint,
+	OUT store_id bigint, OUT ts timestamptz)
+RETURNS record LANGUAGE sql STRICT STABLE PARALLEL SAFE
+RETURN adstream.validate_event(pg_catalog.convert_to(payload, 'UTF8'));
+COMMENT ON FUNCTION adstream.validate_event(text) IS
+	'Text form of adstream.validate_event(bytea)';
+
+-- The source management API runs as the extension owner (SECURITY DEFINER),
+-- so that an adstream_admin manages sources without reading credentials.
+
+CREATE FUNCTION adstream.create_source(
+	name text,
+	brokers text,
+	topic text,
+	kind text DEFAULT 'ad_events',
+	options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_start		text := 'earliest';
+	v_workers	integer := 1;
+	v_group		text;
+	v_props		jsonb := '{}';
+	v_key		text;
+	v_val		jsonb;
+	v_text		text;
+	v_err		text;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid source name %', coalesce('"' || name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A source name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", not starting with "." or "-".',
+				  HINT = 'Choose a name such as ''ads_eu''.';
+	END IF;
+	IF kind IS NULL OR NOT kind = ANY (adstream._source_kinds()) THEN
+		RAISE EXCEPTION 'unsupported source kind %', coalesce(quote_literal(kind), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Supported kinds: %s.', array_to_string(adstream._source_kinds(), ', '));
+	END IF;
+	IF brokers IS NULL OR btrim(brokers) = '' THEN
+		RAISE EXCEPTION 'brokers must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give a bootstrap list such as ''kafka1:9092,kafka2:9092''.';
+	END IF;
+	IF topic IS NULL OR topic !~ '^[A-Za-z0-9._-]{1,249}$' OR topic IN ('.', '..') THEN
+		RAISE EXCEPTION 'invalid Kafka topic name %', coalesce(quote_literal(topic), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Kafka topic names are 1 to 249 characters from A-Z, a-z, 0-9, ".", "_" and "-".';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass for example ''{"workers": 2, "start": "latest", "security.protocol": "SASL_SSL"}''.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = create_source.name) THEN
+		RAISE EXCEPTION 'source "%" already exists', create_source.name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it first with adstream.drop_source(), or choose another name.';
+	END IF;
+
+	v_group := 'adstream.' || current_database() || '.' || create_source.name;
+
+	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
+			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_text := v_val #>> '{}';
+		CASE v_key
+		WHEN 'start' THEN
+			IF v_text NOT IN ('earliest', 'latest') THEN
+				RAISE EXCEPTION 'invalid value for option "start": %', quote_literal(v_text)
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use ''earliest'' (the default) or ''latest''; it applies only to partitions without a stored offset.';
+			END IF;
+			v_start := v_text;
+		WHEN 'workers' THEN
+			IF v_text !~ '^[0-9]{1,2}$' OR v_text::integer NOT BETWEEN 1 AND 64 THEN
+				RAISE EXCEPTION 'invalid value for option "workers": %', quote_literal(v_text)
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use a whole number from 1 to 64; each worker takes the partitions p with p % workers = its index.';
+			END IF;
+			v_workers := v_text::integer;
+		WHEN 'group_id' THEN
+			IF btrim(v_text) = '' THEN
+				RAISE EXCEPTION 'option "group_id" must not be empty'
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			v_group := v_text;
+		ELSE
+			IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'group.id',
+						 'enable.auto.commit', 'enable.auto.offset.store',
+						 'isolation.level', 'auto.offset.reset', 'enable.partition.eof') THEN
+				RAISE EXCEPTION 'librdkafka property "%" is managed by adstream', v_key
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use the brokers argument, or the options "group_id" and "start".';
+			END IF;
+			IF adstream._is_privileged_property(v_key)
+			   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+				RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
+					USING ERRCODE = 'insufficient_privilege',
+						  DETAIL = 'It makes the server run a program, load a library or read a file.',
+						  HINT = 'Ask a superuser to create this source.';
+			END IF;
+			v_err := adstream._kafka_property_error(v_key, v_text);
+			IF v_err IS NOT NULL THEN
+				RAISE EXCEPTION 'invalid librdkafka property "%"', v_key
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END,
+						  HINT = 'Options other than "start", "workers" and "group_id" are passed to librdkafka; see its CONFIGURATION.md.';
+			END IF;
+			v_props := v_props || jsonb_build_object(v_key, v_text);
+		END CASE;
+	END LOOP;
+
+	IF current_setting('adstream.database', true) IS DISTINCT FROM current_database() THEN
+		RAISE WARNING 'adstream workers run in database "%", not in "%"',
+			coalesce(current_setting('adstream.database', true), 'postgres'), current_database()
+			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
+	END IF;
+
+	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options)
+	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
+			v_start, v_workers, v_group, v_props);
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.create_source(text, text, text, text, jsonb) IS
+	'Registers a Kafka topic to consume; workers start within about a second';
+
+CREATE FUNCTION adstream._source_must_exist(p_name text)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM adstream.sources WHERE name = p_name) THEN
+		RAISE EXCEPTION 'source % does not exist', coalesce('"' || p_name || '"', 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See adstream.source_status for the existing sources.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION adstream.drop_source(name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._source_must_exist(name);
+	-- Offsets go with the source (ON DELETE CASCADE); aggregates and dead
+	-- letters stay, they are results.
+	DELETE FROM adstream.sources s WHERE s.name = drop_source.name;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.drop_source(text) IS
+	'Stops and forgets a source and its offsets; its aggregates and dead letters are kept';
+
+CREATE FUNCTION adstream.pause_source(name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._source_must_exist(name);
+	UPDATE adstream.sources s SET enabled = false, updated_at = now()
+	 WHERE s.name = pause_source.name;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.pause_source(text) IS
+	'Stops a source''s workers; consumption resumes from the stored offsets';
+
+CREATE FUNCTION adstream.resume_source(name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._source_must_exist(name);
+	UPDATE adstream.sources s
+	   SET enabled = true, generation = adstream._new_generation(), updated_at = now()
+	 WHERE s.name = resume_source.name AND NOT s.enabled;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.resume_source(text) IS
+	'Restarts a paused source''s workers from the stored offsets';
+
+-------------------------------------------------------------------------------
+-- Aggregates: per-minute windows and their rollups
+-------------------------------------------------------------------------------
+
+/*
+ * Updated in place by every batch (HOT, hence fillfactor 70): a partition is
+ * vacuumed once 1% of it is dead, not the default 20% of a whole day's rows.
+ */
+INSERT INTO adstream.partitioned_tables (name, grain, fillfactor, storage_options) VALUES
+	('ad_stats_minute', interval '1 day', 70,
+	 ARRAY['autovacuum_vacuum_scale_factor=0.01', 'autovacuum_vacuum_threshold=5000',
+		   'autovacuum_analyze_scale_factor=0.02']);
+
+CREATE TABLE adstream.ad_stats_minute (
+	ad_id			bigint NOT NULL,
+	campaign_id		bigint NOT NULL,
+	window_start	timestamptz NOT NULL,
+	impressions		bigint NOT NULL DEFAULT 0,
+	clicks			bigint NOT NULL DEFAULT 0,
+	updated_at		timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (ad_id, window_start)
+) PARTITION BY RANGE (window_start);
+COMMENT ON TABLE adstream.ad_stats_minute IS
+	'Deduplicated impressions and clicks per ad and one-minute UTC event-time window';
+
+/* Minute windows written since the last rollup refresh; workers add them in
+ * the batch transaction, the refresh consumes them in its own. */
+CREATE TABLE adstream.rollup_pending (
+	window_start	timestamptz PRIMARY KEY
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+		autovacuum_vacuum_cost_delay = 0);
+COMMENT ON TABLE adstream.rollup_pending IS
+	'Minute windows changed since the rollups were last refreshed';
+SELECT pg_catalog.pg_extension_config_dump('adstream.rollup_pending', '');
+
+CREATE TABLE adstream.ad_stats_hour (
+	ad_id			bigint NOT NULL,
+	campaign_id		bigint NOT NULL,
+	window_start	timestamptz NOT NULL,
+	impressions		bigint NOT NULL,
+	clicks			bigint NOT NULL,
+	PRIMARY KEY (ad_id, window_start)
+) WITH (fillfactor = 90);
+CREATE TABLE adstream.ad_stats_6h (LIKE adstream.ad_stats_hour INCLUDING ALL) WITH (fillfactor = 90);
+CREATE TABLE adstream.ad_stats_day (LIKE adstream.ad_stats_hour INCLUDING ALL) WITH (fillfactor = 90);
+COMMENT ON TABLE adstream.ad_stats_hour IS 'Hourly rollup of ad_stats_minute (UTC)';
+COMMENT ON TABLE adstream.ad_stats_6h IS 'Six-hour rollup of ad_stats_minute (UTC, from 00:00)';
+COMMENT ON TABLE adstream.ad_stats_day IS 'Daily rollup of ad_stats_minute (UTC)';
+SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_hour', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_6h', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_day', '');
+
+/* Start of the bucket of a given granularity that holds ts, in UTC. */
+-- No SET clause, so that the planner can inline it.
+CREATE FUNCTION adstream.bucket(p_granularity text, p_ts timestamptz)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN pg_catalog.date_bin(CASE p_granularity WHEN 'minute' THEN interval '1 minute'
+									WHEN 'hour' THEN interval '1 hour'
+									WHEN '6h' THEN interval '6 hours'
+									WHEN 'day' THEN interval '1 day' END,
+				p_ts, timestamptz '1970-01-01 00:00:00+00');
+COMMENT ON FUNCTION adstream.bucket(text, timestamptz) IS
+	'Start of the UTC minute, hour, 6-hour block or day that holds a time';
+
+/*
+ * Recompute only the hours, six-hour blocks and days that contain a minute
+ * written since the last refresh.  A worker that commits while this runs
+ * leaves its pending row for the next refresh, so nothing is missed.
+ * Refreshes serialise on adstream's own lock.
+ */
+CREATE FUNCTION adstream.refresh_rollups()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_minutes	timestamptz[];
+	v_level		text;
+	v_below		text;
+	v_width		interval;
+BEGIN
+	PERFORM adstream._lock('adstream.rollups', 0, true);
+	WITH d AS (DELETE FROM adstream.rollup_pending RETURNING window_start)
+	SELECT array_agg(window_start) INTO v_minutes FROM d;
+	IF v_minutes IS NULL THEN
+		RETURN 0;
+	END IF;
+
+	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
+	FOR v_level, v_below, v_width IN
+		VALUES ('hour', 'ad_stats_minute', interval '1 hour'),
+			   ('6h', 'ad_stats_hour', interval '6 hours'),
+			   ('day', 'ad_stats_6h', interval '1 day')
+	LOOP
+		EXECUTE format($q$
+			INSERT INTO adstream.%1$I AS r (ad_id, campaign_id, window_start, impressions, clicks)
+			SELECT s.ad_id, max(s.campaign_id), adstream.bucket(%3$L, s.window_start), sum(s.impressions), sum(s.clicks)
+			  FROM adstream.%2$I s
+			  JOIN (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+				ON s.window_start >= b.b AND s.window_start < b.b + $2
+			 GROUP BY s.ad_id, 3
+			ON CONFLICT (ad_id, window_start) DO UPDATE
+			   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
+	END LOOP;
+
+	RETURN cardinality(v_minutes);
+END
+$$;
+COMMENT ON FUNCTION adstream.refresh_rollups() IS
+	'Recomputes the hour, 6h and day rollups of the windows written since the last run; returns how many minutes were pending';
+
+/*
+ * Exact totals per ad and bucket over [p_from, p_to): buckets with minutes
+ * not rolled up yet are summed from ad_stats_minute, the others read from
+ * their rollup.  One statement, so one snapshot.
+ */
+CREATE FUNCTION adstream.ad_stats(p_from timestamptz, p_to timestamptz, p_granularity text DEFAULT 'hour')
+RETURNS TABLE (ad_id bigint, campaign_id bigint, window_start timestamptz, impressions bigint, clicks bigint)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_granularity IS NULL OR p_granularity NOT IN ('minute', 'hour', '6h', 'day') THEN
+		RAISE EXCEPTION 'invalid granularity %', coalesce(quote_literal(p_granularity), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''minute'', ''hour'', ''6h'' or ''day''.';
+	END IF;
+	IF p_granularity = 'minute' THEN
+		RETURN QUERY SELECT m.ad_id, m.campaign_id, m.window_start, m.impressions, m.clicks
+		  FROM adstream.ad_stats_minute m WHERE m.window_start >= p_from AND m.window_start < p_to;
+		RETURN;
+	END IF;
+	RETURN QUERY EXECUTE format($q$
+		WITH dirty AS (
+			SELECT DISTINCT adstream.bucket(%1$L, p.window_start) AS b FROM adstream.rollup_pending p)
+		SELECT r.ad_id, r.campaign_id, r.window_start, r.impressions, r.clicks
+		  FROM adstream.%2$I r
+		 WHERE r.window_start >= $1 AND r.window_start < $2
+		   AND r.window_start NOT IN (SELECT b FROM dirty)
+		UNION ALL
+		SELECT m.ad_id, max(m.campaign_id), adstream.bucket(%1$L, m.window_start),
+			   sum(m.impressions)::bigint, sum(m.clicks)::bigint
+		  FROM adstream.ad_stats_minute m
+		 WHERE m.window_start >= $1 AND m.window_start < $2 + interval '1 day'	-- prunes partitions
+		   AND adstream.bucket(%1$L, m.window_start) IN (SELECT b FROM dirty)
+		   AND adstream.bucket(%1$L, m.window_start) >= $1 AND adstream.bucket(%1$L, m.window_start) < $2
+		 GROUP BY m.ad_id, 3$q$,
+		p_granularity, 'ad_stats_' || p_granularity)
+	USING adstream.bucket(p_granularity, p_from), p_to;
+END
+$$;
+COMMENT ON FUNCTION adstream.ad_stats(timestamptz, timestamptz, text) IS
+	'Exact impressions and clicks per ad and bucket (minute, hour, 6h, day), for the buckets that start in [bucket of from, to), including minutes not rolled up yet';
+
+CREATE FUNCTION adstream.campaign_stats(p_from timestamptz, p_to timestamptz, p_granularity text DEFAULT 'hour')
+RETURNS TABLE (campaign_id bigint, window_start timestamptz, ads bigint, impressions bigint, clicks bigint)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	SELECT s.campaign_id, s.window_start, count(*), sum(s.impressions)::bigint, sum(s.clicks)::bigint
+	  FROM adstream.ad_stats(p_from, p_to, p_granularity) s
+	 GROUP BY s.campaign_id, s.window_start;
+END;
+COMMENT ON FUNCTION adstream.campaign_stats(timestamptz, timestamptz, text) IS
+	'Exact impressions and clicks per campaign and bucket over [from, to)';
+
+-------------------------------------------------------------------------------
+-- Dedup: a shared-memory index of event ids (src/dedup_index.c), made
+-- durable by one row of ids per batch and event-time hour
+-------------------------------------------------------------------------------
+
+/* Insert-only and dropped whole within hours: no vacuum for inserts. */
+INSERT INTO adstream.partitioned_tables (name, grain, fillfactor, storage_options) VALUES
+	('dedup_log', interval '1 hour', 100, ARRAY['autovacuum_vacuum_insert_threshold=-1']);
+
+CREATE TABLE adstream.dedup_log (
+	source_id	integer NOT NULL,
+	hour		timestamptz NOT NULL,	-- event-time hour of the ids
+	ids			bytea NOT NULL			-- 16-byte event ids, concatenated in id order
+) PARTITION BY RANGE (hour);
+COMMENT ON TABLE adstream.dedup_log IS
+	'Event ids claimed per source and event-time hour within adstream.dedup_horizon; the durable form of the shared-memory dedup index';
+
+CREATE FUNCTION adstream._dedup_forget(p_before timestamptz)
+RETURNS bigint LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_forget';
+COMMENT ON FUNCTION adstream._dedup_forget(timestamptz) IS
+	'Internal: forgets the dedup index entries of the hours ending at or before the given time; returns how many';
+
+CREATE FUNCTION adstream.dedup_index_status(
+	OUT capacity bigint, OUT entries bigint, OUT shared_memory_bytes bigint, OUT ready boolean)
+RETURNS record LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_index_status';
+COMMENT ON FUNCTION adstream.dedup_index_status() IS
+	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index; ready once rebuilt after a start';
+
+/*
+ * Drop dedup_log partitions that lie wholly behind every ad-events source's
+ * watermark minus the dedup horizon, then forget their ids in the index.
+ * Any event that would fall into them is rejected as too_late before dedup,
+ * so dropping cannot let a duplicate through.
+ */
+CREATE FUNCTION adstream.expire_dedup_state()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
+AS $$
+DECLARE
+	v_cutoff	timestamptz;
+	v_dropped	integer;
+BEGIN
+	SELECT min(wm) - current_setting('adstream.dedup_horizon')::interval INTO v_cutoff
+	  FROM (SELECT max(o.max_event_ts) AS wm
+			  FROM adstream.offsets o JOIN adstream.sources s ON s.name = o.source
+			 WHERE s.kind = 'ad_events'
+			 GROUP BY o.source HAVING max(o.max_event_ts) IS NOT NULL) w;
+	-- Workers hold this lock shared while they judge and write a batch.
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
+	v_dropped := adstream._drop_partitions_before('dedup_log', v_cutoff);
+	-- Last, once the drops are done: the index forgets the same hours.
+	IF v_cutoff IS NOT NULL THEN
+		PERFORM adstream._dedup_forget(v_cutoff);
+	END IF;
+	RETURN v_dropped;
+END
+$$;
+COMMENT ON FUNCTION adstream.expire_dedup_state() IS
+	'Drops dedup_log partitions older than every ad-events source''s watermark minus adstream.dedup_horizon, and forgets their ids in the dedup index; returns how many partitions';
+
+-------------------------------------------------------------------------------
+-- Attribution: ad events kept for it, orders, and the orders credited
+-------------------------------------------------------------------------------
+
+/* Insert-only and dropped whole within hours: no vacuum for inserts. */
+INSERT INTO adstream.partitioned_tables (name, grain, fillfactor, storage_options) VALUES
+	('ad_events', interval '1 hour', 100, ARRAY['autovacuum_vacuum_insert_threshold=-1']);
+
+CREATE TABLE adstream.ad_events (
+	source_id	integer NOT NULL,
+	event_id	uuid NOT NULL,
+	type		text NOT NULL CHECK (type IN ('click', 'impression')),
+	ad_id		bigint NOT NULL,
+	campaign_id	bigint NOT NULL,
+	user_id		bigint NOT NULL,
+	store_id	bigint NOT NULL,
+	ts			timestamptz NOT NULL
+) PARTITION BY RANGE (ts);
+CREATE INDEX ON adstream.ad_events (user_id, store_id, type, ts, event_id);
+COMMENT ON TABLE adstream.ad_events IS
+	'Deduplicated clicks (and impressions when view-through is on) kept for attribution; partitions expire behind the ad-events watermark';
+
+CREATE TABLE adstream.orders (
+	order_id		uuid PRIMARY KEY,
+	source			text NOT NULL,
+	user_id			bigint NOT NULL,
+	store_id		bigint NOT NULL,
+	amount			numeric NOT NULL,
+	currency		text NOT NULL,
+	ts				timestamptz NOT NULL,
+	received_at		timestamptz NOT NULL DEFAULT now(),
+	status			text NOT NULL DEFAULT 'waiting'
+					CHECK (status IN ('waiting', 'attributed', 'unattributed')),
+	decided_at		timestamptz,
+	attribution		text CHECK (attribution IN ('click', 'view')),
+	ad_id			bigint,
+	campaign_id		bigint,
+	event_id		uuid,			-- the credited click (or impression)
+	event_ts		timestamptz
+);
+CREATE INDEX orders_waiting_idx ON adstream.orders (ts) WHERE status = 'waiting';
+COMMENT ON TABLE adstream.orders IS
+	'Every distinct order; the attribution columns stay null while it waits or when nothing matched';
+SELECT pg_catalog.pg_extension_config_dump('adstream.orders', '');
+
+CREATE TABLE adstream.attributed_orders (
+	order_id		uuid PRIMARY KEY,
+	ad_id			bigint NOT NULL,
+	campaign_id		bigint NOT NULL,
+	click_event_id	uuid NOT NULL,
+	click_ts		timestamptz NOT NULL,
+	order_ts		timestamptz NOT NULL,
+	amount			numeric NOT NULL,
+	currency		text NOT NULL,
+	attribution		text NOT NULL DEFAULT 'click' CHECK (attribution IN ('click', 'view')),
+	record_uuid		uuid NOT NULL UNIQUE,
+	attributed_at	timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE adstream.attributed_orders IS
+	'Orders credited to the last click (or, with view-through, the last impression) before them';
+SELECT pg_catalog.pg_extension_config_dump('adstream.attributed_orders', '');
+-- (its trigger queue_for_publishing is defined with the outbox, below)
+
+/*
+ * How far all ad events have arrived: the lowest partition watermark over
+ * every enabled ad-events source.  An order is judged once this passes its
+ * time, so the clicks before it have been ingested.  NULL when no ad events
+ * have arrived yet.  A partition that has messages to read but no watermark
+ * yet (a worker that started on a backlog and has not committed its first
+ * batch) holds it back at -infinity.
+ */
+CREATE FUNCTION adstream.ad_events_watermark()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN CASE
+	WHEN EXISTS (
+		SELECT 1 FROM adstream.sources s
+		  JOIN adstream.partition_status() p ON p.source_id = s.id
+		  LEFT JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic AND o.partition = p.partition
+		 WHERE s.kind = 'ad_events' AND s.enabled AND o.max_event_ts IS NULL
+		   AND (p.high_watermark IS NULL OR p.high_watermark > coalesce(o.next_offset, 0)))
+	THEN '-infinity'::timestamptz
+	ELSE (SELECT min(o.max_event_ts)
+			FROM adstream.offsets o JOIN adstream.sources s ON s.name = o.source AND s.topic = o.topic
+		   WHERE s.kind = 'ad_events' AND s.enabled AND o.max_event_ts IS NOT NULL)
+END;
+COMMENT ON FUNCTION adstream.ad_events_watermark() IS
+	'Lowest event-time watermark over the partitions of all enabled ad-events sources; -infinity while a partition with messages to read has none yet';
+
+CREATE VIEW adstream.waiting_orders AS
+SELECT o.order_id, o.source, o.user_id, o.store_id, o.amount, o.currency, o.ts, o.received_at,
+	   adstream.ad_events_watermark() AS ad_events_watermark,
+	   o.received_at + current_setting('adstream.attribution_max_wait')::interval AS decide_by
+  FROM adstream.orders o
+ WHERE o.status = 'waiting';
+COMMENT ON VIEW adstream.waiting_orders IS
+	'Orders not yet judged: waiting for the ad-events watermark to pass their time, or until decide_by';
+
+CREATE FUNCTION adstream.validate_order(payload bytea,
+	OUT reason text, OUT detail text, OUT order_id uuid, OUT user_id bigint,
+	OUT store_id bigint, OUT amount numeric, OUT currency text, OUT ts timestamptz)
+RETURNS record LANGUAGE C STRICT STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'adstream_validate_order';
+COMMENT ON FUNCTION adstream.validate_order(bytea) IS
+	'Runs the consumer''s order parser on one message value; reason is ''ok'' or the dead-letter reason (the clock-dependent future_timestamp check excluded)';
+
+CREATE FUNCTION adstream.validate_order(payload text,
+	OUT reason text, OUT detail text, OUT order_id uuid, OUT user_id bigint,
+	OUT store_id bigint, OUT amount numeric, OUT currency text, OUT ts timestamptz)
+RETURNS record LANGUAGE sql STRICT STABLE PARALLEL SAFE
+RETURN adstream.validate_order(pg_catalog.convert_to(payload, 'UTF8'));
+COMMENT ON FUNCTION adstream.validate_order(text) IS
+	'Text form of adstream.validate_order(bytea)';
+
+/*
+ * Stable per order, so a re-run after a crash produces the same record: a
+ * name-based (MD5, version 3) UUID of the record's kind and key.
+ */
+CREATE FUNCTION adstream.record_uuid(p_kind text, p_key text)
+RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (SELECT (substr(h, 1, 12) || '3' || substr(h, 14, 3)
+				|| substr('89ab', (('x' || substr(h, 17, 1))::bit(4)::integer % 4) + 1, 1)
+				|| substr(h, 18))::uuid
+		  FROM (SELECT pg_catalog.md5('adstream/' || p_kind || '/' || p_key) AS h) m);
+COMMENT ON FUNCTION adstream.record_uuid(text, text) IS
+	'Deterministic record UUID of a published row, from its kind and key';
+
+/*
+ * Judge the orders that are ready, in one transaction: last click wins
+ * within adstream.attribution_window before the order; with view-through
+ * on, the last impression within adstream.view_through_window when no click
+ * matched.  Several workers may run this at once (SKIP LOCKED).
+ */
+CREATE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_wm		timestamptz := adstream.ad_events_watermark();
+	v_window	interval := current_setting('adstream.attribution_window')::interval;
+	v_view		interval := current_setting('adstream.view_through_window')::interval;
+	v_wait		interval := current_setting('adstream.attribution_max_wait')::interval;
+	v_done		integer;
+BEGIN
+	WITH ready AS (
+		SELECT o.order_id, o.user_id, o.store_id, o.ts
+		  FROM adstream.orders o
+		 WHERE o.status = 'waiting'
+		   AND (o.ts <= v_wm OR o.received_at <= now() - v_wait)
+		 ORDER BY o.ts
+		 LIMIT p_limit
+		   FOR UPDATE SKIP LOCKED
+	), judged AS (
+		SELECT r.order_id, coalesce(c.type, v.type) AS type, coalesce(c.ad_id, v.ad_id) AS ad_id,
+			   coalesce(c.campaign_id, v.campaign_id) AS campaign_id,
+			   coalesce(c.event_id, v.event_id) AS event_id, coalesce(c.ts, v.ts) AS event_ts
+		  FROM ready r
+		  LEFT JOIN LATERAL (
+			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+			 WHERE e.user_id = r.user_id AND e.store_id = r.store_id AND e.type = 'click'
+			   AND e.ts <= r.ts AND e.ts > r.ts - v_window
+			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) c ON true
+		  LEFT JOIN LATERAL (
+			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+			 WHERE c.event_id IS NULL AND v_view > interval '0'
+			   AND e.user_id = r.user_id AND e.store_id = r.store_id AND e.type = 'impression'
+			   AND e.ts <= r.ts AND e.ts > r.ts - v_view
+			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) v ON true
+	), updated AS (
+		UPDATE adstream.orders o
+		   SET status = CASE WHEN j.event_id IS NULL THEN 'unattributed' ELSE 'attributed' END,
+			   decided_at = now(),
+			   attribution = CASE j.type WHEN 'click' THEN 'click' WHEN 'impression' THEN 'view' END,
+			   ad_id = j.ad_id, campaign_id = j.campaign_id, event_id = j.event_id, event_ts = j.event_ts
+		  FROM judged j
+		 WHERE o.order_id = j.order_id
+		RETURNING o.*
+	), credited AS (
+		INSERT INTO adstream.attributed_orders
+			(order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts, amount, currency,
+			 attribution, record_uuid)
+		SELECT u.order_id, u.ad_id, u.campaign_id, u.event_id, u.event_ts, u.ts, u.amount, u.currency,
+			   u.attribution, adstream.record_uuid('attributed_orders', u.order_id::text)
+		  FROM updated u WHERE u.event_id IS NOT NULL
+		ON CONFLICT (order_id) DO NOTHING
+		RETURNING 1
+	)
+	SELECT count(*) INTO v_done FROM updated;
+	RETURN v_done;
+END
+$$;
+COMMENT ON FUNCTION adstream.attribute_orders(integer) IS
+	'Judges the waiting orders whose time the ad-events watermark has passed (or that waited attribution_max_wait); returns how many';
+
+-------------------------------------------------------------------------------
+-- Publishing: the transactional outbox and the sinks that publish it
+-------------------------------------------------------------------------------
+
+/*
+ * One row per change Pinot must see, written in the transaction that makes
+ * the change.  It names the changed row; the publisher reads that row's
+ * current state when it sends it.  The id is the record's version: for one
+ * key, writers are serialised by the result row's lock, so ids grow per key
+ * in commit order.  txid places the row in a publishing window (see
+ * _outbox_page).  A queue: vacuumed by row count, without cost delay.
+ */
+CREATE TABLE adstream.outbox (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	txid			xid8 NOT NULL DEFAULT pg_current_xact_id(),
+	kind			text NOT NULL CHECK (kind IN ('ad_stats', 'attributed_orders')),
+	ad_id			bigint,
+	window_start	timestamptz,
+	order_id		uuid,
+	CHECK ((kind = 'ad_stats') = (ad_id IS NOT NULL AND window_start IS NOT NULL)),
+	CHECK ((kind = 'attributed_orders') = (order_id IS NOT NULL))
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+		autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX outbox_txid_idx ON adstream.outbox (txid);
+COMMENT ON TABLE adstream.outbox IS
+	'Changes to publish, written in the same transaction as the results; pruned once every sink has passed them';
+-- Outbox rows name transactions of this cluster only and are not dumped; the
+-- version sequence is, so versions keep growing after a restore.
+SELECT pg_catalog.pg_extension_config_dump('adstream.outbox_id_seq', '');
+
+/*
+ * Kafka clusters to publish to.  Each has a durable cursor, updated by every
+ * Kafka transaction: fillfactor 50, vacuumed by row count without delay.
+ */
+CREATE TABLE adstream.sinks (
+	id					integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	name				text NOT NULL UNIQUE,
+	brokers				text NOT NULL,
+	topic_ad_stats		text NOT NULL DEFAULT 'adstream.ad_stats',
+	topic_orders		text NOT NULL DEFAULT 'adstream.attributed_orders',
+	kafka_options		jsonb NOT NULL DEFAULT '{}',	-- may hold credentials
+	enabled				boolean NOT NULL DEFAULT true,
+	generation			bigint NOT NULL DEFAULT adstream._new_generation(),
+	-- the cursor: everything visible in done_snapshot is published; the
+	-- window up to target_snapshot is published up to outbox id last_id
+	done_snapshot		pg_snapshot NOT NULL,
+	target_snapshot		pg_snapshot,
+	last_id				bigint NOT NULL DEFAULT 0,
+	txns_committed		bigint NOT NULL DEFAULT 0,
+	txns_aborted		bigint NOT NULL DEFAULT 0,
+	records_published	bigint NOT NULL DEFAULT 0,
+	last_publish_at		timestamptz,
+	created_at			timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+		autovacuum_vacuum_cost_delay = 0);
+COMMENT ON TABLE adstream.sinks IS
+	'Kafka clusters that receive every result for Pinot, each with its own durable cursor; superusers only (credentials)';
+SELECT pg_catalog.pg_extension_config_dump('adstream.sinks', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.sinks_id_seq', '');
+
+/*
+ * Whether changes must go to the outbox: only while sinks exist.  The lock
+ * makes the answer hold until commit: create_sink takes a SHARE lock on the
+ * outbox, so it waits for transactions that decided there was no sink, and
+ * its backfill then sees their results.
+ */
+CREATE FUNCTION adstream._publishing()
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	LOCK TABLE adstream.outbox IN ROW EXCLUSIVE MODE;
+	RETURN EXISTS (SELECT 1 FROM adstream.sinks);
+END
+$$;
+
+/* Credited orders go to the outbox in the transaction that credits them. */
+CREATE FUNCTION adstream._queue_attributed_orders()
+RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF adstream._publishing() THEN
+		INSERT INTO adstream.outbox (kind, order_id)
+		SELECT 'attributed_orders', n.order_id FROM new_rows n ORDER BY n.order_id;
+	END IF;
+	RETURN NULL;
+END
+$$;
+CREATE TRIGGER queue_for_publishing AFTER INSERT ON adstream.attributed_orders
+	REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+	EXECUTE FUNCTION adstream._queue_attributed_orders();
+
+/* The Pinot key of an outbox row. */
+CREATE FUNCTION adstream._record_key(p_kind text, p_ad_id bigint, p_window timestamptz, p_order uuid)
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE p_kind
+	WHEN 'ad_stats' THEN current_setting('adstream.node_name') || '|' || p_ad_id || '|'
+						 || (extract(epoch FROM p_window) * 1000)::bigint
+	ELSE p_order::text END;
+
+/*
+ * The next page of the sink's current window: outbox rows committed after
+ * done_snapshot and by target_snapshot (taken now if there is no window
+ * open), after last_id, with the current value of the row they name.
+ * Rows whose result is gone (dropped by retention) are skipped.
+ */
+CREATE FUNCTION adstream._outbox_page(p_sink text, p_limit integer)
+RETURNS TABLE (id bigint, topic text, record_key text, value text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s			adstream.sinks;
+	v_target	pg_snapshot;
+	v_n			bigint;
+BEGIN
+	SELECT * INTO s FROM adstream.sinks k WHERE k.name = p_sink FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'sink "%" does not exist', p_sink USING ERRCODE = 'undefined_object';
+	END IF;
+	-- A cursor restored from another cluster names transactions that never
+	-- ran here: it would silently skip changes.
+	IF pg_snapshot_xmin(s.done_snapshot) > pg_current_xact_id() THEN
+		RAISE EXCEPTION 'the cursor of sink "%" comes from another cluster', p_sink
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'After a restore, drop and re-create the sink; it then sends the current state again.';
+	END IF;
+	v_target := coalesce(s.target_snapshot, pg_current_snapshot());
+	RETURN QUERY
+	SELECT o.id,
+		   CASE o.kind WHEN 'ad_stats' THEN s.topic_ad_stats ELSE s.topic_orders END,
+		   adstream._record_key(o.kind, o.ad_id, o.window_start, o.order_id),
+		   CASE o.kind
+		   WHEN 'ad_stats' THEN
+			(SELECT jsonb_build_object(
+				'node', current_setting('adstream.node_name'), 'ad_id', m.ad_id, 'campaign_id', m.campaign_id,
+				'window_start', (extract(epoch FROM m.window_start) * 1000)::bigint,
+				'impressions', m.impressions, 'clicks', m.clicks, 'version', o.id,
+				'record_uuid', adstream.record_uuid('ad_stats', adstream._record_key(o.kind, o.ad_id, o.window_start, NULL)),
+				'updated_at', (extract(epoch FROM m.updated_at) * 1000)::bigint)::text
+			   FROM adstream.ad_stats_minute m WHERE m.ad_id = o.ad_id AND m.window_start = o.window_start)
+		   ELSE
+			(SELECT jsonb_build_object(
+				'order_id', a.order_id, 'node', current_setting('adstream.node_name'), 'ad_id', a.ad_id,
+				'campaign_id', a.campaign_id, 'click_event_id', a.click_event_id,
+				'click_ts', (extract(epoch FROM a.click_ts) * 1000)::bigint,
+				'order_ts', (extract(epoch FROM a.order_ts) * 1000)::bigint,
+				'amount', a.amount::text, 'currency', a.currency, 'attribution', a.attribution,
+				'record_uuid', a.record_uuid, 'version', o.id,
+				'attributed_at', (extract(epoch FROM a.attributed_at) * 1000)::bigint)::text
+			   FROM adstream.attributed_orders a WHERE a.order_id = o.order_id)
+		   END
+	  FROM adstream.outbox o
+	 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
+	   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
+	   AND pg_visible_in_snapshot(o.txid, v_target)
+	   AND o.id > s.last_id
+	 ORDER BY o.id
+	 LIMIT p_limit;
+	GET DIAGNOSTICS v_n = ROW_COUNT;
+
+	IF v_n > 0 AND s.target_snapshot IS NULL THEN
+		-- open the window: its end is fixed until it is fully published
+		UPDATE adstream.sinks SET target_snapshot = v_target WHERE name = p_sink;
+	ELSIF v_n = 0 AND s.target_snapshot IS NOT NULL THEN
+		-- an open window with nothing left: close it
+		UPDATE adstream.sinks SET done_snapshot = target_snapshot, target_snapshot = NULL, last_id = 0
+		 WHERE name = p_sink;
+	END IF;
+	-- (an idle sink with no window writes nothing)
+END
+$$;
+
+/*
+ * After a Kafka commit: the page read from position p_from up to p_last_id
+ * is published; when the page was the window's last, the window is closed.
+ * Returns false if the cursor is no longer where the page was read from
+ * (another publisher moved it), in which case nothing changes.
+ */
+CREATE FUNCTION adstream._sink_advance(p_sink text, p_from bigint, p_last_id bigint, p_records integer,
+									   p_window_done boolean)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE adstream.sinks
+	   SET done_snapshot = CASE WHEN p_window_done THEN target_snapshot ELSE done_snapshot END,
+		   target_snapshot = CASE WHEN p_window_done THEN NULL ELSE target_snapshot END,
+		   last_id = CASE WHEN p_window_done THEN 0 ELSE p_last_id END,
+		   txns_committed = txns_committed + 1,
+		   records_published = records_published + p_records,
+		   last_publish_at = now()
+	 WHERE name = p_sink AND last_id = p_from AND target_snapshot IS NOT NULL;
+	RETURN FOUND;
+END
+$$;
+
+CREATE FUNCTION adstream._sink_aborted(p_sink text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+	UPDATE adstream.sinks SET txns_aborted = txns_aborted + 1 WHERE name = p_sink;
+END;
+
+/* Outbox rows every sink has published (or all committed ones, without sinks). */
+CREATE FUNCTION adstream.prune_outbox()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_horizon	xid8;
+	v_n			bigint;
+BEGIN
+	SELECT coalesce(min(pg_snapshot_xmin(done_snapshot)), pg_snapshot_xmin(pg_current_snapshot()))
+	  INTO v_horizon FROM adstream.sinks;
+	DELETE FROM adstream.outbox WHERE txid < v_horizon;
+	GET DIAGNOSTICS v_n = ROW_COUNT;
+	RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION adstream.prune_outbox() IS
+	'Deletes outbox rows that every sink has published; returns how many';
+
+-- The sink management API runs as the extension owner, like that of sources.
+
+CREATE FUNCTION adstream.create_sink(name text, brokers text, options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_key		text;
+	v_val		jsonb;
+	v_text		text;
+	v_err		text;
+	v_props		jsonb := '{}';
+	v_topic_a	text := 'adstream.ad_stats';
+	v_topic_o	text := 'adstream.attributed_orders';
+	v_snap		pg_snapshot;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid sink name %', coalesce('"' || name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A sink name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", such as ''region_b''.';
+	END IF;
+	IF brokers IS NULL OR btrim(brokers) = '' THEN
+		RAISE EXCEPTION 'brokers must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give a bootstrap list such as ''kafka1:9092,kafka2:9092''.';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass for example ''{"topic_ad_stats": "ads.stats", "security.protocol": "SASL_SSL"}''.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM adstream.sinks s WHERE s.name = create_sink.name) THEN
+		RAISE EXCEPTION 'sink "%" already exists', create_sink.name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it first with adstream.drop_sink(), or choose another name.';
+	END IF;
+
+	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
+			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_text := v_val #>> '{}';
+		IF v_key IN ('topic_ad_stats', 'topic_orders') THEN
+			IF v_text !~ '^[A-Za-z0-9._-]{1,249}$' OR v_text IN ('.', '..') THEN
+				RAISE EXCEPTION 'invalid Kafka topic name % for option "%"', quote_literal(v_text), v_key
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			IF v_key = 'topic_ad_stats' THEN v_topic_a := v_text; ELSE v_topic_o := v_text; END IF;
+			CONTINUE;
+		END IF;
+		IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'transactional.id',
+					 'enable.idempotence', 'acks', 'transaction.timeout.ms', 'partitioner',
+					 'client.id', 'linger.ms') THEN
+			RAISE EXCEPTION 'librdkafka property "%" is managed by adstream', v_key
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Publishing uses an idempotent, transactional producer with transactional.id adstream.<database>.<sink>.';
+		END IF;
+		IF adstream._is_privileged_property(v_key)
+		   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+			RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = 'It makes the server run a program, load a library or read a file.';
+		END IF;
+		v_err := adstream._kafka_property_error(v_key, v_text);
+		IF v_err IS NOT NULL THEN
+			RAISE EXCEPTION 'invalid librdkafka property "%"', v_key
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END;
+		END IF;
+		v_props := v_props || jsonb_build_object(v_key, v_text);
+	END LOOP;
+
+	/*
+	 * A new sink receives everything: the current state is queued as
+	 * outbox rows in this transaction, and its cursor starts at this
+	 * transaction's snapshot, which the rows are not visible in yet.  The
+	 * lock waits for batches that saw no sink (see _publishing).
+	 */
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'create_sink must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Its snapshot must be taken after it has waited for running batches.';
+	END IF;
+	IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+		RAISE EXCEPTION 'create_sink must run in a transaction that has not written anything yet'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Call it in its own transaction.';
+	END IF;
+	-- (SHARE ROW EXCLUSIVE: also keeps two create_sink calls from deadlocking)
+	LOCK TABLE adstream.outbox IN SHARE ROW EXCLUSIVE MODE;
+	-- Taken before this transaction writes, so its own xid (assigned by the
+	-- first write) is not visible in it and the backfill below is published.
+	v_snap := pg_current_snapshot();
+	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot)
+	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap);
+	INSERT INTO adstream.outbox (kind, ad_id, window_start)
+	SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+	INSERT INTO adstream.outbox (kind, order_id)
+	SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.create_sink(text, text, jsonb) IS
+	'Registers a Kafka cluster that receives every result for Pinot, starting with the current state';
+
+CREATE FUNCTION adstream._sink_must_exist(p_name text)
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM adstream.sinks WHERE name = p_name) THEN
+		RAISE EXCEPTION 'sink % does not exist', coalesce('"' || p_name || '"', 'NULL')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See adstream.sink_status for the existing sinks.';
+	END IF;
+END
+$$;
+
+CREATE FUNCTION adstream.drop_sink(name text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._sink_must_exist(name);
+	DELETE FROM adstream.sinks s WHERE s.name = drop_sink.name;
+	PERFORM adstream.prune_outbox();
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.drop_sink(text) IS 'Stops and forgets a sink and its cursor';
+
+CREATE FUNCTION adstream.pause_sink(name text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._sink_must_exist(name);
+	UPDATE adstream.sinks s SET enabled = false WHERE s.name = pause_sink.name;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.pause_sink(text) IS 'Stops publishing to a sink; its backlog waits in the outbox';
+
+CREATE FUNCTION adstream.resume_sink(name text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._sink_must_exist(name);
+	UPDATE adstream.sinks s SET enabled = true, generation = adstream._new_generation()
+	 WHERE s.name = resume_sink.name AND NOT s.enabled;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.resume_sink(text) IS 'Resumes publishing to a sink from its cursor';
+
+/* What the publisher workers report from shared memory. */
+CREATE FUNCTION adstream.publisher_status(
+	OUT sink_id integer, OUT pid integer, OUT state text, OUT started_at timestamptz,
+	OUT last_commit_at timestamptz, OUT last_error text, OUT last_error_at timestamptz, OUT restarts integer)
+RETURNS SETOF record LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_publisher_status';
+COMMENT ON FUNCTION adstream.publisher_status() IS
+	'One row per running or restarting publisher worker, from shared memory';
+
+-------------------------------------------------------------------------------
+-- Maintenance: partitions ahead, retention, rollups (plain functions, and
+-- pg_cron jobs through schedule_maintenance)
+-------------------------------------------------------------------------------
+
+/*
+ * Creates the partitions that hold the given times.  Creators serialise on
+ * the lock ATTACH takes anyway (inserts are not blocked); unlike an advisory
+ * lock, taking it also processes catalog invalidations, so two workers never
+ * both create the same partition.
+ */
+CREATE FUNCTION adstream.ensure_partitions(p_table text, p_times timestamptz[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_grain		interval;
+	v_fill		integer;
+	v_options	text[];
+	v_lo		timestamptz;
+	v_name		text;
+	v_created	integer := 0;
+BEGIN
+	SELECT grain, fillfactor, storage_options INTO v_grain, v_fill, v_options
+	  FROM adstream.partitioned_tables WHERE name = p_table;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table "%" is not partitioned by adstream', p_table
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'See adstream.partitioned_tables.';
+	END IF;
+
+	-- Usually every partition exists: answer without taking the lock, which
+	-- would otherwise serialise all workers until the end of their batches.
+	IF NOT EXISTS (
+		SELECT 1 FROM unnest(p_times) AS t
+		 WHERE t IS NOT NULL
+		   AND to_regclass(format('adstream.%I', p_table || '_p' ||
+				to_char(date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00') AT TIME ZONE 'UTC',
+						'YYYYMMDD"_"HH24MI'))) IS NULL) THEN
+		RETURN 0;
+	END IF;
+
+	-- Serialise creators with the lock ATTACH takes anyway (inserts are not
+	-- blocked).  Unlike an advisory lock, taking it also processes catalog
+	-- invalidations, so the check below sees a partition that the previous
+	-- holder created and committed.
+	EXECUTE format('LOCK TABLE adstream.%I IN SHARE UPDATE EXCLUSIVE MODE', p_table);
+
+	FOR v_lo IN
+		SELECT DISTINCT date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00')
+		  FROM unnest(p_times) AS t WHERE t IS NOT NULL
+	LOOP
+		v_name := p_table || '_p' || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
+		CONTINUE WHEN to_regclass(format('adstream.%I', v_name)) IS NOT NULL;
+		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so
+		-- readers and other workers' inserts are not blocked.
+		EXECUTE format('CREATE TABLE adstream.%I (LIKE adstream.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)',
+					   v_name, p_table, array_to_string(ARRAY['fillfactor=' || v_fill] || v_options, ', '));
+		EXECUTE format('ALTER TABLE adstream.%I ATTACH PARTITION adstream.%I FOR VALUES FROM (%L) TO (%L)',
+					   p_table, v_name, v_lo, v_lo + v_grain);
+		v_created := v_created + 1;
+	END LOOP;
+	RETURN v_created;
+END
+$$;
+COMMENT ON FUNCTION adstream.ensure_partitions(text, timestamptz[]) IS
+	'Creates the partitions of an adstream table that hold the given times; returns how many were created';
+
+/* Upper bound of a range partition, from its bound expression. */
+CREATE FUNCTION adstream._partition_upper(p_rel regclass)
+RETURNS timestamptz LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz
+		  FROM pg_class c WHERE c.oid = p_rel);
+
+/* Detach and drop the partitions of p_table wholly before p_cutoff. */
+CREATE FUNCTION adstream._drop_partitions_before(p_table text, p_cutoff timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_rel		regclass;
+	v_dropped	integer := 0;
+BEGIN
+	IF p_cutoff IS NULL THEN
+		RETURN 0;
+	END IF;
+	FOR v_rel IN
+		SELECT i.inhrelid::regclass FROM pg_inherits i
+		 WHERE i.inhparent = format('adstream.%I', p_table)::regclass
+		   AND adstream._partition_upper(i.inhrelid) <= p_cutoff
+	LOOP
+		EXECUTE format('ALTER TABLE adstream.%I DETACH PARTITION %s', p_table, v_rel);
+		EXECUTE format('DROP TABLE %s', v_rel);
+		v_dropped := v_dropped + 1;
+	END LOOP;
+	RETURN v_dropped;
+END
+$$;
+
+/*
+ * Deletes dead letters received longer than adstream.rejected_retention ago,
+ * in rounds of p_batch rows so that no transaction grows large.  Dead letters
+ * stay bounded by rate x retention x (row + first 8 KiB of the message).
+ */
+CREATE FUNCTION adstream.expire_rejected_events(p_batch integer DEFAULT 50000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_before	timestamptz := now() - current_setting('adstream.rejected_retention')::interval;
+	v_n			bigint;
+	v_total		bigint := 0;
+BEGIN
+	IF p_batch < 1 THEN
+		RAISE EXCEPTION 'p_batch must be positive'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the number of rows to delete per round.';
+	END IF;
+	LOOP
+		DELETE FROM adstream.rejected_events r
+		 WHERE r.ctid = ANY (ARRAY(SELECT ctid FROM adstream.rejected_events
+									WHERE received_at < v_before LIMIT p_batch));
+		GET DIAGNOSTICS v_n = ROW_COUNT;
+		v_total := v_total + v_n;
+		EXIT WHEN v_n < p_batch;
+	END LOOP;
+	RETURN v_total;
+END
+$$;
+COMMENT ON FUNCTION adstream.expire_rejected_events(integer) IS
+	'Deletes dead letters older than adstream.rejected_retention; returns how many';
+
+/*
+ * Drop what has expired: dedup ids behind watermark - horizon; ad events
+ * behind the ad-events watermark - (attribution window + dedup horizon),
+ * but never what a waiting order still needs; minute aggregates older than
+ * adstream.minute_retention (their rollups are refreshed first and kept);
+ * dead letters older than adstream.rejected_retention.
+ */
+CREATE FUNCTION adstream.drop_expired_partitions()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+	v_window	interval := greatest(current_setting('adstream.attribution_window')::interval,
+									 current_setting('adstream.view_through_window')::interval);
+	v_events	timestamptz;
+	v_dropped	integer;
+BEGIN
+	v_dropped := adstream.expire_dedup_state();
+
+	v_events := least(adstream.ad_events_watermark(),
+					  (SELECT min(ts) FROM adstream.orders WHERE status = 'waiting'))
+				- v_window - current_setting('adstream.dedup_horizon')::interval;
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_events', v_events);
+
+	PERFORM adstream.refresh_rollups();
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_stats_minute',
+		now() - current_setting('adstream.minute_retention')::interval);
+	PERFORM adstream.expire_rejected_events();
+	RETURN v_dropped;
+END
+$$;
+COMMENT ON FUNCTION adstream.drop_expired_partitions() IS
+	'Drops expired partitions of dedup_log, ad_events and ad_stats_minute (returns how many), and dead letters older than adstream.rejected_retention';
+
+/* Partitions for the next p_ahead of wall-clock time, so workers rarely create any. */
+CREATE FUNCTION adstream.create_partitions_ahead(p_ahead interval DEFAULT '1 day')
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_times		timestamptz[];
+	v_created	integer := 0;
+	v_table		text;
+BEGIN
+	SELECT array_agg(t) INTO v_times
+	  FROM generate_series(now(), now() + p_ahead, interval '1 hour') t;
+	FOR v_table IN SELECT name FROM adstream.partitioned_tables ORDER BY name LOOP
+		v_created := v_created + adstream.ensure_partitions(v_table, v_times);
+	END LOOP;
+	RETURN v_created;
+END
+$$;
+COMMENT ON FUNCTION adstream.create_partitions_ahead(interval) IS
+	'Creates the partitions of every adstream table for the coming period; returns how many';
+
+CREATE FUNCTION adstream.schedule_maintenance()
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'pg_cron is not installed in this database'
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name, and run CREATE EXTENSION pg_cron; or call the maintenance functions yourself.';
+	END IF;
+	RETURN QUERY EXECUTE $q$
+		SELECT cron.schedule_in_database(j.name, j.schedule, j.command, current_database())
+		  FROM (VALUES ('adstream_partitions', '*/10 * * * *', 'SELECT adstream.create_partitions_ahead()'),
+					   ('adstream_retention', '*/5 * * * *', 'SELECT adstream.drop_expired_partitions()'),
+					   ('adstream_rollups', '* * * * *', 'SELECT adstream.refresh_rollups()')) AS j(name, schedule, command)$q$;
+END
+$$;
+COMMENT ON FUNCTION adstream.schedule_maintenance() IS
+	'Installs (or updates) the pg_cron jobs that create partitions ahead, drop expired ones and refresh rollups; returns their job ids';
+
+CREATE FUNCTION adstream.unschedule_maintenance()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_n	integer;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+		RETURN 0;
+	END IF;
+	EXECUTE $q$SELECT count(cron.unschedule(jobid))::integer FROM cron.job
+				WHERE jobname IN ('adstream_partitions', 'adstream_retention', 'adstream_rollups')
+				  AND database = current_database()$q$ INTO v_n;
+	RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION adstream.unschedule_maintenance() IS
+	'Removes the pg_cron jobs installed by schedule_maintenance; returns how many';
+
+-------------------------------------------------------------------------------
+-- Status: what the monitoring roles read
+-------------------------------------------------------------------------------
+
+CREATE VIEW adstream.source_config AS
+SELECT s.name, s.kind, s.brokers, s.topic, s.start_policy, s.workers, s.group_id,
+	   (SELECT coalesce(jsonb_object_agg(k, CASE WHEN adstream._is_secret(k) THEN to_jsonb('********'::text) ELSE v END), '{}')
+		  FROM jsonb_each(s.kafka_options) AS o(k, v)) AS kafka_options,
+	   s.enabled, s.created_at, s.updated_at
+  FROM adstream.sources s;
+COMMENT ON VIEW adstream.source_config IS
+	'Sources with secret librdkafka properties masked';
+
+CREATE VIEW adstream.source_status AS
+WITH parts AS (
+	SELECT s.id, s.name, o.partition FROM adstream.sources s
+	  JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic
+	UNION
+	SELECT s.id, s.name, p.partition FROM adstream.sources s
+	  JOIN adstream.partition_status() p ON p.source_id = s.id
+)
+SELECT s.name AS source,
+	   s.topic,
+	   CASE WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS source_state,
+	   pt.partition,
+	   coalesce(ps.pid, w.pid) AS worker_pid,
+	   coalesce(w.state, CASE WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
+	   o.next_offset,
+	   ps.high_watermark,
+	   CASE WHEN ps.high_watermark IS NOT NULL
+			THEN greatest(ps.high_watermark - coalesce(o.next_offset, 0), 0) END AS lag,
+	   coalesce(o.accepted, 0) AS accepted,
+	   coalesce(o.duplicates, 0) AS duplicates,
+	   coalesce(o.rejected, 0) AS rejected,
+	   o.max_event_ts AS partition_watermark,
+	   adstream.source_watermark(s.name) AS source_watermark,
+	   o.updated_at AS last_commit_at,
+	   w.last_error,
+	   w.last_error_at
+  FROM adstream.sources s
+  LEFT JOIN parts pt ON pt.id = s.id
+  LEFT JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic AND o.partition = pt.partition
+  LEFT JOIN adstream.partition_status() ps ON ps.source_id = s.id AND ps.partition = pt.partition
+  LEFT JOIN LATERAL (
+	SELECT ws.pid, ws.state, ws.last_error, ws.last_error_at
+	  FROM adstream.worker_status() ws
+	 WHERE ws.source_id = s.id
+	   AND (pt.partition IS NULL OR ws.worker_index = pt.partition % s.workers)
+	 ORDER BY ws.worker_index LIMIT 1) w ON true;
+COMMENT ON VIEW adstream.source_status IS
+	'One row per source and partition: worker, offsets, lag, counts, watermark and last error (never credentials)';
+
+CREATE VIEW adstream.sink_status AS
+SELECT s.name AS sink,
+	   CASE WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS sink_state,
+	   w.pid AS worker_pid,
+	   coalesce(w.state, CASE WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
+	   s.done_snapshot::text AS cursor_snapshot,
+	   s.last_id AS cursor_last_id,
+	   b.rows AS backlog_rows,
+	   b.bytes AS backlog_bytes,
+	   s.records_published,
+	   s.txns_committed,
+	   s.txns_aborted,
+	   s.last_publish_at,
+	   w.last_error,
+	   w.last_error_at
+  FROM adstream.sinks s
+  LEFT JOIN LATERAL (
+	SELECT count(*) AS rows, coalesce(sum(pg_column_size(o.*)), 0) AS bytes
+	  FROM adstream.outbox o
+	 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
+	   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
+	   AND (s.target_snapshot IS NULL OR o.id > s.last_id
+			OR NOT pg_visible_in_snapshot(o.txid, s.target_snapshot))) b ON true
+  LEFT JOIN adstream.publisher_status() w ON w.sink_id = s.id;
+COMMENT ON VIEW adstream.sink_status IS
+	'One row per sink: worker, cursor, backlog, Kafka transactions committed and aborted, last error';
+
+-------------------------------------------------------------------------------
+-- Privileges
+--
+-- adstream_reader reads results and status; adstream_admin (a member of
+-- adstream_reader) also manages sources and sinks and reads the masked
+-- configuration, positions and dead letters.  Everything else is for the
+-- workers and pg_cron (superuser) only.  Credentials (sources, sinks) are
+-- readable by superusers only.
+-------------------------------------------------------------------------------
+
+-- Tables and views: PUBLIC has no privileges on them by default; the REVOKE
+-- makes each one's ACL explicit.  (dedup_log, new in 0.4, was left out of it
+-- and keeps the default ACL, which grants the same.)
+REVOKE ALL ON adstream.sources, adstream.offsets, adstream.rejected_events, adstream.partitioned_tables,
+	adstream.ad_stats_minute, adstream.rollup_pending, adstream.ad_stats_hour, adstream.ad_stats_6h,
+	adstream.ad_stats_day, adstream.ad_events, adstream.orders, adstream.attributed_orders,
+	adstream.waiting_orders, adstream.outbox, adstream.sinks,
+	adstream.source_config, adstream.source_status, adstream.sink_status FROM PUBLIC;
+-- Functions: PUBLIC may execute any by default; here none.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA adstream FROM PUBLIC;
+
+-- adstream_reader: results and status
+GRANT SELECT ON adstream.ad_stats_minute, adstream.ad_stats_hour, adstream.ad_stats_6h, adstream.ad_stats_day,
+	adstream.attributed_orders, adstream.source_status, adstream.sink_status TO adstream_reader;
+GRANT EXECUTE ON FUNCTION
+	adstream.validate_event(bytea), adstream.validate_event(text),
+	adstream.validate_order(bytea), adstream.validate_order(text),
+	adstream.ad_stats(timestamptz, timestamptz, text), adstream.campaign_stats(timestamptz, timestamptz, text),
+	adstream.bucket(text, timestamptz), adstream.record_uuid(text, text),
+	adstream.source_watermark(text), adstream.ad_events_watermark(),
+	adstream.worker_status(), adstream.partition_status(), adstream.publisher_status(),
+	adstream.dedup_index_status()
+	TO adstream_reader;
+
+-- adstream_admin: the masked configuration, positions, dead letters, orders,
+-- and the management of sources and sinks
+GRANT SELECT ON adstream.source_config, adstream.offsets, adstream.rejected_events,
+	adstream.orders, adstream.waiting_orders, adstream.ad_events TO adstream_admin;
+GRANT EXECUTE ON FUNCTION adstream._is_secret(text) TO adstream_admin;	-- called by source_config
+GRANT EXECUTE ON FUNCTION
+	adstream.create_source(text, text, text, text, jsonb),
+	adstream.drop_source(text), adstream.pause_source(text), adstream.resume_source(text),
+	adstream.create_sink(text, text, jsonb), adstream.drop_sink(text),
+	adstream.pause_sink(text), adstream.resume_sink(text)
+	TO adstream_admin;
