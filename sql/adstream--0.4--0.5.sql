@@ -8,6 +8,547 @@
  * script takes an installation of 0.4 to the same schema.  Whatever 0.5
  * changes goes both here and into adstream--0.5.sql: sql/upgrade.sql
  * compares the two paths object by object.
- *
- * Nothing changes yet.
  */
+
+-------------------------------------------------------------------------------
+-- Dedup expiry per source, behind the slowest partition (issue #11: backfill
+-- and catch-up lost events as too_late; one paused source froze expiry for
+-- all; expiry raced a new source's first batch)
+-------------------------------------------------------------------------------
+
+ALTER TABLE adstream.sources
+	ADD COLUMN dedup_expired_before timestamptz NOT NULL DEFAULT '-infinity';
+
+/*
+ * What 0.4 has given up already: every dedup_log hour before its oldest
+ * remaining partition may have been dropped, so each ad-events source has
+ * expired at least that far.  Without any partition, 0.4's own rule says how
+ * far it would have rejected: the source's watermark minus the horizon.
+ */
+UPDATE adstream.sources s
+   SET dedup_expired_before = coalesce(
+		(SELECT min((regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\)'))[1]::timestamptz)
+		   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+		  WHERE i.inhparent = 'adstream.dedup_log'::regclass),
+		(SELECT date_bin('1 hour', max(o.max_event_ts) - current_setting('adstream.dedup_horizon')::interval,
+						 timestamptz '1970-01-01 00:00:00+00')
+		   FROM adstream.offsets o WHERE o.source = s.name),
+		'-infinity')
+ WHERE s.kind = 'ad_events';
+
+DROP FUNCTION adstream._dedup_forget(timestamptz);
+CREATE FUNCTION adstream._dedup_forget(p_sources integer[], p_before timestamptz[])
+RETURNS bigint LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_forget_sources';
+COMMENT ON FUNCTION adstream._dedup_forget(integer[], timestamptz[]) IS
+	'Internal: forgets, per listed source, the dedup index entries of the hours ending at or before its time, and every entry of a source not listed; returns how many';
+REVOKE ALL ON FUNCTION adstream._dedup_forget(integer[], timestamptz[]) FROM PUBLIC;
+
+/*
+ * Expire dedup state, source by source, so that no source holds another's
+ * state hostage.  A source's expiry watermark is the event time of its
+ * slowest partition that still has messages to read, as Flink's watermark is
+ * the minimum of its inputs: a partition that is caught up does not hold it
+ * back, one whose position is unknown (its worker is not running) holds it at
+ * its own watermark, and one assigned but not read yet holds everything.  The
+ * source's state is given up to the hour boundary at or before that
+ * watermark minus adstream.dedup_horizon, and sources.dedup_expired_before
+ * records how far, never moving back.  Batches judge too_late against that
+ * column, so an event is dead-lettered only when the state that would catch
+ * its duplicate is really gone, whatever the order partitions are read in.
+ *
+ * The lock comes first: every batch that committed before it is seen, and no
+ * batch judges until this commits.  Then the expired sources' rows leave
+ * dedup_log (whole partitions when nothing in them is live), and the index
+ * forgets the same hours, and every id of a source that no longer exists.
+ */
+CREATE OR REPLACE FUNCTION adstream.expire_dedup_state()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
+AS $$
+DECLARE
+	v_horizon	interval := current_setting('adstream.dedup_horizon')::interval;
+	v_latest	timestamptz;
+	v_rel		regclass;
+	v_upper		timestamptz;
+	v_live		boolean;
+	v_dropped	integer := 0;
+BEGIN
+	-- Workers hold this lock shared while they judge and write a batch.
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
+
+	WITH pos AS (
+		SELECT p.source_id, p.partition,
+			   coalesce(greatest(p.read_position, 0) >= p.high_watermark, false) AS caught_up
+		  FROM adstream.partition_status() p),
+	parts AS (
+		SELECT s.id, o.max_event_ts, coalesce(pos.caught_up, false) AS caught_up
+		  FROM adstream.sources s
+		  JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic
+		  LEFT JOIN pos ON pos.source_id = s.id AND pos.partition = o.partition
+		 WHERE s.kind = 'ad_events'
+		UNION ALL
+		SELECT s.id, NULL, pos.caught_up
+		  FROM adstream.sources s JOIN pos ON pos.source_id = s.id
+		 WHERE s.kind = 'ad_events'
+		   AND NOT EXISTS (SELECT 1 FROM adstream.offsets o
+							WHERE o.source = s.name AND o.topic = s.topic AND o.partition = pos.partition)),
+	wm AS (
+		SELECT id, coalesce(min(CASE WHEN NOT caught_up THEN coalesce(max_event_ts, '-infinity') END),
+							max(max_event_ts)) AS wm
+		  FROM parts GROUP BY id)
+	UPDATE adstream.sources s
+	   SET dedup_expired_before = greatest(s.dedup_expired_before,
+			   date_bin('1 hour', wm.wm - v_horizon, timestamptz '1970-01-01 00:00:00+00'))
+	  FROM wm
+	 WHERE wm.id = s.id AND isfinite(wm.wm);
+
+	SELECT max(dedup_expired_before) INTO v_latest FROM adstream.sources WHERE kind = 'ad_events';
+	FOR v_rel, v_upper IN
+		SELECT i.inhrelid::regclass, adstream._partition_upper(i.inhrelid)
+		  FROM pg_inherits i WHERE i.inhparent = 'adstream.dedup_log'::regclass
+	LOOP
+		CONTINUE WHEN v_latest IS NULL OR v_upper > v_latest;
+		-- Rows of an hour are live while their source still remembers it.
+		EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s d JOIN adstream.sources s ON s.id = d.source_id '
+					   'WHERE s.dedup_expired_before < %L)', v_rel, v_upper) INTO v_live;
+		IF v_live THEN
+			EXECUTE format('DELETE FROM %s d WHERE NOT EXISTS (SELECT 1 FROM adstream.sources s '
+						   'WHERE s.id = d.source_id AND s.dedup_expired_before < %L)', v_rel, v_upper);
+		ELSE
+			EXECUTE format('ALTER TABLE adstream.dedup_log DETACH PARTITION %s', v_rel);
+			EXECUTE format('DROP TABLE %s', v_rel);
+			v_dropped := v_dropped + 1;
+		END IF;
+	END LOOP;
+
+	-- Last, once the rows are gone: the index forgets the same hours.
+	PERFORM adstream._dedup_forget(coalesce(array_agg(id), '{}'), coalesce(array_agg(dedup_expired_before), '{}'))
+	   FROM adstream.sources WHERE kind = 'ad_events';
+	RETURN v_dropped;
+END
+$$;
+COMMENT ON FUNCTION adstream.expire_dedup_state() IS
+	'Gives up each ad-events source''s dedup state behind its slowest unread partition minus adstream.dedup_horizon (recorded in sources.dedup_expired_before), and drops or empties those dedup_log hours; returns how many partitions were dropped';
+
+-------------------------------------------------------------------------------
+-- Time is UTC (issue #11, case 5: DST stopped ingestion for good)
+-------------------------------------------------------------------------------
+
+/*
+ * Up to 0.4, timestamptz + interval '1 day' and the like were computed on
+ * the clock of the session's TimeZone, where a day across a DST change is 23
+ * or 25 hours long.  ensure_partitions made such day partitions: a 23-hour
+ * one left its day's last hour without a partition, a 25-hour one took the
+ * next day's first hour, so that day's partition "would overlap"; either way
+ * a worker retried its batch for ever.  refresh_rollups summed such a
+ * 25-hour day, counting the next day's first six-hour block twice as that
+ * day.  Windows, horizons and retention cutoffs of whole days were an hour
+ * off.  From 0.5 every function that does such arithmetic runs with
+ * timezone = UTC (see "Time is UTC" in adstream--0.5.sql); here they are
+ * replaced, and then what 0.4 made wrong is repaired.
+ */
+
+CREATE OR REPLACE FUNCTION adstream.ensure_partitions(p_table text, p_times timestamptz[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- bounds v_lo + v_grain: a day partition is 24 hours
+AS $$
+DECLARE
+	v_grain		interval;
+	v_fill		integer;
+	v_options	text[];
+	v_lo		timestamptz;
+	v_name		text;
+	v_created	integer := 0;
+BEGIN
+	SELECT grain, fillfactor, storage_options INTO v_grain, v_fill, v_options
+	  FROM adstream.partitioned_tables WHERE name = p_table;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table "%" is not partitioned by adstream', p_table
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'See adstream.partitioned_tables.';
+	END IF;
+
+	-- Usually every partition exists: answer without taking the lock, which
+	-- would otherwise serialise all workers until the end of their batches.
+	IF NOT EXISTS (
+		SELECT 1 FROM unnest(p_times) AS t
+		 WHERE t IS NOT NULL
+		   AND to_regclass(format('adstream.%I', p_table || '_p' ||
+				to_char(date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00') AT TIME ZONE 'UTC',
+						'YYYYMMDD"_"HH24MI'))) IS NULL) THEN
+		RETURN 0;
+	END IF;
+
+	-- Serialise creators with the lock ATTACH takes anyway (inserts are not
+	-- blocked).  Unlike an advisory lock, taking it also processes catalog
+	-- invalidations, so the check below sees a partition that the previous
+	-- holder created and committed.
+	EXECUTE format('LOCK TABLE adstream.%I IN SHARE UPDATE EXCLUSIVE MODE', p_table);
+
+	FOR v_lo IN
+		SELECT DISTINCT date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00')
+		  FROM unnest(p_times) AS t WHERE t IS NOT NULL
+	LOOP
+		v_name := p_table || '_p' || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
+		CONTINUE WHEN to_regclass(format('adstream.%I', v_name)) IS NOT NULL;
+		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so
+		-- readers and other workers' inserts are not blocked.
+		EXECUTE format('CREATE TABLE adstream.%I (LIKE adstream.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)',
+					   v_name, p_table, array_to_string(ARRAY['fillfactor=' || v_fill] || v_options, ', '));
+		EXECUTE format('ALTER TABLE adstream.%I ATTACH PARTITION adstream.%I FOR VALUES FROM (%L) TO (%L)',
+					   p_table, v_name, v_lo, v_lo + v_grain);
+		v_created := v_created + 1;
+	END LOOP;
+	RETURN v_created;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream._partition_upper(p_rel regclass)
+RETURNS timestamptz LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+RETURN (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz
+		  FROM pg_class c WHERE c.oid = p_rel);
+
+CREATE OR REPLACE FUNCTION adstream.refresh_rollups()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- a day is 24 hours (see "Time is UTC")
+AS $$
+DECLARE
+	v_minutes	timestamptz[];
+	v_level		text;
+	v_below		text;
+	v_width		interval;
+BEGIN
+	PERFORM adstream._lock('adstream.rollups', 0, true);
+	WITH d AS (DELETE FROM adstream.rollup_pending RETURNING window_start)
+	SELECT array_agg(window_start) INTO v_minutes FROM d;
+	IF v_minutes IS NULL THEN
+		RETURN 0;
+	END IF;
+
+	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
+	FOR v_level, v_below, v_width IN
+		VALUES ('hour', 'ad_stats_minute', interval '1 hour'),
+			   ('6h', 'ad_stats_hour', interval '6 hours'),
+			   ('day', 'ad_stats_6h', interval '1 day')
+	LOOP
+		EXECUTE format($q$
+			INSERT INTO adstream.%1$I AS r (ad_id, campaign_id, window_start, impressions, clicks)
+			SELECT s.ad_id, max(s.campaign_id), adstream.bucket(%3$L, s.window_start), sum(s.impressions), sum(s.clicks)
+			  FROM adstream.%2$I s
+			  JOIN (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+				ON s.window_start >= b.b AND s.window_start < b.b + $2
+			 GROUP BY s.ad_id, 3
+			ON CONFLICT (ad_id, window_start) DO UPDATE
+			   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
+	END LOOP;
+
+	RETURN cardinality(v_minutes);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream.ad_stats(p_from timestamptz, p_to timestamptz, p_granularity text DEFAULT 'hour')
+RETURNS TABLE (ad_id bigint, campaign_id bigint, window_start timestamptz, impressions bigint, clicks bigint)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $$
+BEGIN
+	IF p_granularity IS NULL OR p_granularity NOT IN ('minute', 'hour', '6h', 'day') THEN
+		RAISE EXCEPTION 'invalid granularity %', coalesce(quote_literal(p_granularity), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''minute'', ''hour'', ''6h'' or ''day''.';
+	END IF;
+	IF p_granularity = 'minute' THEN
+		RETURN QUERY SELECT m.ad_id, m.campaign_id, m.window_start, m.impressions, m.clicks
+		  FROM adstream.ad_stats_minute m WHERE m.window_start >= p_from AND m.window_start < p_to;
+		RETURN;
+	END IF;
+	RETURN QUERY EXECUTE format($q$
+		WITH dirty AS (
+			SELECT DISTINCT adstream.bucket(%1$L, p.window_start) AS b FROM adstream.rollup_pending p)
+		SELECT r.ad_id, r.campaign_id, r.window_start, r.impressions, r.clicks
+		  FROM adstream.%2$I r
+		 WHERE r.window_start >= $1 AND r.window_start < $2
+		   AND r.window_start NOT IN (SELECT b FROM dirty)
+		UNION ALL
+		SELECT m.ad_id, max(m.campaign_id), adstream.bucket(%1$L, m.window_start),
+			   sum(m.impressions)::bigint, sum(m.clicks)::bigint
+		  FROM adstream.ad_stats_minute m
+		 WHERE m.window_start >= $1 AND m.window_start < $2 + interval '1 day'	-- prunes partitions
+		   AND adstream.bucket(%1$L, m.window_start) IN (SELECT b FROM dirty)
+		   AND adstream.bucket(%1$L, m.window_start) >= $1 AND adstream.bucket(%1$L, m.window_start) < $2
+		 GROUP BY m.ad_id, 3$q$,
+		p_granularity, 'ad_stats_' || p_granularity)
+	USING adstream.bucket(p_granularity, p_from), p_to;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- a one-day window is 24 hours
+AS $$
+DECLARE
+	v_wm		timestamptz := adstream.ad_events_watermark();
+	v_window	interval := current_setting('adstream.attribution_window')::interval;
+	v_view		interval := current_setting('adstream.view_through_window')::interval;
+	v_wait		interval := current_setting('adstream.attribution_max_wait')::interval;
+	v_done		integer;
+BEGIN
+	WITH ready AS (
+		SELECT o.order_id, o.user_id, o.store_id, o.ts
+		  FROM adstream.orders o
+		 WHERE o.status = 'waiting'
+		   AND (o.ts <= v_wm OR o.received_at <= now() - v_wait)
+		 ORDER BY o.ts
+		 LIMIT p_limit
+		   FOR UPDATE SKIP LOCKED
+	), judged AS (
+		SELECT r.order_id, coalesce(c.type, v.type) AS type, coalesce(c.ad_id, v.ad_id) AS ad_id,
+			   coalesce(c.campaign_id, v.campaign_id) AS campaign_id,
+			   coalesce(c.event_id, v.event_id) AS event_id, coalesce(c.ts, v.ts) AS event_ts
+		  FROM ready r
+		  LEFT JOIN LATERAL (
+			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+			 WHERE e.user_id = r.user_id AND e.store_id = r.store_id AND e.type = 'click'
+			   AND e.ts <= r.ts AND e.ts > r.ts - v_window
+			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) c ON true
+		  LEFT JOIN LATERAL (
+			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+			 WHERE c.event_id IS NULL AND v_view > interval '0'
+			   AND e.user_id = r.user_id AND e.store_id = r.store_id AND e.type = 'impression'
+			   AND e.ts <= r.ts AND e.ts > r.ts - v_view
+			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) v ON true
+	), updated AS (
+		UPDATE adstream.orders o
+		   SET status = CASE WHEN j.event_id IS NULL THEN 'unattributed' ELSE 'attributed' END,
+			   decided_at = now(),
+			   attribution = CASE j.type WHEN 'click' THEN 'click' WHEN 'impression' THEN 'view' END,
+			   ad_id = j.ad_id, campaign_id = j.campaign_id, event_id = j.event_id, event_ts = j.event_ts
+		  FROM judged j
+		 WHERE o.order_id = j.order_id
+		RETURNING o.*
+	), credited AS (
+		INSERT INTO adstream.attributed_orders
+			(order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts, amount, currency,
+			 attribution, record_uuid)
+		SELECT u.order_id, u.ad_id, u.campaign_id, u.event_id, u.event_ts, u.ts, u.amount, u.currency,
+			   u.attribution, adstream.record_uuid('attributed_orders', u.order_id::text)
+		  FROM updated u WHERE u.event_id IS NOT NULL
+		ON CONFLICT (order_id) DO NOTHING
+		RETURNING 1
+	)
+	SELECT count(*) INTO v_done FROM updated;
+	RETURN v_done;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream.expire_rejected_events(p_batch integer DEFAULT 50000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- the retention's days are 24 hours
+AS $$
+DECLARE
+	v_before	timestamptz := now() - current_setting('adstream.rejected_retention')::interval;
+	v_n			bigint;
+	v_total		bigint := 0;
+BEGIN
+	IF p_batch < 1 THEN
+		RAISE EXCEPTION 'p_batch must be positive'
+			USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass the number of rows to delete per round.';
+	END IF;
+	LOOP
+		DELETE FROM adstream.rejected_events r
+		 WHERE r.ctid = ANY (ARRAY(SELECT ctid FROM adstream.rejected_events
+									WHERE received_at < v_before LIMIT p_batch));
+		GET DIAGNOSTICS v_n = ROW_COUNT;
+		v_total := v_total + v_n;
+		EXIT WHEN v_n < p_batch;
+	END LOOP;
+	RETURN v_total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream.drop_expired_partitions()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+SET timezone = 'UTC'		-- windows, horizon and retention: their days are 24 hours
+AS $$
+DECLARE
+	v_window	interval := greatest(current_setting('adstream.attribution_window')::interval,
+									 current_setting('adstream.view_through_window')::interval);
+	v_events	timestamptz;
+	v_dropped	integer;
+BEGIN
+	v_dropped := adstream.expire_dedup_state();
+
+	v_events := least(adstream.ad_events_watermark(),
+					  (SELECT min(ts) FROM adstream.orders WHERE status = 'waiting'))
+				- v_window - current_setting('adstream.dedup_horizon')::interval;
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_events', v_events);
+
+	PERFORM adstream.refresh_rollups();
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_stats_minute',
+		now() - current_setting('adstream.minute_retention')::interval);
+	PERFORM adstream.expire_rejected_events();
+	RETURN v_dropped;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream.create_partitions_ahead(p_ahead interval DEFAULT '1 day')
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- now() + p_ahead: a day is 24 hours
+AS $$
+DECLARE
+	v_times		timestamptz[];
+	v_created	integer := 0;
+	v_table		text;
+BEGIN
+	SELECT array_agg(t) INTO v_times
+	  FROM generate_series(now(), now() + p_ahead, interval '1 hour') t;
+	FOR v_table IN SELECT name FROM adstream.partitioned_tables ORDER BY name LOOP
+		v_created := v_created + adstream.ensure_partitions(v_table, v_times);
+	END LOOP;
+	RETURN v_created;
+END
+$$;
+
+CREATE OR REPLACE VIEW adstream.waiting_orders AS
+SELECT o.order_id, o.source, o.user_id, o.store_id, o.amount, o.currency, o.ts, o.received_at,
+	   adstream.ad_events_watermark() AS ad_events_watermark,
+	   o.received_at + make_interval(secs => extract(epoch FROM current_setting('adstream.attribution_max_wait')::interval))
+		   AS decide_by
+  FROM adstream.orders o
+ WHERE o.status = 'waiting';
+
+/*
+ * Replace each partition that is not exactly one grain long from a UTC grain
+ * boundary (0.4 made day partitions of 23 and 25 hours; hour partitions were
+ * right, but every table is checked).  The wrong partitions of a table are
+ * detached and renamed first, since the right ones overlap them; then, for
+ * each, the right partitions are made for its start and for every bucket
+ * its rows fall in, its rows are moved through the parent, and it is
+ * dropped.  Rows of the next day in a 25-hour partition so land in that
+ * day's new partition.  Partitions whose bounds are not two times (a
+ * DEFAULT partition made by hand) are not adstream's and are left alone.
+ */
+DO $repair$
+DECLARE
+	v_table		text;
+	v_grain		interval;
+	v_parent	regclass;
+	v_key		text;
+	v_cols		text;
+	v_bad		regclass[];
+	v_lower		timestamptz[];
+	v_upper		timestamptz[];
+	v_name		text;
+	v_times		timestamptz[];
+	v_moved		bigint;
+	v_rows		bigint;
+	v_parts		integer;
+	v_list		text;
+BEGIN
+	FOR v_table, v_grain IN SELECT name, grain FROM adstream.partitioned_tables ORDER BY name LOOP
+		v_parent := format('adstream.%I', v_table)::regclass;
+		SELECT array_agg(p.rel ORDER BY p.lo), array_agg(p.lo ORDER BY p.lo), array_agg(p.hi ORDER BY p.lo)
+		  INTO v_bad, v_lower, v_upper
+		  FROM (SELECT i.inhrelid::regclass AS rel,
+					   (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\)'))[1]::timestamptz AS lo,
+					   adstream._partition_upper(i.inhrelid) AS hi
+				  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+				 WHERE i.inhparent = v_parent) p
+		 WHERE p.lo IS NOT NULL AND p.hi IS NOT NULL
+		   AND (p.lo <> date_bin(v_grain, p.lo, timestamptz '1970-01-01 00:00:00+00')
+				OR extract(epoch FROM p.hi) - extract(epoch FROM p.lo) <> extract(epoch FROM v_grain));
+		CONTINUE WHEN v_bad IS NULL;
+
+		SELECT quote_ident(a.attname) INTO v_key
+		  FROM pg_partitioned_table t
+		  JOIN pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0]
+		 WHERE t.partrelid = v_parent;
+		SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
+		  FROM pg_attribute a WHERE a.attrelid = v_parent AND a.attnum > 0 AND NOT a.attisdropped;
+
+		FOR i IN 1 .. cardinality(v_bad) LOOP
+			EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', v_parent, v_bad[i]);
+			EXECUTE format('ALTER TABLE %s RENAME TO %I', v_bad[i],
+						   left((SELECT relname FROM pg_class WHERE oid = v_bad[i]), 50) || '_replaced');
+		END LOOP;
+
+		v_rows := 0;
+		v_list := NULL;
+		FOR i IN 1 .. cardinality(v_bad) LOOP
+			v_name := v_table || '_p' || to_char(v_lower[i] AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
+			BEGIN
+				EXECUTE format('SELECT array_agg(DISTINCT date_bin(%L, %s, timestamptz ''1970-01-01 00:00:00+00'')) FROM %s',
+							   v_grain, v_key, v_bad[i]) INTO v_times;
+				PERFORM adstream.ensure_partitions(v_table, coalesce(v_times, '{}') || v_lower[i]);
+				EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s', v_parent, v_cols, v_cols, v_bad[i]);
+				GET DIAGNOSTICS v_moved = ROW_COUNT;
+				EXECUTE format('DROP TABLE %s', v_bad[i]);
+			EXCEPTION WHEN OTHERS THEN
+				RAISE EXCEPTION 'cannot replace partition % of adstream.%, which is not one % from a UTC boundary',
+					v_name, v_table, v_grain
+					USING ERRCODE = 'object_not_in_prerequisite_state',
+						  DETAIL = format('It holds [%s, %s) UTC: %s',
+										  to_char(v_lower[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+										  to_char(v_upper[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), SQLERRM),
+						  HINT = 'Partitions of adstream tables must start on a UTC boundary of their grain (adstream.partitioned_tables) and be one grain long. Move this partition''s rows out and drop it, then run ALTER EXTENSION adstream UPDATE again.';
+			END;
+			v_rows := v_rows + v_moved;
+			v_list := concat_ws(', ', v_list,
+								format('%s [%s, %s) %s rows', v_name,
+									   to_char(v_lower[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
+									   to_char(v_upper[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), v_moved));
+		END LOOP;
+		-- INFO reaches the client whatever client_min_messages says (an
+		-- update script raises it to WARNING).
+		RAISE INFO 'adstream: replaced % partitions of adstream.% that were not one % from a UTC boundary; % rows moved',
+			cardinality(v_bad), v_table, v_grain, v_rows
+			USING DETAIL = format('Made in a TimeZone with DST by adstream 0.4 or earlier (UTC): %s.', v_list);
+	END LOOP;
+END
+$repair$;
+
+/*
+ * Recompute the days whose rollup differs from the sum of their UTC
+ * six-hour blocks: 0.4 took the next day's first block into a 25-hour day,
+ * and so wrote the next day's total from that block alone, or with it
+ * twice.  Hours and six-hour blocks were right.
+ */
+DO $rollups$
+DECLARE
+	v_days	bigint;
+BEGIN
+	INSERT INTO adstream.ad_stats_day AS r (ad_id, campaign_id, window_start, impressions, clicks)
+	SELECT s.ad_id, max(s.campaign_id), adstream.bucket('day', s.window_start), sum(s.impressions), sum(s.clicks)
+	  FROM adstream.ad_stats_6h s
+	 GROUP BY s.ad_id, 3
+	ON CONFLICT (ad_id, window_start) DO UPDATE
+	   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks
+	 WHERE (r.campaign_id, r.impressions, r.clicks) IS DISTINCT FROM (excluded.campaign_id, excluded.impressions, excluded.clicks);
+	GET DIAGNOSTICS v_days = ROW_COUNT;
+	IF v_days > 0 THEN
+		RAISE INFO 'adstream: recomputed % rows of adstream.ad_stats_day from their UTC six-hour blocks', v_days;
+	END IF;
+END
+$rollups$;

@@ -22,11 +22,18 @@
  *   status            the monitoring views
  *   privileges
  *
- * The tables and sequences whose contents pg_dump must save are registered
- * with pg_extension_config_dump beside their definition (rejected_events,
- * outbox and partitioned_tables are not).  The partitions of the
- * time-partitioned tables are made at run time, do not belong to the
- * extension, and are dumped like any table.
+ * Dump and restore (issue #11).  Every table's contents that a restored copy
+ * needs to continue exactly are registered with pg_extension_config_dump
+ * beside its definition, or say there why not: sources, offsets, dead
+ * letters, rollups and the minutes pending for them, orders and credited
+ * orders, sinks and the outbox, and the sequences of sources, sinks and
+ * outbox.  The partitions of the time-partitioned tables (ad_stats_minute,
+ * dedup_log, ad_events) are made at run time, do not belong to the
+ * extension, and pg_dump saves them with their rows like any table; their
+ * parents hold no rows.  partitioned_tables is not dumped.  A restored
+ * source or sink keeps the origin of the installation it came from, and no
+ * worker runs for it until adstream.adopt_restored() (see "Dump and
+ * restore" below).
  */
 
 -------------------------------------------------------------------------------
@@ -75,6 +82,26 @@ COMMENT ON TABLE adstream.partitioned_tables IS
 	'Grain and fillfactor of the time-partitioned adstream tables';
 COMMENT ON COLUMN adstream.partitioned_tables.storage_options IS
 	'Storage parameters besides fillfactor given to each new partition';
+-- Not dumped (no pg_extension_config_dump): its rows are the extension's
+-- own, written by the install and upgrade scripts, and CREATE EXTENSION
+-- writes those of the version being restored into.  Dumping them would
+-- fail the restore on the primary key, or bring back an older version's
+-- settings.  The partitions that exist are dumped with their own storage
+-- parameters.
+
+/*
+ * Time is UTC.  Partition bounds and names, rollup and ad_stats() buckets,
+ * attribution windows, the dedup horizon and retention cutoffs are all
+ * computed in UTC, whatever the server's or the session's TimeZone.
+ * timestamptz + interval '1 day' (like date_trunc, ::date, to_char and
+ * generate_series by days) follows the TimeZone's clock, on which a day is
+ * 23 or 25 hours long across a DST change: up to 0.4 that made day
+ * partitions that overlapped or left an hour out, and stopped ingestion
+ * (issue #11).  So each function that does such arithmetic runs with
+ * timezone = UTC (a SET clause), and adstream.bucket() uses date_bin, whose
+ * strides are fixed lengths.  The workers compute minutes and hours in C,
+ * on the Unix epoch (include/event_time.h).
+ */
 
 /*
  * A source's (or sink's) generation tells its workers apart from those of an
@@ -85,6 +112,19 @@ COMMENT ON COLUMN adstream.partitioned_tables.storage_options IS
 CREATE FUNCTION adstream._new_generation()
 RETURNS bigint LANGUAGE sql VOLATILE
 RETURN (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+
+/*
+ * This installation's identity, '<system identifier>/<database oid>/<extension
+ * oid>'.  create_source and create_sink record it in the row's origin; a row
+ * restored from a dump carries the origin of the installation it was dumped
+ * from (or none, from a dump older than 0.5), and the launcher runs no worker
+ * for it until adstream.adopt_restored() (see "Dump and restore").
+ */
+CREATE FUNCTION adstream._origin()
+RETURNS text LANGUAGE C STRICT STABLE
+AS 'MODULE_PATHNAME', 'adstream_origin';
+COMMENT ON FUNCTION adstream._origin() IS
+	'Internal: this installation''s identity (system identifier/database oid/extension oid), which a source''s or sink''s origin must equal for its workers to run';
 
 /*
  * Wakes the launcher when the calling transaction commits, so that it starts
@@ -150,6 +190,13 @@ CREATE TABLE adstream.sources (
 	generation		bigint NOT NULL DEFAULT adstream._new_generation(),	-- new value when workers must restart
 	created_at		timestamptz NOT NULL DEFAULT now(),
 	updated_at		timestamptz NOT NULL DEFAULT now(),
+	-- ad events before this are too_late: the source's dedup state of those
+	-- hours is given up (adstream.expire_dedup_state); never moves back
+	dedup_expired_before timestamptz NOT NULL DEFAULT '-infinity',
+	-- the installation that created or adopted it (adstream._origin()); its
+	-- workers run only there.  No default: a row that did not come through
+	-- create_source (restored from a dump older than 0.5) has none, and waits.
+	origin			text,
 	CHECK (kind IN ('ad_events', 'orders')),
 	CHECK (start_policy IN ('earliest', 'latest')),
 	CHECK (workers BETWEEN 1 AND 64)
@@ -185,7 +232,8 @@ SELECT pg_catalog.pg_extension_config_dump('adstream.offsets', '');
 
 /*
  * Dead letters, kept for adstream.rejected_retention
- * (adstream.expire_rejected_events).
+ * (adstream.expire_rejected_events).  Dumped: they are results, and their
+ * messages are behind the restored offsets, never read again.
  */
 CREATE TABLE adstream.rejected_events (
 	source			text NOT NULL,
@@ -202,6 +250,7 @@ CREATE TABLE adstream.rejected_events (
 CREATE INDEX ON adstream.rejected_events (received_at);
 COMMENT ON TABLE adstream.rejected_events IS
 	'Dead letters: every message that failed validation, with its reason';
+SELECT pg_catalog.pg_extension_config_dump('adstream.rejected_events', '');
 
 /* What the consumer workers report from shared memory. */
 CREATE FUNCTION adstream.worker_status(
@@ -369,9 +418,10 @@ BEGIN
 			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
 	END IF;
 
-	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options)
+	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
+								  origin)
 	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
-			v_start, v_workers, v_group, v_props);
+			v_start, v_workers, v_group, v_props, adstream._origin());
 	PERFORM adstream._wake_launcher();
 END
 $$;
@@ -493,8 +543,11 @@ SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_hour', '');
 SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_6h', '');
 SELECT pg_catalog.pg_extension_config_dump('adstream.ad_stats_day', '');
 
-/* Start of the bucket of a given granularity that holds ts, in UTC. */
--- No SET clause, so that the planner can inline it.
+/*
+ * Start of the bucket of a given granularity that holds ts, in UTC: date_bin
+ * steps fixed lengths from the epoch, so no TimeZone enters.  No SET clause,
+ * so that the planner can inline it.
+ */
 CREATE FUNCTION adstream.bucket(p_granularity text, p_ts timestamptz)
 RETURNS timestamptz LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN pg_catalog.date_bin(CASE p_granularity WHEN 'minute' THEN interval '1 minute'
@@ -515,6 +568,7 @@ CREATE FUNCTION adstream.refresh_rollups()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- a day is 24 hours (see "Time is UTC")
 AS $$
 DECLARE
 	v_minutes	timestamptz[];
@@ -564,6 +618,7 @@ RETURNS TABLE (ad_id bigint, campaign_id bigint, window_start timestamptz, impre
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
 AS $$
 BEGIN
 	IF p_granularity IS NULL OR p_granularity NOT IN ('minute', 'hour', '6h', 'day') THEN
@@ -626,12 +681,15 @@ CREATE TABLE adstream.dedup_log (
 ) PARTITION BY RANGE (hour);
 COMMENT ON TABLE adstream.dedup_log IS
 	'Event ids claimed per source and event-time hour within adstream.dedup_horizon; the durable form of the shared-memory dedup index';
+-- The parent holds no rows; pg_dump saves each hour's partition with its
+-- rows, as it does those of ad_stats_minute and ad_events.  After a restore
+-- the first worker rebuilds the index from them (a new dedup_log).
 
-CREATE FUNCTION adstream._dedup_forget(p_before timestamptz)
+CREATE FUNCTION adstream._dedup_forget(p_sources integer[], p_before timestamptz[])
 RETURNS bigint LANGUAGE C STRICT VOLATILE
-AS 'MODULE_PATHNAME', 'adstream_dedup_forget';
-COMMENT ON FUNCTION adstream._dedup_forget(timestamptz) IS
-	'Internal: forgets the dedup index entries of the hours ending at or before the given time; returns how many';
+AS 'MODULE_PATHNAME', 'adstream_dedup_forget_sources';
+COMMENT ON FUNCTION adstream._dedup_forget(integer[], timestamptz[]) IS
+	'Internal: forgets, per listed source, the dedup index entries of the hours ending at or before its time, and every entry of a source not listed; returns how many';
 
 CREATE FUNCTION adstream.dedup_index_status(
 	OUT capacity bigint, OUT entries bigint, OUT shared_memory_bytes bigint, OUT ready boolean)
@@ -641,10 +699,22 @@ COMMENT ON FUNCTION adstream.dedup_index_status() IS
 	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index; ready once rebuilt after a start';
 
 /*
- * Drop dedup_log partitions that lie wholly behind every ad-events source's
- * watermark minus the dedup horizon, then forget their ids in the index.
- * Any event that would fall into them is rejected as too_late before dedup,
- * so dropping cannot let a duplicate through.
+ * Expire dedup state, source by source, so that no source holds another's
+ * state hostage.  A source's expiry watermark is the event time of its
+ * slowest partition that still has messages to read, as Flink's watermark is
+ * the minimum of its inputs: a partition that is caught up does not hold it
+ * back, one whose position is unknown (its worker is not running) holds it at
+ * its own watermark, and one assigned but not read yet holds everything.  The
+ * source's state is given up to the hour boundary at or before that
+ * watermark minus adstream.dedup_horizon, and sources.dedup_expired_before
+ * records how far, never moving back.  Batches judge too_late against that
+ * column, so an event is dead-lettered only when the state that would catch
+ * its duplicate is really gone, whatever the order partitions are read in.
+ *
+ * The lock comes first: every batch that committed before it is seen, and no
+ * batch judges until this commits.  Then the expired sources' rows leave
+ * dedup_log (whole partitions when nothing in them is live), and the index
+ * forgets the same hours, and every id of a source that no longer exists.
  */
 CREATE FUNCTION adstream.expire_dedup_state()
 RETURNS integer
@@ -653,26 +723,69 @@ SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
 AS $$
 DECLARE
-	v_cutoff	timestamptz;
-	v_dropped	integer;
+	v_horizon	interval := current_setting('adstream.dedup_horizon')::interval;
+	v_latest	timestamptz;
+	v_rel		regclass;
+	v_upper		timestamptz;
+	v_live		boolean;
+	v_dropped	integer := 0;
 BEGIN
-	SELECT min(wm) - current_setting('adstream.dedup_horizon')::interval INTO v_cutoff
-	  FROM (SELECT max(o.max_event_ts) AS wm
-			  FROM adstream.offsets o JOIN adstream.sources s ON s.name = o.source
-			 WHERE s.kind = 'ad_events'
-			 GROUP BY o.source HAVING max(o.max_event_ts) IS NOT NULL) w;
 	-- Workers hold this lock shared while they judge and write a batch.
 	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
-	v_dropped := adstream._drop_partitions_before('dedup_log', v_cutoff);
-	-- Last, once the drops are done: the index forgets the same hours.
-	IF v_cutoff IS NOT NULL THEN
-		PERFORM adstream._dedup_forget(v_cutoff);
-	END IF;
+
+	WITH pos AS (
+		SELECT p.source_id, p.partition,
+			   coalesce(greatest(p.read_position, 0) >= p.high_watermark, false) AS caught_up
+		  FROM adstream.partition_status() p),
+	parts AS (
+		SELECT s.id, o.max_event_ts, coalesce(pos.caught_up, false) AS caught_up
+		  FROM adstream.sources s
+		  JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic
+		  LEFT JOIN pos ON pos.source_id = s.id AND pos.partition = o.partition
+		 WHERE s.kind = 'ad_events'
+		UNION ALL
+		SELECT s.id, NULL, pos.caught_up
+		  FROM adstream.sources s JOIN pos ON pos.source_id = s.id
+		 WHERE s.kind = 'ad_events'
+		   AND NOT EXISTS (SELECT 1 FROM adstream.offsets o
+							WHERE o.source = s.name AND o.topic = s.topic AND o.partition = pos.partition)),
+	wm AS (
+		SELECT id, coalesce(min(CASE WHEN NOT caught_up THEN coalesce(max_event_ts, '-infinity') END),
+							max(max_event_ts)) AS wm
+		  FROM parts GROUP BY id)
+	UPDATE adstream.sources s
+	   SET dedup_expired_before = greatest(s.dedup_expired_before,
+			   date_bin('1 hour', wm.wm - v_horizon, timestamptz '1970-01-01 00:00:00+00'))
+	  FROM wm
+	 WHERE wm.id = s.id AND isfinite(wm.wm);
+
+	SELECT max(dedup_expired_before) INTO v_latest FROM adstream.sources WHERE kind = 'ad_events';
+	FOR v_rel, v_upper IN
+		SELECT i.inhrelid::regclass, adstream._partition_upper(i.inhrelid)
+		  FROM pg_inherits i WHERE i.inhparent = 'adstream.dedup_log'::regclass
+	LOOP
+		CONTINUE WHEN v_latest IS NULL OR v_upper > v_latest;
+		-- Rows of an hour are live while their source still remembers it.
+		EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s d JOIN adstream.sources s ON s.id = d.source_id '
+					   'WHERE s.dedup_expired_before < %L)', v_rel, v_upper) INTO v_live;
+		IF v_live THEN
+			EXECUTE format('DELETE FROM %s d WHERE NOT EXISTS (SELECT 1 FROM adstream.sources s '
+						   'WHERE s.id = d.source_id AND s.dedup_expired_before < %L)', v_rel, v_upper);
+		ELSE
+			EXECUTE format('ALTER TABLE adstream.dedup_log DETACH PARTITION %s', v_rel);
+			EXECUTE format('DROP TABLE %s', v_rel);
+			v_dropped := v_dropped + 1;
+		END IF;
+	END LOOP;
+
+	-- Last, once the rows are gone: the index forgets the same hours.
+	PERFORM adstream._dedup_forget(coalesce(array_agg(id), '{}'), coalesce(array_agg(dedup_expired_before), '{}'))
+	   FROM adstream.sources WHERE kind = 'ad_events';
 	RETURN v_dropped;
 END
 $$;
 COMMENT ON FUNCTION adstream.expire_dedup_state() IS
-	'Drops dedup_log partitions older than every ad-events source''s watermark minus adstream.dedup_horizon, and forgets their ids in the dedup index; returns how many partitions';
+	'Gives up each ad-events source''s dedup state behind its slowest unread partition minus adstream.dedup_horizon (recorded in sources.dedup_expired_before), and drops or empties those dedup_log hours; returns how many partitions were dropped';
 
 -------------------------------------------------------------------------------
 -- Attribution: ad events kept for it, orders, and the orders credited
@@ -768,7 +881,8 @@ COMMENT ON FUNCTION adstream.ad_events_watermark() IS
 CREATE VIEW adstream.waiting_orders AS
 SELECT o.order_id, o.source, o.user_id, o.store_id, o.amount, o.currency, o.ts, o.received_at,
 	   adstream.ad_events_watermark() AS ad_events_watermark,
-	   o.received_at + current_setting('adstream.attribution_max_wait')::interval AS decide_by
+	   o.received_at + make_interval(secs => extract(epoch FROM current_setting('adstream.attribution_max_wait')::interval))
+		   AS decide_by
   FROM adstream.orders o
  WHERE o.status = 'waiting';
 COMMENT ON VIEW adstream.waiting_orders IS
@@ -813,6 +927,7 @@ CREATE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- a one-day window is 24 hours
 AS $$
 DECLARE
 	v_wm		timestamptz := adstream.ad_events_watermark();
@@ -897,8 +1012,11 @@ CREATE TABLE adstream.outbox (
 CREATE INDEX outbox_txid_idx ON adstream.outbox (txid);
 COMMENT ON TABLE adstream.outbox IS
 	'Changes to publish, written in the same transaction as the results; pruned once every sink has passed them';
--- Outbox rows name transactions of this cluster only and are not dumped; the
--- version sequence is, so versions keep growing after a restore.
+-- Dumped, rows and version sequence: what a sink had not published yet must
+-- reach it from the restored copy.  The rows' txids are the original
+-- cluster's; adopt_restored re-dates them and versions jump ahead (see
+-- "Dump and restore").
+SELECT pg_catalog.pg_extension_config_dump('adstream.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('adstream.outbox_id_seq', '');
 
 /*
@@ -923,7 +1041,9 @@ CREATE TABLE adstream.sinks (
 	txns_aborted		bigint NOT NULL DEFAULT 0,
 	records_published	bigint NOT NULL DEFAULT 0,
 	last_publish_at		timestamptz,
-	created_at			timestamptz NOT NULL DEFAULT now()
+	created_at			timestamptz NOT NULL DEFAULT now(),
+	-- the installation that created or adopted it, as sources.origin
+	origin				text
 ) WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
 		autovacuum_vacuum_cost_delay = 0);
 COMMENT ON TABLE adstream.sinks IS
@@ -1079,7 +1199,11 @@ BEGIN ATOMIC
 	UPDATE adstream.sinks SET txns_aborted = txns_aborted + 1 WHERE name = p_sink;
 END;
 
-/* Outbox rows every sink has published (or all committed ones, without sinks). */
+/*
+ * Outbox rows every sink has published (or all committed ones, without
+ * sinks).  A sink held after a restore has published nothing here yet (its
+ * cursor is the original cluster's): it keeps every row.
+ */
 CREATE FUNCTION adstream.prune_outbox()
 RETURNS bigint
 LANGUAGE plpgsql
@@ -1089,8 +1213,10 @@ DECLARE
 	v_horizon	xid8;
 	v_n			bigint;
 BEGIN
-	SELECT coalesce(min(pg_snapshot_xmin(done_snapshot)), pg_snapshot_xmin(pg_current_snapshot()))
-	  INTO v_horizon FROM adstream.sinks;
+	SELECT coalesce(min(CASE WHEN k.origin = adstream._origin() THEN pg_snapshot_xmin(k.done_snapshot)
+							 ELSE '3'::xid8 END),
+					pg_snapshot_xmin(pg_current_snapshot()))
+	  INTO v_horizon FROM adstream.sinks k;
 	DELETE FROM adstream.outbox WHERE txid < v_horizon;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 	RETURN v_n;
@@ -1192,11 +1318,20 @@ BEGIN
 	END IF;
 	-- (SHARE ROW EXCLUSIVE: also keeps two create_sink calls from deadlocking)
 	LOCK TABLE adstream.outbox IN SHARE ROW EXCLUSIVE MODE;
+	-- The outbox still holds the backlog of sinks restored from a dump, in
+	-- the original cluster's transaction ids: adopt_restored re-dates it
+	-- when it adopts the first of them, which must come before any sink
+	-- of this installation publishes.
+	IF EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.origin IS DISTINCT FROM adstream._origin()) THEN
+		RAISE EXCEPTION 'sinks restored from a dump are waiting to be adopted'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Call adstream.adopt_restored() once the restore is complete, or drop the restored sinks first.';
+	END IF;
 	-- Taken before this transaction writes, so its own xid (assigned by the
 	-- first write) is not visible in it and the backfill below is published.
 	v_snap := pg_current_snapshot();
-	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot)
-	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap);
+	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
+	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap, adstream._origin());
 	INSERT INTO adstream.outbox (kind, ad_id, window_start)
 	SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
 	INSERT INTO adstream.outbox (kind, order_id)
@@ -1282,6 +1417,7 @@ CREATE FUNCTION adstream.ensure_partitions(p_table text, p_times timestamptz[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- bounds v_lo + v_grain: a day partition is 24 hours
 AS $$
 DECLARE
 	v_grain		interval;
@@ -1336,10 +1472,14 @@ $$;
 COMMENT ON FUNCTION adstream.ensure_partitions(text, timestamptz[]) IS
 	'Creates the partitions of an adstream table that hold the given times; returns how many were created';
 
-/* Upper bound of a range partition, from its bound expression. */
+/*
+ * Upper bound of a range partition, from its bound expression: printed and
+ * read back in UTC, so that no zone abbreviation can be misread.
+ */
 CREATE FUNCTION adstream._partition_upper(p_rel regclass)
 RETURNS timestamptz LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
 RETURN (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz
 		  FROM pg_class c WHERE c.oid = p_rel);
 
@@ -1378,6 +1518,7 @@ CREATE FUNCTION adstream.expire_rejected_events(p_batch integer DEFAULT 50000)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- the retention's days are 24 hours
 AS $$
 DECLARE
 	v_before	timestamptz := now() - current_setting('adstream.rejected_retention')::interval;
@@ -1414,6 +1555,7 @@ RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '2s'
+SET timezone = 'UTC'		-- windows, horizon and retention: their days are 24 hours
 AS $$
 DECLARE
 	v_window	interval := greatest(current_setting('adstream.attribution_window')::interval,
@@ -1443,6 +1585,7 @@ CREATE FUNCTION adstream.create_partitions_ahead(p_ahead interval DEFAULT '1 day
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- now() + p_ahead: a day is 24 hours
 AS $$
 DECLARE
 	v_times		timestamptz[];

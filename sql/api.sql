@@ -290,35 +290,59 @@ SHOW adstream.dedup_horizon;
 -- No watermark anywhere yet: nothing is expired.
 SELECT adstream.expire_dedup_state() AS dropped;
 
--- Watermarks: ads_eu 12:00 (max of its partitions), ads_us 13:30.  A source
--- without any watermark (ads_sasl, ads_max) holds nothing back.
--- Cutoff = min(12:00, 13:30) - 1h = 11:00: the 09:00 and 10:00 partitions
--- (upper bounds 10:00 and 11:00) are wholly behind it, 11:00 is not.
+-- Expiry is per source, behind each source's slowest partition.  No worker
+-- runs here, so every partition counts as having messages left to read and
+-- holds its source at its own watermark; one that has accepted nothing yet
+-- (ads_eu's partition 2) holds everything.  ads_us: 13:30 - 1h = 12:30, so
+-- its state before 12:00 is given up.  ads_eu, ads_sasl and ads_max give up
+-- nothing.  Both sources have ids in the 10:00 hour.
 INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts)
 VALUES ('ads_eu', 'ad-events', 0, 10, '2024-03-01 11:20:00+00'),
 	   ('ads_eu', 'ad-events', 1, 10, '2024-03-01 12:00:00+00'),
 	   ('ads_eu', 'ad-events', 2, 10, NULL),
 	   ('ads_us', 'ad.events.us', 0, 10, '2024-03-01 13:30:00+00'),
 	   ('ads_sasl', 'ad_events', 0, 0, NULL);
+INSERT INTO adstream.dedup_log (source_id, hour, ids)
+SELECT id, '2024-03-01 10:00:00+00', uuid_send('f47ac10b-58cc-4372-a567-0e02b2c3d479')
+  FROM adstream.sources WHERE name IN ('ads_eu', 'ads_us');
 SELECT adstream.expire_dedup_state() AS dropped;
+SELECT name, dedup_expired_before FROM adstream.sources WHERE kind = 'ad_events' ORDER BY name;
+-- The empty 09:00 and 11:00 hours go; 10:00 keeps ads_eu's ids and loses ads_us's.
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'adstream.dedup_log'::regclass ORDER BY 1;
+SELECT s.name, d.hour FROM adstream.dedup_log d JOIN adstream.sources s ON s.id = d.source_id ORDER BY 1, 2;
 -- the dropped tables are gone, not just detached
 SELECT count(*) AS dropped_tables_left FROM pg_class
- WHERE relname IN ('dedup_log_p20240301_0900', 'dedup_log_p20240301_1000');
+ WHERE relname IN ('dedup_log_p20240301_0900', 'dedup_log_p20240301_1100');
 -- nothing more to do at the same watermarks
 SELECT adstream.expire_dedup_state() AS dropped;
 
--- ads_eu advances to 13:45; ads_us (13:30) is now the slowest: cutoff 12:30
--- drops the 11:00 partition only (12:00 ends at 13:00 > 12:30).
+-- ads_eu's partition 2 accepts up to 12:10: its slowest is now partition 0
+-- (11:20), so ads_eu gives up what is before 10:00 (11:20 - 1h = 10:20),
+-- which leaves its 10:00 ids live.
+UPDATE adstream.offsets SET max_event_ts = '2024-03-01 12:10:00+00'
+ WHERE source = 'ads_eu' AND partition = 2;
+SELECT adstream.expire_dedup_state() AS dropped;
+SELECT name, dedup_expired_before FROM adstream.sources WHERE name = 'ads_eu';
+
+-- Partition 0 advances to 13:45: partition 1 (12:00) is the slowest, so
+-- ads_eu gives up the 10:00 hour, whose partition then holds nothing live.
 UPDATE adstream.offsets SET max_event_ts = '2024-03-01 13:45:00+00'
  WHERE source = 'ads_eu' AND partition = 0;
 SELECT adstream.expire_dedup_state() AS dropped;
+SELECT name, dedup_expired_before FROM adstream.sources WHERE name = 'ads_eu';
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'adstream.dedup_log'::regclass ORDER BY 1;
 
--- Dropping the slowest source releases its hold.  Cutoff 13:45 - 1h = 12:45:
--- still nothing, because 12:00's upper bound 13:00 is after it.
+-- What was given up is never taken back, even if a watermark moves back.
+UPDATE adstream.offsets SET max_event_ts = '2024-03-01 09:00:00+00'
+ WHERE source = 'ads_eu' AND partition = 1;
+SELECT adstream.expire_dedup_state() AS dropped;
+SELECT name, dedup_expired_before FROM adstream.sources WHERE name = 'ads_eu';
+UPDATE adstream.offsets SET max_event_ts = '2024-03-01 12:00:00+00'
+ WHERE source = 'ads_eu' AND partition = 1;
+
+-- Dropping a source drops its hold on nothing else: it never held another.
 SELECT adstream.drop_source('ads_us');
 SELECT adstream.expire_dedup_state() AS dropped;
 
@@ -343,9 +367,10 @@ SELECT name, kind, enabled FROM adstream.source_config WHERE name = 'shop';
 INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts)
 VALUES ('shop', 'orders', 0, 1, '2024-01-01 00:00:00+00');
 SELECT adstream.source_watermark('shop') AS shop, adstream.ad_events_watermark() AS ad_events;
--- ads_eu moves to 15:00: cutoff 14:00 drops the 12:00 and 13:00 partitions
+-- every partition of ads_eu moves to 15:00: it gives up what is before 14:00,
+-- and the 12:00 and 13:00 partitions go
 UPDATE adstream.offsets SET max_event_ts = '2024-03-01 15:00:00+00'
- WHERE source = 'ads_eu' AND partition = 0;
+ WHERE source = 'ads_eu';
 SELECT adstream.expire_dedup_state() AS dropped;
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'adstream.dedup_log'::regclass ORDER BY 1;

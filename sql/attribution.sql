@@ -377,8 +377,10 @@ SELECT p.relname AS parent, c.relname AS partition
 SELECT * FROM pg_temp.old_partitions ORDER BY 1, 2;
 
 -- Cutoffs:
---   dedup_log:     min(clicks_a 13:00, clicks_b 14:00) - 1h = 03-02 12:00
---                    (the orders source's old watermark does not count)
+--   dedup_log:     per source: clicks_a gives up before 12:00 (13:00 - 1h),
+--                    clicks_b before 13:00 (14:00 - 1h); the hours before
+--                    13:00 hold no live id and go (the orders source does
+--                    not count)
 --   ad_events:       min(watermark 03-02 13:00, waiting order 03-01 01:30)
 --                    - 24h - 1h = 02-29 00:30
 --   ad_stats_minute: now() - 7 days, after the rollups are refreshed

@@ -3,11 +3,12 @@
  *     The one transaction per batch that makes adstream exactly-once.
  *
  * In a single transaction a batch:
- *   1. takes a shared lock that keeps dedup partitions and index entries
- *      from being expired under it, and reads the source's event-time
- *      watermark;
+ *   1. takes a shared lock that keeps dedup state from being expired under
+ *      it, and then reads (in a snapshot taken after the lock) up to where
+ *      the source's dedup state has expired;
  *   2. classifies every message: dead letter (parser reason, future_timestamp,
- *      too_late), duplicate within the batch, or candidate;
+ *      too_late: its hour's dedup state is given up), duplicate within the
+ *      batch, or candidate;
  *   3. makes sure the time partitions it is about to write exist;
  *   4. claims the candidates' event ids in the shared dedup index
  *      (src/dedup_index.c): those claimed are new, the rest were seen
@@ -123,7 +124,7 @@ typedef struct HourEntry
 /* ---- prepared statements, kept for the life of the worker ---- */
 enum
 {
-	P_WATERMARK,
+	P_SOURCE_STATE,
 	P_ENSURE,
 	P_DEDUP_LOG,
 	P_ORDERS,
@@ -140,9 +141,13 @@ enum
 static SPIPlanPtr plans[P__COUNT];
 
 static const char *const plan_sql[P__COUNT] = {
-	/* The watermark, and whether clicks must be kept: only while an orders source exists. */
-	[P_WATERMARK] =
-	"SELECT adstream.source_watermark($1), EXISTS (SELECT 1 FROM adstream.sources WHERE kind = 'orders')",
+	/*
+	 * Up to where the source's dedup state has expired, and whether clicks
+	 * must be kept: only while an orders source exists.
+	 */
+	[P_SOURCE_STATE] =
+	"SELECT dedup_expired_before, EXISTS (SELECT 1 FROM adstream.sources WHERE kind = 'orders') "
+	"FROM adstream.sources WHERE id = $1",
 	[P_ENSURE] =
 	"SELECT adstream.ensure_partitions('ad_stats_minute', $1), "
 	"adstream.ensure_partitions('dedup_log', $1), adstream.ensure_partitions('ad_events', $1)",
@@ -196,7 +201,7 @@ static const char *const plan_sql[P__COUNT] = {
 };
 
 static const Oid plan_args[P__COUNT][9] = {
-	[P_WATERMARK] = {TEXTOID},
+	[P_SOURCE_STATE] = {INT4OID},
 	[P_ENSURE] = {TIMESTAMPTZARRAYOID},
 	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID},
 	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
@@ -208,7 +213,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
-	[P_WATERMARK] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
+	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
 	[P_AGG] = 5,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
@@ -279,16 +284,19 @@ cmp_agg(const void *a, const void *b)
 }
 
 /*
- * Decide each message's fate that does not need the dedup state.  The
- * watermark advances message by message, as if events were judged one at a
- * time, so the result does not depend on where batch boundaries fall.
+ * Decide each message's fate that does not need the dedup state.  An ad
+ * event is too late only when the state that would catch its duplicate is
+ * really gone: its hour's dedup state has expired (expired_before_us), or
+ * its minute is past adstream.minute_retention.  So whether it counts does
+ * not depend on batch boundaries, on how Kafka interleaves partitions, or on
+ * when a replay happens; only on what expiry has given up, which it does
+ * behind the slowest partition (adstream.expire_dedup_state()).
  */
 static idset_hash *
-classify(AdsBatch *b, int64 wm_us)
+classify(AdsBatch *b, int64 expired_before_us)
 {
 	int64		now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 	int64		future_limit = now_us + (int64) adstream_max_future_skew_s * USECS_PER_SEC;
-	int64		horizon = (int64) adstream_dedup_horizon_s * USECS_PER_SEC;
 	/* Minutes older than this are dropped: counting into them would be lost. */
 	int64		retained_from = now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC;
 	idset_hash *ids = idset_create(CurrentMemoryContext, b->nmsgs, NULL);
@@ -321,7 +329,7 @@ classify(AdsBatch *b, int64 wm_us)
 				m->reason = ADS_R_FUTURE_TIMESTAMP;
 			/* Orders are deduplicated forever by their table's key: never too late. */
 			else if (!b->is_orders &&
-					 ((wm_us != PG_INT64_MIN && ts < wm_us - horizon) || ts < retained_from))
+					 (ts < expired_before_us || ts < retained_from))
 				m->reason = ADS_R_TOO_LATE;
 		}
 		if (m->reason != ADS_OK)
@@ -330,7 +338,6 @@ classify(AdsBatch *b, int64 wm_us)
 			p->b_rejected++;
 			continue;
 		}
-		wm_us = Max(wm_us, ts);
 		p->b_max_ts_us = Max(p->b_max_ts_us, ts);
 
 		memcpy(key.bytes, msg_id(b, m), 16);
@@ -350,7 +357,7 @@ classify(AdsBatch *b, int64 wm_us)
 }
 
 static const char *
-reject_detail(const AdsBatch *b, const AdsMsg *m)
+reject_detail(const AdsBatch *b, const AdsMsg *m, int64 expired_before_us)
 {
 	int64		now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 
@@ -364,7 +371,8 @@ reject_detail(const AdsBatch *b, const AdsMsg *m)
 			if (msg_ts(b, m) < now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC)
 				return psprintf("ts is older than adstream.minute_retention (%d s)",
 								adstream_minute_retention_s);
-			return psprintf("ts is more than adstream.dedup_horizon (%d s) behind the source watermark",
+			return psprintf("the source's dedup state before %s has expired (adstream.dedup_horizon is %d s behind its slowest partition)",
+							timestamptz_to_str(ads_unix_us_to_timestamptz(expired_before_us)),
 							adstream_dedup_horizon_s);
 		default:
 			return m->detail;
@@ -734,7 +742,7 @@ aggregate(AdsBatch *b)
 }
 
 static void
-dead_letters(AdsBatch *b)
+dead_letters(AdsBatch *b, int64 expired_before_us)
 {
 	int			n = 0;
 	AdsArray	part,
@@ -773,7 +781,7 @@ dead_letters(AdsBatch *b)
 		ads_array_add(&part, Int32GetDatum(m->rkm->partition));
 		ads_array_add(&off, Int64GetDatum(m->rkm->offset));
 		ads_array_add(&reason, CStringGetTextDatum(ads_reason_name(m->reason)));
-		ads_array_add(&detail, CStringGetTextDatum(reject_detail(b, m)));
+		ads_array_add(&detail, CStringGetTextDatum(reject_detail(b, m, expired_before_us)));
 		ads_array_add(&payload, PointerGetDatum(kept));
 		ads_array_add(&size, Int32GetDatum((int32) Min(m->rkm->len, (size_t) PG_INT32_MAX)));
 	}
@@ -882,7 +890,7 @@ void
 ads_batch_write(AdsBatch *b)
 {
 	idset_hash *ids;
-	int64		wm_us = PG_INT64_MIN;
+	int64		expired_before_us = PG_INT64_MIN;
 	bool		attribution;
 	Datum		arg;
 	bool		isnull;
@@ -890,16 +898,27 @@ ads_batch_write(AdsBatch *b)
 
 	ads_begin_tx("adstream: writing batch");
 
-	/* Keeps expire_dedup_state() from dropping what this batch judges against. */
+	/*
+	 * Keeps expire_dedup_state() from forgetting what this batch judges
+	 * against.  The source's row is read after the lock, in a new snapshot
+	 * (read_only = false): one taken before it could miss an expiry that
+	 * committed while this batch waited, and judge a forgotten hour's events
+	 * as new.
+	 */
 	(void) ads_lock("adstream.dedup_expiry", 0, false, false, true);
-	arg = CStringGetTextDatum(b->source_name);
-	exec_plan(P_WATERMARK, &arg, NULL, true, SPI_OK_SELECT);
+	arg = Int32GetDatum(b->source_id);
+	exec_plan(P_SOURCE_STATE, &arg, NULL, false, SPI_OK_SELECT);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("adstream source \"%s\" no longer exists", b->source_name),
+				 errhint("The worker stops once the launcher notices.")));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-		wm_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
+	if (!isnull && !TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d)))
+		expired_before_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
 	attribution = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 
-	ids = classify(b, wm_us);
+	ids = classify(b, expired_before_us);
 	if (b->is_orders)
 		dedup_orders(b, ids);
 	else
@@ -911,7 +930,7 @@ ads_batch_write(AdsBatch *b)
 			keep_for_attribution(b);
 		aggregate(b);
 	}
-	dead_letters(b);
+	dead_letters(b, expired_before_us);
 	advance_offsets(b);
 
 	ads_end_tx();

@@ -30,10 +30,12 @@
  * (clog may be truncated long before the hour expires; an abandoned claim
  * judged then would count as committed and lose the event).
  *
- * Expiry follows the table: adstream.expire_dedup_state() drops whole
- * dedup_log partitions behind watermark - dedup_horizon and then forgets the
- * index entries of those hours (adstream._dedup_forget), under the same
- * lock that batches hold shared (ads_lock "adstream.dedup_expiry").
+ * Expiry is per source and follows the table: adstream.expire_dedup_state()
+ * removes a source's dedup_log rows of the hours behind its slowest
+ * partition minus dedup_horizon, records up to where (sources.
+ * dedup_expired_before, which batches judge too_late against) and forgets
+ * the same hours here (adstream._dedup_forget), under the lock that batches
+ * hold shared (ads_lock "adstream.dedup_expiry").
  *
  * The index has a fixed capacity (adstream.dedup_index_size entries).  When
  * it is full a batch fails with an error naming the setting, and is retried:
@@ -44,6 +46,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -53,6 +56,7 @@
 #include "storage/lwlock.h"
 #include "storage/procarray.h"
 #include "storage/shmem.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -432,30 +436,76 @@ ads_dedup_settle(bool committed)
 }
 
 /*
- * adstream._dedup_forget(before timestamptz): forget the ids of the hours
- * that end at or before `before`, whose dedup_log partitions the caller has
- * just dropped.  Returns how many were forgotten.
+ * adstream._dedup_forget(sources int4[], before timestamptz[]): forget, for
+ * each listed source, the ids of the hours that end at or before its
+ * `before` (NULL: none), and every id of a source not listed (dropped).  The
+ * caller lists every ad-events source, holds the expiry lock exclusively and
+ * has just deleted the same hours from dedup_log.  Returns how many ids were
+ * forgotten.
  */
-PG_FUNCTION_INFO_V1(adstream_dedup_forget);
+PG_FUNCTION_INFO_V1(adstream_dedup_forget_sources);
 Datum
-adstream_dedup_forget(PG_FUNCTION_ARGS)
+adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 {
-	TimestampTz before = PG_GETARG_TIMESTAMPTZ(0);
-	/* hours below this end at or before `before` */
-	int64		upto_hour = ads_hour_number(ads_timestamptz_to_unix_us(before));
+	ArrayType  *src_arr = PG_GETARG_ARRAYTYPE_P(0);
+	ArrayType  *before_arr = PG_GETARG_ARRAYTYPE_P(1);
+	Datum	   *src_d,
+			   *before_d;
+	bool	   *src_null,
+			   *before_null;
+	int			nsrc,
+				nbefore;
+	HTAB	   *cutoffs;
+	HASHCTL		info;
 	HASH_SEQ_STATUS seq;
 	DedupEntry *e;
 	int64		forgotten = 0;
+	typedef struct Cutoff
+	{
+		int32		source_id;
+		int64		upto_hour;	/* hours below this are forgotten */
+	} Cutoff;
 
 	if (state == NULL)
 		PG_RETURN_INT64(0);
+	deconstruct_array(src_arr, INT4OID, 4, true, TYPALIGN_INT, &src_d, &src_null, &nsrc);
+	deconstruct_array(before_arr, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &before_d, &before_null, &nbefore);
+	if (nsrc != nbefore)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("adstream._dedup_forget needs one cutoff per source")));
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(int32);
+	info.entrysize = sizeof(Cutoff);
+	info.hcxt = CurrentMemoryContext;
+	cutoffs = hash_create("adstream dedup cutoffs", Max(nsrc, 1), &info,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	for (int i = 0; i < nsrc; i++)
+	{
+		int32		id;
+		Cutoff	   *c;
+
+		if (src_null[i])
+			continue;
+		id = DatumGetInt32(src_d[i]);
+		c = hash_search(cutoffs, &id, HASH_ENTER, NULL);
+		c->upto_hour = PG_INT64_MIN;
+		if (!before_null[i] && !TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(before_d[i])))
+			/* hour h ends at (h + 1) h: it ends at or before `before` when h + 1 <= this */
+			c->upto_hour = ads_hour_number(ads_timestamptz_to_unix_us(DatumGetTimestampTz(before_d[i])));
+	}
+
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	if (state->database == MyDatabaseId)
 	{
 		hash_seq_init(&seq, index_hash);
 		while ((e = hash_seq_search(&seq)) != NULL)
 		{
-			if ((int64) e->hour + 1 <= upto_hour)
+			Cutoff	   *c = hash_search(cutoffs, &e->key.source_id, HASH_FIND, NULL);
+
+			if (c == NULL || (int64) e->hour + 1 <= c->upto_hour)
 			{
 				hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
 				forgotten++;
@@ -463,7 +513,24 @@ adstream_dedup_forget(PG_FUNCTION_ARGS)
 		}
 	}
 	LWLockRelease(state->lock);
+	hash_destroy(cutoffs);
 	PG_RETURN_INT64(forgotten);
+}
+
+/*
+ * The 0.4 signature, _dedup_forget(timestamptz): a 0.4 schema running this
+ * library must not have its argument read as arrays.
+ */
+PG_FUNCTION_INFO_V1(adstream_dedup_forget);
+Datum
+adstream_dedup_forget(PG_FUNCTION_ARGS)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the adstream library is newer than the extension's SQL objects"),
+			 errdetail("Dedup expiry is per source since 0.5."),
+			 errhint("Run ALTER EXTENSION adstream UPDATE.")));
+	PG_RETURN_NULL();
 }
 
 /* adstream.dedup_index_status(): capacity and use of the index. */

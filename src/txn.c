@@ -12,17 +12,27 @@
 #include "pgstat.h"
 #include "storage/lock.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 
 /*
  * The SPI bracket every worker transaction uses: a short transaction with a
  * snapshot, reported in pg_stat_activity while it runs.
+ *
+ * A worker's commit is durable whatever the server's default: with
+ * synchronous_commit = off a batch would be visible, and could be published
+ * to a sink, before its WAL is flushed, and a crash could then lose what
+ * Pinot already has.  Turned on for this transaction only, so that a server
+ * that asks for more (remote_write, remote_apply) keeps it.
  */
 void
 ads_begin_tx(const char *activity)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	if (synchronous_commit == SYNCHRONOUS_COMMIT_OFF)
+		(void) set_config_option("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);

@@ -15,8 +15,11 @@
  *	  - valid events, each with a fresh v4 UUID;
  *	  - duplicates: the exact bytes of one of the last ~1000 valid events,
  *		usually to a different partition than the original;
- *	  - too-late events, timed an hour (--horizon-s) plus a minute behind the
- *		newest accepted event of their partition;
+ *	  - old events (--late-ratio), impressions timed an hour (--horizon-s)
+ *		plus a minute behind the newest accepted event of their partition.
+ *		adstream counts them: an event is too late only once its hour's
+ *		dedup state has expired, which only maintenance does, so a run
+ *		that expires must keep its old events out of the hours it expires;
  *	  - future events, a day ahead of now;
  *	  - bad records with exactly one defect each (see make_bad()).
  *
@@ -26,12 +29,9 @@
  * for event-shaped records and NULL for bad ones; the consumer ignores them.
  *
  * Margins keep the truth independent of details the contract leaves open:
- * too-late events sit 60 s beyond the horizon, every accepted event at
- * least 1 s inside it (so "<" versus "<=" never matters), and a duplicate
- * that would not be clearly in time on its partition is replaced by a fresh
- * valid event.  With horizons much larger than a few seconds the truth is
- * also the same whether the consumer keeps one watermark per partition or
- * one for the whole topic.
+ * every other event is at least 1 s inside the horizon of its partition, and
+ * a duplicate that would not be clearly in time there is replaced by a fresh
+ * valid event.
  *
  * --dump FILE writes every record as a header line "PARTITION KEYLEN
  * VALUELEN" (KEYLEN -1 for no key), then the raw key and value bytes, then
@@ -1023,9 +1023,14 @@ make_duplicate(Record *rec, int p)
 	return 1;
 }
 
-/* Well-formed event far enough behind the partition's watermark. */
+/*
+ * A fresh impression a horizon and a minute behind the partition's
+ * watermark: the state that would catch its duplicate is still there unless
+ * maintenance expired that hour, so it counts.  An impression, so that it
+ * cannot change which click an order is credited to.
+ */
 static int
-make_too_late(Record *rec, int p)
+make_old(Record *rec, int p)
 {
 	GenEvent	ev;
 	int64_t		ts;
@@ -1036,10 +1041,12 @@ make_too_late(Record *rec, int p)
 	if (ts < 0)
 		return 0;				/* would be an invalid timestamp instead */
 	random_event(&ev, ts, 0, 1);
+	ev.is_click = 0;
 	render_event(&rec->val, &ev, ADS_OK, 0);
 	set_key(rec, &ev);
-	truth.rejects[ADS_R_TOO_LATE]++;
-	truth.rejected++;
+	truth_add_minute(ev.ad_id, ev.campaign_id, floor_div(ev.ts_ms, 60000) * 60, 0);
+	truth.valid++;
+	truth.unique++;
 	return 1;
 }
 
@@ -2465,7 +2472,7 @@ main(int argc, char **argv)
 			done = 1;
 		}
 		else if (u < opt.dup_ratio + opt.bad_ratio + opt.late_ratio)
-			done = make_too_late(&rec, p);
+			done = make_old(&rec, p);
 		else if (u < opt.dup_ratio + opt.bad_ratio + opt.late_ratio + opt.future_ratio)
 		{
 			make_future(&rec);

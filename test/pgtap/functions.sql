@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(297);
+SELECT plan(298);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -114,7 +114,7 @@ SELECT function_returns('adstream', f, args, r)
 -- 0.4
 SELECT function_returns('adstream', f, args, r)
   FROM (VALUES
-	('_dedup_forget', ARRAY['timestamp with time zone']::name[], 'bigint'),
+	('_dedup_forget', ARRAY['integer[]', 'timestamp with time zone[]']::name[], 'bigint'),
 	('dedup_index_status', ARRAY[]::name[], 'record'),
 	('expire_rejected_events', ARRAY['integer']::name[], 'bigint'),
 	('_lock', ARRAY['text', 'integer', 'boolean']::name[], 'void')
@@ -552,12 +552,17 @@ SELECT is_empty(
 
 INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts)
 VALUES ('tap_src', 'tap_topic', 0, 5, '2031-01-01 12:10:00+00'),
-	   ('tap_src', 'tap_topic', 1, 5, '2031-01-01 11:00:00+00');
+	   ('tap_src', 'tap_topic', 1, 5, '2031-01-01 12:05:00+00');
 SELECT is(adstream.source_watermark('tap_src'), timestamptz '2031-01-01 12:10:00+00',
 	'the source watermark is the highest partition watermark');
 SELECT is(adstream.source_watermark('tap_nosuch'), NULL, 'a missing source has no watermark');
--- cutoff 11:10 (unless another source's watermark is lower): 10:00-11:00 goes, 11:00-12:00 stays
+-- No worker runs, so each partition holds expiry at its own watermark: the
+-- slowest (12:05) less the hour's horizon is 11:05, the hour boundary 11:00.
+-- 10:00-11:00 goes, 11:00-12:00 stays.
 SELECT cmp_ok(adstream.expire_dedup_state(), '>=', 1, 'expire_dedup_state drops what is behind the horizon');
+SELECT is(dedup_expired_before, timestamptz '2031-01-01 11:00:00+00',
+	'the source''s dedup state is given up to the hour behind its slowest partition less the horizon')
+  FROM adstream.sources WHERE name = 'tap_src';
 SELECT hasnt_table('adstream', 'dedup_log_p20310101_1000', 'the expired partition is gone');
 SELECT has_table('adstream', 'dedup_log_p20310101_1100', 'the partition within the horizon stays');
 

@@ -50,7 +50,8 @@ SELECT has_table('adstream', 'outbox', 'table adstream.outbox exists');
 SELECT has_table('adstream', 'sinks', 'table adstream.sinks exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
-	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at']);
+	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at',
+	'dedup_expired_before']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
