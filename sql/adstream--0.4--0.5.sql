@@ -464,7 +464,6 @@ DECLARE
 	v_times		timestamptz[];
 	v_moved		bigint;
 	v_rows		bigint;
-	v_parts		integer;
 	v_list		text;
 BEGIN
 	FOR v_table, v_grain IN SELECT name, grain FROM adstream.partitioned_tables ORDER BY name LOOP
@@ -488,10 +487,16 @@ BEGIN
 		SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_cols
 		  FROM pg_attribute a WHERE a.attrelid = v_parent AND a.attnum > 0 AND NOT a.attisdropped;
 
+		-- Detach and rename them all first, and their indexes, so that the new
+		-- partitions and their indexes get the usual names.
 		FOR i IN 1 .. cardinality(v_bad) LOOP
 			EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', v_parent, v_bad[i]);
 			EXECUTE format('ALTER TABLE %s RENAME TO %I', v_bad[i],
 						   left((SELECT relname FROM pg_class WHERE oid = v_bad[i]), 50) || '_replaced');
+			FOR v_name IN SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+						   WHERE x.indrelid = v_bad[i] LOOP
+				EXECUTE format('ALTER INDEX adstream.%I RENAME TO %I', v_name, left(v_name, 50) || '_replaced');
+			END LOOP;
 		END LOOP;
 
 		v_rows := 0;
@@ -506,25 +511,25 @@ BEGIN
 				GET DIAGNOSTICS v_moved = ROW_COUNT;
 				EXECUTE format('DROP TABLE %s', v_bad[i]);
 			EXCEPTION WHEN OTHERS THEN
-				RAISE EXCEPTION 'cannot replace partition % of adstream.%, which is not one % from a UTC boundary',
+				RAISE EXCEPTION 'cannot replace partition % of adstream.%, which does not span exactly % from a UTC boundary',
 					v_name, v_table, v_grain
 					USING ERRCODE = 'object_not_in_prerequisite_state',
-						  DETAIL = format('It holds [%s, %s) UTC: %s',
+						  DETAIL = format('Its bounds are [%s, %s) UTC. %s',
 										  to_char(v_lower[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
 										  to_char(v_upper[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), SQLERRM),
-						  HINT = 'Partitions of adstream tables must start on a UTC boundary of their grain (adstream.partitioned_tables) and be one grain long. Move this partition''s rows out and drop it, then run ALTER EXTENSION adstream UPDATE again.';
+						  HINT = 'Its rows need partitions one grain long from a UTC boundary (adstream.partitioned_tables): make room for them (a DEFAULT partition must hold no rows of their range), or move the rows out and drop this partition; then run ALTER EXTENSION adstream UPDATE again.';
 			END;
 			v_rows := v_rows + v_moved;
-			v_list := concat_ws(', ', v_list,
-								format('%s [%s, %s) %s rows', v_name,
+			v_list := concat_ws('; ', v_list,
+								format('%s [%s, %s) with %s rows', v_name,
 									   to_char(v_lower[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'),
 									   to_char(v_upper[i] AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), v_moved));
 		END LOOP;
 		-- INFO reaches the client whatever client_min_messages says (an
 		-- update script raises it to WARNING).
-		RAISE INFO 'adstream: replaced % partitions of adstream.% that were not one % from a UTC boundary; % rows moved',
+		RAISE INFO 'adstream: replaced % partitions of adstream.% that did not span exactly % from a UTC boundary; % rows moved',
 			cardinality(v_bad), v_table, v_grain, v_rows
-			USING DETAIL = format('Made in a TimeZone with DST by adstream 0.4 or earlier (UTC): %s.', v_list);
+			USING DETAIL = format('Their bounds came from a session TimeZone with DST (adstream 0.4 and earlier). In UTC: %s.', v_list);
 	END LOOP;
 END
 $repair$;
@@ -552,3 +557,4 @@ BEGIN
 	END IF;
 END
 $rollups$;
+
