@@ -52,9 +52,17 @@ typedef struct AdsWorkerSlot
 	TimestampTz last_commit_at;
 	TimestampTz last_error_at;
 	char		last_error[ADS_ERROR_LEN];
+	TimestampTz positions_at;	/* when the worker last reported its positions */
 	int32		npositions;
 	AdsPositionInfo positions[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
 } AdsWorkerSlot;
+
+/*
+ * Positions older than this are not trusted to say a partition is read to
+ * its end: its worker is stopped, stuck, or busy with a batch for longer,
+ * and messages may be piling up behind the broker end it last saw.
+ */
+#define ADS_POSITIONS_STALE_MS 5000
 
 typedef struct AdsRegistry
 {

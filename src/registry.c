@@ -143,8 +143,11 @@ ads_slot_note_commit(AdsWorkerSlot *slot)
 void
 ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPositionInfo *positions)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	Assert(n <= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER);
 	SpinLockAcquire(&slot->mutex);
+	slot->positions_at = now;
 	slot->npositions = n;
 	memcpy(slot->positions, positions, sizeof(AdsPositionInfo) * n);
 	SpinLockRelease(&slot->mutex);

@@ -1,7 +1,8 @@
 /*
  * sql_api.c
  *     SQL-callable C functions: worker and partition status from shared
- *     memory, the event validator, and librdkafka property checking.
+ *     memory, the event validator, librdkafka property checking, and the
+ *     installation's identity.
  */
 #include "postgres.h"
 
@@ -15,6 +16,7 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "catalog.h"
 #include "event_parse.h"
 #include "event_time.h"
 #include "guc.h"
@@ -104,6 +106,8 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 		int32		source_id;
 		pid_t		pid;
 		int			nparts;
+		TimestampTz reported_at;
+		bool		stale;
 
 		SpinLockAcquire(&s->mutex);
 		in_use = s->in_use && s->pid != 0 && s->database == MyDatabaseId &&
@@ -112,7 +116,9 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 		pid = s->pid;
 		nparts = s->npositions;
 		memcpy(parts, s->positions, sizeof(AdsPositionInfo) * nparts);
+		reported_at = s->positions_at;
 		SpinLockRelease(&s->mutex);
+		stale = TimestampDifferenceExceeds(reported_at, GetCurrentTimestamp(), ADS_POSITIONS_STALE_MS);
 		if (!in_use)
 			continue;
 
@@ -124,8 +130,9 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 			values[0] = Int32GetDatum(source_id);
 			values[1] = Int32GetDatum(parts[p].partition);
 			values[2] = Int32GetDatum(pid);
+			/* A broker end the worker saw too long ago is not known any more. */
 			values[3] = Int64GetDatum(parts[p].high_watermark);
-			nulls[3] = (parts[p].high_watermark < 0);
+			nulls[3] = (parts[p].high_watermark < 0 || stale);
 			values[4] = Int64GetDatum(parts[p].position);
 			nulls[4] = (parts[p].position < 0);
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
@@ -244,4 +251,15 @@ adstream_kafka_property_error(PG_FUNCTION_ARGS)
 	if (res == RD_KAFKA_CONF_OK)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(errstr));
+}
+
+/*
+ * adstream._origin(): this installation's identity, which sources.origin and
+ * sinks.origin must equal for their workers to run (see catalog.c).
+ */
+PG_FUNCTION_INFO_V1(adstream_origin);
+Datum
+adstream_origin(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(ads_catalog_origin()));
 }
