@@ -43,6 +43,7 @@ typedef struct AdsPartition
 	int32		partition;
 	int64		committed;		/* next_offset stored in adstream.offsets; -1 if no row */
 	int64		position;		/* next offset to take from Kafka; -1 = from the start */
+	bool		out_of_range;	/* Kafka said position is out of range: a gap to record */
 	/* the current batch */
 	bool		in_batch;
 	int64		b_next;

@@ -66,6 +66,7 @@ CREATE OR REPLACE FUNCTION adstream.expire_dedup_state()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- the horizon is subtracted as a duration (see "Time is UTC")
 SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
 AS $$
 DECLARE
@@ -558,3 +559,446 @@ BEGIN
 END
 $rollups$;
 
+-------------------------------------------------------------------------------
+-- Dump and restore (issue #11, case 8): pg_dump saves the dead letters and the
+-- outbox too; a source or sink restored from a dump of another installation
+-- waits, held, until adstream.adopt_restored().  adstream--0.5.sql explains
+-- (its header and "Dump and restore").
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION adstream._origin()
+RETURNS text LANGUAGE C STRICT STABLE
+AS 'MODULE_PATHNAME', 'adstream_origin';
+COMMENT ON FUNCTION adstream._origin() IS
+	'Internal: this installation''s identity (system identifier/database oid/extension oid), which a source''s or sink''s origin must equal for its workers to run';
+REVOKE ALL ON FUNCTION adstream._origin() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION adstream._origin() TO adstream_reader;
+
+-- The sources and sinks that exist are this installation's own.
+ALTER TABLE adstream.sources ADD COLUMN origin text;
+UPDATE adstream.sources SET origin = adstream._origin();
+ALTER TABLE adstream.sinks ADD COLUMN origin text;
+UPDATE adstream.sinks SET origin = adstream._origin();
+
+SELECT pg_catalog.pg_extension_config_dump('adstream.rejected_events', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.outbox', '');
+
+CREATE OR REPLACE FUNCTION adstream.create_source(
+	name text,
+	brokers text,
+	topic text,
+	kind text DEFAULT 'ad_events',
+	options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_start		text := 'earliest';
+	v_workers	integer := 1;
+	v_group		text;
+	v_props		jsonb := '{}';
+	v_key		text;
+	v_val		jsonb;
+	v_text		text;
+	v_err		text;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid source name %', coalesce('"' || name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A source name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", not starting with "." or "-".',
+				  HINT = 'Choose a name such as ''ads_eu''.';
+	END IF;
+	IF kind IS NULL OR NOT kind = ANY (adstream._source_kinds()) THEN
+		RAISE EXCEPTION 'unsupported source kind %', coalesce(quote_literal(kind), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Supported kinds: %s.', array_to_string(adstream._source_kinds(), ', '));
+	END IF;
+	IF brokers IS NULL OR btrim(brokers) = '' THEN
+		RAISE EXCEPTION 'brokers must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give a bootstrap list such as ''kafka1:9092,kafka2:9092''.';
+	END IF;
+	IF topic IS NULL OR topic !~ '^[A-Za-z0-9._-]{1,249}$' OR topic IN ('.', '..') THEN
+		RAISE EXCEPTION 'invalid Kafka topic name %', coalesce(quote_literal(topic), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Kafka topic names are 1 to 249 characters from A-Z, a-z, 0-9, ".", "_" and "-".';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass for example ''{"workers": 2, "start": "latest", "security.protocol": "SASL_SSL"}''.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = create_source.name) THEN
+		RAISE EXCEPTION 'source "%" already exists', create_source.name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it first with adstream.drop_source(), or choose another name.';
+	END IF;
+
+	v_group := 'adstream.' || current_database() || '.' || create_source.name;
+
+	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
+			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_text := v_val #>> '{}';
+		CASE v_key
+		WHEN 'start' THEN
+			IF v_text NOT IN ('earliest', 'latest') THEN
+				RAISE EXCEPTION 'invalid value for option "start": %', quote_literal(v_text)
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use ''earliest'' (the default) or ''latest''; it applies only to partitions without a stored offset.';
+			END IF;
+			v_start := v_text;
+		WHEN 'workers' THEN
+			IF v_text !~ '^[0-9]{1,2}$' OR v_text::integer NOT BETWEEN 1 AND 64 THEN
+				RAISE EXCEPTION 'invalid value for option "workers": %', quote_literal(v_text)
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use a whole number from 1 to 64; each worker takes the partitions p with p % workers = its index.';
+			END IF;
+			v_workers := v_text::integer;
+		WHEN 'group_id' THEN
+			IF btrim(v_text) = '' THEN
+				RAISE EXCEPTION 'option "group_id" must not be empty'
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			v_group := v_text;
+		ELSE
+			IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'group.id',
+						 'enable.auto.commit', 'enable.auto.offset.store',
+						 'isolation.level', 'auto.offset.reset', 'enable.partition.eof') THEN
+				RAISE EXCEPTION 'librdkafka property "%" is managed by adstream', v_key
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use the brokers argument, or the options "group_id" and "start".';
+			END IF;
+			IF adstream._is_privileged_property(v_key)
+			   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+				RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
+					USING ERRCODE = 'insufficient_privilege',
+						  DETAIL = 'It makes the server run a program, load a library or read a file.',
+						  HINT = 'Ask a superuser to create this source.';
+			END IF;
+			v_err := adstream._kafka_property_error(v_key, v_text);
+			IF v_err IS NOT NULL THEN
+				RAISE EXCEPTION 'invalid librdkafka property "%"', v_key
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END,
+						  HINT = 'Options other than "start", "workers" and "group_id" are passed to librdkafka; see its CONFIGURATION.md.';
+			END IF;
+			v_props := v_props || jsonb_build_object(v_key, v_text);
+		END CASE;
+	END LOOP;
+
+	IF current_setting('adstream.database', true) IS DISTINCT FROM current_database() THEN
+		RAISE WARNING 'adstream workers run in database "%", not in "%"',
+			coalesce(current_setting('adstream.database', true), 'postgres'), current_database()
+			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
+	END IF;
+
+	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
+								  origin)
+	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
+			v_start, v_workers, v_group, v_props, adstream._origin());
+	PERFORM adstream._wake_launcher();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream.create_sink(name text, brokers text, options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_key		text;
+	v_val		jsonb;
+	v_text		text;
+	v_err		text;
+	v_props		jsonb := '{}';
+	v_topic_a	text := 'adstream.ad_stats';
+	v_topic_o	text := 'adstream.attributed_orders';
+	v_snap		pg_snapshot;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid sink name %', coalesce('"' || name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A sink name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", such as ''region_b''.';
+	END IF;
+	IF brokers IS NULL OR btrim(brokers) = '' THEN
+		RAISE EXCEPTION 'brokers must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give a bootstrap list such as ''kafka1:9092,kafka2:9092''.';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass for example ''{"topic_ad_stats": "ads.stats", "security.protocol": "SASL_SSL"}''.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM adstream.sinks s WHERE s.name = create_sink.name) THEN
+		RAISE EXCEPTION 'sink "%" already exists', create_sink.name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it first with adstream.drop_sink(), or choose another name.';
+	END IF;
+
+	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
+			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_text := v_val #>> '{}';
+		IF v_key IN ('topic_ad_stats', 'topic_orders') THEN
+			IF v_text !~ '^[A-Za-z0-9._-]{1,249}$' OR v_text IN ('.', '..') THEN
+				RAISE EXCEPTION 'invalid Kafka topic name % for option "%"', quote_literal(v_text), v_key
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			IF v_key = 'topic_ad_stats' THEN v_topic_a := v_text; ELSE v_topic_o := v_text; END IF;
+			CONTINUE;
+		END IF;
+		IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'transactional.id',
+					 'enable.idempotence', 'acks', 'transaction.timeout.ms', 'partitioner',
+					 'client.id', 'linger.ms') THEN
+			RAISE EXCEPTION 'librdkafka property "%" is managed by adstream', v_key
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Publishing uses an idempotent, transactional producer with transactional.id adstream.<database>.<sink>.';
+		END IF;
+		IF adstream._is_privileged_property(v_key)
+		   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+			RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
+				USING ERRCODE = 'insufficient_privilege',
+					  DETAIL = 'It makes the server run a program, load a library or read a file.';
+		END IF;
+		v_err := adstream._kafka_property_error(v_key, v_text);
+		IF v_err IS NOT NULL THEN
+			RAISE EXCEPTION 'invalid librdkafka property "%"', v_key
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END;
+		END IF;
+		v_props := v_props || jsonb_build_object(v_key, v_text);
+	END LOOP;
+
+	/*
+	 * A new sink receives everything: the current state is queued as
+	 * outbox rows in this transaction, and its cursor starts at this
+	 * transaction's snapshot, which the rows are not visible in yet.  The
+	 * lock waits for batches that saw no sink (see _publishing).
+	 */
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'create_sink must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Its snapshot must be taken after it has waited for running batches.';
+	END IF;
+	IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+		RAISE EXCEPTION 'create_sink must run in a transaction that has not written anything yet'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Call it in its own transaction.';
+	END IF;
+	-- (SHARE ROW EXCLUSIVE: also keeps two create_sink calls from deadlocking)
+	LOCK TABLE adstream.outbox IN SHARE ROW EXCLUSIVE MODE;
+	-- The outbox still holds the backlog of sinks restored from a dump, in
+	-- the original cluster's transaction ids: adopt_restored re-dates it
+	-- when it adopts the first of them, which must come before any sink
+	-- of this installation publishes.
+	IF EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.origin IS DISTINCT FROM adstream._origin()) THEN
+		RAISE EXCEPTION 'sinks restored from a dump are waiting to be adopted'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Call adstream.adopt_restored() once the restore is complete, or drop the restored sinks first.';
+	END IF;
+	-- Taken before this transaction writes, so its own xid (assigned by the
+	-- first write) is not visible in it and the backfill below is published.
+	v_snap := pg_current_snapshot();
+	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
+	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap, adstream._origin());
+	INSERT INTO adstream.outbox (kind, ad_id, window_start)
+	SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+	INSERT INTO adstream.outbox (kind, order_id)
+	SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION adstream.prune_outbox()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_horizon	xid8;
+	v_n			bigint;
+BEGIN
+	SELECT coalesce(min(CASE WHEN k.origin = adstream._origin() THEN pg_snapshot_xmin(k.done_snapshot)
+							 ELSE '3'::xid8 END),
+					pg_snapshot_xmin(pg_current_snapshot()))
+	  INTO v_horizon FROM adstream.sinks k;
+	DELETE FROM adstream.outbox WHERE txid < v_horizon;
+	GET DIAGNOSTICS v_n = ROW_COUNT;
+	RETURN v_n;
+END
+$$;
+
+CREATE FUNCTION adstream.adopt_restored(name text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_origin	text := adstream._origin();
+	v_sources	integer;
+	v_sinks		integer;
+	v_first		boolean;
+	v_no_outbox	boolean;
+BEGIN
+	IF adopt_restored.name IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = adopt_restored.name)
+	   AND NOT EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.name = adopt_restored.name) THEN
+		RAISE EXCEPTION 'source or sink "%" does not exist', adopt_restored.name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See adstream.source_status and adstream.sink_status: restored ones are held.';
+	END IF;
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'adopt_restored must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'It must see the sinks as they are once it holds the outbox''s lock.';
+	END IF;
+
+	-- Serialises with create_sink, other adoptions and the batches that
+	-- write the outbox.
+	LOCK TABLE adstream.outbox IN SHARE ROW EXCLUSIVE MODE;
+
+	SELECT count(*) INTO v_sources FROM adstream.sources s
+	 WHERE s.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR s.name = adopt_restored.name);
+	SELECT count(*), coalesce(bool_or(k.origin IS NULL), false) INTO v_sinks, v_no_outbox FROM adstream.sinks k
+	 WHERE k.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR k.name = adopt_restored.name);
+	IF v_sources + v_sinks = 0 THEN
+		RETURN 0;
+	END IF;
+	v_first := NOT EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.origin = v_origin);
+
+	-- Before anything is written: versions ahead of the original's.
+	PERFORM setval('adstream.outbox_id_seq', (SELECT last_value FROM adstream.outbox_id_seq) + 1099511627776);	-- 2^40
+
+	IF v_sinks > 0 AND v_first THEN
+		UPDATE adstream.outbox SET txid = '3' WHERE txid <> '3';
+	END IF;
+	IF v_no_outbox THEN
+		INSERT INTO adstream.outbox (kind, ad_id, window_start)
+		SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+		INSERT INTO adstream.outbox (kind, order_id)
+		SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
+	END IF;
+	UPDATE adstream.sinks k
+	   SET origin = v_origin, done_snapshot = '3:3:', target_snapshot = NULL, last_id = 0,
+		   generation = adstream._new_generation()
+	 WHERE k.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR k.name = adopt_restored.name);
+
+	UPDATE adstream.sources s
+	   SET origin = v_origin, generation = adstream._new_generation(), updated_at = now()
+	 WHERE s.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR s.name = adopt_restored.name);
+
+	PERFORM adstream._wake_launcher();
+	RETURN v_sources + v_sinks;
+END
+$$;
+COMMENT ON FUNCTION adstream.adopt_restored(text) IS
+	'Lets the workers of sources and sinks restored from a dump of another installation run here (all, or those of the given name); call it once the restore is complete and the original has stopped; returns how many';
+REVOKE ALL ON FUNCTION adstream.adopt_restored(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION adstream.adopt_restored(text) TO adstream_admin;
+
+CREATE OR REPLACE VIEW adstream.source_status AS
+WITH parts AS (
+	SELECT s.id, s.name, o.partition FROM adstream.sources s
+	  JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic
+	UNION
+	SELECT s.id, s.name, p.partition FROM adstream.sources s
+	  JOIN adstream.partition_status() p ON p.source_id = s.id
+)
+SELECT s.name AS source,
+	   s.topic,
+	   CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS source_state,
+	   pt.partition,
+	   coalesce(ps.pid, w.pid) AS worker_pid,
+	   coalesce(w.state, CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
+	   o.next_offset,
+	   ps.high_watermark,
+	   CASE WHEN ps.high_watermark IS NOT NULL
+			THEN greatest(ps.high_watermark - coalesce(o.next_offset, 0), 0) END AS lag,
+	   coalesce(o.accepted, 0) AS accepted,
+	   coalesce(o.duplicates, 0) AS duplicates,
+	   coalesce(o.rejected, 0) AS rejected,
+	   o.max_event_ts AS partition_watermark,
+	   adstream.source_watermark(s.name) AS source_watermark,
+	   o.updated_at AS last_commit_at,
+	   coalesce(w.last_error, CASE WHEN h.held THEN 'restored from another installation: no worker runs until adstream.adopt_restored() is called, once the restore is complete and the original has stopped' END) AS last_error,
+	   w.last_error_at
+  FROM adstream.sources s
+  CROSS JOIN LATERAL (SELECT s.origin IS DISTINCT FROM adstream._origin() AS held) h
+  LEFT JOIN parts pt ON pt.id = s.id
+  LEFT JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic AND o.partition = pt.partition
+  LEFT JOIN adstream.partition_status() ps ON ps.source_id = s.id AND ps.partition = pt.partition
+  LEFT JOIN LATERAL (
+	SELECT ws.pid, ws.state, ws.last_error, ws.last_error_at
+	  FROM adstream.worker_status() ws
+	 WHERE ws.source_id = s.id
+	   AND (pt.partition IS NULL OR ws.worker_index = pt.partition % s.workers)
+	 ORDER BY ws.worker_index LIMIT 1) w ON true;
+
+CREATE OR REPLACE VIEW adstream.sink_status AS
+SELECT s.name AS sink,
+	   CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS sink_state,
+	   w.pid AS worker_pid,
+	   coalesce(w.state, CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
+	   s.done_snapshot::text AS cursor_snapshot,
+	   s.last_id AS cursor_last_id,
+	   b.rows AS backlog_rows,
+	   b.bytes AS backlog_bytes,
+	   s.records_published,
+	   s.txns_committed,
+	   s.txns_aborted,
+	   s.last_publish_at,
+	   coalesce(w.last_error, CASE WHEN h.held THEN 'restored from another installation: no worker runs until adstream.adopt_restored() is called, once the restore is complete and the original has stopped' END) AS last_error,
+	   w.last_error_at
+  FROM adstream.sinks s
+  CROSS JOIN LATERAL (SELECT s.origin IS DISTINCT FROM adstream._origin() AS held) h
+  LEFT JOIN LATERAL (
+	-- a held sink's cursor is the original cluster's: once adopted, it
+	-- sends every row of the outbox
+	SELECT count(*) AS rows, coalesce(sum(pg_column_size(o.*)), 0) AS bytes
+	  FROM adstream.outbox o
+	 WHERE h.held
+		OR (o.txid >= pg_snapshot_xmin(s.done_snapshot)
+			AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
+			AND (s.target_snapshot IS NULL OR o.id > s.last_id
+				 OR NOT pg_visible_in_snapshot(o.txid, s.target_snapshot)))) b ON true
+  LEFT JOIN adstream.publisher_status() w ON w.sink_id = s.id;
+
+-------------------------------------------------------------------------------
+-- Offset gaps (issue #11, case 4: retention gaps were silent)
+-------------------------------------------------------------------------------
+
+/*
+ * Every stretch of a partition that adstream could not read, recorded in the
+ * transaction that moves the partition's offset past it: messages the
+ * broker trimmed before they were read (retention shorter than the lag), or
+ * a stored offset beyond the partition's end (the topic was deleted and
+ * created again).  The events are gone; nothing is lost without this record.
+ */
+CREATE TABLE adstream.offset_gaps (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source			text NOT NULL,
+	topic			text NOT NULL,
+	partition		integer NOT NULL,
+	from_offset		bigint NOT NULL,	-- the first offset not read
+	to_offset		bigint NOT NULL,	-- where reading resumed
+	reason			text NOT NULL,
+	detected_at		timestamptz NOT NULL DEFAULT now(),
+	CHECK (reason IN ('retention', 'offset_beyond_end'))
+);
+CREATE INDEX ON adstream.offset_gaps (source, topic, partition);
+COMMENT ON TABLE adstream.offset_gaps IS
+	'Stretches of partitions that were never read (trimmed by retention before they were read, or a stored offset beyond a re-created topic''s end), recorded with the offset move';
+SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps_id_seq', '');
+REVOKE ALL ON adstream.offset_gaps FROM PUBLIC;
+GRANT SELECT ON adstream.offset_gaps TO adstream_admin;

@@ -252,6 +252,30 @@ COMMENT ON TABLE adstream.rejected_events IS
 	'Dead letters: every message that failed validation, with its reason';
 SELECT pg_catalog.pg_extension_config_dump('adstream.rejected_events', '');
 
+/*
+ * Every stretch of a partition that adstream could not read, recorded in the
+ * transaction that moves the partition's offset past it: messages the
+ * broker trimmed before they were read (retention shorter than the lag), or
+ * a stored offset beyond the partition's end (the topic was deleted and
+ * created again).  The events are gone; nothing is lost without this record.
+ */
+CREATE TABLE adstream.offset_gaps (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source			text NOT NULL,
+	topic			text NOT NULL,
+	partition		integer NOT NULL,
+	from_offset		bigint NOT NULL,	-- the first offset not read
+	to_offset		bigint NOT NULL,	-- where reading resumed
+	reason			text NOT NULL,
+	detected_at		timestamptz NOT NULL DEFAULT now(),
+	CHECK (reason IN ('retention', 'offset_beyond_end'))
+);
+CREATE INDEX ON adstream.offset_gaps (source, topic, partition);
+COMMENT ON TABLE adstream.offset_gaps IS
+	'Stretches of partitions that were never read (trimmed by retention before they were read, or a stored offset beyond a re-created topic''s end), recorded with the offset move';
+SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps_id_seq', '');
+
 /* What the consumer workers report from shared memory. */
 CREATE FUNCTION adstream.worker_status(
 	OUT source_id integer, OUT worker_index integer, OUT pid integer,
@@ -720,6 +744,7 @@ CREATE FUNCTION adstream.expire_dedup_state()
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- the horizon is subtracted as a duration (see "Time is UTC")
 SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
 AS $$
 DECLARE
@@ -1403,6 +1428,105 @@ COMMENT ON FUNCTION adstream.publisher_status() IS
 	'One row per running or restarting publisher worker, from shared memory';
 
 -------------------------------------------------------------------------------
+-- Dump and restore: sources and sinks that came from another installation
+-- wait until they are adopted
+-------------------------------------------------------------------------------
+
+/*
+ * pg_restore creates the extension and then loads one table after another,
+ * each in its own transaction: the launcher would start a source's workers
+ * as soon as its row arrived, before its offsets, and they would count the
+ * topic again from 'earliest'.  A restored copy running beside the original
+ * would consume the same topics twice.  So a source or sink runs only in the
+ * installation of its origin (adstream._origin(), recorded by create_source
+ * and create_sink), and one restored from a dump is held (source_status,
+ * sink_status) until this is called, once the restore is complete and the
+ * original no longer consumes: with no name for every held source and sink,
+ * with a name for the source and the sink of that name.  Returns how many
+ * it adopted.
+ *
+ * Publishing continues from the dumped outbox.  Its rows carry the original
+ * cluster's transaction ids, which mean nothing here, and so do the restored
+ * cursors.  Adopting the first sink re-dates every row to transaction 3,
+ * before any snapshot taken here, and each adopted sink starts from the
+ * cursor '3:3:', which has published nothing: it sends every row still in
+ * the outbox.  (Until every restored sink is adopted, no row is pruned, and
+ * no sink can be created.)  A sink restored from a dump older than 0.5,
+ * which had no outbox, is sent the whole current state, as a new sink is.
+ * Sending a row again is harmless: the value sent is always the current
+ * one, and Pinot keeps the highest version of a key.  Versions are outbox
+ * ids: the sequence jumps 2^40 ahead at each adoption, past anything the
+ * original can have published after the dump was taken, so that this
+ * installation's records win over those.
+ */
+CREATE FUNCTION adstream.adopt_restored(name text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_origin	text := adstream._origin();
+	v_sources	integer;
+	v_sinks		integer;
+	v_first		boolean;
+	v_no_outbox	boolean;
+BEGIN
+	IF adopt_restored.name IS NOT NULL
+	   AND NOT EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = adopt_restored.name)
+	   AND NOT EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.name = adopt_restored.name) THEN
+		RAISE EXCEPTION 'source or sink "%" does not exist', adopt_restored.name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See adstream.source_status and adstream.sink_status: restored ones are held.';
+	END IF;
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'adopt_restored must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'It must see the sinks as they are once it holds the outbox''s lock.';
+	END IF;
+
+	-- Serialises with create_sink, other adoptions and the batches that
+	-- write the outbox.
+	LOCK TABLE adstream.outbox IN SHARE ROW EXCLUSIVE MODE;
+
+	SELECT count(*) INTO v_sources FROM adstream.sources s
+	 WHERE s.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR s.name = adopt_restored.name);
+	SELECT count(*), coalesce(bool_or(k.origin IS NULL), false) INTO v_sinks, v_no_outbox FROM adstream.sinks k
+	 WHERE k.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR k.name = adopt_restored.name);
+	IF v_sources + v_sinks = 0 THEN
+		RETURN 0;
+	END IF;
+	v_first := NOT EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.origin = v_origin);
+
+	-- Before anything is written: versions ahead of the original's.
+	PERFORM setval('adstream.outbox_id_seq', (SELECT last_value FROM adstream.outbox_id_seq) + 1099511627776);	-- 2^40
+
+	IF v_sinks > 0 AND v_first THEN
+		UPDATE adstream.outbox SET txid = '3' WHERE txid <> '3';
+	END IF;
+	IF v_no_outbox THEN
+		INSERT INTO adstream.outbox (kind, ad_id, window_start)
+		SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+		INSERT INTO adstream.outbox (kind, order_id)
+		SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
+	END IF;
+	UPDATE adstream.sinks k
+	   SET origin = v_origin, done_snapshot = '3:3:', target_snapshot = NULL, last_id = 0,
+		   generation = adstream._new_generation()
+	 WHERE k.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR k.name = adopt_restored.name);
+
+	UPDATE adstream.sources s
+	   SET origin = v_origin, generation = adstream._new_generation(), updated_at = now()
+	 WHERE s.origin IS DISTINCT FROM v_origin AND (adopt_restored.name IS NULL OR s.name = adopt_restored.name);
+
+	PERFORM adstream._wake_launcher();
+	RETURN v_sources + v_sinks;
+END
+$$;
+COMMENT ON FUNCTION adstream.adopt_restored(text) IS
+	'Lets the workers of sources and sinks restored from a dump of another installation run here (all, or those of the given name); call it once the restore is complete and the original has stopped; returns how many';
+
+-------------------------------------------------------------------------------
 -- Maintenance: partitions ahead, retention, rollups (plain functions, and
 -- pg_cron jobs through schedule_maintenance)
 -------------------------------------------------------------------------------
@@ -1667,10 +1791,10 @@ WITH parts AS (
 )
 SELECT s.name AS source,
 	   s.topic,
-	   CASE WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS source_state,
+	   CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS source_state,
 	   pt.partition,
 	   coalesce(ps.pid, w.pid) AS worker_pid,
-	   coalesce(w.state, CASE WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
+	   coalesce(w.state, CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
 	   o.next_offset,
 	   ps.high_watermark,
 	   CASE WHEN ps.high_watermark IS NOT NULL
@@ -1681,9 +1805,10 @@ SELECT s.name AS source,
 	   o.max_event_ts AS partition_watermark,
 	   adstream.source_watermark(s.name) AS source_watermark,
 	   o.updated_at AS last_commit_at,
-	   w.last_error,
+	   coalesce(w.last_error, CASE WHEN h.held THEN 'restored from another installation: no worker runs until adstream.adopt_restored() is called, once the restore is complete and the original has stopped' END) AS last_error,
 	   w.last_error_at
   FROM adstream.sources s
+  CROSS JOIN LATERAL (SELECT s.origin IS DISTINCT FROM adstream._origin() AS held) h
   LEFT JOIN parts pt ON pt.id = s.id
   LEFT JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic AND o.partition = pt.partition
   LEFT JOIN adstream.partition_status() ps ON ps.source_id = s.id AND ps.partition = pt.partition
@@ -1698,9 +1823,9 @@ COMMENT ON VIEW adstream.source_status IS
 
 CREATE VIEW adstream.sink_status AS
 SELECT s.name AS sink,
-	   CASE WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS sink_state,
+	   CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'enabled' ELSE 'paused' END AS sink_state,
 	   w.pid AS worker_pid,
-	   coalesce(w.state, CASE WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
+	   coalesce(w.state, CASE WHEN h.held THEN 'held' WHEN s.enabled THEN 'starting' ELSE 'stopped' END) AS worker_state,
 	   s.done_snapshot::text AS cursor_snapshot,
 	   s.last_id AS cursor_last_id,
 	   b.rows AS backlog_rows,
@@ -1709,16 +1834,20 @@ SELECT s.name AS sink,
 	   s.txns_committed,
 	   s.txns_aborted,
 	   s.last_publish_at,
-	   w.last_error,
+	   coalesce(w.last_error, CASE WHEN h.held THEN 'restored from another installation: no worker runs until adstream.adopt_restored() is called, once the restore is complete and the original has stopped' END) AS last_error,
 	   w.last_error_at
   FROM adstream.sinks s
+  CROSS JOIN LATERAL (SELECT s.origin IS DISTINCT FROM adstream._origin() AS held) h
   LEFT JOIN LATERAL (
+	-- a held sink's cursor is the original cluster's: once adopted, it
+	-- sends every row of the outbox
 	SELECT count(*) AS rows, coalesce(sum(pg_column_size(o.*)), 0) AS bytes
 	  FROM adstream.outbox o
-	 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
-	   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
-	   AND (s.target_snapshot IS NULL OR o.id > s.last_id
-			OR NOT pg_visible_in_snapshot(o.txid, s.target_snapshot))) b ON true
+	 WHERE h.held
+		OR (o.txid >= pg_snapshot_xmin(s.done_snapshot)
+			AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
+			AND (s.target_snapshot IS NULL OR o.id > s.last_id
+				 OR NOT pg_visible_in_snapshot(o.txid, s.target_snapshot)))) b ON true
   LEFT JOIN adstream.publisher_status() w ON w.sink_id = s.id;
 COMMENT ON VIEW adstream.sink_status IS
 	'One row per sink: worker, cursor, backlog, Kafka transactions committed and aborted, last error';
@@ -1736,7 +1865,7 @@ COMMENT ON VIEW adstream.sink_status IS
 -- Tables and views: PUBLIC has no privileges on them by default; the REVOKE
 -- makes each one's ACL explicit.  (dedup_log, new in 0.4, was left out of it
 -- and keeps the default ACL, which grants the same.)
-REVOKE ALL ON adstream.sources, adstream.offsets, adstream.rejected_events, adstream.partitioned_tables,
+REVOKE ALL ON adstream.sources, adstream.offsets, adstream.offset_gaps, adstream.rejected_events, adstream.partitioned_tables,
 	adstream.ad_stats_minute, adstream.rollup_pending, adstream.ad_stats_hour, adstream.ad_stats_6h,
 	adstream.ad_stats_day, adstream.ad_events, adstream.orders, adstream.attributed_orders,
 	adstream.waiting_orders, adstream.outbox, adstream.sinks,
@@ -1759,7 +1888,7 @@ GRANT EXECUTE ON FUNCTION
 
 -- adstream_admin: the masked configuration, positions, dead letters, orders,
 -- and the management of sources and sinks
-GRANT SELECT ON adstream.source_config, adstream.offsets, adstream.rejected_events,
+GRANT SELECT ON adstream.source_config, adstream.offsets, adstream.offset_gaps, adstream.rejected_events,
 	adstream.orders, adstream.waiting_orders, adstream.ad_events TO adstream_admin;
 GRANT EXECUTE ON FUNCTION adstream._is_secret(text) TO adstream_admin;	-- called by source_config
 GRANT EXECUTE ON FUNCTION
@@ -1768,3 +1897,8 @@ GRANT EXECUTE ON FUNCTION
 	adstream.create_sink(text, text, jsonb), adstream.drop_sink(text),
 	adstream.pause_sink(text), adstream.resume_sink(text)
 	TO adstream_admin;
+
+-- Dump and restore: the status views ask _origin() whether a source or sink
+-- is held; adopting restored ones is management.
+GRANT EXECUTE ON FUNCTION adstream._origin() TO adstream_reader;
+GRANT EXECUTE ON FUNCTION adstream.adopt_restored(text) TO adstream_admin;

@@ -51,9 +51,12 @@ typedef struct AdsConsumer
 
 	AdsBatch	batch;			/* the partitions and the batch being filled */
 	TimestampTz batch_started;
+	bool		out_of_range;	/* some partition has a gap to record */
 } AdsConsumer;
 
 static AdsConsumer consumer;
+
+static void assign_all(AdsConsumer *c);
 
 /* ---------------------------------------------------------------------
  * Short transactions around the batch: reading the source and offsets.
@@ -75,68 +78,164 @@ load_source(AdsConsumer *c)
 	return ok;
 }
 
+/* The broker's end of a partition, outside any wait we could not answer. */
+static int64
+end_offset(AdsConsumer *c, int32 partition)
+{
+	int64		lo,
+				hi;
+
+	if (rd_kafka_query_watermark_offsets(c->kafka->rk, c->source.topic, partition,
+										 &lo, &hi, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("adstream source \"%s\": could not read the end offset of partition %d",
+						c->source.name, partition),
+				 errhint("Check that the brokers are reachable; the worker retries.")));
+	return hi;
+}
+
 /*
- * Reads the stored next_offset of each partition in the batch.  With the
- * 'latest' start policy a partition without a row first gets one at the
- * broker's current end, so that a crash before the first commit cannot
- * move the starting point.
+ * With the 'latest' start policy, the source's first start stores the
+ * broker's current end of every partition of the topic, in one transaction
+ * and before anything is consumed, so that a crash before the first commit
+ * cannot move the starting point.  Partitions that appear later, without a
+ * stored offset, are read from their beginning: their first messages came
+ * after the source started.
  */
+static void
+store_latest_offsets(AdsConsumer *c)
+{
+	int			count = ads_kafka_partition_count(c->kafka, c->source.topic, 1000);
+
+	if (count < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("adstream source \"%s\": could not read the partitions of topic \"%s\"",
+						c->source.name, c->source.topic),
+				 errhint("Check that the brokers are reachable; the worker retries.")));
+	for (int p = 0; p < count; p++)
+		SPI_execute_with_args("INSERT INTO adstream.offsets (source, topic, partition, next_offset) "
+							  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+							  4, (Oid[]) {TEXTOID, TEXTOID, INT4OID, INT8OID},
+							  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic),
+						  Int32GetDatum(p), Int64GetDatum(end_offset(c, p))},
+							  NULL, false, 0);
+}
+
+/* Reads the stored next_offset of each partition in the batch. */
 static void
 load_offsets(AdsConsumer *c)
 {
 	AdsBatch   *b = &c->batch;
+	bool		first_start;
 
 	ads_begin_tx("adstream: reading offsets");
 	for (int i = 0; i < b->nparts; i++)
 		b->parts[i].committed = -1;
 
-	if (SPI_execute_with_args("SELECT partition, next_offset FROM adstream.offsets "
-							  "WHERE source = $1 AND topic = $2",
-							  2, (Oid[]) {TEXTOID, TEXTOID},
-							  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic)},
-							  NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "adstream: could not read offsets");
-	for (uint64 r = 0; r < SPI_processed; r++)
+	for (int attempt = 0; attempt < 2; attempt++)
 	{
-		bool		isnull;
-		int32		partition = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
-		int64		next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
-
-		for (int i = 0; i < b->nparts; i++)
-			if (b->parts[i].partition == partition)
-				b->parts[i].committed = next;
-	}
-
-	if (strcmp(c->source.start_policy, "latest") == 0)
-	{
-		for (int i = 0; i < b->nparts; i++)
+		if (SPI_execute_with_args("SELECT partition, next_offset FROM adstream.offsets "
+								  "WHERE source = $1 AND topic = $2",
+								  2, (Oid[]) {TEXTOID, TEXTOID},
+								  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic)},
+								  NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "adstream: could not read offsets");
+		first_start = (SPI_processed == 0);
+		for (uint64 r = 0; r < SPI_processed; r++)
 		{
-			AdsPartition *p = &b->parts[i];
-			int64		lo,
-						hi;
+			bool		isnull;
+			int32		partition = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+			int64		next = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull));
 
-			if (p->committed >= 0)
-				continue;
-			if (rd_kafka_query_watermark_offsets(c->kafka->rk, c->source.topic, p->partition,
-												 &lo, &hi, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-				ereport(ERROR,
-						(errcode(ERRCODE_CONNECTION_FAILURE),
-						 errmsg("adstream source \"%s\": could not read the end offset of partition %d",
-								c->source.name, p->partition),
-						 errhint("Check that the brokers are reachable; the worker retries.")));
-			SPI_execute_with_args("INSERT INTO adstream.offsets (source, topic, partition, next_offset) "
-								  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-								  4, (Oid[]) {TEXTOID, TEXTOID, INT4OID, INT8OID},
-								  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic),
-							  Int32GetDatum(p->partition), Int64GetDatum(hi)},
-								  NULL, false, 0);
-			p->committed = hi;
+			for (int i = 0; i < b->nparts; i++)
+				if (b->parts[i].partition == partition)
+					b->parts[i].committed = next;
 		}
+		if (!first_start || strcmp(c->source.start_policy, "latest") != 0)
+			break;
+		/* Read back what is stored: another worker of the source may have been first. */
+		store_latest_offsets(c);
 	}
 	ads_end_tx();
 
 	for (int i = 0; i < b->nparts; i++)
 		b->parts[i].position = b->parts[i].committed;
+}
+
+/*
+ * Kafka said a partition's position is out of range: the broker trimmed
+ * messages before we read them (retention shorter than the lag), or the
+ * stored offset lies beyond the partition's end (the topic was deleted and
+ * created again).  Those events are gone.  Record the stretch in
+ * adstream.offset_gaps in the same transaction that moves the stored offset
+ * past it, say so, and read on from the partition's beginning.  Called
+ * between batches, so position is also what is stored.
+ */
+static void
+record_gaps(AdsConsumer *c)
+{
+	AdsBatch   *b = &c->batch;
+
+	for (int i = 0; i < b->nparts; i++)
+	{
+		AdsPartition *p = &b->parts[i];
+		int64		lo,
+					hi;
+		const char *reason = NULL;
+
+		if (!p->out_of_range)
+			continue;
+		if (rd_kafka_query_watermark_offsets(c->kafka->rk, c->source.topic, p->partition,
+											 &lo, &hi, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			return;				/* the broker is away: try again later */
+		if (p->position >= 0 && p->position < lo)
+			reason = "retention";
+		else if (p->position > hi)
+			reason = "offset_beyond_end";
+
+		if (reason != NULL)
+		{
+			ads_begin_tx("adstream: recording an offset gap");
+			if (SPI_execute_with_args(
+									  "WITH gap AS (INSERT INTO adstream.offset_gaps "
+									  "  (source, topic, partition, from_offset, to_offset, reason) "
+									  "  VALUES ($1, $2, $3, $4, $5, $6)) "
+									  "UPDATE adstream.offsets SET next_offset = $5, updated_at = now() "
+									  "WHERE source = $1 AND topic = $2 AND partition = $3 AND next_offset = $4",
+									  6, (Oid[]) {TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID, TEXTOID},
+									  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic),
+										  Int32GetDatum(p->partition), Int64GetDatum(p->position),
+									  Int64GetDatum(lo), CStringGetTextDatum(reason)},
+									  NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("offsets of source \"%s\" moved under this worker", c->source.name),
+						 errhint("Another worker consumed the same partitions; this worker starts over.")));
+			ads_end_tx();
+			ereport(WARNING,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("adstream source \"%s\": partition %d, offsets %lld to %lld of topic \"%s\" were never read",
+							c->source.name, p->partition, (long long) p->position, (long long) lo, c->source.topic),
+					 strcmp(reason, "retention") == 0 ?
+					 errdetail("The broker removed them before they were read. The gap is recorded in adstream.offset_gaps.") :
+					 errdetail("The stored offset is beyond the partition's end (%lld): the topic was deleted and created again. Reading resumes at its beginning. The gap is recorded in adstream.offset_gaps.",
+							   (long long) hi),
+					 errhint("Kafka must keep messages longer than adstream can fall behind, pauses included.")));
+			{
+				char		buf[ADS_ERROR_LEN];
+
+				snprintf(buf, sizeof(buf), "partition %d: offsets %lld to %lld never read (%s; see adstream.offset_gaps)",
+						 p->partition, (long long) p->position, (long long) lo, reason);
+				ads_slot_set_error(c->slot, buf);
+			}
+			p->position = p->committed = lo;
+		}
+		p->out_of_range = false;
+	}
+	c->out_of_range = false;
+	assign_all(c);
 }
 
 /* ---------------------------------------------------------------------
@@ -298,6 +397,18 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	AdsMsg	   *m;
 	char		detail[ADS_DETAIL_LEN];
 
+	if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+	{
+		/* Fetching this partition has stopped; record_gaps() takes over. */
+		idx = (rkm->partition >= 0 && rkm->partition < c->part_of_len) ? c->part_of[rkm->partition] : -1;
+		if (idx >= 0)
+		{
+			b->parts[idx].out_of_range = true;
+			c->out_of_range = true;
+		}
+		rd_kafka_message_destroy(rkm);
+		return;
+	}
 	if (rkm->err)
 	{
 		if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -525,6 +636,9 @@ adstream_consumer_main(Datum arg)
 			report_positions(c);
 			next_status = TimestampTzPlusMilliseconds(now, STATUS_INTERVAL_MS);
 		}
+		/* Between batches, so that what is stored is where the gap begins. */
+		if (c->out_of_range && b->nmsgs == 0)
+			record_gaps(c);
 		/* Orders wait for the ad events; look again every second. */
 		if (b->is_orders && b->nmsgs == 0 && now >= next_attribution)
 		{

@@ -37,8 +37,12 @@ ads_kafka_consumer_open(const char *brokers, const char *group_id, const char *c
 		!ads_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
 		!ads_kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
 		!ads_kafka_conf_set(conf, "isolation.level", "read_committed", errbuf, errlen) ||
-		/* Only reached when a stored offset fell out of retention. */
-		!ads_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
+		/*
+		 * Never move silently: a stored offset that is out of range (trimmed
+		 * by retention, or beyond a re-created topic's end) comes to the
+		 * worker as an error, and the worker records the gap with the move.
+		 */
+		!ads_kafka_conf_set(conf, "auto.offset.reset", "error", errbuf, errlen) ||
 		!ads_kafka_conf_set(conf, "enable.partition.eof", "false", errbuf, errlen))
 		goto fail;
 
