@@ -328,6 +328,15 @@ COMMENT ON FUNCTION adstream.validate_event(text) IS
 -- The source management API runs as the extension owner (SECURITY DEFINER),
 -- so that an adstream_admin manages sources without reading credentials.
 
+/* The broker addresses of a bootstrap list, for telling whether two lists name one cluster. */
+CREATE FUNCTION adstream._broker_set(p_brokers text)
+RETURNS text[] LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+RETURN ARRAY(SELECT DISTINCT lower(regexp_replace(btrim(b), '^[A-Za-z_]+://', ''))
+			   FROM unnest(string_to_array(p_brokers, ',')) AS b WHERE btrim(b) <> '');
+COMMENT ON FUNCTION adstream._broker_set(text) IS
+	'Internal: the broker addresses of a bootstrap list, lower-case and without a protocol prefix';
+
 CREATE FUNCTION adstream.create_source(
 	name text,
 	brokers text,
@@ -379,6 +388,18 @@ BEGIN
 		RAISE EXCEPTION 'source "%" already exists', create_source.name
 			USING ERRCODE = 'duplicate_object',
 				  HINT = 'Drop it first with adstream.drop_source(), or choose another name.';
+	END IF;
+	-- Two sources of a kind on one topic of one cluster would count every
+	-- event twice: the same cluster is any broker address in common.
+	SELECT s.name INTO v_text FROM adstream.sources s
+	 WHERE s.kind = create_source.kind AND s.topic = create_source.topic
+	   AND adstream._broker_set(s.brokers) && adstream._broker_set(create_source.brokers)
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'source "%" already consumes topic "%" of this Kafka cluster', v_text, create_source.topic
+			USING ERRCODE = 'duplicate_object',
+				  DETAIL = 'A second source on the same partitions would count every event again.',
+				  HINT = 'Use the existing source (more workers: its "workers" option), or drop it first.';
 	END IF;
 
 	v_group := 'adstream.' || current_database() || '.' || create_source.name;

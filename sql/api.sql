@@ -148,6 +148,12 @@ SELECT adstream.create_source('s', 'k:9092', 't', options => '{"sasl.oauthbearer
 
 -- duplicate name
 SELECT adstream.create_source('ads_eu', 'other:9092', 'other_topic');
+-- a second source on the same topic of the same cluster (one broker in
+-- common, whatever the case, order or protocol prefix) would count twice
+SELECT adstream.create_source('ADS_EU', 'PLAINTEXT://KAFKA2:9092', 'ad-events');
+-- the same topic name on another cluster, or another kind, is another stream
+SELECT adstream.create_source('ads_eu_b', 'kafka9:9092', 'ad-events');
+SELECT adstream.drop_source('ads_eu_b');
 
 -- None of the failed calls left a source behind.
 SELECT name FROM adstream.sources ORDER BY name;
