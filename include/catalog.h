@@ -30,6 +30,9 @@ typedef struct AdsSinkDef
 	AdsKafkaProps props;
 } AdsSinkDef;
 
+/* This installation's identity, palloc'd; see adstream.sources.origin. */
+extern char *ads_catalog_origin(void);
+
 /* False when the source or sink is gone, paused, or of another generation. */
 extern bool ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def);
 extern bool ads_catalog_read_sink(int32 id, int64 generation, AdsSinkDef *def);

@@ -520,6 +520,62 @@ SELECT sink FROM adstream.sink_status ORDER BY sink;
 RESET SESSION AUTHORIZATION;
 
 -------------------------------------------------------------------------------
+-- Dump and restore: a source or sink whose origin is another installation's
+-- (what pg_restore leaves) is held until adopt_restored; adopting the first
+-- sink re-dates the restored outbox, and versions jump ahead
+-------------------------------------------------------------------------------
+
+SELECT adstream.create_source('restored_src', 'k:9092', 'restored_topic');
+-- what the API creates is this installation's
+SELECT (SELECT bool_and(origin = adstream._origin()) FROM adstream.sources) AS sources_here,
+	   (SELECT bool_and(origin = adstream._origin()) FROM adstream.sinks) AS sinks_here,
+	   adstream._origin() ~ '^[0-9]+/[0-9]+/[0-9]+$' AS origin_format;
+-- A restore: the rows, the sink's cursor and the outbox's transaction ids
+-- are another cluster's.
+UPDATE adstream.sources SET origin = '1/5/16384' WHERE name = 'restored_src';
+UPDATE adstream.sinks SET origin = '1/5/16384', done_snapshot = '9000000:9000000:', target_snapshot = NULL, last_id = 0;
+INSERT INTO adstream.outbox (txid, kind, order_id)
+VALUES ('8999999', 'attributed_orders', '00000000-0000-4000-8000-000000000777'),
+	   ('9000001', 'attributed_orders', '00000000-0000-4000-8000-000000000778');
+SELECT count(*) AS outbox_rows FROM adstream.outbox \gset
+SELECT source, source_state, worker_state, last_error FROM adstream.source_status WHERE source = 'restored_src';
+SELECT sink, sink_state, worker_state, backlog_rows = :outbox_rows AS backlog_is_everything, last_error
+  FROM adstream.sink_status;
+-- While a restored sink waits, nothing is pruned and no sink is created.
+SELECT adstream.prune_outbox() AS pruned;
+SELECT adstream.create_sink('new_sink', 'k:9092');
+-- The reader may not adopt; the admin may.
+SET SESSION AUTHORIZATION regress_adstream_pub_reader;
+SELECT adstream.adopt_restored();
+RESET SESSION AUTHORIZATION;
+SELECT last_value AS seq_before FROM adstream.outbox_id_seq \gset
+SET SESSION AUTHORIZATION regress_adstream_pub_admin;
+SELECT adstream.adopt_restored('no_such');
+SELECT adstream.adopt_restored('perm_sink') AS adopted;
+RESET SESSION AUTHORIZATION;
+SELECT last_value - :seq_before AS version_jump FROM adstream.outbox_id_seq;
+SELECT count(*) = :outbox_rows AS kept, bool_and(txid = '3') AS redated FROM adstream.outbox;
+SELECT name, done_snapshot, target_snapshot, last_id, origin = adstream._origin() AS here FROM adstream.sinks;
+SELECT sink, sink_state, backlog_rows = :outbox_rows AS backlog_is_everything, last_error FROM adstream.sink_status;
+-- The adopted sink sends every row; the source is still held.
+SELECT count(*) = :outbox_rows AS first_page_is_everything FROM adstream._outbox_page('perm_sink', 100000);
+SELECT source, source_state FROM adstream.source_status WHERE source = 'restored_src';
+SELECT adstream.adopt_restored() AS adopted;
+SELECT source, source_state, worker_state, last_error FROM adstream.source_status WHERE source = 'restored_src';
+SELECT adstream.adopt_restored() AS adopted;
+-- A sink from a dump older than 0.5 has no origin, and the dump no outbox:
+-- it is sent the whole current state.
+DELETE FROM adstream.outbox;
+UPDATE adstream.sinks SET origin = NULL, done_snapshot = '9000000:9000000:', target_snapshot = NULL, last_id = 0;
+SELECT sink, sink_state FROM adstream.sink_status;
+SELECT adstream.adopt_restored() AS adopted;
+SELECT (SELECT count(*) FROM adstream.outbox WHERE kind = 'ad_stats') AS ad_stats_rows,
+	   (SELECT count(*) FROM adstream.ad_stats_minute) AS minutes,
+	   (SELECT count(*) FROM adstream.outbox WHERE kind = 'attributed_orders') AS order_rows,
+	   (SELECT count(*) FROM adstream.attributed_orders) AS credited;
+SELECT adstream.drop_source('restored_src');
+
+-------------------------------------------------------------------------------
 -- Clean up (roles are cluster-wide)
 -------------------------------------------------------------------------------
 

@@ -4,9 +4,29 @@
  */
 #include "catalog.h"
 
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
+
+/*
+ * The installation this database is: the cluster's system identifier, the
+ * database's oid and the extension's oid, as "sysid/dboid/extoid".  Every
+ * row of adstream.sources and adstream.sinks records the origin it was
+ * created (or adopted) in.  A row that pg_dump carried into another cluster,
+ * another database or a re-created extension has another one (or none, from
+ * a dump older than 0.5): the launcher runs nothing for it until
+ * adstream.adopt_restored() rewrites it, so that no worker consumes while a
+ * restore is still loading the offsets (docs/architecture.md, point 8).
+ */
+char *
+ads_catalog_origin(void)
+{
+	return psprintf(UINT64_FORMAT "/%u/%u", GetSystemIdentifier(), MyDatabaseId,
+					get_extension_oid("adstream", true));
+}
 
 /* The kafka_options of a row of adstream.sources or adstream.sinks. */
 static bool

@@ -18,6 +18,7 @@
 
 #include <signal.h>
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -25,9 +26,11 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/proc.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "catalog.h"
 #include "guc.h"
 #include "registry.h"
 #include "txn.h"
@@ -113,19 +116,40 @@ get_backoff(AdsWorkerKind kind, int32 owner_id, int32 worker_index)
 /*
  * Reads the sources to run, in a short transaction.  Returns -1 when the
  * extension is not installed in this database (yet).
+ *
+ * Only the enabled sources and sinks of this installation run: a row whose
+ * origin is another's came from a dump and is held until
+ * adstream.adopt_restored() (pg_restore loads the sources before their
+ * offsets, each table in its own transaction).  A schema older than 0.5 has
+ * no origins; its workers start and ask for ALTER EXTENSION ... UPDATE.
  */
 static int
 read_desired(DesiredWorker **out)
 {
 	int			n = -1;
+	const char *mine = NULL;
 
 	ads_begin_tx("adstream launcher: reading sources");
 
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'adstream'",
-					true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
-		SPI_execute("SELECT id, workers, generation, name, false FROM adstream.sources WHERE enabled "
-					"UNION ALL SELECT id, 1, generation, name, true FROM adstream.sinks WHERE enabled "
-					"ORDER BY 5, 1", true, 0) == SPI_OK_SELECT)
+	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute "
+					"WHERE attrelid = pg_catalog.to_regclass('adstream.sinks') "
+					"AND attname = 'origin' AND NOT attisdropped) "
+					"FROM pg_catalog.pg_extension WHERE extname = 'adstream'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		mine = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) ?
+			" AND origin = $1" : "";
+	}
+	if (mine != NULL &&
+		SPI_execute_with_args(psprintf("SELECT id, workers, generation, name, false FROM adstream.sources "
+									   "WHERE enabled%s UNION ALL "
+									   "SELECT id, 1, generation, name, true FROM adstream.sinks "
+									   "WHERE enabled%s ORDER BY 5, 1", mine, mine),
+							  1, (Oid[]) {TEXTOID},
+							  (Datum[]) {CStringGetTextDatum(ads_catalog_origin())},
+							  NULL, true, 0) == SPI_OK_SELECT)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 

@@ -26,9 +26,11 @@ our $BIN = $ENV{ADSTREAM_BIN} or die "ADSTREAM_BIN is not set (run through make 
 our $START_MS = int(time() * 1000) - 30 * 60 * 1000;
 
 # A server with adstream preloaded; its workers run in database postgres.
+# create_extension => 0 leaves the database empty (for pg_restore).
 sub node
 {
 	my ($name, %conf) = @_;
+	my $create = delete $conf{create_extension} // 1;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	my %settings = (
@@ -42,7 +44,7 @@ sub node
 	$node->append_conf('postgresql.conf',
 		join('', map { "$_ = $settings{$_}\n" } sort keys %settings));
 	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION adstream');
+	$node->safe_psql('postgres', 'CREATE EXTENSION adstream') if $create;
 	return $node;
 }
 

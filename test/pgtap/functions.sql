@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(298);
+SELECT plan(312);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -26,7 +26,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_publishing', '_queue_attributed_orders', '_record_key', '_outbox_page', '_sink_advance', '_sink_aborted',
 	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status',
 	-- 0.4
-	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events', '_lock'],
+	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events', '_lock',
+	-- 0.5: dump and restore
+	'_origin', 'adopt_restored'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -264,7 +266,7 @@ SELECT set_eq(
 		  'ad_events_watermark()',
 		  'ad_stats(p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)',
 		  'create_sink(name text, brokers text, options jsonb)', 'drop_sink(name text)',
-		  'pause_sink(name text)', 'resume_sink(name text)'],
+		  'pause_sink(name text)', 'resume_sink(name text)', 'adopt_restored(name text)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -438,7 +440,9 @@ SELECT throws_ok($$SELECT adstream.drop_sink('tap_nosuch')$$, '42704', NULL, 'dr
 SELECT throws_ok($$SELECT * FROM adstream._outbox_page('tap_nosuch', 1)$$, '42704', NULL,
 	'a missing sink has no page');
 
-INSERT INTO adstream.sinks (name, brokers, done_snapshot) VALUES ('tap_sink', 'k:9092', pg_current_snapshot());
+-- (a sink of this installation: one of another origin would be held)
+INSERT INTO adstream.sinks (name, brokers, done_snapshot, origin)
+VALUES ('tap_sink', 'k:9092', pg_current_snapshot(), adstream._origin());
 SELECT is(adstream._publishing(), true, '_publishing: results are queued while a sink exists');
 SELECT throws_ok($$SELECT adstream.create_sink('tap_sink', 'k:9092')$$,
 	'42710', 'sink "tap_sink" already exists', 'a duplicate sink is duplicate_object');
@@ -671,6 +675,53 @@ SELECT is((SELECT count(*)::int FROM adstream.ad_stats('2024-05-01', '2024-05-02
 
 SELECT lives_ok($$SELECT adstream.drop_source('tap_shop')$$, 'drop_source of an orders source');
 SELECT lives_ok($$SELECT adstream.drop_source('tap_clicks')$$, 'drop_source of the clicks source');
+
+-------------------------------------------------------------------------------
+-- 0.5: dump and restore.  A source or sink runs only in the installation of
+-- its origin; one restored from a dump is held until adopt_restored.
+-------------------------------------------------------------------------------
+
+SELECT function_returns('adstream', 'adopt_restored', ARRAY['text'], 'integer');
+SELECT function_returns('adstream', '_origin', ARRAY[]::name[], 'text');
+SELECT is_definer('adstream', 'adopt_restored', ARRAY['text']);
+SELECT isnt_definer('adstream', '_origin', ARRAY[]::name[]);
+SELECT volatility_is('adstream', '_origin', ARRAY[]::name[], 'stable');
+SELECT is(adstream._origin(),
+	(SELECT system_identifier || '/' || (SELECT oid FROM pg_database WHERE datname = current_database()) || '/'
+			|| (SELECT oid FROM pg_extension WHERE extname = 'adstream') FROM pg_control_system()),
+	'_origin is the system identifier, the database oid and the extension oid');
+SELECT adstream.create_source('tap_restored', 'k:9092', 'tap_restored_topic');
+SELECT is((SELECT origin FROM adstream.sources WHERE name = 'tap_restored'), adstream._origin(),
+	'create_source records this installation as the origin');
+UPDATE adstream.sources SET origin = NULL WHERE name = 'tap_restored';
+SELECT results_eq(
+	$$SELECT source_state, worker_state, last_error LIKE '%adstream.adopt_restored()%'
+		FROM adstream.source_status WHERE source = 'tap_restored'$$,
+	$$VALUES ('held', 'held', true)$$,
+	'a source from elsewhere is held, and source_status names the function that adopts it');
+SELECT throws_ok($$SELECT adstream.adopt_restored('tap_nosuch')$$, '42704', NULL,
+	'adopt_restored of an unknown name fails');
+SELECT is(adstream.adopt_restored('tap_restored'), 1, 'adopt_restored adopts the source of that name');
+SELECT results_eq(
+	$$SELECT source_state, worker_state, last_error FROM adstream.source_status WHERE source = 'tap_restored'$$,
+	$$VALUES ('enabled', 'starting', NULL::text)$$,
+	'an adopted source runs');
+SELECT is(adstream.adopt_restored(), 0, 'adopt_restored finds nothing more to adopt');
+-- What pg_dump saves: every table whose contents a restored copy needs
+-- (the partitions of ad_stats_minute, dedup_log and ad_events belong to no
+-- extension and are dumped like any table).
+SELECT set_eq(
+	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'adstream'$$,
+	ARRAY['adstream.sources', 'adstream.sources_id_seq', 'adstream.offsets', 'adstream.rejected_events',
+		  'adstream.offset_gaps', 'adstream.offset_gaps_id_seq',
+		  'adstream.rollup_pending', 'adstream.ad_stats_hour', 'adstream.ad_stats_6h', 'adstream.ad_stats_day',
+		  'adstream.orders', 'adstream.attributed_orders', 'adstream.outbox', 'adstream.outbox_id_seq',
+		  'adstream.sinks', 'adstream.sinks_id_seq'],
+	'pg_dump saves exactly these tables and sequences of the extension');
+SELECT is_empty(
+	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)
+	   WHERE e.extname = 'adstream' AND e.extcondition[u.n] <> ''$$,
+	'all of their rows (no table of them has rows of the install script)');
 
 SELECT * FROM finish();
 ROLLBACK;

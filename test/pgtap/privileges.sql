@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(252);
+SELECT plan(257);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -231,7 +231,14 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('expire_rejected_events', ARRAY['integer']::name[],                           'public',          ARRAY[]::name[]),
 	('expire_rejected_events', ARRAY['integer']::name[],                           'adstream_admin',  ARRAY[]::name[]),
 	('_lock',              ARRAY['text', 'integer', 'boolean']::name[],            'public',          ARRAY[]::name[]),
-	('_lock',              ARRAY['text', 'integer', 'boolean']::name[],            'adstream_admin',  ARRAY[]::name[])
+	('_lock',              ARRAY['text', 'integer', 'boolean']::name[],            'adstream_admin',  ARRAY[]::name[]),
+	-- 0.5: adopting restored sources and sinks is the admin's; the status
+	-- views ask _origin() whether one is held
+	('adopt_restored',     ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('adopt_restored',     ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('adopt_restored',     ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('_origin',            ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('_origin',            ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(
