@@ -19,7 +19,8 @@
  * another database or a re-created extension has another one (or none, from
  * a dump older than 0.5): the launcher runs nothing for it until
  * adstream.adopt_restored() rewrites it, so that no worker consumes while a
- * restore is still loading the offsets (docs/architecture.md, point 8).
+ * restore is still loading the offsets (docs/architecture.md, "Why it is
+ * exactly-once", dump and restore).
  */
 char *
 ads_catalog_origin(void)
