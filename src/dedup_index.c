@@ -336,6 +336,20 @@ claimer_committed(DedupEntry *e)
 {
 	if (e->xid == FrozenTransactionId)
 		return true;
+
+	/*
+	 * Older than clog: its claimer can only have ended without settling,
+	 * which a live backend never does and a crash restart clears.  A
+	 * committed claim is settled (frozen) before its backend can go, so
+	 * this one was abandoned: the id is new.
+	 */
+	if (TransactionIdPrecedes(e->xid, ShmemVariableCache->oldestClogXid))
+	{
+		ereport(WARNING,
+				(errmsg("adstream: dedup claim of transaction %u was never settled; taking it as withdrawn",
+						e->xid)));
+		return false;
+	}
 	if (TransactionIdDidCommit(e->xid))
 	{
 		e->xid = FrozenTransactionId;
