@@ -560,6 +560,10 @@ CREATE TABLE adstream.ad_stats_minute (
 ) PARTITION BY RANGE (window_start);
 COMMENT ON TABLE adstream.ad_stats_minute IS
 	'Deduplicated impressions and clicks per ad and one-minute UTC event-time window';
+-- The parent holds no rows: pg_dump saves each day's partition with its rows
+-- (not an extension member).  Its index comes with it, but attaching the
+-- partition to this parent at restore builds it already: README's restore
+-- list leaves the partitions' indexes out.
 
 /* Minute windows written since the last rollup refresh; workers add them in
  * the batch transaction, the refresh consumes them in its own. */
@@ -854,6 +858,7 @@ CREATE TABLE adstream.ad_events (
 CREATE INDEX ON adstream.ad_events (user_id, store_id, type, ts, event_id);
 COMMENT ON TABLE adstream.ad_events IS
 	'Deduplicated clicks (and impressions when view-through is on) kept for attribution; partitions expire behind the ad-events watermark';
+-- Dumped like ad_stats_minute: the hours' partitions with their rows.
 
 CREATE TABLE adstream.orders (
 	order_id		uuid PRIMARY KEY,
