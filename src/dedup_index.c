@@ -168,7 +168,7 @@ full_error(void)
 	ereport(ERROR,
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("adstream's dedup index is full (%d event ids)", adstream_dedup_index_size),
-			 errdetail("Every event id within adstream.dedup_horizon of a source's watermark is remembered until adstream.drop_expired_partitions() expires its hour."),
+			 errdetail("Every event id is remembered until maintenance (adstream.drop_expired_partitions()) gives up its hour, adstream.dedup_horizon behind its source's slowest partition that still has messages to read; a backfill or a stalled partition keeps more."),
 			 errhint("Make sure maintenance runs (adstream.schedule_maintenance()), lower adstream.dedup_horizon, or raise adstream.dedup_index_size and restart. Ingestion resumes where it stopped.")));
 }
 
