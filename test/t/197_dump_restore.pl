@@ -49,14 +49,18 @@ AdstreamTest::wait_published($orig);
 
 # 2. The second load flows; the dump is taken in the middle of its events.
 my $run2 = load(count => 20000, seed => 9502, start_ms => $AdstreamTest::START_MS + 700_000,
-	background => 1, args => [ '--rate', 4000 ]);
-my $mid = $run1->{sent} + 5000;
+	background => 1, args => [ '--rate', 1500 ]);
+my $mid = $run1->{sent} + 4000;
 $orig->poll_query_until('postgres',
 	"SELECT coalesce(sum(next_offset), 0) >= $mid FROM adstream.offsets WHERE source = 'ads'") or die;
 my $dump = PostgreSQL::Test::Utils::tempdir() . '/adstream.dump';
 command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $orig->connstr('postgres') ], 'pg_dump while ingestion runs');
 my $after_dump = $orig->safe_psql('postgres', "SELECT sum(next_offset) FROM adstream.offsets WHERE source = 'ads'");
 cmp_ok($after_dump, '<', $run1->{sent} + 20000, "the dump was taken mid-stream ($after_dump messages consumed when it ended)");
+# The original goes on consuming and publishing until it is stopped below.
+# As if that went on for long, its versions (outbox ids) move far past the
+# dump's: what it publishes from now on must not win over the copy's records.
+$orig->safe_psql('postgres', "SELECT setval('adstream.outbox_id_seq', nextval('adstream.outbox_id_seq') + 100000000)");
 
 # 3. A fresh cluster on the same broker: the dump into its workers' database,
 # table by table as pg_restore does by default, and in one transaction into
@@ -117,7 +121,10 @@ is($copy->safe_psql('postgres', "SELECT sink_state || '/' || worker_state FROM a
 like($copy->safe_psql('postgres', 'SELECT string_agg(DISTINCT last_error, \',\') FROM adstream.source_status'),
 	qr/adstream\.adopt_restored\(\)/, 'with a hint that names adopt_restored');
 
-# 4. The original stops for good; the copy is adopted and takes over.
+# 4. The original stops for good, part of the way through the second load;
+# the copy is adopted and takes over.
+my $at_stop = $orig->safe_psql('postgres', "SELECT sum(next_offset) FROM adstream.offsets WHERE source = 'ads'");
+cmp_ok($at_stop, '<', $run1->{sent} + 20000, "the original consumed past the dump ($at_stop messages), not to the end");
 $orig->stop;
 my ($rc, $adopted, $err) = $copy->psql('postgres', 'SELECT adstream.adopt_restored()');
 is($adopted, '3', 'adopt_restored adopts the two sources and the sink') or diag $err;
