@@ -27,8 +27,8 @@ SELECT functions_are('adstream', ARRAY[
 	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status',
 	-- 0.4
 	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events', '_lock',
-	-- 0.5: dump and restore
-	'_origin', 'adopt_restored'],
+	-- 0.5: dump and restore; one source of a kind per topic of a cluster (issue #11, case 6)
+	'_origin', 'adopt_restored', '_broker_set'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);

@@ -21,7 +21,9 @@ SELECT set_eq(
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('r', 'p') AND NOT relispartition$$,
 	ARRAY['sources', 'offsets', 'partitioned_tables', 'ad_stats_minute', 'dedup_log', 'rejected_events',
 		  'ad_events', 'orders', 'attributed_orders', 'rollup_pending',
-		  'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day', 'outbox', 'sinks'],
+		  'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day', 'outbox', 'sinks',
+		  -- 0.5 (issue #11, case 4)
+		  'offset_gaps'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
