@@ -11,6 +11,36 @@
  */
 
 -------------------------------------------------------------------------------
+-- Offset gaps (issue #11, case 4: retention gaps were silent)
+-------------------------------------------------------------------------------
+
+/*
+ * Every stretch of a partition that adstream could not read, recorded in the
+ * transaction that moves the partition's offset past it: messages the
+ * broker trimmed before they were read (retention shorter than the lag), or
+ * a stored offset beyond the partition's end (the topic was deleted and
+ * created again).  The events are gone; nothing is lost without this record.
+ */
+CREATE TABLE adstream.offset_gaps (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source			text NOT NULL,
+	topic			text NOT NULL,
+	partition		integer NOT NULL,
+	from_offset		bigint NOT NULL,	-- the first offset not read
+	to_offset		bigint NOT NULL,	-- where reading resumed
+	reason			text NOT NULL,
+	detected_at		timestamptz NOT NULL DEFAULT now(),
+	CHECK (reason IN ('retention', 'offset_beyond_end'))
+);
+CREATE INDEX ON adstream.offset_gaps (source, topic, partition);
+COMMENT ON TABLE adstream.offset_gaps IS
+	'Stretches of partitions that were never read (trimmed by retention before they were read, or a stored offset beyond a re-created topic''s end), recorded with the offset move';
+SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps_id_seq', '');
+REVOKE ALL ON adstream.offset_gaps FROM PUBLIC;
+GRANT SELECT ON adstream.offset_gaps TO adstream_admin;
+
+-------------------------------------------------------------------------------
 -- Dedup expiry per source, behind the slowest partition (issue #11: backfill
 -- and catch-up lost events as too_late; one paused source froze expiry for
 -- all; expiry raced a new source's first batch)
@@ -49,8 +79,9 @@ REVOKE ALL ON FUNCTION adstream._dedup_forget(integer[], timestamptz[]) FROM PUB
  * state hostage.  A source's expiry watermark is the event time of its
  * slowest partition that still has messages to read, as Flink's watermark is
  * the minimum of its inputs: a partition that is caught up does not hold it
- * back, one whose position is unknown (its worker is not running) holds it at
- * its own watermark, and one assigned but not read yet holds everything.  The
+ * back, one whose position is unknown (its worker is not running, or has not
+ * reported for 5 s) holds it at its own watermark, and one assigned but not
+ * read yet holds everything.  The
  * source's state is given up to the hour boundary at or before that
  * watermark minus adstream.dedup_horizon, and sources.dedup_expired_before
  * records how far, never moving back.  Batches judge too_late against that
@@ -953,7 +984,10 @@ SELECT s.name AS source,
 	   adstream.source_watermark(s.name) AS source_watermark,
 	   o.updated_at AS last_commit_at,
 	   coalesce(w.last_error, CASE WHEN h.held THEN 'restored from another installation: no worker runs until adstream.adopt_restored() is called, once the restore is complete and the original has stopped' END) AS last_error,
-	   w.last_error_at
+	   w.last_error_at,
+	   (SELECT count(*) FROM adstream.offset_gaps g
+		 WHERE g.source = s.name AND g.topic = s.topic AND g.partition = pt.partition) AS offset_gaps,
+	   s.dedup_expired_before
   FROM adstream.sources s
   CROSS JOIN LATERAL (SELECT s.origin IS DISTINCT FROM adstream._origin() AS held) h
   LEFT JOIN parts pt ON pt.id = s.id
@@ -965,6 +999,8 @@ SELECT s.name AS source,
 	 WHERE ws.source_id = s.id
 	   AND (pt.partition IS NULL OR ws.worker_index = pt.partition % s.workers)
 	 ORDER BY ws.worker_index LIMIT 1) w ON true;
+COMMENT ON VIEW adstream.source_status IS
+	'One row per source and partition: worker, offsets, lag, counts, watermark, last error (never credentials), offset gaps recorded, and up to where the source''s dedup state is given up';
 
 CREATE OR REPLACE VIEW adstream.sink_status AS
 SELECT s.name AS sink,
@@ -995,32 +1031,3 @@ SELECT s.name AS sink,
 				 OR NOT pg_visible_in_snapshot(o.txid, s.target_snapshot)))) b ON true
   LEFT JOIN adstream.publisher_status() w ON w.sink_id = s.id;
 
--------------------------------------------------------------------------------
--- Offset gaps (issue #11, case 4: retention gaps were silent)
--------------------------------------------------------------------------------
-
-/*
- * Every stretch of a partition that adstream could not read, recorded in the
- * transaction that moves the partition's offset past it: messages the
- * broker trimmed before they were read (retention shorter than the lag), or
- * a stored offset beyond the partition's end (the topic was deleted and
- * created again).  The events are gone; nothing is lost without this record.
- */
-CREATE TABLE adstream.offset_gaps (
-	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	source			text NOT NULL,
-	topic			text NOT NULL,
-	partition		integer NOT NULL,
-	from_offset		bigint NOT NULL,	-- the first offset not read
-	to_offset		bigint NOT NULL,	-- where reading resumed
-	reason			text NOT NULL,
-	detected_at		timestamptz NOT NULL DEFAULT now(),
-	CHECK (reason IN ('retention', 'offset_beyond_end'))
-);
-CREATE INDEX ON adstream.offset_gaps (source, topic, partition);
-COMMENT ON TABLE adstream.offset_gaps IS
-	'Stretches of partitions that were never read (trimmed by retention before they were read, or a stored offset beyond a re-created topic''s end), recorded with the offset move';
-SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps', '');
-SELECT pg_catalog.pg_extension_config_dump('adstream.offset_gaps_id_seq', '');
-REVOKE ALL ON adstream.offset_gaps FROM PUBLIC;
-GRANT SELECT ON adstream.offset_gaps TO adstream_admin;

@@ -752,8 +752,9 @@ COMMENT ON FUNCTION adstream.dedup_index_status() IS
  * state hostage.  A source's expiry watermark is the event time of its
  * slowest partition that still has messages to read, as Flink's watermark is
  * the minimum of its inputs: a partition that is caught up does not hold it
- * back, one whose position is unknown (its worker is not running) holds it at
- * its own watermark, and one assigned but not read yet holds everything.  The
+ * back, one whose position is unknown (its worker is not running, or has not
+ * reported for 5 s) holds it at its own watermark, and one assigned but not
+ * read yet holds everything.  The
  * source's state is given up to the hour boundary at or before that
  * watermark minus adstream.dedup_horizon, and sources.dedup_expired_before
  * records how far, never moving back.  Batches judge too_late against that
@@ -1832,7 +1833,10 @@ SELECT s.name AS source,
 	   adstream.source_watermark(s.name) AS source_watermark,
 	   o.updated_at AS last_commit_at,
 	   coalesce(w.last_error, CASE WHEN h.held THEN 'restored from another installation: no worker runs until adstream.adopt_restored() is called, once the restore is complete and the original has stopped' END) AS last_error,
-	   w.last_error_at
+	   w.last_error_at,
+	   (SELECT count(*) FROM adstream.offset_gaps g
+		 WHERE g.source = s.name AND g.topic = s.topic AND g.partition = pt.partition) AS offset_gaps,
+	   s.dedup_expired_before
   FROM adstream.sources s
   CROSS JOIN LATERAL (SELECT s.origin IS DISTINCT FROM adstream._origin() AS held) h
   LEFT JOIN parts pt ON pt.id = s.id
@@ -1845,7 +1849,7 @@ SELECT s.name AS source,
 	   AND (pt.partition IS NULL OR ws.worker_index = pt.partition % s.workers)
 	 ORDER BY ws.worker_index LIMIT 1) w ON true;
 COMMENT ON VIEW adstream.source_status IS
-	'One row per source and partition: worker, offsets, lag, counts, watermark and last error (never credentials)';
+	'One row per source and partition: worker, offsets, lag, counts, watermark, last error (never credentials), offset gaps recorded, and up to where the source''s dedup state is given up';
 
 CREATE VIEW adstream.sink_status AS
 SELECT s.name AS sink,

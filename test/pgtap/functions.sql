@@ -711,12 +711,12 @@ SELECT is(adstream.adopt_restored(), 0, 'adopt_restored finds nothing more to ad
 -- (the partitions of ad_stats_minute, dedup_log and ad_events belong to no
 -- extension and are dumped like any table).
 SELECT set_eq(
-	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'adstream'$$,
+	$$SELECT x::regclass FROM pg_extension e, unnest(e.extconfig) x WHERE e.extname = 'adstream'$$,
 	ARRAY['adstream.sources', 'adstream.sources_id_seq', 'adstream.offsets', 'adstream.rejected_events',
 		  'adstream.offset_gaps', 'adstream.offset_gaps_id_seq',
 		  'adstream.rollup_pending', 'adstream.ad_stats_hour', 'adstream.ad_stats_6h', 'adstream.ad_stats_day',
 		  'adstream.orders', 'adstream.attributed_orders', 'adstream.outbox', 'adstream.outbox_id_seq',
-		  'adstream.sinks', 'adstream.sinks_id_seq'],
+		  'adstream.sinks', 'adstream.sinks_id_seq']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

@@ -414,7 +414,8 @@ SELECT columns_are('adstream', 'source_config', ARRAY['name', 'kind', 'brokers',
 	'start_policy', 'workers', 'group_id', 'kafka_options', 'enabled', 'created_at', 'updated_at']);
 SELECT columns_are('adstream', 'source_status', ARRAY['source', 'topic', 'source_state', 'partition',
 	'worker_pid', 'worker_state', 'next_offset', 'high_watermark', 'lag', 'accepted', 'duplicates',
-	'rejected', 'partition_watermark', 'source_watermark', 'last_commit_at', 'last_error', 'last_error_at']);
+	'rejected', 'partition_watermark', 'source_watermark', 'last_commit_at', 'last_error', 'last_error_at',
+	'offset_gaps', 'dedup_expired_before']);
 SELECT hasnt_column('adstream', 'source_config', 'generation', 'source_config hides the internal generation');
 SELECT hasnt_column('adstream', 'source_status', 'kafka_options', 'source_status never shows librdkafka options');
 SELECT col_type_is('adstream', 'source_status', 'lag', 'bigint', 'source_status.lag is bigint');

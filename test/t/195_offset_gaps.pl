@@ -70,6 +70,8 @@ like(PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_pos),
 	qr/WARNING:.*partition 0, offsets 100 to $low of topic "trim" were never read/, 'a WARNING names the gap');
 like(sql(q{SELECT last_error FROM adstream.source_status WHERE source = 'trim'}), qr/offset_gaps/,
 	'source_status shows the gap');
+is(sql(q{SELECT offset_gaps FROM adstream.source_status WHERE source = 'trim'}), 1,
+	'source_status counts the gap');
 
 # ---- 2. a stored offset beyond the partition's end -------------------------
 sql("SELECT adstream.pause_source('trim')");
