@@ -24,6 +24,10 @@ extern int	adstream_view_through_window_s;
 extern int	adstream_attribution_max_wait_s;
 extern int	adstream_minute_retention_s;
 extern int	adstream_rejected_retention_s;
+extern bool adstream_auto_maintenance;
+extern int	adstream_partitions_interval_s;
+extern int	adstream_retention_interval_s;
+extern int	adstream_rollups_interval_s;
 
 /*
  * Defines the parameters.  The server-wide ones (adstream.database,

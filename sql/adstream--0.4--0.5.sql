@@ -591,6 +591,434 @@ END
 $rollups$;
 
 -------------------------------------------------------------------------------
+-- Automatic maintenance (issue #15): the jobs run by themselves, in pg_cron
+-- where it is installed in this database, in the launcher otherwise
+-------------------------------------------------------------------------------
+
+/*
+ * The maintenance jobs, one list for the launcher, pg_cron and
+ * maintenance_status: what each runs and how often (its setting), and the
+ * pg_cron schedule nearest to that interval (pg_cron before 1.5 runs a job at
+ * most once a minute).  adstream_dedup_expiry has no interval: the launcher
+ * runs it whenever the dedup index is 80% full (adstream_retention expires
+ * dedup state on its own schedule too).
+ */
+CREATE FUNCTION adstream._maintenance_jobs(
+	OUT job text, OUT command text, OUT every interval, OUT cron_schedule text)
+RETURNS SETOF record LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_seconds	boolean := false;	-- pg_cron 1.5 takes '[1-59] seconds'
+	v_s			bigint;
+BEGIN
+	IF to_regclass('cron.job') IS NOT NULL THEN
+		SELECT coalesce((v[1]::int, v[2]::int) >= (1, 5), false) INTO v_seconds
+		  FROM pg_extension e, regexp_match(e.extversion, '^(\d+)\.(\d+)') AS v
+		 WHERE e.extname = 'pg_cron';
+	END IF;
+	FOR job, command, every IN
+		VALUES ('adstream_partitions', 'adstream.create_partitions_ahead()',
+				coalesce(current_setting('adstream.partitions_interval', true), '10min')::interval),
+			   ('adstream_retention', 'adstream.drop_expired_partitions()',
+				coalesce(current_setting('adstream.retention_interval', true), '5min')::interval),
+			   ('adstream_rollups', 'adstream.refresh_rollups()',
+				coalesce(current_setting('adstream.rollups_interval', true), '1min')::interval),
+			   ('adstream_dedup_expiry', 'adstream.expire_dedup_state()', NULL)
+	LOOP
+		v_s := extract(epoch FROM every)::bigint;
+		cron_schedule := CASE
+			WHEN v_s IS NULL THEN NULL
+			WHEN v_s < 60 AND v_seconds THEN format('%s seconds', greatest(v_s, 1))
+			WHEN v_s < 120 THEN '* * * * *'
+			WHEN v_s < 3600 THEN format('*/%s * * * *', round(v_s / 60.0))
+			WHEN v_s < 86400 THEN format('0 */%s * * *', round(v_s / 3600.0))
+			ELSE '0 0 * * *' END;
+		RETURN NEXT;
+	END LOOP;
+END
+$$;
+
+/*
+ * The last run of each job through adstream.run_maintenance (by the
+ * launcher, by the pg_cron jobs adstream schedules, or by hand), and the last
+ * error the launcher saw.  pg_cron's own record of its runs is
+ * cron.job_run_details; maintenance_status shows the newer of the two.  Not
+ * dumped: it describes this installation's runs, and a restored copy starts
+ * its own.
+ */
+CREATE TABLE adstream.maintenance_runs (
+	job				text PRIMARY KEY,
+	last_start		timestamptz NOT NULL,
+	last_duration	interval NOT NULL,
+	last_ok			timestamptz,	-- start of the last run that succeeded
+	last_result		text,			-- what it did
+	last_error		text,
+	last_error_at	timestamptz
+);
+COMMENT ON TABLE adstream.maintenance_runs IS
+	'The last run of each maintenance job through adstream.run_maintenance, and the last error the launcher recorded (see adstream.maintenance_status)';
+REVOKE ALL ON adstream.maintenance_runs FROM PUBLIC;
+
+/*
+ * Whether maintenance may run here: a source of this installation exists,
+ * and nothing restored from a dump waits for adstream.adopt_restored().
+ * pg_restore creates the extension and then loads one table after another:
+ * partitions made ahead, or expiry, while it runs would collide with the
+ * restored partitions or give up state before its rows arrive.
+ */
+CREATE FUNCTION adstream._maintenance_open()
+RETURNS boolean LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN EXISTS (SELECT 1 FROM adstream.sources WHERE origin = adstream._origin())
+	   AND NOT EXISTS (SELECT 1 FROM adstream.sources WHERE origin IS DISTINCT FROM adstream._origin())
+	   AND NOT EXISTS (SELECT 1 FROM adstream.sinks WHERE origin IS DISTINCT FROM adstream._origin());
+END
+$$;
+
+/*
+ * Whether pg_cron runs jobs for this database: preloaded, with its schema
+ * here (it can only be created in cron.database_name).
+ */
+CREATE FUNCTION adstream._cron_ready()
+RETURNS boolean LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN to_regclass('cron.job') IS NOT NULL
+	   AND current_setting('cron.database_name', true) = current_database()
+	   AND EXISTS (SELECT 1 FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) AS l
+				   WHERE btrim(l, ' "') ~ '(^|/)pg_cron$');
+END
+$$;
+
+/*
+ * Runs one maintenance job and records it in maintenance_runs, in the
+ * caller's transaction.  What the launcher and adstream's pg_cron jobs call;
+ * call it from your own scheduler with adstream.auto_maintenance off.  Does
+ * nothing while maintenance may not run (see _maintenance_open).
+ */
+CREATE FUNCTION adstream.run_maintenance(p_job text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_start		timestamptz := clock_timestamp();
+	v_before	bigint;
+	v_result	text;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM adstream._maintenance_jobs() j WHERE j.job = p_job) THEN
+		RAISE EXCEPTION 'maintenance job "%" does not exist', p_job
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'The jobs are listed in adstream.maintenance_status.';
+	END IF;
+	IF NOT adstream._maintenance_open() THEN
+		RETURN 'skipped: no source of this installation, or a restored one waits for adstream.adopt_restored()';
+	END IF;
+	CASE p_job
+		WHEN 'adstream_partitions' THEN
+			v_result := format('%s partitions created', adstream.create_partitions_ahead());
+		WHEN 'adstream_retention' THEN
+			v_result := format('%s partitions dropped', adstream.drop_expired_partitions());
+		WHEN 'adstream_rollups' THEN
+			v_result := format('%s minutes rolled up', adstream.refresh_rollups());
+		WHEN 'adstream_dedup_expiry' THEN
+			SELECT s.entries INTO v_before FROM adstream.dedup_index_status() s;
+			v_result := format('%s partitions dropped', adstream.expire_dedup_state());
+			v_result := format('%s; the dedup index holds %s event ids (%s before)', v_result,
+							   (SELECT s.entries FROM adstream.dedup_index_status() s), v_before);
+	END CASE;
+	INSERT INTO adstream.maintenance_runs AS r (job, last_start, last_duration, last_ok, last_result)
+	VALUES (p_job, v_start, clock_timestamp() - v_start, v_start, v_result)
+	ON CONFLICT (job) DO UPDATE
+	   SET last_start = excluded.last_start, last_duration = excluded.last_duration,
+		   last_ok = excluded.last_ok, last_result = excluded.last_result;
+	RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION adstream.run_maintenance(text) IS
+	'Runs a maintenance job (adstream_partitions, adstream_retention, adstream_rollups or adstream_dedup_expiry) and records it in adstream.maintenance_status; returns what it did';
+
+/* The launcher records a job that failed, in a transaction of its own. */
+CREATE FUNCTION adstream._maintenance_failed(p_job text, p_start timestamptz, p_error text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO adstream.maintenance_runs AS r (job, last_start, last_duration, last_error, last_error_at)
+	VALUES (p_job, p_start, clock_timestamp() - p_start, p_error, clock_timestamp())
+	ON CONFLICT (job) DO UPDATE
+	   SET last_start = excluded.last_start, last_duration = excluded.last_duration,
+		   last_error = excluded.last_error, last_error_at = excluded.last_error_at;
+END
+$$;
+
+/*
+ * What the launcher asks at most once a second: the jobs it must run itself,
+ * each with the milliseconds until it is due (0: now).  On the way it keeps
+ * the pg_cron jobs in step with adstream.auto_maintenance and the intervals:
+ * where pg_cron is ready, each job is scheduled there (as the launcher's
+ * role, which runs it) unless another role already has an active job of that
+ * name here (schedule_maintenance()); a job whose schedule, command, node
+ * (cron.host and the port are copied into cron.job when it is scheduled) or
+ * state differs is scheduled anew.  With auto_maintenance off, the jobs
+ * adstream scheduled itself are removed, and nothing is returned.  Dedup
+ * expiry is due while the index is 80% full: 2 s after its last run if a
+ * batch has committed since (the watermarks may have moved), 10 s otherwise.
+ */
+CREATE FUNCTION adstream._maintenance_plan(OUT job text, OUT due_in_ms bigint)
+RETURNS SETOF record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_cron		boolean := adstream._cron_ready();
+	v_job		record;
+	v_command	text;
+	v_theirs	boolean;
+	v_jobid		bigint;
+	v_same		boolean;
+	v_last		timestamptz;
+	v_entries	bigint;
+	v_capacity	bigint;
+BEGIN
+	IF NOT coalesce(current_setting('adstream.auto_maintenance', true), 'on')::boolean THEN
+		IF v_cron THEN
+			EXECUTE $q$SELECT count(cron.unschedule(jobid)) FROM cron.job
+						WHERE database = current_database() AND username = current_user
+						  AND command LIKE 'SELECT adstream.run_maintenance(%'$q$;
+		END IF;
+		RETURN;
+	END IF;
+	IF NOT adstream._maintenance_open() THEN
+		RETURN;
+	END IF;
+
+	FOR v_job IN SELECT * FROM adstream._maintenance_jobs() j WHERE j.every IS NOT NULL LOOP
+		job := v_job.job;
+		IF v_cron THEN
+			v_command := format('SELECT adstream.run_maintenance(%L)', v_job.job);
+			EXECUTE $q$SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND database = current_database()
+											AND active AND username <> current_user)$q$
+			   INTO v_theirs USING v_job.job;
+			CONTINUE WHEN v_theirs;
+			EXECUTE $q$SELECT jobid, schedule = $2 AND command = $3 AND database = current_database() AND active
+								AND (coalesce(current_setting('cron.use_background_workers', true), 'off') = 'on'
+									 OR (nodename = current_setting('cron.host', true)
+										 AND nodeport = current_setting('port')::int))
+						 FROM cron.job WHERE jobname = $1 AND username = current_user$q$
+			   INTO v_jobid, v_same USING v_job.job, v_job.cron_schedule, v_command;
+			IF v_jobid IS NOT NULL AND NOT v_same THEN
+				EXECUTE 'SELECT cron.unschedule($1)' USING v_jobid;
+			END IF;
+			IF v_jobid IS NULL OR NOT v_same THEN
+				EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, current_database())'
+				   USING v_job.job, v_job.cron_schedule, v_command;
+			END IF;
+			CONTINUE;
+		END IF;
+		SELECT r.last_start INTO v_last FROM adstream.maintenance_runs r WHERE r.job = v_job.job;
+		due_in_ms := CASE WHEN v_last IS NULL THEN 0
+						  ELSE greatest(ceil(extract(epoch FROM v_last + v_job.every - now()) * 1000), 0) END;
+		RETURN NEXT;
+	END LOOP;
+
+	SELECT s.entries, s.capacity INTO v_entries, v_capacity FROM adstream.dedup_index_status() s;
+	IF v_entries >= 0.8 * v_capacity THEN
+		job := 'adstream_dedup_expiry';
+		SELECT r.last_start INTO v_last FROM adstream.maintenance_runs r WHERE r.job = 'adstream_dedup_expiry';
+		due_in_ms := CASE WHEN v_last IS NULL THEN 0
+						  ELSE greatest(ceil(extract(epoch FROM v_last - now()
+							  + CASE WHEN EXISTS (SELECT 1 FROM adstream.offsets o WHERE o.updated_at > v_last)
+									 THEN interval '2 s' ELSE interval '10 s' END) * 1000), 0) END;
+		RETURN NEXT;
+	END IF;
+END
+$$;
+
+/*
+ * One row per job: who runs it, its last run, last error, when it is due
+ * next and whether it is overdue (its last success is more than two
+ * intervals and 30 s old, counted from the first source of this
+ * installation or the server's start, whichever is later).  For a job in
+ * pg_cron the runs come from cron.job_run_details (its last 10,000 rows),
+ * merged with those recorded by run_maintenance.  Runs as the extension
+ * owner: cron.job shows a role only its own jobs.
+ */
+CREATE FUNCTION adstream._maintenance_status(
+	OUT job text, OUT runs_by text, OUT every interval, OUT last_start timestamptz,
+	OUT last_duration interval, OUT last_result text, OUT last_error text, OUT last_error_at timestamptz,
+	OUT next_due timestamptz, OUT overdue boolean, OUT note text)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_auto		boolean := coalesce(current_setting('adstream.auto_maintenance', true), 'on')::boolean;
+	v_cron		boolean := adstream._cron_ready();
+	v_details	boolean := to_regclass('cron.job_run_details') IS NOT NULL;
+	v_open		boolean := adstream._maintenance_open();
+	v_since		timestamptz := greatest(pg_postmaster_start_time(),
+		(SELECT min(s.created_at) FROM adstream.sources s WHERE s.origin = adstream._origin()));
+	v_job		record;
+	v_run		record;
+	v_ok		timestamptz;
+	-- the job in pg_cron, and its runs there
+	c_jobid		bigint;
+	c_user		text;
+	c_start		timestamptz;
+	c_duration	interval;
+	c_result	text;
+	c_ok		timestamptz;
+	c_error		text;
+	c_error_at	timestamptz;
+BEGIN
+	FOR v_job IN SELECT * FROM adstream._maintenance_jobs() LOOP
+		job := v_job.job;
+		every := v_job.every;
+		note := NULL;
+		SELECT * INTO v_run FROM adstream.maintenance_runs r WHERE r.job = v_job.job;
+		c_jobid := NULL; c_user := NULL; c_start := NULL; c_duration := NULL;
+		c_result := NULL; c_ok := NULL; c_error := NULL; c_error_at := NULL;
+		IF v_cron AND v_job.every IS NOT NULL THEN
+			EXECUTE format($q$
+				WITH j AS (SELECT jobid, username FROM cron.job
+							WHERE jobname = $1 AND database = current_database() AND active
+							ORDER BY username = current_user DESC, jobid LIMIT 1),
+					 d AS (SELECT d.* FROM cron.job_run_details d JOIN j USING (jobid)
+							WHERE %s AND d.runid > (SELECT coalesce(max(runid), 0) - 10000 FROM cron.job_run_details))
+				SELECT j.jobid, j.username,
+					   (SELECT start_time FROM d ORDER BY runid DESC LIMIT 1),
+					   (SELECT end_time - start_time FROM d ORDER BY runid DESC LIMIT 1),
+					   (SELECT return_message FROM d WHERE status = 'succeeded' ORDER BY runid DESC LIMIT 1),
+					   (SELECT max(start_time) FROM d WHERE status = 'succeeded'),
+					   (SELECT return_message FROM d WHERE status = 'failed' ORDER BY runid DESC LIMIT 1),
+					   (SELECT coalesce(end_time, start_time) FROM d WHERE status = 'failed' ORDER BY runid DESC LIMIT 1)
+				  FROM j$q$, CASE WHEN v_details THEN 'true' ELSE 'false' END)
+			   INTO c_jobid, c_user, c_start, c_duration, c_result, c_ok, c_error, c_error_at USING v_job.job;
+		END IF;
+
+		runs_by := CASE WHEN c_jobid IS NOT NULL THEN 'pg_cron'
+						WHEN v_auto AND v_cron AND v_job.every IS NOT NULL THEN 'pg_cron'	-- scheduled once open
+						WHEN v_auto THEN 'launcher'
+						ELSE 'by hand' END;
+		-- the newer of the two records
+		IF c_start IS NOT NULL AND (v_run.last_start IS NULL OR c_start > v_run.last_start) THEN
+			last_start := c_start;
+			last_duration := c_duration;
+		ELSE
+			last_start := v_run.last_start;
+			last_duration := v_run.last_duration;
+		END IF;
+		IF c_ok IS NOT NULL AND (v_run.last_ok IS NULL OR c_ok > v_run.last_ok) THEN
+			last_result := c_result;
+		ELSE
+			last_result := v_run.last_result;
+		END IF;
+		v_ok := greatest(c_ok, v_run.last_ok);
+		IF c_error_at IS NOT NULL AND (v_run.last_error_at IS NULL OR c_error_at > v_run.last_error_at) THEN
+			last_error := c_error;
+			last_error_at := c_error_at;
+		ELSE
+			last_error := v_run.last_error;
+			last_error_at := v_run.last_error_at;
+		END IF;
+
+		next_due := CASE WHEN NOT v_open OR v_job.every IS NULL THEN NULL
+						 WHEN runs_by = 'launcher' THEN coalesce(last_start + v_job.every, now())
+						 WHEN runs_by = 'pg_cron' THEN coalesce(last_start, v_since) + v_job.every
+						 ELSE coalesce(v_ok, v_since) + v_job.every END;
+		-- two intervals and 30 s; pg_cron before 1.5 runs a job once a minute at most
+		overdue := v_open AND v_job.every IS NOT NULL
+			AND greatest(v_ok, v_since) < now() - (2 * greatest(v_job.every, CASE WHEN runs_by = 'pg_cron'
+				THEN interval '1 minute' ELSE interval '0' END) + interval '30 seconds');
+		IF NOT v_open THEN
+			note := CASE WHEN EXISTS (SELECT 1 FROM adstream.sources s WHERE s.origin = adstream._origin())
+						 THEN 'waiting: sources or sinks restored from a dump wait for adstream.adopt_restored()'
+						 ELSE 'waiting: no source yet' END;
+		ELSIF v_job.every IS NULL THEN
+			note := CASE WHEN v_auto THEN 'runs whenever the dedup index is 80% full; adstream_retention expires dedup state too'
+						 ELSE 'part of adstream_retention' END;
+		ELSIF runs_by = 'pg_cron' AND c_user <> current_user THEN
+			note := format('pg_cron job of role %s', c_user);
+		ELSIF runs_by = 'pg_cron' AND NOT v_details THEN
+			note := 'pg_cron keeps no run details here (cron.job_run_details is missing)';
+		ELSIF runs_by = 'by hand' THEN
+			note := format('adstream.auto_maintenance is off: call adstream.run_maintenance(%L) every %s', v_job.job, v_job.every);
+		END IF;
+		RETURN NEXT;
+	END LOOP;
+END
+$$;
+
+CREATE VIEW adstream.maintenance_status AS
+SELECT * FROM adstream._maintenance_status();
+COMMENT ON VIEW adstream.maintenance_status IS
+	'One row per maintenance job: who runs it (pg_cron, the launcher, or by hand), its interval, last start, duration, result and error, when it is due next and whether it is overdue';
+REVOKE ALL ON adstream.maintenance_status FROM PUBLIC;
+
+/*
+ * What source_status warns of, once per query: a dedup index 80% full or
+ * more (a full one stops ingestion until expiry makes room), and every
+ * overdue maintenance job; with a hint that names the job and what to look
+ * at.  Runs as the extension owner (maintenance_status does).
+ */
+CREATE FUNCTION adstream._maintenance_warning(OUT warning text, OUT hint text)
+RETURNS record
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_auto		boolean := coalesce(current_setting('adstream.auto_maintenance', true), 'on')::boolean;
+	v_entries	bigint;
+	v_capacity	bigint;
+	v_warnings	text[] := '{}';
+	v_hints		text[] := '{}';
+	v_job		record;
+BEGIN
+	-- the index is in shared memory only where the library is preloaded
+	IF current_setting('adstream.dedup_index_size', true) IS NOT NULL THEN
+		SELECT s.entries, s.capacity INTO v_entries, v_capacity FROM adstream.dedup_index_status() s;
+		IF v_entries >= 0.8 * v_capacity THEN
+			v_warnings := v_warnings || CASE WHEN v_entries >= v_capacity
+				THEN format('the dedup index is full (%s event ids): batches of ad events wait until expiry makes room', v_capacity)
+				ELSE format('the dedup index is %s%% full (%s of %s event ids)', floor(100.0 * v_entries / v_capacity), v_entries, v_capacity) END;
+			v_hints := v_hints || CASE WHEN v_auto
+				THEN 'Maintenance job adstream_dedup_expiry runs whenever it is 80% full, but gives up only the hours adstream.dedup_horizon behind each source''s slowest unread partition (see adstream.maintenance_status and dedup_expired_before): lower adstream.dedup_horizon, or raise adstream.dedup_index_size and restart.'
+				ELSE 'adstream.auto_maintenance is off: run adstream.run_maintenance(''adstream_retention''), which expires dedup state; or raise adstream.dedup_index_size and restart.' END;
+		END IF;
+	END IF;
+	FOR v_job IN SELECT * FROM adstream._maintenance_status() m WHERE m.overdue ORDER BY m.job LOOP
+		v_warnings := v_warnings || format('maintenance job %s is overdue (due every %s, last run %s)', v_job.job, v_job.every,
+										   coalesce(v_job.last_start::text, 'never'));
+		v_hints := v_hints || CASE v_job.runs_by
+			WHEN 'pg_cron' THEN format('pg_cron runs %s: see its runs in cron.job_run_details (a job that cannot connect needs cron.use_background_workers = on or cron.host) and adstream.maintenance_status.', v_job.job)
+			WHEN 'launcher' THEN format('The adstream launcher runs %s: see adstream.maintenance_status and the server log.', v_job.job)
+			ELSE format('Call adstream.run_maintenance(''%s'') every %s, or set adstream.auto_maintenance = on.', v_job.job, v_job.every) END;
+	END LOOP;
+	warning := nullif(array_to_string(v_warnings, '; '), '');
+	hint := nullif(array_to_string(v_hints, ' '), '');
+EXCEPTION WHEN OTHERS THEN
+	-- source_status must answer whatever pg_cron's tables look like
+	warning := 'the state of maintenance is unknown: ' || SQLERRM;
+	hint := 'See adstream.maintenance_status.';
+END
+$$;
+
+REVOKE ALL ON FUNCTION adstream._maintenance_jobs(), adstream._maintenance_open(), adstream._cron_ready(),
+	adstream.run_maintenance(text), adstream._maintenance_failed(text, timestamptz, text),
+	adstream._maintenance_plan(), adstream._maintenance_status(), adstream._maintenance_warning() FROM PUBLIC;
+-- maintenance_status and source_status are status: the readers see them
+GRANT SELECT ON adstream.maintenance_status TO adstream_reader;
+GRANT EXECUTE ON FUNCTION adstream._maintenance_status(), adstream._maintenance_warning() TO adstream_reader;
+
+-------------------------------------------------------------------------------
 -- Dump and restore (issue #11, case 8): pg_dump saves the dead letters and the
 -- outbox too; a source or sink restored from a dump of another installation
 -- waits, held, until adstream.adopt_restored().  adstream--0.5.sql explains
@@ -987,9 +1415,13 @@ SELECT s.name AS source,
 	   w.last_error_at,
 	   (SELECT count(*) FROM adstream.offset_gaps g
 		 WHERE g.source = s.name AND g.topic = s.topic AND g.partition = pt.partition) AS offset_gaps,
-	   s.dedup_expired_before
+	   s.dedup_expired_before,
+	   mw.warning,
+	   mw.hint AS warning_hint
   FROM adstream.sources s
   CROSS JOIN LATERAL (SELECT s.origin IS DISTINCT FROM adstream._origin() AS held) h
+  -- a dedup index close to full, overdue maintenance (issue #15): once per query
+  CROSS JOIN adstream._maintenance_warning() mw
   LEFT JOIN parts pt ON pt.id = s.id
   LEFT JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic AND o.partition = pt.partition
   LEFT JOIN adstream.partition_status() ps ON ps.source_id = s.id AND ps.partition = pt.partition
@@ -1000,7 +1432,7 @@ SELECT s.name AS source,
 	   AND (pt.partition IS NULL OR ws.worker_index = pt.partition % s.workers)
 	 ORDER BY ws.worker_index LIMIT 1) w ON true;
 COMMENT ON VIEW adstream.source_status IS
-	'One row per source and partition: worker, offsets, lag, counts, watermark, last error (never credentials), offset gaps recorded, and up to where the source''s dedup state is given up';
+	'One row per source and partition: worker, offsets, lag, counts, watermark, last error (never credentials), offset gaps recorded, up to where the source''s dedup state is given up, and a warning with its hint while the dedup index is 80% full or maintenance is overdue';
 
 CREATE OR REPLACE VIEW adstream.sink_status AS
 SELECT s.name AS sink,

@@ -169,7 +169,7 @@ full_error(void)
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("adstream's dedup index is full (%d event ids)", adstream_dedup_index_size),
 			 errdetail("Every event id is remembered until maintenance (adstream.drop_expired_partitions()) gives up its hour, adstream.dedup_horizon behind its source's slowest partition that still has messages to read; a backfill or a stalled partition keeps more."),
-			 errhint("Make sure maintenance runs (adstream.schedule_maintenance()), lower adstream.dedup_horizon, or raise adstream.dedup_index_size and restart. Ingestion resumes where it stopped.")));
+			 errhint("Expiry runs by itself whenever the index is 80%% full, unless adstream.auto_maintenance is off (see adstream.maintenance_status); lower adstream.dedup_horizon, or raise adstream.dedup_index_size and restart. Ingestion resumes where it stopped.")));
 }
 
 /*

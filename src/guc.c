@@ -26,6 +26,10 @@ int			adstream_view_through_window_s = 0;
 int			adstream_attribution_max_wait_s = 600;
 int			adstream_minute_retention_s = 7 * 86400;
 int			adstream_rejected_retention_s = 7 * 86400;
+bool		adstream_auto_maintenance = true;
+int			adstream_partitions_interval_s = 600;
+int			adstream_retention_interval_s = 300;
+int			adstream_rollups_interval_s = 60;
 
 static void
 define_reloadable(void)
@@ -77,6 +81,24 @@ define_reloadable(void)
 	DefineCustomIntVariable("adstream.rejected_retention",
 							"Dead letters older than this are deleted by adstream.drop_expired_partitions().",
 							NULL, &adstream_rejected_retention_s, 7 * 86400, 60, 3650 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	/* Maintenance (src/maintenance.c, adstream._maintenance_jobs()). */
+	DefineCustomBoolVariable("adstream.auto_maintenance",
+							 "Runs the maintenance jobs automatically: in pg_cron where it is installed in adstream.database, otherwise in the launcher.",
+							 "Off: nothing runs them; call adstream.run_maintenance(job) yourself (see adstream.maintenance_status).",
+							 &adstream_auto_maintenance, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.partitions_interval",
+							"How often the maintenance job adstream_partitions creates the partitions of the coming day.",
+							NULL, &adstream_partitions_interval_s, 600, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.retention_interval",
+							"How often the maintenance job adstream_retention expires dedup state, ad events, minutes and dead letters.",
+							NULL, &adstream_retention_interval_s, 300, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.rollups_interval",
+							"How often the maintenance job adstream_rollups refreshes the hour, 6-hour and day rollups.",
+							NULL, &adstream_rollups_interval_s, 60, 1, 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 

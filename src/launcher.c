@@ -32,6 +32,7 @@
 
 #include "catalog.h"
 #include "guc.h"
+#include "maintenance.h"
 #include "registry.h"
 #include "txn.h"
 #include "worker.h"
@@ -478,6 +479,8 @@ adstream_launcher_main(Datum arg)
 		ads_worker_reload_config();
 
 		wait_ms = launcher_round();
+		/* Maintenance where pg_cron does not run it (src/maintenance.c). */
+		wait_ms = Min(wait_ms, ads_maintenance_round());
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 wait_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

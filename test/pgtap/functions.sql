@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(312);
+SELECT plan(317);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -28,7 +28,10 @@ SELECT functions_are('adstream', ARRAY[
 	-- 0.4
 	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events', '_lock',
 	-- 0.5: dump and restore; one source of a kind per topic of a cluster (issue #11, case 6)
-	'_origin', 'adopt_restored', '_broker_set'],
+	'_origin', 'adopt_restored', '_broker_set',
+	-- 0.5: automatic maintenance (issue #15)
+	'_maintenance_jobs', '_maintenance_open', '_cron_ready', 'run_maintenance', '_maintenance_failed',
+	'_maintenance_plan', '_maintenance_status', '_maintenance_warning'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -266,7 +269,13 @@ SELECT set_eq(
 		  'ad_events_watermark()',
 		  'ad_stats(p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)',
 		  'create_sink(name text, brokers text, options jsonb)', 'drop_sink(name text)',
-		  'pause_sink(name text)', 'resume_sink(name text)', 'adopt_restored(name text)'],
+		  'pause_sink(name text)', 'resume_sink(name text)', 'adopt_restored(name text)',
+		  -- 0.5: they read cron.job, which shows a role only its own jobs
+		  '_maintenance_status(OUT job text, OUT runs_by text, OUT every interval, '
+		  'OUT last_start timestamp with time zone, OUT last_duration interval, OUT last_result text, '
+		  'OUT last_error text, OUT last_error_at timestamp with time zone, OUT next_due timestamp with time zone, '
+		  'OUT overdue boolean, OUT note text)',
+		  '_maintenance_warning(OUT warning text, OUT hint text)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -496,6 +505,26 @@ SELECT throws_ok($$SELECT adstream.schedule_maintenance()$$,
 	'42704', 'pg_cron is not installed in this database',
 	'schedule_maintenance without pg_cron is undefined_object');
 SELECT is(adstream.unschedule_maintenance(), 0, 'unschedule_maintenance without pg_cron removes nothing');
+
+-- 0.5: automatic maintenance (issue #15): one list of jobs, run and recorded
+-- by run_maintenance (this transaction's sources are this installation's)
+SELECT results_eq(
+	$$SELECT job, command, cron_schedule FROM adstream._maintenance_jobs()$$,
+	$$VALUES ('adstream_partitions', 'adstream.create_partitions_ahead()', '*/10 * * * *'),
+			 ('adstream_retention', 'adstream.drop_expired_partitions()', '*/5 * * * *'),
+			 ('adstream_rollups', 'adstream.refresh_rollups()', '* * * * *'),
+			 ('adstream_dedup_expiry', 'adstream.expire_dedup_state()', NULL)$$,
+	'the maintenance jobs, their functions and pg_cron schedules at the default intervals');
+SELECT function_returns('adstream', 'run_maintenance', ARRAY['text'], 'text');
+SELECT throws_ok($$SELECT adstream.run_maintenance('adstream_nosuch')$$, '42704', NULL,
+	'run_maintenance of an unknown job is undefined_object');
+SELECT matches(adstream.run_maintenance('adstream_rollups'), '^[0-9]+ minutes rolled up$',
+	'run_maintenance runs a job and says what it did');
+SELECT results_eq(
+	$$SELECT runs_by, last_error IS NULL, last_result ~ 'minutes rolled up', overdue FROM adstream.maintenance_status
+	   WHERE job = 'adstream_rollups'$$,
+	$$VALUES ('launcher'::text, true, true, false)$$,
+	'maintenance_status shows the run, and that the launcher runs the job (no pg_cron here)');
 
 -- _is_secret decides what source_config masks
 SELECT results_eq(

@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(257);
+SELECT plan(274);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -129,7 +129,14 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('outbox',             'adstream_admin',  ARRAY[]::name[]),
 	('sink_status',        'public',          ARRAY[]::name[]),
 	('sink_status',        'adstream_reader', ARRAY['SELECT']::name[]),
-	('sink_status',        'adstream_admin',  ARRAY['SELECT']::name[])
+	('sink_status',        'adstream_admin',  ARRAY['SELECT']::name[]),
+	-- 0.5: automatic maintenance (issue #15): its status is the reader's
+	('maintenance_runs',   'public',          ARRAY[]::name[]),
+	('maintenance_runs',   'adstream_reader', ARRAY[]::name[]),
+	('maintenance_runs',   'adstream_admin',  ARRAY[]::name[]),
+	('maintenance_status', 'public',          ARRAY[]::name[]),
+	('maintenance_status', 'adstream_reader', ARRAY['SELECT']::name[]),
+	('maintenance_status', 'adstream_admin',  ARRAY['SELECT']::name[])
   ) AS v(t, r, privs);
 
 -------------------------------------------------------------------------------
@@ -238,7 +245,18 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('adopt_restored',     ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
 	('adopt_restored',     ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
 	('_origin',            ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
-	('_origin',            ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[])
+	('_origin',            ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
+	-- 0.5: maintenance runs as superuser (the launcher, pg_cron); its status
+	-- (maintenance_status, source_status's warning) is the reader's
+	('run_maintenance',    ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('run_maintenance',    ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('run_maintenance',    ARRAY['text']::name[],                                  'adstream_admin',  ARRAY[]::name[]),
+	('_maintenance_plan',  ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	('_maintenance_failed', ARRAY['text', 'timestamp with time zone', 'text']::name[], 'adstream_admin', ARRAY[]::name[]),
+	('_maintenance_status', ARRAY[]::name[],                                       'public',          ARRAY[]::name[]),
+	('_maintenance_status', ARRAY[]::name[],                                       'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('_maintenance_warning', ARRAY[]::name[],                                      'public',          ARRAY[]::name[]),
+	('_maintenance_warning', ARRAY[]::name[],                                      'adstream_reader', ARRAY['EXECUTE']::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(
@@ -356,6 +374,8 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', sql), '42501', 'reader: ' |
   ) AS v(sql, what);
 SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.sink_status$$),
 	'00000', 'reader: may read sink_status');
+SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.maintenance_status$$),
+	'00000', 'reader: may read maintenance_status');
 SELECT is(pg_temp.sqlstate_as('tap_adstream_reader', $$SELECT * FROM adstream.publisher_status()$$),
 	'00000', 'reader: may call publisher_status');
 
@@ -407,6 +427,7 @@ SELECT is(pg_temp.sqlstate_as('tap_adstream_admin', sql), '42501', 'admin: ' || 
 	($$SELECT adstream.drop_expired_partitions()$$, 'drop_expired_partitions'),
 	($$SELECT adstream.schedule_maintenance()$$, 'schedule_maintenance'),
 	($$SELECT adstream.unschedule_maintenance()$$, 'unschedule_maintenance'),
+	($$SELECT adstream.run_maintenance('adstream_rollups')$$, 'run_maintenance'),
 	-- 0.3: the credentials, the outbox and what the publisher runs
 	($$SELECT * FROM adstream.sinks$$, 'adstream.sinks (credentials)'),
 	($$SELECT * FROM adstream.outbox$$, 'adstream.outbox'),

@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(259);
+SELECT plan(264);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -23,12 +23,14 @@ SELECT set_eq(
 		  'ad_events', 'orders', 'attributed_orders', 'rollup_pending',
 		  'ad_stats_hour', 'ad_stats_6h', 'ad_stats_day', 'outbox', 'sinks',
 		  -- 0.5 (issue #11, case 4)
-		  'offset_gaps'],
+		  'offset_gaps',
+		  -- 0.5: automatic maintenance (issue #15)
+		  'maintenance_runs'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('v', 'm')$$,
-	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status'],
+	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status', 'maintenance_status'],
 	'adstream has exactly the expected views');
 
 -------------------------------------------------------------------------------
@@ -212,7 +214,10 @@ SELECT set_eq(
 		  'outbox.ad_id', 'outbox.window_start', 'outbox.order_id',
 		  'sinks.target_snapshot', 'sinks.last_publish_at',
 		  -- 0.5: none on rows restored from a dump older than 0.5 (held)
-		  'sources.origin', 'sinks.origin'],
+		  'sources.origin', 'sinks.origin',
+		  -- 0.5: a maintenance job's run that failed, or never succeeded
+		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
+		  'maintenance_runs.last_error_at'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, and the origin of a source or sink, are nullable');
 
@@ -415,7 +420,7 @@ SELECT columns_are('adstream', 'source_config', ARRAY['name', 'kind', 'brokers',
 SELECT columns_are('adstream', 'source_status', ARRAY['source', 'topic', 'source_state', 'partition',
 	'worker_pid', 'worker_state', 'next_offset', 'high_watermark', 'lag', 'accepted', 'duplicates',
 	'rejected', 'partition_watermark', 'source_watermark', 'last_commit_at', 'last_error', 'last_error_at',
-	'offset_gaps', 'dedup_expired_before']);
+	'offset_gaps', 'dedup_expired_before', 'warning', 'warning_hint']);
 SELECT hasnt_column('adstream', 'source_config', 'generation', 'source_config hides the internal generation');
 SELECT hasnt_column('adstream', 'source_status', 'kafka_options', 'source_status never shows librdkafka options');
 SELECT col_type_is('adstream', 'source_status', 'lag', 'bigint', 'source_status.lag is bigint');
@@ -432,6 +437,14 @@ SELECT columns_are('adstream', 'sink_status', ARRAY['sink', 'sink_state', 'worke
 SELECT hasnt_column('adstream', 'sink_status', c, format('sink_status never shows %s', c))
   FROM unnest(ARRAY['brokers', 'kafka_options']) AS c;
 SELECT col_type_is('adstream', 'sink_status', 'backlog_rows', 'bigint', 'sink_status.backlog_rows is bigint');
+-- 0.5: automatic maintenance (issue #15)
+SELECT has_table('adstream', 'maintenance_runs', 'table adstream.maintenance_runs exists');
+SELECT columns_are('adstream', 'maintenance_runs', ARRAY['job', 'last_start', 'last_duration', 'last_ok',
+	'last_result', 'last_error', 'last_error_at']);
+SELECT col_is_pk('adstream', 'maintenance_runs', ARRAY['job'], 'maintenance_runs PK is (job): its last run');
+SELECT has_view('adstream', 'maintenance_status', 'view adstream.maintenance_status exists');
+SELECT columns_are('adstream', 'maintenance_status', ARRAY['job', 'runs_by', 'every', 'last_start', 'last_duration',
+	'last_result', 'last_error', 'last_error_at', 'next_due', 'overdue', 'note']);
 
 -------------------------------------------------------------------------------
 -- Roles

@@ -15,7 +15,9 @@ my $node = AdstreamTest::node('rollups',
 	'cron.database_name' => "'postgres'",
 	'cron.use_background_workers' => 'on',
 	'adstream.dedup_horizon' => "'10min'",
-	'adstream.attribution_window' => "'10min'");
+	'adstream.attribution_window' => "'10min'",
+	# maintenance by hand, each step checked (185_maintenance: automatic)
+	'adstream.auto_maintenance' => 'off');
 $node->safe_psql('postgres', "SELECT adstream.create_source('ads', '$broker->{bootstrap}', 'ads')");
 
 # Two hours of event time, starting on an hour boundary, three hours ago.

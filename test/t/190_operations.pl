@@ -22,7 +22,9 @@ use Test::More;
 my $broker = AdstreamTest::Broker->start(topics => [ 'hist:2', 'other:1', 'quiet:1', 'fast:1' ]);
 my $node = AdstreamTest::node('operations',
 	'adstream.dedup_index_size' => 1000,
-	'adstream.batch_max_messages' => 50);
+	'adstream.batch_max_messages' => 50,
+	# expiry by hand, when each case calls it
+	'adstream.auto_maintenance' => 'off');
 
 my $t0 = (int(time() / 3600) - 4) * 3600 * 1000;	# ms, four hours ago on the hour
 my $serial = 0;
