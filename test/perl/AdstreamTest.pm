@@ -26,6 +26,7 @@ our $BIN = $ENV{ADSTREAM_BIN} or die "ADSTREAM_BIN is not set (run through make 
 our $START_MS = int(time() * 1000) - 30 * 60 * 1000;
 
 # A server with adstream preloaded; its workers run in database postgres.
+# Automatic maintenance is off unless asked for.
 # create_extension => 0 leaves the database empty (for pg_restore).
 sub node
 {
@@ -40,6 +41,9 @@ sub node
 		'adstream.batch_max_ms' => 100,
 		max_worker_processes => 32,
 		restart_after_crash => 'on',
+		# Tests whose truth has old events (--late-ratio) must not have hours
+		# given up behind their back; 185_maintenance turns it on.
+		'adstream.auto_maintenance' => 'off',
 		%conf);
 	$node->append_conf('postgresql.conf',
 		join('', map { "$_ = $settings{$_}\n" } sort keys %settings));

@@ -35,7 +35,9 @@ sub run_case
 	my %readme = (
 		shared_preload_libraries => $cron ? "'adstream,pg_cron'" : "'adstream'",
 		'adstream.database' => "'postgres'",
-		max_worker_processes => 20);
+		max_worker_processes => 20,
+		# the product's default, which the test helpers turn off
+		'adstream.auto_maintenance' => 'on');
 	%readme = (%readme, 'cron.database_name' => "'postgres'", 'cron.use_background_workers' => 'on') if $cron;
 	my $node = AdstreamTest::node("maint_$mode", create_extension => 0, %readme,
 		# this test: a small index, a short horizon, batches that do not span hours,
