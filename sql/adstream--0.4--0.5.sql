@@ -267,11 +267,28 @@ BEGIN
 	END IF;
 
 	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
+	-- First the rows of an ad whose bucket has nothing left below (its
+	-- minutes were forgotten by drop_source), but only while the bucket's
+	-- minutes are kept: a bucket whose partition of ad_stats_minute is gone
+	-- (minute_retention) keeps its rollup, it is all that remains of it.
+	-- Partitions are one UTC day, so a bucket starts in one iff it lies in it.
 	FOR v_level, v_below, v_width IN
 		VALUES ('hour', 'ad_stats_minute', interval '1 hour'),
 			   ('6h', 'ad_stats_hour', interval '6 hours'),
 			   ('day', 'ad_stats_6h', interval '1 day')
 	LOOP
+		EXECUTE format($q$
+			DELETE FROM adstream.%1$I r
+			 USING (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+			 WHERE r.window_start = b.b
+			   AND NOT EXISTS (SELECT 1 FROM adstream.%2$I s
+								WHERE s.ad_id = r.ad_id AND s.window_start >= b.b AND s.window_start < b.b + $2)
+			   AND EXISTS (SELECT 1 FROM pg_inherits i
+							WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
+							  AND adstream._partition_upper(i.inhrelid) > b.b
+							  AND adstream._partition_upper(i.inhrelid) <= b.b + interval '24 hours')$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
 		EXECUTE format($q$
 			INSERT INTO adstream.%1$I AS r (ad_id, campaign_id, window_start, impressions, clicks)
 			SELECT s.ad_id, max(s.campaign_id), adstream.bucket(%3$L, s.window_start), sum(s.impressions), sum(s.clicks)
@@ -303,8 +320,9 @@ BEGIN
 				  HINT = 'Use ''minute'', ''hour'', ''6h'' or ''day''.';
 	END IF;
 	IF p_granularity = 'minute' THEN
-		RETURN QUERY SELECT m.ad_id, m.campaign_id, m.window_start, m.impressions, m.clicks
-		  FROM adstream.ad_stats_minute m WHERE m.window_start >= p_from AND m.window_start < p_to;
+		RETURN QUERY SELECT m.ad_id, max(m.campaign_id), m.window_start, sum(m.impressions)::bigint, sum(m.clicks)::bigint
+		  FROM adstream.ad_stats_minute m WHERE m.window_start >= p_from AND m.window_start < p_to
+		 GROUP BY m.ad_id, m.window_start;	-- over sources
 		RETURN;
 	END IF;
 	RETURN QUERY EXECUTE format($q$
@@ -1292,7 +1310,7 @@ BEGIN
 	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
 	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap, adstream._origin());
 	INSERT INTO adstream.outbox (kind, ad_id, window_start)
-	SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+	SELECT DISTINCT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m ORDER BY 2, 3;	-- one per (ad, minute)
 	INSERT INTO adstream.outbox (kind, order_id)
 	SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
 	PERFORM adstream._wake_launcher();
@@ -1365,7 +1383,7 @@ BEGIN
 	END IF;
 	IF v_no_outbox THEN
 		INSERT INTO adstream.outbox (kind, ad_id, window_start)
-		SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+		SELECT DISTINCT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m ORDER BY 2, 3;	-- one per (ad, minute)
 		INSERT INTO adstream.outbox (kind, order_id)
 		SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
 	END IF;
@@ -1463,3 +1481,146 @@ SELECT s.name AS sink,
 				 OR NOT pg_visible_in_snapshot(o.txid, s.target_snapshot)))) b ON true
   LEFT JOIN adstream.publisher_status() w ON w.sink_id = s.id;
 
+
+-------------------------------------------------------------------------------
+-- Counts attributable to their source (issue #11, case 6: a mistaken source's
+-- contribution could never be removed)
+-------------------------------------------------------------------------------
+
+/*
+ * Every row of ad_stats_minute names the source that counted it; rows
+ * counted before 0.5 are not attributable (0).  The primary key takes the
+ * source: dropping and adding it on the parent rebuilds the index of every
+ * partition.  Readers (ad_stats, the rollups, the outbox) sum over sources.
+ */
+ALTER TABLE adstream.ad_stats_minute ADD COLUMN source_id integer NOT NULL DEFAULT 0;
+ALTER TABLE adstream.ad_stats_minute DROP CONSTRAINT ad_stats_minute_pkey;
+ALTER TABLE adstream.ad_stats_minute ADD PRIMARY KEY (ad_id, window_start, source_id);
+COMMENT ON TABLE adstream.ad_stats_minute IS
+	'Deduplicated impressions and clicks per ad, one-minute UTC event-time window and source; readers sum over sources';
+COMMENT ON COLUMN adstream.ad_stats_minute.source_id IS
+	'The source that counted them (sources.id), so that drop_source(forget_counts) can remove them; 0: counted before 0.5';
+
+CREATE OR REPLACE FUNCTION adstream._outbox_page(p_sink text, p_limit integer)
+RETURNS TABLE (id bigint, topic text, record_key text, value text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s			adstream.sinks;
+	v_target	pg_snapshot;
+	v_n			bigint;
+BEGIN
+	SELECT * INTO s FROM adstream.sinks k WHERE k.name = p_sink FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'sink "%" does not exist', p_sink USING ERRCODE = 'undefined_object';
+	END IF;
+	-- A cursor restored from another cluster names transactions that never
+	-- ran here: it would silently skip changes.
+	IF pg_snapshot_xmin(s.done_snapshot) > pg_current_xact_id() THEN
+		RAISE EXCEPTION 'the cursor of sink "%" comes from another cluster', p_sink
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'After a restore, drop and re-create the sink; it then sends the current state again.';
+	END IF;
+	v_target := coalesce(s.target_snapshot, pg_current_snapshot());
+	RETURN QUERY
+	SELECT o.id,
+		   CASE o.kind WHEN 'ad_stats' THEN s.topic_ad_stats ELSE s.topic_orders END,
+		   adstream._record_key(o.kind, o.ad_id, o.window_start, o.order_id),
+		   CASE o.kind
+		   WHEN 'ad_stats' THEN
+			(SELECT jsonb_build_object(
+				'node', current_setting('adstream.node_name'), 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
+				'window_start', (extract(epoch FROM o.window_start) * 1000)::bigint,
+				'impressions', coalesce(sum(m.impressions), 0), 'clicks', coalesce(sum(m.clicks), 0), 'version', o.id,
+				'record_uuid', adstream.record_uuid('ad_stats', adstream._record_key(o.kind, o.ad_id, o.window_start, NULL)),
+				'updated_at', (extract(epoch FROM coalesce(max(m.updated_at), now())) * 1000)::bigint)::text
+			   FROM adstream.ad_stats_minute m WHERE m.ad_id = o.ad_id AND m.window_start = o.window_start
+			 HAVING count(*) > 0
+				 OR EXISTS (SELECT 1 FROM pg_inherits i
+							 WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
+							   AND adstream._partition_upper(i.inhrelid) > o.window_start
+							   AND adstream._partition_upper(i.inhrelid) <= o.window_start + interval '24 hours'))
+		   ELSE
+			(SELECT jsonb_build_object(
+				'order_id', a.order_id, 'node', current_setting('adstream.node_name'), 'ad_id', a.ad_id,
+				'campaign_id', a.campaign_id, 'click_event_id', a.click_event_id,
+				'click_ts', (extract(epoch FROM a.click_ts) * 1000)::bigint,
+				'order_ts', (extract(epoch FROM a.order_ts) * 1000)::bigint,
+				'amount', a.amount::text, 'currency', a.currency, 'attribution', a.attribution,
+				'record_uuid', a.record_uuid, 'version', o.id,
+				'attributed_at', (extract(epoch FROM a.attributed_at) * 1000)::bigint)::text
+			   FROM adstream.attributed_orders a WHERE a.order_id = o.order_id)
+		   END
+	  FROM adstream.outbox o
+	 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
+	   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
+	   AND pg_visible_in_snapshot(o.txid, v_target)
+	   AND o.id > s.last_id
+	 ORDER BY o.id
+	 LIMIT p_limit;
+	GET DIAGNOSTICS v_n = ROW_COUNT;
+
+	IF v_n > 0 AND s.target_snapshot IS NULL THEN
+		-- open the window: its end is fixed until it is fully published
+		UPDATE adstream.sinks SET target_snapshot = v_target WHERE name = p_sink;
+	ELSIF v_n = 0 AND s.target_snapshot IS NOT NULL THEN
+		-- an open window with nothing left: close it
+		UPDATE adstream.sinks SET done_snapshot = target_snapshot, target_snapshot = NULL, last_id = 0
+		 WHERE name = p_sink;
+	END IF;
+	-- (an idle sink with no window writes nothing)
+END
+$$;
+
+DROP FUNCTION adstream.drop_source(text);
+/*
+ * With forget_counts, also what the source counted: its rows of
+ * ad_stats_minute go in the same transaction, their minutes are queued for
+ * the rollups and, while sinks exist, for publishing, so that the rollups
+ * and Pinot are corrected.  First the lock that every batch's upsert
+ * conflicts with: batches in flight (of any source) commit before it is
+ * granted, later ones wait for this transaction.  Then the source goes, and
+ * its offsets with it (ON DELETE CASCADE), so that a batch of it that waited
+ * fails on its offsets; the delete that follows, in a fresh snapshot, sees
+ * every row the source counted.  (Taking row locks instead would deadlock
+ * with a batch that holds its minutes and waits for its offsets.)  Minutes
+ * already dropped by adstream.minute_retention are gone: their rollups keep
+ * what it counted.
+ */
+CREATE FUNCTION adstream.drop_source(name text, forget_counts boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id		integer;
+BEGIN
+	PERFORM adstream._source_must_exist(name);
+	IF forget_counts THEN
+		LOCK TABLE adstream.ad_stats_minute IN SHARE ROW EXCLUSIVE MODE;
+	END IF;
+	-- Offsets go with the source (ON DELETE CASCADE); aggregates and dead
+	-- letters stay, they are results, unless asked to forget the counts.
+	DELETE FROM adstream.sources s WHERE s.name = drop_source.name RETURNING s.id INTO v_id;
+	IF forget_counts THEN
+		WITH gone AS (
+			DELETE FROM adstream.ad_stats_minute m WHERE m.source_id = v_id
+			RETURNING m.ad_id, m.window_start),
+		pending AS (
+			INSERT INTO adstream.rollup_pending (window_start)
+			SELECT DISTINCT g.window_start FROM gone g ORDER BY 1
+			ON CONFLICT DO NOTHING)
+		INSERT INTO adstream.outbox (kind, ad_id, window_start)
+		SELECT 'ad_stats', g.ad_id, g.window_start FROM gone g
+		 WHERE adstream._publishing()
+		 ORDER BY 2, 3;		-- (ad, minute) order, like the batches
+	END IF;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.drop_source(text, boolean) IS
+	'Stops and forgets a source and its offsets; its aggregates and dead letters are kept, unless forget_counts removes what it counted from ad_stats_minute, the rollups and the sinks';
+REVOKE ALL ON FUNCTION adstream.drop_source(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION adstream.drop_source(text, boolean) TO adstream_admin;

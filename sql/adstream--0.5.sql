@@ -487,22 +487,54 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION adstream.drop_source(name text)
+/*
+ * With forget_counts, also what the source counted: its rows of
+ * ad_stats_minute go in the same transaction, their minutes are queued for
+ * the rollups and, while sinks exist, for publishing, so that the rollups
+ * and Pinot are corrected.  First the lock that every batch's upsert
+ * conflicts with: batches in flight (of any source) commit before it is
+ * granted, later ones wait for this transaction.  Then the source goes, and
+ * its offsets with it (ON DELETE CASCADE), so that a batch of it that waited
+ * fails on its offsets; the delete that follows, in a fresh snapshot, sees
+ * every row the source counted.  (Taking row locks instead would deadlock
+ * with a batch that holds its minutes and waits for its offsets.)  Minutes
+ * already dropped by adstream.minute_retention are gone: their rollups keep
+ * what it counted.
+ */
+CREATE FUNCTION adstream.drop_source(name text, forget_counts boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	v_id		integer;
 BEGIN
 	PERFORM adstream._source_must_exist(name);
+	IF forget_counts THEN
+		LOCK TABLE adstream.ad_stats_minute IN SHARE ROW EXCLUSIVE MODE;
+	END IF;
 	-- Offsets go with the source (ON DELETE CASCADE); aggregates and dead
-	-- letters stay, they are results.
-	DELETE FROM adstream.sources s WHERE s.name = drop_source.name;
+	-- letters stay, they are results, unless asked to forget the counts.
+	DELETE FROM adstream.sources s WHERE s.name = drop_source.name RETURNING s.id INTO v_id;
+	IF forget_counts THEN
+		WITH gone AS (
+			DELETE FROM adstream.ad_stats_minute m WHERE m.source_id = v_id
+			RETURNING m.ad_id, m.window_start),
+		pending AS (
+			INSERT INTO adstream.rollup_pending (window_start)
+			SELECT DISTINCT g.window_start FROM gone g ORDER BY 1
+			ON CONFLICT DO NOTHING)
+		INSERT INTO adstream.outbox (kind, ad_id, window_start)
+		SELECT 'ad_stats', g.ad_id, g.window_start FROM gone g
+		 WHERE adstream._publishing()
+		 ORDER BY 2, 3;		-- (ad, minute) order, like the batches
+	END IF;
 	PERFORM adstream._wake_launcher();
 END
 $$;
-COMMENT ON FUNCTION adstream.drop_source(text) IS
-	'Stops and forgets a source and its offsets; its aggregates and dead letters are kept';
+COMMENT ON FUNCTION adstream.drop_source(text, boolean) IS
+	'Stops and forgets a source and its offsets; its aggregates and dead letters are kept, unless forget_counts removes what it counted from ad_stats_minute, the rollups and the sinks';
 
 CREATE FUNCTION adstream.pause_source(name text)
 RETURNS void
@@ -557,10 +589,13 @@ CREATE TABLE adstream.ad_stats_minute (
 	impressions		bigint NOT NULL DEFAULT 0,
 	clicks			bigint NOT NULL DEFAULT 0,
 	updated_at		timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (ad_id, window_start)
+	source_id		integer NOT NULL DEFAULT 0,
+	PRIMARY KEY (ad_id, window_start, source_id)
 ) PARTITION BY RANGE (window_start);
 COMMENT ON TABLE adstream.ad_stats_minute IS
-	'Deduplicated impressions and clicks per ad and one-minute UTC event-time window';
+	'Deduplicated impressions and clicks per ad, one-minute UTC event-time window and source; readers sum over sources';
+COMMENT ON COLUMN adstream.ad_stats_minute.source_id IS
+	'The source that counted them (sources.id), so that drop_source(forget_counts) can remove them; 0: counted before 0.5';
 -- The parent holds no rows: pg_dump saves each day's partition with its rows
 -- (not an extension member).  Its index comes with it, but attaching the
 -- partition to this parent at restore builds it already: README's restore
@@ -634,11 +669,28 @@ BEGIN
 	END IF;
 
 	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
+	-- First the rows of an ad whose bucket has nothing left below (its
+	-- minutes were forgotten by drop_source), but only while the bucket's
+	-- minutes are kept: a bucket whose partition of ad_stats_minute is gone
+	-- (minute_retention) keeps its rollup, it is all that remains of it.
+	-- Partitions are one UTC day, so a bucket starts in one iff it lies in it.
 	FOR v_level, v_below, v_width IN
 		VALUES ('hour', 'ad_stats_minute', interval '1 hour'),
 			   ('6h', 'ad_stats_hour', interval '6 hours'),
 			   ('day', 'ad_stats_6h', interval '1 day')
 	LOOP
+		EXECUTE format($q$
+			DELETE FROM adstream.%1$I r
+			 USING (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+			 WHERE r.window_start = b.b
+			   AND NOT EXISTS (SELECT 1 FROM adstream.%2$I s
+								WHERE s.ad_id = r.ad_id AND s.window_start >= b.b AND s.window_start < b.b + $2)
+			   AND EXISTS (SELECT 1 FROM pg_inherits i
+							WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
+							  AND adstream._partition_upper(i.inhrelid) > b.b
+							  AND adstream._partition_upper(i.inhrelid) <= b.b + interval '24 hours')$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
 		EXECUTE format($q$
 			INSERT INTO adstream.%1$I AS r (ad_id, campaign_id, window_start, impressions, clicks)
 			SELECT s.ad_id, max(s.campaign_id), adstream.bucket(%3$L, s.window_start), sum(s.impressions), sum(s.clicks)
@@ -677,8 +729,9 @@ BEGIN
 				  HINT = 'Use ''minute'', ''hour'', ''6h'' or ''day''.';
 	END IF;
 	IF p_granularity = 'minute' THEN
-		RETURN QUERY SELECT m.ad_id, m.campaign_id, m.window_start, m.impressions, m.clicks
-		  FROM adstream.ad_stats_minute m WHERE m.window_start >= p_from AND m.window_start < p_to;
+		RETURN QUERY SELECT m.ad_id, max(m.campaign_id), m.window_start, sum(m.impressions)::bigint, sum(m.clicks)::bigint
+		  FROM adstream.ad_stats_minute m WHERE m.window_start >= p_from AND m.window_start < p_to
+		 GROUP BY m.ad_id, m.window_start;	-- over sources
 		RETURN;
 	END IF;
 	RETURN QUERY EXECUTE format($q$
@@ -1150,7 +1203,10 @@ RETURN CASE p_kind
  * The next page of the sink's current window: outbox rows committed after
  * done_snapshot and by target_snapshot (taken now if there is no window
  * open), after last_id, with the current value of the row they name.
- * Rows whose result is gone (dropped by retention) are skipped.
+ * An ad's minute is the sum over the sources that counted it; one whose
+ * every count was forgotten (drop_source) is sent with zeros and no
+ * campaign, so that Pinot's record is corrected.  Rows whose partition is
+ * gone (dropped by retention) are skipped.
  */
 CREATE FUNCTION adstream._outbox_page(p_sink text, p_limit integer)
 RETURNS TABLE (id bigint, topic text, record_key text, value text)
@@ -1181,12 +1237,17 @@ BEGIN
 		   CASE o.kind
 		   WHEN 'ad_stats' THEN
 			(SELECT jsonb_build_object(
-				'node', current_setting('adstream.node_name'), 'ad_id', m.ad_id, 'campaign_id', m.campaign_id,
-				'window_start', (extract(epoch FROM m.window_start) * 1000)::bigint,
-				'impressions', m.impressions, 'clicks', m.clicks, 'version', o.id,
+				'node', current_setting('adstream.node_name'), 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
+				'window_start', (extract(epoch FROM o.window_start) * 1000)::bigint,
+				'impressions', coalesce(sum(m.impressions), 0), 'clicks', coalesce(sum(m.clicks), 0), 'version', o.id,
 				'record_uuid', adstream.record_uuid('ad_stats', adstream._record_key(o.kind, o.ad_id, o.window_start, NULL)),
-				'updated_at', (extract(epoch FROM m.updated_at) * 1000)::bigint)::text
-			   FROM adstream.ad_stats_minute m WHERE m.ad_id = o.ad_id AND m.window_start = o.window_start)
+				'updated_at', (extract(epoch FROM coalesce(max(m.updated_at), now())) * 1000)::bigint)::text
+			   FROM adstream.ad_stats_minute m WHERE m.ad_id = o.ad_id AND m.window_start = o.window_start
+			 HAVING count(*) > 0
+				 OR EXISTS (SELECT 1 FROM pg_inherits i
+							 WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
+							   AND adstream._partition_upper(i.inhrelid) > o.window_start
+							   AND adstream._partition_upper(i.inhrelid) <= o.window_start + interval '24 hours'))
 		   ELSE
 			(SELECT jsonb_build_object(
 				'order_id', a.order_id, 'node', current_setting('adstream.node_name'), 'ad_id', a.ad_id,
@@ -1386,7 +1447,7 @@ BEGIN
 	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
 	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap, adstream._origin());
 	INSERT INTO adstream.outbox (kind, ad_id, window_start)
-	SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+	SELECT DISTINCT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m ORDER BY 2, 3;	-- one per (ad, minute)
 	INSERT INTO adstream.outbox (kind, order_id)
 	SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
 	PERFORM adstream._wake_launcher();
@@ -1534,7 +1595,7 @@ BEGIN
 	END IF;
 	IF v_no_outbox THEN
 		INSERT INTO adstream.outbox (kind, ad_id, window_start)
-		SELECT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m;
+		SELECT DISTINCT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m ORDER BY 2, 3;	-- one per (ad, minute)
 		INSERT INTO adstream.outbox (kind, order_id)
 		SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
 	END IF;
@@ -2356,7 +2417,7 @@ GRANT SELECT ON adstream.source_config, adstream.offsets, adstream.offset_gaps, 
 GRANT EXECUTE ON FUNCTION adstream._is_secret(text) TO adstream_admin;	-- called by source_config
 GRANT EXECUTE ON FUNCTION
 	adstream.create_source(text, text, text, text, jsonb),
-	adstream.drop_source(text), adstream.pause_source(text), adstream.resume_source(text),
+	adstream.drop_source(text, boolean), adstream.pause_source(text), adstream.resume_source(text),
 	adstream.create_sink(text, text, jsonb), adstream.drop_sink(text),
 	adstream.pause_sink(text), adstream.resume_sink(text)
 	TO adstream_admin;

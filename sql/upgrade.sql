@@ -244,12 +244,15 @@ SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';
 -- nothing more to do
 ALTER EXTENSION adstream UPDATE;
 
--- Every source and result survives (0.5 adds dedup_expired_before to sources).
+-- Every source and result survives (0.5 adds dedup_expired_before to sources,
+-- and source_id to ad_stats_minute: 0, counted before 0.5).
 SELECT (SELECT count(*) FROM (TABLE before_sources EXCEPT
 		SELECT id, name, kind, brokers, topic, start_policy, workers, group_id, kafka_options, enabled,
 			   generation, created_at, updated_at FROM adstream.sources) d) AS sources_changed,
 	   (SELECT count(*) FROM (TABLE before_offsets EXCEPT TABLE adstream.offsets) d) AS offsets_changed,
-	   (SELECT count(*) FROM (TABLE before_minutes EXCEPT TABLE adstream.ad_stats_minute) d) AS minutes_changed,
+	   (SELECT count(*) FROM (TABLE before_minutes EXCEPT
+		SELECT ad_id, campaign_id, window_start, impressions, clicks, updated_at
+		  FROM adstream.ad_stats_minute WHERE source_id = 0) d) AS minutes_changed,
 	   (SELECT count(*) FROM (TABLE before_credits EXCEPT TABLE adstream.attributed_orders) d) AS credits_changed,
 	   (SELECT count(*) FROM (TABLE before_rejected EXCEPT TABLE adstream.rejected_events) d) AS dead_letters_changed,
 	   (SELECT count(*) FROM (TABLE before_dedup_log EXCEPT TABLE adstream.dedup_log) d) AS dedup_log_changed;

@@ -163,10 +163,11 @@ static const char *const plan_sql[P__COUNT] = {
 	"INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts) "
 	"SELECT $1, u.* FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], "
 	"$8::timestamptz[]) AS u",
+	/* One row per (ad, minute) of the batch, under its source's id. */
 	[P_AGG] =
-	"INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks) "
-	"SELECT * FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) "
-	"ON CONFLICT (ad_id, window_start) DO UPDATE SET "
+	"INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks, source_id) "
+	"SELECT u.*, $6 FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) AS u "
+	"ON CONFLICT (ad_id, window_start, source_id) DO UPDATE SET "
 	"impressions = s.impressions + excluded.impressions, "
 	"clicks = s.clicks + excluded.clicks, updated_at = now()",
 	/* The (few, sorted) minutes touched, queued for the rollups. */
@@ -206,7 +207,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID},
 	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
-	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
+	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID},
 	[P_PENDING] = {TIMESTAMPTZARRAYOID},
 	[P_OUTBOX] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
@@ -214,7 +215,7 @@ static const Oid plan_args[P__COUNT][9] = {
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
-	[P_AGG] = 5,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
+	[P_AGG] = 6,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
 static int
@@ -664,7 +665,7 @@ aggregate(AdsBatch *b)
 				minutes;
 	int64	   *win_us;
 	bool		isnull;
-	Datum		args[5];
+	Datum		args[6];
 
 	for (int i = 0; i < b->nmsgs; i++)
 	{
@@ -717,6 +718,7 @@ aggregate(AdsBatch *b)
 	args[2] = ads_array_datum(&win);
 	args[3] = ads_array_datum(&imp);
 	args[4] = ads_array_datum(&clk);
+	args[5] = Int32GetDatum(b->source_id);
 	exec_plan(P_AGG, args, NULL, false, SPI_OK_INSERT);
 
 	/* Every row changed here is a change Pinot must see, while sinks exist. */

@@ -123,8 +123,9 @@ sub check_truth
 CREATE TEMP VIEW truth_rej AS
   SELECT split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
     FROM truth_raw WHERE line LIKE 'reject,%' GROUP BY 1;
-CREATE TEMP VIEW got_min AS
-  SELECT ad_id, campaign_id, window_start, impressions::numeric, clicks::numeric FROM adstream.ad_stats_minute;
+CREATE TEMP VIEW got_min AS	-- summed over the sources that counted each minute
+  SELECT ad_id, max(campaign_id) AS campaign_id, window_start, sum(impressions) AS impressions, sum(clicks) AS clicks
+    FROM adstream.ad_stats_minute GROUP BY ad_id, window_start;
 CREATE TEMP VIEW got_rej AS
   SELECT reason, count(*)::numeric AS n FROM adstream.rejected_events WHERE $events GROUP BY 1;
 };
@@ -214,11 +215,12 @@ CREATE TEMP VIEW pinot_stats AS
          to_timestamp((j->>'window_start')::bigint / 1000.0) AS window_start,
          (j->>'impressions')::bigint AS impressions, (j->>'clicks')::bigint AS clicks, (j->>'record_uuid')::uuid AS record_uuid
     FROM stats_raw;
-CREATE TEMP VIEW db_stats AS
-  SELECT current_setting('adstream.node_name') AS node, ad_id, campaign_id, window_start, impressions, clicks,
+CREATE TEMP VIEW db_stats AS	-- a record per (ad, minute): the sum over sources
+  SELECT current_setting('adstream.node_name') AS node, ad_id, max(campaign_id) AS campaign_id, window_start,
+         sum(impressions)::bigint AS impressions, sum(clicks)::bigint AS clicks,
          adstream.record_uuid('ad_stats', current_setting('adstream.node_name') || '|' || ad_id || '|'
                               || (extract(epoch FROM window_start) * 1000)::bigint)
-    FROM adstream.ad_stats_minute;
+    FROM adstream.ad_stats_minute GROUP BY ad_id, window_start;
 CREATE TEMP VIEW pinot_orders AS
   SELECT (j->>'order_id')::uuid AS order_id, (j->>'ad_id')::bigint AS ad_id, (j->>'click_event_id')::uuid AS click_event_id,
          (j->>'amount')::numeric AS amount, j->>'currency' AS currency, (j->>'record_uuid')::uuid AS record_uuid

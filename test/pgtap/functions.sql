@@ -35,7 +35,7 @@ SELECT functions_are('adstream', ARRAY[
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
-SELECT has_function('adstream', 'drop_source', ARRAY['text']);
+SELECT has_function('adstream', 'drop_source', ARRAY['text', 'boolean']);
 SELECT has_function('adstream', 'pause_source', ARRAY['text']);
 SELECT has_function('adstream', 'resume_source', ARRAY['text']);
 SELECT has_function('adstream', 'validate_event', ARRAY['bytea']);
@@ -47,7 +47,7 @@ SELECT has_function('adstream', 'worker_status', ARRAY[]::name[]);
 SELECT has_function('adstream', 'partition_status', ARRAY[]::name[]);
 
 SELECT function_returns('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb'], 'void');
-SELECT function_returns('adstream', 'drop_source', ARRAY['text'], 'void');
+SELECT function_returns('adstream', 'drop_source', ARRAY['text', 'boolean'], 'void');
 SELECT function_returns('adstream', 'pause_source', ARRAY['text'], 'void');
 SELECT function_returns('adstream', 'resume_source', ARRAY['text'], 'void');
 SELECT function_returns('adstream', 'validate_event', ARRAY['bytea'], 'record');
@@ -194,7 +194,7 @@ SELECT is(pg_get_function_arguments('adstream._sink_advance(text,bigint,bigint,i
 -------------------------------------------------------------------------------
 
 SELECT function_lang_is('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb'], 'plpgsql');
-SELECT function_lang_is('adstream', 'drop_source', ARRAY['text'], 'plpgsql');
+SELECT function_lang_is('adstream', 'drop_source', ARRAY['text', 'boolean'], 'plpgsql');
 SELECT function_lang_is('adstream', 'pause_source', ARRAY['text'], 'plpgsql');
 SELECT function_lang_is('adstream', 'resume_source', ARRAY['text'], 'plpgsql');
 SELECT function_lang_is('adstream', 'validate_event', ARRAY['bytea'], 'c');
@@ -233,7 +233,7 @@ SELECT function_lang_is('adstream', f, args, l)
 
 -- The management API runs as the extension owner ...
 SELECT is_definer('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
-SELECT is_definer('adstream', 'drop_source', ARRAY['text']);
+SELECT is_definer('adstream', 'drop_source', ARRAY['text', 'boolean']);
 SELECT is_definer('adstream', 'pause_source', ARRAY['text']);
 SELECT is_definer('adstream', 'resume_source', ARRAY['text']);
 -- ... nothing that reads or writes data on the caller's behalf does.
@@ -264,7 +264,7 @@ SELECT isnt_definer('adstream', f, args)
 SELECT set_eq(
 	$$SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p
 	   WHERE p.pronamespace = 'adstream'::regnamespace AND p.prosecdef$$,
-	ARRAY['create_source(name text, brokers text, topic text, kind text, options jsonb)', 'drop_source(name text)',
+	ARRAY['create_source(name text, brokers text, topic text, kind text, options jsonb)', 'drop_source(name text, forget_counts boolean)',
 		  'pause_source(name text)', 'resume_source(name text)', 'source_watermark(p_source text)',
 		  'ad_events_watermark()',
 		  'ad_stats(p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)',

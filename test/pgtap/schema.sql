@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(264);
+SELECT plan(265);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -60,7 +60,7 @@ SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
 SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 'window_start',
-	'impressions', 'clicks', 'updated_at']);
+	'impressions', 'clicks', 'updated_at', 'source_id']);
 SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids']);
 SELECT columns_are('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset',
 	'reason', 'detail', 'payload', 'payload_bytes', 'received_at']);
@@ -116,6 +116,7 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('ad_stats_minute', 'impressions', 'bigint'),
 	('ad_stats_minute', 'clicks', 'bigint'),
 	('ad_stats_minute', 'updated_at', 'timestamp with time zone'),
+	('ad_stats_minute', 'source_id', 'integer'),
 	('dedup_log', 'source_id', 'integer'),
 	('dedup_log', 'hour', 'timestamp with time zone'),
 	('dedup_log', 'ids', 'bytea'),
@@ -236,8 +237,8 @@ SELECT col_is_pk('adstream', 'sources', ARRAY['id'], 'sources PK is (id)');
 SELECT col_is_pk('adstream', 'offsets', ARRAY['source', 'topic', 'partition'],
 	'offsets PK is (source, topic, partition)');
 SELECT col_is_pk('adstream', 'partitioned_tables', ARRAY['name'], 'partitioned_tables PK is (name)');
-SELECT col_is_pk('adstream', 'ad_stats_minute', ARRAY['ad_id', 'window_start'],
-	'ad_stats_minute PK is (ad_id, window_start)');
+SELECT col_is_pk('adstream', 'ad_stats_minute', ARRAY['ad_id', 'window_start', 'source_id'],
+	'ad_stats_minute PK is (ad_id, window_start, source_id)');
 SELECT col_not_null('adstream', 'dedup_log', 'ids', 'dedup_log.ids is NOT NULL');
 SELECT col_is_pk('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset'],
 	'rejected_events PK is (source, topic, partition, offset)');

@@ -90,7 +90,27 @@ my ($unique) = PostgreSQL::Test::Utils::slurp_file($new->{truth}) =~ /^total,uni
 is($node->safe_psql('postgres', "SELECT sum(accepted) FROM adstream.offsets WHERE source = 'tail'"),
 	$unique, 'start => latest counts only what was produced after the source started');
 
-# 7. Fast shutdown with workers busy is prompt.
+# 7. Every count names its source (issue #11, case 6): dropping one with
+# forget_counts while its workers consume removes exactly what it counted.
+my $tail_id = $node->safe_psql('postgres', "SELECT id FROM adstream.sources WHERE name = 'tail'");
+is($node->safe_psql('postgres',
+	"SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute WHERE source_id = $tail_id"),
+	$unique, 'the counts of a source are its rows of ad_stats_minute');
+my $others = $node->safe_psql('postgres',
+	"SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute WHERE source_id <> $tail_id");
+AdstreamTest::loadgen($broker, topic => 'tail', count => 5000, seed => 6, args => ['--partitions', 4]);
+$node->safe_psql('postgres', "SELECT adstream.drop_source('tail', forget_counts => true)");
+is($node->safe_psql('postgres', "SELECT count(*) FROM adstream.ad_stats_minute WHERE source_id = $tail_id"),
+	0, 'drop_source(forget_counts) while its workers run leaves none of its counts');
+$t = seconds_until("SELECT count(*) = 2 FROM adstream.worker_status() WHERE pid IS NOT NULL");
+cmp_ok($t, '<', 3, sprintf('drop stops the source\'s workers (%.2f s)', $t));
+is($node->safe_psql('postgres', "SELECT count(*) FROM adstream.ad_stats_minute WHERE source_id = $tail_id"),
+	0, 'no batch of the dropped source commits after it');
+is($node->safe_psql('postgres',
+	"SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute WHERE source_id <> $tail_id"),
+	$others, 'the other sources\' counts are untouched');
+
+# 8. Fast shutdown with workers busy is prompt.
 my $t0 = time();
 $node->stop('fast');
 my $stop = time() - $t0;
