@@ -17,7 +17,7 @@ run_unprivileged() {
   chown -R "$ADSTREAM_USER": "$dir"
   (cd "$dir" && runuser -u "$ADSTREAM_USER" -- env CI="${CI:-}" PATH="$PATH" \
     ADSTREAM_SOAK_DISK="${ADSTREAM_SOAK_DISK:-}" SOAK_SECONDS="${SOAK_SECONDS:-}" SOAK_SEED="${SOAK_SEED:-}" \
-    SOAK_RATE="${SOAK_RATE:-}" SOAK_FAULT_GAP="${SOAK_FAULT_GAP:-}" "$@")
+    SOAK_RATE="${SOAK_RATE:-}" SOAK_FAULT_GAP="${SOAK_FAULT_GAP:-}" SOAK_ACTION_GAP="${SOAK_ACTION_GAP:-}" "$@")
 }
 
 install_extension() {
