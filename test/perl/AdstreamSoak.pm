@@ -667,6 +667,7 @@ sub new
 		round => {},
 		expired_seen => '',
 		replayed => 0,
+		hist_events => 0,
 	}, $class;
 	$self->{dir} = PostgreSQL::Test::Utils::tempdir();
 	# drop_source(forget_counts) where this version has it
@@ -1060,6 +1061,7 @@ sub retire_round_sources
 			$self->{node}->safe_psql('postgres', "SELECT adstream.drop_source('$a->{source}', forget_counts => true)");
 			$s->{state} = 'dropped';
 			$s->{forgotten} = 1;
+			$self->{hist_events} += $s->{sent};    # published again, as zeros
 			$self->log("source $a->{source} dropped after its check, forgetting its counts");
 		}
 	}
@@ -1187,7 +1189,15 @@ sub start_new_source
 	my $parts = 2 + $rng->int(3);
 	my $workers = 1 + $rng->int(2);
 	my $hours = $self->{long} ? 2 + $rng->rand(4) : 2 + $rng->rand(2);
-	my $count = int($parts * ($self->{long} ? 5000 + $rng->rand(10000) : 3000 + $rng->rand(9000)));
+	# Nearly every event of a history is an (ad, minute) of its own, so one
+	# record more for the sinks, whose partitions keep 5 MiB like the
+	# sources' (and as many again when its counts are forgotten): the
+	# histories of a soak stay within a third of the main load.
+	my $count = int($parts * (1000 + $rng->rand(3000)));
+	my $room = $self->{hist_budget} - $self->{hist_events};
+	$count = $room if $count > $room;
+	return undef if $count < 1000;
+	$self->{hist_events} += $count;
 	# Before the round's event time, by more than the attribution window and
 	# the 600 s by which an order may precede its user's first click: its
 	# clicks cannot be credited to this round's orders, and while it is
@@ -1421,6 +1431,7 @@ sub trimmed_partitions
 # An ad's minute as readers see it: summed over the sources that counted it
 # (ad_stats_minute has a row per source where it keeps the source).
 our $MINUTES = q{
+SET timezone = 'UTC';
 CREATE TEMP VIEW got_min AS
   SELECT ad_id, max(campaign_id) AS campaign_id, window_start, sum(impressions) AS impressions, sum(clicks) AS clicks
     FROM adstream.ad_stats_minute GROUP BY ad_id, window_start;

@@ -200,7 +200,8 @@ my $faults = AdstreamSoak::Faults->new(node => $node, src => $src, sinks => \%si
 	stopped_pids => sub { $actions->stopped_pids }, hold_kills => sub { $actions->long_stall });
 $actions = AdstreamSoak::Actions->new(node => $node, src => $src, trim_broker => $trim_broker, truth => $truth,
 	faults => $faults, log => \&soaklog, t0 => $t0, seed => $seed, horizon_s => $horizon_s, speed => $speed,
-	long => $long, gap_min => $action_gap * 0.3, gap_max => $action_gap * 1.7);
+	long => $long, gap_min => $action_gap * 0.3, gap_max => $action_gap * 1.7,
+	hist_budget => int($rate * $duration / 3));
 
 my $max_rounds = int($duration / $round_min) + 2;
 # Round k's hour starts at BASE + (k + 7) hours; the hours before the first
