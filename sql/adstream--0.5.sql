@@ -838,18 +838,19 @@ BEGIN
 	-- Workers hold this lock shared while they judge and write a batch.
 	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
 
+	-- Read to its end means committed to its end: what a worker has read
+	-- into memory but not written is judged after this, against what it gives up.
 	WITH pos AS (
-		SELECT p.source_id, p.partition,
-			   coalesce(greatest(p.read_position, 0) >= p.high_watermark, false) AS caught_up
+		SELECT p.source_id, p.partition, p.high_watermark
 		  FROM adstream.partition_status() p),
 	parts AS (
-		SELECT s.id, o.max_event_ts, coalesce(pos.caught_up, false) AS caught_up
+		SELECT s.id, o.max_event_ts, coalesce(o.next_offset >= pos.high_watermark, false) AS caught_up
 		  FROM adstream.sources s
 		  JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic
 		  LEFT JOIN pos ON pos.source_id = s.id AND pos.partition = o.partition
 		 WHERE s.kind = 'ad_events'
 		UNION ALL
-		SELECT s.id, NULL, pos.caught_up
+		SELECT s.id, NULL, coalesce(pos.high_watermark = 0, false)
 		  FROM adstream.sources s JOIN pos ON pos.source_id = s.id
 		 WHERE s.kind = 'ad_events'
 		   AND NOT EXISTS (SELECT 1 FROM adstream.offsets o
