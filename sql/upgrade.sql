@@ -1,11 +1,11 @@
 --
--- upgrade: two ways to reach 0.5 leave the same schema.
+-- upgrade: two ways to reach 0.6 leave the same schema.
 --
 --   the chain   CREATE EXTENSION adstream VERSION '0.1' (adstream--0.1.sql),
---               then ALTER EXTENSION adstream UPDATE to 0.2, 0.3, 0.4 and 0.5,
+--               then ALTER EXTENSION adstream UPDATE to 0.2, 0.3, 0.4, 0.5 and 0.6,
 --               the default version, with data in the tables at every step;
 --   fresh       CREATE EXTENSION adstream: the full install script
---               adstream--0.5.sql alone.
+--               adstream--0.6.sql alone.
 --
 -- Along the chain, every source and its data survive each update.  At the
 -- end the catalog of schema adstream is captured after the chain and again
@@ -234,7 +234,7 @@ SELECT adstream.expire_dedup_state() AS dropped;
 SELECT count(*) AS dedup_log_rows FROM adstream.dedup_log;
 
 -------------------------------------------------------------------------------
--- The update to 0.5, the default version
+-- The update to the default version (0.6, through 0.5)
 -------------------------------------------------------------------------------
 
 CREATE TEMP TABLE before_dedup_log AS SELECT * FROM adstream.dedup_log;
@@ -444,12 +444,12 @@ $$;
 
 CREATE TEMP TABLE upgraded_catalog AS SELECT * FROM pg_temp.adstream_catalog();
 
--- The fresh install, from nothing again.  It runs adstream--0.5.sql alone:
+-- The fresh install, from nothing again.  It runs adstream--0.6.sql alone:
 -- PostgreSQL prefers the install script of the target version to any chain,
 -- and the script is installed.
 DROP EXTENSION adstream;
 DROP ROLE adstream_admin, adstream_reader;
-SELECT (pg_stat_file(setting || '/extension/adstream--0.5.sql')).size > 0 AS full_script_installed
+SELECT (pg_stat_file(setting || '/extension/adstream--0.6.sql')).size > 0 AS full_script_installed
   FROM pg_config WHERE name = 'SHAREDIR';
 CREATE EXTENSION adstream;
 SELECT extname, extversion FROM pg_extension WHERE extname = 'adstream';

@@ -1,13 +1,13 @@
-/* adstream--0.5.sql -- install script: the whole schema of 0.5 */
+/* adstream--0.6.sql -- install script: the whole schema of 0.6 */
 
 \echo Use "CREATE EXTENSION adstream" to load this file. \quit
 
 /*
  * A fresh CREATE EXTENSION runs this script alone.  An installation of an
  * earlier version reaches the same schema through the upgrade scripts
- * (adstream--0.1.sql, then --0.1--0.2, --0.2--0.3, --0.3--0.4 and
- * --0.4--0.5); the regression test sql/upgrade.sql compares the catalog the
- * two paths leave and fails on any difference.  So whatever changes here
+ * (adstream--0.1.sql, then --0.1--0.2, --0.2--0.3, --0.3--0.4, --0.4--0.5
+ * and --0.5--0.6); the regression test sql/upgrade.sql compares the catalog
+ * the two paths leave and fails on any difference.  So whatever changes here
  * must change in an upgrade script too, and the other way round.
  *
  * Sections:
