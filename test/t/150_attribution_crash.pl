@@ -23,12 +23,15 @@ my $run = AdstreamTest::loadgen($broker, topic => 'ads', count => 20000, seed =>
 
 # Once orders are being judged, crash the orders worker, then the server.
 $node->poll_query_until('postgres',
-	"SELECT count(*) > 300 FROM adstream.orders WHERE status <> 'waiting'") or die;
+	"SELECT count(*) > 300 FROM adstream.orders WHERE status <> 'waiting'")
+  or die 'no orders judged: ' . $node->safe_psql('postgres', 'TABLE adstream.source_status');
 my @pids = AdstreamTest::worker_pids($node, 'shop');
 ok(@pids == 1, 'the orders worker is running');
 kill 'KILL', $pids[0];
 $node->poll_query_until('postgres',
-	"SELECT count(*) > 2000 FROM adstream.orders WHERE status <> 'waiting'") or die;
+	"SELECT count(*) > 2000 FROM adstream.orders WHERE status <> 'waiting'")
+  or die 'orders stopped being judged after the kill: '
+  . $node->safe_psql('postgres', 'SELECT status, count(*) FROM adstream.orders GROUP BY 1; TABLE adstream.source_status');
 $node->stop('immediate');
 $node->start;
 
@@ -36,7 +39,8 @@ AdstreamTest::finish_loadgen($run);
 my ($orders_sent) = ${ $run->{out} } =~ /orders_sent=(\d+)/ or die 'no orders in the loadgen summary';
 AdstreamTest::wait_consumed($node, 'ads', $run->{sent});
 AdstreamTest::wait_consumed($node, 'shop', $orders_sent);
-$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM adstream.waiting_orders') or die;
+$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM adstream.waiting_orders')
+  or die 'orders still waiting: ' . $node->safe_psql('postgres', 'SELECT count(*) FROM adstream.waiting_orders');
 
 AdstreamTest::check_truth($node, [ $run->{truth} ], 'ad events', source => 'ads');
 AdstreamTest::check_orders($node, [ $run->{truth} ], 'shop', 'after kill -9 and immediate stop');
