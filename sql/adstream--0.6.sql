@@ -198,6 +198,10 @@ CREATE TABLE adstream.sources (
 	-- workers run only there.  No default: a row that did not come through
 	-- create_source (restored from a dump older than 0.5) has none, and waits.
 	origin			text,
+	-- how many partitions the topic has, as its workers last saw it (NULL
+	-- until one has started): dedup expiry holds the source until it sees
+	-- each of them through a stored offset or a running worker
+	partitions		integer CHECK (partitions > 0),
 	CHECK (kind IN ('ad_events', 'orders')),
 	CHECK (start_policy IN ('earliest', 'latest')),
 	CHECK (workers BETWEEN 1 AND 64)
@@ -844,21 +848,27 @@ BEGIN
 		SELECT p.source_id, p.partition, p.high_watermark
 		  FROM adstream.partition_status() p),
 	parts AS (
-		SELECT s.id, o.max_event_ts, coalesce(o.next_offset >= pos.high_watermark, false) AS caught_up
+		SELECT s.id, o.partition, o.max_event_ts, coalesce(o.next_offset >= pos.high_watermark, false) AS caught_up
 		  FROM adstream.sources s
 		  JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic
 		  LEFT JOIN pos ON pos.source_id = s.id AND pos.partition = o.partition
 		 WHERE s.kind = 'ad_events'
 		UNION ALL
-		SELECT s.id, NULL, coalesce(pos.high_watermark = 0, false)
+		SELECT s.id, pos.partition, NULL, coalesce(pos.high_watermark = 0, false)
 		  FROM adstream.sources s JOIN pos ON pos.source_id = s.id
 		 WHERE s.kind = 'ad_events'
 		   AND NOT EXISTS (SELECT 1 FROM adstream.offsets o
 							WHERE o.source = s.name AND o.topic = s.topic AND o.partition = pos.partition)),
+	-- A partition seen neither way (its worker not started yet) holds the
+	-- whole source: nothing of it is known.
 	wm AS (
-		SELECT id, coalesce(min(CASE WHEN NOT caught_up THEN coalesce(max_event_ts, '-infinity') END),
-							max(max_event_ts)) AS wm
-		  FROM parts GROUP BY id)
+		SELECT p.id,
+			   CASE WHEN count(DISTINCT p.partition) FILTER (WHERE p.partition < s.partitions) < s.partitions
+					THEN '-infinity'
+					ELSE coalesce(min(CASE WHEN NOT p.caught_up THEN coalesce(p.max_event_ts, '-infinity') END),
+								  max(p.max_event_ts)) END AS wm
+		  FROM parts p JOIN adstream.sources s ON s.id = p.id
+		 GROUP BY p.id, s.partitions)
 	UPDATE adstream.sources s
 	   SET dedup_expired_before = greatest(s.dedup_expired_before,
 			   date_bin('1 hour', wm.wm - v_horizon, timestamptz '1970-01-01 00:00:00+00'))

@@ -52,6 +52,7 @@ typedef struct AdsConsumer
 	AdsBatch	batch;			/* the partitions and the batch being filled */
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
+	int			recorded_partitions;	/* sources.partitions as this worker last wrote it */
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -305,6 +306,32 @@ assign_all(AdsConsumer *c)
 }
 
 /*
+ * Record how many partitions the topic has, before anything of them is
+ * consumed.  Dedup expiry gives up a source's hours behind its slowest
+ * partition; a partition that has neither a stored offset nor a worker
+ * reporting it (its worker has no slot yet, or waits in a backoff, or the
+ * source was paused before it started) would otherwise be invisible, and
+ * its history judged too_late once read.  With the count, expiry holds the
+ * source until it sees every partition (docs/architecture.md, "Dedup
+ * expiry").  Every worker records the whole topic's count, so one running
+ * worker is enough.
+ */
+static void
+record_partition_count(AdsConsumer *c, int count)
+{
+	if (count == c->recorded_partitions)
+		return;
+	ads_begin_tx("adstream: recording the topic's partitions");
+	SPI_execute_with_args("UPDATE adstream.sources SET partitions = $2 "
+						  "WHERE name = $1 AND partitions IS DISTINCT FROM $2",
+						  2, (Oid[]) {TEXTOID, INT4OID},
+						  (Datum[]) {CStringGetTextDatum(c->source.name), Int32GetDatum(count)},
+						  NULL, false, 0);
+	ads_end_tx();
+	c->recorded_partitions = count;
+}
+
+/*
  * Look for partitions of the topic that this worker owns and does not
  * consume yet.  Returns false if metadata was not available.
  */
@@ -317,6 +344,8 @@ discover_partitions(AdsConsumer *c)
 
 	if (count < 0)
 		return false;
+	if (count > 0)
+		record_partition_count(c, count);
 
 	for (int p = 0; p < count; p++)
 	{

@@ -11,7 +11,11 @@
 #      committed while expiry waited had its hours dropped;
 #   7. a paused source froze expiry for every source;
 #   9. with synchronous_commit = off a batch was visible (and publishable)
-#      before its commit was flushed, and an immediate stop lost it.
+#      before its commit was flushed, and an immediate stop lost it;
+#  10. a partition whose worker had not started (no worker slot) had no
+#      stored offset and no reported position: expiry could not see it, gave
+#      up its source's hours behind the other partitions, and its history
+#      was dead-lettered too_late once read (0.5, found by the soak).
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -19,7 +23,7 @@ use AdstreamTest;
 use IPC::Run;
 use Test::More;
 
-my $broker = AdstreamTest::Broker->start(topics => [ 'hist:2', 'other:1', 'quiet:1', 'fast:1' ]);
+my $broker = AdstreamTest::Broker->start(topics => [ 'hist:2', 'other:1', 'quiet:1', 'fast:1', 'twin:2' ]);
 my $node = AdstreamTest::node('operations',
 	'adstream.dedup_index_size' => 1000,
 	'adstream.batch_max_messages' => 50,
@@ -161,5 +165,42 @@ is(sql('SELECT sum(impressions) FROM adstream.ad_stats_minute'), $before + 30,
 	'with synchronous_commit = off, a visible batch survives an immediate stop');
 
 $node->stop;
+
+# ---- 10. a partition no worker has started on holds its source's expiry ----
+# Three worker processes: the launcher, PostgreSQL's logical replication
+# launcher and one consumer.  'twin' asks for two consumers; the one that
+# owns partition 1 finds no slot.
+my $slots = AdstreamTest::node('slots', max_worker_processes => 3);
+produce('twin', 0, map { event(30_000 + $_, $t0 + $_ * 60_000) } 0 .. 179);
+produce('twin', 1, map { event(31_000 + $_, $t0 + $_ * 60_000) } 0 .. 179);
+$slots->safe_psql('postgres',
+	qq{SELECT adstream.create_source('twin', '$broker->{bootstrap}', 'twin', options => '{"workers": 2}')});
+AdstreamTest::wait_consumed($slots, 'twin', 180);
+$slots->poll_query_until('postgres',
+	q{SELECT count(*) = 1 AND bool_and(read_position >= high_watermark) FROM adstream.partition_status()})
+  or die 'partition 0 was not reported read to its end';
+is($slots->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'adstream consumer'}),
+	1, 'one of the two consumers runs');
+like(PostgreSQL::Test::Utils::slurp_file($slots->logfile), qr/Raise max_worker_processes/,
+	'the other has no worker slot');
+is($slots->safe_psql('postgres', q{SELECT partitions FROM adstream.sources WHERE name = 'twin'}), 2,
+	'the running consumer recorded the topic\'s two partitions');
+$slots->safe_psql('postgres', 'SELECT adstream.expire_dedup_state()');
+is($slots->safe_psql('postgres', q{SELECT dedup_expired_before FROM adstream.sources WHERE name = 'twin'}),
+	'-infinity', 'a partition no worker has read holds its source\'s expiry');
+$slots->append_conf('postgresql.conf', "max_worker_processes = 4\n");
+$slots->restart;
+AdstreamTest::wait_consumed($slots, 'twin', 360);
+is($slots->safe_psql('postgres', q{SELECT sum(accepted) || '/' || sum(duplicates) || '/' || sum(rejected)
+	  FROM adstream.offsets WHERE source = 'twin'}), '360/0/0',
+	'once its worker starts, every event of that partition counts, none is too_late');
+$slots->poll_query_until('postgres',
+	q{SELECT count(*) = 2 AND bool_and(read_position >= high_watermark) FROM adstream.partition_status()})
+  or die 'positions not reported';
+$slots->safe_psql('postgres', 'SELECT adstream.expire_dedup_state()');
+is($slots->safe_psql('postgres',
+	q{SELECT extract(epoch FROM dedup_expired_before)::bigint * 1000 FROM adstream.sources WHERE name = 'twin'}),
+	$t0 + 3600_000, 'with both partitions seen, expiry gives up what is behind the newest event less the horizon');
+$slots->stop;
 $broker->stop;
 done_testing();
