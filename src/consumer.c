@@ -78,6 +78,18 @@ load_source(AdsConsumer *c)
 	return ok;
 }
 
+/* Whether this worker's source still exists, enabled, in its generation. */
+static bool
+source_is_current(AdsConsumer *c)
+{
+	bool		current;
+
+	ads_begin_tx("adstream: checking the source");
+	current = ads_catalog_source_current(c->args.owner_id, c->args.generation);
+	ads_end_tx();
+	return current;
+}
+
 /* The broker's end of a partition, outside any wait we could not answer. */
 static int64
 end_offset(AdsConsumer *c, int32 partition)
@@ -318,6 +330,23 @@ discover_partitions(AdsConsumer *c)
 	if (count < 0)
 		return false;
 
+	/*
+	 * Workers capped (issue #14): the launcher starts no worker that would
+	 * own no partition, once any worker has said how many there are; one
+	 * started before that, with none to read, says so and stops.  It is
+	 * started again when the topic has grown.
+	 */
+	ads_slot_set_topic_partitions(c->slot, count);
+	if (c->args.worker_index >= count && b->nparts == 0)
+	{
+		char		why[ADS_STOP_REASON_LEN + 64];
+
+		ads_registry_wake_launcher();
+		snprintf(why, sizeof(why), "topic \"%s\" has %d partition(s), none for this worker; it starts again if the topic grows",
+				 c->source.topic, count);
+		ads_worker_exit(why);
+	}
+
 	for (int p = 0; p < count; p++)
 	{
 		bool		have = false;
@@ -509,9 +538,19 @@ flush_batch(AdsConsumer *c)
 		if (b->fenced)
 		{
 			b->fenced = false;
+			/*
+			 * A source renamed, altered or dropped under this worker: its
+			 * offsets are no longer where this worker left them, and the
+			 * launcher is stopping it.  Re-reading them by a name that may
+			 * now be another source's is not for this worker to do.
+			 */
+			if (!source_is_current(c))
+				ads_worker_exit("its source was changed, renamed or dropped");
 			reset_from_stored(c);
 			return;
 		}
+		/* The batch is given up here; it is read again by whoever runs next. */
+		ads_worker_exit_if_stopped();
 		ads_worker_wait(ads_backoff_ms(attempt, RETRY_MIN_MS, RETRY_MAX_MS));
 	}
 
@@ -611,8 +650,7 @@ adstream_consumer_main(Datum arg)
 
 	ads_batch_init(b, c->args.owner_id, c->source.name, c->source.topic, c->source.is_orders);
 	ads_slot_set_state(c->slot, "consuming");
-	ereport(LOG, (errmsg("adstream consumer %d/%d of source \"%s\" started",
-						 c->args.worker_index + 1, c->args.nworkers, c->source.name)));
+	ereport(LOG, (errmsg("%s started", ads_worker_name())));
 
 	for (;;)
 	{
@@ -620,6 +658,8 @@ adstream_consumer_main(Datum arg)
 		int			n;
 
 		CHECK_FOR_INTERRUPTS();
+		/* Asked to stop: what is collected is not committed, so it is read again. */
+		ads_worker_exit_if_stopped();
 		ads_worker_reload_config();
 		ads_kafka_report(c->slot, "source", c->source.name);
 

@@ -316,11 +316,12 @@ adstream_publisher_main(Datum arg)
 		rd_kafka_error_destroy(error);
 		ads_kafka_report(p->slot, "sink", p->sink.name);
 		between_kafka_calls();
+		ads_worker_exit_if_stopped();
 	}
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
 	ads_slot_set_state(p->slot, "publishing");
-	ereport(LOG, (errmsg("adstream publisher of sink \"%s\" started", p->sink.name)));
+	ereport(LOG, (errmsg("%s started", ads_worker_name())));
 
 	for (;;)
 	{
@@ -328,6 +329,8 @@ adstream_publisher_main(Datum arg)
 		bool		window_done;
 
 		CHECK_FOR_INTERRUPTS();
+		/* Between Kafka transactions: nothing is half sent. */
+		ads_worker_exit_if_stopped();
 		ads_worker_reload_config();
 		ads_kafka_report(p->slot, "sink", p->sink.name);
 		rd_kafka_poll(p->rk, 0);
