@@ -38,9 +38,9 @@ END
 $$;
 
 /*
- * The hint for librdkafka's refusal of a configuration: the property it
- * names (the user's first, else any), or what to do about Kerberos, which
- * SASL means unless sasl.mechanisms says otherwise.
+ * The hint for librdkafka's refusal of a configuration: the properties its
+ * message names, or what to do about Kerberos, which SASL means unless
+ * sasl.mechanisms says otherwise.
  */
 CREATE FUNCTION adstream._kafka_error_hint(p_options jsonb, p_error text)
 RETURNS text LANGUAGE sql IMMUTABLE
@@ -49,10 +49,13 @@ RETURN CASE
 	WHEN p_error ~* 'kerberos|kinit|GSSAPI' THEN
 		'With security.protocol SASL_PLAINTEXT or SASL_SSL, librdkafka uses "sasl.mechanisms" GSSAPI (Kerberos) unless told otherwise: set "sasl.mechanisms" to PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER with its credentials, or set up Kerberos for the server''s user.'
 	ELSE coalesce(
-		(SELECT format('Check librdkafka property "%s" (see librdkafka''s CONFIGURATION.md).', m.prop)
-		   FROM (SELECT r[1] AS prop, row_number() OVER () AS n
-				   FROM regexp_matches(p_error, '([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)', 'g') AS r) m
-		  ORDER BY (p_options ? m.prop) DESC, m.n LIMIT 1),
+		(SELECT format('Check librdkafka %s %s (see librdkafka''s CONFIGURATION.md).',
+					   CASE WHEN count(*) = 1 THEN 'property' ELSE 'properties' END,
+					   string_agg(format('"%s"', m.prop), ', ' ORDER BY m.n))
+		   FROM (SELECT x.found[1] AS prop, min(x.n) AS n
+				   FROM regexp_matches(p_error, '([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)', 'g') WITH ORDINALITY AS x(found, n)
+				  GROUP BY 1) m
+		 HAVING count(*) > 0),
 		'Options other than adstream''s own are passed to librdkafka; see its CONFIGURATION.md.')
 	END;
 

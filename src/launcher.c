@@ -18,9 +18,13 @@
 
 #include <signal.h>
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
-#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -30,6 +34,7 @@
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "catalog.h"
@@ -178,13 +183,26 @@ register_database_launcher(void)
 	return true;
 }
 
+/*
+ * Whether the database exists, read as the autovacuum launcher reads
+ * pg_database without a database: a heap scan (an index would need pg_class).
+ */
 static bool
 database_exists(const char *name)
 {
-	bool		exists;
+	bool		exists = false;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
 
 	StartTransactionCommand();
-	exists = OidIsValid(get_database_oid(name, true));
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!exists && HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+		exists = (strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0);
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	return exists;
 }
