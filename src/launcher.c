@@ -607,11 +607,15 @@ reconcile(DesiredWorker *desired, int ndesired)
 		{
 			if (TimestampDifferenceExceeds(ls->stop_requested_at, now, ADS_STOP_GRACE_MS))
 			{
-				ereport(LOG,
-						(errmsg("adstream %s of %s \"%s\" did not stop within %d s; terminating it",
-								slot->kind == ADS_WORKER_PUBLISHER ? "worker" : "consumer",
-								ads_worker_kind_owner(slot->kind), slot->owner_name,
-								ADS_STOP_GRACE_MS / 1000)));
+				if (slot->kind == ADS_WORKER_PUBLISHER)
+					ereport(LOG,
+							(errmsg("adstream sink \"%s\" did not stop within %d s; terminating it",
+									slot->owner_name, ADS_STOP_GRACE_MS / 1000)));
+				else
+					ereport(LOG,
+							(errmsg("adstream consumer %d/%d of source \"%s\" did not stop within %d s; terminating it",
+									slot->worker_index + 1, slot->nworkers, slot->owner_name,
+									ADS_STOP_GRACE_MS / 1000)));
 				if (pid != 0)
 					kill(pid, SIGTERM);
 				ls->stop_forced = true;

@@ -147,6 +147,15 @@ like($err, qr/sasl.username and sasl.password must be set/, 'refused again');
 unlike($err, qr/pw-secret-2/, 'the error does not show the password');
 unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/pw-secret-2/,
 	'with log_min_error_statement = panic (and log_statement = none) the failed statement is not logged');
+# The same, once for the role that manages sources (an adstream_admin).
+sql(q{CREATE ROLE ops LOGIN IN ROLE adstream_admin;
+	  ALTER ROLE ops SET log_min_error_statement = panic; ALTER ROLE ops SET log_statement = none;});
+(undef, undef, $err) = $node->psql('postgres',
+	qq{SELECT adstream.alter_source('ads_eu', '{"security.protocol": "SASL_SSL", "sasl.mechanisms": "PLAIN", "sasl.password": "pw-secret-3"}')},
+	extra_params => [ '-U', 'ops' ]);
+like($err, qr/sasl.username and sasl.password must be set/, 'an adstream_admin is refused the same way');
+unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/pw-secret-3/,
+	'ALTER ROLE ... SET log_min_error_statement = panic keeps that role\'s failed statements out of the log');
 
 # ---- a second stream after the brokers changed: still exact ------------------
 my $run2 = AdstreamTest::loadgen($broker, topic => 'ads', count => 6000, seed => 1402);
