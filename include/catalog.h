@@ -38,5 +38,6 @@ extern bool ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *de
 extern bool ads_catalog_read_sink(int32 id, int64 generation, AdsSinkDef *def);
 /* Whether the source is still enabled in this generation; no allocation. */
 extern bool ads_catalog_source_current(int32 id, int64 generation);
+extern bool ads_catalog_sink_current(int32 id, int64 generation);
 
 #endif							/* ADSTREAM_CATALOG_H */
