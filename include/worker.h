@@ -28,10 +28,9 @@ extern void ads_worker_reload_config(void);
 extern void ads_worker_wait(long ms);
 
 /*
- * Stopping cleanly (issue #14): the first SIGTERM asks, and the worker exits
- * at its next safe point with a LOG line naming its source or sink and the
- * reason the launcher gave (ads_worker_exit_if_stopped); a second one is
- * die().
+ * Stopping cleanly (issue #14): SIGTERM asks, and the worker exits at its
+ * next safe point with a LOG line naming its source or sink and the reason
+ * the launcher gave (ads_worker_exit_if_stopped); SIGUSR2 is die().
  */
 extern bool ads_worker_stop_requested(void);
 extern void ads_worker_exit_if_stopped(void);

@@ -64,7 +64,7 @@ typedef struct LocalSlot
 	BackgroundWorkerHandle *handle;
 	bool		stop_requested;
 	TimestampTz started_at;
-	TimestampTz stop_requested_at;	/* the first SIGTERM; a second after ADS_STOP_GRACE_MS */
+	TimestampTz stop_requested_at;	/* SIGTERM; SIGUSR2 (die) after ADS_STOP_GRACE_MS */
 	bool		stop_forced;
 } LocalSlot;
 
@@ -617,7 +617,7 @@ reconcile(DesiredWorker *desired, int ndesired)
 									slot->worker_index + 1, slot->nworkers, slot->owner_name,
 									ADS_STOP_GRACE_MS / 1000)));
 				if (pid != 0)
-					kill(pid, SIGTERM);
+					kill(pid, SIGUSR2);	/* die() (worker.c) */
 				ls->stop_forced = true;
 			}
 			else

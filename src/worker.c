@@ -22,16 +22,17 @@
  * Stopping cleanly (issue #14, section 3)
  *
  * The launcher stops the workers of a paused, dropped or changed source or
- * sink with SIGTERM, as the postmaster does at shutdown.  The first SIGTERM
- * only asks: the worker finishes what it is doing (a batch, a Kafka
- * transaction), logs why it stops and exits with 0 at its next safe point,
- * so that a routine pause is one LOG line naming the source, not a FATAL
- * "terminating background worker ... due to administrator command" that
- * trips log alerting.  A second SIGTERM (the launcher's, when the first was
- * not answered within ADS_STOP_GRACE_MS: the worker waits for a lock, say)
- * is PostgreSQL's die(): FATAL at the next CHECK_FOR_INTERRUPTS, whatever
- * the worker is doing, which the exactly-once argument allows
- * (docs/architecture.md).
+ * sink with SIGTERM, as the postmaster does at shutdown.  SIGTERM only asks:
+ * the worker finishes what it is doing (a batch, a Kafka transaction), logs
+ * why it stops and exits with 0 at its next safe point, so that a routine
+ * pause is one LOG line naming the source, not a FATAL "terminating
+ * background worker ... due to administrator command" that trips log
+ * alerting.  (The postmaster signals a child and its process group, so a
+ * worker may see SIGTERM twice: counting them would not do.)  SIGUSR2 is
+ * PostgreSQL's die(): FATAL at the next CHECK_FOR_INTERRUPTS, whatever the
+ * worker is doing, which the exactly-once argument allows
+ * (docs/architecture.md); the launcher sends it when SIGTERM was not
+ * answered within ADS_STOP_GRACE_MS (the worker waits for a lock, say).
  * ---------------------------------------------------------------------
  */
 static volatile sig_atomic_t stop_requests = 0;
@@ -43,10 +44,8 @@ worker_sigterm(SIGNAL_ARGS)
 {
 	int			save_errno = errno;
 
-	if (stop_requests++ > 0)
-		die(postgres_signal_arg);
-	else
-		SetLatch(MyLatch);
+	stop_requests = 1;
+	SetLatch(MyLatch);
 	errno = save_errno;
 }
 
@@ -95,6 +94,7 @@ ads_worker_start(AdsWorkerArgs *args)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, worker_sigterm);
+	pqsignal(SIGUSR2, die);		/* the launcher's forced stop */
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
 
