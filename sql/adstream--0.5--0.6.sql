@@ -354,7 +354,9 @@ BEGIN
 	-- Offsets are positions in this cluster's topic.
 	IF NOT adstream._broker_set(v_brokers) && adstream._broker_set(s.brokers) THEN
 		v_old_id := (adstream._kafka_config_check('source', s.brokers, s.kafka_options, NULL, 2000)).cluster_id;
-		v_new_id := (adstream._kafka_config_check('source', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
+		IF v_old_id IS NOT NULL THEN
+			v_new_id := (adstream._kafka_config_check('source', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
+		END IF;
 		IF v_old_id IS NULL OR v_new_id IS NULL OR v_old_id <> v_new_id THEN
 			RAISE EXCEPTION 'brokers "%" are not known to be the Kafka cluster source "%" consumes', v_brokers, s.name
 				USING ERRCODE = 'invalid_parameter_value',
@@ -598,7 +600,9 @@ BEGIN
 
 	IF NOT adstream._broker_set(v_brokers) && adstream._broker_set(k.brokers) THEN
 		v_old_id := (adstream._kafka_config_check('sink', k.brokers, k.kafka_options, NULL, 2000)).cluster_id;
-		v_new_id := (adstream._kafka_config_check('sink', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
+		IF v_old_id IS NOT NULL THEN
+			v_new_id := (adstream._kafka_config_check('sink', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
+		END IF;
 		IF v_old_id IS NULL OR v_new_id IS NULL OR v_old_id <> v_new_id THEN
 			RAISE EXCEPTION 'brokers "%" are not known to be the Kafka cluster sink "%" publishes to', v_brokers, k.name
 				USING ERRCODE = 'invalid_parameter_value',

@@ -199,6 +199,13 @@ between_kafka_calls(void)
 	CHECK_FOR_INTERRUPTS();
 	if (!PostmasterIsAlive())
 		proc_exit(1);
+	/*
+	 * Asked to stop while a Kafka call takes long (its broker is slow or
+	 * down): stop now rather than hold up a pause or a shutdown for the
+	 * commit timeout.  A Kafka transaction left open is aborted by the
+	 * broker after transaction.timeout.ms; the page is sent again later.
+	 */
+	ads_worker_exit_if_stopped();
 }
 
 /*
@@ -376,7 +383,6 @@ adstream_publisher_main(Datum arg)
 		rd_kafka_error_destroy(error);
 		ads_kafka_report(p->slot, "sink", p->sink.name);
 		between_kafka_calls();
-		ads_worker_exit_if_stopped();
 	}
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
