@@ -12,7 +12,9 @@
 #     naming its source and why, never a FATAL "terminating background
 #     worker"; each worker shows an application_name in pg_stat_activity;
 #   - alter_sink and rename_sink keep the sink's cursor: Pinot's view of the
-#     topics still equals the database.
+#     topics still equals the database;
+#   - before adstream.database exists the launcher waits quietly, says once
+#     why, and starts in it once it is created.
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -252,6 +254,33 @@ unlike($log, qr/terminating background worker "adstream/, 'no adstream worker wa
 unlike($log, qr/consumer worker -1|publisher of sink/, 'publishers are called sinks');
 
 $node->stop;
+
+# ---- adstream.database does not exist yet ------------------------------------
+# The launcher waits without a FATAL, says once why, and starts in the
+# database within seconds of its creation, without a restart.
+my $late = AdstreamTest::node('nodb', 'adstream.database' => "'ads'", create_extension => 0);
+$late->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity
+	WHERE application_name = 'adstream launcher' AND datname IS NULL}) or die 'no waiting launcher';
+sleep 6;	# more than one of its rounds
+$log = PostgreSQL::Test::Utils::slurp_file($late->logfile);
+is(() = $log =~ /WARNING:  adstream.database names database "ads", which does not exist; adstream waits for it/g, 1,
+	'the launcher says once that adstream.database does not exist');
+like($log, qr/HINT:  Create it \(CREATE DATABASE ads\) and run CREATE EXTENSION adstream in it; no restart is needed/,
+	'with a hint');
+unlike($log, qr/FATAL/, 'and waits without a FATAL');
+$late->safe_psql('postgres', 'CREATE DATABASE ads');
+$late->safe_psql('ads', 'CREATE EXTENSION adstream');
+$late->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity
+	WHERE application_name = 'adstream launcher' AND datname = 'ads'}) or die 'the launcher did not start in ads';
+$late->safe_psql('ads', "SELECT adstream.create_source('late', '$bootstrap', 'ads')");
+$late->poll_query_until('ads', q{SELECT sum(next_offset) = } . ($run->{sent} + $run2->{sent}) . q{ FROM adstream.offsets})
+  or die 'the late source did not consume the topic';
+pass('once the database exists, the launcher starts in it and its source consumes the topic');
+$log = PostgreSQL::Test::Utils::slurp_file($late->logfile);
+like($log, qr/LOG:  adstream: database "ads" exists now; the launcher starts in it/, 'and says so');
+unlike($log, qr/FATAL/, 'no FATAL at all');
+$late->stop;
+
 $broker->stop;
 $other->stop;
 done_testing();
