@@ -42,7 +42,7 @@ $$;
  * message names, or what to do about Kerberos, which SASL means unless
  * sasl.mechanisms says otherwise.
  */
-CREATE FUNCTION adstream._kafka_error_hint(p_options jsonb, p_error text)
+CREATE FUNCTION adstream._kafka_error_hint(p_error text)
 RETURNS text LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 RETURN CASE
@@ -108,7 +108,7 @@ BEGIN
 		RAISE EXCEPTION 'librdkafka refuses the configuration of this %', p_role
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = v_err,
-				  HINT = adstream._kafka_error_hint(p_props, v_err);
+				  HINT = adstream._kafka_error_hint(v_err);
 	END IF;
 	partitions := v_check.partitions;
 	cluster_id := v_check.cluster_id;
@@ -657,7 +657,7 @@ $$;
 COMMENT ON FUNCTION adstream.rename_sink(text, text) IS
 	'Renames a sink; its cursor and counters stay with it';
 
-REVOKE ALL ON FUNCTION adstream._check_name(text, text), adstream._kafka_error_hint(jsonb, text),
+REVOKE ALL ON FUNCTION adstream._check_name(text, text), adstream._kafka_error_hint(text),
 	adstream._kafka_check(text, text, text[], text[], text, integer),
 	adstream._kafka_config_check(text, text, jsonb, text, integer),
 	adstream._check_source(integer, text, text, text, text, jsonb, jsonb),

@@ -361,7 +361,7 @@ $$;
  * message names, or what to do about Kerberos, which SASL means unless
  * sasl.mechanisms says otherwise.
  */
-CREATE FUNCTION adstream._kafka_error_hint(p_options jsonb, p_error text)
+CREATE FUNCTION adstream._kafka_error_hint(p_error text)
 RETURNS text LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 RETURN CASE
@@ -427,7 +427,7 @@ BEGIN
 		RAISE EXCEPTION 'librdkafka refuses the configuration of this %', p_role
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = v_err,
-				  HINT = adstream._kafka_error_hint(p_props, v_err);
+				  HINT = adstream._kafka_error_hint(v_err);
 	END IF;
 	partitions := v_check.partitions;
 	cluster_id := v_check.cluster_id;

@@ -274,7 +274,7 @@ adstream_origin(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------
  */
 
-/* text[] -> C strings, in TopTransactionContext's child (CurrentMemoryContext). */
+/* text[] -> C strings, palloc'd in the current (the call's) memory context. */
 static int
 text_array_cstrings(ArrayType *arr, char ***out)
 {
@@ -306,11 +306,11 @@ PG_FUNCTION_INFO_V1(adstream_kafka_check);
 Datum
 adstream_kafka_check(PG_FUNCTION_ARGS)
 {
-	char	   *role = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *brokers = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *role = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *brokers = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *topic = PG_ARGISNULL(4) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(4));
-	int			timeout_ms = PG_ARGISNULL(5) ? 0 : PG_GETARG_INT32(5);
-	bool		consumer = (strcmp(role, "source") == 0);
+	int			timeout_ms = PG_ARGISNULL(5) ? 0 : Min(PG_GETARG_INT32(5), 10000);
+	bool		consumer = (role != NULL && strcmp(role, "source") == 0);
 	AdsKafkaProps props = {0};
 	char	  **values;
 	char		errbuf[512];
@@ -322,6 +322,10 @@ adstream_kafka_check(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	if (role == NULL || brokers == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("adstream._kafka_check: role and brokers must not be null")));
 	if (!PG_ARGISNULL(2) && !PG_ARGISNULL(3))
 	{
 		props.n = text_array_cstrings(PG_GETARG_ARRAYTYPE_P(2), &props.keys);
