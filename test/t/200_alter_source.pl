@@ -243,6 +243,20 @@ $node->poll_query_until('postgres', q{SELECT count(*) = 0 FROM pg_stat_activity 
 $log = PostgreSQL::Test::Utils::slurp_file($node->logfile);
 like($log, qr/LOG:  adstream consumer 1\/1 of source "ads" stopped: the source's workers changed from 1 to 3/,
 	'LOG: workers changed');
+
+# One owner per partition across each change: every worker of the old
+# generation had exited (its LOG line comes just before its exit) before
+# any worker of the new one started.
+my @lines = split /\n/, $log;
+for my $change ([ 1, 'ads', 3, 'ads' ], [ 3, 'ads', 2, 'ads' ], [ 2, 'ads', 2, 'ads_eu' ])
+{
+	my ($n_old, $old, $n_new, $new) = @$change;
+	my @stops = grep { $lines[$_] =~ /consumer \d\/$n_old of source "$old" stopped/ } 0 .. $#lines;
+	my ($first_new) = grep { $_ > $stops[0] && $lines[$_] =~ /consumer \d\/$n_new of source "$new" started/ }
+	  0 .. $#lines;
+	ok(@stops == $n_old && defined $first_new && $stops[-1] < $first_new,
+		"$n_old worker(s) of \"$old\" -> $n_new of \"$new\": every old worker stopped before the first new one started");
+}
 like($log, qr/LOG:  adstream consumer 1\/2 of source "ads" stopped: the source was renamed to "ads_eu"/, 'LOG: renamed');
 like($log, qr/LOG:  adstream consumer 2\/2 of source "ads_eu" stopped: the source was paused/, 'LOG: paused');
 like($log, qr/LOG:  adstream consumer 1\/3 of source "later" stopped: the source was dropped/, 'LOG: dropped');
