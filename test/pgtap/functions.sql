@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(317);
+SELECT plan(323);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -127,6 +127,19 @@ SELECT function_returns('adstream', f, args, r)
 	('expire_rejected_events', ARRAY['integer']::name[], 'bigint'),
 	('_lock', ARRAY['text', 'integer', 'boolean']::name[], 'void')
   ) AS v(f, args, r);
+
+-- 0.6: changing and renaming sources and sinks (issue #14)
+SELECT function_returns('adstream', f, args, r)
+  FROM (VALUES
+	('alter_source', ARRAY['text', 'jsonb']::name[], 'boolean'),
+	('rename_source', ARRAY['text', 'text']::name[], 'void'),
+	('alter_sink', ARRAY['text', 'jsonb']::name[], 'boolean'),
+	('rename_sink', ARRAY['text', 'text']::name[], 'void')
+  ) AS v(f, args, r);
+SELECT is(pg_get_function_arguments('adstream.alter_source(text,jsonb)'::regprocedure),
+	'name text, options jsonb', 'alter_source(name, options)');
+SELECT is(pg_get_function_arguments('adstream.rename_sink(text,text)'::regprocedure),
+	'name text, new_name text', 'rename_sink(name, new_name)');
 
 -- Argument names, defaults and OUT columns are part of the API.
 SELECT is(pg_get_function_arguments('adstream.create_source(text,text,text,text,jsonb)'::regprocedure),
