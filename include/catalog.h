@@ -36,5 +36,8 @@ extern char *ads_catalog_origin(void);
 /* False when the source or sink is gone, paused, or of another generation. */
 extern bool ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def);
 extern bool ads_catalog_read_sink(int32 id, int64 generation, AdsSinkDef *def);
+/* Whether the source is still enabled in this generation; no allocation. */
+extern bool ads_catalog_source_current(int32 id, int64 generation);
+extern bool ads_catalog_sink_current(int32 id, int64 generation);
 
 #endif							/* ADSTREAM_CATALOG_H */

@@ -18,6 +18,10 @@ typedef struct AdsKafkaConsumer
 	int			wakeup_fd[2];	/* [0] becomes readable when queue fills */
 } AdsKafkaConsumer;
 
+/* The consumer's configuration; NULL with errbuf set when a property is refused. */
+extern rd_kafka_conf_t *ads_kafka_consumer_conf(const char *brokers, const char *group_id,
+												const char *client_id, const AdsKafkaProps *props,
+												char *errbuf, size_t errlen);
 /* NULL with errbuf set when librdkafka rejects the configuration. */
 extern AdsKafkaConsumer *ads_kafka_consumer_open(const char *brokers, const char *group_id,
 												 const char *client_id, const AdsKafkaProps *props,

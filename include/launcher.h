@@ -12,6 +12,7 @@
 
 /* From _PG_init, while preloading. */
 extern void ads_register_launcher(void);
-extern PGDLLEXPORT void adstream_launcher_main(Datum arg);
+extern PGDLLEXPORT void adstream_launcher_main(Datum arg);		/* waits for adstream.database */
+extern PGDLLEXPORT void adstream_launcher_db_main(Datum arg);	/* the launcher proper */
 
 #endif							/* ADSTREAM_LAUNCHER_H */

@@ -18,6 +18,7 @@
 #define ADS_MAX_TOPIC_PARTITIONS_PER_WORKER 256
 #define ADS_ERROR_LEN 256
 #define ADS_STATE_LEN 16
+#define ADS_STOP_REASON_LEN 96
 
 /* What a worker does: consume a source, or publish a sink. */
 typedef enum AdsWorkerKind
@@ -52,6 +53,9 @@ typedef struct AdsWorkerSlot
 	TimestampTz last_commit_at;
 	TimestampTz last_error_at;
 	char		last_error[ADS_ERROR_LEN];
+	/* Stopping and sizing (issue #14): */
+	char		stop_reason[ADS_STOP_REASON_LEN];	/* why the launcher stops it; "" unless it does */
+	int32		topic_partitions;	/* consumers: the topic's partition count as last seen; 0 unknown */
 	TimestampTz positions_at;	/* when the worker last reported its positions */
 	int32		npositions;
 	AdsPositionInfo positions[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
@@ -69,6 +73,7 @@ typedef struct AdsRegistry
 	slock_t		mutex;			/* protects launcher_* */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
+	bool		launcher_registered;	/* the launcher in adstream.database is registered (launcher.c) */
 	int			nslots;
 	AdsWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } AdsRegistry;
@@ -105,5 +110,9 @@ extern void ads_slot_set_state(AdsWorkerSlot *slot, const char *state);
 extern void ads_slot_set_error(AdsWorkerSlot *slot, const char *msg);
 extern void ads_slot_note_commit(AdsWorkerSlot *slot);
 extern void ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPositionInfo *positions);
+extern void ads_slot_set_topic_partitions(AdsWorkerSlot *slot, int32 count);
+
+/* The launcher asks a worker to stop, saying why (the worker logs it). */
+extern void ads_slot_set_stop_reason(AdsWorkerSlot *slot, const char *reason);
 
 #endif							/* ADSTREAM_REGISTRY_H */

@@ -21,8 +21,23 @@ extern AdsWorkerSlot *ads_worker_start(AdsWorkerArgs *args);
 /* Apply a pending configuration reload (SIGHUP). */
 extern void ads_worker_reload_config(void);
 
-/* Sleep up to ms on the latch, then answer interrupts. */
+/*
+ * Sleep up to ms on the latch, then answer interrupts; exits cleanly if
+ * asked to stop (call it only where the worker may stop).
+ */
 extern void ads_worker_wait(long ms);
+
+/*
+ * Stopping cleanly (issue #14): SIGTERM asks, and the worker exits at its
+ * next safe point with a LOG line naming its source or sink and the reason
+ * the launcher gave (ads_worker_exit_if_stopped); SIGUSR2 is die().
+ */
+extern bool ads_worker_stop_requested(void);
+extern void ads_worker_exit_if_stopped(void);
+extern void ads_worker_exit(const char *why) pg_attribute_noreturn();
+/* "adstream consumer 1/2 of source "ads_eu"" or "adstream sink "pinot"", for messages. */
+extern const char *ads_worker_name(void);
+extern void ads_worker_set_application_name(const char *name);
 
 /* The delay before retry number attempt (0-based): min_ms doubling up to max_ms. */
 extern long ads_backoff_ms(int attempt, long min_ms, long max_ms);

@@ -219,7 +219,7 @@ SELECT pg_catalog.pg_extension_config_dump('adstream.sources_id_seq', '');
  * batch: vacuumed by row count, without cost delay.
  */
 CREATE TABLE adstream.offsets (
-	source			text NOT NULL REFERENCES adstream.sources (name) ON DELETE CASCADE,
+	source			text NOT NULL REFERENCES adstream.sources (name) ON UPDATE CASCADE ON DELETE CASCADE,
 	topic			text NOT NULL,
 	partition		integer NOT NULL,
 	next_offset		bigint NOT NULL,
@@ -342,74 +342,166 @@ RETURN ARRAY(SELECT DISTINCT lower(regexp_replace(btrim(b), '^[A-Za-z_]+://', ''
 COMMENT ON FUNCTION adstream._broker_set(text) IS
 	'Internal: the broker addresses of a bootstrap list, lower-case and without a protocol prefix';
 
-CREATE FUNCTION adstream.create_source(
-	name text,
-	brokers text,
-	topic text,
-	kind text DEFAULT 'ad_events',
-	options jsonb DEFAULT '{}')
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
+/*
+ * What create_source, alter_source and rename_source check about a name:
+ * 1 to 63 characters, the same for sources and sinks (p_what).
+ */
+CREATE FUNCTION adstream._check_name(p_what text, p_name text)
+RETURNS void LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_name IS NULL OR p_name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid % name %', p_what, coalesce('"' || p_name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('A %s name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", not starting with "." or "-".', p_what),
+				  HINT = format('Choose a name such as ''%s''.', CASE p_what WHEN 'sink' THEN 'region_b' ELSE 'ads_eu' END);
+	END IF;
+END
+$$;
+
+/*
+ * The hint for librdkafka's refusal of a configuration: the properties its
+ * message names, or what to do about Kerberos, which SASL means unless
+ * sasl.mechanisms says otherwise.
+ */
+CREATE FUNCTION adstream._kafka_error_hint(p_error text)
+RETURNS text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+RETURN CASE
+	WHEN p_error ~* 'kerberos|kinit|GSSAPI' THEN
+		'With security.protocol SASL_PLAINTEXT or SASL_SSL, librdkafka uses "sasl.mechanisms" GSSAPI (Kerberos) unless told otherwise: set "sasl.mechanisms" to PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER with its credentials, or set up Kerberos for the server''s user.'
+	ELSE coalesce(
+		(SELECT format('Check librdkafka %s %s (see librdkafka''s CONFIGURATION.md).',
+					   CASE WHEN count(*) = 1 THEN 'property' ELSE 'properties' END,
+					   string_agg(format('"%s"', m.prop), ', ' ORDER BY m.n))
+		   FROM (SELECT x.found[1] AS prop, min(x.n) AS n
+				   FROM regexp_matches(p_error, '([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)', 'g') WITH ORDINALITY AS x(found, n)
+				  GROUP BY 1) m
+		 HAVING count(*) > 0),
+		'Options other than adstream''s own are passed to librdkafka; see its CONFIGURATION.md.')
+	END;
+
+/*
+ * Builds the client a worker would run with (a consumer for a source, the
+ * transactional producer for a sink) and creates it, in this backend, so
+ * that a configuration librdkafka refuses only in rd_kafka_new (a SASL
+ * mechanism without credentials, Kerberos that is not set up, a CA file it
+ * cannot read) fails the SQL call instead of a worker's every start.  With
+ * p_timeout_ms > 0 it also asks the brokers for the topic's partition count
+ * and the cluster's id (NULL when they do not answer in time).
+ */
+CREATE FUNCTION adstream._kafka_check(p_role text, p_brokers text, p_keys text[], p_values text[],
+	p_topic text DEFAULT NULL, p_timeout_ms integer DEFAULT 0,
+	OUT error text, OUT partitions integer, OUT cluster_id text)
+RETURNS record LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_kafka_check';
+COMMENT ON FUNCTION adstream._kafka_check(text, text, text[], text[], text, integer) IS
+	'Internal: builds and destroys the librdkafka client a worker would run with; its error, and optionally the topic''s partition count and the cluster id';
+
+/*
+ * Refuses a configuration librdkafka refuses: the whole of it, as the
+ * worker would build it.  Secret values never reach the message.  Returns
+ * what _kafka_check found out (partitions, cluster id).
+ */
+CREATE FUNCTION adstream._kafka_config_check(p_role text, p_brokers text, p_props jsonb,
+	p_topic text DEFAULT NULL, p_timeout_ms integer DEFAULT 0,
+	OUT partitions integer, OUT cluster_id text)
+RETURNS record LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	v_start		text := 'earliest';
-	v_workers	integer := 1;
-	v_group		text;
-	v_props		jsonb := '{}';
+	v_check		record;
+	v_err		text;
+	v_key		text;
+	v_val		text;
+BEGIN
+	SELECT * INTO v_check
+	  FROM adstream._kafka_check(p_role, p_brokers,
+			ARRAY(SELECT key FROM jsonb_each_text(p_props) ORDER BY key),
+			ARRAY(SELECT value FROM jsonb_each_text(p_props) ORDER BY key),
+			p_topic, p_timeout_ms);
+	IF v_check.error IS NOT NULL THEN
+		v_err := v_check.error;
+		FOR v_key, v_val IN SELECT * FROM jsonb_each_text(p_props) LOOP
+			IF adstream._is_secret(v_key) AND v_val <> '' THEN
+				v_err := replace(v_err, v_val, '***');
+			END IF;
+		END LOOP;
+		RAISE EXCEPTION 'librdkafka refuses the configuration of this %', p_role
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = v_err,
+				  HINT = adstream._kafka_error_hint(v_err);
+	END IF;
+	partitions := v_check.partitions;
+	cluster_id := v_check.cluster_id;
+END
+$$;
+
+/*
+ * Everything create_source and alter_source check about a source, in one
+ * place: its name, kind, brokers, topic and options as they would be stored
+ * (p_id: the source being altered, NULL for a new one), the whole
+ * librdkafka configuration (built into a client), and the number of
+ * workers: at most adstream.max_workers and, when the brokers say how many
+ * partitions the topic has, at most that.  p_stored: the librdkafka
+ * properties stored now, which an alter may keep even where only a superuser
+ * may set them.  Returns the columns to store.
+ */
+CREATE FUNCTION adstream._check_source(p_id integer, p_name text, p_kind text, p_brokers text,
+	p_topic text, p_options jsonb, p_stored jsonb DEFAULT '{}',
+	OUT start_policy text, OUT workers integer, OUT group_id text, OUT kafka_options jsonb)
+RETURNS record
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
 	v_key		text;
 	v_val		jsonb;
 	v_text		text;
 	v_err		text;
+	v_max		integer := coalesce(current_setting('adstream.max_workers', true), '16')::integer;
+	v_found		record;
 BEGIN
-	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
-		RAISE EXCEPTION 'invalid source name %', coalesce('"' || name || '"', 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'A source name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", not starting with "." or "-".',
-				  HINT = 'Choose a name such as ''ads_eu''.';
-	END IF;
-	IF kind IS NULL OR NOT kind = ANY (adstream._source_kinds()) THEN
-		RAISE EXCEPTION 'unsupported source kind %', coalesce(quote_literal(kind), 'NULL')
+	PERFORM adstream._check_name('source', p_name);
+	start_policy := 'earliest';
+	workers := 1;
+	group_id := 'adstream.' || current_database() || '.' || p_name;
+	kafka_options := '{}';
+	IF p_kind IS NULL OR NOT p_kind = ANY (adstream._source_kinds()) THEN
+		RAISE EXCEPTION 'unsupported source kind %', coalesce(quote_literal(p_kind), 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = format('Supported kinds: %s.', array_to_string(adstream._source_kinds(), ', '));
 	END IF;
-	IF brokers IS NULL OR btrim(brokers) = '' THEN
+	IF p_brokers IS NULL OR btrim(p_brokers) = '' THEN
 		RAISE EXCEPTION 'brokers must not be empty'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Give a bootstrap list such as ''kafka1:9092,kafka2:9092''.';
 	END IF;
-	IF topic IS NULL OR topic !~ '^[A-Za-z0-9._-]{1,249}$' OR topic IN ('.', '..') THEN
-		RAISE EXCEPTION 'invalid Kafka topic name %', coalesce(quote_literal(topic), 'NULL')
+	IF p_topic IS NULL OR p_topic !~ '^[A-Za-z0-9._-]{1,249}$' OR p_topic IN ('.', '..') THEN
+		RAISE EXCEPTION 'invalid Kafka topic name %', coalesce(quote_literal(p_topic), 'NULL')
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Kafka topic names are 1 to 249 characters from A-Z, a-z, 0-9, ".", "_" and "-".';
 	END IF;
-	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+	IF p_options IS NULL OR jsonb_typeof(p_options) <> 'object' THEN
 		RAISE EXCEPTION 'options must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Pass for example ''{"workers": 2, "start": "latest", "security.protocol": "SASL_SSL"}''.';
 	END IF;
-	IF EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = create_source.name) THEN
-		RAISE EXCEPTION 'source "%" already exists', create_source.name
-			USING ERRCODE = 'duplicate_object',
-				  HINT = 'Drop it first with adstream.drop_source(), or choose another name.';
-	END IF;
 	-- Two sources of a kind on one topic of one cluster would count every
 	-- event twice: the same cluster is any broker address in common.
 	SELECT s.name INTO v_text FROM adstream.sources s
-	 WHERE s.kind = create_source.kind AND s.topic = create_source.topic
-	   AND adstream._broker_set(s.brokers) && adstream._broker_set(create_source.brokers)
+	 WHERE s.kind = p_kind AND s.topic = p_topic AND s.id IS DISTINCT FROM p_id
+	   AND adstream._broker_set(s.brokers) && adstream._broker_set(p_brokers)
 	 LIMIT 1;
 	IF FOUND THEN
-		RAISE EXCEPTION 'source "%" already consumes topic "%" of this Kafka cluster', v_text, create_source.topic
+		RAISE EXCEPTION 'source "%" already consumes topic "%" of this Kafka cluster', v_text, p_topic
 			USING ERRCODE = 'duplicate_object',
 				  DETAIL = 'A second source on the same partitions would count every event again.',
-				  HINT = 'Use the existing source (more workers: its "workers" option), or drop it first.';
+				  HINT = 'Use the existing source (more workers: adstream.alter_source(name, ''{"workers": n}'')), or drop it first.';
 	END IF;
 
-	v_group := 'adstream.' || current_database() || '.' || create_source.name;
-
-	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+	FOR v_key, v_val IN SELECT * FROM jsonb_each(p_options) LOOP
 		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
 			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
 				USING ERRCODE = 'invalid_parameter_value';
@@ -422,20 +514,20 @@ BEGIN
 					USING ERRCODE = 'invalid_parameter_value',
 						  HINT = 'Use ''earliest'' (the default) or ''latest''; it applies only to partitions without a stored offset.';
 			END IF;
-			v_start := v_text;
+			start_policy := v_text;
 		WHEN 'workers' THEN
 			IF v_text !~ '^[0-9]{1,2}$' OR v_text::integer NOT BETWEEN 1 AND 64 THEN
 				RAISE EXCEPTION 'invalid value for option "workers": %', quote_literal(v_text)
 					USING ERRCODE = 'invalid_parameter_value',
 						  HINT = 'Use a whole number from 1 to 64; each worker takes the partitions p with p % workers = its index.';
 			END IF;
-			v_workers := v_text::integer;
+			workers := v_text::integer;
 		WHEN 'group_id' THEN
 			IF btrim(v_text) = '' THEN
 				RAISE EXCEPTION 'option "group_id" must not be empty'
 					USING ERRCODE = 'invalid_parameter_value';
 			END IF;
-			v_group := v_text;
+			group_id := v_text;
 		ELSE
 			IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'group.id',
 						 'enable.auto.commit', 'enable.auto.offset.store',
@@ -444,7 +536,7 @@ BEGIN
 					USING ERRCODE = 'invalid_parameter_value',
 						  HINT = 'Use the brokers argument, or the options "group_id" and "start".';
 			END IF;
-			IF adstream._is_privileged_property(v_key)
+			IF adstream._is_privileged_property(v_key) AND (p_stored->>v_key) IS DISTINCT FROM v_text
 			   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
 				RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
 					USING ERRCODE = 'insufficient_privilege',
@@ -458,9 +550,54 @@ BEGIN
 						  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END,
 						  HINT = 'Options other than "start", "workers" and "group_id" are passed to librdkafka; see its CONFIGURATION.md.';
 			END IF;
-			v_props := v_props || jsonb_build_object(v_key, v_text);
+			kafka_options := kafka_options || jsonb_build_object(v_key, v_text);
 		END CASE;
 	END LOOP;
+
+	-- Each worker takes a slot of adstream.max_workers (and of
+	-- max_worker_processes); more workers than partitions would be idle.
+	IF workers > v_max THEN
+		RAISE EXCEPTION 'a source cannot have more workers (%) than adstream.max_workers (%)', workers, v_max
+			USING ERRCODE = 'configuration_limit_exceeded',
+				  DETAIL = 'Each worker takes one of the adstream.max_workers slots, which the consumers of every source and the publishers of every sink share.',
+				  HINT = 'Use fewer workers, or raise adstream.max_workers (and max_worker_processes) and restart the server.';
+	END IF;
+	-- The whole configuration, as a worker builds it.  With more than one
+	-- worker, ask the brokers (1 s at most) how many partitions there are.
+	SELECT * INTO v_found FROM adstream._kafka_config_check('source', p_brokers, kafka_options, p_topic,
+															 CASE WHEN workers > 1 THEN 1000 ELSE 0 END);
+	IF v_found.partitions IS NOT NULL AND workers > v_found.partitions THEN
+		RAISE EXCEPTION 'topic "%" has % partition(s), fewer than the % workers asked for', p_topic, v_found.partitions, workers
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Worker i reads the partitions p with p % workers = i; the workers without a partition would be idle.',
+				  HINT = format('Use at most %s workers (add partitions to the topic first for more).', v_found.partitions);
+	END IF;
+END
+$$;
+
+CREATE FUNCTION adstream.create_source(
+	name text,
+	brokers text,
+	topic text,
+	kind text DEFAULT 'ad_events',
+	options jsonb DEFAULT '{}')
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v			record;
+	v_id		integer;
+BEGIN
+	PERFORM adstream._check_name('source', create_source.name);
+	IF EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = create_source.name) THEN
+		RAISE EXCEPTION 'source "%" already exists', create_source.name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Change it with adstream.alter_source(), drop it first with adstream.drop_source(), or choose another name.';
+	END IF;
+	v := adstream._check_source(NULL, create_source.name, create_source.kind, create_source.brokers,
+								create_source.topic, create_source.options);
 
 	IF current_setting('adstream.database', true) IS DISTINCT FROM current_database() THEN
 		RAISE WARNING 'adstream workers run in database "%", not in "%"',
@@ -471,12 +608,14 @@ BEGIN
 	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
 								  origin)
 	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
-			v_start, v_workers, v_group, v_props, adstream._origin());
+			v.start_policy, v.workers, v.group_id, v.kafka_options, adstream._origin())
+	RETURNING id INTO v_id;
 	PERFORM adstream._wake_launcher();
+	RETURN v_id;
 END
 $$;
 COMMENT ON FUNCTION adstream.create_source(text, text, text, text, jsonb) IS
-	'Registers a Kafka topic to consume; workers start within about a second';
+	'Registers a Kafka topic to consume and returns the new source''s id; workers start within about a second';
 
 CREATE FUNCTION adstream._source_must_exist(p_name text)
 RETURNS void LANGUAGE plpgsql
@@ -572,6 +711,126 @@ END
 $$;
 COMMENT ON FUNCTION adstream.resume_source(text) IS
 	'Restarts a paused source''s workers from the stored offsets';
+
+/*
+ * Changes a live source without forgetting anything (issue #14): its
+ * offsets, dedup state, counts and dead letters stay, because they belong to
+ * the source's id and name, which do not change.  options is a change:
+ * "brokers", "workers", "start", "group_id" and librdkafka properties; a
+ * JSON null takes one back to its default (a librdkafka property: removed).
+ * The result is checked exactly as create_source checks a new source
+ * (_check_source).  The topic and kind cannot change: the offsets are
+ * positions in that topic.  Nor can the cluster: a new broker list must
+ * have an address in common with the old one, or the brokers must say they
+ * are the same cluster (its id), since offsets mean nothing in another.
+ * A new generation makes the launcher stop the running workers and start
+ * the new ones once every old one has exited (docs/architecture.md, "Changing
+ * a source").  Nothing changes, and nothing restarts, when nothing differs.
+ * Returns whether something changed.
+ */
+CREATE FUNCTION adstream.alter_source(name text, options jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	s			adstream.sources;
+	v			record;
+	v_brokers	text;
+	v_merged	jsonb;
+	v_key		text;
+	v_old_id	text;
+	v_new_id	text;
+BEGIN
+	PERFORM adstream._source_must_exist(alter_source.name);
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass the changes, for example ''{"workers": 3, "sasl.password": "..."}''; null resets an option.';
+	END IF;
+	FOREACH v_key IN ARRAY ARRAY['topic', 'kind', 'name'] LOOP
+		IF options ? v_key THEN
+			RAISE EXCEPTION 'the % of a source cannot be changed', v_key
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = CASE v_key WHEN 'name' THEN 'alter_source changes the options of a source.'
+							   ELSE 'Its offsets, dedup state and counts belong to its topic and kind.' END,
+					  HINT = CASE v_key WHEN 'name' THEN 'Use adstream.rename_source(name, new_name).'
+							 ELSE 'Create another source for another topic or kind.' END;
+		END IF;
+	END LOOP;
+	SELECT * INTO s FROM adstream.sources k WHERE k.name = alter_source.name FOR UPDATE;
+
+	v_brokers := CASE WHEN options ? 'brokers' THEN options->>'brokers' ELSE s.brokers END;
+	v_merged := jsonb_strip_nulls(jsonb_build_object('start', s.start_policy, 'workers', s.workers,
+													 'group_id', s.group_id)
+								  || s.kafka_options || (options - 'brokers'));
+	v := adstream._check_source(s.id, s.name, s.kind, v_brokers, s.topic, v_merged, s.kafka_options);
+
+	-- Offsets are positions in this cluster's topic.
+	IF NOT adstream._broker_set(v_brokers) && adstream._broker_set(s.brokers) THEN
+		v_old_id := (adstream._kafka_config_check('source', s.brokers, s.kafka_options, NULL, 2000)).cluster_id;
+		IF v_old_id IS NOT NULL THEN
+			v_new_id := (adstream._kafka_config_check('source', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
+		END IF;
+		IF v_old_id IS NULL OR v_new_id IS NULL OR v_old_id <> v_new_id THEN
+			RAISE EXCEPTION 'brokers "%" are not known to be the Kafka cluster source "%" consumes', v_brokers, s.name
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('The stored offsets are positions in topic "%s" of its cluster; they mean nothing in another. The new list has no broker address in common with "%s", and %s.',
+									  s.topic, s.brokers,
+									  CASE WHEN v_old_id IS NULL OR v_new_id IS NULL
+										   THEN 'the brokers did not both say which cluster they are'
+										   ELSE format('the cluster ids differ (%s, %s)', v_old_id, v_new_id) END),
+					  HINT = 'Keep an address of the current list in the new one (change the list one broker at a time), or drop the source and create one for the other cluster.';
+			END IF;
+	END IF;
+
+	IF v_brokers = s.brokers AND v.start_policy = s.start_policy AND v.workers = s.workers
+	   AND v.group_id = s.group_id AND v.kafka_options = s.kafka_options THEN
+		RETURN false;
+	END IF;
+	UPDATE adstream.sources k
+	   SET brokers = v_brokers, start_policy = v.start_policy, workers = v.workers,
+		   group_id = v.group_id, kafka_options = v.kafka_options,
+		   generation = adstream._new_generation(), updated_at = now()
+	 WHERE k.id = s.id;
+	PERFORM adstream._wake_launcher();
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION adstream.alter_source(text, jsonb) IS
+	'Changes the brokers, workers, start, group_id or librdkafka properties of a source, checked as create_source checks them, keeping its offsets, dedup state and counts; its workers restart with the new settings within about a second';
+
+/*
+ * A new name for a source.  Its offsets follow (ON UPDATE CASCADE), and so
+ * do its dead letters and offset gaps; its id, which its counts and dedup
+ * state carry, does not change.  Orders keep the name of the source that
+ * delivered them.  Its workers restart under the new name.
+ */
+CREATE FUNCTION adstream.rename_source(name text, new_name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._source_must_exist(rename_source.name);
+	PERFORM adstream._check_name('source', new_name);
+	IF EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = new_name) THEN
+		RAISE EXCEPTION 'source "%" already exists', new_name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Choose another name.';
+	END IF;
+	UPDATE adstream.sources s
+	   SET name = new_name, generation = adstream._new_generation(), updated_at = now()
+	 WHERE s.name = rename_source.name;
+	UPDATE adstream.rejected_events r SET source = new_name WHERE r.source = rename_source.name;
+	UPDATE adstream.offset_gaps g SET source = new_name WHERE g.source = rename_source.name;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.rename_source(text, text) IS
+	'Renames a source; its offsets, dead letters, offset gaps, counts and dedup state stay with it';
 
 -------------------------------------------------------------------------------
 -- Aggregates: per-minute windows and their rollups
@@ -1352,10 +1611,16 @@ COMMENT ON FUNCTION adstream.prune_outbox() IS
 
 -- The sink management API runs as the extension owner, like that of sources.
 
-CREATE FUNCTION adstream.create_sink(name text, brokers text, options jsonb DEFAULT '{}')
-RETURNS void
+/*
+ * Everything create_sink and alter_sink check about a sink, in one place:
+ * its name, brokers and options as they would be stored, and the whole
+ * librdkafka configuration of its transactional producer (built into a
+ * client).  p_stored as in _check_source.  Returns the columns to store.
+ */
+CREATE FUNCTION adstream._check_sink(p_name text, p_brokers text, p_options jsonb, p_stored jsonb DEFAULT '{}',
+	OUT topic_ad_stats text, OUT topic_orders text, OUT kafka_options jsonb)
+RETURNS record
 LANGUAGE plpgsql
-SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -1363,33 +1628,23 @@ DECLARE
 	v_val		jsonb;
 	v_text		text;
 	v_err		text;
-	v_props		jsonb := '{}';
-	v_topic_a	text := 'adstream.ad_stats';
-	v_topic_o	text := 'adstream.attributed_orders';
-	v_snap		pg_snapshot;
 BEGIN
-	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
-		RAISE EXCEPTION 'invalid sink name %', coalesce('"' || name || '"', 'NULL')
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'A sink name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", such as ''region_b''.';
-	END IF;
-	IF brokers IS NULL OR btrim(brokers) = '' THEN
+	PERFORM adstream._check_name('sink', p_name);
+	topic_ad_stats := 'adstream.ad_stats';
+	topic_orders := 'adstream.attributed_orders';
+	kafka_options := '{}';
+	IF p_brokers IS NULL OR btrim(p_brokers) = '' THEN
 		RAISE EXCEPTION 'brokers must not be empty'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Give a bootstrap list such as ''kafka1:9092,kafka2:9092''.';
 	END IF;
-	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+	IF p_options IS NULL OR jsonb_typeof(p_options) <> 'object' THEN
 		RAISE EXCEPTION 'options must be a JSON object'
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Pass for example ''{"topic_ad_stats": "ads.stats", "security.protocol": "SASL_SSL"}''.';
 	END IF;
-	IF EXISTS (SELECT 1 FROM adstream.sinks s WHERE s.name = create_sink.name) THEN
-		RAISE EXCEPTION 'sink "%" already exists', create_sink.name
-			USING ERRCODE = 'duplicate_object',
-				  HINT = 'Drop it first with adstream.drop_sink(), or choose another name.';
-	END IF;
 
-	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+	FOR v_key, v_val IN SELECT * FROM jsonb_each(p_options) LOOP
 		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
 			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
 				USING ERRCODE = 'invalid_parameter_value';
@@ -1400,7 +1655,7 @@ BEGIN
 				RAISE EXCEPTION 'invalid Kafka topic name % for option "%"', quote_literal(v_text), v_key
 					USING ERRCODE = 'invalid_parameter_value';
 			END IF;
-			IF v_key = 'topic_ad_stats' THEN v_topic_a := v_text; ELSE v_topic_o := v_text; END IF;
+			IF v_key = 'topic_ad_stats' THEN topic_ad_stats := v_text; ELSE topic_orders := v_text; END IF;
 			CONTINUE;
 		END IF;
 		IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'transactional.id',
@@ -1408,9 +1663,9 @@ BEGIN
 					 'client.id', 'linger.ms') THEN
 			RAISE EXCEPTION 'librdkafka property "%" is managed by adstream', v_key
 				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Publishing uses an idempotent, transactional producer with transactional.id adstream.<database>.<sink>.';
+					  HINT = 'Publishing uses an idempotent, transactional producer with transactional.id adstream.<node>.<database>.<sink>.';
 		END IF;
-		IF adstream._is_privileged_property(v_key)
+		IF adstream._is_privileged_property(v_key) AND (p_stored->>v_key) IS DISTINCT FROM v_text
 		   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
 			RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
 				USING ERRCODE = 'insufficient_privilege',
@@ -1422,8 +1677,31 @@ BEGIN
 				USING ERRCODE = 'invalid_parameter_value',
 					  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END;
 		END IF;
-		v_props := v_props || jsonb_build_object(v_key, v_text);
+		kafka_options := kafka_options || jsonb_build_object(v_key, v_text);
 	END LOOP;
+	PERFORM adstream._kafka_config_check('sink', p_brokers, kafka_options);
+END
+$$;
+
+
+CREATE FUNCTION adstream.create_sink(name text, brokers text, options jsonb DEFAULT '{}')
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v			record;
+	v_snap		pg_snapshot;
+	v_id		integer;
+BEGIN
+	PERFORM adstream._check_name('sink', create_sink.name);
+	IF EXISTS (SELECT 1 FROM adstream.sinks s WHERE s.name = create_sink.name) THEN
+		RAISE EXCEPTION 'sink "%" already exists', create_sink.name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Change it with adstream.alter_sink(), drop it first with adstream.drop_sink(), or choose another name.';
+	END IF;
+	v := adstream._check_sink(create_sink.name, create_sink.brokers, create_sink.options);
 
 	/*
 	 * A new sink receives everything: the current state is queued as
@@ -1456,16 +1734,20 @@ BEGIN
 	-- first write) is not visible in it and the backfill below is published.
 	v_snap := pg_current_snapshot();
 	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
-	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap, adstream._origin());
+	VALUES (create_sink.name, create_sink.brokers, v.topic_ad_stats, v.topic_orders, v.kafka_options, v_snap,
+			adstream._origin())
+	RETURNING id INTO v_id;
 	INSERT INTO adstream.outbox (kind, ad_id, window_start)
 	SELECT DISTINCT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m ORDER BY 2, 3;	-- one per (ad, minute)
 	INSERT INTO adstream.outbox (kind, order_id)
 	SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
 	PERFORM adstream._wake_launcher();
+	RETURN v_id;
 END
 $$;
 COMMENT ON FUNCTION adstream.create_sink(text, text, jsonb) IS
-	'Registers a Kafka cluster that receives every result for Pinot, starting with the current state';
+	'Registers a Kafka cluster that receives every result for Pinot, starting with the current state; returns the new sink''s id';
+
 
 CREATE FUNCTION adstream._sink_must_exist(p_name text)
 RETURNS void LANGUAGE plpgsql
@@ -1517,6 +1799,108 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION adstream.resume_sink(text) IS 'Resumes publishing to a sink from its cursor';
+
+/*
+ * Changes a sink without forgetting its cursor (issue #14): "brokers" and
+ * librdkafka properties (a JSON null removes one), checked exactly as
+ * create_sink checks them (_check_sink).  Its topics cannot change, nor its
+ * cluster (as alter_source): what it published is in those topics of that
+ * cluster, and a new sink there is sent the whole current state.  The
+ * publisher restarts with the new settings; it stops between Kafka
+ * transactions, and what it sent but had not recorded is sent again with
+ * the same versions (docs/pinot.md).  Returns whether something changed.
+ */
+CREATE FUNCTION adstream.alter_sink(name text, options jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k			adstream.sinks;
+	v			record;
+	v_brokers	text;
+	v_merged	jsonb;
+	v_old_id	text;
+	v_new_id	text;
+BEGIN
+	PERFORM adstream._sink_must_exist(alter_sink.name);
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass the changes, for example ''{"sasl.password": "..."}''; null removes a property.';
+	END IF;
+	IF options ?| ARRAY['topic_ad_stats', 'topic_orders', 'name'] THEN
+		RAISE EXCEPTION 'the topics and the name of a sink cannot be changed by alter_sink'
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'What the sink published is in its topics; a new topic must first receive the whole current state.',
+				  HINT = 'Create another sink for other topics (it is sent the current state); rename with adstream.rename_sink().';
+	END IF;
+	SELECT * INTO k FROM adstream.sinks s WHERE s.name = alter_sink.name FOR UPDATE;
+
+	v_brokers := CASE WHEN options ? 'brokers' THEN options->>'brokers' ELSE k.brokers END;
+	v_merged := jsonb_strip_nulls(jsonb_build_object('topic_ad_stats', k.topic_ad_stats, 'topic_orders', k.topic_orders)
+								  || k.kafka_options || (options - 'brokers'));
+	v := adstream._check_sink(k.name, v_brokers, v_merged, k.kafka_options);
+
+	IF NOT adstream._broker_set(v_brokers) && adstream._broker_set(k.brokers) THEN
+		v_old_id := (adstream._kafka_config_check('sink', k.brokers, k.kafka_options, NULL, 2000)).cluster_id;
+		IF v_old_id IS NOT NULL THEN
+			v_new_id := (adstream._kafka_config_check('sink', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
+		END IF;
+		IF v_old_id IS NULL OR v_new_id IS NULL OR v_old_id <> v_new_id THEN
+			RAISE EXCEPTION 'brokers "%" are not known to be the Kafka cluster sink "%" publishes to', v_brokers, k.name
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('The sink''s cursor says what its topics of cluster "%s" hold; another cluster holds none of it. The new list has no broker address in common with the old one, and %s.',
+									  k.brokers,
+									  CASE WHEN v_old_id IS NULL OR v_new_id IS NULL
+										   THEN 'the brokers did not both say which cluster they are'
+										   ELSE format('the cluster ids differ (%s, %s)', v_old_id, v_new_id) END),
+					  HINT = 'Keep an address of the current list in the new one, or create a new sink for the other cluster (it is sent the whole current state).';
+		END IF;
+	END IF;
+
+	IF v_brokers = k.brokers AND v.kafka_options = k.kafka_options THEN
+		RETURN false;
+	END IF;
+	UPDATE adstream.sinks s
+	   SET brokers = v_brokers, kafka_options = v.kafka_options, generation = adstream._new_generation()
+	 WHERE s.id = k.id;
+	PERFORM adstream._wake_launcher();
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION adstream.alter_sink(text, jsonb) IS
+	'Changes the brokers or librdkafka properties of a sink, checked as create_sink checks them, keeping its cursor; its publisher restarts with them within about a second';
+
+/*
+ * A new name for a sink; its cursor and counters stay.  The publisher's
+ * transactional.id contains the name, so the new publisher does not fence
+ * the old one in Kafka: it starts only after the old one has exited (the
+ * sink's lock, publisher.c), and a Kafka transaction the old one left open
+ * is aborted by the broker after transaction.timeout.ms (10 s).
+ */
+CREATE FUNCTION adstream.rename_sink(name text, new_name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._sink_must_exist(rename_sink.name);
+	PERFORM adstream._check_name('sink', new_name);
+	IF EXISTS (SELECT 1 FROM adstream.sinks s WHERE s.name = new_name) THEN
+		RAISE EXCEPTION 'sink "%" already exists', new_name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Choose another name.';
+	END IF;
+	UPDATE adstream.sinks s SET name = new_name, generation = adstream._new_generation()
+	 WHERE s.name = rename_sink.name;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.rename_sink(text, text) IS
+	'Renames a sink; its cursor and counters stay with it';
 
 /* What the publisher workers report from shared memory. */
 CREATE FUNCTION adstream.publisher_status(
@@ -2431,6 +2815,11 @@ GRANT EXECUTE ON FUNCTION
 	adstream.drop_source(text, boolean), adstream.pause_source(text), adstream.resume_source(text),
 	adstream.create_sink(text, text, jsonb), adstream.drop_sink(text),
 	adstream.pause_sink(text), adstream.resume_sink(text)
+	TO adstream_admin;
+
+-- Changing and renaming sources and sinks (issue #14) is management.
+GRANT EXECUTE ON FUNCTION adstream.alter_source(text, jsonb), adstream.rename_source(text, text),
+	adstream.alter_sink(text, jsonb), adstream.rename_sink(text, text)
 	TO adstream_admin;
 
 -- Dump and restore: the status views ask _origin() whether a source or sink

@@ -50,8 +50,8 @@ SELECT adstream.create_source('ads_eu', 'kafka1:9092,kafka2:9092', 'ad-events');
 SELECT adstream.create_source(name => 'ads_us', brokers => 'kafka-us:9092',
 		topic => 'ad.events.us', kind => 'ad_events',
 		options => '{"workers": 4, "start": "latest", "group_id": "ads-us-consumer"}');
--- workers as a JSON string, the largest allowed value.
-SELECT adstream.create_source('ads_max', 'k:9092', 'big_topic', options => '{"workers": "64"}');
+-- workers as a JSON string, the largest allowed value (adstream.max_workers).
+SELECT adstream.create_source('ads_max', 'k:9092', 'big_topic', options => '{"workers": "16"}');
 -- librdkafka properties, including credentials; numbers and booleans are
 -- stored as strings.
 SELECT adstream.create_source('ads_sasl', 'secure:9093', 'ad_events',

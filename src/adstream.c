@@ -9,6 +9,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -24,6 +27,7 @@ PG_MODULE_MAGIC;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static object_access_hook_type prev_object_access_hook = NULL;
 static bool wake_launcher_at_commit = false;
 
 void		_PG_init(void);
@@ -75,6 +79,21 @@ adstream_wake_launcher(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * DROP EXTENSION adstream wakes the launcher at commit, as the SQL API does,
+ * so that it stops the workers at once, each with a LOG line saying why,
+ * before they find their tables gone (issue #14, section 3).
+ */
+static void
+ads_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == ExtensionRelationId &&
+		objectId == get_extension_oid("adstream", true))
+		wake_launcher_at_commit = true;
+}
+
 void
 _PG_init(void)
 {
@@ -85,6 +104,8 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = ads_object_access;
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = ads_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;

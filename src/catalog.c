@@ -101,3 +101,19 @@ ads_catalog_read_sink(int32 id, int64 generation, AdsSinkDef *def)
 	MemoryContextSwitchTo(old);
 	return read_props("sinks", id, &def->props);
 }
+
+/* Whether the source exists, enabled, in this generation (issue #14). */
+bool
+ads_catalog_source_current(int32 id, int64 generation)
+{
+	return read_row("SELECT 1 FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
+					id, generation);
+}
+
+/* Whether the sink exists, enabled, in this generation (issue #14). */
+bool
+ads_catalog_sink_current(int32 id, int64 generation)
+{
+	return read_row("SELECT 1 FROM adstream.sinks WHERE id = $1 AND enabled AND generation = $2",
+					id, generation);
+}

@@ -79,6 +79,41 @@ load_source(AdsConsumer *c)
 	return ok;
 }
 
+/*
+ * After a failed batch: is this worker's source still enabled, in its
+ * generation?  If not (paused, altered, renamed, dropped, or the extension
+ * dropped), the launcher is stopping it, and the failure is no error: the
+ * worker waits a moment for the launcher's reason and stops with a LOG
+ * line (issue #14).  Returns when the source is current, or when that
+ * cannot be told (the error then is reported as any other).
+ */
+static void
+exit_if_source_changed(AdsConsumer *c)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int			current = -1;
+
+	PG_TRY();
+	{
+		ads_begin_tx("adstream: checking the source");
+		current = ads_catalog_source_current(c->args.owner_id, c->args.generation) ? 1 : 0;
+		ads_end_tx();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = ads_abort_tx(oldcxt);
+
+		/* adstream.sources is gone: DROP EXTENSION */
+		current = (edata->sqlerrcode == ERRCODE_UNDEFINED_TABLE) ? 0 : -1;
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	if (current != 0)
+		return;
+	ads_worker_wait(1000);		/* exits at once with the launcher's reason */
+	ads_worker_exit("its source was paused, changed, renamed or dropped");
+}
+
 /* The broker's end of a partition, outside any wait we could not answer. */
 static int64
 end_offset(AdsConsumer *c, int32 partition)
@@ -347,6 +382,23 @@ discover_partitions(AdsConsumer *c)
 	if (count > 0)
 		record_partition_count(c, count);
 
+	/*
+	 * Workers capped (issue #14): the launcher starts no worker that would
+	 * own no partition, once any worker has said how many there are; one
+	 * started before that, with none to read, says so and stops.  It is
+	 * started again when the topic has grown.
+	 */
+	ads_slot_set_topic_partitions(c->slot, count);
+	if (c->args.worker_index >= count && b->nparts == 0)
+	{
+		char		why[ADS_STOP_REASON_LEN + 64];
+
+		ads_registry_wake_launcher();
+		snprintf(why, sizeof(why), "topic \"%s\" has %d partition(s), none for this worker; it starts again if the topic grows",
+				 c->source.topic, count);
+		ads_worker_exit(why);
+	}
+
 	for (int p = 0; p < count; p++)
 	{
 		bool		have = false;
@@ -362,8 +414,8 @@ discover_partitions(AdsConsumer *c)
 		{
 			ereport(WARNING,
 					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("adstream source \"%s\": worker %d cannot take more than %d partitions",
-							c->source.name, c->args.worker_index, ADS_MAX_TOPIC_PARTITIONS_PER_WORKER),
+					 errmsg("%s cannot take more than %d partitions",
+							ads_worker_name(), ADS_MAX_TOPIC_PARTITIONS_PER_WORKER),
 					 errhint("Raise the source's \"workers\" option.")));
 			break;
 		}
@@ -393,8 +445,8 @@ discover_partitions(AdsConsumer *c)
 		pfree(keep);
 	}
 	ereport(LOG,
-			(errmsg("adstream source \"%s\": worker %d consumes %d partition(s) of topic \"%s\"",
-					c->source.name, c->args.worker_index, b->nparts, c->source.topic)));
+			(errmsg("%s consumes %d partition(s) of topic \"%s\"",
+					ads_worker_name(), b->nparts, c->source.topic)));
 	assign_all(c);
 	return true;
 }
@@ -525,6 +577,7 @@ flush_batch(AdsConsumer *c)
 		if (ok)
 			break;
 
+		exit_if_source_changed(c);
 		ads_slot_set_error(c->slot, edata->message);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
@@ -535,12 +588,19 @@ flush_batch(AdsConsumer *c)
 						 edata->hint ? edata->hint : "", edata->hint ? " " : "")));
 		FreeErrorData(edata);
 
+		/*
+		 * (A source renamed, altered or dropped under this worker has
+		 * stopped it above: re-reading its offsets by a name that may now
+		 * be another source's is not for this worker to do.)
+		 */
 		if (b->fenced)
 		{
 			b->fenced = false;
 			reset_from_stored(c);
 			return;
 		}
+		/* The batch is given up here; it is read again by whoever runs next. */
+		ads_worker_exit_if_stopped();
 		ads_worker_wait(ads_backoff_ms(attempt, RETRY_MIN_MS, RETRY_MAX_MS));
 	}
 
@@ -624,7 +684,11 @@ adstream_consumer_main(Datum arg)
 
 	c->slot = ads_worker_start(&c->args);
 	if (!load_source(c))
-		proc_exit(0);			/* paused or dropped meanwhile */
+	{
+		/* Changed before it started: the launcher says why in a moment. */
+		ads_worker_wait(1000);
+		ads_worker_exit("its source was paused, changed, renamed or dropped as it started");
+	}
 
 	snprintf(client_id, sizeof(client_id), "adstream-%s-%d", c->source.name, c->args.worker_index);
 	c->kafka = ads_kafka_consumer_open(c->source.brokers, c->source.group_id, client_id,
@@ -635,13 +699,12 @@ adstream_consumer_main(Datum arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("adstream source \"%s\": invalid Kafka configuration: %s", c->source.name, errbuf),
-				 errhint("Drop and re-create the source with valid options.")));
+				 errhint("Correct the options with adstream.alter_source(); the worker retries.")));
 	}
 
 	ads_batch_init(b, c->args.owner_id, c->source.name, c->source.topic, c->source.is_orders);
 	ads_slot_set_state(c->slot, "consuming");
-	ereport(LOG, (errmsg("adstream consumer %d/%d of source \"%s\" started",
-						 c->args.worker_index + 1, c->args.nworkers, c->source.name)));
+	ereport(LOG, (errmsg("%s started", ads_worker_name())));
 
 	for (;;)
 	{
@@ -649,6 +712,8 @@ adstream_consumer_main(Datum arg)
 		int			n;
 
 		CHECK_FOR_INTERRUPTS();
+		/* Asked to stop: what is collected is not committed, so it is read again. */
+		ads_worker_exit_if_stopped();
 		ads_worker_reload_config();
 		ads_kafka_report(c->slot, "source", c->source.name);
 

@@ -11,8 +11,14 @@
 
 #include "kafka_log.h"
 
-AdsKafkaConsumer *
-ads_kafka_consumer_open(const char *brokers, const char *group_id, const char *client_id,
+/*
+ * The whole configuration of a consumer: our defaults, the user's
+ * properties, and the settings adstream owns.  Also what create_source and
+ * alter_source build a client from, to validate a source's options
+ * (sql_api.c).
+ */
+rd_kafka_conf_t *
+ads_kafka_consumer_conf(const char *brokers, const char *group_id, const char *client_id,
 						const AdsKafkaProps *props, char *errbuf, size_t errlen)
 {
 	/*
@@ -28,8 +34,6 @@ ads_kafka_consumer_open(const char *brokers, const char *group_id, const char *c
 	};
 	rd_kafka_conf_t *conf = ads_kafka_conf(consumer_defaults, brokers, client_id, props,
 										   errbuf, errlen);
-	AdsKafkaConsumer *k;
-	int			flags;
 
 	if (conf == NULL)
 		return NULL;
@@ -44,7 +48,24 @@ ads_kafka_consumer_open(const char *brokers, const char *group_id, const char *c
 		 */
 		!ads_kafka_conf_set(conf, "auto.offset.reset", "error", errbuf, errlen) ||
 		!ads_kafka_conf_set(conf, "enable.partition.eof", "false", errbuf, errlen))
-		goto fail;
+	{
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+AdsKafkaConsumer *
+ads_kafka_consumer_open(const char *brokers, const char *group_id, const char *client_id,
+						const AdsKafkaProps *props, char *errbuf, size_t errlen)
+{
+	rd_kafka_conf_t *conf = ads_kafka_consumer_conf(brokers, group_id, client_id, props,
+													errbuf, errlen);
+	AdsKafkaConsumer *k;
+	int			flags;
+
+	if (conf == NULL)
+		return NULL;
 
 	k = palloc0(sizeof(AdsKafkaConsumer));
 	k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen);

@@ -5,13 +5,16 @@
  */
 #include "kafka_producer.h"
 
-rd_kafka_t *
-ads_kafka_producer_open(const char *brokers, const char *transactional_id,
+/*
+ * The whole configuration of a publisher's producer (also what create_sink
+ * and alter_sink build a client from, to validate a sink's options).
+ */
+rd_kafka_conf_t *
+ads_kafka_producer_conf(const char *brokers, const char *transactional_id,
 						const char *transaction_timeout_ms, const char *client_id,
 						const AdsKafkaProps *props, char *errbuf, size_t errlen)
 {
 	rd_kafka_conf_t *conf = ads_kafka_conf(NULL, brokers, client_id, props, errbuf, errlen);
-	rd_kafka_t *rk;
 
 	if (conf == NULL)
 		return NULL;
@@ -26,6 +29,20 @@ ads_kafka_producer_open(const char *brokers, const char *transactional_id,
 		rd_kafka_conf_destroy(conf);
 		return NULL;
 	}
+	return conf;
+}
+
+rd_kafka_t *
+ads_kafka_producer_open(const char *brokers, const char *transactional_id,
+						const char *transaction_timeout_ms, const char *client_id,
+						const AdsKafkaProps *props, char *errbuf, size_t errlen)
+{
+	rd_kafka_conf_t *conf = ads_kafka_producer_conf(brokers, transactional_id, transaction_timeout_ms,
+													client_id, props, errbuf, errlen);
+	rd_kafka_t *rk;
+
+	if (conf == NULL)
+		return NULL;
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
 	if (rk == NULL)
 		rd_kafka_conf_destroy(conf);

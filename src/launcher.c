@@ -18,6 +18,12 @@
 
 #include <signal.h>
 
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -28,6 +34,7 @@
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "catalog.h"
@@ -48,6 +55,7 @@ typedef struct DesiredWorker
 	int32		nworkers;
 	int64		generation;
 	char		name[NAMEDATALEN];
+	bool		enabled;		/* false: paused, read only to say so to its workers */
 } DesiredWorker;
 
 /* Launcher-local bookkeeping parallel to the shared slots. */
@@ -56,7 +64,27 @@ typedef struct LocalSlot
 	BackgroundWorkerHandle *handle;
 	bool		stop_requested;
 	TimestampTz started_at;
+	TimestampTz stop_requested_at;	/* SIGTERM; SIGUSR2 (die) after ADS_STOP_GRACE_MS */
+	bool		stop_forced;
 } LocalSlot;
+
+/*
+ * How long a worker asked to stop may take to reach a safe point (a batch
+ * written, a Kafka transaction committed: COMMIT_TIMEOUT_MS in publisher.c)
+ * before it is terminated at once (worker.c, "Stopping cleanly").
+ */
+#define ADS_STOP_GRACE_MS 15000
+
+/*
+ * The partition count of a source's topic, as its consumers last saw it
+ * (AdsWorkerSlot.topic_partitions): the launcher starts no worker with an
+ * index at or above it (issue #14, workers capped).
+ */
+typedef struct TopicSize
+{
+	int32		owner_id;
+	int32		partitions;
+} TopicSize;
 
 /* Restart backoff per (kind, owner, index), kept across slot reuse. */
 typedef struct Backoff
@@ -72,10 +100,51 @@ typedef struct Backoff
 static LocalSlot *local_slots;
 static Backoff *backoffs;
 static int	nbackoffs;
+static TopicSize *topic_sizes;
+static int	ntopic_sizes;
 static TimestampTz last_no_slot_warning;
 
 static long reconcile(DesiredWorker *desired, int ndesired);
 
+/* What the launcher knows of a source's partition count: 0 unknown. */
+static int32
+known_partitions(int32 owner_id)
+{
+	for (int i = 0; i < ntopic_sizes; i++)
+		if (topic_sizes[i].owner_id == owner_id)
+			return topic_sizes[i].partitions;
+	return 0;
+}
+
+static void
+note_partitions(int32 owner_id, int32 partitions)
+{
+	if (partitions <= 0)
+		return;
+	for (int i = 0; i < ntopic_sizes; i++)
+		if (topic_sizes[i].owner_id == owner_id)
+		{
+			topic_sizes[i].partitions = partitions;
+			return;
+		}
+	if (ntopic_sizes >= ads_registry->nslots * 2)
+		ntopic_sizes = 0;		/* forget stale entries rather than grow */
+	topic_sizes[ntopic_sizes].owner_id = owner_id;
+	topic_sizes[ntopic_sizes++].partitions = partitions;
+}
+
+/*
+ * The launcher starts in two steps (issue #14, section 3).  The static
+ * worker registered here connects to no database, only to see whether
+ * adstream.database exists: connecting to one that does not is a FATAL,
+ * which the postmaster would repeat every few seconds until someone created
+ * it.  While it does not exist, it waits quietly and says once why.  Once it
+ * exists, it registers the launcher proper as a dynamic worker in that
+ * database and exits with 0, which unregisters it: the launcher takes over
+ * its worker slot.  The launcher proper has a restart time, so the
+ * postmaster restarts it after a failure or a crash-restart, as it restarted
+ * the static launcher before 0.6.
+ */
 void
 ads_register_launcher(void)
 {
@@ -90,6 +159,112 @@ ads_register_launcher(void)
 	strlcpy(bgw.bgw_name, "adstream launcher", BGW_MAXLEN);
 	strlcpy(bgw.bgw_type, "adstream launcher", BGW_MAXLEN);
 	RegisterBackgroundWorker(&bgw);
+}
+
+/* The launcher proper, in adstream.database; false when no slot is free. */
+static bool
+register_database_launcher(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "adstream_launcher_db_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "adstream launcher", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "adstream launcher", BGW_MAXLEN);
+	if (!RegisterDynamicBackgroundWorker(&bgw, NULL))
+		return false;
+	SpinLockAcquire(&ads_registry->mutex);
+	ads_registry->launcher_registered = true;
+	SpinLockRelease(&ads_registry->mutex);
+	return true;
+}
+
+/*
+ * Whether the database exists, read as the autovacuum launcher reads
+ * pg_database without a database: a heap scan (an index would need pg_class).
+ */
+static bool
+database_exists(const char *name)
+{
+	bool		exists = false;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while (!exists && HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
+		exists = (strcmp(NameStr(((Form_pg_database) GETSTRUCT(tup))->datname), name) == 0);
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	return exists;
+}
+
+/* The static worker: waits for adstream.database, then hands over. */
+void
+adstream_launcher_main(Datum arg)
+{
+	bool		said_missing = false;
+	bool		said_no_slot = false;
+	bool		registered;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	/* Restarted after it had handed over (it failed on its way out): done. */
+	SpinLockAcquire(&ads_registry->mutex);
+	registered = ads_registry->launcher_registered;
+	SpinLockRelease(&ads_registry->mutex);
+	if (registered)
+		proc_exit(0);
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	ads_worker_set_application_name("adstream launcher");
+
+	while (!ShutdownRequestPending)
+	{
+		CHECK_FOR_INTERRUPTS();
+		ads_worker_reload_config();
+		if (database_exists(adstream_database))
+		{
+			if (register_database_launcher())
+			{
+				if (said_missing)
+					ereport(LOG,
+							(errmsg("adstream: database \"%s\" exists now; the launcher starts in it",
+									adstream_database)));
+				proc_exit(0);	/* unregisters this static worker */
+			}
+			if (!said_no_slot)
+				ereport(WARNING,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("adstream could not start its launcher: no background worker slot is free"),
+						 errhint("Raise max_worker_processes and restart the server; the launcher tries again every 5 s.")));
+			said_no_slot = true;
+		}
+		else if (!said_missing)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_UNDEFINED_DATABASE),
+					 errmsg("adstream.database names database \"%s\", which does not exist; adstream waits for it",
+							adstream_database),
+					 errhint("Create it (CREATE DATABASE %s) and run CREATE EXTENSION adstream in it; no restart is needed. Or set adstream.database to an existing database and restart the server.",
+							 quote_identifier(adstream_database))));
+			said_missing = true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 5000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	proc_exit(0);
 }
 
 static void
@@ -118,7 +293,8 @@ get_backoff(AdsWorkerKind kind, int32 owner_id, int32 worker_index)
  * Reads the sources to run, in a short transaction.  Returns -1 when the
  * extension is not installed in this database (yet).
  *
- * Only the enabled sources and sinks of this installation run: a row whose
+ * Only the enabled sources and sinks of this installation run (the paused
+ * ones are read too, so that their workers are told why they stop): a row whose
  * origin is another's came from a dump and is held until
  * adstream.adopt_restored() (pg_restore loads the sources before their
  * offsets, each table in its own transaction).  A schema older than 0.5 has
@@ -144,10 +320,10 @@ read_desired(DesiredWorker **out)
 			" AND origin = $1" : "";
 	}
 	if (mine != NULL &&
-		SPI_execute_with_args(psprintf("SELECT id, workers, generation, name, false FROM adstream.sources "
-									   "WHERE enabled%s UNION ALL "
-									   "SELECT id, 1, generation, name, true FROM adstream.sinks "
-									   "WHERE enabled%s ORDER BY 5, 1", mine, mine),
+		SPI_execute_with_args(psprintf("SELECT id, workers, generation, name, false, enabled FROM adstream.sources "
+									   "WHERE true%s UNION ALL "
+									   "SELECT id, 1, generation, name, true, enabled FROM adstream.sinks "
+									   "WHERE true%s ORDER BY 5, 1", mine, mine),
 							  1, (Oid[]) {TEXTOID},
 							  (Datum[]) {CStringGetTextDatum(ads_catalog_origin())},
 							  NULL, true, 0) == SPI_OK_SELECT)
@@ -171,6 +347,7 @@ read_desired(DesiredWorker **out)
 			strlcpy((*out)[i].name, name, NAMEDATALEN);
 			(*out)[i].kind = DatumGetBool(SPI_getbinval(tup, td, 5, &isnull)) ?
 				ADS_WORKER_PUBLISHER : ADS_WORKER_CONSUMER;
+			(*out)[i].enabled = DatumGetBool(SPI_getbinval(tup, td, 6, &isnull));
 		}
 	}
 
@@ -196,7 +373,7 @@ launcher_round(void)
 		int			ndesired = read_desired(&desired);
 
 		/* Without the extension nothing may run: stop everything. */
-		wait_ms = reconcile(desired, Max(ndesired, 0));
+		wait_ms = reconcile(desired, ndesired);
 		if (ndesired < 0)
 			wait_ms = Max(wait_ms, 5000);
 	}
@@ -233,8 +410,8 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restart
 	if (publisher)
 	{
 		strlcpy(bgw.bgw_function_name, "adstream_publisher_main", BGW_MAXLEN);
-		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream publisher of sink %s", d->name);
-		strlcpy(bgw.bgw_type, "adstream publisher", BGW_MAXLEN);
+		snprintf(bgw.bgw_name, BGW_MAXLEN, "adstream sink %s", d->name);
+		strlcpy(bgw.bgw_type, "adstream sink", BGW_MAXLEN);
 	}
 	else
 	{
@@ -267,6 +444,8 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restart
 	slot->npositions = 0;
 	slot->started_at = 0;
 	slot->last_commit_at = 0;
+	slot->stop_reason[0] = '\0';
+	slot->topic_partitions = 0;
 	strlcpy(slot->state, "starting", ADS_STATE_LEN);
 	SpinLockRelease(&slot->mutex);
 
@@ -282,15 +461,15 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restart
 		{
 			ereport(WARNING,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("adstream could not start the %s of %s \"%s\"",
-							publisher ? "publisher" : "consumer",
-							ads_worker_kind_owner(d->kind), d->name),
+					 errmsg(publisher ? "adstream could not start the worker of sink \"%s\"" :
+							"adstream could not start a consumer of source \"%s\"", d->name),
 					 errhint("Raise max_worker_processes (it must also cover other background workers) and restart the server.")));
 			last_no_slot_warning = now;
 		}
 		return false;
 	}
 	local_slots[slotno].stop_requested = false;
+	local_slots[slotno].stop_forced = false;
 	local_slots[slotno].started_at = GetCurrentTimestamp();
 	return true;
 }
@@ -307,7 +486,8 @@ reap_slot(int slotno)
 	AdsWorkerKind kind;
 	int32		owner_id,
 				worker_index,
-				nworkers;
+				nworkers,
+				partitions;
 	char		name[NAMEDATALEN];
 
 	SpinLockAcquire(&slot->mutex);
@@ -315,10 +495,20 @@ reap_slot(int slotno)
 	owner_id = slot->owner_id;
 	worker_index = slot->worker_index;
 	nworkers = slot->nworkers;
+	partitions = slot->topic_partitions;
 	strlcpy(name, slot->owner_name, NAMEDATALEN);
 	slot->in_use = false;
 	slot->pid = 0;
 	SpinLockRelease(&slot->mutex);
+
+	/*
+	 * A consumer with no partition of its topic stops by itself (consumer.c):
+	 * not a failure.  It is not started again until the topic has grown.
+	 */
+	if (kind == ADS_WORKER_CONSUMER)
+		note_partitions(owner_id, partitions);
+	if (kind == ADS_WORKER_CONSUMER && partitions > 0 && worker_index >= partitions)
+		ls->stop_requested = true;
 
 	if (!ls->stop_requested)
 	{
@@ -334,7 +524,7 @@ reap_slot(int slotno)
 		b->not_before = TimestampTzPlusMilliseconds(now, delay);
 		if (kind == ADS_WORKER_PUBLISHER)
 			ereport(LOG,
-					(errmsg("adstream publisher of sink \"%s\" exited unexpectedly; restarting in %ld ms",
+					(errmsg("adstream sink \"%s\" exited unexpectedly; restarting in %ld ms",
 							name, delay)));
 		else
 			ereport(LOG,
@@ -347,19 +537,53 @@ reap_slot(int slotno)
 	ls->stop_requested = false;
 }
 
+/*
+ * Why a running worker is not wanted any more, for its LOG line (it logs
+ * it as it stops): NULL when it is wanted.
+ */
+static const char *
+stop_reason(AdsWorkerSlot *slot, DesiredWorker *desired, int ndesired, char *buf, size_t len)
+{
+	const char *what = ads_worker_kind_owner(slot->kind);
+
+	if (ndesired < 0)
+		return "the extension was dropped (or is not installed) in this database";
+	for (int d = 0; d < ndesired; d++)
+	{
+		DesiredWorker *w = &desired[d];
+
+		if (w->kind != slot->kind || w->owner_id != slot->owner_id)
+			continue;
+		if (!w->enabled)
+			snprintf(buf, len, "the %s was paused", what);
+		else if (w->generation == slot->generation && w->nworkers == slot->nworkers)
+			return NULL;
+		else if (strcmp(w->name, slot->owner_name) != 0)
+			snprintf(buf, len, "the %s was renamed to \"%s\"", what, w->name);
+		else if (w->nworkers != slot->nworkers)
+			snprintf(buf, len, "the source's workers changed from %d to %d", slot->nworkers, w->nworkers);
+		else
+			snprintf(buf, len, "the %s was changed (altered, resumed or adopted); it restarts with its new settings", what);
+		return buf;
+	}
+	snprintf(buf, len, "the %s was dropped", what);
+	return buf;
+}
+
 static long
 reconcile(DesiredWorker *desired, int ndesired)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	long		wait_ms = adstream_launcher_naptime_ms;
 
-	/* 1. Reap stopped workers; stop unwanted ones. */
+	/* 1. Reap stopped workers; stop unwanted ones, saying why. */
 	for (int i = 0; i < ads_registry->nslots; i++)
 	{
 		AdsWorkerSlot *slot = &ads_registry->slots[i];
 		LocalSlot  *ls = &local_slots[i];
 		pid_t		pid;
-		bool		wanted = false;
+		const char *why;
+		char		buf[ADS_STOP_REASON_LEN];
 
 		if (ls->handle == NULL)
 			continue;
@@ -368,22 +592,47 @@ reconcile(DesiredWorker *desired, int ndesired)
 			reap_slot(i);
 			continue;
 		}
-		for (int d = 0; d < ndesired; d++)
-			if (desired[d].kind == slot->kind &&
-				desired[d].owner_id == slot->owner_id &&
-				desired[d].generation == slot->generation &&
-				desired[d].nworkers == slot->nworkers)
-				wanted = true;
-		if (!wanted && !ls->stop_requested)
+		if (slot->kind == ADS_WORKER_CONSUMER)
+			note_partitions(slot->owner_id, slot->topic_partitions);
+		why = stop_reason(slot, desired, ndesired, buf, sizeof(buf));
+		if (why != NULL && !ls->stop_requested)
 		{
+			ads_slot_set_stop_reason(slot, why);
 			TerminateBackgroundWorker(ls->handle);
 			ls->stop_requested = true;
+			ls->stop_requested_at = now;
+		}
+		/* Not stopped in time (waiting for a lock, say): at once, now. */
+		if (ls->stop_requested && !ls->stop_forced && ls->stop_requested_at != 0)
+		{
+			if (TimestampDifferenceExceeds(ls->stop_requested_at, now, ADS_STOP_GRACE_MS))
+			{
+				if (slot->kind == ADS_WORKER_PUBLISHER)
+					ereport(LOG,
+							(errmsg("adstream sink \"%s\" did not stop within %d s; terminating it",
+									slot->owner_name, ADS_STOP_GRACE_MS / 1000)));
+				else
+					ereport(LOG,
+							(errmsg("adstream consumer %d/%d of source \"%s\" did not stop within %d s; terminating it",
+									slot->worker_index + 1, slot->nworkers, slot->owner_name,
+									ADS_STOP_GRACE_MS / 1000)));
+				if (pid != 0)
+					kill(pid, SIGUSR2);	/* die() (worker.c) */
+				ls->stop_forced = true;
+			}
+			else
+				wait_ms = Min(wait_ms, 1000);
 		}
 	}
 
 	/* 2. Start what is missing. */
 	for (int d = 0; d < ndesired; d++)
 	{
+		int32		partitions = desired[d].kind == ADS_WORKER_CONSUMER ?
+			known_partitions(desired[d].owner_id) : 0;
+
+		if (!desired[d].enabled)
+			continue;
 		for (int w = 0; w < desired[d].nworkers; w++)
 		{
 			int			free_slot = -1;
@@ -407,6 +656,9 @@ reconcile(DesiredWorker *desired, int ndesired)
 					running = true;
 			}
 			if (running)
+				continue;
+			/* A worker without a partition would only take a slot. */
+			if (partitions > 0 && w >= partitions)
 				continue;
 			b = get_backoff(desired[d].kind, desired[d].owner_id, w);
 			if (b->not_before > now)
@@ -436,17 +688,20 @@ reconcile(DesiredWorker *desired, int ndesired)
 	return wait_ms;
 }
 
+/* The launcher proper, in adstream.database. */
 void
-adstream_launcher_main(Datum arg)
+adstream_launcher_db_main(Datum arg)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
+	ads_worker_set_application_name("adstream launcher");
 
 	local_slots = MemoryContextAllocZero(TopMemoryContext, sizeof(LocalSlot) * ads_registry->nslots);
 	backoffs = MemoryContextAllocZero(TopMemoryContext, sizeof(Backoff) * ads_registry->nslots * 2);
+	topic_sizes = MemoryContextAllocZero(TopMemoryContext, sizeof(TopicSize) * ads_registry->nslots * 2);
 
 	/*
 	 * A previous launcher may have died and left workers we hold no handle

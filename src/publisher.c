@@ -112,6 +112,60 @@ read_page(Publisher *p)
 	ads_end_tx();
 }
 
+/*
+ * After a failure: is the sink still enabled, in this worker's generation?
+ * If not (paused, altered, renamed, dropped, or the extension dropped), the
+ * launcher is stopping this worker and the failure is no error: it waits a
+ * moment for the launcher's reason and stops with a LOG line (issue #14).
+ */
+static void
+exit_if_sink_changed(Publisher *p)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int			current = -1;
+
+	PG_TRY();
+	{
+		ads_begin_tx("adstream sink: checking the sink");
+		current = ads_catalog_sink_current(p->args.owner_id, p->args.generation) ? 1 : 0;
+		ads_end_tx();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = ads_abort_tx(oldcxt);
+
+		current = (edata->sqlerrcode == ERRCODE_UNDEFINED_TABLE) ? 0 : -1;
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	if (current != 0)
+		return;
+	ads_worker_wait(1000);		/* exits at once with the launcher's reason */
+	ads_worker_exit("its sink was paused, changed, renamed or dropped");
+}
+
+/* read_page(), stopping cleanly if the sink went away under it. */
+static void
+read_page_or_stop(Publisher *p)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ErrorData  *edata = NULL;
+
+	PG_TRY();
+	{
+		read_page(p);
+	}
+	PG_CATCH();
+	{
+		edata = ads_abort_tx(oldcxt);
+	}
+	PG_END_TRY();
+	if (edata == NULL)
+		return;
+	exit_if_sink_changed(p);
+	ReThrowError(edata);
+}
+
 static void
 run_sql(const char *activity, const char *sql, int nargs, Oid *types, Datum *args)
 {
@@ -145,6 +199,13 @@ between_kafka_calls(void)
 	CHECK_FOR_INTERRUPTS();
 	if (!PostmasterIsAlive())
 		proc_exit(1);
+	/*
+	 * Asked to stop while a Kafka call takes long (its broker is slow or
+	 * down): stop now rather than hold up a pause or a shutdown for the
+	 * commit timeout.  A Kafka transaction left open is aborted by the
+	 * broker after transaction.timeout.ms; the page is sent again later.
+	 */
+	ads_worker_exit_if_stopped();
 }
 
 /*
@@ -247,10 +308,12 @@ advance(Publisher *p, int produced, bool window_done)
 	moved = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	ads_end_tx();
 	if (!moved)
+		exit_if_sink_changed(p);
+	if (!moved)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("adstream sink \"%s\": the cursor moved under this publisher", p->sink.name),
-				 errhint("Another publisher of the same sink ran; this one restarts from the stored cursor.")));
+				 errmsg("adstream sink \"%s\": the cursor moved under this worker", p->sink.name),
+				 errhint("Another worker of the same sink ran (or the sink was renamed or dropped); this one restarts from the stored cursor.")));
 }
 
 /*
@@ -287,7 +350,11 @@ adstream_publisher_main(Datum arg)
 
 	p->slot = ads_worker_start(&p->args);
 	if (!load_sink(p))
-		proc_exit(0);			/* paused or dropped meanwhile */
+	{
+		/* Changed before it started: the launcher says why in a moment. */
+		ads_worker_wait(1000);
+		ads_worker_exit("its sink was paused, changed, renamed or dropped as it started");
+	}
 	lock_sink(p);
 
 	/* Unique per node, database and sink: nodes must not fence each other. */
@@ -301,7 +368,7 @@ adstream_publisher_main(Datum arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("adstream sink \"%s\": invalid Kafka configuration: %s", p->sink.name, errbuf),
-				 errhint("Drop and re-create the sink with valid options.")));
+				 errhint("Correct the options with adstream.alter_sink(); the worker retries.")));
 	}
 
 	/* Also fences an earlier publisher with our transactional.id. */
@@ -320,7 +387,7 @@ adstream_publisher_main(Datum arg)
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
 	ads_slot_set_state(p->slot, "publishing");
-	ereport(LOG, (errmsg("adstream publisher of sink \"%s\" started", p->sink.name)));
+	ereport(LOG, (errmsg("%s started", ads_worker_name())));
 
 	for (;;)
 	{
@@ -328,11 +395,13 @@ adstream_publisher_main(Datum arg)
 		bool		window_done;
 
 		CHECK_FOR_INTERRUPTS();
+		/* Between Kafka transactions: nothing is half sent. */
+		ads_worker_exit_if_stopped();
 		ads_worker_reload_config();
 		ads_kafka_report(p->slot, "sink", p->sink.name);
 		rd_kafka_poll(p->rk, 0);
 
-		read_page(p);
+		read_page_or_stop(p);
 		window_done = p->nrows < PAGE_ROWS;
 		if (p->nrows > 0)
 		{

@@ -152,3 +152,20 @@ ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPositionInfo *positi
 	memcpy(slot->positions, positions, sizeof(AdsPositionInfo) * n);
 	SpinLockRelease(&slot->mutex);
 }
+
+/* A consumer's view of its topic's size, which the launcher caps workers by. */
+void
+ads_slot_set_topic_partitions(AdsWorkerSlot *slot, int32 count)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->topic_partitions = count;
+	SpinLockRelease(&slot->mutex);
+}
+
+void
+ads_slot_set_stop_reason(AdsWorkerSlot *slot, const char *reason)
+{
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(slot->stop_reason, reason, ADS_STOP_REASON_LEN);
+	SpinLockRelease(&slot->mutex);
+}

@@ -5,31 +5,126 @@
  */
 #include "worker.h"
 
+#include <signal.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 
 #include "guc.h"
 
+/* ---------------------------------------------------------------------
+ * Stopping cleanly (issue #14, section 3)
+ *
+ * The launcher stops the workers of a paused, dropped or changed source or
+ * sink with SIGTERM, as the postmaster does at shutdown.  SIGTERM only asks:
+ * the worker finishes what it is doing (a batch, a Kafka transaction), logs
+ * why it stops and exits with 0 at its next safe point, so that a routine
+ * pause is one LOG line naming the source, not a FATAL "terminating
+ * background worker ... due to administrator command" that trips log
+ * alerting.  (The postmaster signals a child and its process group, so a
+ * worker may see SIGTERM twice: counting them would not do.)  SIGUSR2 is
+ * PostgreSQL's die(): FATAL at the next CHECK_FOR_INTERRUPTS, whatever the
+ * worker is doing, which the exactly-once argument allows
+ * (docs/architecture.md); the launcher sends it when SIGTERM was not
+ * answered within ADS_STOP_GRACE_MS (the worker waits for a lock, say).
+ * ---------------------------------------------------------------------
+ */
+static volatile sig_atomic_t stop_requests = 0;
+static AdsWorkerSlot *my_slot;
+static char my_name[NAMEDATALEN + 64];
+
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	stop_requests = 1;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+bool
+ads_worker_stop_requested(void)
+{
+	return stop_requests > 0;
+}
+
+const char *
+ads_worker_name(void)
+{
+	return my_name;
+}
+
+void
+ads_worker_exit(const char *why)
+{
+	ereport(LOG, (errmsg("%s stopped: %s", my_name, why)));
+	proc_exit(0);
+}
+
+void
+ads_worker_exit_if_stopped(void)
+{
+	char		reason[ADS_STOP_REASON_LEN];
+
+	if (stop_requests == 0)
+		return;
+	SpinLockAcquire(&my_slot->mutex);
+	strlcpy(reason, my_slot->stop_reason, sizeof(reason));
+	SpinLockRelease(&my_slot->mutex);
+	ads_worker_exit(reason[0] ? reason : "asked to stop (server shutdown, or pg_terminate_backend)");
+}
+
 AdsWorkerSlot *
 ads_worker_start(AdsWorkerArgs *args)
 {
 	AdsWorkerSlot *slot;
+	char		appname[NAMEDATALEN + 64];
+	char		owner[NAMEDATALEN];
 
 	memcpy(args, MyBgworkerEntry->bgw_extra, sizeof(AdsWorkerArgs));
 	slot = &ads_registry->slots[args->slot];
+	my_slot = slot;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, worker_sigterm);
+	pqsignal(SIGUSR2, die);		/* the launcher's forced stop */
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
 
+	/* Names in the log and in pg_stat_activity: a publisher is its sink. */
+	SpinLockAcquire(&slot->mutex);
+	strlcpy(owner, slot->owner_name, sizeof(owner));
+	SpinLockRelease(&slot->mutex);
+	if (args->kind == ADS_WORKER_PUBLISHER)
+	{
+		snprintf(my_name, sizeof(my_name), "adstream sink \"%s\"", owner);
+		snprintf(appname, sizeof(appname), "adstream sink %s", owner);
+	}
+	else
+	{
+		snprintf(my_name, sizeof(my_name), "adstream consumer %d/%d of source \"%s\"",
+				 args->worker_index + 1, args->nworkers, owner);
+		snprintf(appname, sizeof(appname), "adstream consumer %s %d/%d",
+				 owner, args->worker_index + 1, args->nworkers);
+	}
+	ads_worker_set_application_name(appname);
+
 	ads_slot_attach(slot);
 	return slot;
+}
+
+/* What pg_stat_activity shows as the worker's application_name. */
+void
+ads_worker_set_application_name(const char *name)
+{
+	SetConfigOption("application_name", name, PGC_USERSET, PGC_S_SESSION);
 }
 
 void
@@ -49,6 +144,7 @@ ads_worker_wait(long ms)
 					 ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
+	ads_worker_exit_if_stopped();
 }
 
 long

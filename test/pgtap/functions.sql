@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(317);
+SELECT plan(323);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -31,7 +31,10 @@ SELECT functions_are('adstream', ARRAY[
 	'_origin', 'adopt_restored', '_broker_set',
 	-- 0.5: automatic maintenance (issue #15)
 	'_maintenance_jobs', '_maintenance_open', '_cron_ready', 'run_maintenance', '_maintenance_failed',
-	'_maintenance_plan', '_maintenance_status', '_maintenance_warning'],
+	'_maintenance_plan', '_maintenance_status', '_maintenance_warning',
+	-- 0.6: alter and rename, the client built to check a configuration (issue #14)
+	'_check_name', '_kafka_error_hint', '_kafka_check', '_kafka_config_check', '_check_source', '_check_sink',
+	'alter_source', 'rename_source', 'alter_sink', 'rename_sink'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -46,7 +49,7 @@ SELECT has_function('adstream', 'source_watermark', ARRAY['text']);
 SELECT has_function('adstream', 'worker_status', ARRAY[]::name[]);
 SELECT has_function('adstream', 'partition_status', ARRAY[]::name[]);
 
-SELECT function_returns('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb'], 'void');
+SELECT function_returns('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb'], 'integer');
 SELECT function_returns('adstream', 'drop_source', ARRAY['text', 'boolean'], 'void');
 SELECT function_returns('adstream', 'pause_source', ARRAY['text'], 'void');
 SELECT function_returns('adstream', 'resume_source', ARRAY['text'], 'void');
@@ -101,7 +104,7 @@ SELECT function_returns('adstream', f, args, r)
 -- 0.3
 SELECT function_returns('adstream', f, args, r)
   FROM (VALUES
-	('create_sink', ARRAY['text', 'text', 'jsonb']::name[], 'void'),
+	('create_sink', ARRAY['text', 'text', 'jsonb']::name[], 'integer'),
 	('drop_sink', ARRAY['text']::name[], 'void'),
 	('pause_sink', ARRAY['text']::name[], 'void'),
 	('resume_sink', ARRAY['text']::name[], 'void'),
@@ -124,6 +127,19 @@ SELECT function_returns('adstream', f, args, r)
 	('expire_rejected_events', ARRAY['integer']::name[], 'bigint'),
 	('_lock', ARRAY['text', 'integer', 'boolean']::name[], 'void')
   ) AS v(f, args, r);
+
+-- 0.6: changing and renaming sources and sinks (issue #14)
+SELECT function_returns('adstream', f, args, r)
+  FROM (VALUES
+	('alter_source', ARRAY['text', 'jsonb']::name[], 'boolean'),
+	('rename_source', ARRAY['text', 'text']::name[], 'void'),
+	('alter_sink', ARRAY['text', 'jsonb']::name[], 'boolean'),
+	('rename_sink', ARRAY['text', 'text']::name[], 'void')
+  ) AS v(f, args, r);
+SELECT is(pg_get_function_arguments('adstream.alter_source(text,jsonb)'::regprocedure),
+	'name text, options jsonb', 'alter_source(name, options)');
+SELECT is(pg_get_function_arguments('adstream.rename_sink(text,text)'::regprocedure),
+	'name text, new_name text', 'rename_sink(name, new_name)');
 
 -- Argument names, defaults and OUT columns are part of the API.
 SELECT is(pg_get_function_arguments('adstream.create_source(text,text,text,text,jsonb)'::regprocedure),
@@ -270,6 +286,9 @@ SELECT set_eq(
 		  'ad_stats(p_from timestamp with time zone, p_to timestamp with time zone, p_granularity text)',
 		  'create_sink(name text, brokers text, options jsonb)', 'drop_sink(name text)',
 		  'pause_sink(name text)', 'resume_sink(name text)', 'adopt_restored(name text)',
+		  -- 0.6 (issue #14)
+		  'alter_source(name text, options jsonb)', 'rename_source(name text, new_name text)',
+		  'alter_sink(name text, options jsonb)', 'rename_sink(name text, new_name text)',
 		  -- 0.5: they read cron.job, which shows a role only its own jobs
 		  '_maintenance_status(OUT job text, OUT runs_by text, OUT every interval, '
 		  'OUT last_start timestamp with time zone, OUT last_duration interval, OUT last_result text, '

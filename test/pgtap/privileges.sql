@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(274);
+SELECT plan(286);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -256,7 +256,21 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('_maintenance_status', ARRAY[]::name[],                                       'public',          ARRAY[]::name[]),
 	('_maintenance_status', ARRAY[]::name[],                                       'adstream_reader', ARRAY['EXECUTE']::name[]),
 	('_maintenance_warning', ARRAY[]::name[],                                      'public',          ARRAY[]::name[]),
-	('_maintenance_warning', ARRAY[]::name[],                                      'adstream_reader', ARRAY['EXECUTE']::name[])
+	('_maintenance_warning', ARRAY[]::name[],                                      'adstream_reader', ARRAY['EXECUTE']::name[]),
+	-- 0.6: changing and renaming sources and sinks is the admin's (issue #14);
+	-- the checks they share run inside them, as the extension owner
+	('alter_source',       ARRAY['text', 'jsonb']::name[],                         'public',          ARRAY[]::name[]),
+	('alter_source',       ARRAY['text', 'jsonb']::name[],                         'adstream_reader', ARRAY[]::name[]),
+	('alter_source',       ARRAY['text', 'jsonb']::name[],                         'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('rename_source',      ARRAY['text', 'text']::name[],                          'adstream_reader', ARRAY[]::name[]),
+	('rename_source',      ARRAY['text', 'text']::name[],                          'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('alter_sink',         ARRAY['text', 'jsonb']::name[],                         'adstream_reader', ARRAY[]::name[]),
+	('alter_sink',         ARRAY['text', 'jsonb']::name[],                         'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('rename_sink',        ARRAY['text', 'text']::name[],                          'adstream_reader', ARRAY[]::name[]),
+	('rename_sink',        ARRAY['text', 'text']::name[],                          'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('_check_source',      ARRAY['integer', 'text', 'text', 'text', 'text', 'jsonb', 'jsonb']::name[], 'adstream_admin', ARRAY[]::name[]),
+	('_check_sink',        ARRAY['text', 'text', 'jsonb', 'jsonb']::name[],        'adstream_admin',  ARRAY[]::name[]),
+	('_kafka_check',       ARRAY['text', 'text', 'text[]', 'text[]', 'text', 'integer']::name[], 'adstream_admin', ARRAY[]::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(

@@ -55,7 +55,7 @@ SELECT has_table('adstream', 'sinks', 'table adstream.sinks exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at',
-	'dedup_expired_before', 'origin']);
+	'dedup_expired_before', 'origin', 'partitions']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
@@ -218,9 +218,12 @@ SELECT set_eq(
 		  'sources.origin', 'sinks.origin',
 		  -- 0.5: a maintenance job's run that failed, or never succeeded
 		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
-		  'maintenance_runs.last_error_at'],
+		  'maintenance_runs.last_error_at',
+		  -- 0.6: a source's partition count until one of its workers has seen the topic
+		  'sources.partitions'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
-	'names, a sink''s open window and its last publish time, and the origin of a source or sink, are nullable');
+	'names, a sink''s open window and its last publish time, the origin of a source or sink, and a '
+	'source''s partition count, are nullable');
 
 -------------------------------------------------------------------------------
 -- Keys, constraints, indexes
