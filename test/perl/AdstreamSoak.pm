@@ -916,12 +916,9 @@ sub start
 	}
 	if ($kind eq 'workers')
 	{
-		# No alter_source yet: what it would do, as the operator's proxy.
 		my $n = $rng->pick([ grep { $_ != $self->{workers} } 1 .. 4 ]);
-		defined $self->sql(qq{BEGIN;
-UPDATE adstream.sources SET workers = $n, generation = adstream._new_generation(), updated_at = now() WHERE name = 'ads';
-SELECT adstream._wake_launcher();
-COMMIT;}) or return "failed ($self->{last_error})";
+		defined $self->sql(qq{SELECT adstream.alter_source('ads', '{"workers": $n}')})
+		  or return "failed ($self->{last_error})";
 		my $was = $self->{workers};
 		$self->{workers} = $n;
 		return "source ads: workers $was -> $n (offsets kept)";
