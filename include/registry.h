@@ -17,7 +17,7 @@
 
 #define ADS_MAX_TOPIC_PARTITIONS_PER_WORKER 256
 #define ADS_ERROR_LEN 256
-#define ADS_STATE_LEN 16
+#define ADS_STATE_LEN 32
 
 /* What a worker does: consume a source, or publish a sink. */
 typedef enum AdsWorkerKind
@@ -32,6 +32,13 @@ typedef struct AdsPositionInfo
 	int32		partition;
 	int64		high_watermark; /* broker's, from the last fetch; -1 unknown */
 	int64		position;		/* next offset this worker will read */
+	/*
+	 * Status (issue #14): the time since which the oldest message not yet
+	 * committed has been waiting at most (an upper bound, see
+	 * consumer.c's pending_since()); 0 when the partition was read and
+	 * committed to the broker's end at the report.
+	 */
+	TimestampTz pending_since;
 } AdsPositionInfo;
 
 typedef struct AdsWorkerSlot
@@ -53,9 +60,39 @@ typedef struct AdsWorkerSlot
 	TimestampTz last_error_at;
 	char		last_error[ADS_ERROR_LEN];
 	TimestampTz positions_at;	/* when the worker last reported its positions */
+
+	/*
+	 * Status (issue #14): what source_status and sink_status say, and what
+	 * the launcher records in adstream.status_history when it changes.
+	 * last_error above is the *current* error: cleared on recovery (see
+	 * ads_slot_clear_error), and kept across the worker's restarts, so that
+	 * a crash-looping worker shows why.
+	 */
+	int8		connected;		/* ADS_CONN_*: the broker as the worker last saw it */
+	TimestampTz connected_since;	/* when connected took its value */
+	TimestampTz hw_current_at;	/* high watermarks known current up to this time */
+	int8		error_class;	/* ADS_ERRCLASS_* of last_error */
+	int64		errors_total;	/* errors set in this slot since it was allocated or reset */
+	int32		topic_partitions;	/* the topic's partition count as the worker saw it; 0 unknown */
 	int32		npositions;
 	AdsPositionInfo positions[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
 } AdsWorkerSlot;
+
+/* The broker as a worker last saw it. */
+#define ADS_CONN_UNKNOWN	(-1)	/* no answer yet */
+#define ADS_CONN_DOWN		0		/* all brokers down, or no answer since an error */
+#define ADS_CONN_UP			1		/* an answer since the last error */
+
+/*
+ * What proves an error over (ads_slot_clear_error): a Kafka error ends with
+ * an answer from the broker, any error with a committed batch or
+ * transaction.
+ */
+#define ADS_ERRCLASS_NONE	0
+#define ADS_ERRCLASS_KAFKA	1		/* from librdkafka: cleared by an answer from the broker */
+#define ADS_ERRCLASS_WORK	2		/* a batch, pass or page failed: cleared by the next success */
+#define ADS_ERRCLASS_EXIT	3		/* the worker exited with it: cleared once a successor works */
+#define ADS_ERRCLASS_SETUP	4		/* cannot run as configured (schema version): cleared when resolved */
 
 /*
  * Positions older than this are not trusted to say a partition is read to
@@ -105,5 +142,13 @@ extern void ads_slot_set_state(AdsWorkerSlot *slot, const char *state);
 extern void ads_slot_set_error(AdsWorkerSlot *slot, const char *msg);
 extern void ads_slot_note_commit(AdsWorkerSlot *slot);
 extern void ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPositionInfo *positions);
+
+/* Status (issue #14) */
+extern void ads_slot_set_error_class(AdsWorkerSlot *slot, int errclass, const char *msg);
+extern void ads_slot_clear_error(AdsWorkerSlot *slot, int upto_class);
+extern void ads_slot_set_connected(AdsWorkerSlot *slot, bool up);
+extern int	ads_slot_connected(AdsWorkerSlot *slot);
+extern bool ads_slot_healthy(AdsWorkerSlot *slot);
+extern void ads_slot_set_topic_partitions(AdsWorkerSlot *slot, int count);
 
 #endif							/* ADSTREAM_REGISTRY_H */

@@ -8,6 +8,7 @@
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "utils/elog.h"
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
@@ -97,18 +98,46 @@ slot_detach(int code, Datum arg)
 	SpinLockRelease(&slot->mutex);
 }
 
-/* The worker enters the slot the launcher gave it; it leaves when it exits. */
+/*
+ * Status (issue #14): every error that reaches the server log from a worker
+ * (an ERROR or FATAL that ends it, whatever raised it) also becomes its
+ * slot's current error, so that a worker that exits and is restarted shows
+ * why in source_status or sink_status rather than only in the log.  A stop
+ * that was asked for (SIGTERM: pause, drop, shutdown) is not an error.
+ */
+static AdsWorkerSlot *my_slot = NULL;
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static void
+slot_emit_log(ErrorData *edata)
+{
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+	if (my_slot != NULL && edata->elevel >= ERROR && edata->message != NULL &&
+		edata->sqlerrcode != ERRCODE_ADMIN_SHUTDOWN && edata->sqlerrcode != ERRCODE_QUERY_CANCELED)
+		ads_slot_set_error_class(my_slot, ADS_ERRCLASS_EXIT, edata->message);
+}
+
+/*
+ * The worker enters the slot the launcher gave it; it leaves when it exits.
+ * The slot's error stays: what made a predecessor exit is the current error
+ * until this worker recovers from it (ads_slot_clear_error).
+ */
 void
 ads_slot_attach(AdsWorkerSlot *slot)
 {
 	SpinLockAcquire(&slot->mutex);
 	slot->pid = MyProcPid;
 	slot->started_at = GetCurrentTimestamp();
-	slot->last_error[0] = '\0';
-	slot->last_error_at = 0;
+	slot->connected = ADS_CONN_UNKNOWN;
+	slot->connected_since = slot->started_at;
+	slot->hw_current_at = 0;
 	strlcpy(slot->state, "starting", ADS_STATE_LEN);
 	SpinLockRelease(&slot->mutex);
 	before_shmem_exit(slot_detach, PointerGetDatum(slot));
+	my_slot = slot;
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = slot_emit_log;
 }
 
 void
@@ -122,14 +151,10 @@ ads_slot_set_state(AdsWorkerSlot *slot, const char *state)
 void
 ads_slot_set_error(AdsWorkerSlot *slot, const char *msg)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	SpinLockAcquire(&slot->mutex);
-	strlcpy(slot->last_error, msg, ADS_ERROR_LEN);
-	slot->last_error_at = now;
-	SpinLockRelease(&slot->mutex);
+	ads_slot_set_error_class(slot, ADS_ERRCLASS_WORK, msg);
 }
 
+/* A commit proves the worker works: whatever error it had is over. */
 void
 ads_slot_note_commit(AdsWorkerSlot *slot)
 {
@@ -138,6 +163,7 @@ ads_slot_note_commit(AdsWorkerSlot *slot)
 	SpinLockAcquire(&slot->mutex);
 	slot->last_commit_at = now;
 	SpinLockRelease(&slot->mutex);
+	ads_slot_clear_error(slot, ADS_ERRCLASS_EXIT);
 }
 
 void
@@ -148,7 +174,112 @@ ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPositionInfo *positi
 	Assert(n <= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER);
 	SpinLockAcquire(&slot->mutex);
 	slot->positions_at = now;
+	if (slot->connected == ADS_CONN_UP)
+		slot->hw_current_at = now;
 	slot->npositions = n;
 	memcpy(slot->positions, positions, sizeof(AdsPositionInfo) * n);
+	SpinLockRelease(&slot->mutex);
+}
+
+/* ---------------------------------------------------------------------
+ * Status (issue #14): the current error, the broker connection.  The
+ * launcher records their changes in adstream.status_history
+ * (src/status.c); a change wakes it, so that the record is prompt.
+ * ---------------------------------------------------------------------
+ */
+
+/* Also the process's own copy of what it set last, to wake the launcher once per change. */
+void
+ads_slot_set_error_class(AdsWorkerSlot *slot, int errclass, const char *msg)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		changed;
+
+	SpinLockAcquire(&slot->mutex);
+	changed = strncmp(slot->last_error, msg, ADS_ERROR_LEN - 1) != 0;
+	strlcpy(slot->last_error, msg, ADS_ERROR_LEN);
+	slot->last_error_at = now;
+	/* a later error of a lesser class does not make an exit look recoverable */
+	if (changed || errclass > slot->error_class)
+		slot->error_class = (int8) errclass;
+	slot->errors_total++;
+	SpinLockRelease(&slot->mutex);
+	if (changed)
+		ads_registry_wake_launcher();
+}
+
+/* Clears the current error if it is of a class that upto_class proves over. */
+void
+ads_slot_clear_error(AdsWorkerSlot *slot, int upto_class)
+{
+	bool		cleared = false;
+
+	SpinLockAcquire(&slot->mutex);
+	if (slot->last_error[0] != '\0' && slot->error_class <= upto_class)
+	{
+		slot->last_error[0] = '\0';
+		slot->last_error_at = 0;
+		slot->error_class = ADS_ERRCLASS_NONE;
+		cleared = true;
+	}
+	SpinLockRelease(&slot->mutex);
+	if (cleared)
+		ads_registry_wake_launcher();
+}
+
+/*
+ * An answer from the broker (up) or all brokers down.  While up, the high
+ * watermarks the worker reports are current.
+ */
+void
+ads_slot_set_connected(AdsWorkerSlot *slot, bool up)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		changed;
+
+	SpinLockAcquire(&slot->mutex);
+	changed = slot->connected != (up ? ADS_CONN_UP : ADS_CONN_DOWN);
+	if (changed)
+	{
+		slot->connected = up ? ADS_CONN_UP : ADS_CONN_DOWN;
+		slot->connected_since = now;
+	}
+	if (up)
+		slot->hw_current_at = now;
+	SpinLockRelease(&slot->mutex);
+	if (up)
+		ads_slot_clear_error(slot, ADS_ERRCLASS_KAFKA);
+	if (changed)
+		ads_registry_wake_launcher();
+}
+
+int
+ads_slot_connected(AdsWorkerSlot *slot)
+{
+	int			c;
+
+	SpinLockAcquire(&slot->mutex);
+	c = slot->connected;
+	SpinLockRelease(&slot->mutex);
+	return c;
+}
+
+/* Connected, and no Kafka error waiting to be proven over. */
+bool
+ads_slot_healthy(AdsWorkerSlot *slot)
+{
+	bool		healthy;
+
+	SpinLockAcquire(&slot->mutex);
+	healthy = slot->connected == ADS_CONN_UP && slot->error_class != ADS_ERRCLASS_KAFKA;
+	SpinLockRelease(&slot->mutex);
+	return healthy;
+}
+
+void
+ads_slot_set_topic_partitions(AdsWorkerSlot *slot, int count)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->topic_partitions = count;
 	SpinLockRelease(&slot->mutex);
 }
