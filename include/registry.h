@@ -73,6 +73,8 @@ typedef struct AdsWorkerSlot
 	TimestampTz hw_current_at;	/* high watermarks known current up to this time */
 	int8		error_class;	/* ADS_ERRCLASS_* of last_error */
 	int64		errors_total;	/* errors set in this slot since it was allocated or reset */
+	char		recent_error[ADS_ERROR_LEN];	/* the last error set, even if cleared since */
+	TimestampTz recent_error_at;
 	int32		topic_partitions;	/* the topic's partition count as the worker saw it; 0 unknown */
 	int32		npositions;
 	AdsPositionInfo positions[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
@@ -84,15 +86,16 @@ typedef struct AdsWorkerSlot
 #define ADS_CONN_UP			1		/* an answer since the last error */
 
 /*
- * What proves an error over (ads_slot_clear_error): a Kafka error ends with
- * an answer from the broker, any error with a committed batch or
- * transaction.
+ * What proves an error over (ads_slot_clear_error, a mask of these): a
+ * Kafka error ends with an answer from the broker (never with messages
+ * already fetched), a failed batch or page with the next commit, the error
+ * that ended a worker once its successor gets past it.
  */
 #define ADS_ERRCLASS_NONE	0
 #define ADS_ERRCLASS_KAFKA	1		/* from librdkafka: cleared by an answer from the broker */
 #define ADS_ERRCLASS_WORK	2		/* a batch, pass or page failed: cleared by the next success */
-#define ADS_ERRCLASS_EXIT	3		/* the worker exited with it: cleared once a successor works */
-#define ADS_ERRCLASS_SETUP	4		/* cannot run as configured (schema version): cleared when resolved */
+#define ADS_ERRCLASS_EXIT	4		/* the worker exited with it: cleared once a successor works */
+#define ADS_ERRCLASS_SETUP	8		/* cannot run as configured (schema version): cleared when resolved */
 
 /*
  * Positions older than this are not trusted to say a partition is read to
@@ -145,7 +148,7 @@ extern void ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPosition
 
 /* Status (issue #14) */
 extern void ads_slot_set_error_class(AdsWorkerSlot *slot, int errclass, const char *msg);
-extern void ads_slot_clear_error(AdsWorkerSlot *slot, int upto_class);
+extern void ads_slot_clear_error(AdsWorkerSlot *slot, int classes);
 extern void ads_slot_set_connected(AdsWorkerSlot *slot, bool up);
 extern int	ads_slot_connected(AdsWorkerSlot *slot);
 extern bool ads_slot_healthy(AdsWorkerSlot *slot);

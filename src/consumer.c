@@ -335,7 +335,11 @@ set_running_state(AdsConsumer *c)
 	}
 }
 
-/* A broker answered: the connection is up, and an error that ended a predecessor is over. */
+/*
+ * A broker answered a metadata request: the connection is up, and an error
+ * that ended a predecessor is over.  Messages are no proof: librdkafka hands
+ * out what it fetched before the brokers went down.
+ */
 static void
 broker_answered(AdsConsumer *c)
 {
@@ -753,17 +757,10 @@ adstream_consumer_main(Datum arg)
 		n = 0;
 		if (b->nparts > 0 && b->nmsgs < b->msgs_cap)
 		{
-			bool		got_message = false;
-
 			n = (int) rd_kafka_consume_batch_queue(c->kafka->queue, 0, chunk,
 												   Min(CONSUME_CHUNK, b->msgs_cap - b->nmsgs));
 			for (int i = 0; i < n; i++)
-			{
-				got_message |= (chunk[i]->err == RD_KAFKA_RESP_ERR_NO_ERROR);
 				add_message(c, chunk[i]);
-			}
-			if (got_message)
-				broker_answered(c);
 		}
 
 		if (b->nmsgs > 0 &&

@@ -270,6 +270,8 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restart
 		slot->last_error_at = 0;
 		slot->error_class = ADS_ERRCLASS_NONE;
 		slot->errors_total = 0;
+		slot->recent_error[0] = '\0';
+		slot->recent_error_at = 0;
 		slot->connected = ADS_CONN_UNKNOWN;
 		slot->connected_since = 0;
 		slot->hw_current_at = 0;

@@ -140,12 +140,22 @@ ads_slot_attach(AdsWorkerSlot *slot)
 	emit_log_hook = slot_emit_log;
 }
 
+/*
+ * Status (issue #14): a change of state wakes the launcher, which records
+ * it, except the round trip of every batch through "committing".
+ */
 void
 ads_slot_set_state(AdsWorkerSlot *slot, const char *state)
 {
+	bool		wake;
+
 	SpinLockAcquire(&slot->mutex);
+	wake = strcmp(slot->state, state) != 0 &&
+		strcmp(slot->state, "committing") != 0 && strcmp(state, "committing") != 0;
 	strlcpy(slot->state, state, ADS_STATE_LEN);
 	SpinLockRelease(&slot->mutex);
+	if (wake)
+		ads_registry_wake_launcher();
 }
 
 void
@@ -163,7 +173,7 @@ ads_slot_note_commit(AdsWorkerSlot *slot)
 	SpinLockAcquire(&slot->mutex);
 	slot->last_commit_at = now;
 	SpinLockRelease(&slot->mutex);
-	ads_slot_clear_error(slot, ADS_ERRCLASS_EXIT);
+	ads_slot_clear_error(slot, ADS_ERRCLASS_WORK | ADS_ERRCLASS_EXIT);
 }
 
 void
@@ -199,23 +209,24 @@ ads_slot_set_error_class(AdsWorkerSlot *slot, int errclass, const char *msg)
 	changed = strncmp(slot->last_error, msg, ADS_ERROR_LEN - 1) != 0;
 	strlcpy(slot->last_error, msg, ADS_ERROR_LEN);
 	slot->last_error_at = now;
-	/* a later error of a lesser class does not make an exit look recoverable */
-	if (changed || errclass > slot->error_class)
-		slot->error_class = (int8) errclass;
+	/* the same text again from elsewhere: any of its causes may prove it over */
+	slot->error_class = (int8) (changed ? errclass : (slot->error_class | errclass));
 	slot->errors_total++;
+	strlcpy(slot->recent_error, msg, ADS_ERROR_LEN);
+	slot->recent_error_at = now;
 	SpinLockRelease(&slot->mutex);
 	if (changed)
 		ads_registry_wake_launcher();
 }
 
-/* Clears the current error if it is of a class that upto_class proves over. */
+/* Clears the current error if it is of one of the classes (a mask) that just proved over. */
 void
-ads_slot_clear_error(AdsWorkerSlot *slot, int upto_class)
+ads_slot_clear_error(AdsWorkerSlot *slot, int classes)
 {
 	bool		cleared = false;
 
 	SpinLockAcquire(&slot->mutex);
-	if (slot->last_error[0] != '\0' && slot->error_class <= upto_class)
+	if (slot->last_error[0] != '\0' && (slot->error_class & classes) != 0)
 	{
 		slot->last_error[0] = '\0';
 		slot->last_error_at = 0;
@@ -271,7 +282,7 @@ ads_slot_healthy(AdsWorkerSlot *slot)
 	bool		healthy;
 
 	SpinLockAcquire(&slot->mutex);
-	healthy = slot->connected == ADS_CONN_UP && slot->error_class != ADS_ERRCLASS_KAFKA;
+	healthy = slot->connected == ADS_CONN_UP && (slot->error_class & ADS_ERRCLASS_KAFKA) == 0;
 	SpinLockRelease(&slot->mutex);
 	return healthy;
 }

@@ -57,6 +57,7 @@ typedef struct Recorded
 	int8		connected;
 	char		error[ADS_ERROR_LEN];
 	TimestampTz recorded_at;
+	TimestampTz transient_at;	/* when an error that came and went was last recorded */
 	/* counters: the slot's values last seen, and what is not written yet */
 	int64		slot_errors;
 	int32		slot_restarts;
@@ -250,6 +251,22 @@ ads_status_round(void)
 			continue;
 		r->seen = true;
 		strlcpy(r->name, copy.owner_name, NAMEDATALEN);
+
+		/*
+		 * An error that came and went (or was replaced) since the last
+		 * look, as an offset gap does when the next batch commits: its own
+		 * row, so that no error goes unrecorded (at most once a minute per
+		 * worker, as other changes of the error alone).
+		 */
+		if (copy.errors_total != r->slot_errors && copy.recent_error[0] != '\0' &&
+			strcmp(copy.recent_error, copy.last_error) != 0 && strcmp(copy.recent_error, r->error) != 0 &&
+			TimestampDifferenceExceeds(r->transient_at, now, ERROR_ONLY_EVERY_MS))
+		{
+			strlcpy(r->error, copy.recent_error, ADS_ERROR_LEN);
+			r->recorded_at = r->transient_at = now;
+			add_change(&nchanges, r, r->state[0] ? r->state : recorded_state(copy.state), copy.connected,
+					   copy.recent_error, copy.recent_error_at, copy.restarts);
+		}
 
 		/*
 		 * counters: what the slot added since the last look (a slot given
