@@ -124,6 +124,24 @@ cmp_ok(sql(q{SELECT value FROM adstream.metrics WHERE kind = 'source' AND name =
 is(sql(q{SELECT value FROM adstream.metrics WHERE kind = 'source' AND name = 's' AND metric = 'messages_accepted_total'}),
 	sql(q{SELECT sum(accepted) FROM adstream.offsets WHERE source = 's'}), 'metrics: accepted messages');
 
+# The shipped postgres_exporter queries run, as a reader, and give every
+# column their metrics name: one row per source and sink.
+sql(q{CREATE ROLE exporter LOGIN IN ROLE adstream_reader});
+sql(qq{SELECT adstream.create_sink('exp', '$broker->{bootstrap}')});
+my $yml = PostgreSQL::Test::Utils::slurp_file("$ENV{TESTDIR}/docs/postgres_exporter.yml");
+my %queries = $yml =~ /^(adstream_\w+):\n  query: \|\n(.*?)\n  metrics:\n/msg;
+is(join(',', sort keys %queries), 'adstream_sink,adstream_source', 'postgres_exporter.yml: a query for sources and sinks');
+for my $q (sort keys %queries)
+{
+	my ($block) = $yml =~ /^\Q$q\E:\n.*?\n  metrics:\n(.*?)(?:\n\n|\z)/ms;
+	my @columns = $block =~ /^    - (\w+):$/mg;
+	my $out = $node->safe_psql('postgres', $queries{$q}, extra_params => [ '-U', 'exporter', '-P', 'tuples_only=off', '-P', 'footer=off' ]);
+	my ($header, @rows) = split /\n/, $out;
+	is($header, join('|', @columns), "postgres_exporter.yml: $q gives the columns its metrics name");
+	is(scalar(@rows), 1, "postgres_exporter.yml: $q gives one row per " . ($q =~ /sink/ ? 'sink' : 'source'));
+}
+sql(q{SELECT adstream.drop_sink('exp')});
+
 $node->stop;
 
 # ---- 5. SQL objects of 0.5 under this library ------------------------------
