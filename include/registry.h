@@ -150,6 +150,7 @@ extern void ads_slot_set_positions(AdsWorkerSlot *slot, int n, const AdsPosition
 extern void ads_slot_set_error_class(AdsWorkerSlot *slot, int errclass, const char *msg);
 extern void ads_slot_clear_error(AdsWorkerSlot *slot, int classes);
 extern void ads_slot_set_connected(AdsWorkerSlot *slot, bool up);
+extern void ads_slot_set_connection(AdsWorkerSlot *slot, bool up, bool clear_errors);
 extern int	ads_slot_connected(AdsWorkerSlot *slot);
 extern bool ads_slot_healthy(AdsWorkerSlot *slot);
 extern void ads_slot_set_topic_partitions(AdsWorkerSlot *slot, int count);

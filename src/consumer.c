@@ -401,8 +401,10 @@ discover_partitions(AdsConsumer *c)
 	int			count = ads_kafka_partition_count(c->kafka, c->source.topic, METADATA_TIMEOUT_MS);
 	int			added = 0;
 
-	if (count >= -1)
+	if (count >= 0)
 		broker_answered(c);
+	else if (count == -1)
+		ads_slot_set_connection(c->slot, true, false);	/* answered, with an error (no such topic) */
 	if (count < 0)
 		return false;
 	ads_slot_set_topic_partitions(c->slot, count);

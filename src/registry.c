@@ -245,6 +245,16 @@ ads_slot_clear_error(AdsWorkerSlot *slot, int classes)
 void
 ads_slot_set_connected(AdsWorkerSlot *slot, bool up)
 {
+	ads_slot_set_connection(slot, up, up);
+}
+
+/*
+ * As ads_slot_set_connected, but an answer that carried an error of its own
+ * (the topic does not exist) clears no error: clear_errors false.
+ */
+void
+ads_slot_set_connection(AdsWorkerSlot *slot, bool up, bool clear_errors)
+{
 	TimestampTz now = GetCurrentTimestamp();
 	bool		changed;
 
@@ -258,7 +268,7 @@ ads_slot_set_connected(AdsWorkerSlot *slot, bool up)
 	if (up)
 		slot->hw_current_at = now;
 	SpinLockRelease(&slot->mutex);
-	if (up)
+	if (up && clear_errors)
 		ads_slot_clear_error(slot, ADS_ERRCLASS_KAFKA);
 	if (changed)
 		ads_registry_wake_launcher();

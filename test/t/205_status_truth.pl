@@ -18,6 +18,7 @@ use warnings;
 use lib 'test/perl';
 use AdstreamTest;
 use Test::More;
+use Time::HiRes qw(time);
 
 my $broker = AdstreamTest::Broker->start(topics => [ 'ads:4', 'other:2', 'v:2', 'w:4' ]);
 my $node = AdstreamTest::node('status', 'adstream.batch_max_messages' => 500);
@@ -38,6 +39,33 @@ ok($node->poll_query_until('postgres', q{SELECT count(DISTINCT worker) = 2 FROM 
 	WHERE name = 's' AND state = 'consuming' AND connected}),
 	'healthy: the history has each worker consuming, connected')
   or diag sql('SELECT * FROM adstream.status_history ORDER BY id');
+
+# ---- 1b. lag in seconds while batches cannot commit ------------------------
+# A session holds adstream.offsets for 6 s: the workers read the new messages
+# but cannot commit them.  Meanwhile lag_seconds counts how long they have
+# waited (they arrived after the partitions were last seen caught up), the
+# report is current, and afterwards everything is 0 again.
+my ($lock_in, $lock_out) = ('', '');
+my $locker = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c',
+	'BEGIN; LOCK TABLE adstream.offsets IN EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;' ],
+	'<', \$lock_in, '>', \$lock_out, '2>', \$lock_out);
+$node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_locks WHERE relation = 'adstream.offsets'::regclass AND mode = 'ExclusiveLock' AND granted});
+my $t_produce = time();
+my $held = AdstreamTest::loadgen($broker, topic => 'ads', count => 2000, seed => 55);
+sleep 2;
+my ($lagged, $secs, $ev, $stale) = split /\|/, sql(q{SELECT sum(lag), max(lag_seconds), min(event_lag_seconds), bool_or(lag_stale)
+	FROM adstream.source_status WHERE source = 's'});
+my $waited = time() - $t_produce;
+cmp_ok($lagged, '>', 0, "blocked batches: lag $lagged messages");
+ok($secs > 1 && $secs <= $waited + 1, sprintf('blocked batches: lag_seconds %.1f, at most the %.1f s since they were produced', $secs, $waited));
+cmp_ok($ev, '>', 0, 'blocked batches: event_lag_seconds > 0');
+is($stale, 'f', 'blocked batches: the lag figures are current');
+$locker->finish;
+AdstreamTest::wait_consumed($node, 's', $first->{sent} + $held->{sent});
+ok($node->poll_query_until('postgres', q{SELECT bool_and(lag = 0 AND lag_seconds = 0 AND event_lag_seconds = 0 AND NOT lag_stale)
+	FROM adstream.source_status WHERE source = 's'}), 'committed: every lag is 0 again')
+  or diag status();
+$first->{sent} += $held->{sent};
 
 # ---- 2. the broker goes down and comes back --------------------------------
 my $run = AdstreamTest::loadgen($broker, topic => 'ads', count => 20000, seed => 52,
@@ -73,7 +101,7 @@ $node->poll_query_until('postgres', q{SELECT bool_and(lag = 0 AND NOT lag_stale 
   or diag status();
 is(sql(q{SELECT bool_and(lag = 0 AND NOT lag_stale) FROM adstream.source_status WHERE source = 's'}), 't',
 	'after the outage: lag 0 and current');
-AdstreamTest::check_truth($node, [ $first->{truth}, $run->{truth} ], 'after the broker outage');
+AdstreamTest::check_truth($node, [ $first->{truth}, $held->{truth}, $run->{truth} ], 'after the broker outage');
 
 # ---- 3. a bad broker list ----------------------------------------------------
 sql(q{SELECT adstream.create_source('bad', '127.0.0.1:1', 'other')});
