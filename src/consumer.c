@@ -661,11 +661,15 @@ attribute_orders(AdsConsumer *c)
  * ---------------------------------------------------------------------
  */
 
-/* Wait for the batch's deadline, new messages (the wake-up pipe) or the latch. */
+/*
+ * Wait for the batch's deadline, new messages (the wake-up pipe) or the
+ * latch; an idle worker still reports its positions every
+ * STATUS_INTERVAL_MS, which bounds how far lag_seconds overshoots.
+ */
 static void
 wait_for_messages(AdsConsumer *c)
 {
-	long		timeout = 1000;
+	long		timeout = STATUS_INTERVAL_MS;
 
 	if (c->batch.nmsgs > 0)
 	{
@@ -675,7 +679,7 @@ wait_for_messages(AdsConsumer *c)
 		TimestampDifference(GetCurrentTimestamp(),
 							TimestampTzPlusMilliseconds(c->batch_started, adstream_batch_max_ms),
 							&secs, &usecs);
-		timeout = Max(1, secs * 1000 + usecs / 1000);
+		timeout = Min(timeout, Max(1, secs * 1000 + usecs / 1000));
 	}
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

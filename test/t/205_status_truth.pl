@@ -57,7 +57,8 @@ my ($lagged, $secs, $ev, $stale) = split /\|/, sql(q{SELECT sum(lag), max(lag_se
 	FROM adstream.source_status WHERE source = 's'});
 my $waited = time() - $t_produce;
 cmp_ok($lagged, '>', 0, "blocked batches: lag $lagged messages");
-ok($secs > 1 && $secs <= $waited + 1, sprintf('blocked batches: lag_seconds %.1f, at most the %.1f s since they were produced', $secs, $waited));
+# (an upper bound, which the workers' report interval, 0.5 s, and a busy machine loosen)
+ok($secs > 1 && $secs <= $waited + 1.5, sprintf('blocked batches: lag_seconds %.1f, at most about the %.1f s since they were produced', $secs, $waited));
 cmp_ok($ev, '>', 0, 'blocked batches: event_lag_seconds > 0');
 is($stale, 'f', 'blocked batches: the lag figures are current');
 $locker->finish;
