@@ -285,6 +285,7 @@ CREATE FUNCTION adstream.worker_status(
 	OUT connected boolean, OUT connected_since timestamptz, OUT errors_total bigint,
 	OUT topic_partitions integer, OUT positions_at timestamptz)
 RETURNS SETOF record LANGUAGE C STRICT VOLATILE
+ROWS 8		-- not 1000: source_status would cost enough to be JIT-compiled (a second per query)
 AS 'MODULE_PATHNAME', 'adstream_worker_status';
 COMMENT ON FUNCTION adstream.worker_status() IS
 	'One row per running or restarting consumer worker, from shared memory: state, current error (cleared on recovery), restarts, whether the broker answers and since when, errors since the slot was assigned, the topic''s partition count and when the broker''s ends were last known current';
@@ -303,6 +304,7 @@ CREATE FUNCTION adstream.partition_lag(
 	OUT last_high_watermark bigint, OUT positions_at timestamptz, OUT stale boolean,
 	OUT pending_since timestamptz)
 RETURNS SETOF record LANGUAGE C STRICT VOLATILE
+ROWS 64		-- as worker_status
 AS 'MODULE_PATHNAME', 'adstream_partition_status';
 COMMENT ON FUNCTION adstream.partition_lag() IS
 	'partition_status() and what source_status''s lag needs: the last high watermark seen however old, since when it is known current, whether it is stale (reported more than 5 s ago, or the broker not answering), and since when the oldest message not committed has waited at most (NULL: caught up, or not known yet)';
@@ -1526,6 +1528,7 @@ CREATE FUNCTION adstream.publisher_status(
 	OUT last_commit_at timestamptz, OUT last_error text, OUT last_error_at timestamptz, OUT restarts integer,
 	OUT connected boolean, OUT connected_since timestamptz, OUT errors_total bigint)
 RETURNS SETOF record LANGUAGE C STRICT VOLATILE
+ROWS 4		-- as worker_status
 AS 'MODULE_PATHNAME', 'adstream_publisher_status';
 COMMENT ON FUNCTION adstream.publisher_status() IS
 	'One row per running or restarting publisher worker, from shared memory: state, current error (cleared on recovery), restarts, whether the broker answers and since when, errors since the slot was assigned';
@@ -2547,6 +2550,7 @@ RETURNS SETOF record
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off		-- scraped every few seconds: compiling costs more than it saves
 AS $$
 WITH c AS (
 	SELECT m.kind, m.name, coalesce(r.stats_reset, m.created_at) AS stats_reset, m.counters,
