@@ -104,11 +104,31 @@ typedef struct AdsWorkerSlot
  */
 #define ADS_POSITIONS_STALE_MS 5000
 
+/*
+ * Status (issue #14): a worker the launcher wants but has no registry slot
+ * for (adstream.max_workers is used up).  It has no slot to report in, so
+ * the launcher lists it here; worker_status() and publisher_status() show it
+ * as "no worker slot".
+ */
+#define ADS_MAX_UNPLACED 64
+
+typedef struct AdsUnplaced
+{
+	Oid			database;
+	AdsWorkerKind kind;
+	int32		owner_id;
+	int32		worker_index;
+	char		owner_name[NAMEDATALEN];
+	TimestampTz since;
+} AdsUnplaced;
+
 typedef struct AdsRegistry
 {
-	slock_t		mutex;			/* protects launcher_* */
+	slock_t		mutex;			/* protects launcher_* and unplaced */
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
+	int			nunplaced;
+	AdsUnplaced unplaced[ADS_MAX_UNPLACED];
 	int			nslots;
 	AdsWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } AdsRegistry;
@@ -154,5 +174,11 @@ extern void ads_slot_set_connection(AdsWorkerSlot *slot, bool up, bool clear_err
 extern int	ads_slot_connected(AdsWorkerSlot *slot);
 extern bool ads_slot_healthy(AdsWorkerSlot *slot);
 extern void ads_slot_set_topic_partitions(AdsWorkerSlot *slot, int count);
+
+/* The launcher's list of workers without a registry slot, and a copy of it. */
+extern void ads_registry_set_unplaced(int n, const AdsUnplaced *unplaced);
+extern int	ads_registry_get_unplaced(AdsUnplaced *out);
+/* The error an unplaced worker shows. */
+extern void ads_unplaced_error(char *buf, size_t len);
 
 #endif							/* ADSTREAM_REGISTRY_H */

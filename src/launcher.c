@@ -400,6 +400,8 @@ reconcile(DesiredWorker *desired, int ndesired)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	long		wait_ms = adstream_launcher_naptime_ms;
+	AdsUnplaced unplaced[ADS_MAX_UNPLACED];
+	int			nunplaced = 0;
 
 	/* 1. Reap stopped workers; stop unwanted ones. */
 	for (int i = 0; i < ads_registry->nslots; i++)
@@ -498,6 +500,18 @@ reconcile(DesiredWorker *desired, int ndesired)
 			}
 			if (free_slot < 0)
 			{
+				/* Status (issue #14): shown as "no worker slot" in worker_status(). */
+				if (nunplaced < ADS_MAX_UNPLACED)
+				{
+					AdsUnplaced *u = &unplaced[nunplaced++];
+
+					memset(u, 0, sizeof(AdsUnplaced));
+					u->database = MyDatabaseId;
+					u->kind = desired[d].kind;
+					u->owner_id = desired[d].owner_id;
+					u->worker_index = w;
+					strlcpy(u->owner_name, desired[d].name, NAMEDATALEN);
+				}
 				if (TimestampDifferenceExceeds(last_no_slot_warning, now, 60000))
 				{
 					ereport(WARNING,
@@ -513,6 +527,7 @@ reconcile(DesiredWorker *desired, int ndesired)
 			start_worker(free_slot, &desired[d], w, b->restarts);
 		}
 	}
+	ads_registry_set_unplaced(nunplaced, unplaced);
 	return wait_ms;
 }
 

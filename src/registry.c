@@ -304,3 +304,53 @@ ads_slot_set_topic_partitions(AdsWorkerSlot *slot, int count)
 	slot->topic_partitions = count;
 	SpinLockRelease(&slot->mutex);
 }
+
+/*
+ * Replaces the list of workers without a registry slot.  A worker that was
+ * in the list already keeps the time since when it has been waiting.
+ */
+void
+ads_registry_set_unplaced(int n, const AdsUnplaced *unplaced)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	AdsUnplaced copy[ADS_MAX_UNPLACED];
+
+	n = Min(n, ADS_MAX_UNPLACED);
+	memcpy(copy, unplaced, sizeof(AdsUnplaced) * n);
+	SpinLockAcquire(&ads_registry->mutex);
+	for (int i = 0; i < n; i++)
+	{
+		copy[i].since = now;
+		for (int j = 0; j < ads_registry->nunplaced; j++)
+		{
+			AdsUnplaced *u = &ads_registry->unplaced[j];
+
+			if (u->database == copy[i].database && u->kind == copy[i].kind &&
+				u->owner_id == copy[i].owner_id && u->worker_index == copy[i].worker_index)
+				copy[i].since = u->since;
+		}
+	}
+	memcpy(ads_registry->unplaced, copy, sizeof(AdsUnplaced) * n);
+	ads_registry->nunplaced = n;
+	SpinLockRelease(&ads_registry->mutex);
+}
+
+int
+ads_registry_get_unplaced(AdsUnplaced *out)
+{
+	int			n;
+
+	SpinLockAcquire(&ads_registry->mutex);
+	n = ads_registry->nunplaced;
+	memcpy(out, ads_registry->unplaced, sizeof(AdsUnplaced) * n);
+	SpinLockRelease(&ads_registry->mutex);
+	return n;
+}
+
+void
+ads_unplaced_error(char *buf, size_t len)
+{
+	snprintf(buf, len,
+			 "no adstream worker slot: adstream.max_workers (%d) is used up by other workers; raise it and restart the server",
+			 adstream_max_workers);
+}

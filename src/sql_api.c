@@ -91,6 +91,43 @@ slot_rows(FunctionCallInfo fcinfo, AdsWorkerKind kind)
 		Assert(rsinfo->setDesc->natts <= lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+
+	/* Workers the launcher has no registry slot for (adstream.max_workers). */
+	{
+		AdsUnplaced unplaced[ADS_MAX_UNPLACED];
+		int			n = ads_registry_get_unplaced(unplaced);
+		char		msg[ADS_ERROR_LEN];
+
+		ads_unplaced_error(msg, sizeof(msg));
+		for (int i = 0; i < n; i++)
+		{
+			AdsUnplaced *u = &unplaced[i];
+			Datum		values[14];
+			bool		nulls[14];
+
+			if (u->database != MyDatabaseId || u->kind != kind)
+				continue;
+			memset(nulls, true, sizeof(nulls));
+			values[0] = Int32GetDatum(u->owner_id);
+			nulls[0] = false;
+			if (!publishers)
+			{
+				values[1] = Int32GetDatum(u->worker_index);
+				nulls[1] = false;
+			}
+			values[k + 2] = CStringGetTextDatum("no worker slot");
+			nulls[k + 2] = false;
+			values[k + 5] = CStringGetTextDatum(msg);
+			nulls[k + 5] = false;
+			values[k + 6] = TimestampTzGetDatum(u->since);
+			nulls[k + 6] = false;
+			values[k + 7] = Int32GetDatum(0);
+			nulls[k + 7] = false;
+			values[k + 10] = Int64GetDatum(0);
+			nulls[k + 10] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
 	return (Datum) 0;
 }
 

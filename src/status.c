@@ -210,6 +210,69 @@ write_changes(int nchanges, bool with_counters)
 	return exists;
 }
 
+/*
+ * Compares one worker as its slot shows it (copy) with what was last
+ * recorded for it, and queues a row if it changed.
+ */
+static void
+observe(const AdsWorkerSlot *c, TimestampTz now, int *nchanges)
+{
+	const AdsWorkerSlot *copy = c;
+	Recorded   *r;
+	const char *state;
+	bool		state_changed;
+	bool		error_changed;
+
+	r = find_recorded(copy->kind, copy->owner_id, copy->kind == ADS_WORKER_PUBLISHER ? 0 : copy->worker_index);
+	if (r == NULL)
+		return;
+	r->seen = true;
+	strlcpy(r->name, copy->owner_name, NAMEDATALEN);
+
+	/*
+	 * An error that came and went (or was replaced) since the last
+	 * look, as an offset gap does when the next batch commits: its own
+	 * row, so that no error goes unrecorded (at most once a minute per
+	 * worker, as other changes of the error alone).
+	 */
+	if (copy->errors_total != r->slot_errors && copy->recent_error[0] != '\0' &&
+		strcmp(copy->recent_error, copy->last_error) != 0 && strcmp(copy->recent_error, r->error) != 0 &&
+		TimestampDifferenceExceeds(r->transient_at, now, ERROR_ONLY_EVERY_MS))
+	{
+		strlcpy(r->error, copy->recent_error, ADS_ERROR_LEN);
+		r->recorded_at = r->transient_at = now;
+		add_change(nchanges, r, r->state[0] ? r->state : recorded_state(copy->state), copy->connected,
+				   copy->recent_error, copy->recent_error_at, copy->restarts);
+	}
+
+	/*
+	 * counters: what the slot added since the last look (a slot given
+	 * to another worker starts again from 0).  The launcher's restart
+	 * count of a worker goes on across pauses: a worker seen anew
+	 * counts its restarts from here.
+	 */
+	if (r->slot_restarts < 0)
+		r->slot_restarts = copy->restarts;
+	r->pending_errors += copy->errors_total >= r->slot_errors ? copy->errors_total - r->slot_errors : copy->errors_total;
+	r->slot_errors = copy->errors_total;
+	r->pending_restarts += copy->restarts >= r->slot_restarts ? copy->restarts - r->slot_restarts : copy->restarts;
+	r->slot_restarts = copy->restarts;
+
+	state = recorded_state(copy->state);
+	state_changed = strcmp(r->state, state) != 0 || r->connected != copy->connected;
+	error_changed = strcmp(r->error, copy->last_error) != 0;
+	if (state_changed ||
+		(error_changed && (copy->last_error[0] == '\0' || r->error[0] == '\0' ||
+						   TimestampDifferenceExceeds(r->recorded_at, now, ERROR_ONLY_EVERY_MS))))
+	{
+		strlcpy(r->state, state, ADS_STATE_LEN);
+		r->connected = copy->connected;
+		strlcpy(r->error, copy->last_error, ADS_ERROR_LEN);
+		r->recorded_at = now;
+		add_change(nchanges, r, state, copy->connected, copy->last_error, copy->last_error_at, copy->restarts);
+	}
+}
+
 long
 ads_status_round(void)
 {
@@ -218,6 +281,7 @@ ads_status_round(void)
 	int			nchanges = 0;
 	bool		counters_due;
 	bool		pending = false;
+	AdsWorkerSlot *copy;
 
 	if (ads_registry == NULL)
 		return adstream_launcher_naptime_ms;
@@ -231,68 +295,41 @@ ads_status_round(void)
 
 	for (int i = 0; i < nrecorded; i++)
 		recorded[i].seen = false;
+	copy = palloc(sizeof(AdsWorkerSlot));
 
 	for (int i = 0; i < ads_registry->nslots; i++)
 	{
 		AdsWorkerSlot *s = &ads_registry->slots[i];
-		AdsWorkerSlot copy;
-		Recorded   *r;
-		const char *state;
-		bool		state_changed;
-		bool		error_changed;
 
 		SpinLockAcquire(&s->mutex);
-		memcpy(&copy, s, offsetof(AdsWorkerSlot, positions));
+		memcpy(copy, s, offsetof(AdsWorkerSlot, positions));
 		SpinLockRelease(&s->mutex);
-		if (!copy.in_use || copy.database != MyDatabaseId)
+		if (!copy->in_use || copy->database != MyDatabaseId)
 			continue;
-		r = find_recorded(copy.kind, copy.owner_id, copy.kind == ADS_WORKER_PUBLISHER ? 0 : copy.worker_index);
-		if (r == NULL)
-			continue;
-		r->seen = true;
-		strlcpy(r->name, copy.owner_name, NAMEDATALEN);
+		observe(copy, now, &nchanges);
+	}
 
-		/*
-		 * An error that came and went (or was replaced) since the last
-		 * look, as an offset gap does when the next batch commits: its own
-		 * row, so that no error goes unrecorded (at most once a minute per
-		 * worker, as other changes of the error alone).
-		 */
-		if (copy.errors_total != r->slot_errors && copy.recent_error[0] != '\0' &&
-			strcmp(copy.recent_error, copy.last_error) != 0 && strcmp(copy.recent_error, r->error) != 0 &&
-			TimestampDifferenceExceeds(r->transient_at, now, ERROR_ONLY_EVERY_MS))
+	/* Workers without a registry slot (adstream.max_workers), as worker_status() shows them. */
+	{
+		AdsUnplaced unplaced[ADS_MAX_UNPLACED];
+		int			n = ads_registry_get_unplaced(unplaced);
+
+		for (int i = 0; i < n; i++)
 		{
-			strlcpy(r->error, copy.recent_error, ADS_ERROR_LEN);
-			r->recorded_at = r->transient_at = now;
-			add_change(&nchanges, r, r->state[0] ? r->state : recorded_state(copy.state), copy.connected,
-					   copy.recent_error, copy.recent_error_at, copy.restarts);
-		}
-
-		/*
-		 * counters: what the slot added since the last look (a slot given
-		 * to another worker starts again from 0).  The launcher's restart
-		 * count of a worker goes on across pauses: a worker seen anew
-		 * counts its restarts from here.
-		 */
-		if (r->slot_restarts < 0)
-			r->slot_restarts = copy.restarts;
-		r->pending_errors += copy.errors_total >= r->slot_errors ? copy.errors_total - r->slot_errors : copy.errors_total;
-		r->slot_errors = copy.errors_total;
-		r->pending_restarts += copy.restarts >= r->slot_restarts ? copy.restarts - r->slot_restarts : copy.restarts;
-		r->slot_restarts = copy.restarts;
-
-		state = recorded_state(copy.state);
-		state_changed = strcmp(r->state, state) != 0 || r->connected != copy.connected;
-		error_changed = strcmp(r->error, copy.last_error) != 0;
-		if (state_changed ||
-			(error_changed && (copy.last_error[0] == '\0' || r->error[0] == '\0' ||
-							   TimestampDifferenceExceeds(r->recorded_at, now, ERROR_ONLY_EVERY_MS))))
-		{
-			strlcpy(r->state, state, ADS_STATE_LEN);
-			r->connected = copy.connected;
-			strlcpy(r->error, copy.last_error, ADS_ERROR_LEN);
-			r->recorded_at = now;
-			add_change(&nchanges, r, state, copy.connected, copy.last_error, copy.last_error_at, copy.restarts);
+			if (unplaced[i].database != MyDatabaseId)
+				continue;
+			memset(copy, 0, offsetof(AdsWorkerSlot, positions));
+			copy->in_use = true;
+			copy->database = unplaced[i].database;
+			copy->kind = unplaced[i].kind;
+			copy->owner_id = unplaced[i].owner_id;
+			copy->worker_index = unplaced[i].worker_index;
+			strlcpy(copy->owner_name, unplaced[i].owner_name, NAMEDATALEN);
+			strlcpy(copy->state, "no worker slot", ADS_STATE_LEN);
+			copy->connected = ADS_CONN_UNKNOWN;
+			ads_unplaced_error(copy->last_error, ADS_ERROR_LEN);
+			copy->last_error_at = unplaced[i].since;
+			observe(copy, now, &nchanges);
 		}
 	}
 
@@ -313,6 +350,7 @@ ads_status_round(void)
 
 	for (int i = 0; i < nrecorded; i++)
 		pending |= recorded[i].used && (recorded[i].pending_errors > 0 || recorded[i].pending_restarts > 0);
+	pfree(copy);
 	counters_due = pending && (nchanges > 0 ||
 							   TimestampDifferenceExceeds(counters_written_at, now, COUNTERS_EVERY_MS));
 	if (nchanges == 0 && !counters_due)

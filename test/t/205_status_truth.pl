@@ -10,8 +10,9 @@
 #   5. a library newer than the SQL objects (0.5 objects, this library)
 #      shows in source_status until ALTER EXTENSION adstream UPDATE;
 #   6. too few max_worker_processes: the worker without a slot says so,
-#      its partitions are listed with their lag flagged unknown, and all of
-#      it clears once the server has slots.
+#      its partitions are listed with their lag flagged unknown; too small
+#      adstream.max_workers likewise; all of it clears once the server has
+#      slots.
 # Counts stay exact throughout (check_truth).
 use strict;
 use warnings;
@@ -175,7 +176,7 @@ $node->stop;
 
 # ---- 5. SQL objects of 0.5 under this library ------------------------------
 my $old = AdstreamTest::node('status_old', create_extension => 0, max_worker_processes => 4,
-	'adstream.batch_max_messages' => 500);
+	'adstream.max_workers' => 3, 'adstream.batch_max_messages' => 500);
 sub osql { return $old->safe_psql('postgres', $_[0]); }
 # (0.1 and the chain: an adstream--0.5.sql left over from an older build may
 # still be installed.)
@@ -206,12 +207,25 @@ is(osql(q{SELECT count(*) FROM adstream.source_status WHERE source = 'w' AND wor
 	'no worker slot: the other worker consumes its two partitions');
 ok($old->poll_query_until('postgres', q{SELECT count(*) > 0 FROM adstream.status_history WHERE name = 'w' AND state = 'no worker slot'}),
 	'no worker slot: in the history');
-$old->append_conf('postgresql.conf', "max_worker_processes = 8\n");
+# adstream.max_workers (3) is used up too: v, w and w's waiting worker.
+osql(qq{SELECT adstream.create_source('x', '$broker->{bootstrap}', 'other')});
+ok($old->poll_query_until('postgres', q{SELECT bool_and(worker_state = 'no worker slot' AND worker_pid IS NULL AND lag_stale
+	AND last_error LIKE '%adstream.max_workers (3)%' AND last_error_at IS NOT NULL) FROM adstream.source_status WHERE source = 'x'}),
+	'no adstream worker slot: the source says so, naming adstream.max_workers')
+  or diag osql('SELECT * FROM adstream.source_status');
+ok($old->poll_query_until('postgres', q{SELECT count(*) > 0 FROM adstream.status_history
+	WHERE name = 'x' AND state = 'no worker slot' AND error LIKE '%adstream.max_workers%'}),
+	'no adstream worker slot: in the history');
+$old->append_conf('postgresql.conf', "max_worker_processes = 8\nadstream.max_workers = 8\n");
 $old->restart;
 AdstreamTest::wait_consumed($old, 'w', $w->{sent});
 ok($old->poll_query_until('postgres', q{SELECT bool_and(worker_state = 'consuming' AND last_error IS NULL AND lag = 0 AND NOT lag_stale)
 	FROM adstream.source_status WHERE source IN ('v', 'w')}),
 	'with slots: every partition consumed, errors cleared, lag current')
+  or diag osql('SELECT * FROM adstream.source_status');
+ok($old->poll_query_until('postgres', q{SELECT bool_and(worker_state = 'consuming' AND last_error IS NULL AND connected)
+	FROM adstream.source_status WHERE source = 'x'}),
+	'with adstream worker slots: x consumes, its error cleared')
   or diag osql('SELECT * FROM adstream.source_status');
 AdstreamTest::check_truth($old, [ $v->{truth}, $w->{truth} ], 'after the version mismatch and the missing slots');
 
