@@ -344,7 +344,6 @@ reap_slot(int slotno)
 				worker_index,
 				nworkers;
 	char		name[NAMEDATALEN];
-
 	char		error[ADS_ERROR_LEN];
 
 	SpinLockAcquire(&slot->mutex);
