@@ -11,7 +11,8 @@ DATA        = $(wildcard sql/$(EXTENSION)--*.sql)
 PG_CONFIG  ?= pg_config
 RDKAFKA_CFLAGS := $(shell pkg-config --cflags rdkafka 2>/dev/null)
 RDKAFKA_LIBS   := $(shell pkg-config --libs rdkafka 2>/dev/null || echo -lrdkafka)
-PG_CPPFLAGS = -Iinclude $(RDKAFKA_CFLAGS)
+# ADS_EXTVERSION: the workers check that the SQL objects are of this version.
+PG_CPPFLAGS = -Iinclude $(RDKAFKA_CFLAGS) -DADS_EXTVERSION='"$(EXTVERSION)"'
 PG_CFLAGS   = -Wmissing-prototypes
 SHLIB_LINK  = $(RDKAFKA_LIBS) -lpthread
 
@@ -28,7 +29,7 @@ SHLIB_LINK += -fsanitize=undefined
 endif
 
 # pg_regress runs on a throwaway instance with the library preloaded.
-REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter
+REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter status
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
 
 EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log build-flags.stamp

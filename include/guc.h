@@ -24,6 +24,7 @@ extern int	adstream_view_through_window_s;
 extern int	adstream_attribution_max_wait_s;
 extern int	adstream_minute_retention_s;
 extern int	adstream_rejected_retention_s;
+extern int	adstream_status_history_retention_s;
 extern bool adstream_auto_maintenance;
 extern int	adstream_partitions_interval_s;
 extern int	adstream_retention_interval_s;

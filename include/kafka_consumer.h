@@ -27,7 +27,10 @@ extern AdsKafkaConsumer *ads_kafka_consumer_open(const char *brokers, const char
 												 const char *client_id, const AdsKafkaProps *props,
 												 char *errbuf, size_t errlen);
 extern void ads_kafka_consumer_clear_wakeup(AdsKafkaConsumer *k);
-/* Partition count of topic, or -1 when metadata is not available yet. */
+/*
+ * Partition count of topic, or < 0 when metadata is not available yet:
+ * -1 when a broker answered (the topic is missing, say), -2 when none did.
+ */
 extern int	ads_kafka_partition_count(AdsKafkaConsumer *k, const char *topic, int timeout_ms);
 
 #endif							/* ADSTREAM_KAFKA_CONSUMER_H */

@@ -26,4 +26,7 @@ extern void ads_kafka_log_push(int level, const char *fmt, const char *a, const 
  */
 extern void ads_kafka_report(AdsWorkerSlot *slot, const char *kind, const char *name);
 
+/* Status (issue #14): does a broker answer a metadata request within timeout_ms? */
+extern bool ads_kafka_ping(rd_kafka_t *rk, int timeout_ms);
+
 #endif							/* ADSTREAM_KAFKA_LOG_H */

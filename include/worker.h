@@ -42,4 +42,11 @@ extern void ads_worker_set_application_name(const char *name);
 /* The delay before retry number attempt (0-based): min_ms doubling up to max_ms. */
 extern long ads_backoff_ms(int attempt, long min_ms, long max_ms);
 
+/*
+ * Status (issue #14): waits, in state "waiting for update" with the reason
+ * as the slot's error, while the installed SQL objects are of another
+ * version than the library.  kind and name ("source", "ads_eu") for messages.
+ */
+extern void ads_worker_wait_for_schema(AdsWorkerSlot *slot, const char *kind, const char *name);
+
 #endif							/* ADSTREAM_WORKER_H */

@@ -70,7 +70,7 @@ SELECT p.oid::regprocedure::text AS function,
 	   has_function_privilege('adstream_admin', p.oid, 'EXECUTE') AS admin_calls
   FROM pg_proc p
  WHERE p.pronamespace = 'adstream'::regnamespace
-   AND p.proname !~ '^_' AND p.proname NOT IN ('worker_status', 'partition_status', 'publisher_status')
+   AND p.proname !~ '^_' AND p.proname NOT IN ('worker_status', 'partition_status', 'partition_lag', 'publisher_status')
  ORDER BY 1;
 
 -- Nothing at all is open to PUBLIC (function defaults would grant EXECUTE).

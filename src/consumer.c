@@ -25,6 +25,7 @@
 #include "batch.h"
 #include "catalog.h"
 #include "dedup_index.h"
+#include "event_time.h"
 #include "guc.h"
 #include "kafka_consumer.h"
 #include "kafka_log.h"
@@ -53,6 +54,19 @@ typedef struct AdsConsumer
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
 	int			recorded_partitions;	/* sources.partitions as this worker last wrote it */
+
+	/*
+	 * Status (issue #14), per partition as in batch.parts: the Kafka
+	 * timestamp (ms) of the last message read and of the last committed,
+	 * and when the partition was last seen committed to the broker's end;
+	 * 0 when unknown.  They bound how long the oldest message not yet
+	 * committed has waited (pending_since).
+	 */
+	int64		read_ts_ms[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	int64		committed_ts_ms[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	TimestampTz caught_up_at[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	bool		answered;		/* a broker has answered since this worker started */
+	const char *shown_state;	/* the state last put in the slot by set_running_state */
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -279,12 +293,47 @@ record_gaps(AdsConsumer *c)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Status (issue #14): the time since which the oldest message of partition
+ * i not yet committed has been waiting at most, or 0 when everything up to
+ * the broker's end hi is committed.  Two upper bounds, of which the later
+ * (tighter) one is taken: the last time the partition was seen committed
+ * to its end (every message after that arrived later), and the Kafka
+ * timestamp of the last committed message (the next one was produced no
+ * earlier, as far as the producers' clocks agree).  -1 when neither is
+ * known yet (the first batch after a start).
+ */
+static TimestampTz
+pending_since(AdsConsumer *c, int i, int64 hi, TimestampTz now)
+{
+	AdsPartition *p = &c->batch.parts[i];
+	TimestampTz bound = -1;
+
+	if (hi < 0)
+		return -1;
+	if (p->committed >= hi)
+	{
+		c->caught_up_at[i] = now;
+		return 0;
+	}
+	if (c->caught_up_at[i] != 0)
+		bound = c->caught_up_at[i];
+	if (c->committed_ts_ms[i] > 0)
+	{
+		TimestampTz ts = ads_unix_us_to_timestamptz(c->committed_ts_ms[i] * 1000);
+
+		bound = Max(bound, Min(ts, now));
+	}
+	return bound;
+}
+
 /* Show in the registry where each partition is read, and the broker's end. */
 static void
 report_positions(AdsConsumer *c)
 {
 	AdsBatch   *b = &c->batch;
 	AdsPositionInfo info[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	TimestampTz now = GetCurrentTimestamp();
 
 	for (int i = 0; i < b->nparts; i++)
 	{
@@ -297,8 +346,45 @@ report_positions(AdsConsumer *c)
 										   &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR || hi < 0)
 			hi = -1;
 		info[i].high_watermark = hi;
+		info[i].pending_since = pending_since(c, i, hi, now);
 	}
 	ads_slot_set_positions(c->slot, b->nparts, info);
+}
+
+/*
+ * Status (issue #14): the worker's state between batches says whether the
+ * broker answers: "connecting" until it first does, "disconnected" once
+ * librdkafka says every broker is down (until one answers again), else
+ * "consuming".
+ */
+static void
+set_running_state(AdsConsumer *c)
+{
+	int			conn = ads_slot_connected(c->slot);
+	const char *state = conn == ADS_CONN_UP ? "consuming" :
+		conn == ADS_CONN_DOWN ? "disconnected" : "connecting";
+
+	if (state != c->shown_state)
+	{
+		ads_slot_set_state(c->slot, state);
+		c->shown_state = state;
+	}
+}
+
+/*
+ * A broker answered a metadata request: the connection is up, and an error
+ * that ended a predecessor is over.  Messages are no proof: librdkafka hands
+ * out what it fetched before the brokers went down.
+ */
+static void
+broker_answered(AdsConsumer *c)
+{
+	ads_slot_set_connected(c->slot, true);
+	if (!c->answered)
+	{
+		ads_slot_clear_error(c->slot, ADS_ERRCLASS_EXIT);
+		c->answered = true;
+	}
 }
 
 /* (Re)assign every owned partition at the position we expect next. */
@@ -377,6 +463,10 @@ discover_partitions(AdsConsumer *c)
 	int			count = ads_kafka_partition_count(c->kafka, c->source.topic, METADATA_TIMEOUT_MS);
 	int			added = 0;
 
+	if (count >= 0)
+		broker_answered(c);
+	else if (count == -1)
+		ads_slot_set_connection(c->slot, true, false);	/* answered, with an error (no such topic) */
 	if (count < 0)
 		return false;
 	if (count > 0)
@@ -420,6 +510,8 @@ discover_partitions(AdsConsumer *c)
 			break;
 		}
 		memset(&b->parts[b->nparts], 0, sizeof(AdsPartition));
+		c->read_ts_ms[b->nparts] = c->committed_ts_ms[b->nparts] = 0;
+		c->caught_up_at[b->nparts] = 0;
 		b->parts[b->nparts].partition = p;
 		b->parts[b->nparts].committed = -1;
 		b->parts[b->nparts].position = -1;
@@ -464,6 +556,8 @@ static void
 reset_from_stored(AdsConsumer *c)
 {
 	ads_batch_reset(&c->batch);
+	for (int i = 0; i < c->batch.nparts; i++)
+		c->read_ts_ms[i] = c->committed_ts_ms[i] = c->caught_up_at[i] = 0;
 	rd_kafka_assign(c->kafka->rk, NULL);
 	load_offsets(c);
 	assign_all(c);
@@ -497,7 +591,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 			char		buf[ADS_ERROR_LEN];
 
 			snprintf(buf, sizeof(buf), "partition %d: %s", rkm->partition, rd_kafka_message_errstr(rkm));
-			ads_slot_set_error(c->slot, buf);
+			ads_slot_set_error_class(c->slot, ADS_ERRCLASS_KAFKA, buf);
 			ereport(LOG, (errmsg("adstream source \"%s\": kafka: %s", c->source.name, buf)));
 		}
 		rd_kafka_message_destroy(rkm);
@@ -513,6 +607,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 		return;
 	}
 	p->position = rkm->offset + 1;
+	c->read_ts_ms[idx] = rd_kafka_message_timestamp(rkm, NULL);
 
 	if (b->nmsgs == 0)
 		c->batch_started = GetCurrentTimestamp();
@@ -555,6 +650,7 @@ flush_batch(AdsConsumer *c)
 {
 	AdsBatch   *b = &c->batch;
 
+	c->shown_state = NULL;		/* states of the flush below; set_running_state sets it again */
 	for (int attempt = 0;; attempt++)
 	{
 		MemoryContext oldcxt = CurrentMemoryContext;
@@ -606,12 +702,17 @@ flush_batch(AdsConsumer *c)
 
 	for (int i = 0; i < b->nparts; i++)
 		if (b->parts[i].in_batch)
+		{
 			b->parts[i].committed = b->parts[i].b_next;
+			/* everything read of it is in the batch */
+			c->committed_ts_ms[i] = c->read_ts_ms[i];
+		}
 	commit_to_kafka(c);
 	ads_batch_reset(b);
 
 	ads_slot_note_commit(c->slot);
-	ads_slot_set_state(c->slot, "consuming");
+	c->shown_state = NULL;
+	set_running_state(c);
 }
 
 /*
@@ -648,11 +749,15 @@ attribute_orders(AdsConsumer *c)
  * ---------------------------------------------------------------------
  */
 
-/* Wait for the batch's deadline, new messages (the wake-up pipe) or the latch. */
+/*
+ * Wait for the batch's deadline, new messages (the wake-up pipe) or the
+ * latch; an idle worker still reports its positions every
+ * STATUS_INTERVAL_MS, which bounds how far lag_seconds overshoots.
+ */
 static void
 wait_for_messages(AdsConsumer *c)
 {
-	long		timeout = 1000;
+	long		timeout = STATUS_INTERVAL_MS;
 
 	if (c->batch.nmsgs > 0)
 	{
@@ -662,7 +767,7 @@ wait_for_messages(AdsConsumer *c)
 		TimestampDifference(GetCurrentTimestamp(),
 							TimestampTzPlusMilliseconds(c->batch_started, adstream_batch_max_ms),
 							&secs, &usecs);
-		timeout = Max(1, secs * 1000 + usecs / 1000);
+		timeout = Min(timeout, Max(1, secs * 1000 + usecs / 1000));
 	}
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -683,6 +788,7 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_attribution = 0;
 
 	c->slot = ads_worker_start(&c->args);
+	ads_worker_wait_for_schema(c->slot, "source", c->slot->owner_name);
 	if (!load_source(c))
 	{
 		/* Changed before it started: the launcher says why in a moment. */
@@ -703,7 +809,7 @@ adstream_consumer_main(Datum arg)
 	}
 
 	ads_batch_init(b, c->args.owner_id, c->source.name, c->source.topic, c->source.is_orders);
-	ads_slot_set_state(c->slot, "consuming");
+	set_running_state(c);		/* "connecting" until a broker answers */
 	ereport(LOG, (errmsg("%s started", ads_worker_name())));
 
 	for (;;)
@@ -722,9 +828,11 @@ adstream_consumer_main(Datum arg)
 		{
 			bool		found = discover_partitions(c);
 
-			next_discovery = TimestampTzPlusMilliseconds(now, found ?
+			/* While no broker answers, or an error waits to be proven over, ask every second. */
+			next_discovery = TimestampTzPlusMilliseconds(now, found && ads_slot_healthy(c->slot) ?
 														 adstream_discovery_interval_s * 1000L : 1000);
 		}
+		set_running_state(c);
 		if (now >= next_status)
 		{
 			report_positions(c);

@@ -26,6 +26,7 @@ int			adstream_view_through_window_s = 0;
 int			adstream_attribution_max_wait_s = 600;
 int			adstream_minute_retention_s = 7 * 86400;
 int			adstream_rejected_retention_s = 7 * 86400;
+int			adstream_status_history_retention_s = 30 * 86400;
 bool		adstream_auto_maintenance = true;
 int			adstream_partitions_interval_s = 600;
 int			adstream_retention_interval_s = 300;
@@ -81,6 +82,11 @@ define_reloadable(void)
 	DefineCustomIntVariable("adstream.rejected_retention",
 							"Dead letters older than this are deleted by adstream.drop_expired_partitions().",
 							NULL, &adstream_rejected_retention_s, 7 * 86400, 60, 3650 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	/* Status (issue #14): adstream.status_history, trimmed by the retention job. */
+	DefineCustomIntVariable("adstream.status_history_retention",
+							"Rows of adstream.status_history older than this are deleted by adstream.drop_expired_partitions().",
+							NULL, &adstream_status_history_retention_s, 30 * 86400, 3600, 3650 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	/* Maintenance (src/maintenance.c, adstream._maintenance_jobs()). */
 	DefineCustomBoolVariable("adstream.auto_maintenance",

@@ -123,7 +123,9 @@ ads_kafka_partition_count(AdsKafkaConsumer *k, const char *topic, int timeout_ms
 	if (rkt == NULL)
 		return -1;
 	err = rd_kafka_metadata(k->rk, 0, rkt, &md, timeout_ms);
-	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		count = -2;				/* status (issue #14): no broker answered */
+	else
 	{
 		if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			count = md->topics[0].partition_cnt;

@@ -29,6 +29,7 @@ static LogLine ring[RING_SIZE];
 static int	ring_head;			/* next to read */
 static int	ring_count;
 static int	ring_dropped;
+static bool all_brokers_down;	/* status (issue #14): seen since the last drain */
 
 /* worker-thread only: suppression of identical repeated lines */
 static char last_reported[LINE_LEN];
@@ -61,6 +62,12 @@ log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 static void
 error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+	if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+	{
+		pthread_mutex_lock(&ring_lock);
+		all_brokers_down = true;
+		pthread_mutex_unlock(&ring_lock);
+	}
 	ads_kafka_log_push(3, "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t) err), reason);
 }
 
@@ -74,6 +81,16 @@ ads_kafka_log_install(rd_kafka_conf_t *conf)
 void
 ads_kafka_report(AdsWorkerSlot *slot, const char *kind, const char *name)
 {
+	bool		down;
+
+	/* Status (issue #14): the client says no broker answers. */
+	pthread_mutex_lock(&ring_lock);
+	down = all_brokers_down;
+	all_brokers_down = false;
+	pthread_mutex_unlock(&ring_lock);
+	if (down)
+		ads_slot_set_connected(slot, false);
+
 	for (;;)
 	{
 		LogLine		line;
@@ -94,7 +111,7 @@ ads_kafka_report(AdsWorkerSlot *slot, const char *kind, const char *name)
 		pthread_mutex_unlock(&ring_lock);
 
 		if (line.level <= 3)
-			ads_slot_set_error(slot, line.text);
+			ads_slot_set_error_class(slot, ADS_ERRCLASS_KAFKA, line.text);
 
 		/* A broker that is down repeats the same complaint every second. */
 		now = GetCurrentTimestamp();
@@ -113,4 +130,21 @@ ads_kafka_report(AdsWorkerSlot *slot, const char *kind, const char *name)
 		last_reported_at = now;
 		repeats_suppressed = 0;
 	}
+}
+
+/*
+ * Status (issue #14): whether a broker answers a metadata request within
+ * timeout_ms (on the worker's thread; blocks at most that long).  A client
+ * learns that brokers are down from librdkafka, but nothing tells it that
+ * they are back while it has nothing to send: an idle worker asks.
+ */
+bool
+ads_kafka_ping(rd_kafka_t *rk, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md;
+
+	if (rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return false;
+	rd_kafka_metadata_destroy(md);
+	return true;
 }

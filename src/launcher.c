@@ -10,6 +10,11 @@
  *               changed generation: then it is asked to stop (SIGTERM)
  *   stopped  -> if we asked for it, the slot is freed; otherwise the worker
  *               failed, and it is restarted after 1 s, 2 s, 4 s ... 60 s.
+ * Status (issue #14): a failed worker keeps its slot while it waits for its
+ * restart ("restarting", with the error that ended it), and so does one
+ * for which the postmaster has no background worker slot ("no worker
+ * slot"), so that source_status and sink_status show why nothing runs.
+ * src/status.c records the slots' changes in adstream.status_history.
  * The launcher is woken by a latch when a source changes (commit hook in
  * adstream.c) and when a worker starts or stops (bgw_notify_pid), and
  * otherwise polls every adstream.launcher_naptime.
@@ -41,6 +46,7 @@
 #include "guc.h"
 #include "maintenance.h"
 #include "registry.h"
+#include "status.h"
 #include "txn.h"
 #include "worker.h"
 
@@ -66,6 +72,7 @@ typedef struct LocalSlot
 	TimestampTz started_at;
 	TimestampTz stop_requested_at;	/* SIGTERM; SIGUSR2 (die) after ADS_STOP_GRACE_MS */
 	bool		stop_forced;
+	bool		reserved;		/* status (issue #14): no process, kept for its restart */
 } LocalSlot;
 
 /*
@@ -431,6 +438,22 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restart
 	memcpy(bgw.bgw_extra, &args, sizeof(args));
 
 	SpinLockAcquire(&slot->mutex);
+	/* Status (issue #14): a slot kept for this worker keeps its error until it recovers. */
+	if (!(local_slots[slotno].reserved && slot->in_use && slot->kind == d->kind &&
+		  slot->owner_id == d->owner_id && slot->worker_index == worker_index &&
+		  slot->database == MyDatabaseId))
+	{
+		slot->last_error[0] = '\0';
+		slot->last_error_at = 0;
+		slot->error_class = ADS_ERRCLASS_NONE;
+		slot->errors_total = 0;
+		slot->recent_error[0] = '\0';
+		slot->recent_error_at = 0;
+		slot->connected = ADS_CONN_UNKNOWN;
+		slot->connected_since = 0;
+		slot->hw_current_at = 0;
+		slot->topic_partitions = 0;
+	}
 	slot->in_use = true;
 	slot->database = MyDatabaseId;
 	slot->kind = d->kind;
@@ -452,11 +475,22 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restart
 	if (!RegisterDynamicBackgroundWorker(&bgw, &local_slots[slotno].handle))
 	{
 		TimestampTz now = GetCurrentTimestamp();
+		char		msg[ADS_ERROR_LEN];
 
+		/*
+		 * Status (issue #14): the slot stays, without a process, so that
+		 * the worker's rows say why nothing reads its partitions; the
+		 * launcher tries again every round.
+		 */
+		snprintf(msg, sizeof(msg),
+				 "no background worker slot: max_worker_processes (%d) is used up; raise it and restart the server",
+				 max_worker_processes);
 		SpinLockAcquire(&slot->mutex);
-		slot->in_use = false;
+		strlcpy(slot->state, "no worker slot", ADS_STATE_LEN);
 		SpinLockRelease(&slot->mutex);
+		ads_slot_set_error_class(slot, ADS_ERRCLASS_EXIT, msg);
 		local_slots[slotno].handle = NULL;
+		local_slots[slotno].reserved = true;
 		if (TimestampDifferenceExceeds(last_no_slot_warning, now, 60000))
 		{
 			ereport(WARNING,
@@ -471,6 +505,7 @@ start_worker(int slotno, const DesiredWorker *d, int worker_index, int32 restart
 	local_slots[slotno].stop_requested = false;
 	local_slots[slotno].stop_forced = false;
 	local_slots[slotno].started_at = GetCurrentTimestamp();
+	local_slots[slotno].reserved = false;
 	return true;
 }
 
@@ -489,6 +524,7 @@ reap_slot(int slotno)
 				nworkers,
 				partitions;
 	char		name[NAMEDATALEN];
+	char		error[ADS_ERROR_LEN];
 
 	SpinLockAcquire(&slot->mutex);
 	kind = slot->kind;
@@ -497,18 +533,24 @@ reap_slot(int slotno)
 	nworkers = slot->nworkers;
 	partitions = slot->topic_partitions;
 	strlcpy(name, slot->owner_name, NAMEDATALEN);
-	slot->in_use = false;
-	slot->pid = 0;
-	SpinLockRelease(&slot->mutex);
+	strlcpy(error, slot->last_error, ADS_ERROR_LEN);
 
 	/*
 	 * A consumer with no partition of its topic stops by itself (consumer.c):
 	 * not a failure.  It is not started again until the topic has grown.
 	 */
-	if (kind == ADS_WORKER_CONSUMER)
-		note_partitions(owner_id, partitions);
 	if (kind == ADS_WORKER_CONSUMER && partitions > 0 && worker_index >= partitions)
 		ls->stop_requested = true;
+	/* Status (issue #14): a failed worker's slot stays, with its error, until its restart. */
+	slot->in_use = !ls->stop_requested;
+	slot->pid = 0;
+	slot->npositions = 0;
+	if (!ls->stop_requested)
+		strlcpy(slot->state, "restarting", ADS_STATE_LEN);
+	SpinLockRelease(&slot->mutex);
+	ls->reserved = !ls->stop_requested;
+	if (kind == ADS_WORKER_CONSUMER)
+		note_partitions(owner_id, partitions);
 
 	if (!ls->stop_requested)
 	{
@@ -522,14 +564,19 @@ reap_slot(int slotno)
 		b->failures++;
 		b->restarts++;
 		b->not_before = TimestampTzPlusMilliseconds(now, delay);
+		SpinLockAcquire(&slot->mutex);
+		slot->restarts = b->restarts;
+		SpinLockRelease(&slot->mutex);
 		if (kind == ADS_WORKER_PUBLISHER)
 			ereport(LOG,
 					(errmsg("adstream sink \"%s\" exited unexpectedly; restarting in %ld ms",
-							name, delay)));
+							name, delay),
+					 error[0] ? errdetail("Its error: %s", error) : 0));
 		else
 			ereport(LOG,
 					(errmsg("adstream consumer %d/%d of source \"%s\" exited unexpectedly; restarting in %ld ms",
-							worker_index + 1, nworkers, name, delay)));
+							worker_index + 1, nworkers, name, delay),
+					 error[0] ? errdetail("Its error: %s", error) : 0));
 	}
 	if (ls->handle)
 		pfree(ls->handle);
@@ -575,6 +622,8 @@ reconcile(DesiredWorker *desired, int ndesired)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	long		wait_ms = adstream_launcher_naptime_ms;
+	AdsUnplaced unplaced[ADS_MAX_UNPLACED];
+	int			nunplaced = 0;
 
 	/* 1. Reap stopped workers; stop unwanted ones, saying why. */
 	for (int i = 0; i < ads_registry->nslots; i++)
@@ -586,7 +635,29 @@ reconcile(DesiredWorker *desired, int ndesired)
 		char		buf[ADS_STOP_REASON_LEN];
 
 		if (ls->handle == NULL)
+		{
+			/* Status (issue #14): a kept slot whose worker is no longer wanted is freed. */
+			if (ls->reserved)
+			{
+				bool		wanted = false;
+
+				for (int d = 0; d < ndesired; d++)
+					if (desired[d].kind == slot->kind &&
+						desired[d].owner_id == slot->owner_id &&
+						desired[d].generation == slot->generation &&
+						desired[d].nworkers == slot->nworkers)
+						wanted = true;
+				if (!wanted)
+				{
+					SpinLockAcquire(&slot->mutex);
+					slot->in_use = false;
+					strlcpy(slot->state, "stopped", ADS_STATE_LEN);
+					SpinLockRelease(&slot->mutex);
+					ls->reserved = false;
+				}
+			}
 			continue;
+		}
 		if (GetBackgroundWorkerPid(ls->handle, &pid) == BGWH_STOPPED)
 		{
 			reap_slot(i);
@@ -639,12 +710,22 @@ reconcile(DesiredWorker *desired, int ndesired)
 			bool		running = false;
 			Backoff    *b;
 
+			int			kept_slot = -1;
+
 			for (int i = 0; i < ads_registry->nslots; i++)
 			{
 				AdsWorkerSlot *slot = &ads_registry->slots[i];
 
 				if (local_slots[i].handle == NULL)
 				{
+					/* Status (issue #14): the slot kept for this very worker, if any. */
+					if (local_slots[i].reserved)
+					{
+						if (slot->kind == desired[d].kind && slot->owner_id == desired[d].owner_id &&
+							slot->worker_index == w)
+							kept_slot = i;
+						continue;
+					}
 					if (free_slot < 0)
 						free_slot = i;
 					continue;
@@ -660,6 +741,8 @@ reconcile(DesiredWorker *desired, int ndesired)
 			/* A worker without a partition would only take a slot. */
 			if (partitions > 0 && w >= partitions)
 				continue;
+			if (kept_slot >= 0)
+				free_slot = kept_slot;
 			b = get_backoff(desired[d].kind, desired[d].owner_id, w);
 			if (b->not_before > now)
 			{
@@ -670,6 +753,18 @@ reconcile(DesiredWorker *desired, int ndesired)
 			}
 			if (free_slot < 0)
 			{
+				/* Status (issue #14): shown as "no worker slot" in worker_status(). */
+				if (nunplaced < ADS_MAX_UNPLACED)
+				{
+					AdsUnplaced *u = &unplaced[nunplaced++];
+
+					memset(u, 0, sizeof(AdsUnplaced));
+					u->database = MyDatabaseId;
+					u->kind = desired[d].kind;
+					u->owner_id = desired[d].owner_id;
+					u->worker_index = w;
+					strlcpy(u->owner_name, desired[d].name, NAMEDATALEN);
+				}
 				if (TimestampDifferenceExceeds(last_no_slot_warning, now, 60000))
 				{
 					ereport(WARNING,
@@ -685,6 +780,7 @@ reconcile(DesiredWorker *desired, int ndesired)
 			start_worker(free_slot, &desired[d], w, b->restarts);
 		}
 	}
+	ads_registry_set_unplaced(nunplaced, unplaced);
 	return wait_ms;
 }
 
@@ -734,6 +830,8 @@ adstream_launcher_db_main(Datum arg)
 		ads_worker_reload_config();
 
 		wait_ms = launcher_round();
+		/* Status (issue #14): the workers' changes into adstream.status_history. */
+		wait_ms = Min(wait_ms, ads_status_round());
 		/* Maintenance where pg_cron does not run it (src/maintenance.c). */
 		wait_ms = Min(wait_ms, ads_maintenance_round());
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

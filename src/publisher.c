@@ -238,7 +238,8 @@ send_page(Publisher *p)
 	{
 		note_error(p, "begin transaction", error);
 		if (rd_kafka_error_is_fatal(error))
-			ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->sink.name)));
+			ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally: %s", p->sink.name,
+								   rd_kafka_error_string(error))));
 		rd_kafka_error_destroy(error);
 		return false;
 	}
@@ -274,16 +275,21 @@ send_page(Publisher *p)
 		return true;
 	note_error(p, "commit transaction", error);
 	if (rd_kafka_error_is_fatal(error))
-		ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally", p->sink.name)));
+		ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally: %s", p->sink.name,
+							   rd_kafka_error_string(error))));
 	rd_kafka_error_destroy(error);
 
 abort:
 	if ((error = txn_step(p->rk, rd_kafka_abort_transaction, COMMIT_TIMEOUT_MS)) != NULL)
 	{
+		char		reason[ADS_ERROR_LEN];
+
 		note_error(p, "abort transaction", error);
+		strlcpy(reason, rd_kafka_error_string(error), sizeof(reason));
 		rd_kafka_error_destroy(error);
 		/* The producer is in an unknown state: start over with a new one. */
-		ereport(ERROR, (errmsg("adstream sink \"%s\": could not abort a Kafka transaction", p->sink.name)));
+		ereport(ERROR, (errmsg("adstream sink \"%s\": could not abort a Kafka transaction: %s",
+							   p->sink.name, reason)));
 	}
 	run_sql("adstream publisher: counting an abort", "SELECT adstream._sink_aborted($1)",
 			1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->sink.name)});
@@ -346,9 +352,11 @@ adstream_publisher_main(Datum arg)
 	char		client_id[NAMEDATALEN + 32];
 	rd_kafka_error_t *error;
 	TimestampTz next_prune = 0;
+	TimestampTz next_ping = 0;
 	int			failures = 0;
 
 	p->slot = ads_worker_start(&p->args);
+	ads_worker_wait_for_schema(p->slot, "sink", p->slot->owner_name);
 	if (!load_sink(p))
 	{
 		/* Changed before it started: the launcher says why in a moment. */
@@ -378,12 +386,21 @@ adstream_publisher_main(Datum arg)
 		if (!rd_kafka_error_is_retriable(error))
 		{
 			note_error(p, "init transactions", error);
-			ereport(ERROR, (errmsg("adstream sink \"%s\": could not initialise transactions", p->sink.name)));
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("adstream sink \"%s\": could not initialise transactions: %s",
+							p->sink.name, rd_kafka_error_string(error)),
+					 errhint("Check the sink's brokers and librdkafka options (security.protocol, sasl.*); the publisher is restarted with a backoff.")));
 		}
 		rd_kafka_error_destroy(error);
 		ads_kafka_report(p->slot, "sink", p->sink.name);
+		/* Status (issue #14): "disconnected" once librdkafka says every broker is down. */
+		ads_slot_set_state(p->slot, ads_slot_connected(p->slot) == ADS_CONN_DOWN ? "disconnected" : "connecting");
 		between_kafka_calls();
 	}
+	/* The broker answered: an error that ended a predecessor is over. */
+	ads_slot_set_connected(p->slot, true);
+	ads_slot_clear_error(p->slot, ADS_ERRCLASS_EXIT);
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
 	ads_slot_set_state(p->slot, "publishing");
@@ -400,6 +417,21 @@ adstream_publisher_main(Datum arg)
 		ads_worker_reload_config();
 		ads_kafka_report(p->slot, "sink", p->sink.name);
 		rd_kafka_poll(p->rk, 0);
+		ads_kafka_report(p->slot, "sink", p->sink.name);
+
+		/*
+		 * Status (issue #14): while librdkafka says every broker is down,
+		 * or a Kafka error waits to be proven over, ask a broker every
+		 * second; an answer, like a committed transaction, proves the
+		 * connection up.
+		 */
+		if (!ads_slot_healthy(p->slot) && GetCurrentTimestamp() >= next_ping)
+		{
+			if (ads_kafka_ping(p->rk, 250))
+				ads_slot_set_connected(p->slot, true);
+			next_ping = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+		}
+		ads_slot_set_state(p->slot, ads_slot_connected(p->slot) == ADS_CONN_DOWN ? "disconnected" : "publishing");
 
 		read_page_or_stop(p);
 		window_done = p->nrows < PAGE_ROWS;
@@ -407,6 +439,7 @@ adstream_publisher_main(Datum arg)
 		{
 			if (!send_page(p))
 			{
+				ads_slot_set_state(p->slot, "retrying");
 				failures++;
 				ads_worker_wait(ads_backoff_ms(failures, RETRY_MIN_MS, RETRY_MAX_MS));
 				continue;
@@ -418,6 +451,7 @@ adstream_publisher_main(Datum arg)
 		if (p->nrows > 0)
 		{
 			advance(p, produced, window_done);
+			ads_slot_set_connected(p->slot, true);	/* a committed Kafka transaction */
 			ads_slot_note_commit(p->slot);
 		}
 

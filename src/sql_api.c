@@ -36,6 +36,14 @@ timestamptz_or_null(TimestampTz ts, bool *isnull)
 /*
  * One row per consumer or publisher slot of this database.  A consumer's row
  * has its worker index after the id; the columns are otherwise the same.
+ * A slot without a process is a worker waiting for its restart, or for a
+ * background worker slot (state "restarting", "no worker slot").
+ *
+ * Status (issue #14): the columns after restarts are new in 0.6 (connected,
+ * connected_since, errors_total; consumers also topic_partitions,
+ * positions_at).  The row is built to the caller's declaration, so the SQL
+ * objects of an older version, which declare fewer columns, still read it
+ * (their views show a version mismatch this way).
  */
 static Datum
 slot_rows(FunctionCallInfo fcinfo, AdsWorkerKind kind)
@@ -52,8 +60,8 @@ slot_rows(FunctionCallInfo fcinfo, AdsWorkerKind kind)
 	{
 		AdsWorkerSlot *s = &ads_registry->slots[i];
 		AdsWorkerSlot copy;
-		Datum		values[9];
-		bool		nulls[9] = {0};
+		Datum		values[14];
+		bool		nulls[14] = {0};
 
 		SpinLockAcquire(&s->mutex);
 		memcpy(&copy, s, offsetof(AdsWorkerSlot, positions));
@@ -73,7 +81,56 @@ slot_rows(FunctionCallInfo fcinfo, AdsWorkerKind kind)
 		nulls[k + 5] = (copy.last_error[0] == '\0');
 		values[k + 6] = timestamptz_or_null(copy.last_error_at, &nulls[k + 6]);
 		values[k + 7] = Int32GetDatum(copy.restarts);
+		values[k + 8] = BoolGetDatum(copy.connected == ADS_CONN_UP);
+		nulls[k + 8] = (copy.connected == ADS_CONN_UNKNOWN || copy.pid == 0);
+		values[k + 9] = timestamptz_or_null(copy.connected_since, &nulls[k + 9]);
+		nulls[k + 9] |= nulls[k + 8];
+		values[k + 10] = Int64GetDatum(copy.errors_total);
+		if (!publishers)
+		{
+			values[k + 11] = Int32GetDatum(copy.topic_partitions);
+			nulls[k + 11] = (copy.topic_partitions <= 0);
+			values[k + 12] = timestamptz_or_null(Min(copy.positions_at, copy.hw_current_at), &nulls[k + 12]);
+		}
+		Assert(rsinfo->setDesc->natts <= lengthof(values));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	/* Workers the launcher has no registry slot for (adstream.max_workers). */
+	{
+		AdsUnplaced unplaced[ADS_MAX_UNPLACED];
+		int			n = ads_registry_get_unplaced(unplaced);
+		char		msg[ADS_ERROR_LEN];
+
+		ads_unplaced_error(msg, sizeof(msg));
+		for (int i = 0; i < n; i++)
+		{
+			AdsUnplaced *u = &unplaced[i];
+			Datum		values[14];
+			bool		nulls[14];
+
+			if (u->database != MyDatabaseId || u->kind != kind)
+				continue;
+			memset(nulls, true, sizeof(nulls));
+			values[0] = Int32GetDatum(u->owner_id);
+			nulls[0] = false;
+			if (!publishers)
+			{
+				values[1] = Int32GetDatum(u->worker_index);
+				nulls[1] = false;
+			}
+			values[k + 2] = CStringGetTextDatum("no worker slot");
+			nulls[k + 2] = false;
+			values[k + 5] = CStringGetTextDatum(msg);
+			nulls[k + 5] = false;
+			values[k + 6] = TimestampTzGetDatum(u->since);
+			nulls[k + 6] = false;
+			values[k + 7] = Int32GetDatum(0);
+			nulls[k + 7] = false;
+			values[k + 10] = Int64GetDatum(0);
+			nulls[k + 10] = false;
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
 	}
 	return (Datum) 0;
 }
@@ -111,6 +168,8 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 		pid_t		pid;
 		int			nparts;
 		TimestampTz reported_at;
+		TimestampTz current_at;
+		bool		connected;
 		bool		stale;
 
 		SpinLockAcquire(&s->mutex);
@@ -121,6 +180,8 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 		nparts = s->npositions;
 		memcpy(parts, s->positions, sizeof(AdsPositionInfo) * nparts);
 		reported_at = s->positions_at;
+		current_at = Min(s->positions_at, s->hw_current_at);
+		connected = s->connected == ADS_CONN_UP;
 		SpinLockRelease(&s->mutex);
 		stale = TimestampDifferenceExceeds(reported_at, GetCurrentTimestamp(), ADS_POSITIONS_STALE_MS);
 		if (!in_use)
@@ -128,8 +189,8 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 
 		for (int p = 0; p < nparts; p++)
 		{
-			Datum		values[5];
-			bool		nulls[5] = {0};
+			Datum		values[9];
+			bool		nulls[9] = {0};
 
 			values[0] = Int32GetDatum(source_id);
 			values[1] = Int32GetDatum(parts[p].partition);
@@ -139,6 +200,21 @@ adstream_partition_status(PG_FUNCTION_ARGS)
 			nulls[3] = (parts[p].high_watermark < 0 || stale);
 			values[4] = Int64GetDatum(parts[p].position);
 			nulls[4] = (parts[p].position < 0);
+
+			/*
+			 * Status (issue #14), new in 0.6: the broker's end as last seen
+			 * however old, since when it has been known current, whether it
+			 * is stale (reported too long ago, or the broker not answering),
+			 * and since when the oldest message not committed has waited at
+			 * most (NULL: caught up, or not known).
+			 */
+			values[5] = Int64GetDatum(parts[p].high_watermark);
+			nulls[5] = (parts[p].high_watermark < 0);
+			values[6] = timestamptz_or_null(current_at, &nulls[6]);
+			values[7] = BoolGetDatum(stale || !connected || current_at == 0);
+			values[8] = TimestampTzGetDatum(parts[p].pending_since);
+			nulls[8] = (parts[p].pending_since <= 0);
+			Assert(rsinfo->setDesc->natts <= lengthof(values));
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}

@@ -34,7 +34,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_maintenance_plan', '_maintenance_status', '_maintenance_warning',
 	-- 0.6: alter and rename, the client built to check a configuration (issue #14)
 	'_check_name', '_kafka_error_hint', '_kafka_check', '_kafka_config_check', '_check_source', '_check_sink',
-	'alter_source', 'rename_source', 'alter_sink', 'rename_sink'],
+	'alter_source', 'rename_source', 'alter_sink', 'rename_sink',
+	-- 0.6: status history, lag and metrics (issue #14)
+	'partition_lag', 'expire_status_history', '_metric_counters', '_metrics', 'reset_metrics'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -156,7 +158,10 @@ SELECT is(pg_get_function_arguments('adstream.validate_event(text)'::regprocedur
 SELECT is(pg_get_function_arguments('adstream.worker_status()'::regprocedure),
 	'OUT source_id integer, OUT worker_index integer, OUT pid integer, OUT state text, '
 	'OUT started_at timestamp with time zone, OUT last_commit_at timestamp with time zone, '
-	'OUT last_error text, OUT last_error_at timestamp with time zone, OUT restarts integer',
+	'OUT last_error text, OUT last_error_at timestamp with time zone, OUT restarts integer, '
+	-- 0.6 (issue #14)
+	'OUT connected boolean, OUT connected_since timestamp with time zone, OUT errors_total bigint, '
+	'OUT topic_partitions integer, OUT positions_at timestamp with time zone',
 	'worker_status() OUT columns');
 SELECT is(pg_get_function_arguments('adstream.partition_status()'::regprocedure),
 	'OUT source_id integer, OUT partition integer, OUT pid integer, OUT high_watermark bigint, OUT read_position bigint',
@@ -197,7 +202,9 @@ SELECT is(pg_get_function_arguments('adstream.create_sink(text,text,jsonb)'::reg
 SELECT is(pg_get_function_arguments('adstream.publisher_status()'::regprocedure),
 	'OUT sink_id integer, OUT pid integer, OUT state text, OUT started_at timestamp with time zone, '
 	'OUT last_commit_at timestamp with time zone, OUT last_error text, OUT last_error_at timestamp with time zone, '
-	'OUT restarts integer',
+	'OUT restarts integer, '
+	-- 0.6 (issue #14)
+	'OUT connected boolean, OUT connected_since timestamp with time zone, OUT errors_total bigint',
 	'publisher_status() OUT columns');
 SELECT is(pg_get_function_result('adstream._outbox_page(text,integer)'::regprocedure),
 	'TABLE(id bigint, topic text, record_key text, value text)', '_outbox_page result columns');
@@ -294,7 +301,11 @@ SELECT set_eq(
 		  'OUT last_start timestamp with time zone, OUT last_duration interval, OUT last_result text, '
 		  'OUT last_error text, OUT last_error_at timestamp with time zone, OUT next_due timestamp with time zone, '
 		  'OUT overdue boolean, OUT note text)',
-		  '_maintenance_warning(OUT warning text, OUT hint text)'],
+		  '_maintenance_warning(OUT warning text, OUT hint text)',
+		  -- 0.6: the metrics read offsets and counters the reader cannot
+		  '_metrics(OUT metric text, OUT kind text, OUT name text, OUT value double precision, '
+		  'OUT stats_reset timestamp with time zone)',
+		  'reset_metrics(name text)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -764,7 +775,10 @@ SELECT set_eq(
 		  'adstream.offset_gaps', 'adstream.offset_gaps_id_seq',
 		  'adstream.rollup_pending', 'adstream.ad_stats_hour', 'adstream.ad_stats_6h', 'adstream.ad_stats_day',
 		  'adstream.orders', 'adstream.attributed_orders', 'adstream.outbox', 'adstream.outbox_id_seq',
-		  'adstream.sinks', 'adstream.sinks_id_seq']::regclass[],
+		  'adstream.sinks', 'adstream.sinks_id_seq',
+		  -- 0.6: status history, counters and metric resets (issue #14)
+		  'adstream.status_history', 'adstream.status_history_id_seq', 'adstream.status_counters',
+		  'adstream.metrics_reset']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(286);
+SELECT plan(308);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -136,7 +136,20 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('maintenance_runs',   'adstream_admin',  ARRAY[]::name[]),
 	('maintenance_status', 'public',          ARRAY[]::name[]),
 	('maintenance_status', 'adstream_reader', ARRAY['SELECT']::name[]),
-	('maintenance_status', 'adstream_admin',  ARRAY['SELECT']::name[])
+	('maintenance_status', 'adstream_admin',  ARRAY['SELECT']::name[]),
+	-- 0.6: status history and metrics are the reader's (issue #14)
+	('status_history',     'public',          ARRAY[]::name[]),
+	('status_history',     'adstream_reader', ARRAY['SELECT']::name[]),
+	('status_history',     'adstream_admin',  ARRAY['SELECT']::name[]),
+	('metrics',            'public',          ARRAY[]::name[]),
+	('metrics',            'adstream_reader', ARRAY['SELECT']::name[]),
+	('metrics',            'adstream_admin',  ARRAY['SELECT']::name[]),
+	('status_counters',    'public',          ARRAY[]::name[]),
+	('status_counters',    'adstream_reader', ARRAY[]::name[]),
+	('status_counters',    'adstream_admin',  ARRAY[]::name[]),
+	('metrics_reset',      'public',          ARRAY[]::name[]),
+	('metrics_reset',      'adstream_reader', ARRAY[]::name[]),
+	('metrics_reset',      'adstream_admin',  ARRAY[]::name[])
   ) AS v(t, r, privs);
 
 -------------------------------------------------------------------------------
@@ -270,7 +283,19 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('rename_sink',        ARRAY['text', 'text']::name[],                          'adstream_admin',  ARRAY['EXECUTE']::name[]),
 	('_check_source',      ARRAY['integer', 'text', 'text', 'text', 'text', 'jsonb', 'jsonb']::name[], 'adstream_admin', ARRAY[]::name[]),
 	('_check_sink',        ARRAY['text', 'text', 'jsonb', 'jsonb']::name[],        'adstream_admin',  ARRAY[]::name[]),
-	('_kafka_check',       ARRAY['text', 'text', 'text[]', 'text[]', 'text', 'integer']::name[], 'adstream_admin', ARRAY[]::name[])
+	('_kafka_check',       ARRAY['text', 'text', 'text[]', 'text[]', 'text', 'integer']::name[], 'adstream_admin', ARRAY[]::name[]),
+	-- 0.6: status and metrics for the reader, resetting the metrics for the
+	-- admin, the history's retention for the retention job (issue #14)
+	('reset_metrics',      ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('reset_metrics',      ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('reset_metrics',      ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('_metrics',           ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('_metrics',           ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('partition_lag',      ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('partition_lag',      ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('expire_status_history', ARRAY[]::name[],                                     'public',          ARRAY[]::name[]),
+	('expire_status_history', ARRAY[]::name[],                                     'adstream_admin',  ARRAY[]::name[]),
+	('_metric_counters',   ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(

@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(265);
+SELECT plan(268);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -25,12 +25,16 @@ SELECT set_eq(
 		  -- 0.5 (issue #11, case 4)
 		  'offset_gaps',
 		  -- 0.5: automatic maintenance (issue #15)
-		  'maintenance_runs'],
+		  'maintenance_runs',
+		  -- 0.6: status history, counters and metrics (issue #14)
+		  'status_history', 'status_counters', 'metrics_reset'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('v', 'm')$$,
-	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status', 'maintenance_status'],
+	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status', 'maintenance_status',
+		  -- 0.6 (issue #14)
+		  'metrics'],
 	'adstream has exactly the expected views');
 
 -------------------------------------------------------------------------------
@@ -220,7 +224,10 @@ SELECT set_eq(
 		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
 		  'maintenance_runs.last_error_at',
 		  -- 0.6: a source's partition count until one of its workers has seen the topic
-		  'sources.partitions'],
+		  'sources.partitions',
+		  -- 0.6: a sink's history rows have no worker index; connection unknown; no error
+		  'status_history.worker', 'status_history.connected', 'status_history.error',
+		  'status_history.error_at'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, the origin of a source or sink, and a '
 	'source''s partition count, are nullable');
@@ -424,7 +431,9 @@ SELECT columns_are('adstream', 'source_config', ARRAY['name', 'kind', 'brokers',
 SELECT columns_are('adstream', 'source_status', ARRAY['source', 'topic', 'source_state', 'partition',
 	'worker_pid', 'worker_state', 'next_offset', 'high_watermark', 'lag', 'accepted', 'duplicates',
 	'rejected', 'partition_watermark', 'source_watermark', 'last_commit_at', 'last_error', 'last_error_at',
-	'offset_gaps', 'dedup_expired_before', 'warning', 'warning_hint']);
+	'offset_gaps', 'dedup_expired_before', 'warning', 'warning_hint',
+	-- 0.6 (issue #14)
+	'connected', 'lag_seconds', 'event_lag_seconds', 'lag_stale', 'positions_at', 'restarts']);
 SELECT hasnt_column('adstream', 'source_config', 'generation', 'source_config hides the internal generation');
 SELECT hasnt_column('adstream', 'source_status', 'kafka_options', 'source_status never shows librdkafka options');
 SELECT col_type_is('adstream', 'source_status', 'lag', 'bigint', 'source_status.lag is bigint');
@@ -437,7 +446,9 @@ SELECT col_type_is('adstream', 'waiting_orders', 'decide_by', 'timestamp with ti
 SELECT has_view('adstream', 'sink_status', 'view adstream.sink_status exists');
 SELECT columns_are('adstream', 'sink_status', ARRAY['sink', 'sink_state', 'worker_pid', 'worker_state',
 	'cursor_snapshot', 'cursor_last_id', 'backlog_rows', 'backlog_bytes', 'records_published', 'txns_committed',
-	'txns_aborted', 'last_publish_at', 'last_error', 'last_error_at']);
+	'txns_aborted', 'last_publish_at', 'last_error', 'last_error_at',
+	-- 0.6 (issue #14)
+	'connected', 'restarts']);
 SELECT hasnt_column('adstream', 'sink_status', c, format('sink_status never shows %s', c))
   FROM unnest(ARRAY['brokers', 'kafka_options']) AS c;
 SELECT col_type_is('adstream', 'sink_status', 'backlog_rows', 'bigint', 'sink_status.backlog_rows is bigint');
@@ -447,6 +458,11 @@ SELECT columns_are('adstream', 'maintenance_runs', ARRAY['job', 'last_start', 'l
 	'last_result', 'last_error', 'last_error_at']);
 SELECT col_is_pk('adstream', 'maintenance_runs', ARRAY['job'], 'maintenance_runs PK is (job): its last run');
 SELECT has_view('adstream', 'maintenance_status', 'view adstream.maintenance_status exists');
+-- 0.6: status history and metrics (issue #14)
+SELECT columns_are('adstream', 'status_history', ARRAY['id', 'at', 'kind', 'object_id', 'name', 'worker', 'state',
+	'connected', 'error', 'error_at', 'restarts']);
+SELECT columns_are('adstream', 'metrics', ARRAY['metric', 'kind', 'name', 'value', 'stats_reset']);
+SELECT col_type_is('adstream', 'source_status', 'lag_stale', 'boolean', 'source_status.lag_stale is boolean');
 SELECT columns_are('adstream', 'maintenance_status', ARRAY['job', 'runs_by', 'every', 'last_start', 'last_duration',
 	'last_result', 'last_error', 'last_error_at', 'next_due', 'overdue', 'note']);
 

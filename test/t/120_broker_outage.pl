@@ -1,6 +1,7 @@
 # The broker goes away mid-stream and comes back: consumption stalls without
-# errors in the results, the server still shuts down promptly, and after the
-# broker returns the totals equal the ground truth exactly.
+# errors in the results, source_status says the workers are disconnected,
+# the server still shuts down promptly, and after the broker returns the
+# totals equal the ground truth exactly and the error is cleared.
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -26,6 +27,10 @@ is($node->safe_psql('postgres', 'SELECT sum(next_offset) FROM adstream.offsets')
 	$stalled, 'nothing is committed while the broker is down');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM adstream.worker_status() WHERE pid IS NOT NULL'),
 	2, 'workers stay up while the broker is down');
+# ... and say so (issue #14): not "consuming" with a lag of 0.
+ok($node->poll_query_until('postgres', q{SELECT bool_and(worker_state = 'disconnected' AND NOT connected
+	AND last_error IS NOT NULL AND lag_stale) FROM adstream.source_status}),
+	'source_status: disconnected, with the error, the lag flagged stale');
 
 # Workers waiting on a dead broker still answer SIGTERM at once.
 my $t0 = time();
@@ -37,6 +42,9 @@ $broker->cmd('up all');
 AdstreamTest::finish_loadgen($run);
 AdstreamTest::wait_consumed($node, 's', $run->{sent});
 AdstreamTest::check_truth($node, [ $run->{truth} ], 'after broker outage');
+ok($node->poll_query_until('postgres', q{SELECT bool_and(worker_state = 'consuming' AND connected
+	AND last_error IS NULL AND lag = 0 AND NOT lag_stale) FROM adstream.source_status}),
+	'source_status after the outage: consuming, the error cleared, lag 0 and current');
 
 unlike(PostgreSQL::Test::Utils::slurp_file($node->logfile), qr/password|secret/i, 'no credentials in the log');
 $node->stop;
