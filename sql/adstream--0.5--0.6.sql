@@ -106,10 +106,10 @@ DROP FUNCTION adstream.dedup_index_status();
 CREATE FUNCTION adstream.dedup_index_status(
 	OUT capacity bigint, OUT entries bigint, OUT shared_memory_bytes bigint, OUT ready boolean,
 	OUT hot_entries bigint, OUT filter_entries bigint, OUT segments integer, OUT moved_to_filter bigint,
-	OUT disk_lookups bigint, OUT disk_duplicates bigint, OUT rebuild_ms bigint)
+	OUT disk_lookups bigint, OUT disk_duplicates bigint, OUT disk_lookup_ms bigint, OUT rebuild_ms bigint)
 RETURNS record LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'adstream_dedup_index_status';
 COMMENT ON FUNCTION adstream.dedup_index_status() IS
-	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index (its hot tier and its filter); ids looked up in dedup_log since the start, and found there; ready once rebuilt after a start';
+	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index (its hot tier and its filter); ids looked up in dedup_log since the start, found there, and the time it took; ready once rebuilt after a start';
 REVOKE ALL ON FUNCTION adstream.dedup_index_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION adstream.dedup_index_status() TO adstream_reader;

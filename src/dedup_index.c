@@ -156,6 +156,7 @@ typedef struct DedupIndexState
 	uint64		disk_lookups;	/* ids looked up in dedup_log after a filter "maybe" */
 	uint64		disk_found;		/* ... and found there: duplicates */
 	uint64		moved;			/* ids moved from the hot tier to the filter */
+	uint64		disk_us;		/* time spent reading dedup_log for them */
 	int64		rebuild_ms;
 	DedupSegment segs[MAX_SEGMENTS];
 } DedupIndexState;
@@ -479,7 +480,7 @@ clear_all(void)
 
 /*
  * Move committed (frozen) hot entries into the filter: those settled before
- * the last quarter of the hot tier's capacity, or all of them.  Stops at the
+ * the last half of the hot tier's capacity, or all of them.  Stops at the
  * first that does not fit (it stays in the hot tier).  Lock held exclusively.
  */
 static void
@@ -488,7 +489,7 @@ move_to_filter(bool all)
 	HASH_SEQ_STATUS seq;
 	DedupEntry *e;
 	uint64		keep_after = all ? PG_UINT64_MAX :
-		state->settle_seq - Min(state->settle_seq, (uint64) state->hot_capacity / 4);
+		state->settle_seq - Min(state->settle_seq, (uint64) state->hot_capacity / 2);
 
 	hash_seq_init(&seq, index_hash);
 	while ((e = hash_seq_search(&seq)) != NULL)
@@ -1030,7 +1031,13 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		int			ndistinct = 0,
 					nfound = 0;
 
+		instr_time	t0,
+					t1;
+
+		INSTR_TIME_SET_CURRENT(t0);
 		look_up_on_disk(source_id, ids, maybe, nmaybe, maybe_seg, on_disk);
+		INSTR_TIME_SET_CURRENT(t1);
+		INSTR_TIME_SUBTRACT(t1, t0);
 		for (int m = 0; m < nmaybe; m++)
 			looked[maybe[m].idx] = true;
 
@@ -1054,6 +1061,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		}
 		state->disk_lookups += ndistinct;
 		state->disk_found += nfound;
+		state->disk_us += INSTR_TIME_GET_MICROSEC(t1);
 		LWLockRelease(state->lock);
 	}
 }
@@ -1064,7 +1072,8 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
  * or taken over by another transaction no longer has this key and xid, and
  * is left alone; a freed element that still has them may be frozen
  * harmlessly, since it is overwritten when reused.  Then, when the hot tier
- * is three quarters full, its older committed ids move to the filter.
+ * is seven eighths full, its older committed ids move to the filter (the
+ * newest half of its capacity stays: recent duplicates are the common ones).
  */
 static void
 settle_pending(bool committed)
@@ -1085,7 +1094,7 @@ settle_pending(bool committed)
 		else
 			hash_search(index_hash, &pending[i].key, HASH_REMOVE, NULL);
 	}
-	if (committed && hash_get_num_entries(index_hash) > (int64) state->hot_capacity * 3 / 4)
+	if (committed && hash_get_num_entries(index_hash) > (int64) state->hot_capacity * 7 / 8)
 		move_to_filter(false);
 	LWLockRelease(state->lock);
 	npending = 0;
@@ -1232,7 +1241,7 @@ adstream_dedup_forget(PG_FUNCTION_ARGS)
 }
 
 /* adstream.dedup_index_status(): capacity and use of the index. */
-#define STATUS_COLS 11
+#define STATUS_COLS 12
 PG_FUNCTION_INFO_V1(adstream_dedup_index_status);
 Datum
 adstream_dedup_index_status(PG_FUNCTION_ARGS)
@@ -1245,6 +1254,7 @@ adstream_dedup_index_status(PG_FUNCTION_ARGS)
 				lookups,
 				found,
 				moved,
+				disk_us,
 				rebuild_ms;
 	int32		nsegs = 0;
 	bool		ready;
@@ -1260,6 +1270,7 @@ adstream_dedup_index_status(PG_FUNCTION_ARGS)
 	lookups = (int64) state->disk_lookups;
 	found = (int64) state->disk_found;
 	moved = (int64) state->moved;
+	disk_us = (int64) state->disk_us;
 	rebuild_ms = state->rebuild_ms;
 	for (int32 t = 0; t < MAX_SEGMENTS; t++)
 		nsegs += state->segs[t].live;
@@ -1276,7 +1287,8 @@ adstream_dedup_index_status(PG_FUNCTION_ARGS)
 	values[7] = Int64GetDatum(moved);
 	values[8] = Int64GetDatum(lookups);
 	values[9] = Int64GetDatum(found);
-	values[10] = Int64GetDatum(rebuild_ms);
+	values[10] = Int64GetDatum(disk_us / 1000);
+	values[11] = Int64GetDatum(rebuild_ms);
 	if (desc->natts < STATUS_COLS)
 		elog(ERROR, "adstream: dedup_index_status() has %d columns; run ALTER EXTENSION adstream UPDATE", desc->natts);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
