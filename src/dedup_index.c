@@ -115,8 +115,20 @@ typedef struct DedupEntry
 	TransactionId xid;			/* claimer; FrozenTransactionId once committed */
 	int32		hour;			/* event-time hour of the claim, since the epoch */
 	int32		tag;			/* its segment (an index into state->segs) */
-	uint64		seq;			/* order of settling, for moving the oldest out */
+	uint64		seq;			/* order of settling (0 before), for moving the oldest out */
+	uint64		h;				/* key_hash64() of the key */
 } DedupEntry;
+
+/*
+ * The committed hot entries in the order they were settled: the oldest are
+ * moved to the filter first.  A record whose entry has been removed since
+ * (expired, or its element reused) no longer matches the entry's seq.
+ */
+typedef struct RingRecord
+{
+	DedupEntry *entry;
+	uint64		seq;
+} RingRecord;
 
 /*
  * Filter slots: fingerprint << TAG_BITS | tag; 0 is an empty slot (a
@@ -158,14 +170,35 @@ typedef struct DedupIndexState
 	uint64		moved;			/* ids moved from the hot tier to the filter */
 	uint64		disk_us;		/* time spent reading dedup_log for them */
 	int64		rebuild_ms;
+	uint64		ring_head;		/* index of the oldest record */
+	uint64		ring_len;
 	DedupSegment segs[MAX_SEGMENTS];
 } DedupIndexState;
 
 static DedupIndexState *state = NULL;
 static uint32 *slots = NULL;
+static RingRecord *ring = NULL;
 static HTAB *index_hash = NULL;
 
 #define REBUILD_FETCH 64
+
+/*
+ * One 64-bit hash of a key serves both tiers: its low 32 bits are the hot
+ * tier's hash value, its low 45 bits pick the filter bucket and its top 19
+ * bits are the fingerprint.  Batches compute it before taking the lock.
+ */
+static inline uint64
+key_hash64(const DedupKey *key)
+{
+	return hash_bytes_extended((const unsigned char *) key, sizeof(DedupKey), 0);
+}
+
+static uint32
+key_hash32(const void *key, Size keysize)
+{
+	Assert(keysize == sizeof(DedupKey));
+	return (uint32) key_hash64((const DedupKey *) key);
+}
 
 /* ---- sizing ---- */
 
@@ -189,6 +222,7 @@ ads_dedup_index_shmem_size(void)
 	Size		size = MAXALIGN(sizeof(DedupIndexState));
 
 	size = add_size(size, MAXALIGN(mul_size(filter_buckets(), BUCKET_SLOTS * sizeof(uint32))));
+	size = add_size(size, MAXALIGN(mul_size(hot_capacity(), sizeof(RingRecord))));
 	return add_size(size, hash_estimate_size(hot_capacity(), sizeof(DedupEntry)));
 }
 
@@ -218,10 +252,12 @@ ads_dedup_index_shmem_init(void)
 	slots = ShmemInitStruct("adstream dedup filter", slot_bytes, &found);
 	if (!found)
 		memset(slots, 0, slot_bytes);
+	ring = ShmemInitStruct("adstream dedup settle ring", mul_size(hot_capacity(), sizeof(RingRecord)), &found);
 	info.keysize = sizeof(DedupKey);
 	info.entrysize = sizeof(DedupEntry);
+	info.hash = key_hash32;
 	index_hash = ShmemInitHash("adstream dedup index", hot_capacity(), hot_capacity(),
-							   &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+							   &info, HASH_ELEM | HASH_FUNCTION | HASH_FIXED_SIZE);
 }
 
 static void
@@ -293,14 +329,13 @@ typedef struct IdHash
 } IdHash;
 
 static inline IdHash
-id_hash(const DedupKey *key)
+id_hash(uint64 h)
 {
-	uint64		h = hash_bytes_extended((const unsigned char *) key, sizeof(DedupKey), 0);
 	int			bits = Min(adstream_dedup_fingerprint_bits, FP_MAX_BITS);
 	IdHash		r;
 
-	r.bucket = (uint32) (h % state->nbuckets);
-	r.fp = (uint32) (h >> 40) & ((1U << bits) - 1);
+	r.bucket = (uint32) ((h & ((UINT64CONST(1) << 45) - 1)) % state->nbuckets);
+	r.fp = (uint32) (h >> 45) & ((1U << bits) - 1);
 	if (r.fp == 0)
 		r.fp = 1;
 	return r;
@@ -476,41 +511,57 @@ clear_all(void)
 	memset(slots, 0, (Size) state->nbuckets * BUCKET_SLOTS * sizeof(uint32));
 	memset(state->segs, 0, sizeof(state->segs));
 	state->in_filter = 0;
+	state->ring_head = 0;
+	state->ring_len = 0;
 }
 
 /*
- * Move committed (frozen) hot entries into the filter: those settled before
- * the last half of the hot tier's capacity, or all of them.  Stops at the
- * first that does not fit (it stays in the hot tier).  Lock held exclusively.
+ * Moves the oldest committed hot entry into the filter.  Returns false when
+ * there is none left, or when it does not fit in the filter (it then stays
+ * in the hot tier for good: rare).  Lock held exclusively.
  */
-static void
-move_to_filter(bool all)
+static bool
+move_oldest(void)
 {
-	HASH_SEQ_STATUS seq;
+	RingRecord *r;
 	DedupEntry *e;
-	uint64		keep_after = all ? PG_UINT64_MAX :
-		state->settle_seq - Min(state->settle_seq, (uint64) state->hot_capacity / 2);
+	DedupSegment *s;
 
-	hash_seq_init(&seq, index_hash);
-	while ((e = hash_seq_search(&seq)) != NULL)
+	while (state->ring_len > 0)
 	{
-		DedupSegment *s;
-
-		if (e->xid != FrozenTransactionId || (!all && e->seq > keep_after))
-			continue;
+		r = &ring[state->ring_head];
+		state->ring_head = (state->ring_head + 1) % state->hot_capacity;
+		state->ring_len--;
+		e = r->entry;
+		if (e->seq != r->seq || e->xid != FrozenTransactionId)
+			continue;			/* removed since, its element maybe reused */
 		s = &state->segs[e->tag];
 		if (!s->live || s->source_id != e->key.source_id || s->hour != e->hour)
 			continue;			/* cannot happen: forgotten together */
-		if (!filter_insert(id_hash(&e->key), e->tag))
-		{
-			hash_seq_term(&seq);
-			return;
-		}
+		e->seq = 0;
+		if (!filter_insert(id_hash(e->h), e->tag))
+			return false;
 		s->in_filter++;
 		state->in_filter++;
 		state->moved++;
-		hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+		hash_search_with_hash_value(index_hash, &e->key, (uint32) e->h, HASH_REMOVE, NULL);
+		return true;
 	}
+	return false;
+}
+
+/* Records a committed hot entry as the newest; lock held exclusively. */
+static void
+ring_push(DedupEntry *e)
+{
+	if (state->ring_len == (uint64) state->hot_capacity)
+		(void) move_oldest();
+	if (state->ring_len == (uint64) state->hot_capacity)
+		return;					/* the oldest did not fit: it stays hot */
+	e->seq = ++state->settle_seq;
+	ring[(state->ring_head + state->ring_len) % state->hot_capacity].entry = e;
+	ring[(state->ring_head + state->ring_len) % state->hot_capacity].seq = e->seq;
+	state->ring_len++;
 }
 
 /* ---- rebuild ---- */
@@ -624,7 +675,7 @@ ads_dedup_index_prepare(void)
 					LWLockRelease(state->lock);
 					full_error();
 				}
-				if (filter_insert(id_hash(&key), last_tag))
+				if (filter_insert(id_hash(key_hash64(&key)), last_tag))
 				{
 					state->segs[last_tag].in_filter++;
 					state->in_filter++;
@@ -645,6 +696,7 @@ ads_dedup_index_prepare(void)
 						e->hour = hour;
 						e->tag = last_tag;
 						e->seq = 0;
+						e->h = key_hash64(&key);
 					}
 				}
 				loaded++;
@@ -752,12 +804,11 @@ claimer_committed(DedupEntry *e)
 						e->xid)));
 		return false;
 	}
-	if (TransactionIdDidCommit(e->xid))
-	{
-		e->xid = FrozenTransactionId;
-		return true;
-	}
-	return false;
+	/*
+	 * Not frozen here: its claimer freezes it when it settles, and records
+	 * it as the newest committed entry, to move to the filter in its turn.
+	 */
+	return TransactionIdDidCommit(e->xid);
 }
 
 /* ---- looking up on disk ---- */
@@ -870,6 +921,22 @@ look_up_on_disk(int32 source_id, const uint8 *const *ids, MaybeId *maybe, int nm
 
 /* ---- claims ---- */
 
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void) 0)
+#endif
+#define PREFETCH_AHEAD 8
+
+static inline void
+prefetch_buckets(uint64 h)
+{
+	IdHash		ih = id_hash(h);
+
+	PREFETCH(&slots[(Size) ih.bucket * BUCKET_SLOTS]);
+	PREFETCH(&slots[(Size) alt_bucket(ih.bucket, ih.fp) * BUCKET_SLOTS]);
+}
+
 /*
  * Claim ids (sorted, distinct) for the current transaction.  is_new[i] says
  * whether ids[i] is new, which also means it is now claimed, in segment
@@ -883,6 +950,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 {
 	TransactionId xid = GetTopTransactionId();
 	DedupKey	key;
+	uint64	   *hv = palloc(sizeof(uint64) * Max(n, 1));
 	int32	   *tag_of = palloc(sizeof(int32) * Max(n, 1));
 	int		   *claim_of = palloc(sizeof(int) * Max(n, 1));
 	MaybeId    *maybe = NULL;
@@ -896,6 +964,13 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 	memset(&key, 0, sizeof(key));
 	key.source_id = source_id;
 
+	/* Hashing needs no lock. */
+	for (int i = 0; i < n; i++)
+	{
+		memcpy(key.id, ids[i], 16);
+		hv[i] = key_hash64(&key);
+	}
+
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
@@ -904,11 +979,32 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		int32		tag = -1;
 		int32		match[MAX_MATCHES];
 		int			nmatch;
-		IdHash		ih;
 
+		if (i + PREFETCH_AHEAD < n)
+			prefetch_buckets(hv[i + PREFETCH_AHEAD]);
 		memcpy(key.id, ids[i], 16);
-		e = hash_search(index_hash, &key, HASH_FIND, NULL);
-		if (e != NULL && e->xid != FrozenTransactionId &&
+		if (entries_locked() >= adstream_dedup_index_size)
+		{
+			/* Full: only ids already in the hot tier can be judged. */
+			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, &found);
+			if (e == NULL)
+			{
+				LWLockRelease(state->lock);
+				full_error();
+			}
+		}
+		else
+		{
+			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
+			while (e == NULL && move_oldest())
+				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
+			if (e == NULL)
+			{
+				LWLockRelease(state->lock);
+				hot_full_error();
+			}
+		}
+		if (found && e->xid != FrozenTransactionId &&
 			!TransactionIdIsCurrentTransactionId(e->xid) &&
 			TransactionIdIsInProgress(e->xid))
 		{
@@ -922,34 +1018,17 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 			i--;
 			continue;
 		}
-		if (e != NULL && (TransactionIdIsCurrentTransactionId(e->xid) || claimer_committed(e)))
+		if (found && (TransactionIdIsCurrentTransactionId(e->xid) || claimer_committed(e)))
 		{
 			is_new[i] = false;
 			claim_of[i] = -1;
 			continue;
 		}
 
-		/* Not in the hot tier (or withdrawn there): new unless on disk. */
-		if (e == NULL)
-		{
-			if (entries_locked() >= adstream_dedup_index_size)
-			{
-				LWLockRelease(state->lock);
-				full_error();
-			}
-			e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
-			if (e == NULL)
-			{
-				move_to_filter(true);
-				e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
-			}
-			if (e == NULL)
-			{
-				LWLockRelease(state->lock);
-				hot_full_error();
-			}
-		}
-
+		/*
+		 * Not in the hot tier (a new entry), or withdrawn there (aborted):
+		 * claimed now, and new unless the filter's "maybe" is found on disk.
+		 */
 		for (int h = 0; h < nhour_tags && tag < 0; h++)
 			if (hour_tags[h][0] == hours[i])
 				tag = hour_tags[h][1];
@@ -970,7 +1049,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 			tag = segment_for_claims(source_id, hours[i]);
 			if (tag < 0)
 			{
-				hash_search(index_hash, &key, HASH_REMOVE, NULL);
+				hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_REMOVE, NULL);
 				LWLockRelease(state->lock);
 				segments_full_error();
 			}
@@ -993,14 +1072,14 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		e->hour = hours[i];
 		e->tag = tag;
 		e->seq = 0;
+		e->h = hv[i];
 		state->segs[tag].claimed++;
 		is_new[i] = true;
 		segs[i] = state->segs[tag].seg;
 		tag_of[i] = tag;
 		claim_of[i] = remember_claim(e, xid);
 
-		ih = id_hash(&key);
-		nmatch = filter_find(source_id, ih, match);
+		nmatch = filter_find(source_id, id_hash(hv[i]), match);
 		for (int m = 0; m < nmatch; m++)
 		{
 			if (nmaybe == maybe_cap)
@@ -1030,7 +1109,6 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		bool	   *looked = palloc0(sizeof(bool) * n);
 		int			ndistinct = 0,
 					nfound = 0;
-
 		instr_time	t0,
 					t1;
 
@@ -1052,9 +1130,9 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 				continue;
 			nfound++;
 			memcpy(key.id, ids[i], 16);
-			e = hash_search(index_hash, &key, HASH_FIND, NULL);
+			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, NULL);
 			if (e != NULL && e->xid == xid)
-				hash_search(index_hash, &key, HASH_REMOVE, NULL);
+				hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_REMOVE, NULL);
 			pending[claim_of[i]].entry = NULL;
 			state->segs[tag_of[i]].claimed--;
 			is_new[i] = false;
@@ -1071,9 +1149,10 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
  * not.  An entry expired since (its element possibly reused for another id)
  * or taken over by another transaction no longer has this key and xid, and
  * is left alone; a freed element that still has them may be frozen
- * harmlessly, since it is overwritten when reused.  Then, when the hot tier
- * is seven eighths full, its older committed ids move to the filter (the
- * newest half of its capacity stays: recent duplicates are the common ones).
+ * harmlessly, since it is overwritten when reused.  Then, while the hot tier
+ * holds more than half its capacity, its oldest committed ids move to the
+ * filter: each batch moves about as many as it settled, and the newest half
+ * stays (recent duplicates are the common ones).
  */
 static void
 settle_pending(bool committed)
@@ -1089,13 +1168,14 @@ settle_pending(bool committed)
 		if (committed)
 		{
 			e->xid = FrozenTransactionId;
-			e->seq = ++state->settle_seq;
+			ring_push(e);
 		}
 		else
-			hash_search(index_hash, &pending[i].key, HASH_REMOVE, NULL);
+			hash_search_with_hash_value(index_hash, &pending[i].key, (uint32) e->h, HASH_REMOVE, NULL);
 	}
-	if (committed && hash_get_num_entries(index_hash) > (int64) state->hot_capacity * 7 / 8)
-		move_to_filter(false);
+	if (committed)
+		while (hash_get_num_entries(index_hash) > (int64) state->hot_capacity / 2 && move_oldest())
+			;
 	LWLockRelease(state->lock);
 	npending = 0;
 	pending_xid = InvalidTransactionId;
@@ -1183,6 +1263,7 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 
 			if (c == NULL || (int64) e->hour + 1 <= c->upto_hour)
 			{
+				e->seq = 0;		/* its record in the ring is void */
 				hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
 				forgotten++;
 			}
