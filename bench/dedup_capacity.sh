@@ -19,6 +19,8 @@
 # create_source until its offsets cover them, and its counts are checked
 # against the loadgen's truth.  Sources are paused, not dropped, so every id
 # stays remembered: after the last round the index holds every round's ids.
+# The server's CPU time per event (the postmaster's process tree, from
+# /proc) is less sensitive to other load on a shared machine than the rate.
 # Then the server restarts and the index is rebuilt from dedup_log (timed).
 #
 # Results: a row per measurement appended to bench/results/dedup_capacity.csv
@@ -131,10 +133,12 @@ for r in $(seq 1 "$ROUNDS"); do
         --seed $((1000 + r)) --dup-ratio 0.05 --late-ratio 0 --now-ms "$NOW" --start-ms $((NOW - 1800000)) \
         --truth "$TMP/truth$r.csv" 2>>"$TMP/loadgen.err")
   sent=$(sed -n 's/.*\bsent=\([0-9]*\).*/\1/p' <<<"$out")
+  cpu0=$(bench/proc_stats.pl tree "$(head -1 "$TMP/pg/postmaster.pid")")
   t0=$(now_ms)
   q "SELECT adstream.create_source('r$r', '$BOOT', 'ads', options => '{\"workers\": 2, \"fetch.wait.max.ms\": \"10\"}')" >/dev/null
   wait_sql "SELECT coalesce(sum(next_offset), 0) >= $sent FROM adstream.offsets WHERE source = 'r$r'" 1800
   t1=$(now_ms)
+  cpu1=$(bench/proc_stats.pl tree "$(head -1 "$TMP/pg/postmaster.pid")")
   rate=$(awk -v n="$sent" -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
   check=$(psql_ -At <<EOSQL
 CREATE TEMP TABLE truth_raw (line text);
@@ -156,10 +160,13 @@ EOSQL
   kill "$BROKER_PID"; wait "$BROKER_PID" 2>/dev/null || true; BROKER_PID=
   entries=$(q "SELECT entries FROM adstream.dedup_index_status()")
   record "round${r}_events_per_s" "$rate"
+  record "round${r}_server_cpu_us_per_event" "$(awk -v a="$cpu0" -v b="$cpu1" -v n="$sent" 'BEGIN { printf "%.2f", (b - a) * 1e6 / n }')"
   record "round${r}_check" "$check"
   record "round${r}_entries_after" "$entries"
   total_s=$((total_s + t1 - t0)); total_events=$((total_events + sent))
+  total_cpu=$(awk -v t="${total_cpu:-0}" -v a="$cpu0" -v b="$cpu1" 'BEGIN { print t + b - a }')
 done
+record server_cpu_us_per_event_all_rounds "$(awk -v c="$total_cpu" -v n="$total_events" 'BEGIN { printf "%.2f", c * 1e6 / n }')"
 record events_per_s_all_rounds "$(awk -v n="$total_events" -v ms="$total_s" 'BEGIN { printf "%.0f", n * 1000 / ms }')"
 IFS='|' read -r entries bytes <<<"$(q "SELECT entries, shared_memory_bytes FROM adstream.dedup_index_status()")"
 record ids_remembered "$entries"

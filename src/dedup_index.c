@@ -26,7 +26,7 @@
  * part of one source's event-time hour, at most about SEGMENT_IDS ids; its
  * number is written with the ids in every dedup_log row (dedup_log.seg).
  * The filter never forgets a remembered id (no false negative), but may say
- * "maybe" for an id it has never seen (a false positive, about 1 in 65,000
+ * "maybe" for an id it has never seen (a false positive, about 1 in 70,000
  * lookups at full load).  An id the filter says nothing about is new.  For
  * a "maybe", the claim stands provisionally, and once the index lock is
  * released the batch reads the dedup_log rows of each segment named by the
@@ -67,7 +67,7 @@
  *
  * The index has a fixed capacity (adstream.dedup_index_size ids, about 4.2
  * bytes of shared memory each in the filter, plus adstream.dedup_hot_size
- * ids of about 60 bytes in the hot tier).  When it is full a batch fails
+ * ids of about 89 bytes in the hot tier).  When it is full a batch fails
  * with an error naming the setting, and is retried: ingestion stops rather
  * than forgets an id it should remember.
  */

@@ -134,7 +134,7 @@ define_server_wide(void)
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.dedup_hot_size",
 							"Event ids the dedup index keeps whole in its hot tier: the claims of batches in flight and the most recent ids.",
-							"At least the workers' batches in flight (adstream.batch_max_messages per worker); about 60 bytes each.",
+							"At least the workers' batches in flight (adstream.batch_max_messages per worker); about 89 bytes each.",
 							&adstream_dedup_hot_size, 1000000, 1000, 100000000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.dedup_fingerprint_bits",
