@@ -281,6 +281,12 @@ dedup_log_relid(void)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table adstream.dedup_log does not exist"),
 				 errhint("The installed library is newer than the extension's SQL objects: run ALTER EXTENSION adstream UPDATE.")));
+	if (get_attnum(relid, "seg") == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table adstream.dedup_log has no column seg"),
+				 errdetail("The dedup index of this library keeps its ids in segments since 0.6."),
+				 errhint("The installed library is newer than the extension's SQL objects: run ALTER EXTENSION adstream UPDATE.")));
 	return relid;
 }
 
