@@ -10,6 +10,7 @@
 #   BENCH_QUICK=1 bench/dedup_capacity.sh        3 rounds of 200 k events
 #   DEDUP_LABEL=0.5 DEDUP_CONF="adstream.dedup_index_size = 12000000" bench/dedup_capacity.sh
 #                                                the same with other settings (e.g. another build)
+#   DEDUP_APPEND=1 ...                           keep the rows of earlier runs (compare labels)
 #   DEDUP_SIZING=1 ...                           also start a server sized for 1 h at 100 k/s
 #                                                and one with the defaults, and report their memory
 #
@@ -23,8 +24,9 @@
 # /proc) is less sensitive to other load on a shared machine than the rate.
 # Then the server restarts and the index is rebuilt from dedup_log (timed).
 #
-# Results: a row per measurement appended to bench/results/dedup_capacity.csv
-# (label, what, value) and a summary on stdout.  The machine may be shared:
+# Results: a row per measurement in bench/results/dedup_capacity.csv (label,
+# what, value; DEDUP_APPEND=1 adds to the rows already there, to compare
+# labels) and the same on stderr.  The machine may be shared:
 # the figures are indicative; compare labels run back to back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,9 +36,13 @@ if [ "$(id -u)" -eq 0 ]; then
   COPY=/tmp/adstream-dedup-bench
   run_unprivileged "$COPY" env PG_CONFIG="${PG_CONFIG:-pg_config}" BENCH_QUICK="${BENCH_QUICK:-0}" \
     DEDUP_LABEL="${DEDUP_LABEL:-}" DEDUP_CONF="${DEDUP_CONF:-}" DEDUP_SIZING="${DEDUP_SIZING:-0}" \
-    DEDUP_ROUNDS="${DEDUP_ROUNDS:-}" DEDUP_EVENTS="${DEDUP_EVENTS:-}" bench/dedup_capacity.sh
+    DEDUP_ROUNDS="${DEDUP_ROUNDS:-}" DEDUP_EVENTS="${DEDUP_EVENTS:-}" DEDUP_APPEND=0 bench/dedup_capacity.sh
   mkdir -p bench/results
-  cat "$COPY"/bench/results/dedup_capacity.csv >>bench/results/dedup_capacity.csv
+  if [ "${DEDUP_APPEND:-0}" = 1 ] && [ -f bench/results/dedup_capacity.csv ]; then
+    tail -n +2 "$COPY"/bench/results/dedup_capacity.csv >>bench/results/dedup_capacity.csv
+  else
+    cp "$COPY"/bench/results/dedup_capacity.csv bench/results/dedup_capacity.csv
+  fi
   exit 0
 fi
 
@@ -57,13 +63,13 @@ CSV=$OUT/dedup_capacity.csv
 
 rm -rf "$TMP"
 mkdir -p "$TMP"
-[ -f "$CSV" ] || echo "label,what,value" >"$CSV"
+[ "${DEDUP_APPEND:-0}" = 1 ] && [ -f "$CSV" ] || echo "label,what,value" >"$CSV"
 CONN="host=$TMP port=$PORT dbname=postgres"
 log() { printf '%s  %s\n' "$(date +%T)" "$*" | tee -a "$TMP/bench.log" >&2; }
 psql_() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PORT" -d postgres "$@"; }
 q() { psql_ -At -c "$1"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-record() { echo "$LABEL,$1,$2" >>"$CSV"; log "$LABEL: $1 = $2"; }
+record() { local v=$2; [[ $v == *,* ]] && v="\"$v\""; echo "$LABEL,$1,$v" >>"$CSV"; log "$LABEL: $1 = $2"; }
 BROKER_PID=
 cleanup() {
   "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate -w stop >/dev/null 2>&1 || true
@@ -185,4 +191,4 @@ t1=$(now_ms)
 record rebuild_ms_until_ready "$((t1 - t0))"
 record rebuilt_ids "$(q "SELECT entries FROM adstream.dedup_index_status()")"
 grep -h "dedup index rebuilt" "$TMP/pg.log" | tail -1 | sed 's/.*LOG: *//' >&2 || true
-log "done: results appended to $CSV"
+log "done: results in $CSV"
