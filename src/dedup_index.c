@@ -38,7 +38,11 @@
  * An id moves from the hot tier to the filter only once its claim is settled
  * as committed: then its dedup_log row is durable and visible to every later
  * snapshot.  Moving happens under the index lock, so an id committed is at
- * every moment in one tier or the other.
+ * every moment in one tier or the other.  Settled entries are recorded in
+ * the order they were settled (a ring); while the hot tier holds more than
+ * half its capacity, the settling backend moves the oldest to the filter,
+ * about as many as it settled, so the newest half stays whole (recent
+ * duplicates, the common ones, never reach the disk).
  *
  * Durability: the batch transaction appends the claimed ids, one row per
  * event-time hour (and segment), to adstream.dedup_log (partitioned by that
