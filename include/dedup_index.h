@@ -1,6 +1,7 @@
 /*
  * dedup_index.h
- *     The shared-memory index of event ids that deduplicates ad events.
+ *     The two-tier shared-memory index of event ids that deduplicates ad
+ *     events, checked against adstream.dedup_log on a filter's "maybe".
  *     See src/dedup_index.c.
  */
 #ifndef ADSTREAM_DEDUP_INDEX_H
@@ -16,7 +17,7 @@ extern void ads_dedup_index_shmem_init(void);
 /* Inside a worker's batch transaction, with SPI connected. */
 extern void ads_dedup_index_prepare(void);
 extern void ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids,
-							const int32 *hours, bool *is_new);
+							const int32 *hours, bool *is_new, int32 *segs);
 
 /* After the batch transaction has ended: its claims stand or go.  Never throws. */
 extern void ads_dedup_settle(bool committed);

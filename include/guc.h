@@ -17,6 +17,8 @@ extern int	adstream_max_message_bytes;
 extern int	adstream_max_future_skew_s;
 extern int	adstream_dedup_horizon_s;
 extern int	adstream_dedup_index_size;
+extern int	adstream_dedup_hot_size;
+extern int	adstream_dedup_fingerprint_bits;
 extern int	adstream_launcher_naptime_ms;
 extern int	adstream_discovery_interval_s;
 extern int	adstream_attribution_window_s;
@@ -32,7 +34,8 @@ extern int	adstream_rollups_interval_s;
 
 /*
  * Defines the parameters.  The server-wide ones (adstream.database,
- * node_name, max_workers, dedup_index_size) size shared memory and exist only
+ * node_name, max_workers, dedup_index_size, dedup_hot_size,
+ * dedup_fingerprint_bits) size shared memory and exist only
  * when the library is preloaded; a backend that loads it for its SQL
  * functions gets the reloadable ones.
  */

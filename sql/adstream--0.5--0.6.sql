@@ -1147,3 +1147,25 @@ REVOKE ALL ON FUNCTION adstream.expire_status_history(), adstream._metric_counte
 GRANT SELECT ON adstream.status_history, adstream.metrics TO adstream_reader;
 GRANT EXECUTE ON FUNCTION adstream._metrics(), adstream.partition_lag() TO adstream_reader;
 GRANT EXECUTE ON FUNCTION adstream.reset_metrics(text) TO adstream_admin;
+
+-------------------------------------------------------------------------------
+-- Dedup state sized for real volumes (issue #12, item 3): a hot tier of whole
+-- ids and a filter of 32-bit slots; dedup_log rows name their segment, where
+-- a filter's "maybe" is looked up
+-------------------------------------------------------------------------------
+
+ALTER TABLE adstream.dedup_log ADD COLUMN seg integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN adstream.dedup_log.seg IS
+	'Segment of the source''s hour these ids belong to: where the dedup index looks them up when its filter says maybe';
+
+DROP FUNCTION adstream.dedup_index_status();
+CREATE FUNCTION adstream.dedup_index_status(
+	OUT capacity bigint, OUT entries bigint, OUT shared_memory_bytes bigint, OUT ready boolean,
+	OUT hot_entries bigint, OUT filter_entries bigint, OUT segments integer, OUT moved_to_filter bigint,
+	OUT disk_lookups bigint, OUT disk_duplicates bigint, OUT disk_lookup_ms bigint, OUT rebuild_ms bigint)
+RETURNS record LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_index_status';
+COMMENT ON FUNCTION adstream.dedup_index_status() IS
+	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index (its hot tier and its filter); ids looked up in dedup_log since the start, found there, and the time it took; ready once rebuilt after a start';
+REVOKE ALL ON FUNCTION adstream.dedup_index_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION adstream.dedup_index_status() TO adstream_reader;

@@ -1057,10 +1057,13 @@ INSERT INTO adstream.partitioned_tables (name, grain, fillfactor, storage_option
 CREATE TABLE adstream.dedup_log (
 	source_id	integer NOT NULL,
 	hour		timestamptz NOT NULL,	-- event-time hour of the ids
-	ids			bytea NOT NULL			-- 16-byte event ids, concatenated in id order
+	ids			bytea NOT NULL,			-- 16-byte event ids, concatenated in id order
+	seg			integer NOT NULL DEFAULT 0	-- segment of the hour in the dedup index's filter (0.6)
 ) PARTITION BY RANGE (hour);
 COMMENT ON TABLE adstream.dedup_log IS
 	'Event ids claimed per source and event-time hour within adstream.dedup_horizon; the durable form of the shared-memory dedup index';
+COMMENT ON COLUMN adstream.dedup_log.seg IS
+	'Segment of the source''s hour these ids belong to: where the dedup index looks them up when its filter says maybe';
 -- The parent holds no rows; pg_dump saves each hour's partition with its
 -- rows, as it does those of ad_stats_minute and ad_events.  After a restore
 -- the first worker rebuilds the index from them (a new dedup_log).
@@ -1072,11 +1075,13 @@ COMMENT ON FUNCTION adstream._dedup_forget(integer[], timestamptz[]) IS
 	'Internal: forgets, per listed source, the dedup index entries of the hours ending at or before its time, and every entry of a source not listed; returns how many';
 
 CREATE FUNCTION adstream.dedup_index_status(
-	OUT capacity bigint, OUT entries bigint, OUT shared_memory_bytes bigint, OUT ready boolean)
+	OUT capacity bigint, OUT entries bigint, OUT shared_memory_bytes bigint, OUT ready boolean,
+	OUT hot_entries bigint, OUT filter_entries bigint, OUT segments integer, OUT moved_to_filter bigint,
+	OUT disk_lookups bigint, OUT disk_duplicates bigint, OUT disk_lookup_ms bigint, OUT rebuild_ms bigint)
 RETURNS record LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'adstream_dedup_index_status';
 COMMENT ON FUNCTION adstream.dedup_index_status() IS
-	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index; ready once rebuilt after a start';
+	'Capacity (adstream.dedup_index_size) and use of the shared-memory dedup index (its hot tier and its filter); ids looked up in dedup_log since the start, found there, and the time it took; ready once rebuilt after a start';
 
 /*
  * Expire dedup state, source by source, so that no source holds another's

@@ -459,7 +459,7 @@ SELECT ad_id, campaign_id, window_start, impressions, clicks, updated_at FROM ad
 SELECT (SELECT count(*) FROM (TABLE before_minutes EXCEPT ALL TABLE pg_temp.minutes_05) d) AS minutes_lost,
 	   (SELECT count(*) FROM (TABLE pg_temp.minutes_05 EXCEPT ALL TABLE before_minutes) d) AS minutes_added,
 	   (SELECT count(*) FROM (TABLE before_events EXCEPT ALL TABLE adstream.ad_events) d) AS ad_events_lost,
-	   (SELECT count(*) FROM (TABLE before_dedup EXCEPT ALL TABLE adstream.dedup_log) d) AS dedup_lost,
+	   (SELECT count(*) FROM (TABLE before_dedup EXCEPT ALL SELECT source_id, hour, ids FROM adstream.dedup_log) d) AS dedup_lost,
 	   (SELECT count(*) FROM (TABLE before_hours EXCEPT ALL TABLE adstream.ad_stats_hour) d) AS hours_changed,
 	   (SELECT count(*) FROM (TABLE before_6h EXCEPT ALL TABLE adstream.ad_stats_6h) d) AS six_hours_changed;
 DROP VIEW pg_temp.minutes_05;	-- the extension is dropped below

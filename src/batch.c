@@ -152,7 +152,8 @@ static const char *const plan_sql[P__COUNT] = {
 	"SELECT adstream.ensure_partitions('ad_stats_minute', $1), "
 	"adstream.ensure_partitions('dedup_log', $1), adstream.ensure_partitions('ad_events', $1)",
 	[P_DEDUP_LOG] =
-	"INSERT INTO adstream.dedup_log (source_id, hour, ids) SELECT $1, * FROM unnest($2::timestamptz[], $3::bytea[])",
+	"INSERT INTO adstream.dedup_log (source_id, hour, seg, ids) "
+	"SELECT $1, * FROM unnest($2::timestamptz[], $3::int4[], $4::bytea[])",
 	[P_ORDERS] =
 	"INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts) "
 	"SELECT u.order_id, $1, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts "
@@ -204,7 +205,7 @@ static const char *const plan_sql[P__COUNT] = {
 static const Oid plan_args[P__COUNT][9] = {
 	[P_SOURCE_STATE] = {INT4OID},
 	[P_ENSURE] = {TIMESTAMPTZARRAYOID},
-	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID},
+	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, BYTEAARRAYOID},
 	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID},
@@ -214,7 +215,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
-	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 3,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
+	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
 	[P_AGG] = 6,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 };
 
@@ -520,7 +521,8 @@ dedup_orders(AdsBatch *b, idset_hash *ids)
 /*
  * Ad events: claim the candidates' ids in the shared dedup index, and log
  * the claimed ones to dedup_log, one row of concatenated ids per hour of
- * event time, in this transaction.
+ * event time (all of one segment, which the index chose), in this
+ * transaction.
  */
 static void
 dedup_events(AdsBatch *b)
@@ -529,15 +531,18 @@ dedup_events(AdsBatch *b)
 	int			n = sorted_candidates(b, &idx);
 	const uint8 **idp;
 	int32	   *hours;
+	int32	   *segs;
 	bool	   *is_new;
 	AdsArray	row_hour,
+				row_seg,
 				row_ids;
-	Datum		args[3];
+	Datum		args[4];
 
 	if (n == 0)
 		return;
 	idp = palloc(sizeof(uint8 *) * n);
 	hours = palloc(sizeof(int32) * n);
+	segs = palloc(sizeof(int32) * n);
 	is_new = palloc(sizeof(bool) * n);
 	for (int i = 0; i < n; i++)
 	{
@@ -545,7 +550,7 @@ dedup_events(AdsBatch *b)
 		hours[i] = ads_hour_number(b->msgs[idx[i]].ev.ts_us);
 	}
 
-	ads_dedup_claim(b->source_id, n, idp, hours, is_new);
+	ads_dedup_claim(b->source_id, n, idp, hours, is_new, segs);
 	for (int i = 0; i < n; i++)
 		if (is_new[i])
 			b->msgs[idx[i]].status = ADS_MSG_ACCEPTED;
@@ -553,6 +558,7 @@ dedup_events(AdsBatch *b)
 
 	/* One dedup_log row per hour: the claimed ids of that hour, in id order. */
 	ads_array_init(&row_hour, TIMESTAMPTZOID, n);
+	ads_array_init(&row_seg, INT4OID, n);
 	ads_array_init(&row_ids, BYTEAOID, n);
 	for (int i = 0; i < n; i++)
 	{
@@ -570,7 +576,11 @@ dedup_events(AdsBatch *b)
 		if (h < row_hour.n)
 			continue;			/* this hour's row is built already */
 		for (int j = i; j < n; j++)
+		{
 			count += (is_new[j] && hours[j] == hours[i]);
+			if (is_new[j] && hours[j] == hours[i] && segs[j] != segs[i])
+				elog(ERROR, "adstream: ids of one hour were claimed into two dedup segments");
+		}
 		ids = palloc(VARHDRSZ + 16 * count);
 		SET_VARSIZE(ids, VARHDRSZ + 16 * count);
 		p = VARDATA(ids);
@@ -581,13 +591,15 @@ dedup_events(AdsBatch *b)
 				p += 16;
 			}
 		ads_array_add_unix_us(&row_hour, hour_us);
+		ads_array_add(&row_seg, Int32GetDatum(segs[i]));
 		ads_array_add(&row_ids, PointerGetDatum(ids));
 	}
 	if (row_hour.n == 0)
 		return;
 	args[0] = Int32GetDatum(b->source_id);
 	args[1] = ads_array_datum(&row_hour);
-	args[2] = ads_array_datum(&row_ids);
+	args[2] = ads_array_datum(&row_seg);
+	args[3] = ads_array_datum(&row_ids);
 	exec_plan(P_DEDUP_LOG, args, NULL, false, SPI_OK_INSERT);
 }
 

@@ -1,26 +1,55 @@
 /*
  * dedup_index.c
- *     Exact deduplication of ad events: a shared-memory index of the event
- *     ids seen within the dedup horizon, made durable by adstream.dedup_log.
+ *     Exact deduplication of ad events: a two-tier shared-memory index of the
+ *     event ids seen within the dedup horizon, made durable by, and checked
+ *     against, adstream.dedup_log.
  *
- * Each entry maps (source, event id) to the transaction that claimed it and
- * the event-time hour of the claim.  A batch claims its candidate ids under
- * the index lock and judges what it finds the way a unique index judges a
- * heap tuple:
- *   - no entry, or one whose transaction aborted: the id is new; claim it;
+ * The hot tier is a hash of whole ids (source, 16-byte event id), each with
+ * the transaction that claimed it, its event-time hour and its segment (see
+ * below).  It holds every claim that is not settled yet and the most
+ * recently committed ids.  A batch claims its candidate ids under the index
+ * lock and judges what it finds there the way a unique index judges a heap
+ * tuple:
  *   - an entry whose transaction committed (or is frozen): a duplicate;
  *   - an entry whose transaction is still running: wait for it to end (a
  *     second worker of the same source holding the same id), then look
- *     again.
+ *     again;
+ *   - no entry, or one whose transaction aborted: not in the hot tier; the
+ *     filter tier decides (below), and meanwhile the batch claims the id.
  * Ids are claimed in sorted order by every worker, so two batches never wait
  * for each other in a cycle; if one ever did, the deadlock detector would
  * abort one batch and it would be retried.
  *
- * Durability: the same transaction appends the claimed ids, one row per
- * event-time hour, to adstream.dedup_log (partitioned by that hour).  The
- * index is in shared memory, so after a crash restart it is empty; the first
- * ad-events worker to start rebuilds it from dedup_log before any id is
- * judged (every batch checks), and every other worker waits for that.
+ * The filter tier holds every other remembered id as a 32-bit slot of one
+ * cuckoo filter (two candidate buckets of four slots per id): a fingerprint
+ * of the id (19 bits) and a segment tag (13 bits).  A segment is a numbered
+ * part of one source's event-time hour, at most about SEGMENT_IDS ids; its
+ * number is written with the ids in every dedup_log row (dedup_log.seg).
+ * The filter never forgets a remembered id (no false negative), but may say
+ * "maybe" for an id it has never seen (a false positive, about 1 in 70,000
+ * lookups at full load).  An id the filter says nothing about is new.  For
+ * a "maybe", the claim stands provisionally, and once the index lock is
+ * released the batch reads the dedup_log rows of each segment named by the
+ * matching slots (one source, one hour, one segment: at most a few rows, the
+ * ids of each in id order) in a snapshot taken after it saw the slot, and
+ * binary-searches them.  An id found there is a duplicate, and its claim is
+ * withdrawn.  The disk is the truth: a slot is only a hint of where to look.
+ *
+ * An id moves from the hot tier to the filter only once its claim is settled
+ * as committed: then its dedup_log row is durable and visible to every later
+ * snapshot.  Moving happens under the index lock, so an id committed is at
+ * every moment in one tier or the other.  Settled entries are recorded in
+ * the order they were settled (a ring); while the hot tier holds more than
+ * half its capacity, the settling backend moves the oldest to the filter,
+ * about as many as it settled, so the newest half stays whole (recent
+ * duplicates, the common ones, never reach the disk).
+ *
+ * Durability: the batch transaction appends the claimed ids, one row per
+ * event-time hour (and segment), to adstream.dedup_log (partitioned by that
+ * hour).  The index is in shared memory, so after a crash restart it is
+ * empty; the first ad-events worker to start rebuilds it from dedup_log
+ * (every committed id goes to the filter) before any id is judged (every
+ * batch checks), and every other worker waits for that.
  *
  * Settling: the backend remembers the entries its batch claimed.  When the
  * transaction has ended it freezes them (committed) or removes them
@@ -28,29 +57,38 @@
  * on its way out.  So no entry outlives its claimer unsettled, and an
  * entry's transaction status is only ever asked while clog surely holds it
  * (clog may be truncated long before the hour expires; an abandoned claim
- * judged then would count as committed and lose the event).
+ * judged then would count as committed and lose the event).  The filter
+ * holds only settled, committed ids: it has no transaction to judge.
  *
  * Expiry is per source and follows the table: adstream.expire_dedup_state()
  * removes a source's dedup_log rows of the hours behind its slowest
  * partition minus dedup_horizon, records up to where (sources.
  * dedup_expired_before, which batches judge too_late against) and forgets
- * the same hours here (adstream._dedup_forget), under the lock that batches
- * hold shared (ads_lock "adstream.dedup_expiry").
+ * the same hours here (adstream._dedup_forget): their hot entries, and their
+ * segments, whose slots are cleared from the filter before a tag is reused.
+ * All under the lock that batches hold shared (ads_lock
+ * "adstream.dedup_expiry"), so no batch judges while it runs.
  *
- * The index has a fixed capacity (adstream.dedup_index_size entries).  When
- * it is full a batch fails with an error naming the setting, and is retried:
- * ingestion stops rather than forgets an id it should remember.
+ * The index has a fixed capacity (adstream.dedup_index_size ids, about 4.2
+ * bytes of shared memory each in the filter, plus adstream.dedup_hot_size
+ * ids of about 89 bytes in the hot tier).  When it is full a batch fails
+ * with an error naming the setting, and is retried: ingestion stops rather
+ * than forgets an id it should remember.
  */
 #include "dedup_index.h"
+
+#include <math.h>
 
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "portability/instr_time.h"
 #include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "storage/lwlock.h"
@@ -61,6 +99,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "event_time.h"
@@ -73,31 +112,122 @@ typedef struct DedupKey
 	uint8		id[16];
 } DedupKey;
 
+/* A hot-tier entry. */
 typedef struct DedupEntry
 {
 	DedupKey	key;
 	TransactionId xid;			/* claimer; FrozenTransactionId once committed */
 	int32		hour;			/* event-time hour of the claim, since the epoch */
+	int32		tag;			/* its segment (an index into state->segs) */
+	uint64		seq;			/* order of settling (0 before), for moving the oldest out */
+	uint64		h;				/* key_hash64() of the key */
 } DedupEntry;
+
+/*
+ * The committed hot entries in the order they were settled: the oldest are
+ * moved to the filter first.  A record whose entry has been removed since
+ * (expired, or its element reused) no longer matches the entry's seq.
+ */
+typedef struct RingRecord
+{
+	DedupEntry *entry;
+	uint64		seq;
+} RingRecord;
+
+/*
+ * Filter slots: fingerprint << TAG_BITS | tag; 0 is an empty slot (a
+ * fingerprint is never 0).
+ */
+#define TAG_BITS		13
+#define MAX_SEGMENTS	(1 << TAG_BITS)
+#define FP_MAX_BITS		(32 - TAG_BITS)
+#define BUCKET_SLOTS	4
+#define MAX_LOAD		0.95
+#define MAX_KICKS		500
+
+/* A segment closes for new claims once it holds this many. */
+#define SEGMENT_IDS		(256 * 1024)
+
+typedef struct DedupSegment
+{
+	bool		live;
+	bool		unsorted;		/* a row not in id order: search it linearly */
+	int32		source_id;
+	int32		hour;
+	int32		seg;			/* dedup_log.seg */
+	int64		claimed;		/* ids claimed into it (to close it) */
+	int64		in_filter;		/* its slots in the filter */
+} DedupSegment;
 
 typedef struct DedupIndexState
 {
-	LWLock	   *lock;			/* protects everything below and the hash */
+	LWLock	   *lock;			/* protects everything below, the hash and the slots */
 	Oid			database;		/* whose adstream.dedup_log the index mirrors */
 	Oid			relid;			/* that dedup_log, to notice a re-created extension */
 	bool		ready;			/* rebuilt from it since the server started */
+	uint32		nbuckets;		/* of the filter */
+	int32		hot_capacity;
+	int64		in_filter;		/* occupied slots */
+	uint64		settle_seq;
+	uint64		disk_lookups;	/* ids looked up in dedup_log after a filter "maybe" */
+	uint64		disk_found;		/* ... and found there: duplicates */
+	uint64		moved;			/* ids moved from the hot tier to the filter */
+	uint64		disk_us;		/* time spent reading dedup_log for them */
+	int64		rebuild_ms;
+	uint64		ring_head;		/* index of the oldest record */
+	uint64		ring_len;
+	DedupSegment segs[MAX_SEGMENTS];
 } DedupIndexState;
 
 static DedupIndexState *state = NULL;
+static uint32 *slots = NULL;
+static RingRecord *ring = NULL;
 static HTAB *index_hash = NULL;
 
 #define REBUILD_FETCH 64
 
+/*
+ * One 64-bit hash of a key serves both tiers: its low 32 bits are the hot
+ * tier's hash value, its low 45 bits pick the filter bucket and its top 19
+ * bits are the fingerprint.  Batches compute it before taking the lock.
+ */
+static inline uint64
+key_hash64(const DedupKey *key)
+{
+	return hash_bytes_extended((const unsigned char *) key, sizeof(DedupKey), 0);
+}
+
+static uint32
+key_hash32(const void *key, Size keysize)
+{
+	Assert(keysize == sizeof(DedupKey));
+	return (uint32) key_hash64((const DedupKey *) key);
+}
+
+/* ---- sizing ---- */
+
+static int32
+hot_capacity(void)
+{
+	return Min(adstream_dedup_hot_size, adstream_dedup_index_size);
+}
+
+static uint32
+filter_buckets(void)
+{
+	double		n = ceil((double) adstream_dedup_index_size / MAX_LOAD / BUCKET_SLOTS);
+
+	return (uint32) Max(n, 1.0);
+}
+
 Size
 ads_dedup_index_shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(DedupIndexState)),
-					hash_estimate_size(adstream_dedup_index_size, sizeof(DedupEntry)));
+	Size		size = MAXALIGN(sizeof(DedupIndexState));
+
+	size = add_size(size, MAXALIGN(mul_size(filter_buckets(), BUCKET_SLOTS * sizeof(uint32))));
+	size = add_size(size, MAXALIGN(mul_size(hot_capacity(), sizeof(RingRecord))));
+	return add_size(size, hash_estimate_size(hot_capacity(), sizeof(DedupEntry)));
 }
 
 void
@@ -113,17 +243,25 @@ ads_dedup_index_shmem_init(void)
 {
 	bool		found;
 	HASHCTL		info;
+	Size		slot_bytes = mul_size(filter_buckets(), BUCKET_SLOTS * sizeof(uint32));
 
 	state = ShmemInitStruct("adstream dedup index state", sizeof(DedupIndexState), &found);
 	if (!found)
 	{
 		memset(state, 0, sizeof(DedupIndexState));
 		state->lock = &(GetNamedLWLockTranche("adstream dedup index"))->lock;
+		state->nbuckets = filter_buckets();
+		state->hot_capacity = hot_capacity();
 	}
+	slots = ShmemInitStruct("adstream dedup filter", slot_bytes, &found);
+	if (!found)
+		memset(slots, 0, slot_bytes);
+	ring = ShmemInitStruct("adstream dedup settle ring", mul_size(hot_capacity(), sizeof(RingRecord)), &found);
 	info.keysize = sizeof(DedupKey);
 	info.entrysize = sizeof(DedupEntry);
-	index_hash = ShmemInitHash("adstream dedup index", adstream_dedup_index_size,
-							   adstream_dedup_index_size, &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+	info.hash = key_hash32;
+	index_hash = ShmemInitHash("adstream dedup index", hot_capacity(), hot_capacity(),
+							   &info, HASH_ELEM | HASH_FUNCTION | HASH_FIXED_SIZE);
 }
 
 static void
@@ -147,19 +285,19 @@ dedup_log_relid(void)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("table adstream.dedup_log does not exist"),
 				 errhint("The installed library is newer than the extension's SQL objects: run ALTER EXTENSION adstream UPDATE.")));
+	if (get_attnum(relid, "seg") == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table adstream.dedup_log has no column seg"),
+				 errdetail("The dedup index of this library keeps its ids in segments since 0.6."),
+				 errhint("The installed library is newer than the extension's SQL objects: run ALTER EXTENSION adstream UPDATE.")));
 	return relid;
 }
 
-/* Removes every entry; the caller holds the lock exclusively. */
-static void
-clear_all(void)
+static int64
+entries_locked(void)
 {
-	HASH_SEQ_STATUS seq;
-	DedupEntry *e;
-
-	hash_seq_init(&seq, index_hash);
-	while ((e = hash_seq_search(&seq)) != NULL)
-		hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+	return hash_get_num_entries(index_hash) + state->in_filter;
 }
 
 static void
@@ -172,11 +310,278 @@ full_error(void)
 			 errhint("Expiry runs by itself whenever the index is 80%% full, unless adstream.auto_maintenance is off (see adstream.maintenance_status); lower adstream.dedup_horizon, or raise adstream.dedup_index_size and restart. Ingestion resumes where it stopped.")));
 }
 
+static void
+hot_full_error(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("adstream's dedup index has no room for more claims in flight (%d)", state->hot_capacity),
+			 errdetail("The hot tier holds the claims of every batch in flight, about adstream.batch_max_messages per worker."),
+			 errhint("Raise adstream.dedup_hot_size (or adstream.dedup_index_size) and restart, or lower adstream.batch_max_messages. Ingestion resumes where it stopped.")));
+}
+
+static void
+segments_full_error(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("adstream's dedup index has no free segment (%d in use)", MAX_SEGMENTS),
+			 errdetail("Each source's event-time hour within the dedup horizon takes at least one segment, and one more per %d event ids.", SEGMENT_IDS),
+			 errhint("Lower adstream.dedup_horizon, or let expiry give up old hours (adstream.expire_dedup_state()). Ingestion resumes where it stopped.")));
+}
+
+/* ---- the filter ---- */
+
+typedef struct IdHash
+{
+	uint32		fp;				/* fingerprint, never 0 */
+	uint32		bucket;			/* first candidate bucket */
+} IdHash;
+
+static inline IdHash
+id_hash(uint64 h)
+{
+	int			bits = Min(adstream_dedup_fingerprint_bits, FP_MAX_BITS);
+	IdHash		r;
+
+	r.bucket = (uint32) ((h & ((UINT64CONST(1) << 45) - 1)) % state->nbuckets);
+	r.fp = (uint32) (h >> 45) & ((1U << bits) - 1);
+	if (r.fp == 0)
+		r.fp = 1;
+	return r;
+}
+
+/* The other bucket of a fingerprint: an involution, so either leads to the other. */
+static inline uint32
+alt_bucket(uint32 bucket, uint32 fp)
+{
+	uint32		n = state->nbuckets;
+	uint32		h = murmurhash32(fp) % n;
+
+	return (uint32) (((uint64) h + n - bucket) % n);
+}
+
+static inline bool
+bucket_put(uint32 bucket, uint32 item)
+{
+	uint32	   *b = &slots[(Size) bucket * BUCKET_SLOTS];
+
+	for (int j = 0; j < BUCKET_SLOTS; j++)
+		if (b[j] == 0)
+		{
+			b[j] = item;
+			return true;
+		}
+	return false;
+}
+
+static uint64 kick_rng = 0;
+
+/*
+ * Puts a slot into one of its two buckets, moving others to their other
+ * bucket as cuckoo hashing does.  If no room is found within MAX_KICKS moves
+ * every move is undone and false is returned: the filter is unchanged.
+ */
+static bool
+filter_insert(IdHash ih, int32 tag)
+{
+	uint32		item = (ih.fp << TAG_BITS) | (uint32) tag;
+	uint32		b1 = ih.bucket;
+	uint32		b2 = alt_bucket(b1, ih.fp);
+	static uint32 undo_bucket[MAX_KICKS];
+	static uint8 undo_slot[MAX_KICKS];
+	uint32		cur;
+	uint32		b;
+	int			k;
+
+	if (bucket_put(b1, item) || bucket_put(b2, item))
+		return true;
+	if (kick_rng == 0)
+		kick_rng = ((uint64) MyProcPid << 32) ^ (uint64) GetCurrentTimestamp() ^ 0x9E3779B97F4A7C15ULL;
+	cur = item;
+	b = (kick_rng & 1) ? b1 : b2;
+	for (k = 0; k < MAX_KICKS; k++)
+	{
+		uint32	   *s;
+		uint32		victim;
+		int			j;
+
+		kick_rng ^= kick_rng << 13;
+		kick_rng ^= kick_rng >> 7;
+		kick_rng ^= kick_rng << 17;
+		j = (int) (kick_rng % BUCKET_SLOTS);
+		s = &slots[(Size) b * BUCKET_SLOTS + j];
+		victim = *s;
+		*s = cur;
+		undo_bucket[k] = b;
+		undo_slot[k] = (uint8) j;
+		cur = victim;
+		b = alt_bucket(b, cur >> TAG_BITS);
+		if (bucket_put(b, cur))
+			return true;
+	}
+	for (k = MAX_KICKS - 1; k >= 0; k--)
+	{
+		uint32	   *s = &slots[(Size) undo_bucket[k] * BUCKET_SLOTS + undo_slot[k]];
+		uint32		t = *s;
+
+		*s = cur;
+		cur = t;
+	}
+	Assert(cur == item);
+	return false;
+}
+
+#define MAX_MATCHES (2 * BUCKET_SLOTS)
+
+/*
+ * The segments of this source whose slots match the id's fingerprint: where
+ * the id may have been committed.  Returns how many (distinct), in tags.
+ */
+static int
+filter_find(int32 source_id, IdHash ih, int32 *tags)
+{
+	uint32		buckets[2] = {ih.bucket, alt_bucket(ih.bucket, ih.fp)};
+	int			n = 0;
+
+	for (int b = 0; b < 2; b++)
+	{
+		uint32	   *s = &slots[(Size) buckets[b] * BUCKET_SLOTS];
+
+		if (b == 1 && buckets[1] == buckets[0])
+			break;
+		for (int j = 0; j < BUCKET_SLOTS; j++)
+		{
+			int32		tag;
+			bool		dup = false;
+
+			if (s[j] == 0 || (s[j] >> TAG_BITS) != ih.fp)
+				continue;
+			tag = (int32) (s[j] & (MAX_SEGMENTS - 1));
+			if (!state->segs[tag].live || state->segs[tag].source_id != source_id)
+				continue;
+			for (int k = 0; k < n; k++)
+				dup |= (tags[k] == tag);
+			if (!dup)
+				tags[n++] = tag;
+		}
+	}
+	return n;
+}
+
+/* ---- segments ---- */
+
+static int32
+segment_alloc(int32 source_id, int32 hour, int32 seg)
+{
+	for (int32 t = 0; t < MAX_SEGMENTS; t++)
+		if (!state->segs[t].live)
+		{
+			DedupSegment *s = &state->segs[t];
+
+			memset(s, 0, sizeof(DedupSegment));
+			s->live = true;
+			s->source_id = source_id;
+			s->hour = hour;
+			s->seg = seg;
+			return t;
+		}
+	return -1;
+}
+
+/* The segment new claims of (source, hour) go to; -1 when none is free. */
+static int32
+segment_for_claims(int32 source_id, int32 hour)
+{
+	int32		best = -1;
+
+	for (int32 t = 0; t < MAX_SEGMENTS; t++)
+	{
+		DedupSegment *s = &state->segs[t];
+
+		if (s->live && s->source_id == source_id && s->hour == hour &&
+			(best < 0 || s->seg > state->segs[best].seg))
+			best = t;
+	}
+	if (best >= 0 && state->segs[best].claimed < SEGMENT_IDS)
+		return best;
+	return segment_alloc(source_id, hour, best >= 0 ? state->segs[best].seg + 1 : 0);
+}
+
+/* Removes every entry, slot and segment; the caller holds the lock exclusively. */
+static void
+clear_all(void)
+{
+	HASH_SEQ_STATUS seq;
+	DedupEntry *e;
+
+	hash_seq_init(&seq, index_hash);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+	memset(slots, 0, (Size) state->nbuckets * BUCKET_SLOTS * sizeof(uint32));
+	memset(state->segs, 0, sizeof(state->segs));
+	state->in_filter = 0;
+	state->ring_head = 0;
+	state->ring_len = 0;
+}
+
+/*
+ * Moves the oldest committed hot entry into the filter.  Returns false when
+ * there is none left, or when it does not fit in the filter (it then stays
+ * in the hot tier for good: rare).  Lock held exclusively.
+ */
+static bool
+move_oldest(void)
+{
+	RingRecord *r;
+	DedupEntry *e;
+	DedupSegment *s;
+
+	while (state->ring_len > 0)
+	{
+		r = &ring[state->ring_head];
+		state->ring_head = (state->ring_head + 1) % state->hot_capacity;
+		state->ring_len--;
+		e = r->entry;
+		if (e->seq != r->seq || e->xid != FrozenTransactionId)
+			continue;			/* removed since, its element maybe reused */
+		s = &state->segs[e->tag];
+		if (!s->live || s->source_id != e->key.source_id || s->hour != e->hour)
+			continue;			/* cannot happen: forgotten together */
+		e->seq = 0;
+		if (!filter_insert(id_hash(e->h), e->tag))
+			return false;
+		s->in_filter++;
+		state->in_filter++;
+		state->moved++;
+		hash_search_with_hash_value(index_hash, &e->key, (uint32) e->h, HASH_REMOVE, NULL);
+		return true;
+	}
+	return false;
+}
+
+/* Records a committed hot entry as the newest; lock held exclusively. */
+static void
+ring_push(DedupEntry *e)
+{
+	if (state->ring_len == (uint64) state->hot_capacity)
+		(void) move_oldest();
+	if (state->ring_len == (uint64) state->hot_capacity)
+		return;					/* the oldest did not fit: it stays hot */
+	e->seq = ++state->settle_seq;
+	ring[(state->ring_head + state->ring_len) % state->hot_capacity].entry = e;
+	ring[(state->ring_head + state->ring_len) % state->hot_capacity].seq = e->seq;
+	state->ring_len++;
+}
+
+/* ---- rebuild ---- */
+
 /*
  * Rebuild the index from adstream.dedup_log if it does not mirror it yet.
  * Workers call this when they start and before every batch; after a start or
  * a crash restart the first caller does the work while the others wait on
- * its lock and then find the index ready.
+ * its lock and then find the index ready.  Every id goes to the filter
+ * (those that do not fit there, to the hot tier, frozen: they committed).
  */
 void
 ads_dedup_index_prepare(void)
@@ -185,6 +590,12 @@ ads_dedup_index_prepare(void)
 	bool		ready;
 	Portal		portal;
 	uint64		loaded = 0;
+	instr_time	start,
+				elapsed;
+	int32		last_src = 0,
+				last_hour = 0,
+				last_seg = 0,
+				last_tag = -1;
 
 	check_loaded();
 	relid = dedup_log_relid();
@@ -210,8 +621,10 @@ ads_dedup_index_prepare(void)
 	if (ready)
 		return;
 
+	INSTR_TIME_SET_CURRENT(start);
+	/* In each hour's partition, a segment's rows mostly come one after another. */
 	portal = SPI_cursor_open_with_args(NULL,
-									   "SELECT source_id, (extract(epoch FROM hour) / 3600)::int4, ids "
+									   "SELECT source_id, (extract(epoch FROM hour) / 3600)::int4, seg, ids "
 									   "FROM adstream.dedup_log",
 									   0, NULL, NULL, NULL, true, 0);
 	for (;;)
@@ -226,29 +639,76 @@ ads_dedup_index_prepare(void)
 			TupleDesc	desc = SPI_tuptable->tupdesc;
 			bool		isnull;
 			DedupKey	key;
-			int32		hour;
+			int32		hour,
+						seg;
 			bytea	   *ids;
 			int			n;
+			const uint8 *p;
 
 			memset(&key, 0, sizeof(key));
 			key.source_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 			hour = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-			ids = DatumGetByteaPP(SPI_getbinval(tup, desc, 3, &isnull));
+			seg = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			ids = DatumGetByteaPP(SPI_getbinval(tup, desc, 4, &isnull));
 			n = VARSIZE_ANY_EXHDR(ids) / 16;
+			p = (const uint8 *) VARDATA_ANY(ids);
+
+			if (last_tag < 0 || key.source_id != last_src || hour != last_hour || seg != last_seg)
+			{
+				last_tag = -1;
+				for (int32 t = 0; t < MAX_SEGMENTS && last_tag < 0; t++)
+				{
+					DedupSegment *s = &state->segs[t];
+
+					if (s->live && s->source_id == key.source_id && s->hour == hour && s->seg == seg)
+						last_tag = t;
+				}
+				if (last_tag < 0)
+					last_tag = segment_alloc(key.source_id, hour, seg);
+				if (last_tag < 0)
+				{
+					LWLockRelease(state->lock);
+					segments_full_error();
+				}
+				last_src = key.source_id;
+				last_hour = hour;
+				last_seg = seg;
+			}
+			state->segs[last_tag].claimed += n;
 			for (int i = 0; i < n; i++)
 			{
-				bool		found;
-				DedupEntry *e;
-
-				memcpy(key.id, VARDATA_ANY(ids) + 16 * i, 16);
-				e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
-				if (e == NULL)
+				memcpy(key.id, p + 16 * i, 16);
+				if (i > 0 && memcmp(p + 16 * (i - 1), p + 16 * i, 16) > 0)
+					state->segs[last_tag].unsorted = true;
+				if (entries_locked() >= adstream_dedup_index_size)
 				{
 					LWLockRelease(state->lock);
 					full_error();
 				}
-				e->xid = FrozenTransactionId;
-				e->hour = hour;
+				if (filter_insert(id_hash(key_hash64(&key)), last_tag))
+				{
+					state->segs[last_tag].in_filter++;
+					state->in_filter++;
+				}
+				else
+				{
+					bool		found;
+					DedupEntry *e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
+
+					if (e == NULL)
+					{
+						LWLockRelease(state->lock);
+						full_error();
+					}
+					if (!found)
+					{
+						e->xid = FrozenTransactionId;
+						e->hour = hour;
+						e->tag = last_tag;
+						e->seq = 0;
+						e->h = key_hash64(&key);
+					}
+				}
 				loaded++;
 			}
 		}
@@ -258,20 +718,24 @@ ads_dedup_index_prepare(void)
 	}
 	SPI_cursor_close(portal);
 
+	INSTR_TIME_SET_CURRENT(elapsed);
+	INSTR_TIME_SUBTRACT(elapsed, start);
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	state->ready = true;
+	state->rebuild_ms = (int64) INSTR_TIME_GET_MILLISEC(elapsed);
 	LWLockRelease(state->lock);
 	ereport(LOG,
-			(errmsg("adstream: dedup index rebuilt from adstream.dedup_log: %llu event ids",
-					(unsigned long long) loaded)));
+			(errmsg("adstream: dedup index rebuilt from adstream.dedup_log: %llu event ids in %lld ms",
+					(unsigned long long) loaded, (long long) INSTR_TIME_GET_MILLISEC(elapsed))));
 }
 
 /*
  * Claims of this backend's current batch transaction that are not settled
- * yet: every entry whose xid is not frozen belongs to one of these lists,
- * in a backend that is alive.  That is what makes an entry's xid safe to
- * judge by its transaction's status: it is in progress, or has just ended
- * and is about to be settled here, so clog always knows it.
+ * yet: every hot entry whose xid is not frozen belongs to one of these
+ * lists, in a backend that is alive.  That is what makes an entry's xid safe
+ * to judge by its transaction's status: it is in progress, or has just ended
+ * and is about to be settled here, so clog always knows it.  A claim
+ * withdrawn during the batch (found on disk) has entry NULL.
  */
 typedef struct PendingClaim
 {
@@ -301,7 +765,7 @@ settle_at_exit(int code, Datum arg)
 		settle_pending(TransactionIdDidCommit(pending_xid));
 }
 
-static void
+static int
 remember_claim(DedupEntry *e, TransactionId xid)
 {
 	if (!exit_hook_installed)
@@ -322,7 +786,7 @@ remember_claim(DedupEntry *e, TransactionId xid)
 	pending_xid = xid;
 	pending[npending].entry = e;
 	pending[npending].key = e->key;
-	npending++;
+	return npending++;
 }
 
 /*
@@ -350,42 +814,205 @@ claimer_committed(DedupEntry *e)
 						e->xid)));
 		return false;
 	}
-	if (TransactionIdDidCommit(e->xid))
+	/*
+	 * Not frozen here: its claimer freezes it when it settles, and records
+	 * it as the newest committed entry, to move to the filter in its turn.
+	 */
+	return TransactionIdDidCommit(e->xid);
+}
+
+/* ---- looking up on disk ---- */
+
+typedef struct MaybeId
+{
+	int32		tag;
+	int32		idx;			/* into the claim's ids */
+} MaybeId;
+
+static int
+cmp_maybe(const void *a, const void *b)
+{
+	const MaybeId *x = a;
+	const MaybeId *y = b;
+
+	if (x->tag != y->tag)
+		return x->tag < y->tag ? -1 : 1;
+	return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+static SPIPlanPtr segment_plan = NULL;
+
+static bool
+row_has(const uint8 *p, int n, const uint8 *id, bool sorted)
+{
+	if (sorted)
 	{
-		e->xid = FrozenTransactionId;
-		return true;
+		int			lo = 0,
+					hi = n - 1;
+
+		while (lo <= hi)
+		{
+			int			mid = lo + (hi - lo) / 2;
+			int			c = memcmp(p + 16 * mid, id, 16);
+
+			if (c == 0)
+				return true;
+			if (c < 0)
+				lo = mid + 1;
+			else
+				hi = mid - 1;
+		}
+		return false;
 	}
+	for (int i = 0; i < n; i++)
+		if (memcmp(p + 16 * i, id, 16) == 0)
+			return true;
 	return false;
 }
 
 /*
+ * For each id the filter said "maybe" about (maybe[], sorted by segment),
+ * is it in its segment's dedup_log rows?  Sets found[idx].  Read in a
+ * snapshot taken now: after the slot was seen, so after the commit of the
+ * batch that wrote the id (it was moved to the filter only once settled as
+ * committed).  The rows cannot go away meanwhile: this batch holds the
+ * expiry lock shared.
+ */
+static void
+look_up_on_disk(int32 source_id, const uint8 *const *ids, MaybeId *maybe, int nmaybe,
+				const DedupSegment *segs, bool *found)
+{
+	Snapshot	snap;
+
+	if (segment_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare("SELECT ids FROM adstream.dedup_log "
+									   "WHERE source_id = $1 AND hour = $2 AND seg = $3",
+									   3, (Oid[]) {INT4OID, TIMESTAMPTZOID, INT4OID});
+
+		if (plan == NULL)
+			elog(ERROR, "adstream: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		segment_plan = plan;
+	}
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	for (int i = 0; i < nmaybe;)
+	{
+		int			j = i;
+		const DedupSegment *s = &segs[i];
+		Datum		args[3];
+		int			rc;
+
+		while (j < nmaybe && maybe[j].tag == maybe[i].tag)
+			j++;
+		args[0] = Int32GetDatum(source_id);
+		args[1] = TimestampTzGetDatum(ads_unix_us_to_timestamptz((int64) s->hour * USECS_PER_HOUR));
+		args[2] = Int32GetDatum(s->seg);
+		rc = SPI_execute_snapshot(segment_plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "adstream: reading dedup_log failed: %s", SPI_result_code_string(rc));
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			bytea	   *row = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[r],
+															SPI_tuptable->tupdesc, 1, &isnull));
+			const uint8 *p = (const uint8 *) VARDATA_ANY(row);
+			int			n = VARSIZE_ANY_EXHDR(row) / 16;
+
+			for (int k = i; k < j; k++)
+				if (!found[maybe[k].idx])
+					found[maybe[k].idx] = row_has(p, n, ids[maybe[k].idx], !s->unsorted);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		i = j;
+	}
+	UnregisterSnapshot(snap);
+}
+
+/* ---- claims ---- */
+
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch(p)
+#else
+#define PREFETCH(p) ((void) 0)
+#endif
+#define PREFETCH_AHEAD 8
+
+static inline void
+prefetch_buckets(uint64 h)
+{
+	IdHash		ih = id_hash(h);
+
+	PREFETCH(&slots[(Size) ih.bucket * BUCKET_SLOTS]);
+	PREFETCH(&slots[(Size) alt_bucket(ih.bucket, ih.fp) * BUCKET_SLOTS]);
+}
+
+/*
  * Claim ids (sorted, distinct) for the current transaction.  is_new[i] says
- * whether ids[i] is new, which also means it is now claimed.  The claims are
- * settled by ads_dedup_settle() after the transaction ends, or when the
- * process exits.
+ * whether ids[i] is new, which also means it is now claimed, in segment
+ * segs[i] of its hour (the same for every id of one hour in one call).  The
+ * claims are settled by ads_dedup_settle() after the transaction ends, or
+ * when the process exits.
  */
 void
 ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *hours,
-				bool *is_new)
+				bool *is_new, int32 *segs)
 {
 	TransactionId xid = GetTopTransactionId();
 	DedupKey	key;
+	uint64	   *hv = palloc(sizeof(uint64) * Max(n, 1));
+	int32	   *tag_of = palloc(sizeof(int32) * Max(n, 1));
+	int		   *claim_of = palloc(sizeof(int) * Max(n, 1));
+	MaybeId    *maybe = NULL;
+	DedupSegment *maybe_seg = NULL;
+	int			nmaybe = 0,
+				maybe_cap = 0;
+	int32		hour_tags[64][2];	/* (hour, tag) chosen in this call */
+	int			nhour_tags = 0;
+	List	   *more_hours = NIL;	/* beyond 64: pairs in a list */
 
 	memset(&key, 0, sizeof(key));
 	key.source_id = source_id;
+
+	/* Hashing needs no lock. */
+	for (int i = 0; i < n; i++)
+	{
+		memcpy(key.id, ids[i], 16);
+		hv[i] = key_hash64(&key);
+	}
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
 		DedupEntry *e;
 		bool		found;
+		int32		tag = -1;
+		int32		match[MAX_MATCHES];
+		int			nmatch;
 
+		if (i + PREFETCH_AHEAD < n)
+			prefetch_buckets(hv[i + PREFETCH_AHEAD]);
 		memcpy(key.id, ids[i], 16);
-		e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
-		if (e == NULL)
+		if (entries_locked() >= adstream_dedup_index_size)
 		{
-			LWLockRelease(state->lock);
-			full_error();
+			/* Full: only ids already in the hot tier can be judged. */
+			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, &found);
+			if (e == NULL)
+			{
+				LWLockRelease(state->lock);
+				full_error();
+			}
+		}
+		else
+		{
+			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
+			while (e == NULL && move_oldest())
+				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
+			if (e == NULL)
+			{
+				LWLockRelease(state->lock);
+				hot_full_error();
+			}
 		}
 		if (found && e->xid != FrozenTransactionId &&
 			!TransactionIdIsCurrentTransactionId(e->xid) &&
@@ -404,14 +1031,127 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		if (found && (TransactionIdIsCurrentTransactionId(e->xid) || claimer_committed(e)))
 		{
 			is_new[i] = false;
+			claim_of[i] = -1;
 			continue;
+		}
+
+		/*
+		 * Not in the hot tier (a new entry), or withdrawn there (aborted):
+		 * claimed now, and new unless the filter's "maybe" is found on disk.
+		 */
+		for (int h = 0; h < nhour_tags && tag < 0; h++)
+			if (hour_tags[h][0] == hours[i])
+				tag = hour_tags[h][1];
+		if (tag < 0)
+		{
+			ListCell   *lc;
+
+			foreach(lc, more_hours)
+			{
+				int32	   *pair = lfirst(lc);
+
+				if (pair[0] == hours[i])
+					tag = pair[1];
+			}
+		}
+		if (tag < 0)
+		{
+			tag = segment_for_claims(source_id, hours[i]);
+			if (tag < 0)
+			{
+				hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_REMOVE, NULL);
+				LWLockRelease(state->lock);
+				segments_full_error();
+			}
+			if (nhour_tags < 64)
+			{
+				hour_tags[nhour_tags][0] = hours[i];
+				hour_tags[nhour_tags][1] = tag;
+				nhour_tags++;
+			}
+			else
+			{
+				int32	   *pair = palloc(sizeof(int32) * 2);
+
+				pair[0] = hours[i];
+				pair[1] = tag;
+				more_hours = lappend(more_hours, pair);
+			}
 		}
 		e->xid = xid;
 		e->hour = hours[i];
+		e->tag = tag;
+		e->seq = 0;
+		e->h = hv[i];
+		state->segs[tag].claimed++;
 		is_new[i] = true;
-		remember_claim(e, xid);
+		segs[i] = state->segs[tag].seg;
+		tag_of[i] = tag;
+		claim_of[i] = remember_claim(e, xid);
+
+		nmatch = filter_find(source_id, id_hash(hv[i]), match);
+		for (int m = 0; m < nmatch; m++)
+		{
+			if (nmaybe == maybe_cap)
+			{
+				maybe_cap = Max(64, maybe_cap * 2);
+				maybe = maybe == NULL ? palloc(sizeof(MaybeId) * maybe_cap)
+					: repalloc(maybe, sizeof(MaybeId) * maybe_cap);
+			}
+			maybe[nmaybe].tag = match[m];
+			maybe[nmaybe].idx = i;
+			nmaybe++;
+		}
+	}
+	/* What the disk lookups need of the segments, read under the lock. */
+	if (nmaybe > 0)
+	{
+		qsort(maybe, nmaybe, sizeof(MaybeId), cmp_maybe);
+		maybe_seg = palloc(sizeof(DedupSegment) * nmaybe);
+		for (int m = 0; m < nmaybe; m++)
+			maybe_seg[m] = state->segs[maybe[m].tag];
 	}
 	LWLockRelease(state->lock);
+
+	if (nmaybe > 0)
+	{
+		bool	   *on_disk = palloc0(sizeof(bool) * n);
+		bool	   *looked = palloc0(sizeof(bool) * n);
+		int			ndistinct = 0,
+					nfound = 0;
+		instr_time	t0,
+					t1;
+
+		INSTR_TIME_SET_CURRENT(t0);
+		look_up_on_disk(source_id, ids, maybe, nmaybe, maybe_seg, on_disk);
+		INSTR_TIME_SET_CURRENT(t1);
+		INSTR_TIME_SUBTRACT(t1, t0);
+		for (int m = 0; m < nmaybe; m++)
+			looked[maybe[m].idx] = true;
+
+		/* Withdraw the claims of ids found on disk: they are duplicates. */
+		LWLockAcquire(state->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < n; i++)
+		{
+			DedupEntry *e;
+
+			ndistinct += looked[i];
+			if (!on_disk[i])
+				continue;
+			nfound++;
+			memcpy(key.id, ids[i], 16);
+			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, NULL);
+			if (e != NULL && e->xid == xid)
+				hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_REMOVE, NULL);
+			pending[claim_of[i]].entry = NULL;
+			state->segs[tag_of[i]].claimed--;
+			is_new[i] = false;
+		}
+		state->disk_lookups += ndistinct;
+		state->disk_found += nfound;
+		state->disk_us += INSTR_TIME_GET_MICROSEC(t1);
+		LWLockRelease(state->lock);
+	}
 }
 
 /*
@@ -419,7 +1159,10 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
  * not.  An entry expired since (its element possibly reused for another id)
  * or taken over by another transaction no longer has this key and xid, and
  * is left alone; a freed element that still has them may be frozen
- * harmlessly, since it is overwritten when reused.
+ * harmlessly, since it is overwritten when reused.  Then, while the hot tier
+ * holds more than half its capacity, its oldest committed ids move to the
+ * filter: each batch moves about as many as it settled, and the newest half
+ * stays (recent duplicates are the common ones).
  */
 static void
 settle_pending(bool committed)
@@ -429,14 +1172,20 @@ settle_pending(bool committed)
 	{
 		DedupEntry *e = pending[i].entry;
 
-		if (e->xid != pending_xid ||
+		if (e == NULL || e->xid != pending_xid ||
 			memcmp(&e->key, &pending[i].key, sizeof(DedupKey)) != 0)
 			continue;
 		if (committed)
+		{
 			e->xid = FrozenTransactionId;
+			ring_push(e);
+		}
 		else
-			hash_search(index_hash, &pending[i].key, HASH_REMOVE, NULL);
+			hash_search_with_hash_value(index_hash, &pending[i].key, (uint32) e->h, HASH_REMOVE, NULL);
 	}
+	if (committed)
+		while (hash_get_num_entries(index_hash) > (int64) state->hot_capacity / 2 && move_oldest())
+			;
 	LWLockRelease(state->lock);
 	npending = 0;
 	pending_xid = InvalidTransactionId;
@@ -474,6 +1223,8 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 	HASH_SEQ_STATUS seq;
 	DedupEntry *e;
 	int64		forgotten = 0;
+	bool	   *dying;
+	bool		any_dying = false;
 	typedef struct Cutoff
 	{
 		int32		source_id;
@@ -510,6 +1261,7 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 			/* hour h ends at (h + 1) h: it ends at or before `before` when h + 1 <= this */
 			c->upto_hour = ads_hour_number(ads_timestamptz_to_unix_us(DatumGetTimestampTz(before_d[i])));
 	}
+	dying = palloc0(sizeof(bool) * MAX_SEGMENTS);
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
 	if (state->database == MyDatabaseId)
@@ -521,9 +1273,41 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 
 			if (c == NULL || (int64) e->hour + 1 <= c->upto_hour)
 			{
+				e->seq = 0;		/* its record in the ring is void */
 				hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
 				forgotten++;
 			}
+		}
+
+		/* The same hours' segments: clear their slots, then free their tags. */
+		for (int32 t = 0; t < MAX_SEGMENTS; t++)
+		{
+			DedupSegment *s = &state->segs[t];
+			Cutoff	   *c;
+
+			if (!s->live)
+				continue;
+			c = hash_search(cutoffs, &s->source_id, HASH_FIND, NULL);
+			if (c == NULL || (int64) s->hour + 1 <= c->upto_hour)
+			{
+				dying[t] = true;
+				any_dying = true;
+			}
+		}
+		if (any_dying)
+		{
+			Size		nslots = (Size) state->nbuckets * BUCKET_SLOTS;
+
+			for (Size k = 0; k < nslots; k++)
+				if (slots[k] != 0 && dying[slots[k] & (MAX_SEGMENTS - 1)])
+				{
+					slots[k] = 0;
+					state->in_filter--;
+					forgotten++;
+				}
+			for (int32 t = 0; t < MAX_SEGMENTS; t++)
+				if (dying[t])
+					memset(&state->segs[t], 0, sizeof(DedupSegment));
 		}
 	}
 	LWLockRelease(state->lock);
@@ -548,28 +1332,55 @@ adstream_dedup_forget(PG_FUNCTION_ARGS)
 }
 
 /* adstream.dedup_index_status(): capacity and use of the index. */
+#define STATUS_COLS 12
 PG_FUNCTION_INFO_V1(adstream_dedup_index_status);
 Datum
 adstream_dedup_index_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[4];
-	bool		nulls[4] = {false, false, false, false};
-	int64		entries;
+	Datum		values[STATUS_COLS];
+	bool		nulls[STATUS_COLS];
+	int64		hot,
+				in_filter,
+				lookups,
+				found,
+				moved,
+				disk_us,
+				rebuild_ms;
+	int32		nsegs = 0;
 	bool		ready;
 
 	check_loaded();
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "adstream: return type must be a row type");
+	memset(nulls, 0, sizeof(nulls));
 
 	LWLockAcquire(state->lock, LW_SHARED);
-	entries = hash_get_num_entries(index_hash);
+	hot = hash_get_num_entries(index_hash);
+	in_filter = state->in_filter;
+	lookups = (int64) state->disk_lookups;
+	found = (int64) state->disk_found;
+	moved = (int64) state->moved;
+	disk_us = (int64) state->disk_us;
+	rebuild_ms = state->rebuild_ms;
+	for (int32 t = 0; t < MAX_SEGMENTS; t++)
+		nsegs += state->segs[t].live;
 	ready = state->ready && state->database == MyDatabaseId;
 	LWLockRelease(state->lock);
 
 	values[0] = Int64GetDatum(adstream_dedup_index_size);
-	values[1] = Int64GetDatum(entries);
+	values[1] = Int64GetDatum(hot + in_filter);
 	values[2] = Int64GetDatum((int64) ads_dedup_index_shmem_size());
 	values[3] = BoolGetDatum(ready);
+	values[4] = Int64GetDatum(hot);
+	values[5] = Int64GetDatum(in_filter);
+	values[6] = Int32GetDatum(nsegs);
+	values[7] = Int64GetDatum(moved);
+	values[8] = Int64GetDatum(lookups);
+	values[9] = Int64GetDatum(found);
+	values[10] = Int64GetDatum(disk_us / 1000);
+	values[11] = Int64GetDatum(rebuild_ms);
+	if (desc->natts < STATUS_COLS)
+		elog(ERROR, "adstream: dedup_index_status() has %d columns; run ALTER EXTENSION adstream UPDATE", desc->natts);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

@@ -18,7 +18,9 @@ int			adstream_batch_max_ms = 100;
 int			adstream_max_message_bytes = 1024 * 1024;
 int			adstream_max_future_skew_s = 300;
 int			adstream_dedup_horizon_s = 3600;
-int			adstream_dedup_index_size = 4000000;
+int			adstream_dedup_index_size = 200000000;
+int			adstream_dedup_hot_size = 1000000;
+int			adstream_dedup_fingerprint_bits = 19;
 int			adstream_launcher_naptime_ms = 1000;
 int			adstream_discovery_interval_s = 30;
 int			adstream_attribution_window_s = 86400;
@@ -133,9 +135,19 @@ define_server_wide(void)
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.dedup_index_size",
 							"Capacity, in event ids, of the shared-memory index that deduplicates ad events.",
-							"Size it for the peak event rate times (adstream.dedup_horizon + 1 hour); each id takes about 56 bytes of shared memory.",
-							&adstream_dedup_index_size, 4000000, 1000, 1000000000,
+							"Size it for the peak event rate times (adstream.dedup_horizon + 1 hour); each id takes about 4.2 bytes of shared memory (a cuckoo-filter slot), plus the hot tier (adstream.dedup_hot_size).",
+							&adstream_dedup_index_size, 200000000, 1000, 2000000000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.dedup_hot_size",
+							"Event ids the dedup index keeps whole in its hot tier: the claims of batches in flight and the most recent ids.",
+							"At least the workers' batches in flight (adstream.batch_max_messages per worker); about 89 bytes each.",
+							&adstream_dedup_hot_size, 1000000, 1000, 100000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.dedup_fingerprint_bits",
+							"Bits of each event id's fingerprint in the dedup filter (for tests: fewer bits make the filter's false positives, each checked in dedup_log, frequent).",
+							NULL,
+							&adstream_dedup_fingerprint_bits, 19, 1, 19,
+							PGC_POSTMASTER, GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
 }
 
 void

@@ -44,6 +44,9 @@ sub node
 		# Tests whose truth has old events (--late-ratio) must not have hours
 		# given up behind their back; 185_maintenance turns it on.
 		'adstream.auto_maintenance' => 'off',
+		# The default (200 M ids, about 840 MB of shared memory) is for
+		# production; tests remember far fewer.
+		'adstream.dedup_index_size' => 4000000,
 		%conf);
 	$node->append_conf('postgresql.conf',
 		join('', map { "$_ = $settings{$_}\n" } sort keys %settings));

@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(268);
+SELECT plan(269);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -65,7 +65,7 @@ SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
 SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 'window_start',
 	'impressions', 'clicks', 'updated_at', 'source_id']);
-SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids']);
+SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids', 'seg']);
 SELECT columns_are('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset',
 	'reason', 'detail', 'payload', 'payload_bytes', 'received_at']);
 SELECT columns_are('adstream', 'ad_events', ARRAY['source_id', 'event_id', 'type', 'ad_id', 'campaign_id',
@@ -124,6 +124,7 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('dedup_log', 'source_id', 'integer'),
 	('dedup_log', 'hour', 'timestamp with time zone'),
 	('dedup_log', 'ids', 'bytea'),
+	('dedup_log', 'seg', 'integer'),
 	('rejected_events', 'source', 'text'),
 	('rejected_events', 'topic', 'text'),
 	('rejected_events', 'partition', 'integer'),
