@@ -198,6 +198,9 @@ CREATE TABLE adstream.sources (
 	-- workers run only there.  No default: a row that did not come through
 	-- create_source (restored from a dump older than 0.5) has none, and waits.
 	origin			text,
+	-- how a message reads: format, field mapping, ts unit, schema registry
+	-- (adstream._input_format(); docs/formats.md); '{}' is JSON as in the README
+	input_format	jsonb NOT NULL DEFAULT '{}',
 	CHECK (kind IN ('ad_events', 'orders')),
 	CHECK (start_policy IN ('earliest', 'latest')),
 	CHECK (workers BETWEEN 1 AND 64)
@@ -338,6 +341,113 @@ RETURN ARRAY(SELECT DISTINCT lower(regexp_replace(btrim(b), '^[A-Za-z_]+://', ''
 COMMENT ON FUNCTION adstream._broker_set(text) IS
 	'Internal: the broker addresses of a bootstrap list, lower-case and without a protocol prefix';
 
+/*
+ * Input formats (docs/formats.md): the options of create_source that say
+ * how a message reads, as stored in adstream.sources.input_format.
+ */
+CREATE FUNCTION adstream._input_format_keys()
+RETURNS text[] LANGUAGE sql IMMUTABLE
+RETURN ARRAY['format', 'fields', 'ts_format', 'schema_registry', 'schema_registry_timeout_ms'];
+COMMENT ON FUNCTION adstream._input_format_keys() IS
+	'Internal: the options of create_source that define the input format';
+
+/* The workers' compiler of a field mapping, as a check: errors say what is wrong. */
+CREATE FUNCTION adstream._check_field_mapping(kind text, keys text[], paths text[], ts_format text)
+RETURNS void LANGUAGE C
+AS 'MODULE_PATHNAME', 'adstream_check_field_mapping';
+COMMENT ON FUNCTION adstream._check_field_mapping(text, text[], text[], text) IS
+	'Internal: compiles a field mapping and ts_format as the workers do, raising an error for a bad one';
+
+/*
+ * The input format of a source of this kind from create_source's options:
+ * checked, and reduced to the keys that differ from the defaults.
+ */
+CREATE FUNCTION adstream._input_format(p_kind text, p_options jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_format	text := 'json';
+	v_result	jsonb := '{}';
+	v_val		jsonb;
+	v_text		text;
+BEGIN
+	v_val := p_options->'format';
+	IF v_val IS NOT NULL THEN
+		IF jsonb_typeof(v_val) <> 'string' OR v_val #>> '{}' NOT IN ('json', 'avro') THEN
+			RAISE EXCEPTION 'invalid value for option "format": %', v_val
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Use "json" (the default) or "avro" (the Confluent wire format, with "schema_registry").';
+		END IF;
+		v_format := v_val #>> '{}';
+	END IF;
+	IF v_format = 'avro' THEN
+		IF p_kind = 'orders' THEN
+			RAISE EXCEPTION 'format "avro" is not supported for sources of kind "orders"'
+				USING ERRCODE = 'feature_not_supported',
+					  HINT = 'Orders are read as JSON; a field mapping ("fields") and "ts_format" apply to them.';
+		END IF;
+		v_val := p_options->'schema_registry';
+		IF v_val IS NULL OR jsonb_typeof(v_val) <> 'string' THEN
+			RAISE EXCEPTION 'format "avro" needs option "schema_registry"'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Give the schema registry''s base URL, such as "http://registry:8081"; schemas are fetched from {url}/schemas/ids/{id}.';
+		END IF;
+		v_text := v_val #>> '{}';
+		IF v_text !~ '^https?://[!-~]+$' OR v_text ~ '[?#]' OR length(v_text) > 1024 THEN
+			RAISE EXCEPTION 'invalid value for option "schema_registry": %', v_val
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Use an http:// or https:// URL without spaces, query or fragment, such as "http://registry:8081".';
+		END IF;
+		v_result := jsonb_build_object('format', 'avro', 'schema_registry', v_text);
+		v_val := p_options->'schema_registry_timeout_ms';
+		IF v_val IS NOT NULL THEN
+			IF jsonb_typeof(v_val) <> 'number' OR v_val::text !~ '^[0-9]{3,5}$'
+			   OR (v_val::text)::integer NOT BETWEEN 100 AND 60000 THEN
+				RAISE EXCEPTION 'invalid value for option "schema_registry_timeout_ms": %', v_val
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use a whole number of milliseconds from 100 to 60000 (default 5000).';
+			END IF;
+			v_result := v_result || jsonb_build_object('schema_registry_timeout_ms', (v_val::text)::integer);
+		END IF;
+	ELSIF p_options ? 'schema_registry' OR p_options ? 'schema_registry_timeout_ms' THEN
+		RAISE EXCEPTION 'option "schema_registry" applies only to format "avro"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Add "format": "avro", or leave the schema registry out.';
+	END IF;
+
+	v_val := p_options->'ts_format';
+	IF v_val IS NOT NULL AND jsonb_typeof(v_val) <> 'string' THEN
+		RAISE EXCEPTION 'invalid value for option "ts_format": %', v_val
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use "epoch_ms" (the default), "epoch_s", "epoch_us" or "rfc3339".';
+	END IF;
+	v_val := p_options->'fields';
+	IF v_val IS NOT NULL AND (jsonb_typeof(v_val) <> 'object'
+		OR EXISTS (SELECT 1 FROM jsonb_each(v_val) e WHERE jsonb_typeof(e.value) <> 'string')) THEN
+		RAISE EXCEPTION 'option "fields" must be a JSON object of strings'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Map contract fields to the producer''s paths, such as {"event_id": "eventId", "ad_id": "payload.ad.id"}.';
+	END IF;
+	PERFORM adstream._check_field_mapping(p_kind,
+		ARRAY(SELECT e.key FROM jsonb_each_text(coalesce(v_val, '{}')) e ORDER BY e.key),
+		ARRAY(SELECT e.value FROM jsonb_each_text(coalesce(v_val, '{}')) e ORDER BY e.key),
+		p_options->>'ts_format');
+	-- only what differs from the defaults
+	IF p_options->>'ts_format' IS DISTINCT FROM 'epoch_ms' AND p_options ? 'ts_format' THEN
+		v_result := v_result || jsonb_build_object('ts_format', p_options->>'ts_format');
+	END IF;
+	IF EXISTS (SELECT 1 FROM jsonb_each_text(coalesce(v_val, '{}')) e WHERE e.key <> e.value) THEN
+		v_result := v_result || jsonb_build_object('fields',
+			(SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each_text(v_val) e WHERE e.key <> e.value));
+	END IF;
+	RETURN v_result;
+END
+$$;
+COMMENT ON FUNCTION adstream._input_format(text, jsonb) IS
+	'Internal: checks the input-format options of create_source and returns them as stored in adstream.sources.input_format';
+
 CREATE FUNCTION adstream.create_source(
 	name text,
 	brokers text,
@@ -358,6 +468,7 @@ DECLARE
 	v_val		jsonb;
 	v_text		text;
 	v_err		text;
+	v_input		jsonb;
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
 		RAISE EXCEPTION 'invalid source name %', coalesce('"' || name || '"', 'NULL')
@@ -406,6 +517,8 @@ BEGIN
 	v_group := 'adstream.' || current_database() || '.' || create_source.name;
 
 	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+		-- the input format's options: adstream._input_format() below
+		CONTINUE WHEN v_key = ANY (adstream._input_format_keys());
 		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
 			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
 				USING ERRCODE = 'invalid_parameter_value';
@@ -464,10 +577,12 @@ BEGIN
 			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
 	END IF;
 
+	v_input := adstream._input_format(create_source.kind, options);
+
 	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
-								  origin)
+								  origin, input_format)
 	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
-			v_start, v_workers, v_group, v_props, adstream._origin());
+			v_start, v_workers, v_group, v_props, adstream._origin(), v_input);
 	PERFORM adstream._wake_launcher();
 END
 $$;

@@ -26,6 +26,7 @@
 #include "catalog.h"
 #include "dedup_index.h"
 #include "guc.h"
+#include "input_format.h"
 #include "kafka_consumer.h"
 #include "kafka_log.h"
 #include "registry.h"
@@ -52,6 +53,19 @@ typedef struct AdsConsumer
 	AdsBatch	batch;			/* the partitions and the batch being filled */
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
+
+	AdsInput	input;			/* the source's format, compiled */
+
+	/*
+	 * Messages read but not yet taken, because the schema of the first one
+	 * could not be fetched (the registry is away): taken in order once it
+	 * answers, before anything new is read.
+	 */
+	rd_kafka_message_t *held[CONSUME_CHUNK];
+	int			nheld;
+	int			held_first;
+	int			held_attempt;
+	TimestampTz held_retry_at;
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -382,13 +396,21 @@ discover_partitions(AdsConsumer *c)
 static void
 reset_from_stored(AdsConsumer *c)
 {
+	for (int i = c->held_first; i < c->nheld; i++)
+		rd_kafka_message_destroy(c->held[i]);
+	c->nheld = c->held_first = 0;
 	ads_batch_reset(&c->batch);
 	rd_kafka_assign(c->kafka->rk, NULL);
 	load_offsets(c);
 	assign_all(c);
 }
 
-static void
+/*
+ * Take one message into the batch.  Returns false, taking nothing, when
+ * the message cannot be judged yet (its Avro schema cannot be fetched): the
+ * caller holds it and the ones after it, and tries again later.
+ */
+static bool
 add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 {
 	AdsBatch   *b = &c->batch;
@@ -407,7 +429,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 			c->out_of_range = true;
 		}
 		rd_kafka_message_destroy(rkm);
-		return;
+		return true;
 	}
 	if (rkm->err)
 	{
@@ -420,7 +442,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 			ereport(LOG, (errmsg("adstream source \"%s\": kafka: %s", c->source.name, buf)));
 		}
 		rd_kafka_message_destroy(rkm);
-		return;
+		return true;
 	}
 
 	idx = (rkm->partition >= 0 && rkm->partition < c->part_of_len) ? c->part_of[rkm->partition] : -1;
@@ -429,7 +451,23 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	if (p == NULL || (p->position >= 0 && rkm->offset < p->position))
 	{
 		rd_kafka_message_destroy(rkm);
-		return;
+		return true;
+	}
+	if (!ads_input_ready(&c->input, rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
+						 detail, sizeof(detail)))
+	{
+		char		buf[ADS_ERROR_LEN];
+
+		snprintf(buf, sizeof(buf), "partition %d offset %lld waits for its schema: %s",
+				 rkm->partition, (long long) rkm->offset, detail);
+		ads_slot_set_error(c->slot, buf);
+		ads_slot_set_state(c->slot, "registry_wait");
+		if (c->held_attempt == 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("adstream source \"%s\": %s", c->source.name, buf),
+					 errhint("The worker holds this message and the ones after it, and asks the schema registry again with backoff; nothing is dead-lettered or skipped.")));
+		return false;
 	}
 	p->position = rkm->offset + 1;
 
@@ -440,13 +478,46 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	m->part = idx;
 	m->detail = NULL;
 	if (b->is_orders)
-		m->parse_reason = ads_parse_order(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
-										  &m->order, detail, sizeof(detail));
+		m->parse_reason = ads_input_parse_order(&c->input, rkm->payload, rkm->len,
+												(size_t) adstream_max_message_bytes,
+												&m->order, detail, sizeof(detail));
 	else
-		m->parse_reason = ads_parse_event(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
-										  &m->ev, detail, sizeof(detail));
+		m->parse_reason = ads_input_parse_event(&c->input, rkm->payload, rkm->len,
+												(size_t) adstream_max_message_bytes,
+												&m->ev, detail, sizeof(detail));
 	if (m->parse_reason != ADS_OK)
 		m->detail = MemoryContextStrdup(b->ctx, detail);
+	return true;
+}
+
+/*
+ * Take messages[0..n) in order; on the first that must wait, hold it and
+ * the rest (held[] is empty or being drained from itself).
+ */
+static void
+take_messages(AdsConsumer *c, rd_kafka_message_t **messages, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (add_message(c, messages[i]))
+			continue;
+		memmove(c->held, messages + i, sizeof(rd_kafka_message_t *) * (n - i));
+		c->held_first = 0;
+		c->nheld = n - i;
+		c->held_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   ads_backoff_ms(c->held_attempt, RETRY_MIN_MS, RETRY_MAX_MS));
+		c->held_attempt++;
+		return;
+	}
+	c->nheld = c->held_first = 0;
+	if (c->held_attempt > 0)
+	{
+		c->held_attempt = 0;
+		ads_slot_set_state(c->slot, "consuming");
+		ereport(LOG,
+				(errmsg("adstream source \"%s\": the schema registry answers again; held messages taken",
+						c->source.name)));
+	}
 }
 
 /* Tell Kafka's group offsets where we are, for lag monitors only. */
@@ -575,6 +646,14 @@ wait_for_messages(AdsConsumer *c)
 							&secs, &usecs);
 		timeout = Max(1, secs * 1000 + usecs / 1000);
 	}
+	if (c->nheld > 0)
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentTimestamp(), c->held_retry_at, &secs, &usecs);
+		timeout = Max(1, Min(timeout, secs * 1000 + usecs / 1000));
+	}
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 c->kafka->wakeup_fd[0], timeout, PG_WAIT_EXTENSION);
@@ -596,6 +675,9 @@ adstream_consumer_main(Datum arg)
 	c->slot = ads_worker_start(&c->args);
 	if (!load_source(c))
 		proc_exit(0);			/* paused or dropped meanwhile */
+	ads_input_open(&c->input, c->source.is_orders, c->source.format, c->source.ts_format,
+				   c->source.nfields, c->source.field_keys, c->source.field_paths,
+				   c->source.registry_url, c->source.registry_timeout_ms);
 
 	snprintf(client_id, sizeof(client_id), "adstream-%s-%d", c->source.name, c->args.worker_index);
 	c->kafka = ads_kafka_consumer_open(c->source.brokers, c->source.group_id, client_id,
@@ -652,12 +734,27 @@ adstream_consumer_main(Datum arg)
 		 */
 		ads_kafka_consumer_clear_wakeup(c->kafka);
 		n = 0;
-		if (b->nparts > 0 && b->nmsgs < b->msgs_cap)
+		if (c->nheld > 0)
+		{
+			/* held for the schema registry: retry them first, nothing new meanwhile */
+			if (now >= c->held_retry_at && b->nmsgs + (c->nheld - c->held_first) <= b->msgs_cap)
+			{
+				int			count = c->nheld - c->held_first;
+				rd_kafka_message_t *again[CONSUME_CHUNK];
+
+				memcpy(again, c->held + c->held_first, sizeof(rd_kafka_message_t *) * count);
+				c->nheld = c->held_first = 0;
+				take_messages(c, again, count);
+				n = c->nheld > 0 ? 0 : count;
+			}
+		}
+		else if (b->nparts > 0 && b->nmsgs < b->msgs_cap)
 		{
 			n = (int) rd_kafka_consume_batch_queue(c->kafka->queue, 0, chunk,
 												   Min(CONSUME_CHUNK, b->msgs_cap - b->nmsgs));
-			for (int i = 0; i < n; i++)
-				add_message(c, chunk[i]);
+			take_messages(c, chunk, n);
+			if (c->nheld > 0)
+				n = 0;
 		}
 
 		if (b->nmsgs > 0 &&

@@ -1,0 +1,155 @@
+# Input formats against a real server, the embedded broker and ground truth:
+# JSON in a producer's own shape (a field mapping) with ts in milliseconds,
+# microseconds and RFC 3339; Avro in the Confluent wire format with schemas
+# from a schema registry stand-in on loopback (test/formats/schema_registry.pl).
+# Broken records are dead-lettered with the right reasons; a registry outage
+# delays the Avro source and loses nothing; bad definitions are refused.
+use strict;
+use warnings;
+use lib 'test/perl';
+use AdstreamTest;
+use IPC::Run ();
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $BIN = $AdstreamTest::BIN;
+my $tmp = PostgreSQL::Test::Utils::tempdir();
+my $broker = AdstreamTest::Broker->start(topics => [ 'fj_ms:2', 'fj_us:2', 'fj_rfc:2', 'fa:2' ]);
+my $node = AdstreamTest::node('formats');
+
+my $MAP = '{"event_id": "eventId", "type": "kind", "ad_id": "payload.ad.id", '
+  . '"campaign_id": "payload.ad.campaign", "user_id": "user.id", "store_id": "storeId", "ts": "time"}';
+
+sub run_ok
+{
+	my (@cmd) = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run(\@cmd, '>', \$out, '2>', \$err) or die "@cmd failed: $err";
+	return $out;
+}
+
+# Generates COUNT valid-or-duplicate-or-late-or-future events (the loadgen's
+# truth), re-writes them in the producer's shape, adds the hand-made broken
+# records, produces both; returns (truth files, messages sent).
+sub produce
+{
+	my (%o) = @_;
+	my $base = "$tmp/$o{topic}-$o{seed}";
+	run_ok("$BIN/adstream-loadgen", '--dry-run', '--partitions', 2, '--topic', $o{topic},
+		'--count', $o{count}, '--seed', $o{seed}, '--bad-ratio', 0, '--start-ms', $AdstreamTest::START_MS,
+		'--max-bytes', 65536, '--dump', "$base.dump", '--truth', "$base.truth");
+	my @fmt = ('--format', $o{format}, '--ts-format', $o{ts_format}, '--schema-id', $o{schema_id} // 1);
+	run_ok("$BIN/adstream-transcode", '--in', "$base.dump", '--out', "$base.out", @fmt);
+	run_ok("$BIN/adstream-transcode", '--bad-out', "$base.bad", '--bad-truth', "$base.badtruth", @fmt);
+	my $sent = 0;
+	for my $f ("$base.out", "$base.bad")
+	{
+		my $out = run_ok("$BIN/adstream-loadgen", '--brokers', $broker->{bootstrap}, '--topic', $o{topic},
+			'--replay', $f);
+		$out =~ /sent=(\d+)/ or die "no replay summary: $out";
+		$sent += $1;
+	}
+	return ([ "$base.truth", "$base.badtruth" ], $sent);
+}
+
+sub create_error
+{
+	my ($kind, $options) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres',
+		"SELECT adstream.create_source('bad', '$broker->{bootstrap}', 'nowhere', '$kind', '$options')");
+	return $rc == 0 ? '' : $err;
+}
+
+# 1. Definitions are checked when the source is created.
+like(create_error('ad_events', '{"fields": {"ad_id": "a.b", "campaign_id": "a.b.c"}}'),
+	qr/invalid field mapping: .*inside.*\n.*HINT/s, 'a path inside another field\'s path is refused, with a hint');
+like(create_error('ad_events', '{"fields": {"ad": "x"}}'), qr/"ad" is not a field of the ad events contract/,
+	'an unknown contract field is refused');
+like(create_error('ad_events', '{"fields": {"ad_id": "a..b"}}'), qr/empty member name/, 'an empty member name is refused');
+like(create_error('ad_events', '{"fields": {"ad_id": 5}}'), qr/must be a JSON object of strings/, 'a path must be a string');
+like(create_error('ad_events', '{"ts_format": "epoch_ns"}'), qr/unknown ts_format/, 'an unknown ts_format is refused');
+like(create_error('ad_events', '{"format": "avro"}'), qr/needs option "schema_registry"/, 'avro needs a registry');
+like(create_error('ad_events', '{"format": "avro", "schema_registry": "file:///etc/passwd"}'),
+	qr/invalid value for option "schema_registry"/, 'the registry URL must be http(s)');
+like(create_error('orders', '{"format": "avro", "schema_registry": "http://r:8081"}'), qr/not supported for sources of kind "orders"/,
+	'avro orders are refused');
+like(create_error('ad_events', '{"schema_registry": "http://r:8081"}'), qr/applies only to format "avro"/,
+	'a registry without avro is refused');
+is($node->safe_psql('postgres', "SELECT count(*) FROM adstream.sources"), 0, 'no source was created by the refusals');
+
+# 2. JSON in the producer's shape, ts in ms, us and RFC 3339.
+my @truths;
+my %sent;
+for my $s ([ 'fj_ms', 'epoch_ms', 11 ], [ 'fj_us', 'epoch_us', 12 ], [ 'fj_rfc', 'rfc3339', 13 ])
+{
+	my ($topic, $ts, $seed) = @$s;
+	$node->safe_psql('postgres', "SELECT adstream.create_source('$topic', '$broker->{bootstrap}', '$topic', "
+		  . "options => '{\"fields\": $MAP, \"ts_format\": \"$ts\"}')");
+	my ($t, $n) = produce(topic => $topic, seed => $seed, count => 4000, format => 'json', ts_format => $ts);
+	push @truths, @$t;
+	$sent{$topic} = $n;
+}
+is($node->safe_psql('postgres', "SELECT input_format->>'ts_format' FROM adstream.sources WHERE name = 'fj_us'"),
+	'epoch_us', 'the input format is stored with the source');
+AdstreamTest::wait_consumed($node, $_, $sent{$_}) for sort keys %sent;
+AdstreamTest::check_truth($node, \@truths, 'mapped JSON (ms, us, RFC 3339)');
+like($node->safe_psql('postgres', "SELECT detail FROM adstream.rejected_events WHERE source = 'fj_us' AND reason = 'duplicate_key'"),
+	qr/duplicate field "payload"/, 'details name the producer\'s paths');
+
+# 3. Avro with a schema registry that is down when the records arrive.
+my $regdir = "$tmp/registry";
+mkdir $regdir or die;
+run_ok("$BIN/adstream-transcode", '--write-schema', "$regdir/1.avsc");
+sub start_registry
+{
+	my ($port) = @_;
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start([ 'perl', 'test/formats/schema_registry.pl', $regdir, $port // 0 ],
+		'>', \$out, '2>', \$err);
+	my $deadline = time() + 20;
+	$h->pump while $out !~ /^PORT (\d+)/m && time() < $deadline;
+	$out =~ /^PORT (\d+)/m or die "registry did not start: $err";
+	return ($h, $1);
+}
+my ($reg, $port) = start_registry();
+$reg->kill_kill;
+$reg->finish;
+
+$node->safe_psql('postgres', "SELECT adstream.create_source('fa', '$broker->{bootstrap}', 'fa', "
+	  . "options => '{\"format\": \"avro\", \"schema_registry\": \"http://127.0.0.1:$port\", "
+	  . "\"schema_registry_timeout_ms\": 1000, \"fields\": $MAP, \"ts_format\": \"epoch_us\"}')");
+my ($ta, $na) = produce(topic => 'fa', seed => 14, count => 4000, format => 'avro', ts_format => 'epoch_us');
+push @truths, @$ta;
+
+$node->poll_query_until('postgres', "SELECT count(*) > 0 FROM adstream.worker_status() w "
+	  . "JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = 'fa' AND w.last_error LIKE '%waits for its schema%'")
+  or die 'the outage is not reported';
+pass('a registry outage shows in worker_status');
+sleep 2;
+is($node->safe_psql('postgres', "SELECT coalesce(sum(next_offset), 0) || ' ' || "
+	  . "(SELECT count(*) FROM adstream.rejected_events WHERE source = 'fa') FROM adstream.offsets WHERE source = 'fa'"),
+	'0 0', 'during the outage nothing is committed and nothing is dead-lettered');
+
+($reg, $port) = start_registry($port);
+AdstreamTest::wait_consumed($node, 'fa', $na);
+AdstreamTest::check_truth($node, \@truths, 'Avro after a registry outage, and mapped JSON');
+is($node->safe_psql('postgres', "SELECT count(*) FROM adstream.rejected_events WHERE source = 'fa' "
+	  . "AND reason = 'unknown_schema' AND detail LIKE '%4242%'"), 1, 'an unknown schema id is dead-lettered, naming it');
+
+open(my $log, '<', "$regdir/requests.log") or die;
+my @req = <$log>;
+close $log;
+my $asked1 = grep { m{/schemas/ids/1 200} } @req;
+is($asked1, 1, 'schema 1 was fetched once and then served from the cache');
+
+# 4. A restart keeps the count exact: nothing is read twice.
+$node->restart;
+my ($t2, $n2) = produce(topic => 'fa', seed => 15, count => 1000, format => 'avro', ts_format => 'epoch_us');
+push @truths, @$t2;
+AdstreamTest::wait_consumed($node, 'fa', $na + $n2);
+AdstreamTest::check_truth($node, \@truths, 'Avro after a server restart');
+
+$reg->kill_kill;
+$reg->finish;
+$broker->stop;
+done_testing();
