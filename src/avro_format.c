@@ -141,29 +141,30 @@ resolve(avro_schema_t s)
 static int
 resolve_path(avro_schema_t record, const char *path, AvroStep *steps)
 {
-	char		buf[ADS_MAP_PATH_MAX];
-	char	   *seg,
-			   *save = NULL;
+	char		seg[ADS_MAP_NAME_MAX + 1];
+	const char *p = path;
 	avro_schema_t cur = record;
 	int			n = 0;
 
-	snprintf(buf, sizeof(buf), "%s", path);
-	for (seg = strtok_r(buf, ".", &save); seg != NULL; seg = strtok_r(NULL, ".", &save))
+	for (;;)
 	{
+		const char *dot = strchr(p, '.');
+		size_t		len = dot ? (size_t) (dot - p) : strlen(p);
 		int			idx;
 		avro_schema_t fs;
-		int			last;
 
-		if (cur == NULL || !is_avro_record(cur) || n >= ADS_MAP_MAX_SEGMENTS)
+		if (cur == NULL || !is_avro_record(cur) || n >= ADS_MAP_MAX_SEGMENTS ||
+			len == 0 || len > ADS_MAP_NAME_MAX)
 			return -1;
+		memcpy(seg, p, len);
+		seg[len] = '\0';
 		idx = avro_schema_record_field_get_index(cur, seg);
 		if (idx < 0)
 			return -1;
 		steps[n].index = idx;
 		steps[n].branch = -1;
 		fs = resolve(avro_schema_record_field_get_by_index(cur, idx));
-		last = (save == NULL || *save == '\0');
-		if (!last && fs != NULL && is_avro_union(fs))
+		if (dot != NULL && fs != NULL && is_avro_union(fs))
 		{
 			/* go through the union's record branch */
 			size_t		b,
@@ -185,8 +186,10 @@ resolve_path(avro_schema_t record, const char *path, AvroStep *steps)
 		}
 		cur = fs;
 		n++;
+		if (dot == NULL)
+			return n;
+		p = dot + 1;
 	}
-	return n;
 }
 
 AdsAvroReader *
@@ -361,6 +364,7 @@ ads_avro_decode_event(AdsAvroReader *r, const char *buf, size_t len,
 	avro_value_reset(&r->value);
 	/* a record's values cannot need much more than its bytes */
 	alloc_cap = 256 * len + 16 * 1024 * 1024;
+	avro_set_error("%s", "");	/* libavro's error text accumulates otherwise */
 	ntracked = 0;
 	tracking = 1;
 	rc = avro_value_read(r->reader, &r->value) != 0 ? ADS_R_INVALID_AVRO : ADS_OK;
@@ -426,8 +430,13 @@ ads_avro_decode_event(AdsAvroReader *r, const char *buf, size_t len,
 					int			sym;
 
 					s = NULL;
-					if (avro_value_get_enum(&v, &sym) == 0)
+					/* libavro does not check a symbol's index against the schema */
+					if (avro_value_get_enum(&v, &sym) == 0 && sym >= 0 &&
+						sym < avro_schema_enum_number_of_symbols(avro_value_get_schema(&v)))
 						s = avro_schema_enum_get(avro_value_get_schema(&v), sym);
+					if (s == NULL)
+						return ads_field_reason(ADS_R_INVALID_AVRO, name, "is an enum symbol the schema does not have",
+												detail, detail_len);
 					rc = ads_check_type_text(s ? s : "", s ? strlen(s) : 0, name, &ev.type,
 											 detail, detail_len);
 				}
