@@ -265,3 +265,65 @@ COMMENT ON FUNCTION adstream.create_source(text, text, text, text, jsonb) IS
 	'Registers a Kafka topic to consume; workers start within about a second';
 REVOKE ALL ON FUNCTION adstream._input_format_keys(), adstream._check_field_mapping(text, text[], text[], text),
 	adstream._input_format(text, jsonb) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Re-driving dead letters (issue #14, section 4): payloads kept whole when
+-- adstream.dead_letter_payload_bytes allows, marked dead letters judged again.
+-------------------------------------------------------------------------------
+
+ALTER TABLE adstream.rejected_events ADD COLUMN redrive_generation bigint;
+CREATE INDEX rejected_events_redrive ON adstream.rejected_events (source, topic, partition, "offset")
+	WHERE redrive_generation IS NOT NULL;
+
+/*
+ * Re-driving dead letters (docs/formats.md): after a fix to a source's
+ * definition or to a setting, mark its dead letters; its consumers read
+ * them back within about a second, judge them again, count those now valid
+ * once (deduplicated by event id like any event) and keep the rest, with
+ * their new reason.  A dead letter is marked with the source's generation,
+ * and only workers of that generation or a later one take it: a definition
+ * changed just before the call (which restarts the workers) is the one that
+ * judges it.  Only dead letters kept whole can be re-driven
+ * (adstream.dead_letter_payload_bytes); the others are counted as truncated.
+ */
+CREATE FUNCTION adstream.redrive_dead_letters(
+	source text,
+	reasons text[] DEFAULT NULL,
+	received_after timestamptz DEFAULT NULL,
+	received_before timestamptz DEFAULT NULL,
+	OUT requested bigint,
+	OUT truncated bigint)
+RETURNS record
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_topic		text;
+	v_generation bigint;
+BEGIN
+	PERFORM adstream._source_must_exist(redrive_dead_letters.source);
+	SELECT s.topic, s.generation INTO v_topic, v_generation
+	  FROM adstream.sources s WHERE s.name = redrive_dead_letters.source;
+	WITH marked AS (
+		UPDATE adstream.rejected_events r SET redrive_generation = v_generation
+		 WHERE r.source = redrive_dead_letters.source AND r.topic = v_topic
+		   AND (reasons IS NULL OR r.reason = ANY (reasons))
+		   AND (received_after IS NULL OR r.received_at >= received_after)
+		   AND (received_before IS NULL OR r.received_at < received_before)
+		   AND r.payload_bytes = length(r.payload)
+		   AND r.redrive_generation IS NULL
+		RETURNING 1)
+	SELECT count(*) INTO requested FROM marked;
+	SELECT count(*) INTO truncated FROM adstream.rejected_events r
+	 WHERE r.source = redrive_dead_letters.source AND r.topic = v_topic
+	   AND (reasons IS NULL OR r.reason = ANY (reasons))
+	   AND (received_after IS NULL OR r.received_at >= received_after)
+	   AND (received_before IS NULL OR r.received_at < received_before)
+	   AND r.payload_bytes > coalesce(length(r.payload), 0);
+END
+$$;
+COMMENT ON FUNCTION adstream.redrive_dead_letters(text, text[], timestamptz, timestamptz) IS
+	'Marks a source''s dead letters (optionally of some reasons or a time range) to be judged again by its consumers; those now valid are counted once';
+REVOKE ALL ON FUNCTION adstream.redrive_dead_letters(text, text[], timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION adstream.redrive_dead_letters(text, text[], timestamptz, timestamptz) TO adstream_admin;

@@ -246,12 +246,17 @@ CREATE TABLE adstream.rejected_events (
 	"offset"		bigint NOT NULL,
 	reason			text NOT NULL,
 	detail			text,
-	payload			bytea,			-- first 8 KiB of the message value
+	payload			bytea,			-- the message value's first adstream.dead_letter_payload_bytes (8 KiB)
 	payload_bytes	integer NOT NULL,	-- full size of the message value
 	received_at		timestamptz NOT NULL DEFAULT now(),
+	-- set by adstream.redrive_dead_letters() to the source's generation: its
+	-- consumers of that generation or later judge it again
+	redrive_generation bigint,
 	PRIMARY KEY (source, topic, partition, "offset")
 ) WITH (autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_insert_scale_factor = 0.05);
 CREATE INDEX ON adstream.rejected_events (received_at);
+CREATE INDEX rejected_events_redrive ON adstream.rejected_events (source, topic, partition, "offset")
+	WHERE redrive_generation IS NOT NULL;
 COMMENT ON TABLE adstream.rejected_events IS
 	'Dead letters: every message that failed validation, with its reason';
 SELECT pg_catalog.pg_extension_config_dump('adstream.rejected_events', '');
@@ -601,6 +606,57 @@ BEGIN
 	END IF;
 END
 $$;
+
+/*
+ * Re-driving dead letters (docs/formats.md): after a fix to a source's
+ * definition or to a setting, mark its dead letters; its consumers read
+ * them back within about a second, judge them again, count those now valid
+ * once (deduplicated by event id like any event) and keep the rest, with
+ * their new reason.  A dead letter is marked with the source's generation,
+ * and only workers of that generation or a later one take it: a definition
+ * changed just before the call (which restarts the workers) is the one that
+ * judges it.  Only dead letters kept whole can be re-driven
+ * (adstream.dead_letter_payload_bytes); the others are counted as truncated.
+ */
+CREATE FUNCTION adstream.redrive_dead_letters(
+	source text,
+	reasons text[] DEFAULT NULL,
+	received_after timestamptz DEFAULT NULL,
+	received_before timestamptz DEFAULT NULL,
+	OUT requested bigint,
+	OUT truncated bigint)
+RETURNS record
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_topic		text;
+	v_generation bigint;
+BEGIN
+	PERFORM adstream._source_must_exist(redrive_dead_letters.source);
+	SELECT s.topic, s.generation INTO v_topic, v_generation
+	  FROM adstream.sources s WHERE s.name = redrive_dead_letters.source;
+	WITH marked AS (
+		UPDATE adstream.rejected_events r SET redrive_generation = v_generation
+		 WHERE r.source = redrive_dead_letters.source AND r.topic = v_topic
+		   AND (reasons IS NULL OR r.reason = ANY (reasons))
+		   AND (received_after IS NULL OR r.received_at >= received_after)
+		   AND (received_before IS NULL OR r.received_at < received_before)
+		   AND r.payload_bytes = length(r.payload)
+		   AND r.redrive_generation IS NULL
+		RETURNING 1)
+	SELECT count(*) INTO requested FROM marked;
+	SELECT count(*) INTO truncated FROM adstream.rejected_events r
+	 WHERE r.source = redrive_dead_letters.source AND r.topic = v_topic
+	   AND (reasons IS NULL OR r.reason = ANY (reasons))
+	   AND (received_after IS NULL OR r.received_at >= received_after)
+	   AND (received_before IS NULL OR r.received_at < received_before)
+	   AND r.payload_bytes > coalesce(length(r.payload), 0);
+END
+$$;
+COMMENT ON FUNCTION adstream.redrive_dead_letters(text, text[], timestamptz, timestamptz) IS
+	'Marks a source''s dead letters (optionally of some reasons or a time range) to be judged again by its consumers; those now valid are counted once';
 
 /*
  * With forget_counts, also what the source counted: its rows of
@@ -2535,7 +2591,8 @@ GRANT EXECUTE ON FUNCTION
 	adstream.create_source(text, text, text, text, jsonb),
 	adstream.drop_source(text, boolean), adstream.pause_source(text), adstream.resume_source(text),
 	adstream.create_sink(text, text, jsonb), adstream.drop_sink(text),
-	adstream.pause_sink(text), adstream.resume_sink(text)
+	adstream.pause_sink(text), adstream.resume_sink(text),
+	adstream.redrive_dead_letters(text, text[], timestamptz, timestamptz)
 	TO adstream_admin;
 
 -- Dump and restore: the status views ask _origin() whether a source or sink

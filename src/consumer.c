@@ -29,6 +29,7 @@
 #include "input_format.h"
 #include "kafka_consumer.h"
 #include "kafka_log.h"
+#include "redrive.h"
 #include "registry.h"
 #include "txn.h"
 #include "worker.h"
@@ -39,6 +40,7 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 10000
 #define ATTRIBUTION_INTERVAL_MS 1000
+#define REDRIVE_INTERVAL_MS 1000
 
 typedef struct AdsConsumer
 {
@@ -597,6 +599,47 @@ flush_batch(AdsConsumer *c)
 }
 
 /*
+ * Write a re-drive batch once.  On failure it is dropped: its dead letters
+ * are still marked, and the next round reads them again.
+ */
+static void
+flush_redrive(AdsConsumer *c)
+{
+	AdsBatch   *b = &c->batch;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		ok = false;
+	ErrorData  *edata = NULL;
+	int			n = b->nmsgs;
+
+	PG_TRY();
+	{
+		ads_batch_write(b);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		edata = ads_abort_tx(oldcxt);
+	}
+	PG_END_TRY();
+	ads_batch_settle(b, ok);
+	b->fenced = false;			/* offsets are not a re-drive's business */
+	ads_batch_reset(b);
+	if (ok)
+	{
+		ereport(LOG,
+				(errmsg("adstream source \"%s\": %d dead letter(s) re-driven", c->source.name, n)));
+		return;
+	}
+	ads_slot_set_error(c->slot, edata->message);
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("adstream source \"%s\": re-drive of %d dead letters not written: %s",
+					c->source.name, n, edata->message),
+			 errhint("They stay marked and are tried again within a second.")));
+	FreeErrorData(edata);
+}
+
+/*
  * Judge the waiting orders that have become ready.  An error (a lock
  * timeout, say) is logged and the pass retried later: orders wait durably.
  */
@@ -671,6 +714,7 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_discovery = 0;
 	TimestampTz next_status = 0;
 	TimestampTz next_attribution = 0;
+	TimestampTz next_redrive = 0;
 
 	c->slot = ads_worker_start(&c->args);
 	if (!load_source(c))
@@ -726,6 +770,17 @@ adstream_consumer_main(Datum arg)
 		{
 			attribute_orders(c);
 			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ATTRIBUTION_INTERVAL_MS);
+		}
+
+		/* Dead letters marked for a re-drive, between batches. */
+		if (b->nmsgs == 0 && c->nheld == 0 && now >= next_redrive)
+		{
+			int			n = ads_redrive_fill(b, &c->input, c->args.generation);
+
+			if (n > 0)
+				flush_redrive(c);
+			next_redrive = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   n >= ADS_REDRIVE_BATCH ? 0 : REDRIVE_INTERVAL_MS);
 		}
 
 		/*

@@ -14,8 +14,9 @@ use Time::HiRes qw(time usleep);
 
 my $BIN = $AdstreamTest::BIN;
 my $tmp = PostgreSQL::Test::Utils::tempdir();
-my $broker = AdstreamTest::Broker->start(topics => [ 'fj_ms:2', 'fj_us:2', 'fj_rfc:2', 'fa:2' ]);
-my $node = AdstreamTest::node('formats');
+my $broker = AdstreamTest::Broker->start(topics => [ 'fj_ms:2', 'fj_us:2', 'fj_rfc:2', 'fa:2', 'fr:2' ]);
+# dead letters kept whole, so that they can be re-driven (section 5)
+my $node = AdstreamTest::node('formats', 'adstream.dead_letter_payload_bytes' => 65536);
 
 my $MAP = '{"event_id": "eventId", "type": "kind", "ad_id": "payload.ad.id", '
   . '"campaign_id": "payload.ad.campaign", "user_id": "user.id", "store_id": "storeId", "ts": "time"}';
@@ -148,6 +149,42 @@ my ($t2, $n2) = produce(topic => 'fa', seed => 15, count => 1000, format => 'avr
 push @truths, @$t2;
 AdstreamTest::wait_consumed($node, 'fa', $na + $n2);
 AdstreamTest::check_truth($node, \@truths, 'Avro after a server restart');
+
+# 5. Re-drive: a source created with the wrong definition dead-letters a
+# whole stream; after the fix, re-driving its dead letters gives exactly the
+# counts it would have had, and a second re-drive changes nothing.
+$node->safe_psql('postgres', "SELECT adstream.create_source('fr', '$broker->{bootstrap}', 'fr')");
+my ($tr, $nr) = produce(topic => 'fr', seed => 16, count => 3000, format => 'json', ts_format => 'epoch_ms');
+AdstreamTest::wait_consumed($node, 'fr', $nr);
+is($node->safe_psql('postgres', "SELECT count(*) FROM adstream.rejected_events WHERE source = 'fr'"),
+	$nr, 'under the wrong definition every message is a dead letter');
+is($node->safe_psql('postgres', "SELECT requested || ' ' || truncated FROM adstream.redrive_dead_letters('fr', ARRAY['no_such_reason'])"),
+	'0 0', 'a re-drive of a reason nobody has marks nothing');
+
+# The fix (what alter_source does): the definition, and a new generation, which restarts the workers.
+$node->safe_psql('postgres', "UPDATE adstream.sources SET input_format = adstream._input_format('ad_events', '{\"fields\": $MAP}'), "
+	  . "generation = adstream._new_generation() WHERE name = 'fr'; SELECT adstream._wake_launcher()");
+my $marked = $node->safe_psql('postgres', "SELECT requested || ' ' || truncated FROM adstream.redrive_dead_letters('fr')");
+is($marked, "$nr 0", 'every dead letter of the source is marked, none was cut short');
+$node->poll_query_until('postgres', "SELECT count(*) = 0 FROM adstream.rejected_events WHERE redrive_generation IS NOT NULL")
+  or die 'the re-drive did not finish';
+push @truths, @$tr;
+AdstreamTest::check_truth($node, \@truths, 'after re-driving a stream judged under the wrong definition');
+
+$marked = $node->safe_psql('postgres', "SELECT requested FROM adstream.redrive_dead_letters('fr')");
+cmp_ok($marked, '>', 0, "a second re-drive marks the $marked remaining dead letters");
+$node->poll_query_until('postgres', "SELECT count(*) = 0 FROM adstream.rejected_events WHERE redrive_generation IS NOT NULL")
+  or die 'the second re-drive did not finish';
+AdstreamTest::check_truth($node, \@truths, 'after a second re-drive (nothing counted twice)');
+
+# A payload kept in part cannot be re-driven, and says so.
+$node->safe_psql('postgres', "ALTER SYSTEM SET adstream.dead_letter_payload_bytes = 16; SELECT pg_reload_conf()");
+sleep 1;
+my $t0 = $node->safe_psql('postgres', 'SELECT now()');
+AdstreamTest::replay($broker, 'fr', [ [ 0, '{"not": "an event of this source, and longer than 16 bytes"}' ] ]);
+AdstreamTest::wait_consumed($node, 'fr', $nr + 1);
+is($node->safe_psql('postgres', "SELECT requested || ' ' || truncated FROM adstream.redrive_dead_letters('fr', ARRAY['missing_field'], '$t0')"),
+	'0 1', 'a dead letter kept in part is counted as truncated, not marked');
 
 $reg->kill_kill;
 $reg->finish;
