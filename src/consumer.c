@@ -595,7 +595,8 @@ flush_batch(AdsConsumer *c)
 	ads_batch_reset(b);
 
 	ads_slot_note_commit(c->slot);
-	ads_slot_set_state(c->slot, "consuming");
+	/* what was read before a record held for its schema is written; the wait goes on */
+	ads_slot_set_state(c->slot, c->nheld > 0 ? "registry_wait" : "consuming");
 }
 
 /*

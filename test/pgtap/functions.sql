@@ -31,7 +31,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_origin', 'adopt_restored', '_broker_set',
 	-- 0.5: automatic maintenance (issue #15)
 	'_maintenance_jobs', '_maintenance_open', '_cron_ready', 'run_maintenance', '_maintenance_failed',
-	'_maintenance_plan', '_maintenance_status', '_maintenance_warning'],
+	'_maintenance_plan', '_maintenance_status', '_maintenance_warning',
+	-- 0.6: input formats and re-driving dead letters (issue #14)
+	'_input_format_keys', '_check_field_mapping', '_input_format', 'redrive_dead_letters'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -275,7 +277,10 @@ SELECT set_eq(
 		  'OUT last_start timestamp with time zone, OUT last_duration interval, OUT last_result text, '
 		  'OUT last_error text, OUT last_error_at timestamp with time zone, OUT next_due timestamp with time zone, '
 		  'OUT overdue boolean, OUT note text)',
-		  '_maintenance_warning(OUT warning text, OUT hint text)'],
+		  '_maintenance_warning(OUT warning text, OUT hint text)',
+		  -- 0.6: marks dead letters, which an adstream_admin cannot update
+		  'redrive_dead_letters(source text, reasons text[], received_after timestamp with time zone, '
+		  'received_before timestamp with time zone, OUT requested bigint, OUT truncated bigint)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(

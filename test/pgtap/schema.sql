@@ -55,7 +55,9 @@ SELECT has_table('adstream', 'sinks', 'table adstream.sinks exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at',
-	'dedup_expired_before', 'origin']);
+	'dedup_expired_before', 'origin',
+	-- 0.6: input formats (docs/formats.md)
+	'input_format']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
@@ -63,7 +65,9 @@ SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 
 	'impressions', 'clicks', 'updated_at', 'source_id']);
 SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids']);
 SELECT columns_are('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset',
-	'reason', 'detail', 'payload', 'payload_bytes', 'received_at']);
+	'reason', 'detail', 'payload', 'payload_bytes', 'received_at',
+	-- 0.6: re-driving dead letters
+	'redrive_generation']);
 SELECT columns_are('adstream', 'ad_events', ARRAY['source_id', 'event_id', 'type', 'ad_id', 'campaign_id',
 	'user_id', 'store_id', 'ts']);
 SELECT columns_are('adstream', 'orders', ARRAY['order_id', 'source', 'user_id', 'store_id', 'amount',
@@ -218,7 +222,9 @@ SELECT set_eq(
 		  'sources.origin', 'sinks.origin',
 		  -- 0.5: a maintenance job's run that failed, or never succeeded
 		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
-		  'maintenance_runs.last_error_at'],
+		  'maintenance_runs.last_error_at',
+		  -- 0.6: set only while a re-drive of the dead letter waits
+		  'rejected_events.redrive_generation'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, and the origin of a source or sink, are nullable');
 

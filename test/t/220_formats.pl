@@ -123,7 +123,7 @@ my ($ta, $na) = produce(topic => 'fa', seed => 14, count => 4000, format => 'avr
 push @truths, @$ta;
 
 $node->poll_query_until('postgres', "SELECT count(*) > 0 FROM adstream.worker_status() w "
-	  . "JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = 'fa' AND w.last_error LIKE '%waits for its schema%'")
+	  . "JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = 'fa' AND w.state = 'registry_wait' AND w.last_error LIKE '%waits for its schema%'")
   or die 'the outage is not reported';
 pass('a registry outage shows in worker_status');
 sleep 2;
