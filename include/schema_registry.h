@@ -53,9 +53,6 @@ extern void ads_schema_registry_free(AdsSchemaRegistry *reg);
 extern AdsRegistryResult ads_schema_registry_lookup(AdsSchemaRegistry *reg, uint32_t schema_id,
 											 AdsAvroReader **reader, char *err, size_t err_len);
 
-/* Requests made and schemas cached, for status and tests. */
-extern void ads_schema_registry_counts(const AdsSchemaRegistry *reg, int64_t *requests, int *cached);
-
 /* 1 if url has the form ads_schema_registry_new() takes, else 0 with err. */
 extern int	ads_schema_registry_url_ok(const char *url, char *err, size_t err_len);
 

@@ -40,7 +40,6 @@ struct AdsSchemaRegistry
 	int			ncache;
 	int			cap;
 	int			last;			/* index of the last hit, or -1 */
-	int64_t		requests;
 };
 
 typedef struct Body
@@ -145,13 +144,6 @@ ads_schema_registry_free(AdsSchemaRegistry *reg)
 		curl_easy_cleanup(reg->curl);
 	free(reg->url);
 	free(reg);
-}
-
-void
-ads_schema_registry_counts(const AdsSchemaRegistry *reg, int64_t *requests, int *cached)
-{
-	*requests = reg->requests;
-	*cached = reg->ncache;
 }
 
 static size_t
@@ -404,7 +396,6 @@ fetch(AdsSchemaRegistry *reg, uint32_t id, CacheEntry **ep, char *err, size_t er
 	curl_easy_setopt(reg->curl, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(reg->curl, CURLOPT_XFERINFOFUNCTION, progress);
 	curl_easy_setopt(reg->curl, CURLOPT_XFERINFODATA, reg);
-	reg->requests++;
 	cc = curl_easy_perform(reg->curl);
 	curl_slist_free_all(headers);
 	if (cc == CURLE_OK)
