@@ -327,3 +327,63 @@ COMMENT ON FUNCTION adstream.redrive_dead_letters(text, text[], timestamptz, tim
 	'Marks a source''s dead letters (optionally of some reasons or a time range) to be judged again by its consumers; those now valid are counted once';
 REVOKE ALL ON FUNCTION adstream.redrive_dead_letters(text, text[], timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION adstream.redrive_dead_letters(text, text[], timestamptz, timestamptz) TO adstream_admin;
+
+-------------------------------------------------------------------------------
+-- validate_event under a source's input-format options (issue #14, section 5)
+-------------------------------------------------------------------------------
+
+/*
+ * The consumer's parser under a source's input-format options, on one value:
+ * try a field mapping or a ts_format before creating the source with it.
+ * JSON only (an Avro value needs its schema from the registry).
+ */
+CREATE FUNCTION adstream._validate_event_with(payload bytea, keys text[], paths text[], ts_format text,
+	OUT reason text, OUT detail text, OUT event_id uuid, OUT type text,
+	OUT ad_id bigint, OUT campaign_id bigint, OUT user_id bigint,
+	OUT store_id bigint, OUT ts timestamptz)
+RETURNS record LANGUAGE C STABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'adstream_validate_event_with';
+COMMENT ON FUNCTION adstream._validate_event_with(bytea, text[], text[], text) IS
+	'Internal: the event parser under a field mapping and ts_format, for validate_event(payload, options)';
+
+CREATE FUNCTION adstream.validate_event(payload bytea, options jsonb,
+	OUT reason text, OUT detail text, OUT event_id uuid, OUT type text,
+	OUT ad_id bigint, OUT campaign_id bigint, OUT user_id bigint,
+	OUT store_id bigint, OUT ts timestamptz)
+RETURNS record
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_format	jsonb := adstream._input_format('ad_events', coalesce(options, '{}'));
+BEGIN
+	IF v_format->>'format' = 'avro' THEN
+		RAISE EXCEPTION 'validate_event checks JSON values only'
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'An Avro value needs its writer schema from the schema registry; create the source and watch adstream.rejected_events.';
+	END IF;
+	SELECT * INTO reason, detail, event_id, type, ad_id, campaign_id, user_id, store_id, ts
+	  FROM adstream._validate_event_with(payload,
+			ARRAY(SELECT e.key FROM jsonb_each_text(coalesce(v_format->'fields', '{}')) e ORDER BY e.key),
+			ARRAY(SELECT e.value FROM jsonb_each_text(coalesce(v_format->'fields', '{}')) e ORDER BY e.key),
+			v_format->>'ts_format');
+END
+$$;
+COMMENT ON FUNCTION adstream.validate_event(bytea, jsonb) IS
+	'Runs the consumer''s parser on one message value under a source''s input-format options (fields, ts_format; JSON only)';
+
+CREATE FUNCTION adstream.validate_event(payload text, options jsonb,
+	OUT reason text, OUT detail text, OUT event_id uuid, OUT type text,
+	OUT ad_id bigint, OUT campaign_id bigint, OUT user_id bigint,
+	OUT store_id bigint, OUT ts timestamptz)
+RETURNS record LANGUAGE sql STABLE PARALLEL SAFE
+RETURN adstream.validate_event(pg_catalog.convert_to(payload, 'UTF8'), options);
+COMMENT ON FUNCTION adstream.validate_event(text, jsonb) IS
+	'Text form of adstream.validate_event(bytea, jsonb)';
+REVOKE ALL ON FUNCTION adstream._validate_event_with(bytea, text[], text[], text),
+	adstream.validate_event(bytea, jsonb), adstream.validate_event(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION adstream.validate_event(bytea, jsonb), adstream.validate_event(text, jsonb) TO adstream_reader;
+-- validate_event with options runs the workers' compiler of a definition
+GRANT EXECUTE ON FUNCTION adstream._validate_event_with(bytea, text[], text[], text),
+	adstream._input_format(text, jsonb), adstream._check_field_mapping(text, text[], text[], text)
+	TO adstream_reader;

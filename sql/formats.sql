@@ -58,3 +58,20 @@ SELECT partition, "offset", redrive_generation = (SELECT generation FROM adstrea
 SELECT * FROM adstream.redrive_dead_letters('f');
 DELETE FROM adstream.rejected_events;
 SELECT adstream.drop_source('f');
+
+-- validate_event under a definition: try a mapping before creating the source.
+SELECT reason, detail, event_id, type, ad_id, campaign_id, user_id, store_id, ts AT TIME ZONE 'UTC' AS ts_utc
+  FROM adstream.validate_event('{"eventId": "0f8fad5b-d9cb-469f-a165-70867728950e", "kind": "click",
+	"payload": {"ad": {"id": 42, "campaign": 7}}, "user": {"id": 1001}, "storeId": 3, "time": 1700000000}',
+	'{"fields": {"event_id": "eventId", "type": "kind", "ad_id": "payload.ad.id", "campaign_id": "payload.ad.campaign",
+	  "user_id": "user.id", "store_id": "storeId", "ts": "time"}, "ts_format": "epoch_s"}');
+SELECT reason, detail FROM adstream.validate_event('{"eventId": "0f8fad5b-d9cb-469f-a165-70867728950e", "kind": "click",
+	"payload": {"ad": {"campaign": 7}}, "user": {"id": 1001}, "storeId": 3, "time": 1700000000}',
+	'{"fields": {"event_id": "eventId", "type": "kind", "ad_id": "payload.ad.id", "campaign_id": "payload.ad.campaign",
+	  "user_id": "user.id", "store_id": "storeId", "ts": "time"}}');
+SELECT reason, detail FROM adstream.validate_event('{"event_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "type": "click",
+	"ad_id": 1, "campaign_id": 2, "user_id": 3, "store_id": 4, "ts": 1700000000000}', '{"ts_format": "rfc3339"}');
+-- the same as without options when they are empty
+SELECT (adstream.validate_event('{"event_id": 1}', '{}')).reason = (adstream.validate_event('{"event_id": 1}')).reason AS same;
+SELECT * FROM adstream.validate_event('{}', '{"fields": {"ad_id": "a.b", "campaign_id": "a.b.c"}}');
+SELECT * FROM adstream.validate_event('{}', '{"format": "avro", "schema_registry": "http://r"}');

@@ -15,9 +15,15 @@
 
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "event_time.h"
+#include "guc.h"
 
 void
 ads_input_compile(bool is_orders, const char *ts_format, int nfields,
@@ -169,4 +175,72 @@ adstream_check_field_mapping(PG_FUNCTION_ARGS)
 	}
 	ads_input_compile(strcmp(kind, "orders") == 0, ts_format, nk, keys, paths, &fmt);
 	PG_RETURN_VOID();
+}
+
+/*
+ * adstream._validate_event_with(payload, keys, paths, ts_format): the
+ * consumer's JSON parser under a field mapping, on one value, for
+ * validate_event(payload, options).
+ */
+PG_FUNCTION_INFO_V1(adstream_validate_event_with);
+Datum
+adstream_validate_event_with(PG_FUNCTION_ARGS)
+{
+	bytea	   *payload = PG_GETARG_BYTEA_PP(0);
+	ArrayType  *ka = PG_GETARG_ARRAYTYPE_P(1);
+	ArrayType  *pa = PG_GETARG_ARRAYTYPE_P(2);
+	char	   *ts_format = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	Datum	   *kd,
+			   *pd;
+	bool	   *kn,
+			   *pn;
+	int			nk,
+				np;
+	char	  **keys,
+			  **paths;
+	AdsFormat	fmt;
+	AdsEvent	ev;
+	AdsReason	reason;
+	char		detail[ADS_DETAIL_LEN];
+	Datum		values[9];
+	bool		nulls[9];
+	TupleDesc	tupdesc;
+
+	deconstruct_array(ka, TEXTOID, -1, false, TYPALIGN_INT, &kd, &kn, &nk);
+	deconstruct_array(pa, TEXTOID, -1, false, TYPALIGN_INT, &pd, &pn, &np);
+	if (nk != np)
+		elog(ERROR, "adstream._validate_event_with: %d keys but %d paths", nk, np);
+	keys = palloc(sizeof(char *) * Max(nk, 1));
+	paths = palloc(sizeof(char *) * Max(nk, 1));
+	for (int i = 0; i < nk; i++)
+	{
+		keys[i] = kn[i] ? "" : TextDatumGetCString(kd[i]);
+		paths[i] = pn[i] ? "" : TextDatumGetCString(pd[i]);
+	}
+	ads_input_compile(false, ts_format, nk, keys, paths, &fmt);
+	reason = ads_parse_event_fmt(VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
+								 (size_t) adstream_max_message_bytes, &fmt, &ev,
+								 detail, sizeof(detail));
+
+	memset(nulls, reason != ADS_OK, sizeof(nulls));
+	values[0] = CStringGetTextDatum(ads_reason_name(reason));
+	nulls[0] = false;
+	values[1] = CStringGetTextDatum(detail);
+	nulls[1] = (reason == ADS_OK);
+	if (reason == ADS_OK)
+	{
+		pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+		memcpy(uuid->data, ev.event_id, UUID_LEN);
+		values[2] = UUIDPGetDatum(uuid);
+		values[3] = CStringGetTextDatum(ev.type == ADS_EV_CLICK ? "click" : "impression");
+		values[4] = Int64GetDatum(ev.ad_id);
+		values[5] = Int64GetDatum(ev.campaign_id);
+		values[6] = Int64GetDatum(ev.user_id);
+		values[7] = Int64GetDatum(ev.store_id);
+		values[8] = TimestampTzGetDatum(ads_unix_us_to_timestamptz(ev.ts_us));
+	}
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

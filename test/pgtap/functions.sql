@@ -33,7 +33,7 @@ SELECT functions_are('adstream', ARRAY[
 	'_maintenance_jobs', '_maintenance_open', '_cron_ready', 'run_maintenance', '_maintenance_failed',
 	'_maintenance_plan', '_maintenance_status', '_maintenance_warning',
 	-- 0.6: input formats and re-driving dead letters (issue #14)
-	'_input_format_keys', '_check_field_mapping', '_input_format', 'redrive_dead_letters'],
+	'_input_format_keys', '_check_field_mapping', '_input_format', 'redrive_dead_letters', '_validate_event_with'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
