@@ -131,6 +131,14 @@ is($node->safe_psql('postgres', "SELECT coalesce(sum(next_offset), 0) || ' ' || 
 	  . "(SELECT count(*) FROM adstream.rejected_events WHERE source = 'fa') FROM adstream.offsets WHERE source = 'fa'"),
 	'0 0', 'during the outage nothing is committed and nothing is dead-lettered');
 
+# A restart while records are held: they are read again from the stored offsets.
+$node->restart;
+$node->poll_query_until('postgres', "SELECT count(*) > 0 FROM adstream.worker_status() w "
+	  . "JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = 'fa' AND w.state = 'registry_wait'")
+  or die 'the outage is not reported after a restart';
+is($node->safe_psql('postgres', "SELECT coalesce(sum(next_offset), 0) FROM adstream.offsets WHERE source = 'fa'"),
+	'0', 'after a restart during the outage the records wait again');
+
 ($reg, $port) = start_registry($port);
 AdstreamTest::wait_consumed($node, 'fa', $na);
 AdstreamTest::check_truth($node, \@truths, 'Avro after a registry outage, and mapped JSON');
