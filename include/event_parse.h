@@ -23,6 +23,8 @@
  *
  * future_timestamp and too_late depend on the wall clock and on the
  * source's watermark, so the caller decides them after a successful parse.
+ * bad_magic_byte, unknown_schema and invalid_avro are the Avro decoder's
+ * (include/avro_format.h), which then applies the field checks of 8.
  */
 #ifndef ADSTREAM_EVENT_PARSE_H
 #define ADSTREAM_EVENT_PARSE_H
