@@ -32,6 +32,14 @@
  *    "store_id": "storeId", "ts": "time"}
  * In Avro, kind is an enum, user a union with null, storeId ["null", "long"]
  * and time a long.
+ *
+ * Orders (the "orders ..." records of a dump made with --orders-topic) go
+ * to --orders-out, as JSON only, in the shape
+ *   {"id": "...", "buyer": {"id": 1}, "shop": {"id": 2},
+ *    "total": {"value": "12.50", "ccy": "EUR"}, "at": ...}
+ *   {"order_id": "id", "user_id": "buyer.id", "store_id": "shop.id",
+ *    "amount": "total.value", "currency": "total.ccy", "ts": "at"}
+ * (generate them with --orders-bad-ratio 0).
  */
 #define _DEFAULT_SOURCE
 
@@ -327,11 +335,34 @@ write_bad(const char *dump, const char *truth)
 	fclose(t);
 }
 
+static size_t
+json_order(const AdsOrder *ord, char *out, size_t cap)
+{
+	char		id[37],
+				ts[64];
+
+	ads_format_uuid(ord->order_id, id);
+	if (unit == TS_RFC)
+	{
+		char		r[48];
+
+		rfc3339(ord->ts_us, r, sizeof(r));
+		snprintf(ts, sizeof(ts), "\"%s\"", r);
+	}
+	else
+		snprintf(ts, sizeof(ts), "%" PRId64, ts_value(ord->ts_us));
+	return (size_t) snprintf(out, cap,
+							 "{\"id\":\"%s\",\"buyer\":{\"id\":%" PRId64 "},\"shop\":{\"id\":%" PRId64 "},"
+							 "\"total\":{\"value\":\"%s\",\"ccy\":\"%s\"},\"at\":%s}",
+							 id, ord->user_id, ord->store_id, ord->amount, ord->currency, ts);
+}
+
 static void
-transcode(const char *in, const char *out)
+transcode(const char *in, const char *out, const char *orders_out)
 {
 	FILE	   *f = fopen(in, "rb"),
-			   *o = fopen(out, "wb");
+			   *o = fopen(out, "wb"),
+			   *oo = orders_out ? fopen(orders_out, "wb") : NULL;
 	char		line[256];
 	char	   *val = malloc(1 << 20),
 			   *buf = malloc(1 << 16);
@@ -345,17 +376,31 @@ transcode(const char *in, const char *out)
 		long		klen,
 					vlen;
 		AdsEvent	ev;
+		AdsOrder	ord;
 		char		detail[ADS_DETAIL_LEN];
 		AdsReason	r;
 		size_t		n;
+		int			is_order = strncmp(line, "orders ", 7) == 0;
 
-		if (sscanf(line, "%d %ld %ld", &part, &klen, &vlen) != 3)
+		if (sscanf(line + (is_order ? 7 : 0), "%d %ld %ld", &part, &klen, &vlen) != 3)
 			die("bad dump header: %s", line);
 		if (klen > 0 && fseek(f, klen, SEEK_CUR) != 0)
 			die("short dump");
 		if (vlen < 0 || vlen > (1 << 20) || fread(val, 1, (size_t) vlen, f) != (size_t) vlen)
 			die("bad dump value");
 		fgetc(f);
+		if (is_order)
+		{
+			if (oo == NULL)
+				die("the dump has orders: give --orders-out");
+			r = ads_parse_order(val, (size_t) vlen, 1 << 20, &ord, detail, sizeof(detail));
+			if (r != ADS_OK)
+				die("order record is not valid (%s: %s); generate with --orders-bad-ratio 0",
+					ads_reason_name(r), detail);
+			n = json_order(&ord, buf, 1 << 16);
+			put_record(oo, part, buf, n);
+			continue;
+		}
 		r = ads_parse_event(val, (size_t) vlen, 1 << 20, &ev, detail, sizeof(detail));
 		if (r != ADS_OK)
 			die("record %ld is not a valid event (%s: %s); generate with --bad-ratio 0",
@@ -366,6 +411,8 @@ transcode(const char *in, const char *out)
 	}
 	fclose(f);
 	fclose(o);
+	if (oo)
+		fclose(oo);
 	printf("transcoded=%ld\n", count);
 }
 
@@ -376,7 +423,8 @@ main(int argc, char **argv)
 			   *out = NULL,
 			   *schema_file = NULL,
 			   *bad_out = NULL,
-			   *bad_truth = NULL;
+			   *bad_truth = NULL,
+			   *orders_out = NULL;
 	static const struct option opts[] = {
 		{"in", required_argument, NULL, 'i'},
 		{"out", required_argument, NULL, 'o'},
@@ -386,6 +434,7 @@ main(int argc, char **argv)
 		{"write-schema", required_argument, NULL, 'w'},
 		{"bad-out", required_argument, NULL, 'b'},
 		{"bad-truth", required_argument, NULL, 'B'},
+		{"orders-out", required_argument, NULL, 'O'},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -422,6 +471,9 @@ main(int argc, char **argv)
 			case 'B':
 				bad_truth = optarg;
 				break;
+			case 'O':
+				orders_out = optarg;
+				break;
 			default:
 				die("usage: see the comment at the top of test/formats/transcode.c");
 		}
@@ -440,6 +492,6 @@ main(int argc, char **argv)
 	if (bad_out && bad_truth)
 		write_bad(bad_out, bad_truth);
 	if (in && out)
-		transcode(in, out);
+		transcode(in, out, orders_out);
 	return 0;
 }

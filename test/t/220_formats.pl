@@ -14,9 +14,11 @@ use Time::HiRes qw(time usleep);
 
 my $BIN = $AdstreamTest::BIN;
 my $tmp = PostgreSQL::Test::Utils::tempdir();
-my $broker = AdstreamTest::Broker->start(topics => [ 'fj_ms:2', 'fj_us:2', 'fj_rfc:2', 'fa:2', 'fr:2' ]);
-# dead letters kept whole, so that they can be re-driven (section 5)
-my $node = AdstreamTest::node('formats', 'adstream.dead_letter_payload_bytes' => 65536);
+my $broker = AdstreamTest::Broker->start(topics => [ 'fj_ms:2', 'fj_us:2', 'fj_rfc:2', 'fa:2', 'fr:2', 'om_ads:2', 'om_orders:2' ]);
+# dead letters kept whole, so that they can be re-driven (section 5); orders
+# judged at the latest 20 s after they arrive (section 6)
+my $node = AdstreamTest::node('formats', 'adstream.dead_letter_payload_bytes' => 65536,
+	'adstream.attribution_max_wait' => "'20s'");
 
 my $MAP = '{"event_id": "eventId", "type": "kind", "ad_id": "payload.ad.id", '
   . '"campaign_id": "payload.ad.campaign", "user_id": "user.id", "store_id": "storeId", "ts": "time"}';
@@ -193,6 +195,40 @@ AdstreamTest::replay($broker, 'fr', [ [ 0, '{"not": "an event of this source, an
 AdstreamTest::wait_consumed($node, 'fr', $nr + 1);
 is($node->safe_psql('postgres', "SELECT requested || ' ' || truncated FROM adstream.redrive_dead_letters('fr', ARRAY['missing_field'], '$t0')"),
 	'0 1', 'a dead letter kept in part is counted as truncated, not marked');
+open(my $extra, '>', "$tmp/truncated.truth") or die;
+print $extra "reject,missing_field,1\ntotal,rejected,1\n";
+close $extra;
+push @truths, "$tmp/truncated.truth";
+
+# 6. Orders in a producer's shape, credited to the clicks of a mapped events source.
+my $OMAP = '{"order_id": "id", "user_id": "buyer.id", "store_id": "shop.id", '
+  . '"amount": "total.value", "currency": "total.ccy", "ts": "at"}';
+$node->safe_psql('postgres', "SELECT adstream.create_source('om_shop', '$broker->{bootstrap}', 'om_orders', 'orders', "
+	  . "'{\"fields\": $OMAP}'); SELECT adstream.create_source('om_ads', '$broker->{bootstrap}', 'om_ads', "
+	  . "options => '{\"fields\": $MAP}')");
+my $ob = "$tmp/om";
+run_ok("$BIN/adstream-loadgen", '--dry-run', '--partitions', 2, '--topic', 'om_ads', '--count', 3000, '--seed', 17,
+	'--bad-ratio', 0, '--start-ms', $AdstreamTest::START_MS, '--max-bytes', 65536, '--users', 300, '--stores', 20,
+	'--orders-topic', 'om_orders', '--orders', 1000, '--orders-partitions', 2, '--orders-bad-ratio', 0,
+	'--dump', "$ob.dump", '--truth', "$ob.truth");
+run_ok("$BIN/adstream-transcode", '--in', "$ob.dump", '--out', "$ob.events", '--orders-out', "$ob.orders",
+	'--format', 'json', '--ts-format', 'epoch_ms');
+sub replay_file
+{
+	my ($topic, $file, $source) = @_;
+	my $out = run_ok("$BIN/adstream-loadgen", '--brokers', $broker->{bootstrap}, '--topic', $topic, '--replay', $file);
+	my ($n) = $out =~ /sent=(\d+)/ or die "no replay summary: $out";
+	AdstreamTest::wait_consumed($node, $source, $n);
+}
+replay_file('om_ads', "$ob.events", 'om_ads');
+push @truths, "$ob.truth";
+# (before the orders: check_truth's counters are those of every source)
+AdstreamTest::check_truth($node, \@truths, 'with a mapped events source feeding attribution');
+replay_file('om_orders', "$ob.orders", 'om_shop');
+$node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM adstream.waiting_orders') or die 'orders still waiting';
+AdstreamTest::check_orders($node, [ "$ob.truth" ], 'om_shop', 'orders in a producer\'s shape');
+cmp_ok($node->safe_psql('postgres', "SELECT count(*) FROM adstream.orders WHERE source = 'om_shop' AND event_id IS NOT NULL"),
+	'>', 0, 'some of them are credited to clicks');
 
 $reg->kill_kill;
 $reg->finish;
