@@ -29,7 +29,7 @@ typedef struct AdsInput
 	uint32		ready_id;
 	AdsRegistryResult ready_result;
 	AdsAvroReader *ready_reader;
-	char		ready_err[ADS_DETAIL_LEN];
+	char		ready_err[512];
 } AdsInput;
 
 /*

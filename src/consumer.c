@@ -420,6 +420,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	AdsPartition *p;
 	AdsMsg	   *m;
 	char		detail[ADS_DETAIL_LEN];
+	char		regerr[512];
 
 	if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
 	{
@@ -456,18 +457,20 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 		return true;
 	}
 	if (!ads_input_ready(&c->input, rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
-						 detail, sizeof(detail)))
+						 regerr, sizeof(regerr)))
 	{
 		char		buf[ADS_ERROR_LEN];
 
 		snprintf(buf, sizeof(buf), "partition %d offset %lld waits for its schema: %s",
-				 rkm->partition, (long long) rkm->offset, detail);
+				 rkm->partition, (long long) rkm->offset, regerr);
 		ads_slot_set_error(c->slot, buf);
 		ads_slot_set_state(c->slot, "registry_wait");
 		if (c->held_attempt == 0)
 			ereport(WARNING,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("adstream source \"%s\": %s", c->source.name, buf),
+					 errmsg("adstream source \"%s\": partition %d offset %lld waits for its schema",
+							c->source.name, rkm->partition, (long long) rkm->offset),
+					 errdetail_internal("%s", regerr),
 					 errhint("The worker holds this message and the ones after it, and asks the schema registry again with backoff; nothing is dead-lettered or skipped.")));
 		return false;
 	}

@@ -32,6 +32,7 @@ typedef struct CacheEntry
 struct AdsSchemaRegistry
 {
 	char	   *url;
+	char	   *shown_url;		/* url without credentials, for messages */
 	AdsFormat	fmt;
 	long		timeout_ms;
 	int			(*should_abort) (void);
@@ -91,6 +92,34 @@ ads_schema_registry_url_ok(const char *url, char *err, size_t err_len)
 	return 1;
 }
 
+/*
+ * A URL may carry credentials ("https://key:secret@registry"); messages
+ * (last_error, the log) show it without them.
+ */
+static char *
+hide_credentials(const char *url)
+{
+	const char *host = strstr(url, "://");
+	const char *at,
+			   *slash;
+	char	   *out;
+
+	if (host == NULL)
+		return strdup(url);
+	host += 3;
+	slash = strchr(host, '/');
+	at = memchr(host, '@', slash ? (size_t) (slash - host) : strlen(host));
+	if (at == NULL)
+		return strdup(url);
+	out = malloc(strlen(url) + 1);
+	if (out == NULL)
+		return NULL;
+	memcpy(out, url, (size_t) (host - url));
+	strcpy(out + (host - url), "***@");
+	strcat(out, at + 1);
+	return out;
+}
+
 AdsSchemaRegistry *
 ads_schema_registry_new(const char *url, const AdsFormat *fmt, long timeout_ms,
 				 int (*should_abort) (void))
@@ -120,6 +149,13 @@ ads_schema_registry_new(const char *url, const AdsFormat *fmt, long timeout_ms,
 	n = strlen(reg->url);
 	while (n > 0 && reg->url[n - 1] == '/')
 		reg->url[--n] = '\0';
+	reg->shown_url = hide_credentials(reg->url);
+	if (reg->shown_url == NULL)
+	{
+		free(reg->url);
+		free(reg);
+		return NULL;
+	}
 	reg->fmt = *fmt;
 	reg->timeout_ms = timeout_ms;
 	reg->should_abort = should_abort;
@@ -143,6 +179,7 @@ ads_schema_registry_free(AdsSchemaRegistry *reg)
 	if (reg->curl)
 		curl_easy_cleanup(reg->curl);
 	free(reg->url);
+	free(reg->shown_url);
 	free(reg);
 }
 
@@ -365,7 +402,8 @@ cache_add(AdsSchemaRegistry *reg, uint32_t id)
 static AdsRegistryResult
 fetch(AdsSchemaRegistry *reg, uint32_t id, CacheEntry **ep, char *err, size_t err_len)
 {
-	char		url[1200];
+	char		url[1200],
+				shown[1200];
 	char		curl_err[CURL_ERROR_SIZE];
 	Body		body = {NULL, 0, 0};
 	struct curl_slist *headers = NULL;
@@ -380,6 +418,7 @@ fetch(AdsSchemaRegistry *reg, uint32_t id, CacheEntry **ep, char *err, size_t er
 		return ADS_REG_UNAVAILABLE;
 	}
 	snprintf(url, sizeof(url), "%s/schemas/ids/%u", reg->url, id);
+	snprintf(shown, sizeof(shown), "%s/schemas/ids/%u", reg->shown_url, id);
 	curl_easy_reset(reg->curl);
 	curl_err[0] = '\0';
 	headers = curl_slist_append(headers, "Accept: application/vnd.schemaregistry.v1+json, application/json");
@@ -403,7 +442,7 @@ fetch(AdsSchemaRegistry *reg, uint32_t id, CacheEntry **ep, char *err, size_t er
 
 	if (cc != CURLE_OK)
 	{
-		set_err(err, err_len, "schema registry %s: %s", url,
+		set_err(err, err_len, "schema registry %s: %s", shown,
 				body.too_big ? "answer too large" : curl_err[0] ? curl_err : curl_easy_strerror(cc));
 		res = ADS_REG_UNAVAILABLE;
 	}
@@ -428,7 +467,7 @@ fetch(AdsSchemaRegistry *reg, uint32_t id, CacheEntry **ep, char *err, size_t er
 	}
 	else if (status != 200)
 	{
-		set_err(err, err_len, "schema registry %s: HTTP status %ld", url, status);
+		set_err(err, err_len, "schema registry %s: HTTP status %ld", shown, status);
 		res = ADS_REG_UNAVAILABLE;
 	}
 	else
@@ -438,7 +477,7 @@ fetch(AdsSchemaRegistry *reg, uint32_t id, CacheEntry **ep, char *err, size_t er
 
 		if (schema == NULL)
 		{
-			set_err(err, err_len, "schema registry %s: the answer has no \"schema\" string", url);
+			set_err(err, err_len, "schema registry %s: the answer has no \"schema\" string", shown);
 			res = ADS_REG_UNAVAILABLE;
 		}
 		else if ((e = cache_add(reg, id)) == NULL)

@@ -9,6 +9,7 @@ use warnings;
 use lib 'test/perl';
 use AdstreamTest;
 use IPC::Run ();
+use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
@@ -119,7 +120,7 @@ $reg->kill_kill;
 $reg->finish;
 
 $node->safe_psql('postgres', "SELECT adstream.create_source('fa', '$broker->{bootstrap}', 'fa', "
-	  . "options => '{\"format\": \"avro\", \"schema_registry\": \"http://127.0.0.1:$port\", "
+	  . "options => '{\"format\": \"avro\", \"schema_registry\": \"http://reader:pw-secret\@127.0.0.1:$port\", "
 	  . "\"schema_registry_timeout_ms\": 1000, \"fields\": $MAP, \"ts_format\": \"epoch_us\"}')");
 my ($ta, $na) = produce(topic => 'fa', seed => 14, count => 4000, format => 'avro', ts_format => 'epoch_us');
 push @truths, @$ta;
@@ -128,6 +129,12 @@ $node->poll_query_until('postgres', "SELECT count(*) > 0 FROM adstream.worker_st
 	  . "JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = 'fa' AND w.state = 'registry_wait' AND w.last_error LIKE '%waits for its schema%'")
   or die 'the outage is not reported';
 pass('a registry outage shows in worker_status');
+like($node->safe_psql('postgres', "SELECT string_agg(last_error, ' ') FROM adstream.worker_status() w "
+	  . "JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = 'fa'"),
+	qr{http://\*\*\*\@127\.0\.0\.1:$port/schemas/ids/1(?!.*pw-secret)}, 'the error names the registry without its credentials');
+# (the TAP server logs every statement, create_source's included: look at adstream's own lines)
+my @waits = grep { /adstream source "fa"/ } split /^/, slurp_file($node->logfile);
+ok(@waits > 0 && !grep({ /pw-secret/ } @waits), 'and so do its lines in the log');
 sleep 2;
 is($node->safe_psql('postgres', "SELECT coalesce(sum(next_offset), 0) || ' ' || "
 	  . "(SELECT count(*) FROM adstream.rejected_events WHERE source = 'fa') FROM adstream.offsets WHERE source = 'fa'"),
