@@ -387,3 +387,22 @@ GRANT EXECUTE ON FUNCTION adstream.validate_event(bytea, jsonb), adstream.valida
 GRANT EXECUTE ON FUNCTION adstream._validate_event_with(bytea, text[], text[], text),
 	adstream._input_format(text, jsonb), adstream._check_field_mapping(text, text[], text[], text)
 	TO adstream_reader;
+
+-------------------------------------------------------------------------------
+-- source_config shows the input format (issue #14, section 5), credentials in
+-- the schema registry URL masked
+-------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW adstream.source_config AS
+SELECT s.name, s.kind, s.brokers, s.topic, s.start_policy, s.workers, s.group_id,
+	   (SELECT coalesce(jsonb_object_agg(k, CASE WHEN adstream._is_secret(k) THEN to_jsonb('********'::text) ELSE v END), '{}')
+		  FROM jsonb_each(s.kafka_options) AS o(k, v)) AS kafka_options,
+	   s.enabled, s.created_at, s.updated_at,
+	   -- 0.6: the input format, with credentials in the registry URL masked
+	   CASE WHEN s.input_format ? 'schema_registry'
+			THEN jsonb_set(s.input_format, '{schema_registry}',
+						   to_jsonb(regexp_replace(s.input_format->>'schema_registry', '^([a-z]+://)[^/@]*@', '\1********@')))
+			ELSE s.input_format END AS input_format
+  FROM adstream.sources s;
+COMMENT ON VIEW adstream.source_config IS
+	'Sources with secret librdkafka properties masked';

@@ -2514,7 +2514,12 @@ CREATE VIEW adstream.source_config AS
 SELECT s.name, s.kind, s.brokers, s.topic, s.start_policy, s.workers, s.group_id,
 	   (SELECT coalesce(jsonb_object_agg(k, CASE WHEN adstream._is_secret(k) THEN to_jsonb('********'::text) ELSE v END), '{}')
 		  FROM jsonb_each(s.kafka_options) AS o(k, v)) AS kafka_options,
-	   s.enabled, s.created_at, s.updated_at
+	   s.enabled, s.created_at, s.updated_at,
+	   -- 0.6: the input format, with credentials in the registry URL masked
+	   CASE WHEN s.input_format ? 'schema_registry'
+			THEN jsonb_set(s.input_format, '{schema_registry}',
+						   to_jsonb(regexp_replace(s.input_format->>'schema_registry', '^([a-z]+://)[^/@]*@', '\1********@')))
+			ELSE s.input_format END AS input_format
   FROM adstream.sources s;
 COMMENT ON VIEW adstream.source_config IS
 	'Sources with secret librdkafka properties masked';

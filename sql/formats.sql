@@ -75,3 +75,8 @@ SELECT reason, detail FROM adstream.validate_event('{"event_id": "0f8fad5b-d9cb-
 SELECT (adstream.validate_event('{"event_id": 1}', '{}')).reason = (adstream.validate_event('{"event_id": 1}')).reason AS same;
 SELECT * FROM adstream.validate_event('{}', '{"fields": {"ad_id": "a.b", "campaign_id": "a.b.c"}}');
 SELECT * FROM adstream.validate_event('{}', '{"format": "avro", "schema_registry": "http://r"}');
+
+-- source_config shows the input format, credentials in the registry URL masked.
+SELECT adstream.create_source('fa', 'k:9092', 'ta', options => '{"format": "avro", "schema_registry": "https://key:secret@registry:8081/x"}');
+SELECT name, input_format FROM adstream.source_config WHERE name = 'fa';
+SELECT adstream.drop_source('fa');
