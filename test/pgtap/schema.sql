@@ -423,7 +423,9 @@ SELECT is(
 SELECT has_view('adstream', 'source_config', 'view adstream.source_config exists');
 SELECT has_view('adstream', 'source_status', 'view adstream.source_status exists');
 SELECT columns_are('adstream', 'source_config', ARRAY['name', 'kind', 'brokers', 'topic',
-	'start_policy', 'workers', 'group_id', 'kafka_options', 'enabled', 'created_at', 'updated_at']);
+	'start_policy', 'workers', 'group_id', 'kafka_options', 'enabled', 'created_at', 'updated_at',
+	-- 0.6: the input format, registry credentials masked
+	'input_format']);
 SELECT columns_are('adstream', 'source_status', ARRAY['source', 'topic', 'source_state', 'partition',
 	'worker_pid', 'worker_state', 'next_offset', 'high_watermark', 'lag', 'accepted', 'duplicates',
 	'rejected', 'partition_watermark', 'source_watermark', 'last_commit_at', 'last_error', 'last_error_at',
