@@ -11,10 +11,16 @@ DATA        = $(wildcard sql/$(EXTENSION)--*.sql)
 PG_CONFIG  ?= pg_config
 RDKAFKA_CFLAGS := $(shell pkg-config --cflags rdkafka 2>/dev/null)
 RDKAFKA_LIBS   := $(shell pkg-config --libs rdkafka 2>/dev/null || echo -lrdkafka)
+# Avro input (src/avro_format.c, src/schema_registry.c): Debian's libavro-dev
+# and libcurl4-openssl-dev.
+AVRO_CFLAGS := $(shell pkg-config --cflags avro-c 2>/dev/null)
+AVRO_LIBS   := $(shell pkg-config --libs avro-c 2>/dev/null || echo -lavro)
+CURL_CFLAGS := $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS   := $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 # ADS_EXTVERSION: the workers check that the SQL objects are of this version.
-PG_CPPFLAGS = -Iinclude $(RDKAFKA_CFLAGS) -DADS_EXTVERSION='"$(EXTVERSION)"'
+PG_CPPFLAGS = -Iinclude $(RDKAFKA_CFLAGS) $(AVRO_CFLAGS) $(CURL_CFLAGS) -DADS_EXTVERSION='"$(EXTVERSION)"'
 PG_CFLAGS   = -Wmissing-prototypes
-SHLIB_LINK  = $(RDKAFKA_LIBS) -lpthread
+SHLIB_LINK  = $(RDKAFKA_LIBS) $(AVRO_LIBS) $(CURL_LIBS) -lpthread
 
 # make SANITIZE=1 builds adstream.so with AddressSanitizer and UBSan (see
 # make asancheck); objects are rebuilt whenever SANITIZE changes.
@@ -29,7 +35,7 @@ SHLIB_LINK += -fsanitize=undefined
 endif
 
 # pg_regress runs on a throwaway instance with the library preloaded.
-REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter status
+REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter status formats
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
 
 EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log build-flags.stamp
@@ -50,7 +56,8 @@ endif
 # ---- test tools: embedded broker, load generator, unit tests ----
 # Built by the targets that use them (make tools), never by a plain make or
 # make install, which build and install the extension only.
-TOOLS = test/bin/adstream-mock-broker test/bin/adstream-loadgen test/bin/adstream-upsert-reader test/bin/test_event_parse
+TOOLS = test/bin/adstream-mock-broker test/bin/adstream-loadgen test/bin/adstream-upsert-reader test/bin/test_event_parse \
+	test/bin/test_avro_format test/bin/adstream-transcode
 TOOL_CFLAGS = -O2 -g -Wall -Wextra -Werror -Iinclude $(RDKAFKA_CFLAGS)
 
 .PHONY: tools
@@ -71,6 +78,12 @@ test/bin/adstream-upsert-reader: test/reader/upsert_reader.c | test/bin
 test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c include/event_parse.h | test/bin
 	$(CC) -std=c99 $(TOOL_CFLAGS) -o $@ test/unit/test_event_parse.c src/event_parse.c
 
+test/bin/test_avro_format: test/unit/test_avro_format.c src/avro_format.c src/event_parse.c include/avro_format.h include/event_parse.h | test/bin
+	$(CC) $(TOOL_CFLAGS) $(AVRO_CFLAGS) -o $@ test/unit/test_avro_format.c src/avro_format.c src/event_parse.c $(AVRO_LIBS)
+
+test/bin/adstream-transcode: test/formats/transcode.c src/event_parse.c include/event_parse.h | test/bin
+	$(CC) $(TOOL_CFLAGS) $(AVRO_CFLAGS) -o $@ test/formats/transcode.c src/event_parse.c $(AVRO_LIBS)
+
 # ---- entry points ----
 .PHONY: deps test test-run layercheck unitcheck fuzzcheck tapcheck demo stability asancheck soak
 
@@ -89,8 +102,9 @@ test-run: layercheck unitcheck fuzzcheck installcheck tapcheck
 layercheck: all
 	test/layers.sh
 
-unitcheck: test/bin/test_event_parse
+unitcheck: test/bin/test_event_parse test/bin/test_avro_format
 	test/bin/test_event_parse
+	test/bin/test_avro_format
 
 # libFuzzer on both parsers, after replaying test/fuzz/crashers (20 s each).
 fuzzcheck:

@@ -16,6 +16,7 @@ COPY=/tmp/adstream-bench
 scripts/deps.sh
 make -s PG_CONFIG="$PG_CONFIG" all tools
 make -s -C bench
+bench/bin/parse_speed --seconds 1 | tee bench/results/parse_speed.md   # the parser per input format (docs/formats.md)
 if [ "$(id -u)" -eq 0 ] || [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then
   make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 else

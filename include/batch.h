@@ -76,12 +76,23 @@ typedef struct AdsBatch
 	MemoryContext ensured_ctx;
 
 	bool		fenced;			/* set when offsets moved under us */
+
+	/*
+	 * A re-drive batch (src/redrive.c): its messages are dead letters read
+	 * back from adstream.rejected_events, not from Kafka.  It removes them
+	 * and writes again those still rejected, adjusts the partitions'
+	 * counters, and moves no offset.
+	 */
+	bool		redrive;
 } AdsBatch;
 
 /* Set up an empty batch for a source, once per worker. */
 extern void ads_batch_init(AdsBatch *b, int32 source_id, const char *source_name,
 						   const char *topic, bool is_orders);
-/* Release the messages (and their librdkafka buffers); ready for the next batch. */
+/*
+ * Release the messages (and their librdkafka buffers, unless a re-drive
+ * batch's); ready for the next batch, which is a Kafka batch.
+ */
 extern void ads_batch_reset(AdsBatch *b);
 
 /*

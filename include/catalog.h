@@ -21,6 +21,14 @@ typedef struct AdsSourceDef
 	char	   *start_policy;
 	char	   *group_id;
 	AdsKafkaProps props;
+	/* input format (adstream.sources.input_format, docs/formats.md) */
+	char	   *format;			/* "json" or "avro" */
+	char	   *ts_format;		/* "epoch_ms", ... */
+	char	   *registry_url;	/* avro only, else NULL */
+	int			registry_timeout_ms;
+	int			nfields;		/* field mapping: contract field -> path */
+	char	  **field_keys;
+	char	  **field_paths;
 } AdsSourceDef;
 
 typedef struct AdsSinkDef

@@ -23,6 +23,8 @@
  *
  * future_timestamp and too_late depend on the wall clock and on the
  * source's watermark, so the caller decides them after a successful parse.
+ * bad_magic_byte, unknown_schema and invalid_avro are the Avro decoder's
+ * (include/avro_format.h), which then applies the field checks of 8.
  */
 #ifndef ADSTREAM_EVENT_PARSE_H
 #define ADSTREAM_EVENT_PARSE_H
@@ -52,6 +54,9 @@ typedef enum AdsReason
 	ADS_R_INVALID_TIMESTAMP,
 	ADS_R_INVALID_AMOUNT,		/* orders only */
 	ADS_R_INVALID_CURRENCY,		/* orders only */
+	ADS_R_BAD_MAGIC_BYTE,		/* Avro: not the Confluent wire format */
+	ADS_R_UNKNOWN_SCHEMA,		/* Avro: the registry has no such schema id */
+	ADS_R_INVALID_AVRO,			/* Avro: the record does not decode */
 	ADS_R_FUTURE_TIMESTAMP,		/* decided by the caller */
 	ADS_R_TOO_LATE,				/* decided by the caller */
 	ADS_R__COUNT
@@ -114,6 +119,107 @@ AdsReason	ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 /* The same for an order value. */
 AdsReason	ads_parse_order(const char *buf, size_t len, size_t max_bytes,
 							AdsOrder *out, char *detail, size_t detail_len);
+
+/* ---------------------------------------------------------------------
+ * Input formats: where the contract's fields are, and the unit of ts
+ * ---------------------------------------------------------------------
+ *
+ * By default a contract field is the top-level member of its own name, and
+ * a numeric ts is epoch milliseconds.  A source may map each field to a
+ * path of member names ("payload.ad.id": member "id" of the object in
+ * member "ad" of the object in top-level member "payload"), and choose the
+ * unit of a numeric ts.  The mapping is compiled once (ads_format_*) into a
+ * small trie that the JSON scanner follows while it validates the syntax,
+ * so a mapped message is still read in one pass without allocation, and a
+ * source without a mapping runs the same code as before.  Everything else
+ * is unchanged: the order of the checks, the reasons, and the rule that
+ * members nobody maps are ignored.  A duplicate_key is any member on a
+ * mapped path (a field or an object on the way) given twice.  Details name
+ * the field by its path as the producer writes it.
+ */
+typedef enum AdsTsFormat
+{
+	ADS_TS_EPOCH_MS = 0,		/* integer epoch ms, or an RFC 3339 string (default) */
+	ADS_TS_EPOCH_S,				/* integer epoch seconds, or an RFC 3339 string */
+	ADS_TS_EPOCH_US,			/* integer epoch microseconds, or an RFC 3339 string */
+	ADS_TS_RFC3339				/* an RFC 3339 string only; a number is wrong_type */
+} AdsTsFormat;
+
+#define ADS_MAX_CONTRACT_FIELDS 7
+#define ADS_MAP_MAX_SEGMENTS 8		/* members in a path */
+#define ADS_MAP_NAME_MAX 64			/* bytes of one member name */
+#define ADS_MAP_PATH_MAX 160		/* bytes of a whole path */
+#define ADS_MAP_MAX_NODES 64		/* distinct path prefixes, root included */
+
+typedef struct AdsMapNode
+{
+	int16_t		parent;			/* -1 for the root */
+	int16_t		first_child;	/* -1 if none */
+	int16_t		next_sibling;	/* -1 if none */
+	int16_t		field;			/* contract field whose value this is, or -1 */
+	uint16_t	len;
+	char		name[ADS_MAP_NAME_MAX];
+} AdsMapNode;
+
+typedef struct AdsFormat
+{
+	int			is_orders;
+	int			mapped;			/* some field is not its own top-level member */
+	AdsTsFormat ts_format;
+	int			nfields;
+	char		path[ADS_MAX_CONTRACT_FIELDS][ADS_MAP_PATH_MAX];	/* NUL-terminated */
+	int			nnodes;			/* 0 until ads_format_finish() */
+	AdsMapNode	node[ADS_MAP_MAX_NODES];	/* node[0] is the root */
+} AdsFormat;
+
+/* Every field at its own name, ts in epoch milliseconds (today's contract). */
+void		ads_format_init(AdsFormat *fmt, int is_orders);
+
+/*
+ * Map contract field "field" to "path" (member names joined by '.').  Each
+ * returns 1, or 0 with a message in err: an unknown field, an empty or too
+ * long path or member name, a control character.
+ */
+int			ads_format_set_field(AdsFormat *fmt, const char *field, const char *path,
+								 char *err, size_t err_len);
+/* "epoch_ms" (the default), "epoch_s", "epoch_us" or "rfc3339". */
+int			ads_format_set_ts(AdsFormat *fmt, const char *ts_format, char *err, size_t err_len);
+/* Builds the trie; 0 with err when two paths are equal or one lies inside another. */
+int			ads_format_finish(AdsFormat *fmt, char *err, size_t err_len);
+
+/* The contract: how many fields, and field f's name ("event_id", ...). */
+int			ads_contract_nfields(int is_orders);
+const char *ads_contract_field(int is_orders, int f);
+const char *ads_ts_format_name(AdsTsFormat f);
+
+/*
+ * ads_parse_event() and ads_parse_order() under a compiled format; fmt NULL
+ * is the default.  Same guarantees.
+ */
+AdsReason	ads_parse_event_fmt(const char *buf, size_t len, size_t max_bytes,
+								const AdsFormat *fmt, AdsEvent *out,
+								char *detail, size_t detail_len);
+AdsReason	ads_parse_order_fmt(const char *buf, size_t len, size_t max_bytes,
+								const AdsFormat *fmt, AdsOrder *out,
+								char *detail, size_t detail_len);
+
+/*
+ * The field checks on values another decoder (Avro) has already typed, with
+ * the JSON parser's reasons and details; name is the field as the producer
+ * calls it.  Each returns ADS_OK and stores the value, or the reason.
+ */
+AdsReason	ads_check_uuid_text(const char *s, size_t n, const char *name,
+								uint8_t id[16], char *detail, size_t detail_len);
+AdsReason	ads_check_type_text(const char *s, size_t n, const char *name,
+								AdsEventType *type, char *detail, size_t detail_len);
+AdsReason	ads_check_id_value(int64_t v, const char *name, int64_t *out,
+							   char *detail, size_t detail_len);
+AdsReason	ads_check_ts_value(int64_t v, AdsTsFormat unit, const char *name,
+							   int64_t *ts_us, char *detail, size_t detail_len);
+AdsReason	ads_check_ts_text(const char *s, size_t n, const char *name,
+							  int64_t *ts_us, char *detail, size_t detail_len);
+AdsReason	ads_field_reason(AdsReason r, const char *name, const char *what,
+							 char *detail, size_t detail_len);
 
 /* Helpers shared with the rest of the code. */
 int			ads_utf8_valid(const char *buf, size_t len);

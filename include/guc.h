@@ -14,6 +14,7 @@ extern int	adstream_max_workers;
 extern int	adstream_batch_max_messages;
 extern int	adstream_batch_max_ms;
 extern int	adstream_max_message_bytes;
+extern int	adstream_dead_letter_payload_bytes;
 extern int	adstream_max_future_skew_s;
 extern int	adstream_dedup_horizon_s;
 extern int	adstream_dedup_index_size;

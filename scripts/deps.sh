@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   postgresql-15 postgresql-server-dev-15 libpq-dev
   librdkafka-dev pkg-config build-essential
+  libavro-dev libcurl4-openssl-dev
   postgresql-15-cron postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl postgresql-15-partman
   libipc-run-perl libtest-simple-perl kcat
   clang libclang-rt-14-dev

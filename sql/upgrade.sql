@@ -254,7 +254,10 @@ SELECT (SELECT count(*) FROM (TABLE before_sources EXCEPT
 		SELECT ad_id, campaign_id, window_start, impressions, clicks, updated_at
 		  FROM adstream.ad_stats_minute WHERE source_id = 0) d) AS minutes_changed,
 	   (SELECT count(*) FROM (TABLE before_credits EXCEPT TABLE adstream.attributed_orders) d) AS credits_changed,
-	   (SELECT count(*) FROM (TABLE before_rejected EXCEPT TABLE adstream.rejected_events) d) AS dead_letters_changed,
+	   -- (0.6 adds redrive_generation to rejected_events)
+	   (SELECT count(*) FROM (TABLE before_rejected EXCEPT
+		SELECT source, topic, partition, "offset", reason, detail, payload, payload_bytes, received_at
+		  FROM adstream.rejected_events) d) AS dead_letters_changed,
 	   (SELECT count(*) FROM (TABLE before_dedup_log EXCEPT SELECT source_id, hour, ids FROM adstream.dedup_log) d) AS dedup_log_changed;
 
 -- 0.4 may have dropped dedup hours before its oldest remaining dedup_log

@@ -48,7 +48,6 @@
 #include "sql_array.h"
 #include "txn.h"
 
-#define PAYLOAD_KEEP_BYTES 8192
 
 /* ---- hash set of event ids within a batch ---- */
 typedef struct IdKey
@@ -135,6 +134,8 @@ enum
 	P_OUTBOX,
 	P_REJECT,
 	P_OFFSETS,
+	P_REDRIVE_TAKE,
+	P_REDRIVE_COUNTS,
 	P__COUNT
 };
 
@@ -200,6 +201,19 @@ static const char *const plan_sql[P__COUNT] = {
 	"  SELECT $1, $2, b.partition, b.next_offset, b.max_event_ts, b.accepted, b.duplicates, b.rejected "
 	"  FROM b WHERE b.expected < 0 ON CONFLICT DO NOTHING RETURNING 1) "
 	"SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)",
+	/* A re-drive takes its dead letters away; those still rejected come back. */
+	[P_REDRIVE_TAKE] =
+	"WITH d AS (DELETE FROM adstream.rejected_events r USING unnest($3::int4[], $4::int8[]) AS u(partition, \"offset\") "
+	"  WHERE r.source = $1 AND r.topic = $2 AND r.partition = u.partition AND r.\"offset\" = u.\"offset\" "
+	"  AND r.redrive_generation IS NOT NULL RETURNING 1) "
+	"SELECT count(*) FROM d",
+	/* Dead letters now counted or found duplicates leave the rejected counter. */
+	[P_REDRIVE_COUNTS] =
+	"UPDATE adstream.offsets o SET accepted = o.accepted + b.accepted, duplicates = o.duplicates + b.duplicates, "
+	"  rejected = o.rejected - b.accepted - b.duplicates, max_event_ts = greatest(o.max_event_ts, b.max_event_ts), "
+	"  updated_at = now() "
+	"FROM unnest($3::int4[], $4::int8[], $5::int8[], $6::timestamptz[]) AS b(partition, accepted, duplicates, max_event_ts) "
+	"WHERE o.source = $1 AND o.topic = $2 AND o.partition = b.partition",
 };
 
 static const Oid plan_args[P__COUNT][9] = {
@@ -213,10 +227,13 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_OUTBOX] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
+	[P_REDRIVE_TAKE] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID},
+	[P_REDRIVE_COUNTS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
 	[P_AGG] = 6,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
+	[P_REDRIVE_TAKE] = 4,[P_REDRIVE_COUNTS] = 6,
 };
 
 static int
@@ -787,7 +804,7 @@ dead_letters(AdsBatch *b, int64 expired_before_us)
 
 		if (m->status != ADS_MSG_REJECTED)
 			continue;
-		keep = Min(m->rkm->len, PAYLOAD_KEEP_BYTES);
+		keep = Min(m->rkm->len, (size_t) adstream_dead_letter_payload_bytes);
 		kept = palloc(VARHDRSZ + keep);
 		SET_VARSIZE(kept, VARHDRSZ + keep);
 		if (keep > 0)
@@ -872,6 +889,78 @@ advance_offsets(AdsBatch *b)
 	}
 }
 
+/*
+ * A re-drive batch: take its dead letters away (all of them, or someone
+ * else re-drove them first), so that dead_letters() writes back only those
+ * still rejected, with their new reason.
+ */
+static void
+redrive_take(AdsBatch *b)
+{
+	AdsArray	part,
+				off;
+	Datum		args[4];
+	bool		isnull;
+	int64		taken;
+
+	ads_array_init(&part, INT4OID, b->nmsgs);
+	ads_array_init(&off, INT8OID, b->nmsgs);
+	for (int i = 0; i < b->nmsgs; i++)
+	{
+		ads_array_add(&part, Int32GetDatum(b->msgs[i].rkm->partition));
+		ads_array_add(&off, Int64GetDatum(b->msgs[i].rkm->offset));
+	}
+	args[0] = CStringGetTextDatum(b->source_name);
+	args[1] = CStringGetTextDatum(b->topic);
+	args[2] = ads_array_datum(&part);
+	args[3] = ads_array_datum(&off);
+	exec_plan(P_REDRIVE_TAKE, args, NULL, false, SPI_OK_SELECT);
+	taken = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (taken != b->nmsgs)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("dead letters of source \"%s\" changed while being re-driven", b->source_name),
+				 errdetail("%lld of %d were still waiting to be re-driven.", (long long) taken, b->nmsgs),
+				 errhint("The worker reads the waiting dead letters again.")));
+}
+
+/* A re-drive batch's counters: moved from rejected to accepted or duplicates. */
+static void
+redrive_counts(AdsBatch *b)
+{
+	AdsArray	part,
+				acc,
+				dup,
+				maxts;
+	Datum		args[6];
+
+	ads_array_init(&part, INT4OID, b->nparts);
+	ads_array_init(&acc, INT8OID, b->nparts);
+	ads_array_init(&dup, INT8OID, b->nparts);
+	ads_array_init(&maxts, TIMESTAMPTZOID, b->nparts);
+	for (int i = 0; i < b->nparts; i++)
+	{
+		AdsPartition *p = &b->parts[i];
+
+		if (!p->in_batch)
+			continue;
+		ads_array_add(&part, Int32GetDatum(p->partition));
+		ads_array_add(&acc, Int64GetDatum(p->b_accepted));
+		ads_array_add(&dup, Int64GetDatum(p->b_duplicates));
+		if (p->b_max_ts_us == PG_INT64_MIN)
+			ads_array_add_null(&maxts);
+		else
+			ads_array_add_unix_us(&maxts, p->b_max_ts_us);
+	}
+	args[0] = CStringGetTextDatum(b->source_name);
+	args[1] = CStringGetTextDatum(b->topic);
+	args[2] = ads_array_datum(&part);
+	args[3] = ads_array_datum(&acc);
+	args[4] = ads_array_datum(&dup);
+	args[5] = ads_array_datum(&maxts);
+	exec_plan(P_REDRIVE_COUNTS, args, NULL, false, SPI_OK_UPDATE);
+}
+
 /* ---- the batch ---- */
 
 void
@@ -892,8 +981,10 @@ ads_batch_init(AdsBatch *b, int32 source_id, const char *source_name,
 void
 ads_batch_reset(AdsBatch *b)
 {
-	for (int i = 0; i < b->nmsgs; i++)
-		rd_kafka_message_destroy(b->msgs[i].rkm);
+	if (!b->redrive)
+		for (int i = 0; i < b->nmsgs; i++)
+			rd_kafka_message_destroy(b->msgs[i].rkm);
+	b->redrive = false;
 	b->nmsgs = 0;
 	MemoryContextReset(b->ctx);
 	b->msgs_cap = adstream_batch_max_messages;
@@ -944,8 +1035,13 @@ ads_batch_write(AdsBatch *b)
 			keep_for_attribution(b);
 		aggregate(b);
 	}
+	if (b->redrive)
+		redrive_take(b);
 	dead_letters(b, expired_before_us);
-	advance_offsets(b);
+	if (b->redrive)
+		redrive_counts(b);
+	else
+		advance_offsets(b);
 
 	ads_end_tx();
 }

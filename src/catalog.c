@@ -53,6 +53,30 @@ read_props(const char *table, int32 id, AdsKafkaProps *props)
 	return true;
 }
 
+/* The field mapping of a source: contract field -> path. */
+static bool
+read_fields(int32 id, AdsSourceDef *def)
+{
+	MemoryContext old;
+
+	if (SPI_execute_with_args("SELECT f.key, f.value FROM adstream.sources t, "
+							  "jsonb_each_text(coalesce(t.input_format->'fields', '{}')) f WHERE t.id = $1",
+							  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(id)},
+							  NULL, true, 0) != SPI_OK_SELECT)
+		return false;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	def->nfields = (int) SPI_processed;
+	def->field_keys = palloc0(sizeof(char *) * Max(def->nfields, 1));
+	def->field_paths = palloc0(sizeof(char *) * Max(def->nfields, 1));
+	for (int i = 0; i < def->nfields; i++)
+	{
+		def->field_keys[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		def->field_paths[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
 /* The enabled row of this generation, if any; SPI_tuptable then holds it. */
 static bool
 read_row(const char *sql, int32 id, int64 generation)
@@ -70,7 +94,9 @@ ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
 	bool		isnull;
 	MemoryContext old;
 
-	if (!read_row("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders' "
+	if (!read_row("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders', "
+				  "coalesce(input_format->>'format', 'json'), coalesce(input_format->>'ts_format', 'epoch_ms'), "
+				  "input_format->>'schema_registry', coalesce((input_format->>'schema_registry_timeout_ms')::integer, 0) "
 				  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
 				  id, generation))
 		return false;
@@ -83,8 +109,12 @@ ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
 	def->start_policy = SPI_getvalue(tup, td, 4);
 	def->group_id = SPI_getvalue(tup, td, 5);
 	def->is_orders = DatumGetBool(SPI_getbinval(tup, td, 6, &isnull));
+	def->format = SPI_getvalue(tup, td, 7);
+	def->ts_format = SPI_getvalue(tup, td, 8);
+	def->registry_url = SPI_getvalue(tup, td, 9);	/* NULL when null */
+	def->registry_timeout_ms = DatumGetInt32(SPI_getbinval(tup, td, 10, &isnull));
 	MemoryContextSwitchTo(old);
-	return read_props("sources", id, &def->props);
+	return read_fields(id, def) && read_props("sources", id, &def->props);
 }
 
 bool

@@ -27,8 +27,10 @@
 #include "dedup_index.h"
 #include "event_time.h"
 #include "guc.h"
+#include "input_format.h"
 #include "kafka_consumer.h"
 #include "kafka_log.h"
+#include "redrive.h"
 #include "registry.h"
 #include "txn.h"
 #include "worker.h"
@@ -39,6 +41,7 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 10000
 #define ATTRIBUTION_INTERVAL_MS 1000
+#define REDRIVE_INTERVAL_MS 1000
 
 typedef struct AdsConsumer
 {
@@ -67,6 +70,19 @@ typedef struct AdsConsumer
 	TimestampTz caught_up_at[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
 	bool		answered;		/* a broker has answered since this worker started */
 	const char *shown_state;	/* the state last put in the slot by set_running_state */
+
+	AdsInput	input;			/* the source's format, compiled */
+
+	/*
+	 * Messages read but not yet taken, because the schema of the first one
+	 * could not be fetched (the registry is away): taken in order once it
+	 * answers, before anything new is read.
+	 */
+	rd_kafka_message_t *held[CONSUME_CHUNK];
+	int			nheld;
+	int			held_first;
+	int			held_attempt;
+	TimestampTz held_retry_at;
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -361,7 +377,8 @@ static void
 set_running_state(AdsConsumer *c)
 {
 	int			conn = ads_slot_connected(c->slot);
-	const char *state = conn == ADS_CONN_UP ? "consuming" :
+	const char *state = c->nheld > 0 ? "registry_wait" :	/* a record waits for its schema */
+		conn == ADS_CONN_UP ? "consuming" :
 		conn == ADS_CONN_DOWN ? "disconnected" : "connecting";
 
 	if (state != c->shown_state)
@@ -555,6 +572,9 @@ discover_partitions(AdsConsumer *c)
 static void
 reset_from_stored(AdsConsumer *c)
 {
+	for (int i = c->held_first; i < c->nheld; i++)
+		rd_kafka_message_destroy(c->held[i]);
+	c->nheld = c->held_first = 0;
 	ads_batch_reset(&c->batch);
 	for (int i = 0; i < c->batch.nparts; i++)
 		c->read_ts_ms[i] = c->committed_ts_ms[i] = c->caught_up_at[i] = 0;
@@ -563,7 +583,12 @@ reset_from_stored(AdsConsumer *c)
 	assign_all(c);
 }
 
-static void
+/*
+ * Take one message into the batch.  Returns false, taking nothing, when
+ * the message cannot be judged yet (its Avro schema cannot be fetched): the
+ * caller holds it and the ones after it, and tries again later.
+ */
+static bool
 add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 {
 	AdsBatch   *b = &c->batch;
@@ -571,6 +596,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	AdsPartition *p;
 	AdsMsg	   *m;
 	char		detail[ADS_DETAIL_LEN];
+	char		regerr[512];
 
 	if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
 	{
@@ -582,7 +608,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 			c->out_of_range = true;
 		}
 		rd_kafka_message_destroy(rkm);
-		return;
+		return true;
 	}
 	if (rkm->err)
 	{
@@ -595,7 +621,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 			ereport(LOG, (errmsg("adstream source \"%s\": kafka: %s", c->source.name, buf)));
 		}
 		rd_kafka_message_destroy(rkm);
-		return;
+		return true;
 	}
 
 	idx = (rkm->partition >= 0 && rkm->partition < c->part_of_len) ? c->part_of[rkm->partition] : -1;
@@ -604,7 +630,24 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	if (p == NULL || (p->position >= 0 && rkm->offset < p->position))
 	{
 		rd_kafka_message_destroy(rkm);
-		return;
+		return true;
+	}
+	if (!ads_input_ready(&c->input, rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
+						 regerr, sizeof(regerr)))
+	{
+		char		buf[ADS_ERROR_LEN];
+
+		snprintf(buf, sizeof(buf), "partition %d offset %lld waits for its schema: %s",
+				 rkm->partition, (long long) rkm->offset, regerr);
+		ads_slot_set_error(c->slot, buf);
+		if (c->held_attempt == 0)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("adstream source \"%s\": partition %d offset %lld waits for its schema",
+							c->source.name, rkm->partition, (long long) rkm->offset),
+					 errdetail_internal("%s", regerr),
+					 errhint("The worker holds this message and the ones after it, and asks the schema registry again with backoff; nothing is dead-lettered or skipped.")));
+		return false;
 	}
 	p->position = rkm->offset + 1;
 	c->read_ts_ms[idx] = rd_kafka_message_timestamp(rkm, NULL);
@@ -616,13 +659,46 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	m->part = idx;
 	m->detail = NULL;
 	if (b->is_orders)
-		m->parse_reason = ads_parse_order(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
-										  &m->order, detail, sizeof(detail));
+		m->parse_reason = ads_input_parse_order(&c->input, rkm->payload, rkm->len,
+												(size_t) adstream_max_message_bytes,
+												&m->order, detail, sizeof(detail));
 	else
-		m->parse_reason = ads_parse_event(rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
-										  &m->ev, detail, sizeof(detail));
+		m->parse_reason = ads_input_parse_event(&c->input, rkm->payload, rkm->len,
+												(size_t) adstream_max_message_bytes,
+												&m->ev, detail, sizeof(detail));
 	if (m->parse_reason != ADS_OK)
 		m->detail = MemoryContextStrdup(b->ctx, detail);
+	return true;
+}
+
+/*
+ * Take messages[0..n) in order; on the first that must wait, hold it and
+ * the rest (held[] is empty or being drained from itself).
+ */
+static void
+take_messages(AdsConsumer *c, rd_kafka_message_t **messages, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (add_message(c, messages[i]))
+			continue;
+		memmove(c->held, messages + i, sizeof(rd_kafka_message_t *) * (n - i));
+		c->held_first = 0;
+		c->nheld = n - i;
+		c->held_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   ads_backoff_ms(c->held_attempt, RETRY_MIN_MS, RETRY_MAX_MS));
+		c->held_attempt++;
+		return;
+	}
+	c->nheld = c->held_first = 0;
+	if (c->held_attempt > 0)
+	{
+		c->held_attempt = 0;
+		ads_slot_set_state(c->slot, "consuming");
+		ereport(LOG,
+				(errmsg("adstream source \"%s\": the schema registry answers again; held messages taken",
+						c->source.name)));
+	}
 }
 
 /* Tell Kafka's group offsets where we are, for lag monitors only. */
@@ -716,6 +792,47 @@ flush_batch(AdsConsumer *c)
 }
 
 /*
+ * Write a re-drive batch once.  On failure it is dropped: its dead letters
+ * are still marked, and the next round reads them again.
+ */
+static void
+flush_redrive(AdsConsumer *c)
+{
+	AdsBatch   *b = &c->batch;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		ok = false;
+	ErrorData  *edata = NULL;
+	int			n = b->nmsgs;
+
+	PG_TRY();
+	{
+		ads_batch_write(b);
+		ok = true;
+	}
+	PG_CATCH();
+	{
+		edata = ads_abort_tx(oldcxt);
+	}
+	PG_END_TRY();
+	ads_batch_settle(b, ok);
+	b->fenced = false;			/* offsets are not a re-drive's business */
+	ads_batch_reset(b);
+	if (ok)
+	{
+		ereport(LOG,
+				(errmsg("adstream source \"%s\": %d dead letter(s) re-driven", c->source.name, n)));
+		return;
+	}
+	ads_slot_set_error(c->slot, edata->message);
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("adstream source \"%s\": re-drive of %d dead letters not written: %s",
+					c->source.name, n, edata->message),
+			 errhint("They stay marked and are tried again within a second.")));
+	FreeErrorData(edata);
+}
+
+/*
  * Judge the waiting orders that have become ready.  An error (a lock
  * timeout, say) is logged and the pass retried later: orders wait durably.
  */
@@ -769,6 +886,14 @@ wait_for_messages(AdsConsumer *c)
 							&secs, &usecs);
 		timeout = Min(timeout, Max(1, secs * 1000 + usecs / 1000));
 	}
+	if (c->nheld > 0)
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentTimestamp(), c->held_retry_at, &secs, &usecs);
+		timeout = Max(1, Min(timeout, secs * 1000 + usecs / 1000));
+	}
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 c->kafka->wakeup_fd[0], timeout, PG_WAIT_EXTENSION);
@@ -786,6 +911,7 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_discovery = 0;
 	TimestampTz next_status = 0;
 	TimestampTz next_attribution = 0;
+	TimestampTz next_redrive = 0;
 
 	c->slot = ads_worker_start(&c->args);
 	ads_worker_wait_for_schema(c->slot, "source", c->slot->owner_name);
@@ -795,6 +921,9 @@ adstream_consumer_main(Datum arg)
 		ads_worker_wait(1000);
 		ads_worker_exit("its source was paused, changed, renamed or dropped as it started");
 	}
+	ads_input_open(&c->input, c->source.is_orders, c->source.format, c->source.ts_format,
+				   c->source.nfields, c->source.field_keys, c->source.field_paths,
+				   c->source.registry_url, c->source.registry_timeout_ms);
 
 	snprintf(client_id, sizeof(client_id), "adstream-%s-%d", c->source.name, c->args.worker_index);
 	c->kafka = ads_kafka_consumer_open(c->source.brokers, c->source.group_id, client_id,
@@ -848,18 +977,44 @@ adstream_consumer_main(Datum arg)
 			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ATTRIBUTION_INTERVAL_MS);
 		}
 
+		/* Dead letters marked for a re-drive, between batches. */
+		if (b->nmsgs == 0 && c->nheld == 0 && now >= next_redrive)
+		{
+			int			n = ads_redrive_fill(b, &c->input, c->args.generation);
+
+			if (n > 0)
+				flush_redrive(c);
+			next_redrive = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   n >= ADS_REDRIVE_BATCH ? 0 : REDRIVE_INTERVAL_MS);
+		}
+
 		/*
 		 * Clear the wake-up pipe before reading, so that a message arriving
 		 * after the read below writes to it again and the wait returns.
 		 */
 		ads_kafka_consumer_clear_wakeup(c->kafka);
 		n = 0;
-		if (b->nparts > 0 && b->nmsgs < b->msgs_cap)
+		if (c->nheld > 0)
+		{
+			/* held for the schema registry: retry them first, nothing new meanwhile */
+			if (now >= c->held_retry_at && b->nmsgs + (c->nheld - c->held_first) <= b->msgs_cap)
+			{
+				int			count = c->nheld - c->held_first;
+				rd_kafka_message_t *again[CONSUME_CHUNK];
+
+				memcpy(again, c->held + c->held_first, sizeof(rd_kafka_message_t *) * count);
+				c->nheld = c->held_first = 0;
+				take_messages(c, again, count);
+				n = c->nheld > 0 ? 0 : count;
+			}
+		}
+		else if (b->nparts > 0 && b->nmsgs < b->msgs_cap)
 		{
 			n = (int) rd_kafka_consume_batch_queue(c->kafka->queue, 0, chunk,
 												   Min(CONSUME_CHUNK, b->msgs_cap - b->nmsgs));
-			for (int i = 0; i < n; i++)
-				add_message(c, chunk[i]);
+			take_messages(c, chunk, n);
+			if (c->nheld > 0)
+				n = 0;
 		}
 
 		if (b->nmsgs > 0 &&

@@ -54,7 +54,8 @@
 enum
 {
 	C_EVENT,
-	C_ORDER
+	C_ORDER,
+	C_MAPPED					/* either contract, under a field mapping */
 };
 
 /* Event contract fields, in the order in which they are checked. */
@@ -111,6 +112,9 @@ static const char *const reason_names[] = {
 	"invalid_timestamp",
 	"invalid_amount",
 	"invalid_currency",
+	"bad_magic_byte",
+	"unknown_schema",
+	"invalid_avro",
 	"future_timestamp",
 	"too_late"
 };
@@ -119,7 +123,9 @@ static const char *const reason_names[] = {
 typedef char reason_names_match_enum
 			[(sizeof(reason_names) / sizeof(reason_names[0]) == ADS_R__COUNT) ? 1 : -1];
 typedef char contracts_fit
-			[(F__COUNT <= MAX_FIELDS && O__COUNT <= MAX_FIELDS) ? 1 : -1];
+			[(F__COUNT <= MAX_FIELDS && O__COUNT <= MAX_FIELDS &&
+			  MAX_FIELDS == ADS_MAX_CONTRACT_FIELDS) ? 1 : -1];
+typedef char map_nodes_fit[(ADS_MAP_MAX_NODES <= 64) ? 1 : -1];	/* a uint64_t mask */
 
 #if defined(__GNUC__)
 #define ALWAYS_INLINE inline __attribute__((always_inline))
@@ -170,6 +176,7 @@ typedef struct JsonScan
 	int			top_is_object;
 	unsigned	seen;			/* bit f: contract field f present */
 	int			dup_field;		/* first duplicated contract field or -1 */
+	int			dup_node;		/* C_MAPPED: its mapping node, or -1 */
 	FieldSpan	span[MAX_FIELDS];
 } JsonScan;
 
@@ -648,10 +655,30 @@ match_field(int contract, const char *k, size_t n)
 	return contract == C_EVENT ? match_event_field(k, n) : match_order_field(k, n);
 }
 
+/* C_MAPPED: the child of mapping node "parent" named k[0..n), or -1. */
+static inline int
+match_child(const AdsFormat *fmt, int parent, const char *k, size_t n)
+{
+	int			c;
+
+	for (c = fmt->node[parent].first_child; c >= 0; c = fmt->node[c].next_sibling)
+		if (fmt->node[c].len == n && memcmp(fmt->node[c].name, k, n) == 0)
+			return c;
+	return -1;
+}
+
 /*
  * Validate that s[0..len) is exactly one JSON text, recording the spans of
  * the fields of the given contract in a top-level object.  Returns 1 if the
  * syntax is valid, else 0 with js->err_* set.
+ *
+ * Under C_MAPPED (fmt given), fields are found by following fmt's trie
+ * instead: node_at[d] is the node whose children the keys of the object at
+ * depth d are matched against (-1: that object is off every mapped path),
+ * and child_node carries a matched inner node from its key to the '{' of
+ * its value.  The member whose value is pending may then be at any depth up
+ * to ADS_MAP_MAX_SEGMENTS (pdepth).  For the fixed contracts pdepth is the
+ * constant 1 and all of this folds away.
  *
  * The scanner is a small state machine (the labels below) instead of a
  * recursive descent parser, so that hostile nesting costs no stack; the
@@ -659,7 +686,8 @@ match_field(int contract, const char *k, size_t n)
  * the container at depth d is an object.
  */
 static ALWAYS_INLINE int
-json_scan(JsonScan *js, const unsigned char *s, size_t len, const int contract)
+json_scan(JsonScan *js, const unsigned char *s, size_t len, const int contract,
+		  const AdsFormat *fmt)
 {
 	size_t		p = 0;
 	int			depth = 0;
@@ -667,10 +695,15 @@ json_scan(JsonScan *js, const unsigned char *s, size_t len, const int contract)
 	int			pending = -1;	/* contract field whose value comes next */
 	int			start_of = -1;	/* ditto, until its value's start is known */
 	int			escaped;
+	int			pdepth = 1;		/* depth of the pending member */
+	int			child_node = 0; /* C_MAPPED: the root, for the top-level object */
+	int			node_at[ADS_MAP_MAX_SEGMENTS + 1];
+	uint64_t	nodes_seen = 0;
 
 	js->top_is_object = 0;
 	js->seen = 0;
 	js->dup_field = -1;
+	js->dup_node = -1;
 	js->err_depth = 0;
 
 	SKIP_WS(s, p, len);
@@ -691,6 +724,12 @@ value:
 			objmask |= (uint64_t) 1 << depth;
 			depth++;
 			p++;
+			if (contract == C_MAPPED)
+			{
+				if (depth <= ADS_MAP_MAX_SEGMENTS)
+					node_at[depth] = child_node;
+				child_node = -1;
+			}
 			SKIP_WS(s, p, len);
 			if (p < len && s[p] == '}')
 			{
@@ -709,6 +748,8 @@ value:
 			objmask &= ~((uint64_t) 1 << depth);
 			depth++;
 			p++;
+			if (contract == C_MAPPED)
+				child_node = -1;	/* no path goes through an array */
 			SKIP_WS(s, p, len);
 			if (p < len && s[p] == ']')
 			{
@@ -721,7 +762,7 @@ value:
 		case '"':
 			if (!scan_string(js, s, len, &p, &escaped))
 				return 0;
-			if (pending >= 0 && depth == 1)
+			if (pending >= 0 && depth == pdepth)
 				js->span[pending].escaped = escaped;
 			goto after_value;
 
@@ -796,8 +837,10 @@ value:
 	}
 
 after_value:
-	/* a top-level member's value (scalar or container) just ended */
-	if (depth == 1 && pending >= 0)
+	/* a top-level (mapped) member's value, scalar or container, just ended */
+	if (contract == C_MAPPED)
+		child_node = -1;
+	if (depth == pdepth && pending >= 0)
 	{
 		js->span[pending].end = p;
 		pending = -1;
@@ -842,7 +885,52 @@ key:
 
 		if (!scan_string(js, s, len, &p, &escaped))
 			return 0;
-		if (depth == 1)
+		if (contract == C_MAPPED)
+		{
+			if (depth <= ADS_MAP_MAX_SEGMENTS && node_at[depth] >= 0)
+			{
+				const unsigned char *k = s + kstart;
+				size_t		klen = p - 1 - kstart;
+				int			nd;
+
+				if (escaped)
+				{
+					char		kbuf[ADS_MAP_NAME_MAX];
+					size_t		n;
+
+					nd = decode_string(k, klen, kbuf, sizeof(kbuf), &n) ?
+						match_child(fmt, node_at[depth], kbuf, n) : -1;
+				}
+				else
+					nd = match_child(fmt, node_at[depth], (const char *) k, klen);
+
+				if (nd >= 0)
+				{
+					if (nodes_seen & ((uint64_t) 1 << nd))
+					{
+						if (js->dup_node < 0)
+							js->dup_node = nd;
+					}
+					else
+					{
+						int			f = fmt->node[nd].field;
+
+						nodes_seen |= (uint64_t) 1 << nd;
+						if (f >= 0)
+						{
+							js->seen |= 1u << f;
+							pending = f;
+							pdepth = depth;
+							start_of = f;
+							js->span[f].escaped = 0;
+						}
+						else
+							child_node = nd;
+					}
+				}
+			}
+		}
+		else if (depth == 1)
 		{
 			const unsigned char *k = s + kstart;
 			size_t		klen = p - 1 - kstart;
@@ -1192,32 +1280,41 @@ check_uuid(const unsigned char *s, const FieldSpan *sp, const char *name,
 	return ADS_OK;
 }
 
+/* Microseconds per unit of a numeric ts. */
+static inline int64_t
+ts_unit_us(AdsTsFormat unit)
+{
+	return unit == ADS_TS_EPOCH_S ? 1000000 : unit == ADS_TS_EPOCH_US ? 1 : 1000;
+}
+
 /*
- * Check a timestamp field: an integer number of epoch milliseconds, or an
- * RFC 3339 string; either way within ADS_TS_MIN_US..ADS_TS_MAX_US.
+ * Check a timestamp field: an integer number of epoch milliseconds (or the
+ * source's unit), or an RFC 3339 string; either way within
+ * ADS_TS_MIN_US..ADS_TS_MAX_US.  With ADS_TS_RFC3339 only the string.
  */
 static ALWAYS_INLINE AdsReason
 check_ts(const unsigned char *s, const FieldSpan *sp, const char *name,
-		 int64_t *ts_us, char *detail, size_t detail_len)
+		 AdsTsFormat unit, int64_t *ts_us, char *detail, size_t detail_len)
 {
 	unsigned char c = s[sp->start];
 	char		dbuf[DECODE_CAP];
 	const char *str;
 	size_t		n;
 
-	if (c == '-' || is_digit(c))
+	if ((c == '-' || is_digit(c)) && unit != ADS_TS_RFC3339)
 	{
-		int64_t		ms = 0;
-		int			rc = parse_int_span(s + sp->start, sp->end - sp->start, &ms);
+		int64_t		v = 0;
+		int64_t		per = ts_unit_us(unit);
+		int			rc = parse_int_span(s + sp->start, sp->end - sp->start, &v);
 
 		if (rc == 1)
 			return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
 							  "is not an integer or RFC 3339 string");
-		/* epoch milliseconds; converting must stay in range */
-		if (rc == 2 || ms < ADS_TS_MIN_US / 1000 || ms > ADS_TS_MAX_US / 1000)
+		/* converting to microseconds must stay in range */
+		if (rc == 2 || v < ADS_TS_MIN_US / per || v > ADS_TS_MAX_US / per)
 			return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name,
 							  "is out of range");
-		*ts_us = ms * 1000;
+		*ts_us = v * per;
 	}
 	else if (c == '"')
 	{
@@ -1233,8 +1330,34 @@ check_ts(const unsigned char *s, const FieldSpan *sp, const char *name,
 	}
 	else
 		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
+						  unit == ADS_TS_RFC3339 ? "is not an RFC 3339 string" :
 						  "is not an integer or RFC 3339 string");
 	return ADS_OK;
+}
+
+/* The dotted path of mapping node nd, for details. */
+static void
+node_path(const AdsFormat *fmt, int nd, char *out, size_t cap)
+{
+	int			chain[ADS_MAP_MAX_SEGMENTS + 1];
+	int			k = 0;
+	size_t		o = 0;
+
+	for (; nd > 0 && k <= ADS_MAP_MAX_SEGMENTS; nd = fmt->node[nd].parent)
+		chain[k++] = nd;
+	out[0] = '\0';
+	while (k-- > 0)
+	{
+		const AdsMapNode *n = &fmt->node[chain[k]];
+
+		if (o + n->len + 2 > cap)
+			break;
+		if (o > 0)
+			out[o++] = '.';
+		memcpy(out + o, n->name, n->len);
+		o += n->len;
+		out[o] = '\0';
+	}
 }
 
 /*
@@ -1243,8 +1366,8 @@ check_ts(const unsigned char *s, const FieldSpan *sp, const char *name,
  */
 static ALWAYS_INLINE AdsReason
 check_message(const unsigned char *s, size_t len, size_t max_bytes,
-			  JsonScan *js, const int contract, const char *const *names,
-			  char *detail, size_t detail_len)
+			  JsonScan *js, const int contract, const AdsFormat *fmt,
+			  const char *const *names, char *detail, size_t detail_len)
 {
 	AdsReason	r;
 
@@ -1260,7 +1383,7 @@ check_message(const unsigned char *s, size_t len, size_t max_bytes,
 		return ADS_R_OVERSIZED;
 	}
 
-	if (!json_scan(js, s, len, contract))
+	if (!json_scan(js, s, len, contract, fmt))
 	{
 		size_t		where = 0;
 
@@ -1289,7 +1412,15 @@ check_message(const unsigned char *s, size_t len, size_t max_bytes,
 		set_detail(detail, detail_len, "top-level JSON value is not an object");
 		return ADS_R_NOT_OBJECT;
 	}
-	if (js->dup_field >= 0)
+	if (contract == C_MAPPED && js->dup_node >= 0)
+	{
+		char		path[ADS_MAP_PATH_MAX];
+
+		node_path(fmt, js->dup_node, path, sizeof(path));
+		set_detail(detail, detail_len, "duplicate field \"%s\"", path);
+		return ADS_R_DUPLICATE_KEY;
+	}
+	if (contract != C_MAPPED && js->dup_field >= 0)
 	{
 		set_detail(detail, detail_len, "duplicate field \"%s\"",
 				   names[js->dup_field]);
@@ -1298,9 +1429,13 @@ check_message(const unsigned char *s, size_t len, size_t max_bytes,
 	return ADS_OK;
 }
 
-AdsReason
-ads_parse_event(const char *buf, size_t len, size_t max_bytes,
-				AdsEvent *out, char *detail, size_t detail_len)
+/*
+ * The event parser; contract is C_EVENT (fmt NULL or unmapped: names are
+ * the contract's) or C_MAPPED (names are fmt's paths).
+ */
+static ALWAYS_INLINE AdsReason
+parse_event(const char *buf, size_t len, size_t max_bytes, const int contract,
+			const AdsFormat *fmt, AdsEvent *out, char *detail, size_t detail_len)
 {
 	const unsigned char *s = (const unsigned char *) buf;
 	JsonScan	js;
@@ -1311,8 +1446,9 @@ ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 	const char *str;
 	size_t		n;
 	int			f;
+	AdsTsFormat unit = fmt ? fmt->ts_format : ADS_TS_EPOCH_MS;
 
-	r = check_message(s, len, max_bytes, &js, C_EVENT, event_field_names,
+	r = check_message(s, len, max_bytes, &js, contract, fmt, event_field_names,
 					  detail, detail_len);
 	if (r != ADS_OK)
 		return r;
@@ -1325,7 +1461,7 @@ ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 	memset(&ev, 0, sizeof(ev));
 	for (f = 0; f < F__COUNT; f++)
 	{
-		const char *name = event_field_names[f];
+		const char *name = contract == C_MAPPED ? fmt->path[f] : event_field_names[f];
 
 		if (!(js.seen & (1u << f)))
 		{
@@ -1374,7 +1510,7 @@ ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 				break;
 
 			case F_TS:
-				if ((r = check_ts(s, sp, name, &ev.ts_us, detail, detail_len)) != ADS_OK)
+				if ((r = check_ts(s, sp, name, unit, &ev.ts_us, detail, detail_len)) != ADS_OK)
 					return r;
 				break;
 		}
@@ -1385,6 +1521,23 @@ ads_parse_event(const char *buf, size_t len, size_t max_bytes,
 	if (detail != NULL && detail_len > 0)
 		detail[0] = '\0';
 	return ADS_OK;
+}
+
+AdsReason
+ads_parse_event(const char *buf, size_t len, size_t max_bytes,
+				AdsEvent *out, char *detail, size_t detail_len)
+{
+	return parse_event(buf, len, max_bytes, C_EVENT, NULL, out, detail, detail_len);
+}
+
+AdsReason
+ads_parse_event_fmt(const char *buf, size_t len, size_t max_bytes,
+					const AdsFormat *fmt, AdsEvent *out,
+					char *detail, size_t detail_len)
+{
+	if (fmt == NULL || !fmt->mapped)
+		return parse_event(buf, len, max_bytes, C_EVENT, fmt, out, detail, detail_len);
+	return parse_event(buf, len, max_bytes, C_MAPPED, fmt, out, detail, detail_len);
 }
 
 /* ---------------------------------------------------------------------
@@ -1616,9 +1769,9 @@ check_currency(const unsigned char *s, const FieldSpan *sp, const char *name,
 	return ADS_OK;
 }
 
-AdsReason
-ads_parse_order(const char *buf, size_t len, size_t max_bytes,
-				AdsOrder *out, char *detail, size_t detail_len)
+static ALWAYS_INLINE AdsReason
+parse_order(const char *buf, size_t len, size_t max_bytes, const int contract,
+			const AdsFormat *fmt, AdsOrder *out, char *detail, size_t detail_len)
 {
 	const unsigned char *s = (const unsigned char *) buf;
 	JsonScan	js;
@@ -1626,8 +1779,9 @@ ads_parse_order(const char *buf, size_t len, size_t max_bytes,
 	AdsReason	r;
 	const FieldSpan *sp;
 	int			f;
+	AdsTsFormat unit = fmt ? fmt->ts_format : ADS_TS_EPOCH_MS;
 
-	r = check_message(s, len, max_bytes, &js, C_ORDER, order_field_names,
+	r = check_message(s, len, max_bytes, &js, contract, fmt, order_field_names,
 					  detail, detail_len);
 	if (r != ADS_OK)
 		return r;
@@ -1635,7 +1789,7 @@ ads_parse_order(const char *buf, size_t len, size_t max_bytes,
 	memset(&ord, 0, sizeof(ord));
 	for (f = 0; f < O__COUNT; f++)
 	{
-		const char *name = order_field_names[f];
+		const char *name = contract == C_MAPPED ? fmt->path[f] : order_field_names[f];
 
 		if (!(js.seen & (1u << f)))
 		{
@@ -1662,7 +1816,7 @@ ads_parse_order(const char *buf, size_t len, size_t max_bytes,
 				r = check_currency(s, sp, name, ord.currency, detail, detail_len);
 				break;
 			case O_TS:
-				r = check_ts(s, sp, name, &ord.ts_us, detail, detail_len);
+				r = check_ts(s, sp, name, unit, &ord.ts_us, detail, detail_len);
 				break;
 		}
 		if (r != ADS_OK)
@@ -1673,5 +1827,284 @@ ads_parse_order(const char *buf, size_t len, size_t max_bytes,
 		*out = ord;
 	if (detail != NULL && detail_len > 0)
 		detail[0] = '\0';
+	return ADS_OK;
+}
+
+AdsReason
+ads_parse_order(const char *buf, size_t len, size_t max_bytes,
+				AdsOrder *out, char *detail, size_t detail_len)
+{
+	return parse_order(buf, len, max_bytes, C_ORDER, NULL, out, detail, detail_len);
+}
+
+AdsReason
+ads_parse_order_fmt(const char *buf, size_t len, size_t max_bytes,
+					const AdsFormat *fmt, AdsOrder *out,
+					char *detail, size_t detail_len)
+{
+	if (fmt == NULL || !fmt->mapped)
+		return parse_order(buf, len, max_bytes, C_ORDER, fmt, out, detail, detail_len);
+	return parse_order(buf, len, max_bytes, C_MAPPED, fmt, out, detail, detail_len);
+}
+
+/* ---------------------------------------------------------------------
+ * Formats: compiling a field mapping
+ * ---------------------------------------------------------------------
+ */
+
+int
+ads_contract_nfields(int is_orders)
+{
+	return is_orders ? O__COUNT : F__COUNT;
+}
+
+const char *
+ads_contract_field(int is_orders, int f)
+{
+	if (f < 0 || f >= ads_contract_nfields(is_orders))
+		return NULL;
+	return is_orders ? order_field_names[f] : event_field_names[f];
+}
+
+static const char *const ts_format_names[] = {"epoch_ms", "epoch_s", "epoch_us", "rfc3339"};
+
+const char *
+ads_ts_format_name(AdsTsFormat f)
+{
+	return ((unsigned) f < 4) ? ts_format_names[f] : "unknown";
+}
+
+void
+ads_format_init(AdsFormat *fmt, int is_orders)
+{
+	int			f;
+
+	memset(fmt, 0, sizeof(*fmt));
+	fmt->is_orders = is_orders;
+	fmt->ts_format = ADS_TS_EPOCH_MS;
+	fmt->nfields = ads_contract_nfields(is_orders);
+	for (f = 0; f < fmt->nfields; f++)
+		strcpy(fmt->path[f], ads_contract_field(is_orders, f));
+}
+
+int
+ads_format_set_field(AdsFormat *fmt, const char *field, const char *path,
+					 char *err, size_t err_len)
+{
+	int			f;
+	size_t		n,
+				seg = 0,
+				nseg = 1,
+				i;
+
+	for (f = 0; f < fmt->nfields; f++)
+		if (strcmp(field, ads_contract_field(fmt->is_orders, f)) == 0)
+			break;
+	if (f == fmt->nfields)
+	{
+		set_detail(err, err_len, "\"%.64s\" is not a field of the %s contract", field,
+				   fmt->is_orders ? "orders" : "ad events");
+		return 0;
+	}
+	n = strlen(path);
+	if (n == 0 || n >= ADS_MAP_PATH_MAX)
+	{
+		set_detail(err, err_len, "the path of field \"%s\" must have 1 to %d bytes",
+				   field, ADS_MAP_PATH_MAX - 1);
+		return 0;
+	}
+	for (i = 0; i <= n; i++)
+	{
+		unsigned char c = (unsigned char) path[i];
+
+		if (c == '.' || c == '\0')
+		{
+			if (seg == 0 || seg > ADS_MAP_NAME_MAX)
+			{
+				set_detail(err, err_len, "the path of field \"%s\" has an empty member name or one longer than %d bytes",
+						   field, ADS_MAP_NAME_MAX);
+				return 0;
+			}
+			if (c == '.')
+				nseg++;
+			seg = 0;
+		}
+		else if (c < 0x20 || c > 0x7e)
+		{
+			set_detail(err, err_len, "the path of field \"%s\" must be printable ASCII", field);
+			return 0;
+		}
+		else
+			seg++;
+	}
+	if (nseg > ADS_MAP_MAX_SEGMENTS)
+	{
+		set_detail(err, err_len, "the path of field \"%s\" has more than %d members",
+				   field, ADS_MAP_MAX_SEGMENTS);
+		return 0;
+	}
+	memcpy(fmt->path[f], path, n + 1);
+	fmt->nnodes = 0;
+	return 1;
+}
+
+int
+ads_format_set_ts(AdsFormat *fmt, const char *ts_format, char *err, size_t err_len)
+{
+	int			i;
+
+	for (i = 0; i < 4; i++)
+		if (strcmp(ts_format, ts_format_names[i]) == 0)
+		{
+			fmt->ts_format = (AdsTsFormat) i;
+			return 1;
+		}
+	set_detail(err, err_len, "unknown ts_format \"%.32s\"", ts_format);
+	return 0;
+}
+
+int
+ads_format_finish(AdsFormat *fmt, char *err, size_t err_len)
+{
+	int			f;
+
+	memset(fmt->node, 0, sizeof(fmt->node));
+	fmt->node[0].parent = -1;
+	fmt->node[0].first_child = -1;
+	fmt->node[0].next_sibling = -1;
+	fmt->node[0].field = -1;
+	fmt->nnodes = 1;
+	fmt->mapped = 0;
+
+	for (f = 0; f < fmt->nfields; f++)
+	{
+		const char *p = fmt->path[f];
+		int			cur = 0;
+
+		if (strcmp(p, ads_contract_field(fmt->is_orders, f)) != 0)
+			fmt->mapped = 1;
+		for (;;)
+		{
+			const char *dot = strchr(p, '.');
+			size_t		n = dot ? (size_t) (dot - p) : strlen(p);
+			int			c = match_child(fmt, cur, p, n);
+
+			if (c >= 0 && fmt->node[c].field >= 0)
+			{
+				set_detail(err, err_len, "field \"%s\" has the same path as field \"%s\", or a path inside it",
+						   ads_contract_field(fmt->is_orders, f),
+						   ads_contract_field(fmt->is_orders, fmt->node[c].field));
+				return 0;
+			}
+			if (c < 0)
+			{
+				AdsMapNode *nd;
+
+				if (fmt->nnodes >= ADS_MAP_MAX_NODES)
+				{
+					set_detail(err, err_len, "the paths have more than %d members in all",
+							   ADS_MAP_MAX_NODES - 1);
+					return 0;
+				}
+				c = fmt->nnodes++;
+				nd = &fmt->node[c];
+				nd->parent = (int16_t) cur;
+				nd->first_child = -1;
+				nd->next_sibling = fmt->node[cur].first_child;
+				fmt->node[cur].first_child = (int16_t) c;
+				nd->field = -1;
+				nd->len = (uint16_t) n;
+				memcpy(nd->name, p, n);
+			}
+			else if (!dot)
+			{
+				/* an object on another field's way */
+				set_detail(err, err_len, "the path of field \"%s\" is inside another field's path",
+						   ads_contract_field(fmt->is_orders, f));
+				return 0;
+			}
+			cur = c;
+			if (!dot)
+				break;
+			p = dot + 1;
+		}
+		fmt->node[cur].field = (int16_t) f;
+	}
+	return 1;
+}
+
+/* ---------------------------------------------------------------------
+ * Checks on typed values (Avro)
+ * ---------------------------------------------------------------------
+ */
+
+AdsReason
+ads_field_reason(AdsReason r, const char *name, const char *what,
+				 char *detail, size_t detail_len)
+{
+	return field_fail(detail, detail_len, r, name, what);
+}
+
+AdsReason
+ads_check_uuid_text(const char *s, size_t n, const char *name,
+					uint8_t id[16], char *detail, size_t detail_len)
+{
+	if (!ads_parse_uuid(s, n, id))
+		return field_fail(detail, detail_len, ADS_R_INVALID_UUID, name,
+						  "is not a canonical UUID");
+	return ADS_OK;
+}
+
+AdsReason
+ads_check_type_text(const char *s, size_t n, const char *name,
+					AdsEventType *type, char *detail, size_t detail_len)
+{
+	if (n == 10 && memcmp(s, "impression", 10) == 0)
+		*type = ADS_EV_IMPRESSION;
+	else if (n == 5 && memcmp(s, "click", 5) == 0)
+		*type = ADS_EV_CLICK;
+	else
+		return field_fail(detail, detail_len, ADS_R_UNKNOWN_TYPE, name,
+						  "must be \"impression\" or \"click\"");
+	return ADS_OK;
+}
+
+AdsReason
+ads_check_id_value(int64_t v, const char *name, int64_t *out,
+				   char *detail, size_t detail_len)
+{
+	if (v < 0)
+		return field_fail(detail, detail_len, ADS_R_NEGATIVE_ID, name, "is negative");
+	*out = v;
+	return ADS_OK;
+}
+
+AdsReason
+ads_check_ts_value(int64_t v, AdsTsFormat unit, const char *name,
+				   int64_t *ts_us, char *detail, size_t detail_len)
+{
+	int64_t		per = ts_unit_us(unit);
+
+	if (unit == ADS_TS_RFC3339)
+		return field_fail(detail, detail_len, ADS_R_WRONG_TYPE, name,
+						  "is not an RFC 3339 string");
+	if (v < ADS_TS_MIN_US / per || v > ADS_TS_MAX_US / per)
+		return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name, "is out of range");
+	*ts_us = v * per;
+	return ADS_OK;
+}
+
+AdsReason
+ads_check_ts_text(const char *s, size_t n, const char *name,
+				  int64_t *ts_us, char *detail, size_t detail_len)
+{
+	int64_t		us = 0;
+
+	if (!rfc3339_to_us(s, n, &us))
+		return field_fail(detail, detail_len, ADS_R_INVALID_TIMESTAMP, name,
+						  "is not a valid RFC 3339 timestamp");
+	if (us < ADS_TS_MIN_US || us > ADS_TS_MAX_US)
+		return field_fail(detail, detail_len, ADS_R_OUT_OF_RANGE, name, "is out of range");
+	*ts_us = us;
 	return ADS_OK;
 }

@@ -16,6 +16,7 @@ int			adstream_max_workers = 16;
 int			adstream_batch_max_messages = 50000;
 int			adstream_batch_max_ms = 100;
 int			adstream_max_message_bytes = 1024 * 1024;
+int			adstream_dead_letter_payload_bytes = 8192;
 int			adstream_max_future_skew_s = 300;
 int			adstream_dedup_horizon_s = 3600;
 int			adstream_dedup_index_size = 200000000;
@@ -48,6 +49,11 @@ define_reloadable(void)
 	DefineCustomIntVariable("adstream.max_message_bytes",
 							"Messages larger than this are dead-lettered as oversized.",
 							NULL, &adstream_max_message_bytes, 1024 * 1024, 64, 64 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.dead_letter_payload_bytes",
+							"How much of a dead letter's value is kept; a dead letter kept whole can be re-driven.",
+							"Set it to adstream.max_message_bytes or more to keep every payload whole.",
+							&adstream_dead_letter_payload_bytes, 8192, 0, 64 * 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.max_future_skew",
 							"Events whose time is further ahead of the wall clock are dead-lettered.",

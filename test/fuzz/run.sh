@@ -6,9 +6,13 @@
 # then fuzzes each harness for SECONDS seconds (default 20) on a copy of its
 # seed corpus, so that nothing new is written into the repository.
 #
-# Regression inputs: test/fuzz/crashers/event/* and test/fuzz/crashers/order/*
-# are replayed against their own harness, files directly in test/fuzz/crashers/
-# against both.
+# Harnesses: event and order (the two contracts), mapped (the event contract
+# under a field mapping, with a differential against the default parser) and
+# avro (the Confluent wire format through src/avro_format.c; needs libavro).
+#
+# Regression inputs: test/fuzz/crashers/<harness>/* are replayed against their
+# own harness, files directly in test/fuzz/crashers/ against event, order and
+# mapped (they are JSON).
 #
 # Needs clang with the libFuzzer runtime (Debian 12: clang, libclang-rt-14-dev).
 # Exits non-zero on any crash; the last line is "fuzz: N passed, N failed".
@@ -21,7 +25,7 @@ esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 FUZZ="$ROOT/test/fuzz"
-HARNESSES=(event order)
+HARNESSES=(event order mapped avro)
 
 # --- compiler -----------------------------------------------------------
 CC_FUZZ="${CLANG:-}"
@@ -58,7 +62,9 @@ failed=0
 
 for h in "${HARNESSES[@]}"; do
   echo "fuzz: building fuzz_$h"
-  if ! "$CC_FUZZ" "${CFLAGS[@]}" "$FUZZ/fuzz_$h.c" "$ROOT/src/event_parse.c" \
+  extra=()
+  [ "$h" = avro ] && extra=("$ROOT/src/avro_format.c" -lavro)
+  if ! "$CC_FUZZ" "${CFLAGS[@]}" "$FUZZ/fuzz_$h.c" "$ROOT/src/event_parse.c" "${extra[@]}" \
        -o "$WORK/fuzz_$h" >"$WORK/build_$h.log" 2>&1; then
     echo "fuzz: build of fuzz_$h failed:"
     sed 's/^/  /' "$WORK/build_$h.log"
@@ -73,7 +79,9 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 # --- regression inputs ----------------------------------------------------
 for h in "${HARNESSES[@]}"; do
   inputs=()
-  for f in "$FUZZ"/crashers/* "$FUZZ"/crashers/"$h"/*; do
+  shared=("$FUZZ"/crashers/*)
+  [ "$h" = avro ] && shared=()
+  for f in "${shared[@]}" "$FUZZ"/crashers/"$h"/*; do
     [ -f "$f" ] && inputs+=("$f")
   done
   [ ${#inputs[@]} -eq 0 ] && continue

@@ -113,6 +113,9 @@ static const char *const reason_names[] = {
 	[ADS_R_INVALID_TIMESTAMP] = "invalid_timestamp",
 	[ADS_R_INVALID_AMOUNT] = "invalid_amount",
 	[ADS_R_INVALID_CURRENCY] = "invalid_currency",
+	[ADS_R_BAD_MAGIC_BYTE] = "bad_magic_byte",
+	[ADS_R_UNKNOWN_SCHEMA] = "unknown_schema",
+	[ADS_R_INVALID_AVRO] = "invalid_avro",
 	[ADS_R_FUTURE_TIMESTAMP] = "future_timestamp",
 	[ADS_R_TOO_LATE] = "too_late",
 };

@@ -36,7 +36,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_check_name', '_kafka_error_hint', '_kafka_check', '_kafka_config_check', '_check_source', '_check_sink',
 	'alter_source', 'rename_source', 'alter_sink', 'rename_sink',
 	-- 0.6: status history, lag and metrics (issue #14)
-	'partition_lag', 'expire_status_history', '_metric_counters', '_metrics', 'reset_metrics'],
+	'partition_lag', 'expire_status_history', '_metric_counters', '_metrics', 'reset_metrics',
+	-- 0.6: input formats and re-driving dead letters (issue #14)
+	'_input_format_keys', '_check_field_mapping', '_input_format', 'redrive_dead_letters', '_validate_event_with'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -305,7 +307,10 @@ SELECT set_eq(
 		  -- 0.6: the metrics read offsets and counters the reader cannot
 		  '_metrics(OUT metric text, OUT kind text, OUT name text, OUT value double precision, '
 		  'OUT stats_reset timestamp with time zone)',
-		  'reset_metrics(name text)'],
+		  'reset_metrics(name text)',
+		  -- 0.6: marks dead letters, which an adstream_admin cannot update
+		  'redrive_dead_letters(source text, reasons text[], received_after timestamp with time zone, '
+		  'received_before timestamp with time zone, OUT requested bigint, OUT truncated bigint)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(

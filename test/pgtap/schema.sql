@@ -59,7 +59,9 @@ SELECT has_table('adstream', 'sinks', 'table adstream.sinks exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at',
-	'dedup_expired_before', 'origin', 'partitions']);
+	'dedup_expired_before', 'origin', 'partitions',
+	-- 0.6: input formats (docs/formats.md)
+	'input_format']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
@@ -67,7 +69,9 @@ SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 
 	'impressions', 'clicks', 'updated_at', 'source_id']);
 SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids', 'seg']);
 SELECT columns_are('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset',
-	'reason', 'detail', 'payload', 'payload_bytes', 'received_at']);
+	'reason', 'detail', 'payload', 'payload_bytes', 'received_at',
+	-- 0.6: re-driving dead letters
+	'redrive_generation']);
 SELECT columns_are('adstream', 'ad_events', ARRAY['source_id', 'event_id', 'type', 'ad_id', 'campaign_id',
 	'user_id', 'store_id', 'ts']);
 SELECT columns_are('adstream', 'orders', ARRAY['order_id', 'source', 'user_id', 'store_id', 'amount',
@@ -228,7 +232,9 @@ SELECT set_eq(
 		  'sources.partitions',
 		  -- 0.6: a sink's history rows have no worker index; connection unknown; no error
 		  'status_history.worker', 'status_history.connected', 'status_history.error',
-		  'status_history.error_at'],
+		  'status_history.error_at',
+		  -- 0.6: set only while a re-drive of the dead letter waits
+		  'rejected_events.redrive_generation'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, the origin of a source or sink, and a '
 	'source''s partition count, are nullable');
@@ -428,7 +434,9 @@ SELECT is(
 SELECT has_view('adstream', 'source_config', 'view adstream.source_config exists');
 SELECT has_view('adstream', 'source_status', 'view adstream.source_status exists');
 SELECT columns_are('adstream', 'source_config', ARRAY['name', 'kind', 'brokers', 'topic',
-	'start_policy', 'workers', 'group_id', 'kafka_options', 'enabled', 'created_at', 'updated_at']);
+	'start_policy', 'workers', 'group_id', 'kafka_options', 'enabled', 'created_at', 'updated_at',
+	-- 0.6: the input format, registry credentials masked
+	'input_format']);
 SELECT columns_are('adstream', 'source_status', ARRAY['source', 'topic', 'source_state', 'partition',
 	'worker_pid', 'worker_state', 'next_offset', 'high_watermark', 'lag', 'accepted', 'duplicates',
 	'rejected', 'partition_watermark', 'source_watermark', 'last_commit_at', 'last_error', 'last_error_at',

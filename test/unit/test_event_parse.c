@@ -897,7 +897,8 @@ run_helper_cases(void)
 			"invalid_json", "not_object", "duplicate_key", "missing_field",
 			"wrong_type", "invalid_uuid", "unknown_type", "out_of_range",
 			"negative_id", "invalid_timestamp", "invalid_amount",
-			"invalid_currency", "future_timestamp", "too_late"
+			"invalid_currency", "bad_magic_byte", "unknown_schema",
+			"invalid_avro", "future_timestamp", "too_late"
 		};
 		int			j;
 
@@ -1899,6 +1900,273 @@ run_order_mutation_checks(int iterations)
 	}
 }
 
+
+/* ---------------------------------------------------------------------
+ * Formats: field mapping and the unit of ts
+ * ---------------------------------------------------------------------
+ */
+
+/* A format from "field=path" pairs (NULL-terminated) and a ts_format; 1 = ok. */
+static int
+make_format(AdsFormat *fmt, int is_orders, const char *const *pairs,
+			const char *ts_format, char *err, size_t errlen)
+{
+	int			i;
+
+	ads_format_init(fmt, is_orders);
+	err[0] = '\0';
+	for (i = 0; pairs && pairs[i]; i += 2)
+		if (!ads_format_set_field(fmt, pairs[i], pairs[i + 1], err, errlen))
+			return 0;
+	if (ts_format && !ads_format_set_ts(fmt, ts_format, err, errlen))
+		return 0;
+	return ads_format_finish(fmt, err, errlen);
+}
+
+static const char *const producer_map[] = {
+	"event_id", "eventId", "type", "kind", "ad_id", "payload.ad.id",
+	"campaign_id", "payload.ad.campaign", "user_id", "user.id",
+	"store_id", "storeId", "ts", "time", NULL
+};
+
+#define PRODUCER_MSG(ts) \
+	"{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\"," \
+	"\"payload\":{\"other\":{\"id\":-5},\"ad\":{\"id\":42,\"campaign\":7},\"ad_id\":-1}," \
+	"\"user\":{\"id\":1001},\"storeId\":3,\"time\":" ts ",\"ad_id\":\"ignored\"}"
+
+typedef struct FormatCase
+{
+	const char *name;
+	const char *ts_format;
+	const char *msg;
+	AdsReason	want;
+	const char *detail;			/* substring, or NULL */
+	int64_t		want_ts_us;		/* checked when want is ADS_OK */
+} FormatCase;
+
+static const FormatCase format_cases[] = {
+	{"mapped, epoch ms", NULL, PRODUCER_MSG("1700000000123"), ADS_OK, NULL, INT64_C(1700000000123000)},
+	{"mapped, epoch s", "epoch_s", PRODUCER_MSG("1700000000"), ADS_OK, NULL, INT64_C(1700000000000000)},
+	{"mapped, epoch us", "epoch_us", PRODUCER_MSG("1700000000123456"), ADS_OK, NULL, INT64_C(1700000000123456)},
+	{"mapped, rfc3339", "rfc3339", PRODUCER_MSG("\"2023-11-14T22:13:20.5Z\""), ADS_OK, NULL, INT64_C(1700000000500000)},
+	{"epoch_s still takes RFC 3339", "epoch_s", PRODUCER_MSG("\"2023-11-14T22:13:20Z\""), ADS_OK, NULL, INT64_C(1700000000000000)},
+	{"rfc3339 refuses a number", "rfc3339", PRODUCER_MSG("1700000000123"), ADS_R_WRONG_TYPE, "field \"time\" is not an RFC 3339 string", 0},
+	{"epoch_s out of range", "epoch_s", PRODUCER_MSG("253402300800"), ADS_R_OUT_OF_RANGE, "field \"time\"", 0},
+	{"epoch_s last second", "epoch_s", PRODUCER_MSG("253402300799"), ADS_OK, NULL, INT64_C(253402300799000000)},
+	{"epoch_us negative", "epoch_us", PRODUCER_MSG("-1"), ADS_R_OUT_OF_RANGE, NULL, 0},
+	{"epoch_s fraction", "epoch_s", PRODUCER_MSG("1700000000.5"), ADS_R_WRONG_TYPE, NULL, 0},
+	{"escaped mapped keys",
+		NULL, "{\"event\\u0049d\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"p\\u0061yload\":{\"ad\":{\"i\\u0064\":42,\"campaign\":7}},"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1700000000123}", ADS_OK, NULL, INT64_C(1700000000123000)},
+	{"inner field missing",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":{\"ad\":{\"campaign\":7}},"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_MISSING_FIELD, "missing field \"payload.ad.id\"", 0},
+	{"object on the way is a number",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":5,"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_MISSING_FIELD, "missing field \"payload.ad.id\"", 0},
+	{"object on the way is an array",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":[{\"ad\":{\"id\":42,\"campaign\":7}}],"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_MISSING_FIELD, "missing field \"payload.ad.id\"", 0},
+	{"default name does not count",
+		NULL, "{\"event_id\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":{\"ad\":{\"id\":42,\"campaign\":7}},"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_MISSING_FIELD, "missing field \"eventId\"", 0},
+	{"duplicate object on the way",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":{\"ad\":{\"id\":42,\"campaign\":7}},"
+		"\"payload\":{},\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_DUPLICATE_KEY, "duplicate field \"payload\"", 0},
+	{"duplicate inner field",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":{\"ad\":{\"id\":42,\"campaign\":7,\"id\":43}},"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_DUPLICATE_KEY, "duplicate field \"payload.ad.id\"", 0},
+	{"negative inner id",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":{\"ad\":{\"id\":-42,\"campaign\":7}},"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_NEGATIVE_ID, "field \"payload.ad.id\" is negative", 0},
+	{"inner value is an object",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"kind\":\"impression\",\"payload\":{\"ad\":{\"id\":{\"v\":1},\"campaign\":7}},"
+		"\"user\":{\"id\":1001},\"storeId\":3,\"time\":1}", ADS_R_WRONG_TYPE, "field \"payload.ad.id\" is not an integer", 0},
+	{"bad uuid reported before missing ts",
+		NULL, "{\"eventId\":\"nope\",\"kind\":\"impression\",\"payload\":{\"ad\":{\"id\":42,\"campaign\":7}},"
+		"\"user\":{\"id\":1001},\"storeId\":3}", ADS_R_INVALID_UUID, "field \"eventId\"", 0},
+	{"syntax still checked off the path",
+		NULL, "{\"eventId\":\"" UUID_TEXT "\",\"x\":{\"y\":[1,2,}]}}", ADS_R_INVALID_JSON, NULL, 0},
+	{"not an object", NULL, "[" PRODUCER_MSG("1") "]", ADS_R_NOT_OBJECT, NULL, 0},
+};
+
+/* Wrap msg as {"w": {"v": msg}} into out; returns the length. */
+static size_t
+wrap_twice(const char *msg, size_t len, char *out)
+{
+	memcpy(out, "{\"w\":{\"v\":", 10);
+	memcpy(out + 10, msg, len);
+	memcpy(out + 10 + len, "}}", 2);
+	return len + 12;
+}
+
+static void
+run_format_cases(int iterations)
+{
+	AdsFormat	fmt;
+	char		err[256];
+	size_t		i;
+	int			ok;
+
+	/* compile errors */
+	{
+		static const struct
+		{
+			const char *field;
+			const char *path;
+			const char *err;
+		}			bad[] = {
+			{"ad", "x", "not a field"},
+			{"ad_id", "", "1 to"},
+			{"ad_id", "a..b", "empty member name"},
+			{"ad_id", "a.", "empty member name"},
+			{"ad_id", "a.b.c.d.e.f.g.h.i", "more than 8 members"},
+			{"ad_id", "caf\xC3\xA9", "printable ASCII"},
+			{"order_id", "x", "not a field of the ad events"},
+		};
+
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		{
+			ads_format_init(&fmt, 0);
+			ok = !ads_format_set_field(&fmt, bad[i].field, bad[i].path, err, sizeof(err)) &&
+				strstr(err, bad[i].err) != NULL;
+			if (!ok)
+				report_failure("format: bad path", err);
+			tally(ok);
+		}
+	}
+	{
+		static const char *const same[] = {"ad_id", "x", "campaign_id", "x", NULL};
+		static const char *const inside[] = {"ad_id", "a.b", "campaign_id", "a.b.c", NULL};
+		static const char *const around[] = {"ad_id", "a.b.c", "campaign_id", "a.b", NULL};
+		static const char *const moved[] = {"ad_id", "type", NULL};
+
+		tally(!make_format(&fmt, 0, same, NULL, err, sizeof(err)) && strstr(err, "same path") != NULL);
+		tally(!make_format(&fmt, 0, inside, NULL, err, sizeof(err)) && strstr(err, "inside") != NULL);
+		tally(!make_format(&fmt, 0, around, NULL, err, sizeof(err)) && strstr(err, "inside") != NULL);
+		/* ad_id at "type" collides with type's own default path */
+		tally(!make_format(&fmt, 0, moved, NULL, err, sizeof(err)));
+		tally(!make_format(&fmt, 0, NULL, "epoch_ns", err, sizeof(err)) && strstr(err, "ts_format") != NULL);
+		tally(make_format(&fmt, 0, NULL, "epoch_us", err, sizeof(err)) && !fmt.mapped &&
+			  fmt.ts_format == ADS_TS_EPOCH_US);
+	}
+
+	/* mapped messages */
+	for (i = 0; i < sizeof(format_cases) / sizeof(format_cases[0]); i++)
+	{
+		const FormatCase *fc = &format_cases[i];
+		AdsEvent	ev,
+					want = default_event();
+		char		detail[ADS_DETAIL_LEN];
+		size_t		len = strlen(fc->msg);
+		char	   *copy = malloc(len);
+		AdsReason	r;
+		char		msg[300];
+
+		if (!make_format(&fmt, 0, producer_map, fc->ts_format, err, sizeof(err)) || !fmt.mapped)
+		{
+			report_failure(fc->name, err);
+			tally(0);
+			free(copy);
+			continue;
+		}
+		memcpy(copy, fc->msg, len);
+		r = ads_parse_event_fmt(copy, len, DEFAULT_MAX, &fmt, &ev, detail, sizeof(detail));
+		want.ts_us = fc->want_ts_us;
+		ok = r == fc->want && detail_sane(detail, sizeof(detail)) &&
+			(fc->detail == NULL || strstr(detail, fc->detail) != NULL) &&
+			(r != ADS_OK || memcmp(&ev, &want, sizeof(ev)) == 0);
+		if (!ok)
+		{
+			snprintf(msg, sizeof(msg), "got %s (%s), want %s", ads_reason_name(r), detail,
+					 ads_reason_name(fc->want));
+			report_failure(fc->name, msg);
+		}
+		tally(ok);
+		free(copy);
+	}
+
+	/* orders: mapped, and seconds */
+	{
+		static const char *const omap[] = {"order_id", "id", "amount", "total.value", "currency", "total.ccy",
+		"ts", "at", NULL};
+		const char *m = "{\"id\":\"" UUID_TEXT "\",\"user_id\":5,\"store_id\":6,"
+			"\"total\":{\"value\":\"12.50\",\"ccy\":\"EUR\"},\"at\":1700000000}";
+		AdsOrder	o;
+		char		detail[ADS_DETAIL_LEN];
+
+		ok = make_format(&fmt, 1, omap, "epoch_s", err, sizeof(err)) &&
+			ads_parse_order_fmt(m, strlen(m), DEFAULT_MAX, &fmt, &o, detail, sizeof(detail)) == ADS_OK &&
+			strcmp(o.amount, "12.50") == 0 && strcmp(o.currency, "EUR") == 0 &&
+			o.ts_us == INT64_C(1700000000000000) && o.user_id == 5;
+		if (!ok)
+			report_failure("orders mapped", detail);
+		tally(ok);
+	}
+
+	/*
+	 * Differential: any message wrapped in {"w":{"v": ...}} under the map
+	 * "w.v.<field>" gets the default parser's verdict on the bare message,
+	 * from duplicate_key on (a bare non-object is an object when wrapped).
+	 */
+	{
+		const char *wpairs[2 * 7 + 1];
+		char		paths[7][32];
+		int			f,
+					bad = 0;
+		char	   *work = malloc(4096);
+		char	   *wrapped = malloc(4096 + 16);
+
+		for (f = 0; f < 7; f++)
+		{
+			snprintf(paths[f], sizeof(paths[f]), "w.v.%s", field_key[f]);
+			wpairs[2 * f] = field_key[f];
+			wpairs[2 * f + 1] = paths[f];
+		}
+		wpairs[14] = NULL;
+		ok = make_format(&fmt, 0, wpairs, NULL, err, sizeof(err));
+		for (i = 0; ok && i < (size_t) iterations; i++)
+		{
+			const char *base = fuzz_bases[xorshift64() % (sizeof(fuzz_bases) / sizeof(fuzz_bases[0]))];
+			size_t		len = strlen(base);
+			int			nmut = (int) (xorshift64() % 3);
+			AdsEvent	e1,
+						e2;
+			AdsReason	r1,
+						r2;
+			size_t		wlen;
+			char	   *wcopy;
+
+			memcpy(work, base, len);
+			while (nmut-- > 0 && len > 0)
+				work[xorshift64() % len] = interesting[xorshift64() % (sizeof(interesting) - 1)];
+			wlen = wrap_twice(work, len, wrapped);
+			wcopy = malloc(wlen);
+			memcpy(wcopy, wrapped, wlen);
+			memset(&e1, 0, sizeof(e1));
+			memset(&e2, 0, sizeof(e2));
+			r1 = ads_parse_event(work, len, DEFAULT_MAX, &e1, NULL, 0);
+			r2 = ads_parse_event_fmt(wcopy, wlen, DEFAULT_MAX, &fmt, &e2, NULL, 0);
+			free(wcopy);
+			if (r1 < ADS_R_DUPLICATE_KEY && r1 != ADS_OK)
+				continue;
+			if (r1 != r2 || (r1 == ADS_OK && memcmp(&e1, &e2, sizeof(e1)) != 0))
+			{
+				char		msg[200];
+
+				snprintf(msg, sizeof(msg), "iteration %zu: bare %s, wrapped %s", i,
+						 ads_reason_name(r1), ads_reason_name(r2));
+				report_failure("wrapped mapping agrees with the default", msg);
+				bad = 1;
+				break;
+			}
+		}
+		tally(ok && !bad);
+		free(work);
+		free(wrapped);
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1918,6 +2186,7 @@ main(int argc, char **argv)
 	run_order_generated_cases();
 	run_order_prefix_checks();
 	run_order_mutation_checks(iterations);
+	run_format_cases(iterations);
 
 	if (fail_lines > MAX_FAIL_LINES)
 		printf("(%d further failure lines suppressed)\n", fail_lines - MAX_FAIL_LINES);
