@@ -13,7 +13,7 @@
 -- stored offset nor a running worker was invisible to expiry)
 -------------------------------------------------------------------------------
 
-ALTER TABLE adstream.sources ADD COLUMN partitions integer CHECK (partitions > 0);
+ALTER TABLE adstream.sources ADD COLUMN partition_count integer CHECK (partition_count > 0);
 
 CREATE OR REPLACE FUNCTION adstream.expire_dedup_state()
 RETURNS integer
@@ -54,12 +54,12 @@ BEGIN
 	-- whole source: nothing of it is known.
 	wm AS (
 		SELECT p.id,
-			   CASE WHEN count(DISTINCT p.partition) FILTER (WHERE p.partition < s.partitions) < s.partitions
+			   CASE WHEN count(DISTINCT p.partition) FILTER (WHERE p.partition < s.partition_count) < s.partition_count
 					THEN '-infinity'
 					ELSE coalesce(min(CASE WHEN NOT p.caught_up THEN coalesce(p.max_event_ts, '-infinity') END),
 								  max(p.max_event_ts)) END AS wm
 		  FROM parts p JOIN adstream.sources s ON s.id = p.id
-		 GROUP BY p.id, s.partitions)
+		 GROUP BY p.id, s.partition_count)
 	UPDATE adstream.sources s
 	   SET dedup_expired_before = greatest(s.dedup_expired_before,
 			   date_bin('1 hour', wm.wm - v_horizon, timestamptz '1970-01-01 00:00:00+00'))

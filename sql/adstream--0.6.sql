@@ -201,7 +201,7 @@ CREATE TABLE adstream.sources (
 	-- how many partitions the topic has, as its workers last saw it (NULL
 	-- until one has started): dedup expiry holds the source until it sees
 	-- each of them through a stored offset or a running worker
-	partitions		integer CHECK (partitions > 0),
+	partition_count	integer CHECK (partition_count > 0),
 	-- how a message reads: format, field mapping, ts unit, schema registry
 	-- (adstream._input_format(); docs/formats.md); '{}' is JSON as in the README
 	input_format	jsonb NOT NULL DEFAULT '{}',
@@ -1361,12 +1361,12 @@ BEGIN
 	-- whole source: nothing of it is known.
 	wm AS (
 		SELECT p.id,
-			   CASE WHEN count(DISTINCT p.partition) FILTER (WHERE p.partition < s.partitions) < s.partitions
+			   CASE WHEN count(DISTINCT p.partition) FILTER (WHERE p.partition < s.partition_count) < s.partition_count
 					THEN '-infinity'
 					ELSE coalesce(min(CASE WHEN NOT p.caught_up THEN coalesce(p.max_event_ts, '-infinity') END),
 								  max(p.max_event_ts)) END AS wm
 		  FROM parts p JOIN adstream.sources s ON s.id = p.id
-		 GROUP BY p.id, s.partitions)
+		 GROUP BY p.id, s.partition_count)
 	UPDATE adstream.sources s
 	   SET dedup_expired_before = greatest(s.dedup_expired_before,
 			   date_bin('1 hour', wm.wm - v_horizon, timestamptz '1970-01-01 00:00:00+00'))

@@ -56,7 +56,7 @@ typedef struct AdsConsumer
 	AdsBatch	batch;			/* the partitions and the batch being filled */
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
-	int			recorded_partitions;	/* sources.partitions as this worker last wrote it */
+	int			recorded_partitions;	/* sources.partition_count as this worker last wrote it */
 
 	/*
 	 * Status (issue #14), per partition as in batch.parts: the Kafka
@@ -460,8 +460,8 @@ record_partition_count(AdsConsumer *c, int count)
 	if (count == c->recorded_partitions)
 		return;
 	ads_begin_tx("adstream: recording the topic's partitions");
-	SPI_execute_with_args("UPDATE adstream.sources SET partitions = $2 "
-						  "WHERE name = $1 AND partitions IS DISTINCT FROM $2",
+	SPI_execute_with_args("UPDATE adstream.sources SET partition_count = $2 "
+						  "WHERE name = $1 AND partition_count IS DISTINCT FROM $2",
 						  2, (Oid[]) {TEXTOID, INT4OID},
 						  (Datum[]) {CStringGetTextDatum(c->source.name), Int32GetDatum(count)},
 						  NULL, false, 0);

@@ -59,7 +59,7 @@ SELECT has_table('adstream', 'sinks', 'table adstream.sinks exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at',
-	'dedup_expired_before', 'origin', 'partitions',
+	'dedup_expired_before', 'origin', 'partition_count',
 	-- 0.6: input formats (docs/formats.md)
 	'input_format']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
@@ -229,7 +229,7 @@ SELECT set_eq(
 		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
 		  'maintenance_runs.last_error_at',
 		  -- 0.6: a source's partition count until one of its workers has seen the topic
-		  'sources.partitions',
+		  'sources.partition_count',
 		  -- 0.6: a sink's history rows have no worker index; connection unknown; no error
 		  'status_history.worker', 'status_history.connected', 'status_history.error',
 		  'status_history.error_at',

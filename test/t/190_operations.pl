@@ -183,7 +183,7 @@ is($slots->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE b
 	1, 'one of the two consumers runs');
 like(PostgreSQL::Test::Utils::slurp_file($slots->logfile), qr/Raise max_worker_processes/,
 	'the other has no worker slot');
-is($slots->safe_psql('postgres', q{SELECT partitions FROM adstream.sources WHERE name = 'twin'}), 2,
+is($slots->safe_psql('postgres', q{SELECT partition_count FROM adstream.sources WHERE name = 'twin'}), 2,
 	'the running consumer recorded the topic\'s two partitions');
 $slots->safe_psql('postgres', 'SELECT adstream.expire_dedup_state()');
 is($slots->safe_psql('postgres', q{SELECT dedup_expired_before FROM adstream.sources WHERE name = 'twin'}),
