@@ -1094,15 +1094,161 @@ COMMENT ON FUNCTION adstream.attribute_orders(integer) IS
 	'Judges the waiting orders whose time the ad-events watermark has passed (or that waited attribution_max_wait); returns how many';
 
 -------------------------------------------------------------------------------
+-- Failover: the node's identity lives in the database, and published
+-- versions rise across timelines (issue #13; docs/deployment.md)
+-------------------------------------------------------------------------------
+
+/* adstream.node_name (by default the host name): what a node is first named. */
+CREATE FUNCTION adstream._node_name_setting()
+RETURNS text LANGUAGE C STRICT STABLE
+AS 'MODULE_PATHNAME', 'adstream_node_name_setting';
+COMMENT ON FUNCTION adstream._node_name_setting() IS
+	'Internal: the setting adstream.node_name (by default the host name), which names the node when adstream.node gets its row';
+
+/* The timeline this server writes WAL on: it rises at every promotion. */
+CREATE FUNCTION adstream._timeline()
+RETURNS integer LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_timeline';
+COMMENT ON FUNCTION adstream._timeline() IS
+	'Internal: the timeline this server writes WAL on (on a standby, the one it replays)';
+
+/*
+ * The node's identity, replicated and dumped with the rest: a standby
+ * promoted on another host publishes under the same name (the keys of
+ * ad_stats in Pinot) and the same transactional.id (which fences the old
+ * primary's publisher in Kafka).  The row is written when it is first needed
+ * (the first sink, a publisher, an adoption), from adstream.node_name, and
+ * not by CREATE EXTENSION, so that pg_restore brings the dumped one back
+ * without a conflict.
+ *
+ * version_epoch and published_timeline make versions: see _version_base.
+ */
+CREATE TABLE adstream.node (
+	singleton			boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	name				text NOT NULL CHECK (name <> '' AND strpos(name, '|') = 0 AND length(name) <= 255),
+	version_epoch		integer NOT NULL DEFAULT 0 CHECK (version_epoch >= 0),
+	published_timeline	integer NOT NULL DEFAULT 0,
+	named_at			timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE adstream.node IS
+	'This node''s name in published records (part of Pinot''s key) and the epoch its versions start from; one row, replicated to standbys';
+SELECT pg_catalog.pg_extension_config_dump('adstream.node', '');
+
+/* The node's name: the database's once it has one, else the setting. */
+CREATE FUNCTION adstream.node_name()
+RETURNS text LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN coalesce((SELECT n.name FROM adstream.node n), adstream._node_name_setting());
+COMMENT ON FUNCTION adstream.node_name() IS
+	'This node''s name in published records: adstream.node''s, or adstream.node_name until the first sink names it';
+
+/* Names the node from the setting if it has no name yet; returns the name. */
+CREATE FUNCTION adstream._ensure_node()
+RETURNS text LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	INSERT INTO adstream.node (name) VALUES (adstream._node_name_setting()) ON CONFLICT (singleton) DO NOTHING;
+	RETURN (SELECT n.name FROM adstream.node n);
+END
+$$;
+
+/*
+ * What every published version is added to: (version_epoch + timeline) in
+ * the high bits (48 to 62), the outbox id (below 2^48) in the low ones.
+ *
+ * Within a timeline, versions are outbox ids, which rise per key in commit
+ * order.  A standby promoted from an asynchronous primary lacks the last
+ * transactions, whose records the old primary may have published: its
+ * sequence reuses their ids, and its counts of the same keys start lower.
+ * But it writes on a new timeline, higher than any in its history, so every
+ * record it publishes outranks every record of the old one (which, if it
+ * still runs, stays on its timeline).  A copy restored from a dump (or
+ * pg_upgrade) starts a new history at timeline 1: adopt_restored raises
+ * version_epoch past the original's.
+ */
+CREATE FUNCTION adstream._version_base()
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_epoch		bigint := coalesce((SELECT n.version_epoch FROM adstream.node n), 0) + adstream._timeline();
+BEGIN
+	IF v_epoch >= 32768 THEN
+		RAISE EXCEPTION 'adstream has no versions left: epoch % of 32767', v_epoch
+			USING ERRCODE = 'program_limit_exceeded',
+				  HINT = 'Version epochs are the timeline plus adstream.node.version_epoch; see docs/deployment.md.';
+	END IF;
+	RETURN v_epoch << 48;
+END
+$$;
+COMMENT ON FUNCTION adstream._version_base() IS
+	'Internal: added to outbox ids to make published versions; the epoch (timeline plus adstream.node.version_epoch) in bits 48 to 62';
+
+/*
+ * A publisher's start: names the node if it has no name yet, notes the
+ * timeline it publishes on (adopt_restored reads it from a dump), and
+ * returns its Kafka transactional.id, which is the same on a promoted
+ * standby, so that its init_transactions fences the old primary's
+ * publisher.  conflict is set when adstream.node_name is set to another
+ * name than the node's: the publisher then waits, with it as its error.
+ */
+CREATE FUNCTION adstream._publisher_identity(p_sink text, OUT transactional_id text, OUT conflict text)
+RETURNS record LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_name		text := adstream._ensure_node();
+BEGIN
+	UPDATE adstream.node SET published_timeline = adstream._timeline()
+	 WHERE published_timeline < adstream._timeline();
+	transactional_id := 'adstream.' || v_name || '.' || current_database() || '.' || p_sink;
+	SELECT format('adstream.node_name is set to %L, but this node is named %L in the database (adstream.node): '
+				  'remove the setting or set it to %L, and restart', s.setting, v_name, v_name)
+	  INTO conflict
+	  FROM pg_settings s
+	 WHERE s.name = 'adstream.node_name' AND s.source <> 'default' AND s.setting <> v_name;
+END
+$$;
+
+/*
+ * Names (or renames) the node.  Refused while sinks exist: Pinot holds the
+ * old name's rows, and the new name's would be added to them.
+ */
+CREATE FUNCTION adstream.set_node_name(name text)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF name IS NULL OR name = '' OR strpos(name, '|') > 0 OR length(name) > 255 THEN
+		RAISE EXCEPTION 'invalid node name %', coalesce('"' || name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A node name is 1 to 255 characters without "|", such as ''eu1''.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM adstream.sinks) THEN
+		RAISE EXCEPTION 'the node cannot be renamed while sinks exist'
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = 'Pinot keeps the rows published under the old name; rows under a new name would be added to them.',
+				  HINT = 'Drop the sinks first, and delete the old name''s rows from Pinot.';
+	END IF;
+	INSERT INTO adstream.node (name) VALUES (set_node_name.name)
+	ON CONFLICT (singleton) DO UPDATE SET name = excluded.name, named_at = now();
+END
+$$;
+COMMENT ON FUNCTION adstream.set_node_name(text) IS
+	'Names this node in published records (kept in the database, so that a promoted standby keeps it); refused while sinks exist';
+
+-------------------------------------------------------------------------------
 -- Publishing: the transactional outbox and the sinks that publish it
 -------------------------------------------------------------------------------
 
 /*
  * One row per change Pinot must see, written in the transaction that makes
  * the change.  It names the changed row; the publisher reads that row's
- * current state when it sends it.  The id is the record's version: for one
- * key, writers are serialised by the result row's lock, so ids grow per key
- * in commit order.  txid places the row in a publishing window (see
+ * current state when it sends it.  The id is the record's version (plus the
+ * epoch of _version_base, which rises at failovers): for one key, writers
+ * are serialised by the result row's lock, so ids grow per key in commit
+ * order.  txid places the row in a publishing window (see
  * _outbox_page).  A queue: vacuumed by row count, without cost delay.
  */
 CREATE TABLE adstream.outbox (
@@ -1125,6 +1271,8 @@ COMMENT ON TABLE adstream.outbox IS
 -- "Dump and restore").
 SELECT pg_catalog.pg_extension_config_dump('adstream.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('adstream.outbox_id_seq', '');
+-- Versions keep ids below 2^48 and the epoch above (_version_base).
+ALTER TABLE adstream.outbox ALTER COLUMN id SET MAXVALUE 281474976710655;
 
 /*
  * Kafka clusters to publish to.  Each has a durable cursor, updated by every
@@ -1196,7 +1344,7 @@ CREATE FUNCTION adstream._record_key(p_kind text, p_ad_id bigint, p_window times
 RETURNS text LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 RETURN CASE p_kind
-	WHEN 'ad_stats' THEN current_setting('adstream.node_name') || '|' || p_ad_id || '|'
+	WHEN 'ad_stats' THEN adstream.node_name() || '|' || p_ad_id || '|'
 						 || (extract(epoch FROM p_window) * 1000)::bigint
 	ELSE p_order::text END;
 
@@ -1218,6 +1366,8 @@ DECLARE
 	s			adstream.sinks;
 	v_target	pg_snapshot;
 	v_n			bigint;
+	v_node		text := adstream.node_name();
+	v_base		bigint := adstream._version_base();	-- the epoch of versions (failover)
 BEGIN
 	SELECT * INTO s FROM adstream.sinks k WHERE k.name = p_sink FOR UPDATE;
 	IF NOT FOUND THEN
@@ -1238,9 +1388,9 @@ BEGIN
 		   CASE o.kind
 		   WHEN 'ad_stats' THEN
 			(SELECT jsonb_build_object(
-				'node', current_setting('adstream.node_name'), 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
+				'node', v_node, 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
 				'window_start', (extract(epoch FROM o.window_start) * 1000)::bigint,
-				'impressions', coalesce(sum(m.impressions), 0), 'clicks', coalesce(sum(m.clicks), 0), 'version', o.id,
+				'impressions', coalesce(sum(m.impressions), 0), 'clicks', coalesce(sum(m.clicks), 0), 'version', v_base + o.id,
 				'record_uuid', adstream.record_uuid('ad_stats', adstream._record_key(o.kind, o.ad_id, o.window_start, NULL)),
 				'updated_at', (extract(epoch FROM coalesce(max(m.updated_at), now())) * 1000)::bigint)::text
 			   FROM adstream.ad_stats_minute m WHERE m.ad_id = o.ad_id AND m.window_start = o.window_start
@@ -1251,12 +1401,12 @@ BEGIN
 							   AND adstream._partition_upper(i.inhrelid) <= o.window_start + interval '24 hours'))
 		   ELSE
 			(SELECT jsonb_build_object(
-				'order_id', a.order_id, 'node', current_setting('adstream.node_name'), 'ad_id', a.ad_id,
+				'order_id', a.order_id, 'node', v_node, 'ad_id', a.ad_id,
 				'campaign_id', a.campaign_id, 'click_event_id', a.click_event_id,
 				'click_ts', (extract(epoch FROM a.click_ts) * 1000)::bigint,
 				'order_ts', (extract(epoch FROM a.order_ts) * 1000)::bigint,
 				'amount', a.amount::text, 'currency', a.currency, 'attribution', a.attribution,
-				'record_uuid', a.record_uuid, 'version', o.id,
+				'record_uuid', a.record_uuid, 'version', v_base + o.id,
 				'attributed_at', (extract(epoch FROM a.attributed_at) * 1000)::bigint)::text
 			   FROM adstream.attributed_orders a WHERE a.order_id = o.order_id)
 		   END
@@ -1445,6 +1595,8 @@ BEGIN
 	-- Taken before this transaction writes, so its own xid (assigned by the
 	-- first write) is not visible in it and the backfill below is published.
 	v_snap := pg_current_snapshot();
+	-- the node's name is fixed in the database from now on (failover)
+	PERFORM adstream._ensure_node();
 	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
 	VALUES (create_sink.name, create_sink.brokers, v_topic_a, v_topic_o, v_props, v_snap, adstream._origin());
 	INSERT INTO adstream.outbox (kind, ad_id, window_start)
@@ -1544,10 +1696,14 @@ COMMENT ON FUNCTION adstream.publisher_status() IS
  * no sink can be created.)  A sink restored from a dump older than 0.5,
  * which had no outbox, is sent the whole current state, as a new sink is.
  * Sending a row again is harmless: the value sent is always the current
- * one, and Pinot keeps the highest version of a key.  Versions are outbox
- * ids: the sequence jumps 2^40 ahead at each adoption, past anything the
- * original can have published after the dump was taken, so that this
- * installation's records win over those.
+ * one, and Pinot keeps the highest version of a key.  Versions carry an
+ * epoch, the timeline plus adstream.node.version_epoch (_version_base), and
+ * this cluster's timelines start again at 1: the adoption raises
+ * version_epoch past the original's epoch as the dump recorded it
+ * (published_timeline), with room for 100 failovers of the original after
+ * the dump, so that this installation's records win over anything the
+ * original publishes until it stops.  A dump without adstream.node (older
+ * than 0.6) published versions below any epoch's.
  */
 CREATE FUNCTION adstream.adopt_restored(name text DEFAULT NULL)
 RETURNS integer
@@ -1589,7 +1745,10 @@ BEGIN
 	v_first := NOT EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.origin = v_origin);
 
 	-- Before anything is written: versions ahead of the original's.
-	PERFORM setval('adstream.outbox_id_seq', (SELECT last_value FROM adstream.outbox_id_seq) + 1099511627776);	-- 2^40
+	PERFORM adstream._ensure_node();
+	UPDATE adstream.node
+	   SET version_epoch = greatest(version_epoch, version_epoch + published_timeline + 100 - adstream._timeline()),
+		   published_timeline = adstream._timeline();
 
 	IF v_sinks > 0 AND v_first THEN
 		UPDATE adstream.outbox SET txid = '3' WHERE txid <> '3';
@@ -2427,3 +2586,9 @@ GRANT EXECUTE ON FUNCTION
 -- is held; adopting restored ones is management.
 GRANT EXECUTE ON FUNCTION adstream._origin() TO adstream_reader;
 GRANT EXECUTE ON FUNCTION adstream.adopt_restored(text) TO adstream_admin;
+
+-- Failover: readers may see the node's name; naming it is management.
+REVOKE ALL ON adstream.node FROM PUBLIC;
+GRANT SELECT ON adstream.node TO adstream_reader;
+GRANT EXECUTE ON FUNCTION adstream.node_name(), adstream._node_name_setting() TO adstream_reader;
+GRANT EXECUTE ON FUNCTION adstream.set_node_name(text) TO adstream_admin;

@@ -1,13 +1,15 @@
 /*
  * sql_api.c
  *     SQL-callable C functions: worker and partition status from shared
- *     memory, the event validator, librdkafka property checking, and the
- *     installation's identity.
+ *     memory, the event validator, librdkafka property checking, the
+ *     installation's identity, and the timeline that versions are made from.
  */
 #include "postgres.h"
 
 #include <librdkafka/rdkafka.h>
 
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -262,4 +264,34 @@ Datum
 adstream_origin(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(ads_catalog_origin()));
+}
+
+/*
+ * adstream._node_name_setting(): the name a node takes in adstream.node when
+ * it is first named (adstream.node_name, by default the host name).
+ */
+PG_FUNCTION_INFO_V1(adstream_node_name_setting);
+Datum
+adstream_node_name_setting(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(ads_node_name_setting()));
+}
+
+/*
+ * adstream._timeline(): the timeline this server writes WAL on (on a standby,
+ * the one it replays).  A promotion moves to a higher timeline than any the
+ * cluster's history has used, so published versions, which carry it in their
+ * high bits (adstream._version_base), rise across failovers.
+ */
+PG_FUNCTION_INFO_V1(adstream_timeline);
+Datum
+adstream_timeline(PG_FUNCTION_ARGS)
+{
+	TimeLineID	tli;
+
+	if (RecoveryInProgress())
+		(void) GetXLogReplayRecPtr(&tli);
+	else
+		tli = GetWALInsertionTimeLine();
+	PG_RETURN_INT32((int32) tli);
 }
