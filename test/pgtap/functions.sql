@@ -31,7 +31,10 @@ SELECT functions_are('adstream', ARRAY[
 	'_origin', 'adopt_restored', '_broker_set',
 	-- 0.5: automatic maintenance (issue #15)
 	'_maintenance_jobs', '_maintenance_open', '_cron_ready', 'run_maintenance', '_maintenance_failed',
-	'_maintenance_plan', '_maintenance_status', '_maintenance_warning'],
+	'_maintenance_plan', '_maintenance_status', '_maintenance_warning',
+	-- 0.6: failover (the node's identity in the database, versions across timelines)
+	'_node_name_setting', '_timeline', 'node_name', '_ensure_node', '_version_base', '_publisher_identity',
+	'set_node_name'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -275,7 +278,9 @@ SELECT set_eq(
 		  'OUT last_start timestamp with time zone, OUT last_duration interval, OUT last_result text, '
 		  'OUT last_error text, OUT last_error_at timestamp with time zone, OUT next_due timestamp with time zone, '
 		  'OUT overdue boolean, OUT note text)',
-		  '_maintenance_warning(OUT warning text, OUT hint text)'],
+		  '_maintenance_warning(OUT warning text, OUT hint text)',
+		  -- 0.6: naming the node is management (failover)
+		  'set_node_name(name text)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -745,7 +750,7 @@ SELECT set_eq(
 		  'adstream.offset_gaps', 'adstream.offset_gaps_id_seq',
 		  'adstream.rollup_pending', 'adstream.ad_stats_hour', 'adstream.ad_stats_6h', 'adstream.ad_stats_day',
 		  'adstream.orders', 'adstream.attributed_orders', 'adstream.outbox', 'adstream.outbox_id_seq',
-		  'adstream.sinks', 'adstream.sinks_id_seq']::regclass[],
+		  'adstream.sinks', 'adstream.sinks_id_seq', 'adstream.node']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

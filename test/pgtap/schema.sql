@@ -25,7 +25,9 @@ SELECT set_eq(
 		  -- 0.5 (issue #11, case 4)
 		  'offset_gaps',
 		  -- 0.5: automatic maintenance (issue #15)
-		  'maintenance_runs'],
+		  'maintenance_runs',
+		  -- 0.6: failover
+		  'node'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
