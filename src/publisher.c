@@ -359,7 +359,8 @@ adstream_publisher_main(Datum arg)
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
 	ads_slot_set_state(p->slot, "publishing");
-	ereport(LOG, (errmsg("adstream publisher of sink \"%s\" started", p->sink.name)));
+	ereport(LOG, (errmsg("adstream publisher of sink \"%s\" started", p->sink.name),
+				  errdetail("Kafka transactional.id \"%s\".", txn_id)));
 
 	for (;;)
 	{
