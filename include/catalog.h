@@ -21,6 +21,9 @@ typedef struct AdsSourceDef
 	char	   *start_policy;
 	char	   *group_id;
 	AdsKafkaProps props;
+	int			npartitions;	/* -1: every partition of the topic */
+	int32	   *partitions;		/* else these, ascending (the "partitions" option) */
+	char	   *node_tag;		/* this node in the metadata of its Kafka commits */
 } AdsSourceDef;
 
 typedef struct AdsSinkDef

@@ -439,3 +439,191 @@ GRANT EXECUTE ON FUNCTION adstream.set_node_name(text) TO adstream_admin;
 -- (0.5 read adstream.node_name at every use).
 INSERT INTO adstream.node (name)
 SELECT adstream._node_name_setting() WHERE EXISTS (SELECT 1 FROM adstream.sinks);
+
+-------------------------------------------------------------------------------
+-- Several nodes on one topic: each consumes the partitions its sources list
+-- (issue #13; docs/deployment.md)
+-------------------------------------------------------------------------------
+
+/*
+ * The partitions a source consumes, from create_source's "partitions" option
+ * ('0-15', '0,2,5-7' or a single number); NULL: every partition of the topic.
+ * Other nodes (other PostgreSQL servers) consume the rest.
+ */
+ALTER TABLE adstream.sources ADD COLUMN partitions integer[]
+	CHECK (partitions IS NULL OR (cardinality(partitions) > 0 AND 0 <= ALL (partitions)));
+
+/* '0-15,20' -> {0,...,15,20}: sorted, without duplicates; errors name the part. */
+CREATE FUNCTION adstream._parse_partitions(p_spec text)
+RETURNS integer[] LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_part		text;
+	v_m			text[];
+	v_out		integer[] := '{}';
+BEGIN
+	FOREACH v_part IN ARRAY string_to_array(p_spec, ',') LOOP
+		v_m := regexp_match(btrim(v_part), '^([0-9]{1,5})(?:\s*-\s*([0-9]{1,5}))?$');
+		IF v_m IS NULL OR coalesce(v_m[2], v_m[1])::integer < v_m[1]::integer THEN
+			RAISE EXCEPTION 'invalid value for option "partitions": %', quote_literal(p_spec)
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('%s is neither a partition number nor a range from a lower to a higher one.',
+									  quote_literal(btrim(v_part))),
+					  HINT = 'List partitions and ranges, such as ''0-15'' or ''0,2,5-7''.';
+		END IF;
+		v_out := v_out || ARRAY(SELECT generate_series(v_m[1]::integer, coalesce(v_m[2], v_m[1])::integer));
+	END LOOP;
+	IF cardinality(v_out) = 0 THEN
+		RAISE EXCEPTION 'invalid value for option "partitions": %', quote_literal(p_spec)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'List partitions and ranges, such as ''0-15'' or ''0,2,5-7''.';
+	END IF;
+	RETURN ARRAY(SELECT DISTINCT p FROM unnest(v_out) AS p ORDER BY p);
+END
+$$;
+COMMENT ON FUNCTION adstream._parse_partitions(text) IS
+	'Internal: the partition numbers of create_source''s "partitions" option, such as ''0-15,20''';
+
+-- create_source takes the "partitions" option, and names the node.
+CREATE OR REPLACE FUNCTION adstream.create_source(
+	name text,
+	brokers text,
+	topic text,
+	kind text DEFAULT 'ad_events',
+	options jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_start		text := 'earliest';
+	v_workers	integer := 1;
+	v_group		text;
+	v_props		jsonb := '{}';
+	v_key		text;
+	v_val		jsonb;
+	v_text		text;
+	v_err		text;
+	v_parts		integer[];
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid source name %', coalesce('"' || name || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A source name is 1 to 63 characters from A-Z, a-z, 0-9, "_", "." and "-", not starting with "." or "-".',
+				  HINT = 'Choose a name such as ''ads_eu''.';
+	END IF;
+	IF kind IS NULL OR NOT kind = ANY (adstream._source_kinds()) THEN
+		RAISE EXCEPTION 'unsupported source kind %', coalesce(quote_literal(kind), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = format('Supported kinds: %s.', array_to_string(adstream._source_kinds(), ', '));
+	END IF;
+	IF brokers IS NULL OR btrim(brokers) = '' THEN
+		RAISE EXCEPTION 'brokers must not be empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give a bootstrap list such as ''kafka1:9092,kafka2:9092''.';
+	END IF;
+	IF topic IS NULL OR topic !~ '^[A-Za-z0-9._-]{1,249}$' OR topic IN ('.', '..') THEN
+		RAISE EXCEPTION 'invalid Kafka topic name %', coalesce(quote_literal(topic), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Kafka topic names are 1 to 249 characters from A-Z, a-z, 0-9, ".", "_" and "-".';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass for example ''{"workers": 2, "start": "latest", "security.protocol": "SASL_SSL"}''.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = create_source.name) THEN
+		RAISE EXCEPTION 'source "%" already exists', create_source.name
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Drop it first with adstream.drop_source(), or choose another name.';
+	END IF;
+	-- Two sources of a kind on one topic of one cluster would count every
+	-- event twice: the same cluster is any broker address in common.
+	SELECT s.name INTO v_text FROM adstream.sources s
+	 WHERE s.kind = create_source.kind AND s.topic = create_source.topic
+	   AND adstream._broker_set(s.brokers) && adstream._broker_set(create_source.brokers)
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'source "%" already consumes topic "%" of this Kafka cluster', v_text, create_source.topic
+			USING ERRCODE = 'duplicate_object',
+				  DETAIL = 'A second source on the same partitions would count every event again.',
+				  HINT = 'Use the existing source (more workers: its "workers" option), or drop it first.';
+	END IF;
+
+	v_group := 'adstream.' || current_database() || '.' || create_source.name;
+
+	FOR v_key, v_val IN SELECT * FROM jsonb_each(options) LOOP
+		IF jsonb_typeof(v_val) NOT IN ('string', 'number', 'boolean') THEN
+			RAISE EXCEPTION 'option "%" must be a string, number or boolean', v_key
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		v_text := v_val #>> '{}';
+		CASE v_key
+		WHEN 'start' THEN
+			IF v_text NOT IN ('earliest', 'latest') THEN
+				RAISE EXCEPTION 'invalid value for option "start": %', quote_literal(v_text)
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use ''earliest'' (the default) or ''latest''; it applies only to partitions without a stored offset.';
+			END IF;
+			v_start := v_text;
+		WHEN 'workers' THEN
+			IF v_text !~ '^[0-9]{1,2}$' OR v_text::integer NOT BETWEEN 1 AND 64 THEN
+				RAISE EXCEPTION 'invalid value for option "workers": %', quote_literal(v_text)
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use a whole number from 1 to 64; each worker takes the partitions p with p % workers = its index.';
+			END IF;
+			v_workers := v_text::integer;
+		WHEN 'group_id' THEN
+			IF btrim(v_text) = '' THEN
+				RAISE EXCEPTION 'option "group_id" must not be empty'
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+			v_group := v_text;
+		WHEN 'partitions' THEN
+			-- this node's share of the topic; other servers consume the rest
+			v_parts := adstream._parse_partitions(v_text);
+		ELSE
+			IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'group.id',
+						 'enable.auto.commit', 'enable.auto.offset.store',
+						 'isolation.level', 'auto.offset.reset', 'enable.partition.eof') THEN
+				RAISE EXCEPTION 'librdkafka property "%" is managed by adstream', v_key
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Use the brokers argument, or the options "group_id" and "start".';
+			END IF;
+			IF adstream._is_privileged_property(v_key)
+			   AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+				RAISE EXCEPTION 'only a superuser may set librdkafka property "%"', v_key
+					USING ERRCODE = 'insufficient_privilege',
+						  DETAIL = 'It makes the server run a program, load a library or read a file.',
+						  HINT = 'Ask a superuser to create this source.';
+			END IF;
+			v_err := adstream._kafka_property_error(v_key, v_text);
+			IF v_err IS NOT NULL THEN
+				RAISE EXCEPTION 'invalid librdkafka property "%"', v_key
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END,
+						  HINT = 'Options other than "start", "workers", "group_id" and "partitions" are passed to librdkafka; see its CONFIGURATION.md.';
+			END IF;
+			v_props := v_props || jsonb_build_object(v_key, v_text);
+		END CASE;
+	END LOOP;
+
+	IF current_setting('adstream.database', true) IS DISTINCT FROM current_database() THEN
+		RAISE WARNING 'adstream workers run in database "%", not in "%"',
+			coalesce(current_setting('adstream.database', true), 'postgres'), current_database()
+			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
+	END IF;
+
+	-- the node's name, which its commits to Kafka carry, is fixed from now on
+	PERFORM adstream._ensure_node();
+	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
+								  origin, partitions)
+	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
+			v_start, v_workers, v_group, v_props, adstream._origin(), v_parts);
+	PERFORM adstream._wake_launcher();
+END
+$$;
+
+REVOKE ALL ON FUNCTION adstream._parse_partitions(text) FROM PUBLIC;

@@ -358,6 +358,7 @@ DECLARE
 	v_val		jsonb;
 	v_text		text;
 	v_err		text;
+	v_parts		integer[];
 BEGIN
 	IF name IS NULL OR name !~ '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$' THEN
 		RAISE EXCEPTION 'invalid source name %', coalesce('"' || name || '"', 'NULL')
@@ -432,6 +433,9 @@ BEGIN
 					USING ERRCODE = 'invalid_parameter_value';
 			END IF;
 			v_group := v_text;
+		WHEN 'partitions' THEN
+			-- this node's share of the topic; other servers consume the rest
+			v_parts := adstream._parse_partitions(v_text);
 		ELSE
 			IF v_key IN ('bootstrap.servers', 'metadata.broker.list', 'group.id',
 						 'enable.auto.commit', 'enable.auto.offset.store',
@@ -452,7 +456,7 @@ BEGIN
 				RAISE EXCEPTION 'invalid librdkafka property "%"', v_key
 					USING ERRCODE = 'invalid_parameter_value',
 						  DETAIL = CASE WHEN adstream._is_secret(v_key) THEN 'The value was rejected.' ELSE v_err END,
-						  HINT = 'Options other than "start", "workers" and "group_id" are passed to librdkafka; see its CONFIGURATION.md.';
+						  HINT = 'Options other than "start", "workers", "group_id" and "partitions" are passed to librdkafka; see its CONFIGURATION.md.';
 			END IF;
 			v_props := v_props || jsonb_build_object(v_key, v_text);
 		END CASE;
@@ -464,10 +468,12 @@ BEGIN
 			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
 	END IF;
 
+	-- the node's name, which its commits to Kafka carry, is fixed from now on
+	PERFORM adstream._ensure_node();
 	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
-								  origin)
+								  origin, partitions)
 	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
-			v_start, v_workers, v_group, v_props, adstream._origin());
+			v_start, v_workers, v_group, v_props, adstream._origin(), v_parts);
 	PERFORM adstream._wake_launcher();
 END
 $$;
@@ -1237,6 +1243,51 @@ END
 $$;
 COMMENT ON FUNCTION adstream.set_node_name(text) IS
 	'Names this node in published records (kept in the database, so that a promoted standby keeps it); refused while sinks exist';
+
+-------------------------------------------------------------------------------
+-- Several nodes on one topic: each consumes the partitions its sources list
+-- (issue #13; docs/deployment.md)
+-------------------------------------------------------------------------------
+
+/*
+ * The partitions a source consumes, from create_source's "partitions" option
+ * ('0-15', '0,2,5-7' or a single number); NULL: every partition of the topic.
+ * Other nodes (other PostgreSQL servers) consume the rest.
+ */
+ALTER TABLE adstream.sources ADD COLUMN partitions integer[]
+	CHECK (partitions IS NULL OR (cardinality(partitions) > 0 AND 0 <= ALL (partitions)));
+
+/* '0-15,20' -> {0,...,15,20}: sorted, without duplicates; errors name the part. */
+CREATE FUNCTION adstream._parse_partitions(p_spec text)
+RETURNS integer[] LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_part		text;
+	v_m			text[];
+	v_out		integer[] := '{}';
+BEGIN
+	FOREACH v_part IN ARRAY string_to_array(p_spec, ',') LOOP
+		v_m := regexp_match(btrim(v_part), '^([0-9]{1,5})(?:\s*-\s*([0-9]{1,5}))?$');
+		IF v_m IS NULL OR coalesce(v_m[2], v_m[1])::integer < v_m[1]::integer THEN
+			RAISE EXCEPTION 'invalid value for option "partitions": %', quote_literal(p_spec)
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('%s is neither a partition number nor a range from a lower to a higher one.',
+									  quote_literal(btrim(v_part))),
+					  HINT = 'List partitions and ranges, such as ''0-15'' or ''0,2,5-7''.';
+		END IF;
+		v_out := v_out || ARRAY(SELECT generate_series(v_m[1]::integer, coalesce(v_m[2], v_m[1])::integer));
+	END LOOP;
+	IF cardinality(v_out) = 0 THEN
+		RAISE EXCEPTION 'invalid value for option "partitions": %', quote_literal(p_spec)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'List partitions and ranges, such as ''0-15'' or ''0,2,5-7''.';
+	END IF;
+	RETURN ARRAY(SELECT DISTINCT p FROM unnest(v_out) AS p ORDER BY p);
+END
+$$;
+COMMENT ON FUNCTION adstream._parse_partitions(text) IS
+	'Internal: the partition numbers of create_source''s "partitions" option, such as ''0-15,20''';
 
 -------------------------------------------------------------------------------
 -- Publishing: the transactional outbox and the sinks that publish it

@@ -70,7 +70,11 @@ ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
 	bool		isnull;
 	MemoryContext old;
 
-	if (!read_row("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders' "
+	char	   *parts;
+
+	if (!read_row("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders', "
+				  "array_to_string(partitions, ','), "
+				  "'adstream node ' || adstream.node_name() || ' ' || adstream._origin() "
 				  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
 				  id, generation))
 		return false;
@@ -83,6 +87,22 @@ ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
 	def->start_policy = SPI_getvalue(tup, td, 4);
 	def->group_id = SPI_getvalue(tup, td, 5);
 	def->is_orders = DatumGetBool(SPI_getbinval(tup, td, 6, &isnull));
+	parts = SPI_getvalue(tup, td, 7);
+	def->npartitions = -1;
+	if (parts != NULL)
+	{
+		char	   *next = parts;
+
+		def->npartitions = 0;
+		def->partitions = palloc(sizeof(int32) * (strlen(parts) / 2 + 1));
+		while (*next != '\0')
+		{
+			def->partitions[def->npartitions++] = (int32) strtol(next, &next, 10);
+			if (*next == ',')
+				next++;
+		}
+	}
+	def->node_tag = SPI_getvalue(tup, td, 8);
 	MemoryContextSwitchTo(old);
 	return read_props("sources", id, &def->props);
 }

@@ -1,8 +1,9 @@
 /*
  * consumer.c
  *     A consumer worker: owns the partitions p of one source's topic with
- *     p % workers = its index, reads them from the offsets stored in
- *     adstream.offsets, and hands full batches to batch.c.
+ *     p % workers = its index (among those of its "partitions" option),
+ *     reads them from the offsets stored in adstream.offsets, and hands
+ *     full batches to batch.c.
  *
  * No transaction is open while the worker waits for Kafka: messages are
  * collected and parsed first, and only a complete batch starts one.  The
@@ -38,6 +39,7 @@
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 10000
 #define ATTRIBUTION_INTERVAL_MS 1000
+#define OVERLAP_CHECK_MS 2000	/* how often the group's commits are read back */
 
 typedef struct AdsConsumer
 {
@@ -52,6 +54,16 @@ typedef struct AdsConsumer
 	AdsBatch	batch;			/* the partitions and the batch being filled */
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
+
+	/* overlap detection (check_overlap): per partition we read or stopped */
+	int			noverlap;
+	struct
+	{
+		int32		partition;
+		bool		own_seen;	/* Kafka showed our own commit for it */
+		bool		stopped;	/* another node consumes it too */
+		char		other[ADS_ERROR_LEN / 2];
+	}			overlap[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -62,6 +74,18 @@ static void assign_all(AdsConsumer *c);
  * Short transactions around the batch: reading the source and offsets.
  * ---------------------------------------------------------------------
  */
+
+/* The partition is in the source's "partitions" option (or it has none). */
+static bool
+listed(AdsConsumer *c, int32 partition)
+{
+	if (c->source.npartitions < 0)
+		return true;
+	for (int i = 0; i < c->source.npartitions; i++)
+		if (c->source.partitions[i] == partition)
+			return true;
+	return false;
+}
 
 /* Returns false when the source is gone, paused, or of another generation. */
 static bool
@@ -115,7 +139,8 @@ store_latest_offsets(AdsConsumer *c)
 						c->source.name, c->source.topic),
 				 errhint("Check that the brokers are reachable; the worker retries.")));
 	for (int p = 0; p < count; p++)
-		SPI_execute_with_args("INSERT INTO adstream.offsets (source, topic, partition, next_offset) "
+		if (listed(c, p))
+			SPI_execute_with_args("INSERT INTO adstream.offsets (source, topic, partition, next_offset) "
 							  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
 							  4, (Oid[]) {TEXTOID, TEXTOID, INT4OID, INT8OID},
 							  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic),
@@ -322,11 +347,14 @@ discover_partitions(AdsConsumer *c)
 	{
 		bool		have = false;
 
-		if (p % c->args.nworkers != c->args.worker_index)
+		if (p % c->args.nworkers != c->args.worker_index || !listed(c, p))
 			continue;
 		for (int i = 0; i < b->nparts; i++)
 			if (b->parts[i].partition == p)
 				have = true;
+		for (int i = 0; i < c->noverlap; i++)
+			if (c->overlap[i].partition == p && c->overlap[i].stopped)
+				have = true;	/* stopped: another node consumes it */
 		if (have)
 			continue;
 		if (b->nparts >= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER)
@@ -368,6 +396,106 @@ discover_partitions(AdsConsumer *c)
 					c->source.name, c->args.worker_index, b->nparts, c->source.topic)));
 	assign_all(c);
 	return true;
+}
+
+/*
+ * Overlap detection: several servers (nodes) may split one topic, each with
+ * its source's "partitions" option, and one partition consumed by two of
+ * them would be counted by both.  Every commit this worker makes to the
+ * source's Kafka consumer group carries its node's tag (name and origin) as
+ * metadata.  Reading the group's committed offsets back, a partition whose
+ * commit carries another node's tag *after* Kafka has shown our own is
+ * being consumed by that node now: a previous owner's last commit (a
+ * partition handed over) is overwritten by our first one and never comes
+ * back.  Such a partition stops here, with an error naming the other node
+ * in source_status; the other node stops it too when it sees ours.
+ * Detection needs the nodes to share the consumer group (the "group_id"
+ * option, by default adstream.<database>.<source>).  Called between
+ * batches; a broker that does not answer in time is asked again later.
+ */
+static void
+check_overlap(AdsConsumer *c)
+{
+	AdsBatch   *b = &c->batch;
+	rd_kafka_topic_partition_list_t *list;
+	bool		stopped_now = false;
+	char		error[ADS_ERROR_LEN] = "";
+
+	if (b->nparts == 0)
+		return;
+	list = rd_kafka_topic_partition_list_new(b->nparts);
+	for (int i = 0; i < b->nparts; i++)
+		rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition);
+	if (rd_kafka_committed(c->kafka->rk, list, METADATA_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+	{
+		rd_kafka_topic_partition_list_destroy(list);
+		return;
+	}
+	for (int k = 0; k < list->cnt; k++)
+	{
+		rd_kafka_topic_partition_t *tp = &list->elems[k];
+		int			o;
+
+		if (tp->err != RD_KAFKA_RESP_ERR_NO_ERROR || tp->metadata == NULL || tp->metadata_size == 0)
+			continue;
+		for (o = 0; o < c->noverlap; o++)
+			if (c->overlap[o].partition == tp->partition)
+				break;
+		if (o == c->noverlap)
+		{
+			if (c->noverlap >= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER)
+				continue;
+			memset(&c->overlap[o], 0, sizeof(c->overlap[o]));
+			c->overlap[o].partition = tp->partition;
+			c->noverlap++;
+		}
+		if (tp->metadata_size == strlen(c->source.node_tag) &&
+			memcmp(tp->metadata, c->source.node_tag, tp->metadata_size) == 0)
+			c->overlap[o].own_seen = true;
+		else if (c->overlap[o].own_seen &&
+				 tp->metadata_size > 14 && memcmp(tp->metadata, "adstream node ", 14) == 0)
+		{
+			int			len = Min((int) tp->metadata_size - 14, (int) sizeof(c->overlap[o].other) - 1);
+
+			memcpy(c->overlap[o].other, (char *) tp->metadata + 14, len);
+			c->overlap[o].other[len] = '\0';
+			c->overlap[o].stopped = true;
+			stopped_now = true;
+			ereport(WARNING,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("adstream source \"%s\": partition %d of topic \"%s\" is also consumed by node %s",
+							c->source.name, tp->partition, c->source.topic, c->overlap[o].other),
+					 errdetail("That node committed offsets of the partition to Kafka group \"%s\" after this node; its events are counted on both.",
+							   c->source.group_id),
+					 errhint("This node stops the partition.  Give each node its own partitions (the source's \"partitions\" option), then resume the source with adstream.resume_source().")));
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(list);
+
+	if (stopped_now)
+	{
+		int			kept = 0;
+
+		for (int i = 0; i < b->nparts; i++)
+		{
+			bool		stop = false;
+
+			for (int o = 0; o < c->noverlap; o++)
+				if (c->overlap[o].partition == b->parts[i].partition && c->overlap[o].stopped)
+					stop = true;
+			if (!stop)
+				b->parts[kept++] = b->parts[i];
+		}
+		b->nparts = kept;
+		assign_all(c);
+	}
+	/* The error stays as long as a partition is stopped. */
+	for (int o = 0; o < c->noverlap; o++)
+		if (c->overlap[o].stopped && error[0] == '\0')
+			snprintf(error, sizeof(error), "partition %d stopped: also consumed by node %s",
+					 c->overlap[o].partition, c->overlap[o].other);
+	if (error[0] != '\0')
+		ads_slot_set_error(c->slot, error);
 }
 
 /* ---------------------------------------------------------------------
@@ -458,8 +586,19 @@ commit_to_kafka(AdsConsumer *c)
 
 	for (int i = 0; i < b->nparts; i++)
 		if (b->parts[i].in_batch)
-			rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition)->offset =
-				b->parts[i].b_next;
+		{
+			rd_kafka_topic_partition_t *tp =
+				rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition);
+
+			tp->offset = b->parts[i].b_next;
+			/* who committed it: check_overlap() reads it back; the list frees it */
+			tp->metadata_size = strlen(c->source.node_tag);
+			tp->metadata = malloc(tp->metadata_size);
+			if (tp->metadata == NULL)
+				tp->metadata_size = 0;
+			else
+				memcpy(tp->metadata, c->source.node_tag, tp->metadata_size);
+		}
 	if (list->cnt > 0)
 		(void) rd_kafka_commit(c->kafka->rk, list, 1);
 	rd_kafka_topic_partition_list_destroy(list);
@@ -592,6 +731,7 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_discovery = 0;
 	TimestampTz next_status = 0;
 	TimestampTz next_attribution = 0;
+	TimestampTz next_overlap = 0;
 
 	c->slot = ads_worker_start(&c->args);
 	if (!load_source(c))
@@ -639,6 +779,11 @@ adstream_consumer_main(Datum arg)
 		/* Between batches, so that what is stored is where the gap begins. */
 		if (c->out_of_range && b->nmsgs == 0)
 			record_gaps(c);
+		if (b->nmsgs == 0 && now >= next_overlap)
+		{
+			check_overlap(c);
+			next_overlap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OVERLAP_CHECK_MS);
+		}
 		/* Orders wait for the ad events; look again every second. */
 		if (b->is_orders && b->nmsgs == 0 && now >= next_attribution)
 		{

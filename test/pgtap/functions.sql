@@ -34,7 +34,7 @@ SELECT functions_are('adstream', ARRAY[
 	'_maintenance_plan', '_maintenance_status', '_maintenance_warning',
 	-- 0.6: failover (the node's identity in the database, versions across timelines)
 	'_node_name_setting', '_timeline', 'node_name', '_ensure_node', '_version_base', '_publisher_identity',
-	'set_node_name'],
+	'set_node_name', '_parse_partitions'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);

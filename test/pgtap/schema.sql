@@ -57,7 +57,9 @@ SELECT has_table('adstream', 'sinks', 'table adstream.sinks exists');
 
 SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers', 'topic', 'start_policy',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at',
-	'dedup_expired_before', 'origin']);
+	'dedup_expired_before', 'origin',
+	-- 0.6: this node's share of a split topic (issue #13)
+	'partitions']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
@@ -218,6 +220,8 @@ SELECT set_eq(
 		  'sinks.target_snapshot', 'sinks.last_publish_at',
 		  -- 0.5: none on rows restored from a dump older than 0.5 (held)
 		  'sources.origin', 'sinks.origin',
+		  -- 0.6: every partition of the topic unless listed (issue #13)
+		  'sources.partitions',
 		  -- 0.5: a maintenance job's run that failed, or never succeeded
 		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
 		  'maintenance_runs.last_error_at'],
