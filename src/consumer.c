@@ -62,6 +62,7 @@ typedef struct AdsConsumer
 		int32		partition;
 		bool		own_seen;	/* Kafka showed our own commit for it */
 		bool		stopped;	/* another node consumes it too */
+		int64		committed;	/* then: its stored offset, committed again to Kafka */
 		char		other[ADS_ERROR_LEN / 2];
 	}			overlap[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
 } AdsConsumer;
@@ -408,7 +409,10 @@ discover_partitions(AdsConsumer *c)
  * being consumed by that node now: a previous owner's last commit (a
  * partition handed over) is overwritten by our first one and never comes
  * back.  Such a partition stops here, with an error naming the other node
- * in source_status; the other node stops it too when it sees ours.
+ * in source_status.  This node then goes on committing the partition's
+ * stored offset under its tag at every check, so that the other node, once
+ * it has seen its own commit, sees this node's after it and stops the
+ * partition too, whichever of the two noticed first.
  * Detection needs the nodes to share the consumer group (the "group_id"
  * option, by default adstream.<database>.<source>).  Called between
  * batches; a broker that does not answer in time is asked again later.
@@ -420,6 +424,26 @@ check_overlap(AdsConsumer *c)
 	rd_kafka_topic_partition_list_t *list;
 	bool		stopped_now = false;
 	char		error[ADS_ERROR_LEN] = "";
+
+	/* Stopped partitions: claim them again, so that the other node stops too. */
+	list = rd_kafka_topic_partition_list_new(Max(c->noverlap, 1));
+	for (int o = 0; o < c->noverlap; o++)
+		if (c->overlap[o].stopped && c->overlap[o].committed >= 0)
+		{
+			rd_kafka_topic_partition_t *tp =
+				rd_kafka_topic_partition_list_add(list, c->source.topic, c->overlap[o].partition);
+
+			tp->offset = c->overlap[o].committed;
+			tp->metadata_size = strlen(c->source.node_tag);
+			tp->metadata = malloc(tp->metadata_size);
+			if (tp->metadata == NULL)
+				tp->metadata_size = 0;
+			else
+				memcpy(tp->metadata, c->source.node_tag, tp->metadata_size);
+		}
+	if (list->cnt > 0)
+		(void) rd_kafka_commit(c->kafka->rk, list, 1);
+	rd_kafka_topic_partition_list_destroy(list);
 
 	if (b->nparts == 0)
 		return;
@@ -485,6 +509,10 @@ check_overlap(AdsConsumer *c)
 					stop = true;
 			if (!stop)
 				b->parts[kept++] = b->parts[i];
+			else
+				for (int o = 0; o < c->noverlap; o++)
+					if (c->overlap[o].partition == b->parts[i].partition)
+						c->overlap[o].committed = b->parts[i].committed;
 		}
 		b->nparts = kept;
 		assign_all(c);
