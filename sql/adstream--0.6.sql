@@ -1140,11 +1140,13 @@ COMMENT ON TABLE adstream.node IS
 	'This node''s name in published records (part of Pinot''s key) and the epoch its versions start from; one row, replicated to standbys';
 SELECT pg_catalog.pg_extension_config_dump('adstream.node', '');
 
-/* The node's name: the database's once it has one, else the setting. */
+/*
+ * The node's name: the database's once it has one, else the setting.  In C,
+ * read once per transaction: _record_key calls it for every published row.
+ */
 CREATE FUNCTION adstream.node_name()
-RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-RETURN coalesce((SELECT n.name FROM adstream.node n), adstream._node_name_setting());
+RETURNS text LANGUAGE C STRICT STABLE
+AS 'MODULE_PATHNAME', 'adstream_node_name_fn';
 COMMENT ON FUNCTION adstream.node_name() IS
 	'This node''s name in published records: adstream.node''s, or adstream.node_name until the first sink names it';
 
