@@ -61,6 +61,7 @@ typedef struct AdsConsumer
 	{
 		int32		partition;
 		bool		own_seen;	/* Kafka showed our own commit for it */
+		int64		other_offset;	/* the last other node's commit seen, or -1 */
 		bool		stopped;	/* another node consumes it too */
 		int64		committed;	/* then: its stored offset, committed again to Kafka */
 		char		other[ADS_ERROR_LEN / 2];
@@ -404,11 +405,13 @@ discover_partitions(AdsConsumer *c)
  * its source's "partitions" option, and one partition consumed by two of
  * them would be counted by both.  Every commit this worker makes to the
  * source's Kafka consumer group carries its node's tag (name and origin) as
- * metadata.  Reading the group's committed offsets back, a partition whose
- * commit carries another node's tag *after* Kafka has shown our own is
- * being consumed by that node now: a previous owner's last commit (a
- * partition handed over) is overwritten by our first one and never comes
- * back.  Such a partition stops here, with an error naming the other node
+ * metadata.  Reading the group's committed offsets back, a partition is
+ * being consumed by another node now when its commit carries that node's
+ * tag after Kafka has shown our own, or when two readings show that node's
+ * commits at different offsets (it is moving on; needed when its commits
+ * always land just after ours).  A previous owner's last commit (a
+ * partition handed over) does neither: it stays where it was, and our
+ * first commit overwrites it.  Such a partition stops here, with an error naming the other node
  * in source_status.  This node then goes on committing the partition's
  * stored offset under its tag at every check, so that the other node, once
  * it has seen its own commit, sees this node's after it and stops the
@@ -471,13 +474,17 @@ check_overlap(AdsConsumer *c)
 				continue;
 			memset(&c->overlap[o], 0, sizeof(c->overlap[o]));
 			c->overlap[o].partition = tp->partition;
+			c->overlap[o].other_offset = -1;
 			c->noverlap++;
 		}
 		if (tp->metadata_size == strlen(c->source.node_tag) &&
 			memcmp(tp->metadata, c->source.node_tag, tp->metadata_size) == 0)
 			c->overlap[o].own_seen = true;
-		else if (c->overlap[o].own_seen &&
-				 tp->metadata_size > 14 && memcmp(tp->metadata, "adstream node ", 14) == 0)
+		else if (tp->metadata_size > 14 && memcmp(tp->metadata, "adstream node ", 14) == 0 &&
+				 !c->overlap[o].own_seen &&
+				 (c->overlap[o].other_offset < 0 || c->overlap[o].other_offset == tp->offset))
+			c->overlap[o].other_offset = tp->offset;	/* not yet: a previous owner's? */
+		else if (tp->metadata_size > 14 && memcmp(tp->metadata, "adstream node ", 14) == 0)
 		{
 			int			len = Min((int) tp->metadata_size - 14, (int) sizeof(c->overlap[o].other) - 1);
 
