@@ -55,6 +55,12 @@ typedef struct AdsConsumer
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
 
+	/* the co-partitioning contract (check_contract), with a "partitions" option */
+	int			topic_partitions;	/* the topic's partition count, once known */
+	int64		misplaced;		/* valid messages not on their key's partition */
+	int64		misplaced_reported;
+	int32		misplaced_example;	/* a partition where one was */
+
 	/* overlap detection (check_overlap): per partition we read or stopped */
 	int			noverlap;
 	struct
@@ -344,6 +350,7 @@ discover_partitions(AdsConsumer *c)
 
 	if (count < 0)
 		return false;
+	c->topic_partitions = count;
 
 	for (int p = 0; p < count; p++)
 	{
@@ -398,6 +405,78 @@ discover_partitions(AdsConsumer *c)
 					c->source.name, c->args.worker_index, b->nparts, c->source.topic)));
 	assign_all(c);
 	return true;
+}
+
+/*
+ * Kafka's default partitioner: murmur2 of the key, as the Java clients
+ * compute it (librdkafka's murmur2_random for keyed messages).
+ */
+static uint32
+kafka_murmur2(const void *key, size_t len)
+{
+	const unsigned char *data = key;
+	const uint32 m = 0x5bd1e995;
+	uint32		h = 0x9747b28c ^ (uint32) len;
+	size_t		i;
+
+	for (i = 0; i + 4 <= len; i += 4)
+	{
+		uint32		k = (uint32) data[i] | (uint32) data[i + 1] << 8 |
+			(uint32) data[i + 2] << 16 | (uint32) data[i + 3] << 24;
+
+		k *= m;
+		k ^= k >> 24;
+		k *= m;
+		h *= m;
+		h ^= k;
+	}
+	switch (len & 3)
+	{
+		case 3:
+			h ^= (uint32) data[i + 2] << 16;
+			/* FALLTHROUGH */
+		case 2:
+			h ^= (uint32) data[i + 1] << 8;
+			/* FALLTHROUGH */
+		case 1:
+			h ^= (uint32) data[i];
+			h *= m;
+	}
+	h ^= h >> 13;
+	h *= m;
+	h ^= h >> 15;
+	return h;
+}
+
+/*
+ * The co-partitioning contract (docs/deployment.md): where nodes split a
+ * topic, the copies of an event and a user's clicks and orders must land on
+ * one node, so producers key both topics by user with the default
+ * partitioner.  What a node can count of a broken contract: valid messages
+ * without a key, or on another partition than their key's (add_message
+ * counts them).  Reported with a WARNING when there are new ones, and in
+ * source_status as long as the worker runs.
+ */
+static void
+check_contract(AdsConsumer *c)
+{
+	char		error[ADS_ERROR_LEN];
+
+	if (c->misplaced == 0)
+		return;
+	snprintf(error, sizeof(error),
+			 "%lld valid messages without a key or not on their key's partition (e.g. %d): co-partitioning contract broken",
+			 (long long) c->misplaced, c->misplaced_example);
+	if (c->misplaced > c->misplaced_reported)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("adstream source \"%s\": %s", c->source.name, error),
+				 errdetail("Where nodes split a topic, a duplicate on another node's partition is counted there too, and an order is credited only to clicks on its own node."),
+				 errhint("Key ad events and orders by user, with the default partitioner, and give both topics the same partition count.")));
+		c->misplaced_reported = c->misplaced;
+	}
+	ads_slot_set_error(c->slot, error);
 }
 
 /*
@@ -610,6 +689,14 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 										  &m->ev, detail, sizeof(detail));
 	if (m->parse_reason != ADS_OK)
 		m->detail = MemoryContextStrdup(b->ctx, detail);
+	else if (c->source.npartitions >= 0 && c->topic_partitions > 0 &&
+			 (rkm->key == NULL || rkm->key_len == 0 ||
+			  (int) ((kafka_murmur2(rkm->key, rkm->key_len) & 0x7fffffff) % (uint32) c->topic_partitions)
+			  != rkm->partition))
+	{
+		c->misplaced++;
+		c->misplaced_example = rkm->partition;
+	}
 }
 
 /* Tell Kafka's group offsets where we are, for lag monitors only. */
@@ -816,6 +903,7 @@ adstream_consumer_main(Datum arg)
 			record_gaps(c);
 		if (b->nmsgs == 0 && now >= next_overlap)
 		{
+			check_contract(c);
 			check_overlap(c);
 			next_overlap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OVERLAP_CHECK_MS);
 		}

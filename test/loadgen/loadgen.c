@@ -1173,6 +1173,8 @@ make_future(Record *rec)
 	int64_t		ts = now_for_event() + DAY_MS + rand_range(0, 60000);
 
 	random_event(&ev, ts, ts - 1000, 1);
+	if (opt.copart)
+		ev.user_id = user_on(rec->partition);
 	render_event(&rec->val, &ev, ADS_OK, 0);
 	set_key(rec, &ev);
 	truth.rejects[ADS_R_FUTURE_TIMESTAMP]++;

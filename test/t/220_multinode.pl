@@ -12,7 +12,8 @@
 # nodes, equal it too.  Then a fourth node is misconfigured to consume one
 # partition of the first: both stop that partition, each with an error
 # naming the other, found through the metadata of their commits to the
-# Kafka consumer group.
+# Kafka consumer group.  Last, a producer that breaks the contract is
+# counted and reported.
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -210,6 +211,18 @@ like($n4->safe_psql('postgres', 'SELECT string_agg(DISTINCT last_error, \',\') F
 like(slurp_file($node{n1}->logfile), qr/partition 15 of topic "ads" is also consumed by node n4 /,
 	'and said so in its log');
 AdstreamTest::finish_loadgen($trickle);
+
+# 4. A producer that breaks the co-partitioning contract (the load
+# generator's default: keyed by ad, spread round robin) is counted and
+# reported by the nodes that see it.
+AdstreamTest::loadgen($src, topic => 'ads', count => 480, seed => 73, args => [ '--dup-ratio', 0 ]);
+$node{n3}->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM adstream.source_status WHERE last_error LIKE '% valid messages without a key or not on their key''s partition %'")
+  or diag $node{n3}->safe_psql('postgres', 'SELECT DISTINCT last_error FROM adstream.source_status');
+like($node{n3}->safe_psql('postgres', 'SELECT string_agg(DISTINCT last_error, \',\') FROM adstream.source_status'),
+	qr/^\d+ valid messages without a key or not on their key's partition \(e\.g\. \d+\): co-partitioning contract broken$/,
+	'n3 counts the messages that break the co-partitioning contract, in source_status');
+like(slurp_file($node{n3}->logfile), qr/co-partitioning contract broken/, 'and warns of them in its log');
 
 $_->stop for (values %node, $n4);
 $_->stop for ($src, values %region);
