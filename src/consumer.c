@@ -29,6 +29,7 @@
 #include "guc.h"
 #include "kafka_consumer.h"
 #include "kafka_log.h"
+#include "node_watch.h"
 #include "registry.h"
 #include "txn.h"
 #include "worker.h"
@@ -55,23 +56,7 @@ typedef struct AdsConsumer
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
 
-	/* the co-partitioning contract (check_contract), with a "partitions" option */
-	int			topic_partitions;	/* the topic's partition count, once known */
-	int64		misplaced;		/* valid messages not on their key's partition */
-	int64		misplaced_reported;
-	int32		misplaced_example;	/* a partition where one was */
-
-	/* overlap detection (check_overlap): per partition we read or stopped */
-	int			noverlap;
-	struct
-	{
-		int32		partition;
-		bool		own_seen;	/* Kafka showed our own commit for it */
-		int64		other_offset;	/* the last other node's commit seen, or -1 */
-		bool		stopped;	/* another node consumes it too */
-		int64		committed;	/* then: its stored offset, committed again to Kafka */
-		char		other[ADS_ERROR_LEN / 2];
-	}			overlap[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	AdsNodeWatch nodes;			/* other nodes on the topic (src/node_watch.c) */
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -350,7 +335,7 @@ discover_partitions(AdsConsumer *c)
 
 	if (count < 0)
 		return false;
-	c->topic_partitions = count;
+	c->nodes.topic_partitions = count;
 
 	for (int p = 0; p < count; p++)
 	{
@@ -361,9 +346,8 @@ discover_partitions(AdsConsumer *c)
 		for (int i = 0; i < b->nparts; i++)
 			if (b->parts[i].partition == p)
 				have = true;
-		for (int i = 0; i < c->noverlap; i++)
-			if (c->overlap[i].partition == p && c->overlap[i].stopped)
-				have = true;	/* stopped: another node consumes it */
+		if (ads_node_stopped(&c->nodes, p))
+			have = true;		/* another node consumes it */
 		if (have)
 			continue;
 		if (b->nparts >= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER)
@@ -408,208 +392,32 @@ discover_partitions(AdsConsumer *c)
 }
 
 /*
- * Kafka's default partitioner: murmur2 of the key, as the Java clients
- * compute it (librdkafka's murmur2_random for keyed messages).
- */
-static uint32
-kafka_murmur2(const void *key, size_t len)
-{
-	const unsigned char *data = key;
-	const uint32 m = 0x5bd1e995;
-	uint32		h = 0x9747b28c ^ (uint32) len;
-	size_t		i;
-
-	for (i = 0; i + 4 <= len; i += 4)
-	{
-		uint32		k = (uint32) data[i] | (uint32) data[i + 1] << 8 |
-			(uint32) data[i + 2] << 16 | (uint32) data[i + 3] << 24;
-
-		k *= m;
-		k ^= k >> 24;
-		k *= m;
-		h *= m;
-		h ^= k;
-	}
-	switch (len & 3)
-	{
-		case 3:
-			h ^= (uint32) data[i + 2] << 16;
-			/* FALLTHROUGH */
-		case 2:
-			h ^= (uint32) data[i + 1] << 8;
-			/* FALLTHROUGH */
-		case 1:
-			h ^= (uint32) data[i];
-			h *= m;
-	}
-	h ^= h >> 13;
-	h *= m;
-	h ^= h >> 15;
-	return h;
-}
-
-/*
- * The co-partitioning contract (docs/deployment.md): where nodes split a
- * topic, the copies of an event and a user's clicks and orders must land on
- * one node, so producers key both topics by user with the default
- * partitioner.  What a node can count of a broken contract: valid messages
- * without a key, or on another partition than their key's (add_message
- * counts them).  Reported with a WARNING when there are new ones, and in
- * source_status as long as the worker runs.
+ * Between batches: another node on our partitions stops them here (see
+ * src/node_watch.c), and the co-partitioning contract is reported.
  */
 static void
-check_contract(AdsConsumer *c)
-{
-	char		error[ADS_ERROR_LEN];
-
-	if (c->misplaced == 0)
-		return;
-	snprintf(error, sizeof(error),
-			 "%lld valid messages without a key or not on their key's partition (e.g. %d): co-partitioning contract broken",
-			 (long long) c->misplaced, c->misplaced_example);
-	if (c->misplaced > c->misplaced_reported)
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_DATA_EXCEPTION),
-				 errmsg("adstream source \"%s\": %s", c->source.name, error),
-				 errdetail("Where nodes split a topic, a duplicate on another node's partition is counted there too, and an order is credited only to clicks on its own node."),
-				 errhint("Key ad events and orders by user, with the default partitioner, and give both topics the same partition count.")));
-		c->misplaced_reported = c->misplaced;
-	}
-	ads_slot_set_error(c->slot, error);
-}
-
-/*
- * Overlap detection: several servers (nodes) may split one topic, each with
- * its source's "partitions" option, and one partition consumed by two of
- * them would be counted by both.  Every commit this worker makes to the
- * source's Kafka consumer group carries its node's tag (name and origin) as
- * metadata.  Reading the group's committed offsets back, a partition is
- * being consumed by another node now when its commit carries that node's
- * tag after Kafka has shown our own, or when two readings show that node's
- * commits at different offsets (it is moving on; needed when its commits
- * always land just after ours).  A previous owner's last commit (a
- * partition handed over) does neither: it stays where it was, and our
- * first commit overwrites it.  Such a partition stops here, with an error naming the other node
- * in source_status.  This node then goes on committing the partition's
- * stored offset under its tag at every check, so that the other node, once
- * it has seen its own commit, sees this node's after it and stops the
- * partition too, whichever of the two noticed first.
- * Detection needs the nodes to share the consumer group (the "group_id"
- * option, by default adstream.<database>.<source>).  Called between
- * batches; a broker that does not answer in time is asked again later.
- */
-static void
-check_overlap(AdsConsumer *c)
+check_nodes(AdsConsumer *c)
 {
 	AdsBatch   *b = &c->batch;
-	rd_kafka_topic_partition_list_t *list;
-	bool		stopped_now = false;
-	char		error[ADS_ERROR_LEN] = "";
+	int32		partitions[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	int64		committed[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	int32		stop[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	int			nstop;
+	int			kept = 0;
 
-	/* Stopped partitions: claim them again, so that the other node stops too. */
-	list = rd_kafka_topic_partition_list_new(Max(c->noverlap, 1));
-	for (int o = 0; o < c->noverlap; o++)
-		if (c->overlap[o].stopped && c->overlap[o].committed >= 0)
-		{
-			rd_kafka_topic_partition_t *tp =
-				rd_kafka_topic_partition_list_add(list, c->source.topic, c->overlap[o].partition);
-
-			tp->offset = c->overlap[o].committed;
-			tp->metadata_size = strlen(c->source.node_tag);
-			tp->metadata = malloc(tp->metadata_size);
-			if (tp->metadata == NULL)
-				tp->metadata_size = 0;
-			else
-				memcpy(tp->metadata, c->source.node_tag, tp->metadata_size);
-		}
-	if (list->cnt > 0)
-		(void) rd_kafka_commit(c->kafka->rk, list, 1);
-	rd_kafka_topic_partition_list_destroy(list);
-
-	if (b->nparts == 0)
-		return;
-	list = rd_kafka_topic_partition_list_new(b->nparts);
 	for (int i = 0; i < b->nparts; i++)
-		rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition);
-	if (rd_kafka_committed(c->kafka->rk, list, METADATA_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		rd_kafka_topic_partition_list_destroy(list);
+		partitions[i] = b->parts[i].partition;
+		committed[i] = b->parts[i].committed;
+	}
+	nstop = ads_node_check(&c->nodes, c->kafka->rk, c->slot, partitions, committed, b->nparts, stop);
+	if (nstop == 0)
 		return;
-	}
-	for (int k = 0; k < list->cnt; k++)
-	{
-		rd_kafka_topic_partition_t *tp = &list->elems[k];
-		int			o;
-
-		if (tp->err != RD_KAFKA_RESP_ERR_NO_ERROR || tp->metadata == NULL || tp->metadata_size == 0)
-			continue;
-		for (o = 0; o < c->noverlap; o++)
-			if (c->overlap[o].partition == tp->partition)
-				break;
-		if (o == c->noverlap)
-		{
-			if (c->noverlap >= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER)
-				continue;
-			memset(&c->overlap[o], 0, sizeof(c->overlap[o]));
-			c->overlap[o].partition = tp->partition;
-			c->overlap[o].other_offset = -1;
-			c->noverlap++;
-		}
-		if (tp->metadata_size == strlen(c->source.node_tag) &&
-			memcmp(tp->metadata, c->source.node_tag, tp->metadata_size) == 0)
-			c->overlap[o].own_seen = true;
-		else if (tp->metadata_size > 14 && memcmp(tp->metadata, "adstream node ", 14) == 0 &&
-				 !c->overlap[o].own_seen &&
-				 (c->overlap[o].other_offset < 0 || c->overlap[o].other_offset == tp->offset))
-			c->overlap[o].other_offset = tp->offset;	/* not yet: a previous owner's? */
-		else if (tp->metadata_size > 14 && memcmp(tp->metadata, "adstream node ", 14) == 0)
-		{
-			int			len = Min((int) tp->metadata_size - 14, (int) sizeof(c->overlap[o].other) - 1);
-
-			memcpy(c->overlap[o].other, (char *) tp->metadata + 14, len);
-			c->overlap[o].other[len] = '\0';
-			c->overlap[o].stopped = true;
-			stopped_now = true;
-			ereport(WARNING,
-					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("adstream source \"%s\": partition %d of topic \"%s\" is also consumed by node %s",
-							c->source.name, tp->partition, c->source.topic, c->overlap[o].other),
-					 errdetail("That node committed offsets of the partition to Kafka group \"%s\" after this node; its events are counted on both.",
-							   c->source.group_id),
-					 errhint("This node stops the partition.  Give each node its own partitions (the source's \"partitions\" option), then resume the source with adstream.resume_source().")));
-		}
-	}
-	rd_kafka_topic_partition_list_destroy(list);
-
-	if (stopped_now)
-	{
-		int			kept = 0;
-
-		for (int i = 0; i < b->nparts; i++)
-		{
-			bool		stop = false;
-
-			for (int o = 0; o < c->noverlap; o++)
-				if (c->overlap[o].partition == b->parts[i].partition && c->overlap[o].stopped)
-					stop = true;
-			if (!stop)
-				b->parts[kept++] = b->parts[i];
-			else
-				for (int o = 0; o < c->noverlap; o++)
-					if (c->overlap[o].partition == b->parts[i].partition)
-						c->overlap[o].committed = b->parts[i].committed;
-		}
-		b->nparts = kept;
-		assign_all(c);
-	}
-	/* The error stays as long as a partition is stopped. */
-	for (int o = 0; o < c->noverlap; o++)
-		if (c->overlap[o].stopped && error[0] == '\0')
-			snprintf(error, sizeof(error), "partition %d stopped: also consumed by node %s",
-					 c->overlap[o].partition, c->overlap[o].other);
-	if (error[0] != '\0')
-		ads_slot_set_error(c->slot, error);
+	for (int i = 0; i < b->nparts; i++)
+		if (!ads_node_stopped(&c->nodes, b->parts[i].partition))
+			b->parts[kept++] = b->parts[i];
+	b->nparts = kept;
+	assign_all(c);
 }
 
 /* ---------------------------------------------------------------------
@@ -689,14 +497,8 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 										  &m->ev, detail, sizeof(detail));
 	if (m->parse_reason != ADS_OK)
 		m->detail = MemoryContextStrdup(b->ctx, detail);
-	else if (c->source.npartitions >= 0 && c->topic_partitions > 0 &&
-			 (rkm->key == NULL || rkm->key_len == 0 ||
-			  (int) ((kafka_murmur2(rkm->key, rkm->key_len) & 0x7fffffff) % (uint32) c->topic_partitions)
-			  != rkm->partition))
-	{
-		c->misplaced++;
-		c->misplaced_example = rkm->partition;
-	}
+	else
+		ads_node_note_message(&c->nodes, rkm);
 }
 
 /* Tell Kafka's group offsets where we are, for lag monitors only. */
@@ -713,13 +515,7 @@ commit_to_kafka(AdsConsumer *c)
 				rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition);
 
 			tp->offset = b->parts[i].b_next;
-			/* who committed it: check_overlap() reads it back; the list frees it */
-			tp->metadata_size = strlen(c->source.node_tag);
-			tp->metadata = malloc(tp->metadata_size);
-			if (tp->metadata == NULL)
-				tp->metadata_size = 0;
-			else
-				memcpy(tp->metadata, c->source.node_tag, tp->metadata_size);
+			ads_node_tag_commit(&c->nodes, tp);	/* read back by other nodes */
 		}
 	if (list->cnt > 0)
 		(void) rd_kafka_commit(c->kafka->rk, list, 1);
@@ -872,6 +668,11 @@ adstream_consumer_main(Datum arg)
 	}
 
 	ads_batch_init(b, c->args.owner_id, c->source.name, c->source.topic, c->source.is_orders);
+	c->nodes.tag = c->source.node_tag;
+	c->nodes.source = c->source.name;
+	c->nodes.topic = c->source.topic;
+	c->nodes.group_id = c->source.group_id;
+	c->nodes.check_contract = (c->source.npartitions >= 0);
 	ads_slot_set_state(c->slot, "consuming");
 	ereport(LOG, (errmsg("adstream consumer %d/%d of source \"%s\" started",
 						 c->args.worker_index + 1, c->args.nworkers, c->source.name)));
@@ -903,8 +704,7 @@ adstream_consumer_main(Datum arg)
 			record_gaps(c);
 		if (b->nmsgs == 0 && now >= next_overlap)
 		{
-			check_contract(c);
-			check_overlap(c);
+			check_nodes(c);
 			next_overlap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OVERLAP_CHECK_MS);
 		}
 		/* Orders wait for the ad events; look again every second. */
