@@ -434,7 +434,7 @@ REVOKE ALL ON FUNCTION adstream._node_name_setting(), adstream._timeline(), adst
 -- Failover: readers may see the node's name; naming it is management.
 REVOKE ALL ON adstream.node FROM PUBLIC;
 GRANT SELECT ON adstream.node TO adstream_reader;
-GRANT EXECUTE ON FUNCTION adstream.node_name(), adstream._node_name_setting() TO adstream_reader;
+GRANT EXECUTE ON FUNCTION adstream.node_name() TO adstream_reader;
 GRANT EXECUTE ON FUNCTION adstream.set_node_name(text) TO adstream_admin;
 
 -- An installation that already publishes keeps the name it publishes under

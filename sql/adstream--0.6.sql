@@ -2643,5 +2643,5 @@ GRANT EXECUTE ON FUNCTION adstream.adopt_restored(text) TO adstream_admin;
 -- Failover: readers may see the node's name; naming it is management.
 REVOKE ALL ON adstream.node FROM PUBLIC;
 GRANT SELECT ON adstream.node TO adstream_reader;
-GRANT EXECUTE ON FUNCTION adstream.node_name(), adstream._node_name_setting() TO adstream_reader;
+GRANT EXECUTE ON FUNCTION adstream.node_name() TO adstream_reader;
 GRANT EXECUTE ON FUNCTION adstream.set_node_name(text) TO adstream_admin;
