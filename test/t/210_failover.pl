@@ -12,6 +12,7 @@
 # publish under the same node name and Kafka transactional.id, with versions
 # on the new timeline.  Aggregates, dead letters, attribution and the sink's
 # topics read back with Pinot's upsert rule all equal the ground truth.
+# Last, a setting that names the node otherwise makes the sinks wait.
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -160,6 +161,16 @@ is($standby->safe_psql('postgres',
 my $txn_id = 'Kafka transactional.id "adstream.eu1.postgres.pinot"';
 ok(index(slurp_file($primary->logfile), $txn_id) >= 0 && index(slurp_file($standby->logfile), $txn_id) >= 0,
 	'the old and the new primary publish with the same transactional.id (the new one fences the old)');
+
+# 6. A setting that names the node otherwise (say, the standby's host's
+# configuration) does not rename it: the sinks wait, saying why.
+$standby->append_conf('postgresql.conf', "adstream.node_name = 'elsewhere'");
+$standby->restart;
+ok($standby->poll_query_until('postgres', q{
+SELECT worker_state = 'waiting'
+       AND last_error LIKE 'adstream.node_name is set to ''elsewhere'', but this node is named ''eu1'' in the database%'
+  FROM adstream.sink_status}), 'with adstream.node_name set to another name, the sink waits with the conflict as its error')
+  or diag $standby->safe_psql('postgres', 'SELECT * FROM adstream.sink_status');
 
 $standby->stop;
 $_->stop for ($src, $pinot);
