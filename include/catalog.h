@@ -29,6 +29,9 @@ typedef struct AdsSourceDef
 	int			nfields;		/* field mapping: contract field -> path */
 	char	  **field_keys;
 	char	  **field_paths;
+	int			npartitions;	/* -1: every partition of the topic */
+	int32	   *partitions;		/* else these, ascending (the "partitions" option) */
+	char	   *node_tag;		/* this node in the metadata of its Kafka commits */
 } AdsSourceDef;
 
 typedef struct AdsSinkDef

@@ -42,4 +42,7 @@ extern int	adstream_rollups_interval_s;
  */
 extern void ads_define_gucs(bool preloading);
 
+/* adstream.node_name, or the host name where the library is not preloaded. */
+extern const char *ads_node_name_setting(void);
+
 #endif							/* ADSTREAM_GUC_H */

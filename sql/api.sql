@@ -146,6 +146,19 @@ SELECT adstream.create_source('s', 'k:9092', 't', options => '{"socket.timeout.m
 -- the value of a secret-looking property is never echoed back
 SELECT adstream.create_source('s', 'k:9092', 't', options => '{"sasl.oauthbearer.method": "hunter2"}');
 
+-- "partitions": this server's share of a topic that several servers split
+-- (issue #13); its workers take the listed partitions p with p % workers = i
+SELECT adstream.create_source('split_a', 'split:9092', 'split_topic',
+	options => '{"partitions": " 8,0-3, 10 - 11,2", "workers": 2}');
+SELECT adstream.create_source('split_b', 'split2:9092', 'split_topic', options => '{"partitions": 7}');
+SELECT name, workers, partitions FROM adstream.sources WHERE name LIKE 'split%' ORDER BY 1;
+SELECT adstream.create_source('s', 'k:9092', 't', options => '{"partitions": "5-2"}');
+SELECT adstream.create_source('s', 'k:9092', 't', options => '{"partitions": "0-3,x"}');
+SELECT adstream.create_source('s', 'k:9092', 't', options => '{"partitions": ""}');
+SELECT adstream.create_source('s', 'k:9092', 't', options => '{"partitions": -1}');
+SELECT adstream.drop_source('split_a');
+SELECT adstream.drop_source('split_b');
+
 -- duplicate name
 SELECT adstream.create_source('ads_eu', 'other:9092', 'other_topic');
 -- a second source on the same topic of the same cluster (one broker in

@@ -9,9 +9,11 @@
 -- Each statement runs in its own transaction, so a statement that writes
 -- outbox rows plays a batch that commits.
 --
--- Never printed: adstream.node_name (the host name by default; keys and
--- values are compared with it instead), snapshots and transaction ids,
--- outbox ids (shown relative to the first one), clock times, pids.
+-- Never printed: the node's name (adstream.node_name, the host name by
+-- default; keys and values are compared with adstream.node_name() instead),
+-- snapshots and transaction ids, outbox ids (shown relative to the first
+-- one), clock times, pids.  Versions are shown as their epoch (high bits)
+-- and compared with the outbox id (low bits).
 --
 \set SHOW_CONTEXT never
 SET search_path = public;
@@ -25,6 +27,17 @@ SELECT name, context, vartype, current_setting(name) <> '' AS is_set
   FROM pg_settings WHERE name = 'adstream.node_name';
 SET adstream.node_name = 'elsewhere';
 
+-- Until the first sink, the node has no name in the database and takes the
+-- setting's; versions are made on timeline 1, epoch 1 (failover).
+SELECT count(*) AS named FROM adstream.node;
+SELECT adstream.node_name() = current_setting('adstream.node_name') AS from_setting,
+	   adstream._timeline() AS timeline, adstream._version_base() >> 48 AS epoch,
+	   adstream._version_base() & ((1::bigint << 48) - 1) AS low_bits;
+-- invalid names
+SELECT adstream.set_node_name('a|b');
+SELECT adstream.set_node_name('');
+SELECT adstream.set_node_name(NULL);
+
 -- page(): a page as the publisher reads it.  Ids are shown relative to
 -- :base, the key without the node name in front, the value without the
 -- fields checked separately (node, version, record_uuid).
@@ -35,12 +48,12 @@ LANGUAGE sql AS $$
 	SELECT p.id - p_base, p.topic,
 		   p.record_key = adstream._record_key(o.kind, o.ad_id, o.window_start, o.order_id),
 		   CASE o.kind WHEN 'ad_stats' THEN
-				CASE WHEN starts_with(p.record_key, current_setting('adstream.node_name') || '|')
-					 THEN '<node>' || substr(p.record_key, length(current_setting('adstream.node_name')) + 1) END
+				CASE WHEN starts_with(p.record_key, adstream.node_name() || '|')
+					 THEN '<node>' || substr(p.record_key, length(adstream.node_name()) + 1) END
 				ELSE p.record_key END,
 		   (p.value::jsonb - 'node' - 'version' - 'record_uuid')::text,
-		   p.value::jsonb ->> 'node' = current_setting('adstream.node_name'),
-		   (p.value::jsonb -> 'version')::bigint = p.id,
+		   p.value::jsonb ->> 'node' = adstream.node_name(),
+		   (p.value::jsonb -> 'version')::bigint = adstream._version_base() + p.id,
 		   (p.value::jsonb ->> 'record_uuid')::uuid = adstream.record_uuid(o.kind, p.record_key)
 	  FROM adstream._outbox_page(p_sink, p_limit) p
 	  LEFT JOIN adstream.outbox o ON o.id = p.id
@@ -174,6 +187,19 @@ SELECT kafka_options FROM adstream.sinks;
 
 -- duplicate name
 SELECT adstream.create_sink('pinot_a', 'other:9092');
+
+-- The first sink named the node in the database, from the setting; it can
+-- no longer be renamed (Pinot would add the new name's rows to the old).
+SELECT name = current_setting('adstream.node_name') AS named_from_setting, version_epoch, published_timeline
+  FROM adstream.node;
+SELECT adstream.set_node_name('renamed');
+-- A publisher's transactional.id is the node's, the database's and the
+-- sink's name: the same on a promoted standby.  It notes the timeline it
+-- publishes on.
+SELECT transactional_id = 'adstream.' || adstream.node_name() || '.' || current_database() || '.pinot_a' AS txn_id_ok,
+	   conflict
+  FROM adstream._publisher_identity('pinot_a');
+SELECT published_timeline FROM adstream.node;
 
 -- The backfill: every current result is queued, in create_sink's
 -- transaction, which the sink's cursor has not passed yet.
@@ -524,7 +550,7 @@ RESET SESSION AUTHORIZATION;
 -------------------------------------------------------------------------------
 -- Dump and restore: a source or sink whose origin is another installation's
 -- (what pg_restore leaves) is held until adopt_restored; adopting the first
--- sink re-dates the restored outbox, and versions jump ahead
+-- sink re-dates the restored outbox, and the versions' epoch jumps ahead
 -------------------------------------------------------------------------------
 
 SELECT adstream.create_source('restored_src', 'k:9092', 'restored_topic');
@@ -550,12 +576,15 @@ SELECT adstream.create_sink('new_sink', 'k:9092');
 SET SESSION AUTHORIZATION regress_adstream_pub_reader;
 SELECT adstream.adopt_restored();
 RESET SESSION AUTHORIZATION;
-SELECT last_value AS seq_before FROM adstream.outbox_id_seq \gset
+SELECT adstream._version_base() >> 48 AS epoch_before \gset
 SET SESSION AUTHORIZATION regress_adstream_pub_admin;
 SELECT adstream.adopt_restored('no_such');
 SELECT adstream.adopt_restored('perm_sink') AS adopted;
 RESET SESSION AUTHORIZATION;
-SELECT last_value - :seq_before AS version_jump FROM adstream.outbox_id_seq;
+-- The copy's versions are ahead of the original's: its epoch (recorded as
+-- published on timeline 1) plus room for 100 failovers.
+SELECT (adstream._version_base() >> 48) - :epoch_before AS epoch_jump, version_epoch, published_timeline
+  FROM adstream.node;
 SELECT count(*) = :outbox_rows AS kept, bool_and(txid = '3') AS redated FROM adstream.outbox;
 SELECT name, done_snapshot, target_snapshot, last_id, origin = adstream._origin() AS here FROM adstream.sinks;
 SELECT sink, sink_state, backlog_rows = :outbox_rows AS backlog_is_everything, last_error FROM adstream.sink_status;

@@ -93,10 +93,13 @@ ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
 	TupleDesc	td;
 	bool		isnull;
 	MemoryContext old;
+	char	   *parts;
 
 	if (!read_row("SELECT name, brokers, topic, start_policy, group_id, kind = 'orders', "
 				  "coalesce(input_format->>'format', 'json'), coalesce(input_format->>'ts_format', 'epoch_ms'), "
-				  "input_format->>'schema_registry', coalesce((input_format->>'schema_registry_timeout_ms')::integer, 0) "
+				  "input_format->>'schema_registry', coalesce((input_format->>'schema_registry_timeout_ms')::integer, 0), "
+				  "array_to_string(partitions, ','), "
+				  "'adstream node ' || adstream.node_name() || ' ' || adstream._origin() "
 				  "FROM adstream.sources WHERE id = $1 AND enabled AND generation = $2",
 				  id, generation))
 		return false;
@@ -113,6 +116,22 @@ ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
 	def->ts_format = SPI_getvalue(tup, td, 8);
 	def->registry_url = SPI_getvalue(tup, td, 9);	/* NULL when null */
 	def->registry_timeout_ms = DatumGetInt32(SPI_getbinval(tup, td, 10, &isnull));
+	parts = SPI_getvalue(tup, td, 11);
+	def->npartitions = -1;
+	if (parts != NULL)
+	{
+		char	   *next = parts;
+
+		def->npartitions = 0;
+		def->partitions = palloc(sizeof(int32) * (strlen(parts) / 2 + 1));
+		while (*next != '\0')
+		{
+			def->partitions[def->npartitions++] = (int32) strtol(next, &next, 10);
+			if (*next == ',')
+				next++;
+		}
+	}
+	def->node_tag = SPI_getvalue(tup, td, 12);
 	MemoryContextSwitchTo(old);
 	return read_fields(id, def) && read_props("sources", id, &def->props);
 }

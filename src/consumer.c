@@ -1,8 +1,9 @@
 /*
  * consumer.c
  *     A consumer worker: owns the partitions p of one source's topic with
- *     p % workers = its index, reads them from the offsets stored in
- *     adstream.offsets, and hands full batches to batch.c.
+ *     p % workers = its index (among those of its "partitions" option),
+ *     reads them from the offsets stored in adstream.offsets, and hands
+ *     full batches to batch.c.
  *
  * No transaction is open while the worker waits for Kafka: messages are
  * collected and parsed first, and only a complete batch starts one.  The
@@ -31,6 +32,7 @@
 #include "kafka_consumer.h"
 #include "kafka_log.h"
 #include "redrive.h"
+#include "node_watch.h"
 #include "registry.h"
 #include "txn.h"
 #include "worker.h"
@@ -42,6 +44,7 @@
 #define RETRY_MAX_MS 10000
 #define ATTRIBUTION_INTERVAL_MS 1000
 #define REDRIVE_INTERVAL_MS 1000
+#define OVERLAP_CHECK_MS 2000	/* how often the group's commits are read back */
 
 typedef struct AdsConsumer
 {
@@ -83,6 +86,8 @@ typedef struct AdsConsumer
 	int			held_first;
 	int			held_attempt;
 	TimestampTz held_retry_at;
+
+	AdsNodeWatch nodes;			/* other nodes on the topic (src/node_watch.c) */
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -93,6 +98,18 @@ static void assign_all(AdsConsumer *c);
  * Short transactions around the batch: reading the source and offsets.
  * ---------------------------------------------------------------------
  */
+
+/* The partition is in the source's "partitions" option (or it has none). */
+static bool
+listed(AdsConsumer *c, int32 partition)
+{
+	if (c->source.npartitions < 0)
+		return true;
+	for (int i = 0; i < c->source.npartitions; i++)
+		if (c->source.partitions[i] == partition)
+			return true;
+	return false;
+}
 
 /* Returns false when the source is gone, paused, or of another generation. */
 static bool
@@ -181,7 +198,8 @@ store_latest_offsets(AdsConsumer *c)
 						c->source.name, c->source.topic),
 				 errhint("Check that the brokers are reachable; the worker retries.")));
 	for (int p = 0; p < count; p++)
-		SPI_execute_with_args("INSERT INTO adstream.offsets (source, topic, partition, next_offset) "
+		if (listed(c, p))
+			SPI_execute_with_args("INSERT INTO adstream.offsets (source, topic, partition, next_offset) "
 							  "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
 							  4, (Oid[]) {TEXTOID, TEXTOID, INT4OID, INT8OID},
 							  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic),
@@ -505,16 +523,19 @@ discover_partitions(AdsConsumer *c)
 				 c->source.topic, count);
 		ads_worker_exit(why);
 	}
+	c->nodes.topic_partitions = count;
 
 	for (int p = 0; p < count; p++)
 	{
 		bool		have = false;
 
-		if (p % c->args.nworkers != c->args.worker_index)
+		if (p % c->args.nworkers != c->args.worker_index || !listed(c, p))
 			continue;
 		for (int i = 0; i < b->nparts; i++)
 			if (b->parts[i].partition == p)
 				have = true;
+		if (ads_node_stopped(&c->nodes, p))
+			have = true;		/* another node consumes it */
 		if (have)
 			continue;
 		if (b->nparts >= ADS_MAX_TOPIC_PARTITIONS_PER_WORKER)
@@ -558,6 +579,35 @@ discover_partitions(AdsConsumer *c)
 					ads_worker_name(), b->nparts, c->source.topic)));
 	assign_all(c);
 	return true;
+}
+
+/*
+ * Between batches: another node on our partitions stops them here (see
+ * src/node_watch.c), and the co-partitioning contract is reported.
+ */
+static void
+check_nodes(AdsConsumer *c)
+{
+	AdsBatch   *b = &c->batch;
+	int32		partitions[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	int64		committed[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	int32		stop[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	int			nstop;
+	int			kept = 0;
+
+	for (int i = 0; i < b->nparts; i++)
+	{
+		partitions[i] = b->parts[i].partition;
+		committed[i] = b->parts[i].committed;
+	}
+	nstop = ads_node_check(&c->nodes, c->kafka->rk, c->slot, partitions, committed, b->nparts, stop);
+	if (nstop == 0)
+		return;
+	for (int i = 0; i < b->nparts; i++)
+		if (!ads_node_stopped(&c->nodes, b->parts[i].partition))
+			b->parts[kept++] = b->parts[i];
+	b->nparts = kept;
+	assign_all(c);
 }
 
 /* ---------------------------------------------------------------------
@@ -668,6 +718,8 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 												&m->ev, detail, sizeof(detail));
 	if (m->parse_reason != ADS_OK)
 		m->detail = MemoryContextStrdup(b->ctx, detail);
+	else
+		ads_node_note_message(&c->nodes, rkm);
 	return true;
 }
 
@@ -710,8 +762,13 @@ commit_to_kafka(AdsConsumer *c)
 
 	for (int i = 0; i < b->nparts; i++)
 		if (b->parts[i].in_batch)
-			rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition)->offset =
-				b->parts[i].b_next;
+		{
+			rd_kafka_topic_partition_t *tp =
+				rd_kafka_topic_partition_list_add(list, c->source.topic, b->parts[i].partition);
+
+			tp->offset = b->parts[i].b_next;
+			ads_node_tag_commit(&c->nodes, tp);	/* read back by other nodes */
+		}
 	if (list->cnt > 0)
 		(void) rd_kafka_commit(c->kafka->rk, list, 1);
 	rd_kafka_topic_partition_list_destroy(list);
@@ -912,6 +969,7 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_status = 0;
 	TimestampTz next_attribution = 0;
 	TimestampTz next_redrive = 0;
+	TimestampTz next_overlap = 0;
 
 	c->slot = ads_worker_start(&c->args);
 	ads_worker_wait_for_schema(c->slot, "source", c->slot->owner_name);
@@ -938,6 +996,11 @@ adstream_consumer_main(Datum arg)
 	}
 
 	ads_batch_init(b, c->args.owner_id, c->source.name, c->source.topic, c->source.is_orders);
+	c->nodes.tag = c->source.node_tag;
+	c->nodes.source = c->source.name;
+	c->nodes.topic = c->source.topic;
+	c->nodes.group_id = c->source.group_id;
+	c->nodes.check_contract = (c->source.npartitions >= 0);
 	set_running_state(c);		/* "connecting" until a broker answers */
 	ereport(LOG, (errmsg("%s started", ads_worker_name())));
 
@@ -970,6 +1033,11 @@ adstream_consumer_main(Datum arg)
 		/* Between batches, so that what is stored is where the gap begins. */
 		if (c->out_of_range && b->nmsgs == 0)
 			record_gaps(c);
+		if (b->nmsgs == 0 && now >= next_overlap)
+		{
+			check_nodes(c);
+			next_overlap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OVERLAP_CHECK_MS);
+		}
 		/* Orders wait for the ad events; look again every second. */
 		if (b->is_orders && b->nmsgs == 0 && now >= next_attribution)
 		{

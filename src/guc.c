@@ -116,19 +116,47 @@ define_reloadable(void)
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
-static void
-define_server_wide(void)
+/* The host name, or "adstream" if it has none. */
+static char *
+host_name(void)
 {
-	/* Each installation's rows are its own in Pinot: the host name by default. */
 	char		host[256];
 
 	if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
 		strlcpy(host, "adstream", sizeof(host));
 	host[sizeof(host) - 1] = '\0';
+	return MemoryContextStrdup(TopMemoryContext, host);
+}
+
+/*
+ * The name a node takes when it first needs one (adstream.node, in the
+ * database): adstream.node_name, whose default is the host name; the host
+ * name where the library is not preloaded.
+ */
+const char *
+ads_node_name_setting(void)
+{
+	static char *host = NULL;
+
+	if (adstream_node_name != NULL)
+		return adstream_node_name;
+	if (host == NULL)
+		host = host_name();
+	return host;
+}
+
+static void
+define_server_wide(void)
+{
+	/*
+	 * Each installation's rows are its own in Pinot.  The name is kept in
+	 * the database once a sink exists (adstream.node), so that a promoted
+	 * standby on another host keeps it; this only seeds it.
+	 */
 	DefineCustomStringVariable("adstream.node_name",
-							   "Name of this adstream installation in published records (part of Pinot's primary key).",
-							   "Give every node that feeds the same Pinot table its own name.",
-							   &adstream_node_name, MemoryContextStrdup(TopMemoryContext, host),
+							   "Name this installation takes in the database (adstream.node) when its first sink is created; part of Pinot's primary key.",
+							   "Give every node that feeds the same Pinot table its own name.  Once named, the database's name is used: a different setting stops the sinks.",
+							   &adstream_node_name, host_name(),
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("adstream.database",
 							   "Database in which the adstream workers run.",

@@ -159,6 +159,7 @@ ads_register_launcher(void)
 
 	memset(&bgw, 0, sizeof(bgw));
 	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* Never on a standby: the postmaster starts it when recovery ends, at a promotion too. */
 	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	bgw.bgw_restart_time = 5;
 	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);

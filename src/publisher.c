@@ -323,6 +323,45 @@ advance(Publisher *p, int produced, bool window_done)
 }
 
 /*
+ * The sink's transactional.id, from the node's name in the database
+ * (adstream._publisher_identity), so that a standby promoted on another host
+ * uses the same one and its init_transactions fences the old primary's
+ * publisher.  While adstream.node_name is set to another name than the
+ * database's, the publisher waits, with the conflict as its error.
+ */
+static void
+read_identity(Publisher *p, char *txn_id, size_t len)
+{
+	for (bool warned = false;; warned = true)
+	{
+		char	   *conflict = NULL;
+
+		ads_begin_tx("adstream publisher: reading the node's identity");
+		if (SPI_execute_with_args("SELECT transactional_id, conflict FROM adstream._publisher_identity($1)",
+								  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(p->sink.name)},
+								  NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "adstream: could not read the node's identity");
+		strlcpy(txn_id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), len);
+		conflict = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		if (conflict != NULL)
+			conflict = MemoryContextStrdup(TopMemoryContext, conflict);
+		ads_end_tx();
+		if (conflict == NULL)
+			return;
+		ads_slot_set_error(p->slot, conflict);
+		ads_slot_set_state(p->slot, "waiting");
+		if (!warned)
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("adstream sink \"%s\" does not publish: %s", p->sink.name, conflict),
+					 errhint("The node's name is kept in the database so that a promoted standby keeps it; see docs/deployment.md.")));
+		pfree(conflict);
+		ads_worker_wait(5000);
+		ads_worker_reload_config();
+	}
+}
+
+/*
  * One publisher per sink: a session-level lock (ads_lock), held until this
  * process exits.  A predecessor that has not exited yet is waited for.
  */
@@ -348,7 +387,7 @@ adstream_publisher_main(Datum arg)
 {
 	Publisher  *p = &pub;
 	char		errbuf[512];
-	char		txn_id[NAMEDATALEN * 3 + 16];
+	char		txn_id[NAMEDATALEN * 2 + 272];	/* node names have up to 255 bytes */
 	char		client_id[NAMEDATALEN + 32];
 	rd_kafka_error_t *error;
 	TimestampTz next_prune = 0;
@@ -366,7 +405,7 @@ adstream_publisher_main(Datum arg)
 	lock_sink(p);
 
 	/* Unique per node, database and sink: nodes must not fence each other. */
-	snprintf(txn_id, sizeof(txn_id), "adstream.%s.%s.%s", adstream_node_name, adstream_database, p->sink.name);
+	read_identity(p, txn_id, sizeof(txn_id));
 	snprintf(client_id, sizeof(client_id), "adstream-publisher-%s", p->sink.name);
 	p->rk = ads_kafka_producer_open(p->sink.brokers, txn_id, TXN_TIMEOUT, client_id, &p->sink.props,
 									errbuf, sizeof(errbuf));
@@ -404,7 +443,8 @@ adstream_publisher_main(Datum arg)
 
 	p->page_ctx = AllocSetContextCreate(TopMemoryContext, "adstream page", ALLOCSET_DEFAULT_SIZES);
 	ads_slot_set_state(p->slot, "publishing");
-	ereport(LOG, (errmsg("%s started", ads_worker_name())));
+	ereport(LOG, (errmsg("%s started", ads_worker_name()),
+				  errdetail("Kafka transactional.id \"%s\".", txn_id)));
 
 	for (;;)
 	{

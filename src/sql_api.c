@@ -1,14 +1,19 @@
 /*
  * sql_api.c
  *     SQL-callable C functions: worker and partition status from shared
- *     memory, the event validator, librdkafka property checking, and the
- *     installation's identity.
+ *     memory, the event validator, librdkafka property checking, the
+ *     installation's identity, and the timeline that versions are made from.
  */
 #include "postgres.h"
 
 #include <librdkafka/rdkafka.h>
 
 #include "catalog/pg_type.h"
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
+#include "executor/spi.h"
+#include "storage/proc.h"
+#include "utils/memutils.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -456,4 +461,64 @@ adstream_kafka_check(PG_FUNCTION_ARGS)
 		rd_kafka_destroy(rk);
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, result, nulls)));
+}
+
+/*
+ * adstream._node_name_setting(): the name a node takes in adstream.node when
+ * it is first named (adstream.node_name, by default the host name).
+ */
+PG_FUNCTION_INFO_V1(adstream_node_name_setting);
+Datum
+adstream_node_name_setting(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(ads_node_name_setting()));
+}
+
+/*
+ * adstream.node_name(): the node's name, adstream.node's once it has a row,
+ * else the setting.  Part of every ad_stats key, so _record_key asks for it
+ * for every published row: looked up once per transaction (it cannot
+ * change while sinks exist, see set_node_name).
+ */
+PG_FUNCTION_INFO_V1(adstream_node_name_fn);
+Datum
+adstream_node_name_fn(PG_FUNCTION_ARGS)
+{
+	static LocalTransactionId cached_lxid = InvalidLocalTransactionId;
+	static char *cached = NULL;
+
+	if (cached == NULL || MyProc->lxid != cached_lxid)
+	{
+		char	   *name = NULL;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "adstream: SPI_connect failed");
+		if (SPI_execute("SELECT name FROM adstream.node", true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (cached)
+			pfree(cached);
+		cached = MemoryContextStrdup(TopMemoryContext, name ? name : ads_node_name_setting());
+		SPI_finish();
+		cached_lxid = MyProc->lxid;
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(cached));
+}
+
+/*
+ * adstream._timeline(): the timeline this server writes WAL on (on a standby,
+ * the one it replays).  A promotion moves to a higher timeline than any the
+ * cluster's history has used, so published versions, which carry it in their
+ * high bits (adstream._version_base), rise across failovers.
+ */
+PG_FUNCTION_INFO_V1(adstream_timeline);
+Datum
+adstream_timeline(PG_FUNCTION_ARGS)
+{
+	TimeLineID	tli;
+
+	if (RecoveryInProgress())
+		(void) GetXLogReplayRecPtr(&tli);
+	else
+		tli = GetWALInsertionTimeLine();
+	PG_RETURN_INT32((int32) tli);
 }

@@ -168,6 +168,7 @@ typedef struct Options
 	double		orders_bad_ratio;
 	double		orders_dup_ratio;
 	const char *replay_path;
+	int			copart;			/* --co-partition */
 } Options;
 
 static Options opt;
@@ -836,6 +837,7 @@ typedef struct RingEntry
 	char		key[24];
 	size_t		keylen;
 	int64_t		ts_ms;
+	int			partition;
 } RingEntry;
 
 static RingEntry *ring;
@@ -865,8 +867,96 @@ typedef struct Record
 static void
 set_key(Record *rec, const GenEvent *ev)
 {
-	rec->keylen = (size_t) snprintf(rec->key, sizeof(rec->key), "%" PRId64, ev->ad_id);
+	/* with --co-partition the key is the user, as for orders */
+	rec->keylen = (size_t) snprintf(rec->key, sizeof(rec->key), "%" PRId64,
+									opt.copart ? ev->user_id : ev->ad_id);
 	rec->has_key = 1;
+}
+
+/*
+ * --co-partition: the producers' side of the co-partitioning contract
+ * (docs/deployment.md).  A user's partition is the one Kafka's default
+ * partitioner gives the user id's decimal string: murmur2, as the Java
+ * clients compute it, of the key, positive, modulo the partition count.
+ * Every valid event and order of a user, and every re-send of one, goes to
+ * its user's partition (events and orders topics have the same count), so
+ * that the servers that split the topics each see whole users.
+ */
+static uint32_t
+kafka_murmur2(const char *data, size_t len)
+{
+	const uint32_t m = 0x5bd1e995;
+	uint32_t	h = 0x9747b28c ^ (uint32_t) len;
+	size_t		i;
+
+	for (i = 0; i + 4 <= len; i += 4)
+	{
+		uint32_t	k = (uint32_t) (unsigned char) data[i] | (uint32_t) (unsigned char) data[i + 1] << 8 |
+			(uint32_t) (unsigned char) data[i + 2] << 16 | (uint32_t) (unsigned char) data[i + 3] << 24;
+
+		k *= m;
+		k ^= k >> 24;
+		k *= m;
+		h *= m;
+		h ^= k;
+	}
+	switch (len & 3)
+	{
+		case 3:
+			h ^= (uint32_t) (unsigned char) data[i + 2] << 16;
+			/* FALLTHROUGH */
+		case 2:
+			h ^= (uint32_t) (unsigned char) data[i + 1] << 8;
+			/* FALLTHROUGH */
+		case 1:
+			h ^= (uint32_t) (unsigned char) data[i];
+			h *= m;
+	}
+	h ^= h >> 13;
+	h *= m;
+	h ^= h >> 15;
+	return h;
+}
+
+static int
+user_partition(int64_t user, int partitions)
+{
+	char		key[24];
+	int			n = snprintf(key, sizeof(key), "%" PRId64, user);
+
+	return (int) ((kafka_murmur2(key, (size_t) n) & 0x7fffffff) % (uint32_t) partitions);
+}
+
+/* users by partition, for --co-partition */
+static int64_t **users_of;
+static int *nusers_of;
+
+static void
+copart_begin(void)
+{
+	users_of = calloc((size_t) opt.partitions, sizeof(int64_t *));
+	nusers_of = calloc((size_t) opt.partitions, sizeof(int));
+	if (users_of == NULL || nusers_of == NULL)
+		die("out of memory");
+	for (int64_t u = 1; u <= opt.users; u++)
+	{
+		int			p = user_partition(u, opt.partitions);
+
+		users_of[p] = realloc(users_of[p], (size_t) (nusers_of[p] + 1) * sizeof(int64_t));
+		if (users_of[p] == NULL)
+			die("out of memory");
+		users_of[p][nusers_of[p]++] = u;
+	}
+	for (int p = 0; p < opt.partitions; p++)
+		if (nusers_of[p] == 0)
+			die("--co-partition: no user of the %" PRId64 " falls on partition %d; raise --users", opt.users, p);
+}
+
+/* A random user whose partition is p. */
+static int64_t
+user_on(int p)
+{
+	return users_of[p][rand_below((uint64_t) nusers_of[p])];
 }
 
 /*
@@ -979,6 +1069,8 @@ make_valid(Record *rec, int64_t i, int p)
 		ts = 0;
 
 	random_event(&ev, ts, lo > safe_floor(p) ? lo : safe_floor(p), 1);
+	if (opt.copart)
+		ev.user_id = user_on(p);
 
 	/*
 	 * A click comes after everything before it on its partition.  An order
@@ -1012,6 +1104,7 @@ make_valid(Record *rec, int64_t i, int p)
 	memcpy(re->key, rec->key, rec->keylen);
 	re->keylen = rec->keylen;
 	re->ts_ms = ev.ts_ms;
+	re->partition = p;
 	ring_next = (ring_next + 1) % RING_SIZE;
 	if (ring_n < RING_SIZE)
 		ring_n++;
@@ -1026,6 +1119,13 @@ make_duplicate(Record *rec, int p)
 	if (ring_n == 0)
 		return 0;
 	re = &ring[rand_below((uint64_t) ring_n)];
+	/* co-partitioned: a re-send goes where its original went */
+	for (int tries = 0; opt.copart && re->partition != p; tries++)
+	{
+		if (tries == 64)
+			return 0;
+		re = &ring[rand_below((uint64_t) ring_n)];
+	}
 	/* a duplicate that would be too late here would not be a duplicate */
 	if (re->ts_ms < safe_floor(p))
 		return 0;
@@ -1058,6 +1158,8 @@ make_old(Record *rec, int p)
 	if (ts < 0)
 		return 0;				/* would be an invalid timestamp instead */
 	random_event(&ev, ts, 0, 1);
+	if (opt.copart)
+		ev.user_id = user_on(p);
 	ev.is_click = 0;
 	render_event(&rec->val, &ev, ADS_OK, 0);
 	set_key(rec, &ev);
@@ -1074,6 +1176,8 @@ make_future(Record *rec)
 	int64_t		ts = now_for_event() + DAY_MS + rand_range(0, 60000);
 
 	random_event(&ev, ts, ts - 1000, 1);
+	if (opt.copart)
+		ev.user_id = user_on(rec->partition);
 	render_event(&rec->val, &ev, ADS_OK, 0);
 	set_key(rec, &ev);
 	truth.rejects[ADS_R_FUTURE_TIMESTAMP]++;
@@ -1238,6 +1342,7 @@ typedef struct OrderRingEntry
 	char		key[24];
 	size_t		keylen;
 	int64_t		ts_ms;
+	int			partition;
 } OrderRingEntry;
 
 static OrderRingEntry *oring;
@@ -1582,13 +1687,27 @@ make_valid_order(Record *rec, int p)
 	int64_t		ts;
 	OrderTruth *t;
 	OrderRingEntry *re;
+	const Click *c = NULL;
 
 	random_order_details(&o, 1);
 	if (n_clicks > 0 && u < 0.7)
 	{
 		size_t		pool = n_clicks < ORDER_CLICK_POOL ? n_clicks : ORDER_CLICK_POOL;
-		const Click *c = &clicks[n_clicks - 1 - rand_below(pool)];
 
+		c = &clicks[n_clicks - 1 - rand_below(pool)];
+		/* co-partitioned: a click of a user of this partition, if one is near */
+		for (int tries = 0; opt.copart && user_partition(c->user_id, opt.partitions) != p; tries++)
+		{
+			if (tries == 256)
+			{
+				c = NULL;
+				break;
+			}
+			c = &clicks[n_clicks - 1 - rand_below(pool)];
+		}
+	}
+	if (c != NULL)
+	{
 		o.user_id = c->user_id;
 		o.store_id = c->store_id;
 		if (u < 0.6)
@@ -1623,7 +1742,7 @@ make_valid_order(Record *rec, int p)
 	}
 	else
 	{
-		o.user_id = 1 + (int64_t) rand_below((uint64_t) opt.users);
+		o.user_id = opt.copart ? user_on(p) : 1 + (int64_t) rand_below((uint64_t) opt.users);
 		o.store_id = 1 + (int64_t) rand_below((uint64_t) opt.stores);
 		ts = random_event_time();
 	}
@@ -1667,6 +1786,7 @@ make_valid_order(Record *rec, int p)
 	memcpy(re->key, rec->key, rec->keylen);
 	re->keylen = rec->keylen;
 	re->ts_ms = ts;
+	re->partition = p;
 	oring_next = (oring_next + 1) % RING_SIZE;
 	if (oring_n < RING_SIZE)
 		oring_n++;
@@ -1681,6 +1801,12 @@ make_duplicate_order(Record *rec, int p)
 	if (oring_n == 0)
 		return 0;
 	re = &oring[rand_below((uint64_t) oring_n)];
+	for (int tries = 0; opt.copart && re->partition != p; tries++)
+	{
+		if (tries == 64)
+			return 0;
+		re = &oring[rand_below((uint64_t) oring_n)];
+	}
 	if (re->ts_ms < osafe_floor(p))
 		return 0;
 	rec->val.len = 0;
@@ -1909,6 +2035,8 @@ usage(FILE *out)
 			"  --horizon-s H       consumer's lateness horizon (3600)\n"
 			"  --max-bytes M       consumer's message size limit (1048576)\n"
 			"  --partitions P      partition count (default: from metadata)\n"
+			"  --co-partition      key events by user, and send each user's events, orders\n"
+			"                      and re-sends to the user's partition (Kafka's murmur2)\n"
 			"  --truth FILE        write the ground truth CSV\n"
 			"  --dump FILE         also write every record to FILE\n"
 			"  --dry-run           generate only, no Kafka (needs --partitions)\n"
@@ -1967,7 +2095,7 @@ parse_args(int argc, char **argv)
 		O_USERS, O_STORES, O_CLICK, O_DUP, O_BAD, O_LATE, O_FUTURE, O_RFC,
 		O_NOW, O_START, O_SPAN, O_REALTIME, O_HORIZON, O_MAXBYTES, O_PARTS,
 		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP,
-		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP, O_REPLAY
+		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP, O_REPLAY, O_COPART
 	};
 	static const struct option longopts[] = {
 		{"brokers", required_argument, NULL, O_BROKERS},
@@ -2006,6 +2134,7 @@ parse_args(int argc, char **argv)
 		{"orders-bad-ratio", required_argument, NULL, O_OBAD},
 		{"orders-dup-ratio", required_argument, NULL, O_ODUP},
 		{"replay", required_argument, NULL, O_REPLAY},
+		{"co-partition", no_argument, NULL, O_COPART},
 		{NULL, 0, NULL, 0}
 	};
 	/* ten thousand years of milliseconds either side is plenty */
@@ -2060,6 +2189,7 @@ parse_args(int argc, char **argv)
 			case O_HORIZON: opt.horizon_s = arg_int("horizon-s", optarg, 1, INT64_C(1) << 32); break;
 			case O_MAXBYTES: opt.max_bytes = arg_int("max-bytes", optarg, 1024, 100000000); break;
 			case O_PARTS: opt.partitions = (int) arg_int("partitions", optarg, 1, 100000); break;
+			case O_COPART: opt.copart = 1; break;
 			case O_TRUTH: opt.truth_path = optarg; break;
 			case O_DUMP: opt.dump_path = optarg; break;
 			case O_PROGRESS: opt.progress = 1; break;
@@ -2434,6 +2564,13 @@ main(int argc, char **argv)
 	part_bytes = calloc((size_t) opt.partitions, sizeof(uint64_t));
 	if (!part_max_ts || !part_has || !part_bytes)
 		die("out of memory");
+	if (opt.copart)
+	{
+		if (opt.orders_topic != NULL && opt.orders_partitions != opt.partitions)
+			die("--co-partition needs as many orders partitions (%d) as event partitions (%d)",
+				opt.orders_partitions, opt.partitions);
+		copart_begin();
+	}
 
 	/*
 	 * Rough check against the mock broker's per-partition log limit: about

@@ -27,13 +27,15 @@ our $START_MS = int(time() * 1000) - 30 * 60 * 1000;
 
 # A server with adstream preloaded; its workers run in database postgres.
 # Automatic maintenance is off unless asked for.
-# create_extension => 0 leaves the database empty (for pg_restore).
+# create_extension => 0 leaves the database empty (for pg_restore);
+# allows_streaming => 1 makes it a primary that standbys can follow.
 sub node
 {
 	my ($name, %conf) = @_;
 	my $create = delete $conf{create_extension} // 1;
+	my $streaming = delete $conf{allows_streaming} // 0;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(allows_streaming => $streaming);
 	my %settings = (
 		shared_preload_libraries => "'adstream'",
 		'adstream.database' => "'postgres'",
@@ -219,9 +221,9 @@ CREATE TEMP VIEW pinot_stats AS
          (j->>'impressions')::bigint AS impressions, (j->>'clicks')::bigint AS clicks, (j->>'record_uuid')::uuid AS record_uuid
     FROM stats_raw;
 CREATE TEMP VIEW db_stats AS	-- a record per (ad, minute): the sum over sources
-  SELECT current_setting('adstream.node_name') AS node, ad_id, max(campaign_id) AS campaign_id, window_start,
+  SELECT adstream.node_name() AS node, ad_id, max(campaign_id) AS campaign_id, window_start,
          sum(impressions)::bigint AS impressions, sum(clicks)::bigint AS clicks,
-         adstream.record_uuid('ad_stats', current_setting('adstream.node_name') || '|' || ad_id || '|'
+         adstream.record_uuid('ad_stats', adstream.node_name() || '|' || ad_id || '|'
                               || (extract(epoch FROM window_start) * 1000)::bigint)
     FROM adstream.ad_stats_minute GROUP BY ad_id, window_start;
 CREATE TEMP VIEW pinot_orders AS

@@ -38,7 +38,10 @@ SELECT functions_are('adstream', ARRAY[
 	-- 0.6: status history, lag and metrics (issue #14)
 	'partition_lag', 'expire_status_history', '_metric_counters', '_metrics', 'reset_metrics',
 	-- 0.6: input formats and re-driving dead letters (issue #14)
-	'_input_format_keys', '_check_field_mapping', '_input_format', 'redrive_dead_letters', '_validate_event_with'],
+	'_input_format_keys', '_check_field_mapping', '_input_format', 'redrive_dead_letters', '_validate_event_with',
+	-- 0.6: failover (the node's identity in the database, versions across timelines)
+	'_node_name_setting', '_timeline', 'node_name', '_ensure_node', '_version_base', '_publisher_identity',
+	'set_node_name', '_parse_partitions'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -310,7 +313,9 @@ SELECT set_eq(
 		  'reset_metrics(name text)',
 		  -- 0.6: marks dead letters, which an adstream_admin cannot update
 		  'redrive_dead_letters(source text, reasons text[], received_after timestamp with time zone, '
-		  'received_before timestamp with time zone, OUT requested bigint, OUT truncated bigint)'],
+		  'received_before timestamp with time zone, OUT requested bigint, OUT truncated bigint)',
+		  -- 0.6: naming the node is management (failover)
+		  'set_node_name(name text)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -783,7 +788,7 @@ SELECT set_eq(
 		  'adstream.sinks', 'adstream.sinks_id_seq',
 		  -- 0.6: status history, counters and metric resets (issue #14)
 		  'adstream.status_history', 'adstream.status_history_id_seq', 'adstream.status_counters',
-		  'adstream.metrics_reset']::regclass[],
+		  'adstream.metrics_reset', 'adstream.node']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(308);
+SELECT plan(319);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -149,7 +149,11 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('status_counters',    'adstream_admin',  ARRAY[]::name[]),
 	('metrics_reset',      'public',          ARRAY[]::name[]),
 	('metrics_reset',      'adstream_reader', ARRAY[]::name[]),
-	('metrics_reset',      'adstream_admin',  ARRAY[]::name[])
+	('metrics_reset',      'adstream_admin',  ARRAY[]::name[]),
+	-- 0.6: the node's name and versions' epoch (failover) are the reader's
+	('node',               'public',          ARRAY[]::name[]),
+	('node',               'adstream_reader', ARRAY['SELECT']::name[]),
+	('node',               'adstream_admin',  ARRAY['SELECT']::name[])
   ) AS v(t, r, privs);
 
 -------------------------------------------------------------------------------
@@ -295,7 +299,17 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('partition_lag',      ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
 	('expire_status_history', ARRAY[]::name[],                                     'public',          ARRAY[]::name[]),
 	('expire_status_history', ARRAY[]::name[],                                     'adstream_admin',  ARRAY[]::name[]),
-	('_metric_counters',   ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[])
+	('_metric_counters',   ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	-- 0.6: the node's name is the reader's; naming the node is the admin's;
+	-- what the publisher runs is the superuser's (failover)
+	('node_name',          ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
+	('node_name',          ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('set_node_name',      ARRAY['text']::name[],                                  'public',          ARRAY[]::name[]),
+	('set_node_name',      ARRAY['text']::name[],                                  'adstream_reader', ARRAY[]::name[]),
+	('set_node_name',      ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	('_publisher_identity', ARRAY['text']::name[],                                 'adstream_admin',  ARRAY[]::name[]),
+	('_version_base',      ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[]),
+	('_ensure_node',       ARRAY[]::name[],                                        'adstream_admin',  ARRAY[]::name[])
   ) AS v(f, args, r, privs);
 
 SELECT is_empty(

@@ -27,7 +27,9 @@ SELECT set_eq(
 		  -- 0.5: automatic maintenance (issue #15)
 		  'maintenance_runs',
 		  -- 0.6: status history, counters and metrics (issue #14)
-		  'status_history', 'status_counters', 'metrics_reset'],
+		  'status_history', 'status_counters', 'metrics_reset',
+		  -- 0.6: failover
+		  'node'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
@@ -61,7 +63,9 @@ SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers',
 	'workers', 'group_id', 'kafka_options', 'enabled', 'generation', 'created_at', 'updated_at',
 	'dedup_expired_before', 'origin', 'partition_count',
 	-- 0.6: input formats (docs/formats.md)
-	'input_format']);
+	'input_format',
+	-- 0.6: this node's share of a split topic (issue #13)
+	'partitions']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
@@ -225,6 +229,8 @@ SELECT set_eq(
 		  'sinks.target_snapshot', 'sinks.last_publish_at',
 		  -- 0.5: none on rows restored from a dump older than 0.5 (held)
 		  'sources.origin', 'sinks.origin',
+		  -- 0.6: every partition of the topic unless listed (issue #13)
+		  'sources.partitions',
 		  -- 0.5: a maintenance job's run that failed, or never succeeded
 		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
 		  'maintenance_runs.last_error_at',
