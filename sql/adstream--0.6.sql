@@ -590,12 +590,18 @@ CREATE TABLE adstream.ad_stats_minute (
 	clicks			bigint NOT NULL DEFAULT 0,
 	updated_at		timestamptz NOT NULL DEFAULT now(),
 	source_id		integer NOT NULL DEFAULT 0,
-	PRIMARY KEY (ad_id, window_start, source_id)
+	stripe			smallint NOT NULL DEFAULT 0,
+	PRIMARY KEY (ad_id, window_start, source_id, stripe)
 ) PARTITION BY RANGE (window_start);
 COMMENT ON TABLE adstream.ad_stats_minute IS
-	'Deduplicated impressions and clicks per ad, one-minute UTC event-time window and source; readers sum over sources';
+	'Deduplicated impressions and clicks per ad, one-minute UTC event-time window, source and stripe; readers sum over sources and stripes';
 COMMENT ON COLUMN adstream.ad_stats_minute.source_id IS
 	'The source that counted them (sources.id), so that drop_source(forget_counts) can remove them; 0: counted before 0.5';
+-- 0.6, issue #12: each worker of a source upserts its own rows (its index),
+-- so that workers never wait for each other's row locks; with sinks they all
+-- write stripe 0 (docs/architecture.md, "Workers in parallel").
+COMMENT ON COLUMN adstream.ad_stats_minute.stripe IS
+	'Which worker of the source counted them (its index; 0 while sinks exist, and before 0.6): rows of one (ad, minute) differ only by it, and are summed';
 -- The parent holds no rows: pg_dump saves each day's partition with its rows
 -- (not an extension member).  Its index comes with it, but attaching the
 -- partition to this parent at restore builds it already: README's restore

@@ -610,6 +610,7 @@ adstream_consumer_main(Datum arg)
 	}
 
 	ads_batch_init(b, c->args.owner_id, c->source.name, c->source.topic, c->source.is_orders);
+	b->stripe = (int16) Min(c->args.worker_index, PG_INT16_MAX);
 	ads_slot_set_state(c->slot, "consuming");
 	ereport(LOG, (errmsg("adstream consumer %d/%d of source \"%s\" started",
 						 c->args.worker_index + 1, c->args.nworkers, c->source.name)));
