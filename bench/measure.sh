@@ -21,14 +21,20 @@ PORT=${BENCH_PORT:-54331}
 # a results.md from such a run says so).  Freshness needs e2e's rate.
 ONLY=${BENCH_ONLY:-}
 want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
-PARTITIONS=64
 WORKERS=2                       # the reference configuration; scaling tries 1, 2, 4
 
+# The mock broker keeps at most 5 MiB (and 100,000 message sets) per
+# partition: 3 M events of about 200 bytes need 128 partitions or more.
 if [ "$QUICK" = 1 ]; then
-  EVENTS=100000; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
+  EVENTS=100000; PARTITIONS=64; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
 else
-  EVENTS=1000000; FRESH_S=10; GROW_ROUNDS=5; GROW_EVENTS=200000; MODE=full
+  EVENTS=3000000; PARTITIONS=192; FRESH_S=10; GROW_ROUNDS=5; GROW_EVENTS=400000; MODE=full
 fi
+EVENTS=${BENCH_EVENTS:-$EVENTS}
+PARTITIONS=${BENCH_PARTITIONS:-$PARTITIONS}
+# the per-event alternative is slow (about 10,000 events/s): it reads a
+# smaller data set of the same kind
+ALT_EVENTS=$(( EVENTS / 10 ))
 ORDERS=$((EVENTS / 10))
 LG_COMMON=(--users 20000 --stores 200 --click-ratio 0.1 --bad-ratio 0.01 --late-ratio 0.002 --future-ratio 0.001)
 # The data sets are produced as a high-volume producer does: each
@@ -54,7 +60,7 @@ kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; }
 
 cleanup() {
   "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate -w stop >/dev/null 2>&1 || true
-  exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- 2>/dev/null || true
+  exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- 10>&- 2>/dev/null || true
   [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
   [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null
   wait 2>/dev/null || true
@@ -82,12 +88,13 @@ log "bench ($MODE): $EVENTS events, $PARTITIONS partitions, results in $OUT"
 start_broker broker 3 ads:$PARTITIONS orders:8
 start_broker b_ads100k 5 ads100k:$PARTITIONS
 start_broker b_dup0 6 dup0:$PARTITIONS
+start_broker b_small 10 small:$PARTITIONS
 start_broker b_fresh 7 fresh:$PARTITIONS
 start_broker b_fresh2 9 fresh2:$PARTITIONS
 start_broker b_grow 8 grow:$PARTITIONS
 start_broker sink 4 adstream.ad_stats:4 adstream.attributed_orders:2
 BROKERS=$BOOT_broker BROKER_PID=$PID_broker SINK=$BOOT_sink SINK_PID=$PID_sink
-[ -n "$BROKERS" ] && [ -n "$SINK" ] && [ -n "$BOOT_b_ads100k" ] && [ -n "$BOOT_b_dup0" ] && [ -n "$BOOT_b_fresh" ] && [ -n "$BOOT_b_fresh2" ] \
+[ -n "$BROKERS" ] && [ -n "$SINK" ] && [ -n "$BOOT_b_ads100k" ] && [ -n "$BOOT_b_dup0" ] && [ -n "$BOOT_b_fresh" ] && [ -n "$BOOT_b_fresh2" ] && [ -n "$BOOT_b_small" ] \
   && [ -n "$BOOT_b_grow" ] || { log "a mock broker did not start"; exit 1; }
 broker_of() {   # TOPIC: the bootstrap address of the broker that holds it
   case $1 in ads|orders) echo "$BROKERS" ;; *) eval "echo \$BOOT_b_$1" ;; esac
@@ -112,10 +119,11 @@ produce() {
 }
 log "producing the data sets once (seeded): base (1k ads, 10% duplicates, with orders), 100k ads, 0% duplicates"
 produce base ads --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0.10 --orders-topic orders --orders $ORDERS
-SENT_ads100k=0; SENT_dup0=0
+SENT_ads100k=0; SENT_dup0=0; SENT_small=0
+want alt && produce small small --count $ALT_EVENTS --seed 12 --ads 1000 --dup-ratio 0.10
 want variants && produce ads100k ads100k --count $EVENTS --seed 11 --ads 100000 --dup-ratio 0.10
 want variants && produce dup0 dup0 --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0
-log "sent: base $SENT_base (+ $ORDERS_SENT_base orders), ads100k $SENT_ads100k, dup0 $SENT_dup0"
+log "sent: base $SENT_base (+ $ORDERS_SENT_base orders), ads100k $SENT_ads100k, dup0 $SENT_dup0, small (for the per-event alternative) $SENT_small"
 SETS_base=$(kv message_sets "$(cat "$TMP/loadgen-base.out")")
 PER_SET_base=$(kv records_per_set "$(cat "$TMP/loadgen-base.out")")
 log "base data set: $SETS_base message sets of $PER_SET_base records on average"
@@ -184,8 +192,9 @@ CREATE TEMP VIEW truth_min AS
 CREATE TEMP VIEW truth_rej AS
   SELECT split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
     FROM truth_raw WHERE line LIKE 'reject,%' GROUP BY 1;
-CREATE TEMP VIEW got_min AS
-  SELECT ad_id, campaign_id, window_start, impressions::numeric, clicks::numeric FROM $schema.ad_stats_minute;
+CREATE TEMP VIEW got_min AS   -- summed over the rows of each minute (adstream: sources and stripes)
+  SELECT ad_id, max(campaign_id) AS campaign_id, window_start, sum(impressions)::numeric, sum(clicks)::numeric
+    FROM $schema.ad_stats_minute GROUP BY ad_id, window_start;
 CREATE TEMP VIEW got_rej AS
   SELECT reason, count(*)::numeric AS n FROM $schema.rejected_events WHERE $filter GROUP BY 1;
 SELECT (SELECT count(*) FROM ((TABLE truth_min EXCEPT TABLE got_min) UNION ALL (TABLE got_min EXCEPT TABLE truth_min)) d)
@@ -321,25 +330,25 @@ want publish && measure_adstream e2e_attr_publish e2e "adstream + attribution + 
   "$TMP/truth-base.csv" attr sink
 
 # ---------------------------------------------------------------- 3. the baselines
-# measure_baseline ID PROGRAM DESCRIPTION: a libpq consumer in WORKERS
-# processes on the base topic, checked against the same truth.
+# measure_baseline ID PROGRAM DESCRIPTION TOPIC SENT TRUTH: a libpq consumer
+# in WORKERS processes, checked against the topic's truth.
 measure_baseline() {
-  local id=$1 prog=$2 desc=$3
+  local id=$1 prog=$2 desc=$3 topic=$4 sent=$5 truth=$6
   fresh_cluster
   psql_ -f bench/alt_schema.sql
   local wal0 bytes0 cpu0 t0 pids=() i out ccpu=0 check
   wal0=$(wal_lsn); bytes0=$(table_bytes alt); cpu0=$(server_cpu)
   t0=$(now_us)
-  "$BBIN/offset_poller" --db "$CONN" --table alt.offsets --sources ads --interval-ms 20 \
-    --until "$SENT_base" --timeout-s 1800 >"$TMP/$id.poll" &
+  "$BBIN/offset_poller" --db "$CONN" --table alt.offsets --sources "$topic" --interval-ms 20 \
+    --until "$sent" --timeout-s 1800 >"$TMP/$id.poll" &
   local poller=$!
   for ((i = 0; i < WORKERS; i++)); do
-    "$BBIN/$prog" --brokers "$BROKERS" --topic ads --db "$CONN" --worker $i --workers $WORKERS \
+    "$BBIN/$prog" --brokers "$(broker_of "$topic")" --topic "$topic" --db "$CONN" --worker $i --workers $WORKERS \
       --exit-at-eof >"$TMP/$id.$i.out" 2>"$TMP/$id.$i.err" &
     pids+=($!)
   done
   for i in "${pids[@]}"; do wait "$i" || { log "$id: $prog failed"; cat "$TMP"/$id.*.err >&2; exit 1; }; done
-  wait $poller || { log "$id: offsets did not reach $SENT_base"; exit 1; }
+  wait $poller || { log "$id: offsets did not reach $sent"; exit 1; }
   local poll t_end
   poll=$(cat "$TMP/$id.poll"); t_end=$(kv done_us "$poll")
   sleep 0.5   # let the backends exit, so that the postmaster has reaped their CPU time
@@ -352,20 +361,22 @@ measure_baseline() {
   scpu=$(awk -v a="$cpu0" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }')
   wal=$(wal_since "$wal0")
   bytes=$(( $(table_bytes alt) - bytes0 ))
-  check=$(check_truth alt true "$TMP/truth-base.csv")
+  check=$(check_truth alt true "$truth")
   secs=$(awk -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
-  rate=$(awk -v n="$SENT_base" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
-  sust=$(awk -v n="$SENT_base" -v a="$(kv t10_us "$poll")" -v b="$(kv t90_us "$poll")" \
+  rate=$(awk -v n="$sent" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  sust=$(awk -v n="$sent" -v a="$(kv t10_us "$poll")" -v b="$(kv t90_us "$poll")" \
     'BEGIN { printf "%.0f", (b > a) ? 0.8 * n / ((b - a) / 1e6) : 0 }')
-  log "$id: $SENT_base messages in $secs s: $rate/s overall, $sust/s sustained; server CPU $scpu s, client CPU $ccpu s, WAL $wal B, tables $bytes B; $check"
+  log "$id: $sent messages in $secs s: $rate/s overall, $sust/s sustained; server CPU $scpu s, client CPU $ccpu s, WAL $wal B, tables $bytes B; $check"
   local retries=0
   for ((i = 0; i < WORKERS; i++)); do retries=$(( retries + $(kv retries "$(cat "$TMP/$id.$i.out")") )); done
   check="$check ($retries batches retried after an error)"
-  row "$id" baseline "$desc" $WORKERS 1000 0.10 "$SENT_base" "$secs" "$rate" "$sust" \
+  row "$id" baseline "$desc" $WORKERS 1000 0.10 "$sent" "$secs" "$rate" "$sust" \
     "" "$scpu" "$ccpu" "$wal" "$bytes" "" "" "" "" "" "" "" "$check" "" ""
 }
-want baseline && measure_baseline copy copy_consumer "strong baseline (libpq: COPY per batch; set-based dedup and upsert)"
-want baseline && measure_baseline alt alt_consumer "usual alternative (libpq: one upsert per event)"
+want copy && measure_baseline copy copy_consumer "strong baseline (libpq: COPY per batch; set-based dedup and upsert)" \
+  ads "$SENT_base" "$TMP/truth-base.csv"
+want alt && measure_baseline alt alt_consumer "usual alternative (libpq: one upsert per event)" \
+  small "$SENT_small" "$TMP/truth-small.csv"
 
 # ---------------------------------------------------------------- 4. freshness
 # measure_freshness ID TOPIC BOOTSTRAP KAFKA_OPTS DESCRIPTION
@@ -374,9 +385,9 @@ measure_freshness() {
   local rate count
   rate=$(awk -v s="$BASE_SUSTAINED" 'BEGIN { printf "%.0f", s / 2 }')
   count=$(( rate * FRESH_S ))
-  # no more than the mock broker keeps (5 MiB in each of 64 partitions), so
+  # no more than the mock broker keeps (5 MiB in each partition), so
   # that the topic read back for the timestamps still holds every message
-  [ "$count" -gt 1500000 ] && count=1500000
+  [ "$count" -gt $(( PARTITIONS * 23000 )) ] && count=$(( PARTITIONS * 23000 ))
   fresh_cluster
   q "SELECT adstream.create_source('ads', '$boot', '$topic', options => '{\"workers\": $WORKERS$kopts}')" >/dev/null
   wait_sql "SELECT count(*) = $WORKERS FROM adstream.worker_status() WHERE state IS NOT NULL AND pid IS NOT NULL AND state <> 'starting'" 60 || true
