@@ -27,7 +27,8 @@
  *
  *	  --waits also samples, after each poll, what every adstream consumer
  *	  worker is doing (wait_event_type:wait_event in pg_stat_activity, CPU
- *	  when it waits on nothing), counted while the committed offsets are
+ *	  when it waits on nothing; for a Lock wait also the backend types of
+ *	  the blockers, after "<-"), counted while the committed offsets are
  *	  between 10% and 90% of --until, and adds to the summary line
  *	  worker_samples=N lock_samples=L waits=TYPE:EVENT=N,... (most frequent
  *	  first, at most 8).
@@ -102,6 +103,10 @@ count_wait(const char *type, const char *event)
 	char		name[96];
 
 	snprintf(name, sizeof(name), "%s:%s", type[0] ? type : "CPU", event[0] ? event : "-");
+	/* one word: the summary line is KEY=VALUE separated by spaces */
+	for (char *c = name; *c; c++)
+		if (*c == ' ' || *c == ',' || *c == ';' || *c == '=')
+			*c = '_';
 	worker_samples++;
 	if (strcmp(type, "Lock") == 0)
 		lock_samples++;
@@ -233,8 +238,11 @@ main(int argc, char **argv)
 					  "SELECT source, partition, next_offset FROM adstream.offsets"
 					  " WHERE source = ANY ($1::text[])", 1, NULL));
 	PQclear(PQprepare(conn, "waits",
-					  "SELECT coalesce(wait_event_type, ''), coalesce(wait_event, '') FROM pg_stat_activity"
-					  " WHERE backend_type = 'adstream consumer'", 0, NULL));
+					  "SELECT coalesce(a.wait_event_type, ''), coalesce(a.wait_event, '')"
+					  "       || CASE WHEN a.wait_event_type = 'Lock' THEN '<-' || coalesce(("
+					  "            SELECT string_agg(DISTINCT b.backend_type, '+') FROM pg_stat_activity b"
+					  "             WHERE b.pid = ANY (pg_blocking_pids(a.pid))), '?') ELSE '' END"
+					  "  FROM pg_stat_activity a WHERE a.backend_type = 'adstream consumer'", 0, NULL));
 
 	start = wall_us();
 	while (!stop_requested)

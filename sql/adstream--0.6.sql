@@ -899,6 +899,62 @@ $$;
 COMMENT ON FUNCTION adstream.expire_dedup_state() IS
 	'Gives up each ad-events source''s dedup state behind its slowest unread partition minus adstream.dedup_horizon (recorded in sources.dedup_expired_before), and drops or empties those dedup_log hours; returns how many partitions were dropped';
 
+/*
+ * Whether expire_dedup_state() would give anything up now: a source's mark
+ * would move (the same watermark as there), or dedup_log still holds an hour
+ * at or before the latest mark.  Read without the expiry lock, so that the
+ * retention job takes that lock, which stalls every worker of every source
+ * until the batches in flight have committed, only when expiry has work
+ * (issue #12).  A stale answer only moves expiry to the next round.  The
+ * ids of a dropped source are forgotten by the next expiry that runs (at the
+ * latest when the index is 80% full: adstream_dedup_expiry always runs).
+ */
+CREATE FUNCTION adstream._dedup_expiry_due()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $$
+DECLARE
+	v_horizon	interval := current_setting('adstream.dedup_horizon')::interval;
+	v_latest	timestamptz;
+BEGIN
+	IF EXISTS (
+		WITH pos AS (
+			SELECT p.source_id, p.partition, p.high_watermark
+			  FROM adstream.partition_status() p),
+		parts AS (
+			SELECT s.id, o.max_event_ts, coalesce(o.next_offset >= pos.high_watermark, false) AS caught_up
+			  FROM adstream.sources s
+			  JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic
+			  LEFT JOIN pos ON pos.source_id = s.id AND pos.partition = o.partition
+			 WHERE s.kind = 'ad_events'
+			UNION ALL
+			SELECT s.id, NULL, coalesce(pos.high_watermark = 0, false)
+			  FROM adstream.sources s JOIN pos ON pos.source_id = s.id
+			 WHERE s.kind = 'ad_events'
+			   AND NOT EXISTS (SELECT 1 FROM adstream.offsets o
+								WHERE o.source = s.name AND o.topic = s.topic AND o.partition = pos.partition)),
+		wm AS (
+			SELECT id, coalesce(min(CASE WHEN NOT caught_up THEN coalesce(max_event_ts, '-infinity') END),
+								max(max_event_ts)) AS wm
+			  FROM parts GROUP BY id)
+		SELECT 1 FROM wm JOIN adstream.sources s ON s.id = wm.id
+		 WHERE isfinite(wm.wm)
+		   AND date_bin('1 hour', wm.wm - v_horizon, timestamptz '1970-01-01 00:00:00+00')
+			   > coalesce(s.dedup_expired_before, '-infinity')) THEN
+		RETURN true;
+	END IF;
+	SELECT max(dedup_expired_before) INTO v_latest FROM adstream.sources WHERE kind = 'ad_events';
+	RETURN v_latest IS NOT NULL AND EXISTS (
+		SELECT 1 FROM pg_inherits i
+		 WHERE i.inhparent = 'adstream.dedup_log'::regclass
+		   AND adstream._partition_upper(i.inhrelid) <= v_latest);
+END
+$$;
+COMMENT ON FUNCTION adstream._dedup_expiry_due() IS
+	'Whether expire_dedup_state() has anything to give up now (read without its lock; the retention job asks first)';
+
 -------------------------------------------------------------------------------
 -- Attribution: ad events kept for it, orders, and the orders credited
 -------------------------------------------------------------------------------
@@ -1783,7 +1839,8 @@ DECLARE
 	v_events	timestamptz;
 	v_dropped	integer;
 BEGIN
-	v_dropped := adstream.expire_dedup_state();
+	-- Only when there is something to give up: expiry's lock stalls every worker.
+	v_dropped := CASE WHEN adstream._dedup_expiry_due() THEN adstream.expire_dedup_state() ELSE 0 END;
 
 	v_events := least(adstream.ad_events_watermark(),
 					  (SELECT min(ts) FROM adstream.orders WHERE status = 'waiting'))

@@ -31,7 +31,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_origin', 'adopt_restored', '_broker_set',
 	-- 0.5: automatic maintenance (issue #15)
 	'_maintenance_jobs', '_maintenance_open', '_cron_ready', 'run_maintenance', '_maintenance_failed',
-	'_maintenance_plan', '_maintenance_status', '_maintenance_warning'],
+	'_maintenance_plan', '_maintenance_status', '_maintenance_warning',
+	-- 0.6: the retention job asks whether expiry has work first (issue #12)
+	'_dedup_expiry_due'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
