@@ -26,9 +26,9 @@ WORKERS=2                       # the reference configuration; scaling tries 1, 
 # The mock broker keeps at most 5 MiB (and 100,000 message sets) per
 # partition: 3 M events of about 200 bytes need 128 partitions or more.
 if [ "$QUICK" = 1 ]; then
-  EVENTS=100000; PARTITIONS=64; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
+  EVENTS=100000; PARTITIONS=64; ORDER_PARTITIONS=8; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
 else
-  EVENTS=3000000; PARTITIONS=192; FRESH_S=10; GROW_ROUNDS=5; GROW_EVENTS=400000; MODE=full
+  EVENTS=3000000; PARTITIONS=192; ORDER_PARTITIONS=32; FRESH_S=10; GROW_ROUNDS=5; GROW_EVENTS=400000; MODE=full
 fi
 EVENTS=${BENCH_EVENTS:-$EVENTS}
 PARTITIONS=${BENCH_PARTITIONS:-$PARTITIONS}
@@ -85,7 +85,7 @@ start_broker() {   # NAME FD TOPIC...: sets BOOT_NAME and PID_NAME (not in a sub
   eval "BOOT_$name=$(awk '/^BOOTSTRAP/ {print $2}' "$TMP/$name.out")"
 }
 log "bench ($MODE): $EVENTS events, $PARTITIONS partitions, results in $OUT"
-start_broker broker 3 ads:$PARTITIONS orders:8
+start_broker broker 3 ads:$PARTITIONS orders:$ORDER_PARTITIONS
 start_broker b_ads100k 5 ads100k:$PARTITIONS
 start_broker b_dup0 6 dup0:$PARTITIONS
 start_broker b_small 10 small:$PARTITIONS
@@ -123,6 +123,11 @@ SENT_ads100k=0; SENT_dup0=0; SENT_small=0
 want alt && produce small small --count $ALT_EVENTS --seed 12 --ads 1000 --dup-ratio 0.10
 want variants && produce ads100k ads100k --count $EVENTS --seed 11 --ads 100000 --dup-ratio 0.10
 want variants && produce dup0 dup0 --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0
+# a data set the broker trimmed would not match its truth: stop here
+if grep -q "keeps only the newest" "$TMP/loadgen.err"; then
+  log "a data set does not fit the mock broker (5 MiB per partition): $(grep "keeps only" "$TMP/loadgen.err" | head -1)"
+  exit 1
+fi
 log "sent: base $SENT_base (+ $ORDERS_SENT_base orders), ads100k $SENT_ads100k, dup0 $SENT_dup0, small (for the per-event alternative) $SENT_small"
 SETS_base=$(kv message_sets "$(cat "$TMP/loadgen-base.out")")
 PER_SET_base=$(kv records_per_set "$(cat "$TMP/loadgen-base.out")")
@@ -536,6 +541,7 @@ EVENTS=$EVENTS
 PARTITIONS=$PARTITIONS
 WORKERS=$WORKERS
 ORDERS=$ORDERS_SENT_base
+ORDER_PARTITIONS=$ORDER_PARTITIONS
 FRESH_NOTE=${FRESH_NOTE:-}
 FRESH_DEFAULT_NOTE=${FRESH_DEFAULT_NOTE:-}
 RECORDS_PER_SET=$PER_SET_base

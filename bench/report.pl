@@ -79,7 +79,7 @@ $md .= "Set-up: one embedded mock broker (`test/bin/adstream-mock-broker`) per d
   . "fetches more slowly the more it holds), each data set a topic of "
   . "$meta{PARTITIONS} partitions, produced once at the start by `adstream-loadgen` with a fixed seed; about 10% clicks, "
   . "1% malformed, 0.2% late and 0.1% future records. The base data set has 1,000 ads and 10% duplicates, plus "
-  . fmt_int($meta{ORDERS}) . " orders in a topic of 8 partitions. Each measurement starts a fresh copy of the same "
+  . fmt_int($meta{ORDERS}) . " orders in a topic of $meta{ORDER_PARTITIONS} partitions. Each measurement starts a fresh copy of the same "
   . "PostgreSQL cluster (`shared_buffers = 512MB`, `max_wal_size = 8GB`, `checkpoint_timeout = 30min`, everything else "
   . "default, so `synchronous_commit = on`), and every consumer reads its topic from the beginning. adstream runs with "
   . "its defaults (batches of up to 50,000 messages or 100 ms) and $meta{WORKERS} workers unless stated.\n\n";
