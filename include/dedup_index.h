@@ -17,7 +17,7 @@ extern void ads_dedup_index_shmem_init(void);
 extern void ads_dedup_index_prepare(void);
 extern void ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids,
 							const int32 *hours, bool *is_new);
-/* Last in the batch transaction: the claims taken as duplicates stand. */
+/* Before the batch writes shared keys: the claims taken as duplicates stand. */
 extern void ads_dedup_confirm(void);
 
 /* After the batch transaction has ended: its claims stand or go.  Never throws. */

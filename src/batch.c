@@ -15,13 +15,19 @@
  *      before (duplicates); the claimed ids are appended to dedup_log, which
  *      makes the claim durable (orders are deduplicated by their table);
  *      an id another worker's batch holds uncommitted counts as a duplicate,
- *      confirmed in step 8;
- *   5. upserts one row per (ad, minute) touched, pre-aggregated here;
+ *      confirmed in step 7;
+ *   5. upserts one row per (ad, minute) touched, pre-aggregated here, into
+ *      this worker's stripe (without sinks; with sinks in step 8);
  *   6. writes dead letters;
- *   7. advances adstream.offsets, but only from the offsets this worker
+ *   7. waits for the batches whose uncommitted claims step 4 took as
+ *      duplicates, and fails if one of them did not commit;
+ *   8. with sinks, upserts the rows into stripe 0, shared by the workers,
+ *      and queues them in the outbox;
+ *   9. advances adstream.offsets, but only from the offsets this worker
  *      last committed (a fence against a second worker on the partition);
- *   8. waits for the batches whose uncommitted claims step 4 took as
- *      duplicates, and fails if one of them did not commit.
+ *  10. queues the minutes for the rollups.
+ * Steps 8 and 10 write keys other workers also write, after step 7, so
+ * that a batch waiting in step 7 holds nothing another batch waits for.
  * If anything fails the transaction rolls back as a whole and the caller
  * retries the same messages, so a batch counts exactly once or not at all.
  *
@@ -991,14 +997,18 @@ ads_batch_write(AdsBatch *b)
 		if (!sinks)
 			aggregate_write(b, &rows, b->stripe, false);
 		dead_letters(b, expired_before_us);
-		advance_offsets(b);
 
 		/* Duplicates of other batches' in-progress claims stand only if those commit. */
 		ads_dedup_confirm();
 
-		/* What other workers also write (shared keys) comes after the wait. */
+		/*
+		 * What other workers also write (shared keys) comes after the wait;
+		 * the offsets after the aggregates, as drop_source(forget_counts)
+		 * expects (it locks ad_stats_minute, then deletes the offsets).
+		 */
 		if (sinks)
 			aggregate_write(b, &rows, 0, true);
+		advance_offsets(b);
 		queue_rollups(&rows);
 	}
 

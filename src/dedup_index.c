@@ -12,10 +12,11 @@
  *   - an entry whose transaction is still running (another worker's batch
  *     holds the same id): a duplicate provided that transaction commits.
  *     The batch goes on without waiting and remembers the transaction;
- *     ads_dedup_confirm(), last thing before the batch commits, waits for
- *     each such transaction to end and fails the batch (to be retried) if
- *     one did not commit.  So a batch commits a duplicate only once the
- *     claim it is a duplicate of has committed: the outcome is the one
+ *     ads_dedup_confirm(), before the batch writes what other batches also
+ *     write (and so before it commits), waits for each such transaction to
+ *     end and fails the batch (to be retried) if one did not commit.  So a
+ *     batch commits a duplicate only once the claim it is a duplicate of
+ *     has committed: the outcome is the one
  *     waiting at the claim would give, but a worker no longer stops in the
  *     middle of its batch for another's (issue #12: with 4 workers 25-30%
  *     of their time went to those waits).  By the time a batch confirms,
@@ -479,8 +480,9 @@ settle_pending(bool committed)
 }
 
 /*
- * Last thing before the batch commits: every batch whose in-progress claim
- * this one took as a duplicate must have committed.  Waits for each to end;
+ * Before the batch writes shared keys and commits: every batch whose
+ * in-progress claim this one took as a duplicate must have committed.  Waits
+ * for each to end;
  * if one rolled back, its id is new after all, so this batch fails and is
  * retried from its committed offsets (the id is then claimed by whichever
  * batch reads it first).
