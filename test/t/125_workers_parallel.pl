@@ -5,7 +5,8 @@
 # back.  Batches here are made to roll back after their claims are visible
 # to the other workers (a trigger on dedup_log fails some of them), with many
 # duplicates across partitions: every count must still equal the truth.
-# With a sink, every worker writes stripe 0.
+# With a sink, every worker writes stripe 0.  And the retention job takes
+# the expiry lock only when expiry has something to give up.
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -76,5 +77,28 @@ is($node->safe_psql('postgres',
 		   JOIN adstream.sources s ON s.id = m.source_id WHERE s.name = 't'}),
 	'0', 'with a sink, the workers write stripe 0');
 AdstreamTest::check_truth($node, [ $r1->{truth}, $r2->{truth}, $r3->{truth} ], 'both sources');
+
+# 4. The retention job takes the expiry lock, which waits for every batch in
+# flight and holds back new ones, only when expiry has something to give up.
+use Time::HiRes qw(time);
+$node->safe_psql('postgres', 'SELECT adstream.expire_dedup_state()');	# whatever was due
+is($node->safe_psql('postgres', 'SELECT adstream._dedup_expiry_due()'), 'f',
+	'right after expiry, expiry has nothing to do');
+my ($in, $out, $err) = ('', '', '');
+my $holder = IPC::Run::start([ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
+	'<', \$in, '>', \$out, '2>', \$err);
+$in .= "BEGIN;\nSELECT adstream._lock('adstream.dedup_expiry', 0, false);\nSELECT 'held';\n";
+$holder->pump until $out =~ /held/;
+my $t0 = time();
+$node->safe_psql('postgres', 'SELECT adstream.drop_expired_partitions()');
+cmp_ok(time() - $t0, '<', 1.5, 'with nothing to expire, retention does not wait for a batch holding the expiry lock');
+# Something to expire: a partition of t read far ahead moves t's mark.
+$node->safe_psql('postgres',
+	q{UPDATE adstream.offsets SET max_event_ts = now() + interval '3 hours' WHERE source = 't' AND partition = 0});
+is($node->safe_psql('postgres', 'SELECT adstream._dedup_expiry_due()'), 't', 'then expiry has work');
+my ($rc, $stdout, $stderr) = $node->psql('postgres', 'SELECT adstream.drop_expired_partitions()');
+like($stderr, qr/lock timeout/, 'and retention waits for the expiry lock (here until its lock_timeout)');
+$in .= "ROLLBACK;\n\\q\n";
+$holder->finish;
 
 done_testing();
