@@ -9,7 +9,8 @@
  */
 
 -------------------------------------------------------------------------------
--- Issue #12, scaling with workers: ad_stats_minute rows striped per worker
+-- Issue #12, scaling with workers: ad_stats_minute striped per worker; retention
+-- takes the expiry lock only when expiry has work
 -------------------------------------------------------------------------------
 -- Each worker of a source upserts its own rows (stripe = its index), so that
 -- workers never wait for each other's row locks; readers already sum over
