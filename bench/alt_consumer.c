@@ -5,8 +5,10 @@
  *	  is fair.
  *
  *	  - It parses with adstream's own parser (src/event_parse.c), so parsing
- *		costs the same, and judges future_timestamp and too_late the same
- *		way (a per-partition event-time watermark, kept in its offsets table).
+ *		costs the same, and judges future_timestamp and too_late as adstream
+ *		does when no dedup state has expired (it never forgets an id): too
+ *		late only past adstream.minute_retention.  It keeps each partition's
+ *		event-time watermark in its offsets table, for the record.
  *	  - Each valid event is one statement: a CTE inserts the event id into
  *		alt.seen_events ON CONFLICT DO NOTHING RETURNING, and only a returned
  *		id feeds the INSERT ... ON CONFLICT DO UPDATE of its (ad, minute)
@@ -51,7 +53,6 @@ const char *const bench_progname = "alt_consumer";
 #define BATCH				10000	/* messages per poll, as adstream.batch_max_messages */
 #define MAX_MESSAGE_BYTES	(1024 * 1024)	/* adstream.max_message_bytes */
 #define FUTURE_SKEW_US		(INT64_C(300) * 1000000)	/* adstream.max_future_skew */
-#define HORIZON_US			(INT64_C(3600) * 1000000)	/* adstream.dedup_horizon */
 #define RETENTION_US		(INT64_C(7) * 86400 * 1000000)	/* adstream.minute_retention */
 #define PAYLOAD_KEEP		8192
 #define NO_WATERMARK		INT64_MIN
@@ -192,8 +193,13 @@ handle_message(Part *p, const rd_kafka_message_t *m, int64_t now_us)
 	{
 		if (ev.ts_us > now_us + FUTURE_SKEW_US)
 			reason = ADS_R_FUTURE_TIMESTAMP;
-		else if ((p->b_wm_us != NO_WATERMARK && ev.ts_us < p->b_wm_us - HORIZON_US) ||
-				 ev.ts_us < now_us - RETENTION_US)
+		/*
+		 * Too late only past adstream.minute_retention: adstream judges an
+		 * event too late only once its hour's dedup state has expired, and
+		 * this consumer never forgets an id, so an old event is still
+		 * deduplicated exactly and counts (as in adstream without expiry).
+		 */
+		else if (ev.ts_us < now_us - RETENTION_US)
 			reason = ADS_R_TOO_LATE;
 	}
 

@@ -16,16 +16,34 @@ BBIN=$TOP/bench/bin
 OUT=$TOP/bench/results
 TMP=$OUT/tmp
 PORT=${BENCH_PORT:-54331}
-PARTITIONS=64
+[ -n "$PORT" ] || PORT=54331
+# BENCH_ONLY="raw e2e ...": run only these parts (for working on the harness;
+# a results.md from such a run says so).  Freshness needs e2e's rate.
+ONLY=${BENCH_ONLY:-}
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 WORKERS=2                       # the reference configuration; scaling tries 1, 2, 4
 
+# The mock broker keeps at most 5 MiB (and 100,000 message sets) per
+# partition: 3 M events of about 200 bytes need 128 partitions or more.
 if [ "$QUICK" = 1 ]; then
-  EVENTS=100000; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
+  EVENTS=100000; PARTITIONS=64; ORDER_PARTITIONS=8; FRESH_S=6; GROW_ROUNDS=4; GROW_EVENTS=25000; MODE=quick
 else
-  EVENTS=1000000; FRESH_S=10; GROW_ROUNDS=5; GROW_EVENTS=200000; MODE=full
+  EVENTS=3000000; PARTITIONS=192; ORDER_PARTITIONS=32; FRESH_S=10; GROW_ROUNDS=5; GROW_EVENTS=400000; MODE=full
 fi
+EVENTS=${BENCH_EVENTS:-$EVENTS}
+PARTITIONS=${BENCH_PARTITIONS:-$PARTITIONS}
+# the per-event alternative is slow (about 10,000 events/s): it reads a
+# smaller data set of the same kind
+ALT_EVENTS=$(( EVENTS / 10 ))
 ORDERS=$((EVENTS / 10))
 LG_COMMON=(--users 20000 --stores 200 --click-ratio 0.1 --bad-ratio 0.01 --late-ratio 0.002 --future-ratio 0.001)
+# The data sets are produced as a high-volume producer does: each
+# partition's records handed to librdkafka 1,000 at a time and lingered on,
+# so that the broker holds message sets of about 1,000 records.  librdkafka's
+# mock broker answers a fetch with at most one message set per partition, so
+# with the round robin's message sets of a few dozen records the broker,
+# not the consumer, would set the pace (bench/README.md, "The ceiling").
+LG_BATCH=(--batch 1000 --linger-ms 10)
 
 rm -rf "$TMP" "$OUT"/*.png "$OUT"/results.md "$OUT"/results.csv
 mkdir -p "$TMP"
@@ -42,7 +60,7 @@ kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; }
 
 cleanup() {
   "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate -w stop >/dev/null 2>&1 || true
-  exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 2>/dev/null || true
+  exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- 10>&- 2>/dev/null || true
   [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
   [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null
   wait 2>/dev/null || true
@@ -67,14 +85,21 @@ start_broker() {   # NAME FD TOPIC...: sets BOOT_NAME and PID_NAME (not in a sub
   eval "BOOT_$name=$(awk '/^BOOTSTRAP/ {print $2}' "$TMP/$name.out")"
 }
 log "bench ($MODE): $EVENTS events, $PARTITIONS partitions, results in $OUT"
-start_broker broker 3 ads:$PARTITIONS orders:8
+start_broker broker 3 ads:$PARTITIONS orders:$ORDER_PARTITIONS
 start_broker b_ads100k 5 ads100k:$PARTITIONS
 start_broker b_dup0 6 dup0:$PARTITIONS
-start_broker b_fresh 7 fresh:$PARTITIONS
+start_broker b_small 10 small:$PARTITIONS
+# The freshness topics have 64 partitions: a real-time producer's message
+# sets are small, and the mock broker walks a partition's message sets on
+# every fetch, so on two shared cores more partitions cost the broker more
+# than the measurement can afford.
+FRESH_PARTITIONS=64
+start_broker b_fresh 7 fresh:$FRESH_PARTITIONS
+start_broker b_fresh2 9 fresh2:$FRESH_PARTITIONS
 start_broker b_grow 8 grow:$PARTITIONS
 start_broker sink 4 adstream.ad_stats:4 adstream.attributed_orders:2
 BROKERS=$BOOT_broker BROKER_PID=$PID_broker SINK=$BOOT_sink SINK_PID=$PID_sink
-[ -n "$BROKERS" ] && [ -n "$SINK" ] && [ -n "$BOOT_b_ads100k" ] && [ -n "$BOOT_b_dup0" ] && [ -n "$BOOT_b_fresh" ] \
+[ -n "$BROKERS" ] && [ -n "$SINK" ] && [ -n "$BOOT_b_ads100k" ] && [ -n "$BOOT_b_dup0" ] && [ -n "$BOOT_b_fresh" ] && [ -n "$BOOT_b_fresh2" ] && [ -n "$BOOT_b_small" ] \
   && [ -n "$BOOT_b_grow" ] || { log "a mock broker did not start"; exit 1; }
 broker_of() {   # TOPIC: the bootstrap address of the broker that holds it
   case $1 in ads|orders) echo "$BROKERS" ;; *) eval "echo \$BOOT_b_$1" ;; esac
@@ -92,16 +117,26 @@ produce() {
   local name=$1 topic=$2; shift 2
   local out
   out=$("$BIN/adstream-loadgen" --brokers "$(broker_of "$topic")" --topic "$topic" --partitions $PARTITIONS \
-        --truth "$TMP/truth-$name.csv" "${LG_COMMON[@]}" "$@" 2>>"$TMP/loadgen.err")
+        --truth "$TMP/truth-$name.csv" "${LG_COMMON[@]}" "${LG_BATCH[@]}" "$@" 2>>"$TMP/loadgen.err")
   echo "$out" >"$TMP/loadgen-$name.out"
   eval "SENT_$name=$(kv sent "$out")"
   eval "ORDERS_SENT_$name=$(kv orders_sent "$out"); : \${ORDERS_SENT_$name:=0}"
 }
 log "producing the data sets once (seeded): base (1k ads, 10% duplicates, with orders), 100k ads, 0% duplicates"
 produce base ads --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0.10 --orders-topic orders --orders $ORDERS
-produce ads100k ads100k --count $EVENTS --seed 11 --ads 100000 --dup-ratio 0.10
-produce dup0 dup0 --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0
-log "sent: base $SENT_base (+ $ORDERS_SENT_base orders), ads100k $SENT_ads100k, dup0 $SENT_dup0"
+SENT_ads100k=0; SENT_dup0=0; SENT_small=0
+want alt && produce small small --count $ALT_EVENTS --seed 12 --ads 1000 --dup-ratio 0.10
+want variants && produce ads100k ads100k --count $EVENTS --seed 11 --ads 100000 --dup-ratio 0.10
+want variants && produce dup0 dup0 --count $EVENTS --seed 11 --ads 1000 --dup-ratio 0
+# a data set the broker trimmed would not match its truth: stop here
+if grep -q "keeps only the newest" "$TMP/loadgen.err"; then
+  log "a data set does not fit the mock broker (5 MiB per partition): $(grep "keeps only" "$TMP/loadgen.err" | head -1)"
+  exit 1
+fi
+log "sent: base $SENT_base (+ $ORDERS_SENT_base orders), ads100k $SENT_ads100k, dup0 $SENT_dup0, small (for the per-event alternative) $SENT_small"
+SETS_base=$(kv message_sets "$(cat "$TMP/loadgen-base.out")")
+PER_SET_base=$(kv records_per_set "$(cat "$TMP/loadgen-base.out")")
+log "base data set: $SETS_base message sets of $PER_SET_base records on average"
 
 # ---------------------------------------------------------------- PostgreSQL
 # Every measurement starts from a copy of one template cluster with the
@@ -117,6 +152,10 @@ max_worker_processes = 16
 shared_buffers = 512MB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
+# The data sets' "old" events lie 61 minutes behind their partitions (the
+# loadgen's --horizon-s 3600), and the truth counts them: expiry, which
+# maintenance may run during a measurement, must not reach them.
+adstream.dedup_horizon = '6h'
 EOC
 "$PGBIN/pg_ctl" -D "$TMP/template" -l "$TMP/template.log" -w start >/dev/null
 psql_ -c "CREATE EXTENSION adstream"
@@ -129,6 +168,18 @@ fresh_cluster() {   # [postgresql.conf lines]
   cp -a "$TMP/template" "$TMP/pg"
   [ $# -gt 0 ] && printf '%s\n' "$@" >>"$TMP/pg/postgresql.conf"
   "$PGBIN/pg_ctl" -D "$TMP/pg" -l "$TMP/postgres.log" -w start >/dev/null
+  # Steady state, as in a server that has been running: the maintenance jobs
+  # have just run (run_maintenance does nothing before a source exists, so
+  # their functions are called and recorded as runs), so that they are not
+  # all due in the first second of the measurement; and the partitions of the
+  # data sets' hours exist (maintenance creates them a day ahead of the
+  # clock, but the data sets start an hour back).
+  q "SELECT adstream.create_partitions_ahead(), adstream.drop_expired_partitions(), adstream.refresh_rollups(),
+            sum(adstream.ensure_partitions(name, ARRAY(SELECT generate_series(now() - interval '3 hours', now(), interval '1 hour'))))
+       FROM adstream.partitioned_tables" >/dev/null
+  q "INSERT INTO adstream.maintenance_runs (job, last_start, last_duration, last_ok, last_result)
+     SELECT j, now(), interval '0', now(), 'run by bench/measure.sh before the measurement'
+       FROM unnest(ARRAY['adstream_partitions', 'adstream_retention', 'adstream_rollups']) j" >/dev/null
 }
 postmaster_pid() { head -1 "$TMP/pg/postmaster.pid"; }
 server_cpu() { bench/proc_stats.pl tree "$(postmaster_pid)"; }
@@ -167,8 +218,10 @@ CREATE TEMP VIEW truth_min AS
 CREATE TEMP VIEW truth_rej AS
   SELECT split_part(line, ',', 2) AS reason, sum(split_part(line, ',', 3)::bigint) AS n
     FROM truth_raw WHERE line LIKE 'reject,%' GROUP BY 1;
-CREATE TEMP VIEW got_min AS
-  SELECT ad_id, campaign_id, window_start, impressions::numeric, clicks::numeric FROM $schema.ad_stats_minute;
+CREATE TEMP VIEW got_min AS   -- summed over the rows of each minute (adstream: sources and stripes)
+  SELECT ad_id, max(campaign_id) AS campaign_id, window_start, sum(impressions)::numeric AS impressions,
+         sum(clicks)::numeric AS clicks
+    FROM $schema.ad_stats_minute GROUP BY ad_id, window_start;
 CREATE TEMP VIEW got_rej AS
   SELECT reason, count(*)::numeric AS n FROM $schema.rejected_events WHERE $filter GROUP BY 1;
 SELECT (SELECT count(*) FROM ((TABLE truth_min EXCEPT TABLE got_min) UNION ALL (TABLE got_min EXCEPT TABLE truth_min)) d)
@@ -201,19 +254,34 @@ EOSQL
 }
 
 # ---------------------------------------------------------------- CSV
-echo "id,group,description,workers,ads,dup_ratio,messages,seconds,events_per_s,sustained_per_s,worker_cpu_s,server_cpu_s,client_cpu_s,wal_bytes,table_bytes,worker_hwm_kb,worker_rss_kb,stored_before,drain_s,p50_ms,p99_ms,max_ms,check" >"$CSV"
+echo "id,group,description,workers,ads,dup_ratio,messages,seconds,events_per_s,sustained_per_s,worker_cpu_s,server_cpu_s,client_cpu_s,wal_bytes,table_bytes,worker_hwm_kb,worker_rss_kb,stored_before,drain_s,p50_ms,p99_ms,max_ms,check,lock_pct,waits" >"$CSV"
 row() { local IFS=,; echo "$*" >>"$CSV"; }
 
 # ---------------------------------------------------------------- 1. the ceiling
-for i in 1 2 3; do
+want raw && for i in 1 2 3; do
   out=$("$BBIN/raw_consumer" --brokers "$BROKERS" --topic ads)
   RDKAFKA_VERSION=$(kv librdkafka "$out")
   msgs=$(kv msgs "$out")
   [ "$msgs" = "$SENT_base" ] || { log "raw consumer read $msgs of $SENT_base messages (broker trimmed?)"; exit 1; }
   log "raw librdkafka, run $i: $out"
   row "raw_$i" raw "raw librdkafka consumer (read only)" 1 1000 0.10 "$msgs" "$(kv seconds "$out")" \
-    "$(kv msgs_per_s "$out")" "$(kv sustained_per_s "$out")" "" "" "" "" "" "" "" "" "" "" "" "" "complete"
+    "$(kv msgs_per_s "$out")" "$(kv sustained_per_s "$out")" "" "" "" "" "" "" "" "" "" "" "" "" "complete" "" ""
 done
+# The same topic read by kcat (librdkafka's own command-line client, its
+# defaults), timed from start to exit, printing only each message's offset.
+kcat_read() {
+  local t0 t1 n
+  t0=$(now_us)
+  n=$(kcat -C -b "$BROKERS" -t ads -o beginning -e -q -f '%o\n' | wc -l)
+  t1=$(now_us)
+  [ "$n" = "$SENT_base" ] || { log "kcat read $n of $SENT_base messages"; exit 1; }
+  local secs rate
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+  rate=$(awk -v n="$n" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  log "kcat: $n messages in $secs s: $rate/s (start to exit)"
+  row kcat raw "kcat -C -e (start to exit)" 1 1000 0.10 "$n" "$secs" "$rate" "" "" "" "" "" "" "" "" "" "" "" "" "" "complete" "" ""
+}
+if ! want raw; then :; elif command -v kcat >/dev/null; then kcat_read; else log "kcat not installed: no cross-check of the ceiling"; fi
 
 # ---------------------------------------------------------------- 2. adstream runs
 # measure_adstream ID GROUP DESC TOPIC WORKERS SENT ADS DUP TRUTH [attribution] [sink]
@@ -229,7 +297,7 @@ measure_adstream() {
   wal0=$(wal_lsn); bytes0=$(table_bytes adstream); cpu0=$(server_cpu)
   [ -n "$sink" ] && q "SELECT adstream.create_sink('pinot', '$SINK')" >/dev/null
   t0=$(now_us)
-  "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 20 --until "$sent" --timeout-s 900 \
+  "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 20 --until "$sent" --timeout-s 900 --waits \
     >"$TMP/$id.poll" &
   local poller=$!
   q "SELECT adstream.create_source('ads', '$(broker_of "$topic")', '$topic', options => '{\"workers\": $workers$KAFKA_OPTS}')" >/dev/null
@@ -265,127 +333,153 @@ measure_adstream() {
   sust=$(awk -v n="$sent" -v a="$(kv t10_us "$poll")" -v b="$(kv t90_us "$poll")" \
     'BEGIN { printf "%.0f", (b > a) ? 0.8 * n / ((b - a) / 1e6) : 0 }')
   [ -n "$attr" ] && sust=""   # the events' 10-90% rate says nothing about the orders
-  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; $check"
+  # what the workers were doing between 10% and 90% (pg_stat_activity samples)
+  local samples locks lock_pct waits
+  samples=$(kv worker_samples "$poll"); locks=$(kv lock_samples "$poll")
+  lock_pct=$(awk -v l="${locks:-0}" -v s="${samples:-0}" 'BEGIN { if (s > 0) printf "%.2f", 100 * l / s }')
+  waits=$(kv waits "$poll" | tr ',' ';')
+  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; lock waits ${lock_pct:-?}% of $samples worker samples ($waits); $check"
   row "$id" "$group" "$desc" "$workers" "$ads" "$dup" "$sent" "$secs" "$rate" "$sust" "$wcpu" "$scpu" "" \
-    "$wal" "$bytes" "${mem% *}" "${mem#* }" "" "$drain" "" "" "" "$check"
+    "$wal" "$bytes" "${mem% *}" "${mem#* }" "" "$drain" "" "" "" "$check" "$lock_pct" "$waits"
   LAST_SUSTAINED=$sust
   LAST_SECONDS=$secs
 }
 
-measure_adstream e2e e2e "adstream end to end" ads $WORKERS "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
-BASE_SUSTAINED=$LAST_SUSTAINED
-ATTR_WAIT_S=$(awk -v s="$LAST_SECONDS" 'BEGIN { w = int(3 * s) + 15; print (w > 600) ? 600 : w }')
-measure_adstream e2e_publish e2e "adstream + publishing (sink)" ads $WORKERS "$SENT_base" 1000 0.10 \
+BASE_SUSTAINED=0; ATTR_WAIT_S=60
+if want e2e; then
+  measure_adstream e2e e2e "adstream end to end" ads $WORKERS "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
+  BASE_SUSTAINED=$LAST_SUSTAINED
+  ATTR_WAIT_S=$(awk -v s="$LAST_SECONDS" 'BEGIN { w = int(3 * s) + 15; print (w > 600) ? 600 : w }')
+fi
+want publish && measure_adstream e2e_publish e2e "adstream + publishing (sink)" ads $WORKERS "$SENT_base" 1000 0.10 \
   "$TMP/truth-base.csv" "" sink
-measure_adstream e2e_attr_publish e2e "adstream + attribution + publishing" ads $WORKERS "$SENT_base" 1000 0.10 \
+want publish && measure_adstream e2e_attr_publish e2e "adstream + attribution + publishing" ads $WORKERS "$SENT_base" 1000 0.10 \
   "$TMP/truth-base.csv" attr sink
 
-# ---------------------------------------------------------------- 3. the usual alternative
-measure_alt() {
+# ---------------------------------------------------------------- 3. the baselines
+# measure_baseline ID PROGRAM DESCRIPTION TOPIC SENT TRUTH: a libpq consumer
+# in WORKERS processes, checked against the topic's truth.
+measure_baseline() {
+  local id=$1 prog=$2 desc=$3 topic=$4 sent=$5 truth=$6
   fresh_cluster
   psql_ -f bench/alt_schema.sql
   local wal0 bytes0 cpu0 t0 pids=() i out ccpu=0 check
   wal0=$(wal_lsn); bytes0=$(table_bytes alt); cpu0=$(server_cpu)
   t0=$(now_us)
-  "$BBIN/offset_poller" --db "$CONN" --table alt.offsets --sources ads --interval-ms 20 \
-    --until "$SENT_base" --timeout-s 1800 >"$TMP/alt.poll" &
+  "$BBIN/offset_poller" --db "$CONN" --table alt.offsets --sources "$topic" --interval-ms 20 \
+    --until "$sent" --timeout-s 1800 >"$TMP/$id.poll" &
   local poller=$!
   for ((i = 0; i < WORKERS; i++)); do
-    "$BBIN/alt_consumer" --brokers "$BROKERS" --topic ads --db "$CONN" --worker $i --workers $WORKERS \
-      --exit-at-eof >"$TMP/alt.$i.out" 2>"$TMP/alt.$i.err" &
+    "$BBIN/$prog" --brokers "$(broker_of "$topic")" --topic "$topic" --db "$CONN" --worker $i --workers $WORKERS \
+      --exit-at-eof >"$TMP/$id.$i.out" 2>"$TMP/$id.$i.err" &
     pids+=($!)
   done
-  for i in "${pids[@]}"; do wait "$i" || { log "alt consumer failed"; cat "$TMP"/alt.*.err >&2; exit 1; }; done
-  wait $poller || { log "alt: offsets did not reach $SENT_base"; exit 1; }
+  for i in "${pids[@]}"; do wait "$i" || { log "$id: $prog failed"; cat "$TMP"/$id.*.err >&2; exit 1; }; done
+  wait $poller || { log "$id: offsets did not reach $sent"; exit 1; }
   local poll t_end
-  poll=$(cat "$TMP/alt.poll"); t_end=$(kv done_us "$poll")
+  poll=$(cat "$TMP/$id.poll"); t_end=$(kv done_us "$poll")
   sleep 0.5   # let the backends exit, so that the postmaster has reaped their CPU time
   for ((i = 0; i < WORKERS; i++)); do
-    out=$(cat "$TMP/alt.$i.out")
-    log "alt consumer $i: $out"
+    out=$(cat "$TMP/$id.$i.out")
+    log "$id consumer $i: $out"
     ccpu=$(awk -v a="$ccpu" -v b="$(kv cpu_s "$out")" 'BEGIN { printf "%.2f", a + b }')
   done
   local scpu wal bytes secs rate sust
   scpu=$(awk -v a="$cpu0" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }')
   wal=$(wal_since "$wal0")
   bytes=$(( $(table_bytes alt) - bytes0 ))
-  check=$(check_truth alt true "$TMP/truth-base.csv")
+  check=$(check_truth alt true "$truth")
   secs=$(awk -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
-  rate=$(awk -v n="$SENT_base" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
-  sust=$(awk -v n="$SENT_base" -v a="$(kv t10_us "$poll")" -v b="$(kv t90_us "$poll")" \
+  rate=$(awk -v n="$sent" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  sust=$(awk -v n="$sent" -v a="$(kv t10_us "$poll")" -v b="$(kv t90_us "$poll")" \
     'BEGIN { printf "%.0f", (b > a) ? 0.8 * n / ((b - a) / 1e6) : 0 }')
-  log "alt: $SENT_base messages in $secs s: $rate/s overall, $sust/s sustained; server CPU $scpu s, client CPU $ccpu s, WAL $wal B, tables $bytes B; $check"
+  log "$id: $sent messages in $secs s: $rate/s overall, $sust/s sustained; server CPU $scpu s, client CPU $ccpu s, WAL $wal B, tables $bytes B; $check"
   local retries=0
-  for ((i = 0; i < WORKERS; i++)); do retries=$(( retries + $(kv retries "$(cat "$TMP/alt.$i.out")") )); done
+  for ((i = 0; i < WORKERS; i++)); do retries=$(( retries + $(kv retries "$(cat "$TMP/$id.$i.out")") )); done
   check="$check ($retries batches retried after an error)"
-  row alt alt "usual alternative (libpq: one upsert per event)" $WORKERS 1000 0.10 "$SENT_base" "$secs" "$rate" "$sust" \
-    "" "$scpu" "$ccpu" "$wal" "$bytes" "" "" "" "" "" "" "" "$check"
+  row "$id" baseline "$desc" $WORKERS 1000 0.10 "$sent" "$secs" "$rate" "$sust" \
+    "" "$scpu" "$ccpu" "$wal" "$bytes" "" "" "" "" "" "" "" "$check" "" ""
 }
-measure_alt
+want copy && measure_baseline copy copy_consumer "strong baseline (libpq: COPY per batch; set-based dedup and upsert)" \
+  ads "$SENT_base" "$TMP/truth-base.csv"
+want alt && measure_baseline alt alt_consumer "usual alternative (libpq: one upsert per event)" \
+  small "$SENT_small" "$TMP/truth-small.csv"
 
 # ---------------------------------------------------------------- 4. freshness
+# measure_freshness ID TOPIC BOOTSTRAP KAFKA_OPTS DESCRIPTION
 measure_freshness() {
+  local id=$1 topic=$2 boot=$3 kopts=$4 desc=$5
   local rate count
   rate=$(awk -v s="$BASE_SUSTAINED" 'BEGIN { printf "%.0f", s / 2 }')
   count=$(( rate * FRESH_S ))
-  # no more than the mock broker keeps (5 MiB in each of 64 partitions), so
+  # no more than the mock broker keeps (5 MiB in each partition), so
   # that the topic read back for the timestamps still holds every message
-  [ "$count" -gt 1500000 ] && count=1500000
+  [ "$count" -gt $(( FRESH_PARTITIONS * 23000 )) ] && count=$(( FRESH_PARTITIONS * 23000 ))
   fresh_cluster
-  q "SELECT adstream.create_source('ads', '$BOOT_b_fresh', 'fresh', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
+  q "SELECT adstream.create_source('ads', '$boot', '$topic', options => '{\"workers\": $WORKERS$kopts}')" >/dev/null
   wait_sql "SELECT count(*) = $WORKERS FROM adstream.worker_status() WHERE state IS NOT NULL AND pid IS NOT NULL AND state <> 'starting'" 60 || true
   sleep 2   # the workers connect and learn the partitions
-  log "freshness: $count messages at $rate/s (50% of the sustained rate), produced in real time"
+  log "$id: $count messages at $rate/s (50% of the sustained rate), produced in real time"
   "$BBIN/offset_poller" --db "$CONN" --sources ads --interval-ms 5 --until "$count" --timeout-s 600 \
-    --out "$TMP/fresh.offsets" >"$TMP/fresh.poll" &
+    --out "$TMP/$id.offsets" >"$TMP/$id.poll" &
   local poller=$!
-  "$BIN/adstream-loadgen" --brokers "$BOOT_b_fresh" --topic fresh --partitions $PARTITIONS --count "$count" \
-    --rate "$rate" --realtime --seed 21 --ads 1000 --dup-ratio 0.10 "${LG_COMMON[@]}" \
-    --truth "$TMP/truth-fresh.csv" >"$TMP/loadgen-fresh.out" 2>>"$TMP/loadgen.err"
-  wait $poller || { log "freshness: not consumed in time"; exit 1; }
+  # A real-time producer, as a high-volume one is set up: linger.ms = 20
+  # (the produce time, CreateTime, is taken before the linger, so it counts).
+  "$BIN/adstream-loadgen" --brokers "$boot" --topic "$topic" --partitions $FRESH_PARTITIONS --count "$count" \
+    --rate "$rate" --realtime --linger-ms 20 --seed 21 --ads 1000 --dup-ratio 0.10 "${LG_COMMON[@]}" \
+    --truth "$TMP/truth-$id.csv" >"$TMP/loadgen-$id.out" 2>>"$TMP/loadgen.err"
+  local produced
+  produced=$(kv rate "$(cat "$TMP/loadgen-$id.out")")
+  log "$id: the producer reached $produced messages/s of the $rate asked ($(kv records_per_set "$(cat "$TMP/loadgen-$id.out")") records per message set)"
+  wait $poller || { log "$id: not consumed in time"; exit 1; }
   local poll check stats
-  poll=$(cat "$TMP/fresh.poll")
-  check=$(check_truth adstream "source = 'ads'" "$TMP/truth-fresh.csv")
-  "$BBIN/raw_consumer" --brokers "$BOOT_b_fresh" --topic fresh --timestamps "$TMP/fresh.timestamps" >/dev/null
+  poll=$(cat "$TMP/$id.poll")
+  check=$(check_truth adstream "source = 'ads'" "$TMP/truth-$id.csv")
+  "$BBIN/raw_consumer" --brokers "$boot" --topic "$topic" --timestamps "$TMP/$id.timestamps" >/dev/null
   # Join: message (p, offset, produced_ms) became visible at the first poll
   # whose next_offset for p exceeded offset.  Sorting both by (p, key) with
   # key = offset for messages and next_offset - 1 for polls puts each message
   # just before the poll that first covered it.
-  stats=$( { awk '{ print $1, $2, 0, $3 }' "$TMP/fresh.timestamps"
-             awk '{ print $3, $4 - 1, 1, $1 }' "$TMP/fresh.offsets"; } |
+  stats=$( { awk '{ print $1, $2, 0, $3 }' "$TMP/$id.timestamps"
+             awk '{ print $3, $4 - 1, 1, $1 }' "$TMP/$id.offsets"; } |
     sort -k1,1n -k2,2n -k3,3n |
     awk 'function flush() { n = 0 }
          $1 != p { unseen += n; flush(); p = $1 }
          $3 == 0 { ts[n++] = $4; next }
          { for (i = 0; i < n; i++) printf "%.0f %.3f\n", ts[i], $4 / 1000 - ts[i]; flush() }
-         END { unseen += n; print "unseen", unseen > "/dev/stderr" }' 2>"$TMP/fresh.unseen" \
-    >"$TMP/fresh.joined"
+         END { unseen += n; print "unseen", unseen > "/dev/stderr" }' 2>"$TMP/$id.unseen" \
+    >"$TMP/$id.joined"
     # latency by second of production, to see whether it was steady
     awk '{ s[int($1 / 1000)] += $2; c[int($1 / 1000)]++ }
-         END { for (k in s) print k, s[k] / c[k] }' "$TMP/fresh.joined" | sort -n |
-      awk 'NR == 1 { f = $1 } { print $1 - f, $2 }' >"$TMP/fresh.by_second"
-    cut -d' ' -f2 "$TMP/fresh.joined" | sort -n >"$TMP/fresh.latencies_ms"
+         END { for (k in s) print k, s[k] / c[k] }' "$TMP/$id.joined" | sort -n |
+      awk 'NR == 1 { f = $1 } { print $1 - f, $2 }' >"$TMP/$id.by_second"
+    cut -d' ' -f2 "$TMP/$id.joined" | sort -n >"$TMP/$id.latencies_ms"
     awk '{ v[NR] = $1; s += $1 }
          END { if (NR == 0) { print "0 0 0 0 0"; exit }
                i50 = int(0.50 * NR); if (i50 < 1) i50 = 1
                i99 = int(0.99 * NR); if (i99 < 1) i99 = 1
-               printf "%d %.1f %.1f %.1f %.1f\n", NR, v[i50], v[i99], v[NR], s / NR }' "$TMP/fresh.latencies_ms")
+               printf "%d %.1f %.1f %.1f %.1f\n", NR, v[i50], v[i99], v[NR], s / NR }' "$TMP/$id.latencies_ms")
   local n p50 p99 max mean unseen
   read -r n p50 p99 max mean <<<"$stats"
-  unseen=$(awk '{ print $2 }' "$TMP/fresh.unseen")
-  FRESH_NOTE="poll every 5 ms over one connection: mean poll query $(kv mean_query_us "$poll") µs, longest gap between polls $(kv max_interval_us "$poll") µs; $n messages, $unseen never seen"
-  log "freshness: p50 $p50 ms, p99 $p99 ms, max $max ms, mean $mean ms ($FRESH_NOTE); $check"
-  row fresh fresh "freshness at 50% of the sustained rate" $WORKERS 1000 0.10 "$count" "" "$rate" "" "" "" "" "" "" "" "" "" "" \
-    "$p50" "$p99" "$max" "$check"
+  unseen=$(awk '{ print $2 }' "$TMP/$id.unseen")
+  local note="poll every 5 ms over one connection: mean poll query $(kv mean_query_us "$poll") µs, longest gap between polls $(kv max_interval_us "$poll") µs; $n messages, $unseen never seen"
+  log "$id: p50 $p50 ms, p99 $p99 ms, max $max ms, mean $mean ms ($note); $check"
+  if [ "$id" = fresh ]; then FRESH_NOTE=$note; else FRESH_DEFAULT_NOTE=$note; fi
+  # seconds: how long the producer took; sustained_per_s: the rate it reached
+  row "$id" fresh "$desc" $WORKERS 1000 0.10 "$count" "$(kv seconds "$(cat "$TMP/loadgen-$id.out")")" "$rate" "$produced" "" "" "" "" "" "" "" "" "" \
+    "$p50" "$p99" "$max" "$check" "" ""
 }
-measure_freshness
+want fresh && measure_freshness fresh fresh "$BOOT_b_fresh" "$KAFKA_OPTS" "freshness at 50% of the sustained rate (fetch.wait.max.ms = 10)"
+# The product's own fetch.wait.max.ms (librdkafka's default, 500 ms): the
+# mock broker holds a fetch that finds nothing new for that long.
+want fresh && measure_freshness fresh_default fresh2 "$BOOT_b_fresh2" "" "freshness at 50% of the sustained rate (the product's fetch.wait.max.ms)"
 
 # ---------------------------------------------------------------- 5. scaling
-for w in 1 4; do
+want scaling && for w in 1 4; do
   measure_adstream "workers_$w" workers "adstream with $w worker(s)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
 done
-measure_adstream ads_100k ads "adstream with 100k distinct ads" ads100k $WORKERS "$SENT_ads100k" 100000 0.10 "$TMP/truth-ads100k.csv"
-measure_adstream dup_0 dup "adstream with 0% duplicates" dup0 $WORKERS "$SENT_dup0" 1000 0 "$TMP/truth-dup0.csv"
+want variants && measure_adstream ads_100k ads "adstream with 100k distinct ads" ads100k $WORKERS "$SENT_ads100k" 100000 0.10 "$TMP/truth-ads100k.csv"
+want variants && measure_adstream dup_0 dup "adstream with 0% duplicates" dup0 $WORKERS "$SENT_dup0" 1000 0 "$TMP/truth-dup0.csv"
 
 # ---------------------------------------------------------------- 6. growth
 # Consecutive rounds into one database: the source is paused while each
@@ -426,21 +520,24 @@ measure_growth() {
     bytes=$(( $(table_bytes adstream) - bytes0 ))
     log "growth round $r: $sent messages on top of $stored in $secs s: $rate/s; server CPU $scpu s, WAL $wal B"
     row "grow_$r" grow "adstream round $r into the same database" $WORKERS 1000 0.10 "$sent" "$secs" "$rate" "" \
-      "" "$scpu" "" "$wal" "$bytes" "" "" "$stored" "" "" "" "" "pending"
+      "" "$scpu" "" "$wal" "$bytes" "" "" "$stored" "" "" "" "" "pending" "" ""
   done
   local check
   check=$(check_truth adstream "source = 'ads'" "${truths[@]}")
   log "growth: all rounds against the truth: $check"
-  sed -i "/^grow_/s/,pending\$/,$check/" "$CSV"
+  sed -i "/^grow_/s/,pending,,\$/,$check,,/" "$CSV"
+  # the dedup index after the rounds: every id of every round is remembered
+  IFS='|' read -r DEDUP_CAPACITY DEDUP_ENTRIES DEDUP_SHM_BYTES <<<"$(q "SELECT capacity, entries, shared_memory_bytes FROM adstream.dedup_index_status()")"
+  log "dedup index after the rounds: $DEDUP_ENTRIES ids of capacity $DEDUP_CAPACITY in $DEDUP_SHM_BYTES bytes of shared memory"
 }
-measure_growth
+want growth && measure_growth
 
 "$PGBIN/pg_ctl" -D "$TMP/pg" -m fast -w stop >/dev/null
 
 # ---------------------------------------------------------------- report
 BENCH_SECONDS=$(( $(date +%s) - BENCH_T0 ))
 cat >"$TMP/meta.env" <<EOM
-MODE=$MODE
+MODE=$MODE${ONLY:+ (only: $ONLY)}
 COMMAND=$( [ "$QUICK" = 1 ] && echo "BENCH_QUICK=1 " )${BENCH_COMMAND:-make bench}
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 DURATION_S=$BENCH_SECONDS
@@ -449,13 +546,20 @@ CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 MEMORY=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 KERNEL=$(uname -sr)
 PG=$PG_VERSION
-LIBRDKAFKA=$RDKAFKA_VERSION
+LIBRDKAFKA=${RDKAFKA_VERSION:-$(pkg-config --modversion rdkafka 2>/dev/null)}
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 EVENTS=$EVENTS
 PARTITIONS=$PARTITIONS
 WORKERS=$WORKERS
 ORDERS=$ORDERS_SENT_base
-FRESH_NOTE=$FRESH_NOTE
+ORDER_PARTITIONS=$ORDER_PARTITIONS
+FRESH_NOTE=${FRESH_NOTE:-}
+FRESH_DEFAULT_NOTE=${FRESH_DEFAULT_NOTE:-}
+RECORDS_PER_SET=$PER_SET_base
+MESSAGE_SETS=$SETS_base
+DEDUP_CAPACITY=${DEDUP_CAPACITY:-}
+DEDUP_ENTRIES=${DEDUP_ENTRIES:-}
+DEDUP_SHM_BYTES=${DEDUP_SHM_BYTES:-}
 ATTR_WAIT_S=$ATTR_WAIT_S
 EOM
 perl bench/report.pl "$TMP/meta.env" "$CSV" "$OUT"

@@ -24,6 +24,14 @@
  *
  *	  --table alt.offsets watches the alternative consumer's offsets
  *	  instead (bench/alt_consumer.c); --sources then names its topics.
+ *
+ *	  --waits also samples, after each poll, what every adstream consumer
+ *	  worker is doing (wait_event_type:wait_event in pg_stat_activity, CPU
+ *	  when it waits on nothing; for a Lock wait also the backend types of
+ *	  the blockers, after "<-"), counted while the committed offsets are
+ *	  between 10% and 90% of --until, and adds to the summary line
+ *	  worker_samples=N lock_samples=L waits=TYPE:EVENT=N,... (most frequent
+ *	  first, at most 8).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -76,6 +84,54 @@ typedef struct Key
 static Key keys[MAX_KEYS];
 static int nkeys = 0;
 
+/* Sampled wait events of the workers: a small linear table. */
+#define MAX_WAITS 128
+typedef struct Wait
+{
+	char		name[96];
+	int64_t		n;
+} Wait;
+
+static Wait waits[MAX_WAITS];
+static int nwaits = 0;
+static int64_t worker_samples = 0;
+static int64_t lock_samples = 0;
+
+static void
+count_wait(const char *type, const char *event)
+{
+	char		name[96];
+
+	snprintf(name, sizeof(name), "%s:%s", type[0] ? type : "CPU", event[0] ? event : "-");
+	/* one word: the summary line is KEY=VALUE separated by spaces */
+	for (char *c = name; *c; c++)
+		if (*c == ' ' || *c == ',' || *c == ';' || *c == '=')
+			*c = '_';
+	worker_samples++;
+	if (strcmp(type, "Lock") == 0)
+		lock_samples++;
+	for (int i = 0; i < nwaits; i++)
+		if (strcmp(waits[i].name, name) == 0)
+		{
+			waits[i].n++;
+			return;
+		}
+	if (nwaits < MAX_WAITS)
+	{
+		snprintf(waits[nwaits].name, sizeof(waits[nwaits].name), "%s", name);
+		waits[nwaits++].n = 1;
+	}
+}
+
+static int
+cmp_wait(const void *a, const void *b)
+{
+	const Wait *x = a;
+	const Wait *y = b;
+
+	return (x->n < y->n) - (x->n > y->n);
+}
+
 static Key *
 lookup(const char *source, int partition)
 {
@@ -101,12 +157,14 @@ main(int argc, char **argv)
 		{"timeout-s", required_argument, NULL, 't'},
 		{"out", required_argument, NULL, 'o'},
 		{"table", required_argument, NULL, 'T'},
+		{"waits", no_argument, NULL, 'w'},
 		{NULL, 0, NULL, 0}
 	};
 	const char *conninfo = NULL;
 	const char *sources = NULL;
 	const char *out_path = NULL;
 	int			alt = 0;
+	int			sample_waits = 0;
 	double		interval_ms = 20;
 	int64_t		until = 0;
 	double		timeout_s = 600;
@@ -147,6 +205,9 @@ main(int argc, char **argv)
 			case 'o':
 				out_path = optarg;
 				break;
+			case 'w':
+				sample_waits = 1;
+				break;
 			case 'T':
 				if (strcmp(optarg, "alt.offsets") == 0)
 					alt = 1;
@@ -176,6 +237,12 @@ main(int argc, char **argv)
 					  " WHERE topic = ANY ($1::text[])" :
 					  "SELECT source, partition, next_offset FROM adstream.offsets"
 					  " WHERE source = ANY ($1::text[])", 1, NULL));
+	PQclear(PQprepare(conn, "waits",
+					  "SELECT coalesce(a.wait_event_type, ''), coalesce(a.wait_event, '')"
+					  "       || CASE WHEN a.wait_event_type = 'Lock' THEN '<-' || coalesce(("
+					  "            SELECT string_agg(DISTINCT b.backend_type, '+') FROM pg_stat_activity b"
+					  "             WHERE b.pid = ANY (pg_blocking_pids(a.pid))), '?') ELSE '' END"
+					  "  FROM pg_stat_activity a WHERE a.backend_type = 'adstream consumer'", 0, NULL));
 
 	start = wall_us();
 	while (!stop_requested)
@@ -210,6 +277,15 @@ main(int argc, char **argv)
 			}
 		}
 		PQclear(res);
+		if (sample_waits && t10 != 0 && t90 == 0)
+		{
+			res = PQexecPrepared(conn, "waits", 0, NULL, NULL, NULL, 0);
+			if (PQresultStatus(res) != PGRES_TUPLES_OK)
+				die("waits: %s", PQerrorMessage(conn));
+			for (int i = 0; i < PQntuples(res); i++)
+				count_wait(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
+			PQclear(res);
+		}
 		if (until > 0)
 		{
 			if (t10 == 0 && total * 10 >= until)
@@ -237,5 +313,13 @@ main(int argc, char **argv)
 		   " polls=%" PRId64 " mean_query_us=%.0f max_interval_us=%" PRId64 "\n",
 		   done, t10, t90, total, polls, polls ? (double) query_us_sum / (double) polls : 0.0,
 		   max_interval);
+	if (sample_waits)
+	{
+		qsort(waits, (size_t) nwaits, sizeof(Wait), cmp_wait);
+		printf("worker_samples=%" PRId64 " lock_samples=%" PRId64 " waits=", worker_samples, lock_samples);
+		for (int i = 0; i < nwaits && i < 8; i++)
+			printf("%s%s=%" PRId64, i ? "," : "", waits[i].name, waits[i].n);
+		printf("\n");
+	}
 	return (until > 0 && done == 0) ? 2 : 0;
 }

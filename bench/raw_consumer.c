@@ -86,6 +86,7 @@ main(int argc, char **argv)
 	double		t1;
 	double		t10 = 0;
 	double		t90 = 0;
+	double		t_first = 0;
 	int64_t		total = 0;
 	int			c;
 
@@ -146,7 +147,7 @@ main(int argc, char **argv)
 
 	while (ended < nparts)
 	{
-		ssize_t		n = rd_kafka_consume_batch_queue(queue, 1000, msgs, BATCH);
+		ssize_t		n = rd_kafka_consume_batch_queue(queue, 1, msgs, BATCH);
 
 		if (n < 0)
 			die("consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
@@ -158,6 +159,8 @@ main(int argc, char **argv)
 			{
 				nmsgs++;
 				nbytes += (int64_t) m->len;
+				if (nmsgs == 1)
+					t_first = mono_s();
 				/* the sustained rate is taken between 10% and 90%, as for the consumers measured against it */
 				if (nmsgs == total / 10)
 					t10 = mono_s();
@@ -189,6 +192,7 @@ main(int argc, char **argv)
 
 	if (ts_out != NULL && fclose(ts_out) != 0)
 		die("writing %s failed", ts_path);
+	printf("first_s=%.4f t10_s=%.4f t90_s=%.4f ", t_first - t0, t10 - t0, t90 - t0);
 	printf("msgs=%" PRId64 " bytes=%" PRId64 " seconds=%.4f msgs_per_s=%.0f sustained_per_s=%.0f librdkafka=%s\n",
 		   nmsgs, nbytes, t1 - t0, (double) nmsgs / (t1 - t0),
 		   t90 > t10 ? (double) (total * 9 / 10 - total / 10) / (t90 - t10) : 0.0, rd_kafka_version_str());

@@ -5,13 +5,17 @@
 # as the unprivileged user adstream in a copy of the tree when run as root
 # (PostgreSQL refuses to run as root).  Results: bench/results/.
 #   BENCH_QUICK=1 make bench     small counts, for trying the harness out
+#   BENCH_ONLY="raw e2e"         only these parts (raw e2e publish copy alt fresh
+#                                scaling variants growth), for working on the harness
+#   BENCH_COPY=DIR BENCH_PORT=N  where the copy runs as adstream, and its port
+#   BENCH_EVENTS=N BENCH_PARTITIONS=P   other data set sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
 
 export PG_CONFIG=${PG_CONFIG:-pg_config}
 BENCH_QUICK=${BENCH_QUICK:-0}
-COPY=/tmp/adstream-bench
+COPY=${BENCH_COPY:-/tmp/adstream-bench}
 
 scripts/deps.sh
 make -s PG_CONFIG="$PG_CONFIG" all tools
@@ -24,6 +28,8 @@ else
 fi
 
 run_unprivileged "$COPY" env PG_CONFIG="$PG_CONFIG" BENCH_QUICK="$BENCH_QUICK" \
+  BENCH_PORT="${BENCH_PORT:-}" BENCH_ONLY="${BENCH_ONLY:-}" \
+  BENCH_EVENTS="${BENCH_EVENTS:-}" BENCH_PARTITIONS="${BENCH_PARTITIONS:-}" \
   BENCH_COMMAND="${BENCH_COMMAND:-make bench}" bench/measure.sh
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -60,6 +60,7 @@ typedef struct AdsBatch
 	const char *source_name;
 	const char *topic;
 	bool		is_orders;
+	int16		stripe;			/* this worker's rows of ad_stats_minute: its index */
 
 	/* the partitions the worker reads; messages point into this array */
 	int			nparts;

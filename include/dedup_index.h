@@ -18,6 +18,8 @@ extern void ads_dedup_index_shmem_init(void);
 extern void ads_dedup_index_prepare(void);
 extern void ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids,
 							const int32 *hours, bool *is_new, int32 *segs);
+/* Before the batch writes shared keys: the claims taken as duplicates stand. */
+extern void ads_dedup_confirm(void);
 
 /* After the batch transaction has ended: its claims stand or go.  Never throws. */
 extern void ads_dedup_settle(bool committed);

@@ -15,24 +15,20 @@
 
 ALTER TABLE adstream.sources ADD COLUMN partition_count integer CHECK (partition_count > 0);
 
-CREATE OR REPLACE FUNCTION adstream.expire_dedup_state()
-RETURNS integer
-LANGUAGE plpgsql
+/*
+ * How far each ad-events source may give its dedup state up now: its expiry
+ * watermark (the slowest of its partitions not committed to their end)
+ * less adstream.dedup_horizon, on the hour.  expire_dedup_state() records
+ * it under the expiry lock; _dedup_expiry_due() asks without the lock.
+ */
+CREATE FUNCTION adstream._dedup_expiry_marks(OUT source_id integer, OUT expired_before timestamptz)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'		-- the horizon is subtracted as a duration (see "Time is UTC")
-SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
 AS $$
-DECLARE
-	v_horizon	interval := current_setting('adstream.dedup_horizon')::interval;
-	v_latest	timestamptz;
-	v_rel		regclass;
-	v_upper		timestamptz;
-	v_live		boolean;
-	v_dropped	integer := 0;
 BEGIN
-	-- Workers hold this lock shared while they judge and write a batch.
-	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
-
+	RETURN QUERY
 	-- Read to its end means committed to its end: what a worker has read
 	-- into memory but not written is judged after this, against what it gives up.
 	WITH pos AS (
@@ -64,11 +60,37 @@ BEGIN
 								  max(p.max_event_ts)) END AS wm
 		  FROM parts p JOIN adstream.sources s ON s.id = p.id
 		 GROUP BY p.id, s.partition_count, s.partitions)
+	SELECT wm.id, date_bin('1 hour', wm.wm - current_setting('adstream.dedup_horizon')::interval,
+						   timestamptz '1970-01-01 00:00:00+00')
+	  FROM wm WHERE isfinite(wm.wm);
+END
+$$;
+COMMENT ON FUNCTION adstream._dedup_expiry_marks() IS
+	'Internal: how far each ad-events source may give up its dedup state now (its expiry watermark less adstream.dedup_horizon, on the hour)';
+
+CREATE OR REPLACE FUNCTION adstream.expire_dedup_state()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- the horizon is subtracted as a duration (see "Time is UTC")
+SET lock_timeout = '2s'		-- never stall ingestion behind a long reader; retried next round
+AS $$
+DECLARE
+	v_latest	timestamptz;
+	v_rel		regclass;
+	v_upper		timestamptz;
+	v_live		boolean;
+	v_dropped	integer := 0;
+BEGIN
+	-- Workers hold this lock shared while they judge and write a batch.
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
+
+	-- What a worker has read into memory but not written is judged after
+	-- this, against what it gives up (_dedup_expiry_marks).
 	UPDATE adstream.sources s
-	   SET dedup_expired_before = greatest(s.dedup_expired_before,
-			   date_bin('1 hour', wm.wm - v_horizon, timestamptz '1970-01-01 00:00:00+00'))
-	  FROM wm
-	 WHERE wm.id = s.id AND isfinite(wm.wm);
+	   SET dedup_expired_before = greatest(s.dedup_expired_before, m.expired_before)
+	  FROM adstream._dedup_expiry_marks() m
+	 WHERE m.source_id = s.id;
 
 	SELECT max(dedup_expired_before) INTO v_latest FROM adstream.sources WHERE kind = 'ad_events';
 	FOR v_rel, v_upper IN
@@ -95,6 +117,7 @@ BEGIN
 	RETURN v_dropped;
 END
 $$;
+REVOKE ALL ON FUNCTION adstream._dedup_expiry_marks() FROM PUBLIC;
 
 -------------------------------------------------------------------------------
 -- Issue #14 (sections 1 and 3): alter_source, alter_sink, rename_source,
@@ -1926,3 +1949,87 @@ COMMENT ON FUNCTION adstream.create_source(text, text, text, text, jsonb) IS
 	'Registers a Kafka topic to consume and returns the new source''s id; workers start within about a second';
 
 REVOKE ALL ON FUNCTION adstream._parse_partitions(text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Issue #12, scaling with workers: ad_stats_minute striped per worker; retention
+-- takes the expiry lock only when expiry has work
+-------------------------------------------------------------------------------
+-- Each worker of a source upserts its own rows (stripe = its index), so that
+-- workers never wait for each other's row locks; readers already sum over
+-- rows.  With sinks, every worker writes stripe 0 (docs/architecture.md,
+-- "Workers in parallel").  Rows counted before 0.6 are stripe 0.
+ALTER TABLE adstream.ad_stats_minute ADD COLUMN stripe smallint NOT NULL DEFAULT 0;
+ALTER TABLE adstream.ad_stats_minute DROP CONSTRAINT ad_stats_minute_pkey;
+ALTER TABLE adstream.ad_stats_minute ADD PRIMARY KEY (ad_id, window_start, source_id, stripe);
+COMMENT ON TABLE adstream.ad_stats_minute IS
+	'Deduplicated impressions and clicks per ad, one-minute UTC event-time window, source and stripe; readers sum over sources and stripes';
+COMMENT ON COLUMN adstream.ad_stats_minute.stripe IS
+	'Which worker of the source counted them (its index; 0 while sinks exist, and before 0.6): rows of one (ad, minute) differ only by it, and are summed';
+
+-- The retention job takes the expiry lock (which stalls every worker until
+-- the batches in flight commit) only when expiry has something to give up.
+/*
+ * Whether expire_dedup_state() would give anything up now: a source's mark
+ * would move (the same watermark as there), or dedup_log still holds an hour
+ * at or before the latest mark.  Read without the expiry lock, so that the
+ * retention job takes that lock, which stalls every worker of every source
+ * until the batches in flight have committed, only when expiry has work
+ * (issue #12).  A stale answer only moves expiry to the next round.  The
+ * ids of a dropped source are forgotten by the next expiry that runs (at the
+ * latest when the index is 80% full: adstream_dedup_expiry always runs).
+ */
+CREATE FUNCTION adstream._dedup_expiry_due()
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $$
+DECLARE
+	v_latest	timestamptz;
+BEGIN
+	IF EXISTS (SELECT 1 FROM adstream._dedup_expiry_marks() m JOIN adstream.sources s ON s.id = m.source_id
+				WHERE m.expired_before > s.dedup_expired_before) THEN
+		RETURN true;
+	END IF;
+	SELECT max(dedup_expired_before) INTO v_latest FROM adstream.sources WHERE kind = 'ad_events';
+	RETURN v_latest IS NOT NULL AND EXISTS (
+		SELECT 1 FROM pg_inherits i
+		 WHERE i.inhparent = 'adstream.dedup_log'::regclass
+		   AND adstream._partition_upper(i.inhrelid) <= v_latest);
+END
+$$;
+COMMENT ON FUNCTION adstream._dedup_expiry_due() IS
+	'Whether expire_dedup_state() has anything to give up now (read without its lock; the retention job asks first)';
+
+CREATE OR REPLACE FUNCTION adstream.drop_expired_partitions()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '2s'
+SET timezone = 'UTC'		-- windows, horizon and retention: their days are 24 hours
+AS $$
+DECLARE
+	v_window	interval := greatest(current_setting('adstream.attribution_window')::interval,
+									 current_setting('adstream.view_through_window')::interval);
+	v_events	timestamptz;
+	v_dropped	integer;
+BEGIN
+	-- Only when there is something to give up: expiry's lock stalls every worker.
+	v_dropped := CASE WHEN adstream._dedup_expiry_due() THEN adstream.expire_dedup_state() ELSE 0 END;
+
+	v_events := least(adstream.ad_events_watermark(),
+					  (SELECT min(ts) FROM adstream.orders WHERE status = 'waiting'))
+				- v_window - current_setting('adstream.dedup_horizon')::interval;
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_events', v_events);
+
+	PERFORM adstream.refresh_rollups();
+	v_dropped := v_dropped + adstream._drop_partitions_before('ad_stats_minute',
+		now() - current_setting('adstream.minute_retention')::interval);
+	PERFORM adstream.expire_rejected_events();
+	PERFORM adstream.expire_status_history();
+	RETURN v_dropped;
+END
+$$;
+COMMENT ON FUNCTION adstream.drop_expired_partitions() IS
+	'Drops expired partitions of dedup_log, ad_events and ad_stats_minute (returns how many), dead letters older than adstream.rejected_retention and status history older than adstream.status_history_retention';
+REVOKE ALL ON FUNCTION adstream._dedup_expiry_due() FROM PUBLIC;

@@ -14,10 +14,20 @@
  *      (src/dedup_index.c): those claimed are new, the rest were seen
  *      before (duplicates); the claimed ids are appended to dedup_log, which
  *      makes the claim durable (orders are deduplicated by their table);
- *   5. upserts one row per (ad, minute) touched, pre-aggregated here;
+ *      an id another worker's batch holds uncommitted counts as a duplicate,
+ *      confirmed in step 7;
+ *   5. upserts one row per (ad, minute) touched, pre-aggregated here, into
+ *      this worker's stripe (without sinks; with sinks in step 8);
  *   6. writes dead letters;
- *   7. advances adstream.offsets, but only from the offsets this worker
- *      last committed (a fence against a second worker on the partition).
+ *   7. waits for the batches whose uncommitted claims step 4 took as
+ *      duplicates, and fails if one of them did not commit;
+ *   8. with sinks, upserts the rows into stripe 0, shared by the workers,
+ *      and queues them in the outbox;
+ *   9. advances adstream.offsets, but only from the offsets this worker
+ *      last committed (a fence against a second worker on the partition);
+ *  10. queues the minutes for the rollups.
+ * Steps 8 and 10 write keys other workers also write, after step 7, so
+ * that a batch waiting in step 7 holds nothing another batch waits for.
  * If anything fails the transaction rolls back as a whole and the caller
  * retries the same messages, so a batch counts exactly once or not at all.
  *
@@ -165,11 +175,11 @@ static const char *const plan_sql[P__COUNT] = {
 	"INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts) "
 	"SELECT $1, u.* FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], "
 	"$8::timestamptz[]) AS u",
-	/* One row per (ad, minute) of the batch, under its source's id. */
+	/* One row per (ad, minute) of the batch, under its source's id and stripe. */
 	[P_AGG] =
-	"INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks, source_id) "
-	"SELECT u.*, $6 FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) AS u "
-	"ON CONFLICT (ad_id, window_start, source_id) DO UPDATE SET "
+	"INSERT INTO adstream.ad_stats_minute AS s (ad_id, campaign_id, window_start, impressions, clicks, source_id, stripe) "
+	"SELECT u.*, $6, $7 FROM unnest($1::int8[], $2::int8[], $3::timestamptz[], $4::int8[], $5::int8[]) AS u "
+	"ON CONFLICT (ad_id, window_start, source_id, stripe) DO UPDATE SET "
 	"impressions = s.impressions + excluded.impressions, "
 	"clicks = s.clicks + excluded.clicks, updated_at = now()",
 	/* The (few, sorted) minutes touched, queued for the rollups. */
@@ -222,7 +232,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, BYTEAARRAYOID},
 	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
-	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID},
+	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT2OID},
 	[P_PENDING] = {TIMESTAMPTZARRAYOID},
 	[P_OUTBOX] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
@@ -232,7 +242,7 @@ static const Oid plan_args[P__COUNT][9] = {
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
-	[P_AGG] = 6,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
+	[P_AGG] = 7,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 	[P_REDRIVE_TAKE] = 4,[P_REDRIVE_COUNTS] = 6,
 };
 
@@ -678,24 +688,31 @@ keep_for_attribution(AdsBatch *b)
 	exec_plan(P_AD_EVENTS, args, NULL, false, SPI_OK_INSERT);
 }
 
+/*
+ * The batch's accepted events summed per (ad, minute), sorted: the rows
+ * aggregate_write() upserts.
+ */
+typedef struct AggRows
+{
+	int			n;
+	AdsArray	ad,
+				camp,
+				win,
+				imp,
+				clk;
+	int64	   *win_us;
+} AggRows;
+
 static void
-aggregate(AdsBatch *b)
+aggregate_rows(AdsBatch *b, AggRows *r)
 {
 	aggmap_hash *agg = aggmap_create(CurrentMemoryContext, 1024, NULL);
 	aggmap_iterator it;
 	AggEntry   *e;
 	AggEntry  **rows;
 	int			n = 0;
-	AdsArray	ad,
-				camp,
-				win,
-				imp,
-				clk,
-				minutes;
-	int64	   *win_us;
-	bool		isnull;
-	Datum		args[6];
 
+	r->n = 0;
 	for (int i = 0; i < b->nmsgs; i++)
 	{
 		AdsMsg	   *m = &b->msgs[i];
@@ -727,49 +744,79 @@ aggregate(AdsBatch *b)
 		rows[n++] = e;
 	qsort(rows, n, sizeof(AggEntry *), cmp_agg);
 
-	ads_array_init(&ad, INT8OID, n);
-	ads_array_init(&camp, INT8OID, n);
-	ads_array_init(&win, TIMESTAMPTZOID, n);
-	ads_array_init(&imp, INT8OID, n);
-	ads_array_init(&clk, INT8OID, n);
-	win_us = palloc(sizeof(int64) * n);
+	ads_array_init(&r->ad, INT8OID, n);
+	ads_array_init(&r->camp, INT8OID, n);
+	ads_array_init(&r->win, TIMESTAMPTZOID, n);
+	ads_array_init(&r->imp, INT8OID, n);
+	ads_array_init(&r->clk, INT8OID, n);
+	r->win_us = palloc(sizeof(int64) * n);
 	for (int i = 0; i < n; i++)
 	{
-		ads_array_add(&ad, Int64GetDatum(rows[i]->key.ad_id));
-		ads_array_add(&camp, Int64GetDatum(rows[i]->campaign_id));
-		ads_array_add_unix_us(&win, rows[i]->key.window_us);
-		ads_array_add(&imp, Int64GetDatum(rows[i]->impressions));
-		ads_array_add(&clk, Int64GetDatum(rows[i]->clicks));
-		win_us[i] = rows[i]->key.window_us;
+		ads_array_add(&r->ad, Int64GetDatum(rows[i]->key.ad_id));
+		ads_array_add(&r->camp, Int64GetDatum(rows[i]->campaign_id));
+		ads_array_add_unix_us(&r->win, rows[i]->key.window_us);
+		ads_array_add(&r->imp, Int64GetDatum(rows[i]->impressions));
+		ads_array_add(&r->clk, Int64GetDatum(rows[i]->clicks));
+		r->win_us[i] = rows[i]->key.window_us;
 	}
-	args[0] = ads_array_datum(&ad);
-	args[1] = ads_array_datum(&camp);
-	args[2] = ads_array_datum(&win);
-	args[3] = ads_array_datum(&imp);
-	args[4] = ads_array_datum(&clk);
+	r->n = n;
+}
+
+/* Upserts the rows into the stripe, and queues them for the sinks if any. */
+static void
+aggregate_write(AdsBatch *b, AggRows *r, int16 stripe, bool publishing)
+{
+	Datum		args[7];
+
+	if (r->n == 0)
+		return;
+	args[0] = ads_array_datum(&r->ad);
+	args[1] = ads_array_datum(&r->camp);
+	args[2] = ads_array_datum(&r->win);
+	args[3] = ads_array_datum(&r->imp);
+	args[4] = ads_array_datum(&r->clk);
 	args[5] = Int32GetDatum(b->source_id);
+	args[6] = Int16GetDatum(stripe);
 	exec_plan(P_AGG, args, NULL, false, SPI_OK_INSERT);
 
 	/* Every row changed here is a change Pinot must see, while sinks exist. */
-	exec_plan(P_PUBLISHING, NULL, NULL, false, SPI_OK_SELECT);
-	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+	if (publishing)
 	{
 		Datum		oargs[2] = {args[0], args[2]};
 
 		exec_plan(P_OUTBOX, oargs, NULL, false, SPI_OK_INSERT);
 	}
+}
 
-	/*
-	 * Queue the distinct minutes for the rollups, in order, so that
-	 * concurrent workers take the queue's index entries in the same order.
-	 */
-	qsort(win_us, n, sizeof(int64), cmp_int64);
-	ads_array_init(&minutes, TIMESTAMPTZOID, n);
-	for (int i = 0; i < n; i++)
-		if (i == 0 || win_us[i - 1] != win_us[i])
-			ads_array_add_unix_us(&minutes, win_us[i]);
-	args[0] = ads_array_datum(&minutes);
-	exec_plan(P_PENDING, args, NULL, false, SPI_OK_INSERT);
+/*
+ * Queue the distinct minutes for the rollups, in order, so that concurrent
+ * workers take the queue's index entries in the same order.
+ */
+static void
+queue_rollups(AggRows *r)
+{
+	AdsArray	minutes;
+	Datum		arg;
+
+	if (r->n == 0)
+		return;
+	qsort(r->win_us, r->n, sizeof(int64), cmp_int64);
+	ads_array_init(&minutes, TIMESTAMPTZOID, r->n);
+	for (int i = 0; i < r->n; i++)
+		if (i == 0 || r->win_us[i - 1] != r->win_us[i])
+			ads_array_add_unix_us(&minutes, r->win_us[i]);
+	arg = ads_array_datum(&minutes);
+	exec_plan(P_PENDING, &arg, NULL, false, SPI_OK_INSERT);
+}
+
+/* Whether sinks exist: then every change also goes to the outbox. */
+static bool
+publishing(void)
+{
+	bool		isnull;
+
+	exec_plan(P_PUBLISHING, NULL, NULL, false, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 static void
@@ -991,6 +1038,28 @@ ads_batch_reset(AdsBatch *b)
 	b->msgs = MemoryContextAlloc(b->ctx, sizeof(AdsMsg) * b->msgs_cap);
 }
 
+/*
+ * The batch's dead letters; for a re-drive, first the marked dead letters it
+ * judged again are taken away (all must still be there).
+ */
+static void
+record_rejects(AdsBatch *b, int64 expired_before_us)
+{
+	if (b->redrive)
+		redrive_take(b);
+	dead_letters(b, expired_before_us);
+}
+
+/* The offsets move past the batch; a re-drive moves none, only the counters. */
+static void
+record_progress(AdsBatch *b)
+{
+	if (b->redrive)
+		redrive_counts(b);
+	else
+		advance_offsets(b);
+}
+
 void
 ads_batch_write(AdsBatch *b)
 {
@@ -1025,23 +1094,48 @@ ads_batch_write(AdsBatch *b)
 
 	ids = classify(b, expired_before_us);
 	if (b->is_orders)
+	{
 		dedup_orders(b, ids);
+		record_rejects(b, expired_before_us);
+		record_progress(b);
+	}
 	else
 	{
+		AggRows		rows;
+		bool		sinks;
+
 		ads_dedup_index_prepare();
 		ensure_time_partitions(b);
 		dedup_events(b);
 		if (attribution)
 			keep_for_attribution(b);
-		aggregate(b);
+		aggregate_rows(b, &rows);
+		sinks = publishing();
+
+		/*
+		 * Without sinks the rows go to this worker's own stripe, which no
+		 * other worker writes: written before the confirm wait, they can
+		 * make no one wait.  With sinks they go to stripe 0, shared, after
+		 * the wait: the row lock orders the outbox versions of a key by
+		 * commit (see docs/architecture.md, "Workers in parallel").
+		 */
+		if (!sinks)
+			aggregate_write(b, &rows, b->stripe, false);
+		record_rejects(b, expired_before_us);
+
+		/* Duplicates of other batches' in-progress claims stand only if those commit. */
+		ads_dedup_confirm();
+
+		/*
+		 * What other workers also write (shared keys) comes after the wait;
+		 * the offsets after the aggregates, as drop_source(forget_counts)
+		 * expects (it locks ad_stats_minute, then deletes the offsets).
+		 */
+		if (sinks)
+			aggregate_write(b, &rows, 0, true);
+		record_progress(b);
+		queue_rollups(&rows);
 	}
-	if (b->redrive)
-		redrive_take(b);
-	dead_letters(b, expired_before_us);
-	if (b->redrive)
-		redrive_counts(b);
-	else
-		advance_offsets(b);
 
 	ads_end_tx();
 }

@@ -169,6 +169,9 @@ typedef struct Options
 	double		orders_dup_ratio;
 	const char *replay_path;
 	int			copart;			/* --co-partition */
+	int			batch;			/* records handed to the producer per partition at once */
+	int			linger_ms;
+	int			report_sets;	/* --batch or --linger-ms given: report message sets */
 } Options;
 
 static Options opt;
@@ -1948,6 +1951,45 @@ dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 		delivered++;
 }
 
+/*
+ * Mean records per message set the producer sent: librdkafka's statistics
+ * give, per topic and interval, a histogram of records per batch ("batchcnt")
+ * with its sum and count; a batch is one message set on the broker.
+ */
+static int64_t batch_records = 0;
+static int64_t batch_count = 0;
+
+static int64_t
+json_int_after(const char *from, const char *end, const char *name)
+{
+	const char *p = strstr(from, name);
+
+	if (p == NULL || p >= end)
+		return 0;
+	return strtoll(p + strlen(name), NULL, 10);
+}
+
+static int
+stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+	const char *p = json;
+
+	(void) rk;
+	(void) json_len;
+	(void) opaque;
+	while ((p = strstr(p, "\"batchcnt\":")) != NULL)
+	{
+		const char *end = strchr(p, '}');
+
+		if (end == NULL)
+			break;
+		batch_records += json_int_after(p, end, "\"sum\":");
+		batch_count += json_int_after(p, end, "\"cnt\":");
+		p = end;
+	}
+	return 0;					/* librdkafka frees json */
+}
+
 static void
 set_conf(rd_kafka_conf_t *conf, const char *name, const char *value)
 {
@@ -1969,7 +2011,12 @@ make_producer(void)
 	/* no loss and no reordering or duplication by retries */
 	set_conf(conf, "enable.idempotence", "true");
 	set_conf(conf, "acks", "all");
-	set_conf(conf, "linger.ms", "5");
+	{
+		char		linger[16];
+
+		snprintf(linger, sizeof(linger), "%d", opt.linger_ms);
+		set_conf(conf, "linger.ms", linger);
+	}
 	/* large batches: fewer, bigger message sets on the broker */
 	set_conf(conf, "batch.num.messages", "10000");
 	set_conf(conf, "batch.size", "1000000");
@@ -1978,6 +2025,12 @@ make_producer(void)
 	if (opt.debug)
 		set_conf(conf, "debug", opt.debug);
 	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	/* for the mean message set size of the summary line */
+	if (opt.report_sets)
+	{
+		set_conf(conf, "statistics.interval.ms", "100");
+		rd_kafka_conf_set_stats_cb(conf, stats_cb);
+	}
 
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
 	if (rk == NULL)
@@ -2043,6 +2096,10 @@ usage(FILE *out)
 			"  --progress          one progress line per second on stderr\n"
 			"  --timeout-s S       final flush timeout (120)\n"
 			"  --debug CONTEXTS    librdkafka debug contexts\n"
+			"  --batch N           hand each partition's records to the producer N at a\n"
+			"                      time, for message sets of about N records (1)\n"
+			"  --linger-ms MS      the producer's linger.ms (5)\n"
+			"                      (either also reports message_sets and records_per_set)\n"
 			"orders (sent after all events; truth adds order/reject_order lines):\n"
 			"  --orders-topic T2   topic for the orders stream\n"
 			"  --orders N          number of order records (0)\n"
@@ -2095,7 +2152,8 @@ parse_args(int argc, char **argv)
 		O_USERS, O_STORES, O_CLICK, O_DUP, O_BAD, O_LATE, O_FUTURE, O_RFC,
 		O_NOW, O_START, O_SPAN, O_REALTIME, O_HORIZON, O_MAXBYTES, O_PARTS,
 		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP,
-		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP, O_REPLAY, O_COPART
+		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP, O_REPLAY, O_COPART,
+		O_BATCH, O_LINGER
 	};
 	static const struct option longopts[] = {
 		{"brokers", required_argument, NULL, O_BROKERS},
@@ -2135,6 +2193,8 @@ parse_args(int argc, char **argv)
 		{"orders-dup-ratio", required_argument, NULL, O_ODUP},
 		{"replay", required_argument, NULL, O_REPLAY},
 		{"co-partition", no_argument, NULL, O_COPART},
+		{"batch", required_argument, NULL, O_BATCH},
+		{"linger-ms", required_argument, NULL, O_LINGER},
 		{NULL, 0, NULL, 0}
 	};
 	/* ten thousand years of milliseconds either side is plenty */
@@ -2162,6 +2222,8 @@ parse_args(int argc, char **argv)
 	opt.window_s = 86400;
 	opt.orders_bad_ratio = 0.02;
 	opt.orders_dup_ratio = 0.05;
+	opt.batch = 1;
+	opt.linger_ms = 5;
 
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1)
 	{
@@ -2204,6 +2266,8 @@ parse_args(int argc, char **argv)
 			case O_OBAD: opt.orders_bad_ratio = arg_double("orders-bad-ratio", optarg, 0, 1); break;
 			case O_ODUP: opt.orders_dup_ratio = arg_double("orders-dup-ratio", optarg, 0, 1); break;
 			case O_REPLAY: opt.replay_path = optarg; break;
+			case O_BATCH: opt.batch = (int) arg_int("batch", optarg, 1, 10000); opt.report_sets = 1; break;
+			case O_LINGER: opt.linger_ms = (int) arg_int("linger-ms", optarg, 0, 5000); opt.report_sets = 1; break;
 			default: usage(stderr); exit(2);
 		}
 	}
@@ -2272,9 +2336,25 @@ parse_args(int argc, char **argv)
  * Sending: the dump, pacing, the produce call and progress, shared by the
  * events and the orders stream.
  */
+/*
+ * Records held for one partition until --batch of them can go to the
+ * producer together: each is a header (value length, key length or -1)
+ * followed by the key and value bytes.
+ */
+typedef struct Hold
+{
+	rd_kafka_topic_t *rkt;
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	int			n;
+} Hold;
+
 typedef struct Sender
 {
 	rd_kafka_t *rk;
+	Hold	   *hold;			/* per partition, with --batch > 1 */
+	int			nhold;
 	FILE	   *dump;
 	double		t0;
 	double		t_last_progress;
@@ -2284,6 +2364,120 @@ typedef struct Sender
 	double		burst;
 	double		t_tokens;
 } Sender;
+
+static void
+produce_one(Sender *sd, rd_kafka_topic_t *rkt, int p, const char *val, size_t vlen,
+			const char *key, size_t klen)
+{
+	for (;;)
+	{
+		rd_kafka_resp_err_t err;
+
+		/*
+		 * Empty values are sent as a zero-length, non-NULL value; the
+		 * consumer treats NULL and empty alike.
+		 */
+		err = rd_kafka_producev(sd->rk,
+								RD_KAFKA_V_RKT(rkt),
+								RD_KAFKA_V_PARTITION(p),
+								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+								/* parenthesised: the macro casts its argument */
+								RD_KAFKA_V_VALUE(((char *) val), vlen),
+								RD_KAFKA_V_KEY(((char *) key), klen),
+								RD_KAFKA_V_END);
+		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			die("produce to %s partition %d failed: %s",
+				rd_kafka_topic_name(rkt), p, rd_kafka_err2str(err));
+		rd_kafka_poll(sd->rk, 10);
+	}
+}
+
+/* Hands every record held for partition p to the producer, in order. */
+static void
+release_hold(Sender *sd, int p)
+{
+	Hold	   *h = &sd->hold[p];
+	size_t		at = 0;
+
+	while (at < h->len)
+	{
+		int32_t		lens[2];
+		const char *key;
+
+		memcpy(lens, h->data + at, sizeof(lens));
+		at += sizeof(lens);
+		key = lens[1] >= 0 ? h->data + at : NULL;
+		at += (size_t) (lens[1] > 0 ? lens[1] : 0);
+		produce_one(sd, h->rkt, p, h->data + at, (size_t) lens[0], key,
+					(size_t) (lens[1] > 0 ? lens[1] : 0));
+		at += (size_t) lens[0];
+	}
+	h->len = 0;
+	h->n = 0;
+	rd_kafka_poll(sd->rk, 0);
+}
+
+static void
+release_all_holds(Sender *sd)
+{
+	for (int p = 0; p < sd->nhold; p++)
+		if (sd->hold[p].n > 0)
+			release_hold(sd, p);
+}
+
+/*
+ * --batch N: the records keep their partitions and, within each partition,
+ * their order; a partition's records go to the producer N at a time, so
+ * that librdkafka puts them into one message set (a producer with a sticky
+ * or per-partition batching strategy does the same).  The order across
+ * partitions changes, which Kafka never promises anyway.
+ */
+static void
+hold_record(Sender *sd, rd_kafka_topic_t *rkt, const Record *rec)
+{
+	int			p = rec->partition;
+	Hold	   *h;
+	int32_t		lens[2];
+	size_t		need;
+
+	if (p >= sd->nhold)
+	{
+		int			n = p + 1;
+
+		sd->hold = realloc(sd->hold, sizeof(Hold) * (size_t) n);
+		if (sd->hold == NULL)
+			die("out of memory");
+		memset(sd->hold + sd->nhold, 0, sizeof(Hold) * (size_t) (n - sd->nhold));
+		sd->nhold = n;
+	}
+	h = &sd->hold[p];
+	if (h->n > 0 && h->rkt != rkt)
+		release_hold(sd, p);
+	h->rkt = rkt;
+	lens[0] = (int32_t) rec->val.len;
+	lens[1] = rec->has_key ? (int32_t) rec->keylen : -1;
+	need = sizeof(lens) + rec->val.len + (rec->has_key ? rec->keylen : 0);
+	if (h->len + need > h->cap)
+	{
+		h->cap = (h->len + need) * 2;
+		h->data = realloc(h->data, h->cap);
+		if (h->data == NULL)
+			die("out of memory");
+	}
+	memcpy(h->data + h->len, lens, sizeof(lens));
+	h->len += sizeof(lens);
+	if (rec->has_key)
+	{
+		memcpy(h->data + h->len, rec->key, rec->keylen);
+		h->len += rec->keylen;
+	}
+	memcpy(h->data + h->len, rec->val.data, rec->val.len);
+	h->len += rec->val.len;
+	if (++h->n >= opt.batch)
+		release_hold(sd, p);
+}
 
 static void
 send_record(Sender *sd, rd_kafka_topic_t *rkt, const Record *rec, int is_order)
@@ -2333,30 +2527,11 @@ send_record(Sender *sd, rd_kafka_topic_t *rkt, const Record *rec, int is_order)
 		sd->tokens -= 1.0;
 	}
 
-	for (;;)
-	{
-		rd_kafka_resp_err_t err;
-
-		/*
-		 * Empty values are sent as a zero-length, non-NULL value; the
-		 * consumer treats NULL and empty alike.
-		 */
-		err = rd_kafka_producev(sd->rk,
-								RD_KAFKA_V_RKT(rkt),
-								RD_KAFKA_V_PARTITION(p),
-								RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-								RD_KAFKA_V_VALUE(rec->val.data, rec->val.len),
-								/* parenthesised: the macro casts its argument */
-								RD_KAFKA_V_KEY((rec->has_key ? rec->key : NULL),
-											   (rec->has_key ? rec->keylen : 0)),
-								RD_KAFKA_V_END);
-		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-			break;
-		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-			die("produce to %s partition %d failed: %s",
-				is_order ? opt.orders_topic : opt.topic, p, rd_kafka_err2str(err));
-		rd_kafka_poll(sd->rk, 10);
-	}
+	if (opt.batch > 1)
+		hold_record(sd, rkt, rec);
+	else
+		produce_one(sd, rkt, p, rec->val.data, rec->val.len,
+					rec->has_key ? rec->key : NULL, rec->has_key ? rec->keylen : 0);
 
 	if (((sd->sent - 1) & 1023) == 0)
 	{
@@ -2643,7 +2818,10 @@ main(int argc, char **argv)
 	}
 
 	if (rk != NULL)
+	{
+		release_all_holds(&sd);
 		flush_producer(rk);
+	}
 
 	/*
 	 * Orders, strictly after the events: the flush above means every event
@@ -2658,8 +2836,14 @@ main(int argc, char **argv)
 			send_record(&sd, orkt, &rec, 1);
 		}
 		if (rk != NULL)
+		{
+			release_all_holds(&sd);
 			flush_producer(rk);
+		}
 	}
+	/* the statistics of the last interval, for the message set size */
+	if (rk != NULL && opt.report_sets)
+		rd_kafka_poll(rk, 150);
 	elapsed = mono_s() - sd.t0;
 
 	if (sd.dump && fclose(sd.dump) != 0)
@@ -2687,6 +2871,9 @@ main(int argc, char **argv)
 		   elapsed, elapsed > 0 ? (double) sd.sent / elapsed : 0.0);
 	if (opt.orders_topic != NULL)
 		printf(" orders_sent=%" PRId64, otruth.sent);
+	if (batch_count > 0)
+		printf(" message_sets=%" PRId64 " records_per_set=%.1f", batch_count,
+			   (double) batch_records / (double) batch_count);
 	printf("\n");
 	fflush(stdout);
 

@@ -41,7 +41,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_input_format_keys', '_check_field_mapping', '_input_format', 'redrive_dead_letters', '_validate_event_with',
 	-- 0.6: failover (the node's identity in the database, versions across timelines)
 	'_node_name_setting', '_timeline', 'node_name', '_ensure_node', '_version_base', '_publisher_identity',
-	'set_node_name', '_parse_partitions'],
+	'set_node_name', '_parse_partitions',
+	-- 0.6: the retention job asks whether expiry has work first (issue #12)
+	'_dedup_expiry_due', '_dedup_expiry_marks'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);

@@ -70,7 +70,7 @@ SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
 SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 'window_start',
-	'impressions', 'clicks', 'updated_at', 'source_id']);
+	'impressions', 'clicks', 'updated_at', 'source_id', 'stripe']);
 SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids', 'seg']);
 SELECT columns_are('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset',
 	'reason', 'detail', 'payload', 'payload_bytes', 'received_at',
@@ -260,8 +260,8 @@ SELECT col_is_pk('adstream', 'sources', ARRAY['id'], 'sources PK is (id)');
 SELECT col_is_pk('adstream', 'offsets', ARRAY['source', 'topic', 'partition'],
 	'offsets PK is (source, topic, partition)');
 SELECT col_is_pk('adstream', 'partitioned_tables', ARRAY['name'], 'partitioned_tables PK is (name)');
-SELECT col_is_pk('adstream', 'ad_stats_minute', ARRAY['ad_id', 'window_start', 'source_id'],
-	'ad_stats_minute PK is (ad_id, window_start, source_id)');
+SELECT col_is_pk('adstream', 'ad_stats_minute', ARRAY['ad_id', 'window_start', 'source_id', 'stripe'],
+	'ad_stats_minute PK is (ad_id, window_start, source_id, stripe)');
 SELECT col_not_null('adstream', 'dedup_log', 'ids', 'dedup_log.ids is NOT NULL');
 SELECT col_is_pk('adstream', 'rejected_events', ARRAY['source', 'topic', 'partition', 'offset'],
 	'rejected_events PK is (source, topic, partition, offset)');
