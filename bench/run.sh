@@ -31,6 +31,8 @@ run_unprivileged "$COPY" env PG_CONFIG="$PG_CONFIG" BENCH_QUICK="$BENCH_QUICK" \
   BENCH_PORT="${BENCH_PORT:-}" BENCH_ONLY="${BENCH_ONLY:-}" \
   BENCH_EVENTS="${BENCH_EVENTS:-}" BENCH_PARTITIONS="${BENCH_PARTITIONS:-}" \
   BENCH_COMMAND="${BENCH_COMMAND:-make bench}" bench/measure.sh
+# Dedup memory (issue #12 item 3): ids remembered, bytes per id, rate (docs/performance.md)
+PG_CONFIG="$PG_CONFIG" DEDUP_SIZING=1 BENCH_QUICK="$BENCH_QUICK" bench/dedup_capacity.sh
 
 if [ "$(id -u)" -eq 0 ]; then
   # bring the results home from the unprivileged copy
