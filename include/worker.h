@@ -35,6 +35,16 @@ extern void ads_worker_wait(long ms);
 extern bool ads_worker_stop_requested(void);
 extern void ads_worker_exit_if_stopped(void);
 extern void ads_worker_exit(const char *why) pg_attribute_noreturn();
+/*
+ * After a failure: if the worker's source or sink is no longer enabled in its
+ * generation (is_current, from catalog.h, says so; paused, altered, renamed,
+ * dropped, or the extension dropped), the launcher is stopping the worker and
+ * the failure is no error: wait a moment for the launcher's reason and stop
+ * with a LOG line.  Returns when it is current, or when that cannot be told.
+ * what: "source" or "sink".
+ */
+extern void ads_worker_exit_if_changed(bool (*is_current) (int32 owner_id, int64 generation),
+									   const AdsWorkerArgs *args, const char *what);
 /* "adstream consumer 1/2 of source "ads_eu"" or "adstream sink "pinot"", for messages. */
 extern const char *ads_worker_name(void);
 extern void ads_worker_set_application_name(const char *name);

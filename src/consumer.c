@@ -126,41 +126,6 @@ load_source(AdsConsumer *c)
 	return ok;
 }
 
-/*
- * After a failed batch: is this worker's source still enabled, in its
- * generation?  If not (paused, altered, renamed, dropped, or the extension
- * dropped), the launcher is stopping it, and the failure is no error: the
- * worker waits a moment for the launcher's reason and stops with a LOG
- * line (issue #14).  Returns when the source is current, or when that
- * cannot be told (the error then is reported as any other).
- */
-static void
-exit_if_source_changed(AdsConsumer *c)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	int			current = -1;
-
-	PG_TRY();
-	{
-		ads_begin_tx("adstream: checking the source");
-		current = ads_catalog_source_current(c->args.owner_id, c->args.generation) ? 1 : 0;
-		ads_end_tx();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = ads_abort_tx(oldcxt);
-
-		/* adstream.sources is gone: DROP EXTENSION */
-		current = (edata->sqlerrcode == ERRCODE_UNDEFINED_TABLE) ? 0 : -1;
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	if (current != 0)
-		return;
-	ads_worker_wait(1000);		/* exits at once with the launcher's reason */
-	ads_worker_exit("its source was paused, changed, renamed or dropped");
-}
-
 /* The broker's end of a partition, outside any wait we could not answer. */
 static int64
 end_offset(AdsConsumer *c, int32 partition)
@@ -775,6 +740,29 @@ commit_to_kafka(AdsConsumer *c)
 }
 
 /*
+ * Write the batch in one transaction and settle its dedup claims either way.
+ * Returns NULL once committed, else the error (the transaction rolled back).
+ */
+static ErrorData *
+try_write(AdsBatch *b)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ErrorData  *edata = NULL;
+
+	PG_TRY();
+	{
+		ads_batch_write(b);
+	}
+	PG_CATCH();
+	{
+		edata = ads_abort_tx(oldcxt);
+	}
+	PG_END_TRY();
+	ads_batch_settle(b, edata == NULL);
+	return edata;
+}
+
+/*
  * Write the batch, retrying the same messages until it commits.  Only a
  * fence error gives them up, because then they belong to someone else.
  */
@@ -786,27 +774,14 @@ flush_batch(AdsConsumer *c)
 	c->shown_state = NULL;		/* states of the flush below; set_running_state sets it again */
 	for (int attempt = 0;; attempt++)
 	{
-		MemoryContext oldcxt = CurrentMemoryContext;
-		bool		ok = false;
-		ErrorData  *edata = NULL;
+		ErrorData  *edata;
 
 		ads_slot_set_state(c->slot, attempt == 0 ? "committing" : "retrying");
-		PG_TRY();
-		{
-			ads_batch_write(b);
-			ok = true;
-		}
-		PG_CATCH();
-		{
-			edata = ads_abort_tx(oldcxt);
-		}
-		PG_END_TRY();
-		ads_batch_settle(b, ok);
-
-		if (ok)
+		edata = try_write(b);
+		if (edata == NULL)
 			break;
 
-		exit_if_source_changed(c);
+		ads_worker_exit_if_changed(ads_catalog_source_current, &c->args, "source");
 		ads_slot_set_error(c->slot, edata->message);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
@@ -856,25 +831,12 @@ static void
 flush_redrive(AdsConsumer *c)
 {
 	AdsBatch   *b = &c->batch;
-	MemoryContext oldcxt = CurrentMemoryContext;
-	bool		ok = false;
-	ErrorData  *edata = NULL;
 	int			n = b->nmsgs;
+	ErrorData  *edata = try_write(b);
 
-	PG_TRY();
-	{
-		ads_batch_write(b);
-		ok = true;
-	}
-	PG_CATCH();
-	{
-		edata = ads_abort_tx(oldcxt);
-	}
-	PG_END_TRY();
-	ads_batch_settle(b, ok);
 	b->fenced = false;			/* offsets are not a re-drive's business */
 	ads_batch_reset(b);
-	if (ok)
+	if (edata == NULL)
 	{
 		ereport(LOG,
 				(errmsg("adstream source \"%s\": %d dead letter(s) re-driven", c->source.name, n)));

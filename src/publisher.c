@@ -112,38 +112,6 @@ read_page(Publisher *p)
 	ads_end_tx();
 }
 
-/*
- * After a failure: is the sink still enabled, in this worker's generation?
- * If not (paused, altered, renamed, dropped, or the extension dropped), the
- * launcher is stopping this worker and the failure is no error: it waits a
- * moment for the launcher's reason and stops with a LOG line (issue #14).
- */
-static void
-exit_if_sink_changed(Publisher *p)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	int			current = -1;
-
-	PG_TRY();
-	{
-		ads_begin_tx("adstream sink: checking the sink");
-		current = ads_catalog_sink_current(p->args.owner_id, p->args.generation) ? 1 : 0;
-		ads_end_tx();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata = ads_abort_tx(oldcxt);
-
-		current = (edata->sqlerrcode == ERRCODE_UNDEFINED_TABLE) ? 0 : -1;
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	if (current != 0)
-		return;
-	ads_worker_wait(1000);		/* exits at once with the launcher's reason */
-	ads_worker_exit("its sink was paused, changed, renamed or dropped");
-}
-
 /* read_page(), stopping cleanly if the sink went away under it. */
 static void
 read_page_or_stop(Publisher *p)
@@ -162,7 +130,7 @@ read_page_or_stop(Publisher *p)
 	PG_END_TRY();
 	if (edata == NULL)
 		return;
-	exit_if_sink_changed(p);
+	ads_worker_exit_if_changed(ads_catalog_sink_current, &p->args, "sink");
 	ReThrowError(edata);
 }
 
@@ -314,7 +282,7 @@ advance(Publisher *p, int produced, bool window_done)
 	moved = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	ads_end_tx();
 	if (!moved)
-		exit_if_sink_changed(p);
+		ads_worker_exit_if_changed(ads_catalog_sink_current, &p->args, "sink");
 	if (!moved)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),

@@ -236,3 +236,31 @@ ads_worker_wait_for_schema(AdsWorkerSlot *slot, const char *kind, const char *na
 		ads_worker_wait(1000);
 	}
 }
+
+void
+ads_worker_exit_if_changed(bool (*is_current) (int32 owner_id, int64 generation),
+						   const AdsWorkerArgs *args, const char *what)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	int			current = -1;
+
+	PG_TRY();
+	{
+		ads_begin_tx("adstream: checking the worker's definition");
+		current = is_current(args->owner_id, args->generation) ? 1 : 0;
+		ads_end_tx();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = ads_abort_tx(oldcxt);
+
+		/* adstream.sources or .sinks is gone: DROP EXTENSION */
+		current = (edata->sqlerrcode == ERRCODE_UNDEFINED_TABLE) ? 0 : -1;
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	if (current != 0)
+		return;
+	ads_worker_wait(1000);		/* exits at once with the launcher's reason */
+	ads_worker_exit(psprintf("its %s was paused, changed, renamed or dropped", what));
+}
