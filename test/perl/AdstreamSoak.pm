@@ -33,14 +33,18 @@ use Time::HiRes qw(time usleep);
 sub try_sql
 {
 	my ($node, $sql, $err_ref) = @_;
-	my ($out, $err) = ('', '');
+	my ($out, $err, $timed_out) = ('', '', 0);
 	# psql may exit while it is still being sent a long statement (the
-	# server crashed under it): IPC::Run dies of the broken pipe
+	# server crashed under it): IPC::Run dies of the broken pipe.  A
+	# statement can wait without end for a process this module stopped
+	# (SIGSTOP while it held the dedup index's LWLock, which no timeout
+	# interrupts): give up on it, so that the stop ends on time.
 	my $rc = eval {
 		$node->psql('postgres', $sql, stdout => \$out, stderr => \$err, on_error_die => 0,
-			extra_params => [ '-v', 'ON_ERROR_STOP=1' ]);
+			extra_params => [ '-v', 'ON_ERROR_STOP=1' ], timeout => 90, timed_out => \$timed_out);
 	};
 	$err = "$@" if !defined $rc;
+	$err = 'timed out after 90 s' if $timed_out;
 	$$err_ref = $err if $err_ref;
 	return defined $rc && $rc == 0 ? $out : undef;
 }
