@@ -152,20 +152,27 @@ note_partitions(int32 owner_id, int32 partitions)
  * postmaster restarts it after a failure or a crash-restart, as it restarted
  * the static launcher before 0.6.
  */
+/* Both launchers' registration: only the entry point differs. */
+static void
+launcher_bgw(BackgroundWorker *bgw, const char *function)
+{
+	memset(bgw, 0, sizeof(*bgw));
+	bgw->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* Never on a standby: the postmaster starts it when recovery ends, at a promotion too. */
+	bgw->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw->bgw_restart_time = 5;
+	strlcpy(bgw->bgw_library_name, "adstream", BGW_MAXLEN);
+	strlcpy(bgw->bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(bgw->bgw_name, "adstream launcher", BGW_MAXLEN);
+	strlcpy(bgw->bgw_type, "adstream launcher", BGW_MAXLEN);
+}
+
 void
 ads_register_launcher(void)
 {
 	BackgroundWorker bgw;
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* Never on a standby: the postmaster starts it when recovery ends, at a promotion too. */
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "adstream_launcher_main", BGW_MAXLEN);
-	strlcpy(bgw.bgw_name, "adstream launcher", BGW_MAXLEN);
-	strlcpy(bgw.bgw_type, "adstream launcher", BGW_MAXLEN);
+	launcher_bgw(&bgw, "adstream_launcher_main");
 	RegisterBackgroundWorker(&bgw);
 }
 
@@ -175,14 +182,7 @@ register_database_launcher(void)
 {
 	BackgroundWorker bgw;
 
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = 5;
-	strlcpy(bgw.bgw_library_name, "adstream", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "adstream_launcher_db_main", BGW_MAXLEN);
-	strlcpy(bgw.bgw_name, "adstream launcher", BGW_MAXLEN);
-	strlcpy(bgw.bgw_type, "adstream launcher", BGW_MAXLEN);
+	launcher_bgw(&bgw, "adstream_launcher_db_main");
 	if (!RegisterDynamicBackgroundWorker(&bgw, NULL))
 		return false;
 	SpinLockAcquire(&ads_registry->mutex);
