@@ -15,7 +15,7 @@ if [ "$status" -ne 0 ]; then
   # (its log ends with the failed assertion or the message it died with).
   for log in /tmp/adstream-test/tmp_check/log/regress_log_* tmp_check/log/regress_log_*; do
     [ -f "$log" ] || continue
-    grep -qE '^not ok|^# Looks like you|Bail out| at test/(t|perl)/[^ ]+ line [0-9]+' "$log" || continue
+    grep -qE 'not ok [0-9]|# Looks like you|Bail out| at test/(t|perl)/[^ ]+ line [0-9]+' "$log" || continue
     echo "==== last lines of $log"
     tail -n 25 "$log"
   done
