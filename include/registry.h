@@ -98,7 +98,7 @@ typedef struct AdsWorkerSlot
 #define ADS_ERRCLASS_KAFKA	1		/* from librdkafka: cleared by an answer from the broker */
 #define ADS_ERRCLASS_WORK	2		/* a batch, pass or page failed: cleared by the next success */
 #define ADS_ERRCLASS_EXIT	4		/* the worker exited with it: cleared once a successor works */
-#define ADS_ERRCLASS_SETUP	8		/* cannot run as configured (schema version): cleared when resolved */
+#define ADS_ERRCLASS_SETUP	8		/* cannot run as configured (schema version, a partition another node consumes): cleared when resolved */
 
 /*
  * Positions older than this are not trusted to say a partition is read to

@@ -241,12 +241,16 @@ ads_node_check(AdsNodeWatch *w, rd_kafka_t *rk, AdsWorkerSlot *slot,
 	}
 	rd_kafka_topic_partition_list_destroy(list);
 
-	/* The error stays as long as a partition is stopped. */
+	/*
+	 * The error stays as long as a partition is stopped: of the class a
+	 * commit of the other partitions does not clear (a stopped partition
+	 * ends only with this worker, when the source is resumed).
+	 */
 	for (int i = 0; i < w->nparts && error[0] == '\0'; i++)
 		if (w->parts[i].stopped)
 			snprintf(error, sizeof(error), "partition %d stopped: also consumed by node %s",
 					 w->parts[i].partition, w->parts[i].other);
 	if (error[0] != '\0')
-		ads_slot_set_error(slot, error);
+		ads_slot_set_error_class(slot, ADS_ERRCLASS_SETUP, error);
 	return nstop;
 }
