@@ -370,7 +370,9 @@ BEGIN
 END
 $$;
 
--- create_source returns the new source's id (it returned void).
+-- create_source returns the new source's id (it returned void).  Its final
+-- form: it also takes the "partitions" option and names the node (issue #13,
+-- below).
 DROP FUNCTION adstream.create_source(text, text, text, text, jsonb);
 CREATE FUNCTION adstream.create_source(
 	name text,
@@ -402,10 +404,13 @@ BEGIN
 			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
 	END IF;
 
+	-- the node's name, which its commits to Kafka carry, is fixed from now on
+	PERFORM adstream._ensure_node();
 	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
-								  origin, input_format)
+								  origin, input_format, partitions)
 	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
-			v.start_policy, v.workers, v.group_id, v.kafka_options, adstream._origin(), v.input_format)
+			v.start_policy, v.workers, v.group_id, v.kafka_options, adstream._origin(), v.input_format,
+			v.partitions)
 	RETURNING id INTO v_id;
 	PERFORM adstream._wake_launcher();
 	RETURN v_id;
@@ -615,7 +620,8 @@ BEGIN
 END
 $$;
 
--- create_sink returns the new sink's id (it returned void).
+-- create_sink returns the new sink's id (it returned void).  Its final form:
+-- the first sink also names the node (issue #13, below).
 DROP FUNCTION adstream.create_sink(text, text, jsonb);
 CREATE FUNCTION adstream.create_sink(name text, brokers text, options jsonb DEFAULT '{}')
 RETURNS integer
@@ -666,6 +672,8 @@ BEGIN
 	-- Taken before this transaction writes, so its own xid (assigned by the
 	-- first write) is not visible in it and the backfill below is published.
 	v_snap := pg_current_snapshot();
+	-- the node's name is fixed in the database from now on (failover)
+	PERFORM adstream._ensure_node();
 	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
 	VALUES (create_sink.name, create_sink.brokers, v.topic_ad_stats, v.topic_orders, v.kafka_options, v_snap,
 			adstream._origin())
@@ -927,6 +935,8 @@ $$;
 COMMENT ON FUNCTION adstream.expire_status_history() IS
 	'Deletes adstream.status_history rows older than adstream.status_history_retention, and the counters of sources and sinks that no longer exist; returns how many history rows';
 
+-- The retention job also expires the status history; in its final form it
+-- takes the expiry lock only when expiry has work (issue #12, below).
 CREATE OR REPLACE FUNCTION adstream.drop_expired_partitions()
 RETURNS integer
 LANGUAGE plpgsql
@@ -940,7 +950,8 @@ DECLARE
 	v_events	timestamptz;
 	v_dropped	integer;
 BEGIN
-	v_dropped := adstream.expire_dedup_state();
+	-- Only when there is something to give up: expiry's lock stalls every worker.
+	v_dropped := CASE WHEN adstream._dedup_expiry_due() THEN adstream.expire_dedup_state() ELSE 0 END;
 
 	v_events := least(adstream.ad_events_watermark(),
 					  (SELECT min(ts) FROM adstream.orders WHERE status = 'waiting'))
@@ -1705,72 +1716,6 @@ BEGIN
 END
 $$;
 
--- The first sink names the node; an adoption raises the versions' epoch.
-CREATE OR REPLACE FUNCTION adstream.create_sink(name text, brokers text, options jsonb DEFAULT '{}')
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v			record;
-	v_snap		pg_snapshot;
-	v_id		integer;
-BEGIN
-	PERFORM adstream._check_name('sink', create_sink.name);
-	IF EXISTS (SELECT 1 FROM adstream.sinks s WHERE s.name = create_sink.name) THEN
-		RAISE EXCEPTION 'sink "%" already exists', create_sink.name
-			USING ERRCODE = 'duplicate_object',
-				  HINT = 'Change it with adstream.alter_sink(), drop it first with adstream.drop_sink(), or choose another name.';
-	END IF;
-	v := adstream._check_sink(create_sink.name, create_sink.brokers, create_sink.options);
-
-	/*
-	 * A new sink receives everything: the current state is queued as
-	 * outbox rows in this transaction, and its cursor starts at this
-	 * transaction's snapshot, which the rows are not visible in yet.  The
-	 * lock waits for batches that saw no sink (see _publishing).
-	 */
-	IF current_setting('transaction_isolation') <> 'read committed' THEN
-		RAISE EXCEPTION 'create_sink must run at isolation level READ COMMITTED'
-			USING ERRCODE = 'active_sql_transaction',
-				  HINT = 'Its snapshot must be taken after it has waited for running batches.';
-	END IF;
-	IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
-		RAISE EXCEPTION 'create_sink must run in a transaction that has not written anything yet'
-			USING ERRCODE = 'active_sql_transaction',
-				  HINT = 'Call it in its own transaction.';
-	END IF;
-	-- (SHARE ROW EXCLUSIVE: also keeps two create_sink calls from deadlocking)
-	LOCK TABLE adstream.outbox IN SHARE ROW EXCLUSIVE MODE;
-	-- The outbox still holds the backlog of sinks restored from a dump, in
-	-- the original cluster's transaction ids: adopt_restored re-dates it
-	-- when it adopts the first of them, which must come before any sink
-	-- of this installation publishes.
-	IF EXISTS (SELECT 1 FROM adstream.sinks k WHERE k.origin IS DISTINCT FROM adstream._origin()) THEN
-		RAISE EXCEPTION 'sinks restored from a dump are waiting to be adopted'
-			USING ERRCODE = 'object_not_in_prerequisite_state',
-				  HINT = 'Call adstream.adopt_restored() once the restore is complete, or drop the restored sinks first.';
-	END IF;
-	-- Taken before this transaction writes, so its own xid (assigned by the
-	-- first write) is not visible in it and the backfill below is published.
-	v_snap := pg_current_snapshot();
-	-- the node's name is fixed in the database from now on (failover)
-	PERFORM adstream._ensure_node();
-	INSERT INTO adstream.sinks (name, brokers, topic_ad_stats, topic_orders, kafka_options, done_snapshot, origin)
-	VALUES (create_sink.name, create_sink.brokers, v.topic_ad_stats, v.topic_orders, v.kafka_options, v_snap,
-			adstream._origin())
-	RETURNING id INTO v_id;
-	INSERT INTO adstream.outbox (kind, ad_id, window_start)
-	SELECT DISTINCT 'ad_stats', m.ad_id, m.window_start FROM adstream.ad_stats_minute m ORDER BY 2, 3;	-- one per (ad, minute)
-	INSERT INTO adstream.outbox (kind, order_id)
-	SELECT 'attributed_orders', a.order_id FROM adstream.attributed_orders a;
-	PERFORM adstream._wake_launcher();
-	RETURN v_id;
-END
-$$;
-COMMENT ON FUNCTION adstream.create_sink(text, text, jsonb) IS
-	'Registers a Kafka cluster that receives every result for Pinot, starting with the current state; returns the new sink''s id';
 
 CREATE OR REPLACE FUNCTION adstream.adopt_restored(name text DEFAULT NULL)
 RETURNS integer
@@ -1902,51 +1847,6 @@ $$;
 COMMENT ON FUNCTION adstream._parse_partitions(text) IS
 	'Internal: the partition numbers of create_source''s "partitions" option, such as ''0-15,20''';
 
--- create_source takes the "partitions" option, and names the node.
-CREATE OR REPLACE FUNCTION adstream.create_source(
-	name text,
-	brokers text,
-	topic text,
-	kind text DEFAULT 'ad_events',
-	options jsonb DEFAULT '{}')
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v			record;
-	v_id		integer;
-BEGIN
-	PERFORM adstream._check_name('source', create_source.name);
-	IF EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = create_source.name) THEN
-		RAISE EXCEPTION 'source "%" already exists', create_source.name
-			USING ERRCODE = 'duplicate_object',
-				  HINT = 'Change it with adstream.alter_source(), drop it first with adstream.drop_source(), or choose another name.';
-	END IF;
-	v := adstream._check_source(NULL, create_source.name, create_source.kind, create_source.brokers,
-								create_source.topic, create_source.options);
-
-	IF current_setting('adstream.database', true) IS DISTINCT FROM current_database() THEN
-		RAISE WARNING 'adstream workers run in database "%", not in "%"',
-			coalesce(current_setting('adstream.database', true), 'postgres'), current_database()
-			USING HINT = 'This source is consumed only if adstream.database names this database and the server is restarted.';
-	END IF;
-
-	-- the node's name, which its commits to Kafka carry, is fixed from now on
-	PERFORM adstream._ensure_node();
-	INSERT INTO adstream.sources (name, kind, brokers, topic, start_policy, workers, group_id, kafka_options,
-								  origin, input_format, partitions)
-	VALUES (create_source.name, create_source.kind, create_source.brokers, create_source.topic,
-			v.start_policy, v.workers, v.group_id, v.kafka_options, adstream._origin(), v.input_format,
-			v.partitions)
-	RETURNING id INTO v_id;
-	PERFORM adstream._wake_launcher();
-	RETURN v_id;
-END
-$$;
-COMMENT ON FUNCTION adstream.create_source(text, text, text, text, jsonb) IS
-	'Registers a Kafka topic to consume and returns the new source''s id; workers start within about a second';
 
 REVOKE ALL ON FUNCTION adstream._parse_partitions(text) FROM PUBLIC;
 
@@ -2001,35 +1901,4 @@ $$;
 COMMENT ON FUNCTION adstream._dedup_expiry_due() IS
 	'Whether expire_dedup_state() has anything to give up now (read without its lock; the retention job asks first)';
 
-CREATE OR REPLACE FUNCTION adstream.drop_expired_partitions()
-RETURNS integer
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-SET lock_timeout = '2s'
-SET timezone = 'UTC'		-- windows, horizon and retention: their days are 24 hours
-AS $$
-DECLARE
-	v_window	interval := greatest(current_setting('adstream.attribution_window')::interval,
-									 current_setting('adstream.view_through_window')::interval);
-	v_events	timestamptz;
-	v_dropped	integer;
-BEGIN
-	-- Only when there is something to give up: expiry's lock stalls every worker.
-	v_dropped := CASE WHEN adstream._dedup_expiry_due() THEN adstream.expire_dedup_state() ELSE 0 END;
-
-	v_events := least(adstream.ad_events_watermark(),
-					  (SELECT min(ts) FROM adstream.orders WHERE status = 'waiting'))
-				- v_window - current_setting('adstream.dedup_horizon')::interval;
-	v_dropped := v_dropped + adstream._drop_partitions_before('ad_events', v_events);
-
-	PERFORM adstream.refresh_rollups();
-	v_dropped := v_dropped + adstream._drop_partitions_before('ad_stats_minute',
-		now() - current_setting('adstream.minute_retention')::interval);
-	PERFORM adstream.expire_rejected_events();
-	PERFORM adstream.expire_status_history();
-	RETURN v_dropped;
-END
-$$;
-COMMENT ON FUNCTION adstream.drop_expired_partitions() IS
-	'Drops expired partitions of dedup_log, ad_events and ad_stats_minute (returns how many), dead letters older than adstream.rejected_retention and status history older than adstream.status_history_retention';
 REVOKE ALL ON FUNCTION adstream._dedup_expiry_due() FROM PUBLIC;

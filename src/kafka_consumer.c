@@ -15,7 +15,7 @@
  * The whole configuration of a consumer: our defaults, the user's
  * properties, and the settings adstream owns.  Also what create_source and
  * alter_source build a client from, to validate a source's options
- * (sql_api.c).
+ * (sql_kafka.c).
  */
 rd_kafka_conf_t *
 ads_kafka_consumer_conf(const char *brokers, const char *group_id, const char *client_id,
