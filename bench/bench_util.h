@@ -1,7 +1,8 @@
 /*
  * bench_util.h
  *	  The few helpers the benchmark's programs share: fatal errors, clocks,
- *	  and (for the Kafka clients) setting a librdkafka property or dying.
+ *	  and (for the Kafka clients) setting a librdkafka property or dying, a
+ *	  consumer configured as adstream's, a topic's partition count.
  *	  Each program defines bench_progname before using die().
  */
 #ifndef BENCH_UTIL_H
@@ -86,6 +87,29 @@ bench_consumer(const char *brokers, const char *group_id)
 		die("rd_kafka_new: %s", errstr);
 	rd_kafka_poll_set_consumer(rk);
 	return rk;
+}
+
+/* Number of partitions of the topic, from the broker's metadata. */
+static inline int
+bench_partition_count(rd_kafka_t *rk, const char *topic)
+{
+	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+	const struct rd_kafka_metadata *md;
+	rd_kafka_resp_err_t err;
+	int			n;
+
+	if (rkt == NULL)
+		die("rd_kafka_topic_new: %s", rd_kafka_err2str(rd_kafka_last_error()));
+	err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		die("metadata of %s: %s", topic, rd_kafka_err2str(err));
+	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		die("topic %s: %s", topic,
+			md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err) : "not found");
+	n = md->topics[0].partition_cnt;
+	rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(rkt);
+	return n;
 }
 #endif
 

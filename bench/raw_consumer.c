@@ -35,29 +35,6 @@ const char *const bench_progname = "raw_consumer";
 
 #define BATCH 10000
 
-/* Number of partitions of the topic, from the broker's metadata. */
-static int
-partition_count(rd_kafka_t *rk, const char *topic)
-{
-	rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-	const struct rd_kafka_metadata *md;
-	rd_kafka_resp_err_t err;
-	int			n;
-
-	if (rkt == NULL)
-		die("rd_kafka_topic_new: %s", rd_kafka_err2str(rd_kafka_last_error()));
-	err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		die("metadata of %s: %s", topic, rd_kafka_err2str(err));
-	if (md->topic_cnt != 1 || md->topics[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
-		die("topic %s: %s", topic,
-			md->topic_cnt == 1 ? rd_kafka_err2str(md->topics[0].err) : "not found");
-	n = md->topics[0].partition_cnt;
-	rd_kafka_metadata_destroy(md);
-	rd_kafka_topic_destroy(rkt);
-	return n;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -115,7 +92,7 @@ main(int argc, char **argv)
 	rk = bench_consumer(brokers, "adstream-bench-raw");
 	queue = rd_kafka_queue_get_consumer(rk);
 
-	nparts = partition_count(rk, topic);
+	nparts = bench_partition_count(rk, topic);
 	at_end = calloc((size_t) nparts, 1);
 	high = calloc((size_t) nparts, sizeof(int64_t));
 	msgs = malloc(sizeof(*msgs) * BATCH);
