@@ -15,6 +15,16 @@
 
 ALTER TABLE adstream.sources ADD COLUMN partition_count integer CHECK (partition_count > 0);
 
+-- The other columns 0.6 adds to sources, in the order of the full script and
+-- here, so that every function and view below may read them: how a message
+-- reads (input formats, issue #14 section 5), and the partitions a source
+-- consumes, from create_source's "partitions" option ('0-15', '0,2,5-7' or a
+-- single number; NULL: every partition of the topic), other nodes (other
+-- PostgreSQL servers) consuming the rest (issue #13).
+ALTER TABLE adstream.sources ADD COLUMN input_format jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE adstream.sources ADD COLUMN partitions integer[]
+	CHECK (partitions IS NULL OR (cardinality(partitions) > 0 AND 0 <= ALL (partitions)));
+
 /*
  * How far each ad-events source may give its dedup state up now: its expiry
  * watermark (the slowest of its partitions not committed to their end)
@@ -978,10 +988,13 @@ WITH parts AS (
 	  JOIN adstream.partition_lag() p ON p.source_id = s.id
 	UNION
 	-- every partition of the topic that a worker of the source has seen,
-	-- also those whose own worker does not run (issue #14)
+	-- also those whose own worker does not run (issue #14), of those the
+	-- source consumes on this node (its "partitions", issue #13)
 	SELECT t.source_id, g.partition
 	  FROM (SELECT ws.source_id, max(ws.topic_partitions) AS n FROM adstream.worker_status() ws GROUP BY 1) t
+	  JOIN adstream.sources s ON s.id = t.source_id
 	 CROSS JOIN LATERAL generate_series(0, t.n - 1) AS g(partition)
+	 WHERE s.partitions IS NULL OR g.partition = ANY (s.partitions)
 )
 SELECT s.name AS source,
 	   s.topic,
@@ -1230,7 +1243,8 @@ GRANT EXECUTE ON FUNCTION adstream.dedup_index_status() TO adstream_reader;
 -- the new options.
 -------------------------------------------------------------------------------
 
-ALTER TABLE adstream.sources ADD COLUMN input_format jsonb NOT NULL DEFAULT '{}';
+-- (sources.input_format is added with sources.partition_count, at the top: the
+-- views of the status section read the columns of 0.6.)
 
 /*
  * Input formats (docs/formats.md): the options of create_source that say
@@ -1807,13 +1821,7 @@ SELECT adstream._node_name_setting() WHERE EXISTS (SELECT 1 FROM adstream.sinks)
 -- (issue #13; docs/deployment.md)
 -------------------------------------------------------------------------------
 
-/*
- * The partitions a source consumes, from create_source's "partitions" option
- * ('0-15', '0,2,5-7' or a single number); NULL: every partition of the topic.
- * Other nodes (other PostgreSQL servers) consume the rest.
- */
-ALTER TABLE adstream.sources ADD COLUMN partitions integer[]
-	CHECK (partitions IS NULL OR (cardinality(partitions) > 0 AND 0 <= ALL (partitions)));
+-- (sources.partitions is added at the top, with the other columns of sources.)
 
 /* '0-15,20' -> {0,...,15,20}: sorted, without duplicates; errors name the part. */
 CREATE FUNCTION adstream._parse_partitions(p_spec text)
@@ -1902,3 +1910,147 @@ COMMENT ON FUNCTION adstream._dedup_expiry_due() IS
 	'Whether expire_dedup_state() has anything to give up now (read without its lock; the retention job asks first)';
 
 REVOKE ALL ON FUNCTION adstream._dedup_expiry_due() FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Rollups miss nothing (review of 0.6): each worker queues its minutes in its
+-- own rows of rollup_pending, written again when already pending, and
+-- refresh_rollups forgets only the row versions it rolled up.  Before, a
+-- batch that committed while a refresh ran, on a minute already pending, was
+-- missing from the rollups for good.
+-------------------------------------------------------------------------------
+
+ALTER TABLE adstream.rollup_pending
+	ADD COLUMN source_id integer NOT NULL DEFAULT 0,
+	ADD COLUMN worker smallint NOT NULL DEFAULT -1,
+	DROP CONSTRAINT rollup_pending_pkey,
+	ADD PRIMARY KEY (window_start, source_id, worker);
+
+/*
+ * Recompute only the hours, six-hour blocks and days that contain a minute
+ * written since the last refresh.  Refreshes serialise on adstream's own
+ * lock.  Nothing is missed: the pending rows are read first (their versions,
+ * by xmin), the rollups recomputed in later snapshots, which see every batch
+ * that wrote a row read, and at the end exactly the row versions read are
+ * forgotten.  A batch that writes a minute while this runs writes its row
+ * again (batch.c, P_PENDING): a new version, which the final DELETE leaves
+ * for the next refresh (it waits for a batch still holding the row, then
+ * finds another xmin), or, if the DELETE came first, which the batch inserts
+ * anew once this refresh has committed.
+ */
+CREATE OR REPLACE FUNCTION adstream.refresh_rollups()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- a day is 24 hours (see "Time is UTC")
+AS $$
+DECLARE
+	v_minutes	timestamptz[];
+	v_rows		record;
+	v_level		text;
+	v_below		text;
+	v_width		interval;
+BEGIN
+	PERFORM adstream._lock('adstream.rollups', 0, true);
+	SELECT array_agg(p.window_start) AS starts, array_agg(p.source_id) AS sources,
+		   array_agg(p.worker) AS workers, array_agg(p.xmin) AS xmins
+	  INTO v_rows FROM adstream.rollup_pending p;
+	IF v_rows.starts IS NULL THEN
+		RETURN 0;
+	END IF;
+	v_minutes := ARRAY(SELECT DISTINCT t FROM unnest(v_rows.starts) t ORDER BY 1);
+
+	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
+	-- First the rows of an ad whose bucket has nothing left below (its
+	-- minutes were forgotten by drop_source), but only while the bucket's
+	-- minutes are kept: a bucket whose partition of ad_stats_minute is gone
+	-- (minute_retention) keeps its rollup, it is all that remains of it.
+	-- Partitions are one UTC day, so a bucket starts in one iff it lies in it.
+	FOR v_level, v_below, v_width IN
+		VALUES ('hour', 'ad_stats_minute', interval '1 hour'),
+			   ('6h', 'ad_stats_hour', interval '6 hours'),
+			   ('day', 'ad_stats_6h', interval '1 day')
+	LOOP
+		EXECUTE format($q$
+			DELETE FROM adstream.%1$I r
+			 USING (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+			 WHERE r.window_start = b.b
+			   AND NOT EXISTS (SELECT 1 FROM adstream.%2$I s
+								WHERE s.ad_id = r.ad_id AND s.window_start >= b.b AND s.window_start < b.b + $2)
+			   AND EXISTS (SELECT 1 FROM pg_inherits i
+							WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
+							  AND adstream._partition_upper(i.inhrelid) > b.b
+							  AND adstream._partition_upper(i.inhrelid) <= b.b + interval '24 hours')$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
+		EXECUTE format($q$
+			INSERT INTO adstream.%1$I AS r (ad_id, campaign_id, window_start, impressions, clicks)
+			SELECT s.ad_id, max(s.campaign_id), adstream.bucket(%3$L, s.window_start), sum(s.impressions), sum(s.clicks)
+			  FROM adstream.%2$I s
+			  JOIN (SELECT DISTINCT adstream.bucket(%3$L, t) AS b FROM unnest($1) t) b
+				ON s.window_start >= b.b AND s.window_start < b.b + $2
+			 GROUP BY s.ad_id, 3
+			ON CONFLICT (ad_id, window_start) DO UPDATE
+			   SET campaign_id = excluded.campaign_id, impressions = excluded.impressions, clicks = excluded.clicks$q$,
+			'ad_stats_' || v_level, v_below, v_level)
+		USING v_minutes, v_width;
+	END LOOP;
+
+	-- the row versions read, and only those: one written since stays pending
+	DELETE FROM adstream.rollup_pending p
+	 USING unnest(v_rows.starts, v_rows.sources, v_rows.workers, v_rows.xmins) AS r(window_start, source_id, worker, x)
+	 WHERE p.window_start = r.window_start AND p.source_id = r.source_id AND p.worker = r.worker
+	   AND p.xmin = r.x;
+	RETURN cardinality(v_minutes);
+END
+$$;
+COMMENT ON FUNCTION adstream.refresh_rollups() IS
+	'Recomputes the hour, 6h and day rollups of the windows written since the last run; returns how many minutes were pending';
+
+/*
+ * With forget_counts, also what the source counted: its rows of
+ * ad_stats_minute go in the same transaction, their minutes are queued for
+ * the rollups and, while sinks exist, for publishing, so that the rollups
+ * and Pinot are corrected.  First the lock that every batch's upsert
+ * conflicts with: batches in flight (of any source) commit before it is
+ * granted, later ones wait for this transaction.  Then the source goes, and
+ * its offsets with it (ON DELETE CASCADE), so that a batch of it that waited
+ * fails on its offsets; the delete that follows, in a fresh snapshot, sees
+ * every row the source counted.  (Taking row locks instead would deadlock
+ * with a batch that holds its minutes and waits for its offsets.)  Minutes
+ * already dropped by adstream.minute_retention are gone: their rollups keep
+ * what it counted.
+ */
+CREATE OR REPLACE FUNCTION adstream.drop_source(name text, forget_counts boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id		integer;
+BEGIN
+	PERFORM adstream._source_must_exist(name);
+	IF forget_counts THEN
+		LOCK TABLE adstream.ad_stats_minute IN SHARE ROW EXCLUSIVE MODE;
+	END IF;
+	-- Offsets go with the source (ON DELETE CASCADE); aggregates and dead
+	-- letters stay, they are results, unless asked to forget the counts.
+	DELETE FROM adstream.sources s WHERE s.name = drop_source.name RETURNING s.id INTO v_id;
+	IF forget_counts THEN
+		WITH gone AS (
+			DELETE FROM adstream.ad_stats_minute m WHERE m.source_id = v_id
+			RETURNING m.ad_id, m.window_start),
+		pending AS (
+			INSERT INTO adstream.rollup_pending AS p (window_start, source_id)
+			SELECT DISTINCT g.window_start, v_id FROM gone g ORDER BY 1
+			ON CONFLICT (window_start, source_id, worker) DO UPDATE SET window_start = excluded.window_start)
+		INSERT INTO adstream.outbox (kind, ad_id, window_start)
+		SELECT 'ad_stats', g.ad_id, g.window_start FROM gone g
+		 WHERE adstream._publishing()
+		 ORDER BY 2, 3;		-- (ad, minute) order, like the batches
+	END IF;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.drop_source(text, boolean) IS
+	'Stops and forgets a source and its offsets; its aggregates and dead letters are kept, unless forget_counts removes what it counted from ad_stats_minute, the rollups and the sinks';

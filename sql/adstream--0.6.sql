@@ -904,9 +904,9 @@ BEGIN
 			DELETE FROM adstream.ad_stats_minute m WHERE m.source_id = v_id
 			RETURNING m.ad_id, m.window_start),
 		pending AS (
-			INSERT INTO adstream.rollup_pending (window_start)
-			SELECT DISTINCT g.window_start FROM gone g ORDER BY 1
-			ON CONFLICT DO NOTHING)
+			INSERT INTO adstream.rollup_pending AS p (window_start, source_id)
+			SELECT DISTINCT g.window_start, v_id FROM gone g ORDER BY 1
+			ON CONFLICT (window_start, source_id, worker) DO UPDATE SET window_start = excluded.window_start)
 		INSERT INTO adstream.outbox (kind, ad_id, window_start)
 		SELECT 'ad_stats', g.ad_id, g.window_start FROM gone g
 		 WHERE adstream._publishing()
@@ -1118,10 +1118,17 @@ COMMENT ON COLUMN adstream.ad_stats_minute.stripe IS
 -- partition to this parent at restore builds it already: README's restore
 -- list leaves the partitions' indexes out.
 
-/* Minute windows written since the last rollup refresh; workers add them in
- * the batch transaction, the refresh consumes them in its own. */
+/*
+ * Minute windows written since the last rollup refresh; workers add them in
+ * the batch transaction, each worker in its own rows, the refresh consumes
+ * them in its own (refresh_rollups: why a row is written again when it is
+ * already pending).
+ */
 CREATE TABLE adstream.rollup_pending (
-	window_start	timestamptz PRIMARY KEY
+	window_start	timestamptz NOT NULL,
+	source_id		integer NOT NULL DEFAULT 0,		-- who wrote the minute: a source's worker,
+	worker			smallint NOT NULL DEFAULT -1,	-- by its index; -1: a SQL function
+	PRIMARY KEY (window_start, source_id, worker)
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
 		autovacuum_vacuum_cost_delay = 0);
 COMMENT ON TABLE adstream.rollup_pending IS
@@ -1162,9 +1169,15 @@ COMMENT ON FUNCTION adstream.bucket(text, timestamptz) IS
 
 /*
  * Recompute only the hours, six-hour blocks and days that contain a minute
- * written since the last refresh.  A worker that commits while this runs
- * leaves its pending row for the next refresh, so nothing is missed.
- * Refreshes serialise on adstream's own lock.
+ * written since the last refresh.  Refreshes serialise on adstream's own
+ * lock.  Nothing is missed: the pending rows are read first (their versions,
+ * by xmin), the rollups recomputed in later snapshots, which see every batch
+ * that wrote a row read, and at the end exactly the row versions read are
+ * forgotten.  A batch that writes a minute while this runs writes its row
+ * again (batch.c, P_PENDING): a new version, which the final DELETE leaves
+ * for the next refresh (it waits for a batch still holding the row, then
+ * finds another xmin), or, if the DELETE came first, which the batch inserts
+ * anew once this refresh has committed.
  */
 CREATE FUNCTION adstream.refresh_rollups()
 RETURNS integer
@@ -1174,16 +1187,19 @@ SET timezone = 'UTC'		-- a day is 24 hours (see "Time is UTC")
 AS $$
 DECLARE
 	v_minutes	timestamptz[];
+	v_rows		record;
 	v_level		text;
 	v_below		text;
 	v_width		interval;
 BEGIN
 	PERFORM adstream._lock('adstream.rollups', 0, true);
-	WITH d AS (DELETE FROM adstream.rollup_pending RETURNING window_start)
-	SELECT array_agg(window_start) INTO v_minutes FROM d;
-	IF v_minutes IS NULL THEN
+	SELECT array_agg(p.window_start) AS starts, array_agg(p.source_id) AS sources,
+		   array_agg(p.worker) AS workers, array_agg(p.xmin) AS xmins
+	  INTO v_rows FROM adstream.rollup_pending p;
+	IF v_rows.starts IS NULL THEN
 		RETURN 0;
 	END IF;
+	v_minutes := ARRAY(SELECT DISTINCT t FROM unnest(v_rows.starts) t ORDER BY 1);
 
 	-- Each level from the one below it: hours from minutes, 6h from hours, days from 6h.
 	-- First the rows of an ad whose bucket has nothing left below (its
@@ -1221,6 +1237,11 @@ BEGIN
 		USING v_minutes, v_width;
 	END LOOP;
 
+	-- the row versions read, and only those: one written since stays pending
+	DELETE FROM adstream.rollup_pending p
+	 USING unnest(v_rows.starts, v_rows.sources, v_rows.workers, v_rows.xmins) AS r(window_start, source_id, worker, x)
+	 WHERE p.window_start = r.window_start AND p.source_id = r.source_id AND p.worker = r.worker
+	   AND p.xmin = r.x;
 	RETURN cardinality(v_minutes);
 END
 $$;
@@ -3236,10 +3257,13 @@ WITH parts AS (
 	  JOIN adstream.partition_lag() p ON p.source_id = s.id
 	UNION
 	-- every partition of the topic that a worker of the source has seen,
-	-- also those whose own worker does not run (issue #14)
+	-- also those whose own worker does not run (issue #14), of those the
+	-- source consumes on this node (its "partitions", issue #13)
 	SELECT t.source_id, g.partition
 	  FROM (SELECT ws.source_id, max(ws.topic_partitions) AS n FROM adstream.worker_status() ws GROUP BY 1) t
+	  JOIN adstream.sources s ON s.id = t.source_id
 	 CROSS JOIN LATERAL generate_series(0, t.n - 1) AS g(partition)
+	 WHERE s.partitions IS NULL OR g.partition = ANY (s.partitions)
 )
 SELECT s.name AS source,
 	   s.topic,

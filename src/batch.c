@@ -182,10 +182,18 @@ static const char *const plan_sql[P__COUNT] = {
 	"ON CONFLICT (ad_id, window_start, source_id, stripe) DO UPDATE SET "
 	"impressions = s.impressions + excluded.impressions, "
 	"clicks = s.clicks + excluded.clicks, updated_at = now()",
-	/* The (few, sorted) minutes touched, queued for the rollups. */
+	/*
+	 * The (few, sorted) minutes touched, queued for the rollups in this
+	 * worker's own rows: a row already pending is written again (a new
+	 * version, locked until the batch ends), so that refresh_rollups, which
+	 * forgets only the row versions it has rolled up, keeps it for the next
+	 * refresh (docs/architecture.md, "Rollups").  No other worker writes
+	 * these rows: no batch waits for another here.
+	 */
 	[P_PENDING] =
-	"INSERT INTO adstream.rollup_pending (window_start) SELECT unnest($1::timestamptz[]) "
-	"ON CONFLICT DO NOTHING",
+	"INSERT INTO adstream.rollup_pending AS p (window_start, source_id, worker) "
+	"SELECT unnest($1::timestamptz[]), $2, $3 "
+	"ON CONFLICT (window_start, source_id, worker) DO UPDATE SET window_start = excluded.window_start",
 	[P_PUBLISHING] =
 	"SELECT adstream._publishing()",
 	/* In (ad, minute) order, like the upsert: version order is lock order. */
@@ -233,7 +241,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT2OID},
-	[P_PENDING] = {TIMESTAMPTZARRAYOID},
+	[P_PENDING] = {TIMESTAMPTZARRAYOID, INT4OID, INT2OID},
 	[P_OUTBOX] = {INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_REJECT] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, BYTEAARRAYOID, INT4ARRAYOID},
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
@@ -242,7 +250,7 @@ static const Oid plan_args[P__COUNT][9] = {
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
-	[P_AGG] = 7,[P_PENDING] = 1,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
+	[P_AGG] = 7,[P_PENDING] = 3,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 	[P_REDRIVE_TAKE] = 4,[P_REDRIVE_COUNTS] = 6,
 };
 
@@ -793,10 +801,10 @@ aggregate_write(AdsBatch *b, AggRows *r, int16 stripe, bool publishing)
  * workers take the queue's index entries in the same order.
  */
 static void
-queue_rollups(AggRows *r)
+queue_rollups(AdsBatch *b, AggRows *r)
 {
 	AdsArray	minutes;
-	Datum		arg;
+	Datum		args[3];
 
 	if (r->n == 0)
 		return;
@@ -805,8 +813,10 @@ queue_rollups(AggRows *r)
 	for (int i = 0; i < r->n; i++)
 		if (i == 0 || r->win_us[i - 1] != r->win_us[i])
 			ads_array_add_unix_us(&minutes, r->win_us[i]);
-	arg = ads_array_datum(&minutes);
-	exec_plan(P_PENDING, &arg, NULL, false, SPI_OK_INSERT);
+	args[0] = ads_array_datum(&minutes);
+	args[1] = Int32GetDatum(b->source_id);
+	args[2] = Int16GetDatum(b->stripe);	/* the worker's index */
+	exec_plan(P_PENDING, args, NULL, false, SPI_OK_INSERT);
 }
 
 /* Whether sinks exist: then every change also goes to the outbox. */
@@ -1134,7 +1144,7 @@ ads_batch_write(AdsBatch *b)
 		if (sinks)
 			aggregate_write(b, &rows, 0, true);
 		record_progress(b);
-		queue_rollups(&rows);
+		queue_rollups(b, &rows);
 	}
 
 	ads_end_tx();
