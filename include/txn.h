@@ -10,6 +10,9 @@
 #include "postgres.h"
 
 extern void ads_begin_tx(const char *activity);
+
+/* Called in every transaction ads_begin_tx begins, once it has a snapshot (worker.c sets it). */
+extern void (*ads_begin_tx_hook) (void);
 extern void ads_end_tx(void);
 
 /*

@@ -24,6 +24,11 @@ ALTER TABLE adstream.sources ADD COLUMN partition_count integer CHECK (partition
 ALTER TABLE adstream.sources ADD COLUMN input_format jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE adstream.sources ADD COLUMN partitions integer[]
 	CHECK (partitions IS NULL OR (cardinality(partitions) > 0 AND 0 <= ALL (partitions)));
+-- The Kafka cluster id of the source's brokers, recorded by its workers when
+-- they first connect: its offsets are positions in that cluster's topic, and
+-- a worker that finds its brokers answering as another cluster, or another
+-- source of the kind already on the topic of this cluster, does not consume.
+ALTER TABLE adstream.sources ADD COLUMN cluster_id text;
 
 /*
  * How far each ad-events source may give its dedup state up now: its expiry
@@ -261,6 +266,8 @@ DECLARE
 	v_err		text;
 	v_max		integer := coalesce(current_setting('adstream.max_workers', true), '16')::integer;
 	v_found		record;
+	v_other		record;
+	v_cluster	text;
 BEGIN
 	PERFORM adstream._check_name('source', p_name);
 	start_policy := 'earliest';
@@ -287,19 +294,6 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Pass for example ''{"workers": 2, "start": "latest", "security.protocol": "SASL_SSL"}''.';
 	END IF;
-	-- Two sources of a kind on one topic of one cluster would count every
-	-- event twice: the same cluster is any broker address in common.
-	SELECT s.name INTO v_text FROM adstream.sources s
-	 WHERE s.kind = p_kind AND s.topic = p_topic AND s.id IS DISTINCT FROM p_id
-	   AND adstream._broker_set(s.brokers) && adstream._broker_set(p_brokers)
-	 LIMIT 1;
-	IF FOUND THEN
-		RAISE EXCEPTION 'source "%" already consumes topic "%" of this Kafka cluster', v_text, p_topic
-			USING ERRCODE = 'duplicate_object',
-				  DETAIL = 'A second source on the same partitions would count every event again.',
-				  HINT = 'Use the existing source (more workers: adstream.alter_source(name, ''{"workers": n}'')), or drop it first.';
-	END IF;
-
 	FOR v_key, v_val IN SELECT * FROM jsonb_each(p_options) LOOP
 		-- the input format's options: adstream._input_format() below
 		CONTINUE WHEN v_key = ANY (adstream._input_format_keys());
@@ -358,6 +352,27 @@ BEGIN
 		END CASE;
 	END LOOP;
 	input_format := adstream._input_format(p_kind, p_options);
+
+	-- Two sources of a kind on one topic of one cluster would count every
+	-- event twice.  The same cluster: a broker address in common, or the same
+	-- cluster id.  The brokers are asked (2 s at most each) only when another
+	-- source has the topic; its workers check it again when they connect
+	-- (consumer.c, verify_cluster), for brokers that did not answer here.
+	FOR v_other IN SELECT s.name, s.brokers, s.kafka_options, s.cluster_id FROM adstream.sources s
+	 WHERE s.kind = p_kind AND s.topic = p_topic AND s.id IS DISTINCT FROM p_id ORDER BY s.id LOOP
+		IF NOT adstream._broker_set(v_other.brokers) && adstream._broker_set(p_brokers) THEN
+			v_cluster := coalesce(v_cluster,
+				(adstream._kafka_config_check('source', p_brokers, kafka_options, NULL, 2000)).cluster_id);
+			CONTINUE WHEN v_cluster IS NULL;
+			CONTINUE WHEN v_cluster IS DISTINCT FROM coalesce(v_other.cluster_id,
+				(adstream._kafka_config_check('source', v_other.brokers, v_other.kafka_options, NULL, 2000)).cluster_id);
+		END IF;
+		RAISE EXCEPTION 'source "%" already consumes topic "%" of this Kafka cluster', v_other.name, p_topic
+			USING ERRCODE = 'duplicate_object',
+				  DETAIL = 'A second source on the same partitions would count every event again.'
+						   || CASE WHEN v_cluster IS NOT NULL THEN format(' Both broker lists answer as cluster %s.', v_cluster) ELSE '' END,
+				  HINT = 'Use the existing source (more workers: adstream.alter_source(name, ''{"workers": n}'')), or drop it first.';
+	END LOOP;
 
 	-- Each worker takes a slot of adstream.max_workers (and of
 	-- max_worker_processes); more workers than partitions would be idle.
@@ -492,22 +507,26 @@ BEGIN
 				  HINT = 'Keep "partitions" as it is (docs/deployment.md describes the topologies).';
 	END IF;
 
-	-- Offsets are positions in this cluster's topic.
-	IF NOT adstream._broker_set(v_brokers) && adstream._broker_set(s.brokers) THEN
-		v_old_id := (adstream._kafka_config_check('source', s.brokers, s.kafka_options, NULL, 2000)).cluster_id;
-		IF v_old_id IS NOT NULL THEN
-			v_new_id := (adstream._kafka_config_check('source', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
-		END IF;
-		IF v_old_id IS NULL OR v_new_id IS NULL OR v_old_id <> v_new_id THEN
+	-- Offsets are positions in this cluster's topic.  The new brokers must
+	-- answer as the source's cluster (recorded by its workers, or asked of the
+	-- old brokers); when they do not answer, a broker address in common
+	-- stands for it, and the workers check the cluster id when they connect.
+	IF v_brokers IS DISTINCT FROM s.brokers THEN
+		v_new_id := (adstream._kafka_config_check('source', v_brokers, v.kafka_options, NULL, 2000)).cluster_id;
+		v_old_id := coalesce(s.cluster_id, CASE WHEN v_new_id IS NOT NULL THEN
+			(adstream._kafka_config_check('source', s.brokers, s.kafka_options, NULL, 2000)).cluster_id END);
+		IF (v_old_id IS NOT NULL AND v_new_id IS NOT NULL AND v_old_id <> v_new_id)
+		   OR ((v_old_id IS NULL OR v_new_id IS NULL)
+			   AND NOT adstream._broker_set(v_brokers) && adstream._broker_set(s.brokers)) THEN
 			RAISE EXCEPTION 'brokers "%" are not known to be the Kafka cluster source "%" consumes', v_brokers, s.name
 				USING ERRCODE = 'invalid_parameter_value',
-					  DETAIL = format('The stored offsets are positions in topic "%s" of its cluster; they mean nothing in another. The new list has no broker address in common with "%s", and %s.',
-									  s.topic, s.brokers,
+					  DETAIL = format('The stored offsets are positions in topic "%s" of its cluster; they mean nothing in another. %s',
+									  s.topic,
 									  CASE WHEN v_old_id IS NULL OR v_new_id IS NULL
-										   THEN 'the brokers did not both say which cluster they are'
-										   ELSE format('the cluster ids differ (%s, %s)', v_old_id, v_new_id) END),
-					  HINT = 'Keep an address of the current list in the new one (change the list one broker at a time), or drop the source and create one for the other cluster.';
-			END IF;
+										   THEN format('The new list has no broker address in common with "%s", and the brokers did not both say which cluster they are.', s.brokers)
+										   ELSE format('The cluster ids differ (%s, %s).', v_old_id, v_new_id) END),
+					  HINT = 'If the cluster only moved to new addresses, make sure the new brokers answer, so that their cluster id can be compared; for another cluster, drop the source and create one.';
+		END IF;
 	END IF;
 
 	IF v_brokers = s.brokers AND v.start_policy = s.start_policy AND v.workers = s.workers
@@ -1492,7 +1511,8 @@ SELECT s.name, s.kind, s.brokers, s.topic, s.start_policy, s.workers, s.group_id
 	   CASE WHEN s.input_format ? 'schema_registry'
 			THEN jsonb_set(s.input_format, '{schema_registry}',
 						   to_jsonb(regexp_replace(s.input_format->>'schema_registry', '^([a-z]+://)[^/@]*@', '\1********@')))
-			ELSE s.input_format END AS input_format
+			ELSE s.input_format END AS input_format,
+	   s.partitions, s.cluster_id
   FROM adstream.sources s;
 COMMENT ON VIEW adstream.source_config IS
 	'Sources with secret librdkafka properties masked';

@@ -60,6 +60,7 @@ typedef struct AdsConsumer
 	TimestampTz batch_started;
 	bool		out_of_range;	/* some partition has a gap to record */
 	int			recorded_partitions;	/* sources.partition_count as this worker last wrote it */
+	bool		cluster_verified;	/* the brokers answer as the source's cluster */
 
 	/*
 	 * Status (issue #14), per partition as in batch.parts: the Kafka
@@ -453,6 +454,75 @@ record_partition_count(AdsConsumer *c, int count)
 }
 
 /*
+ * The brokers must be the source's Kafka cluster: its offsets are positions
+ * in that cluster's topic.  The first worker to connect records the cluster
+ * id in sources.cluster_id; a worker whose brokers answer as another cluster
+ * (a broker list moved in two steps, a DNS name that now points elsewhere, a
+ * database restored beside another Kafka) does not consume, nor does one of
+ * a source whose topic another, older source of the kind already consumes in
+ * this cluster (under another address: create_source could not tell).  The
+ * error (class SETUP) stays in source_status; the worker retries after its
+ * backoff, and alter_source or drop_source resolve it.  Brokers too old to
+ * have a cluster id are taken as they are.
+ */
+static void
+verify_cluster(AdsConsumer *c)
+{
+	char	   *id = rd_kafka_clusterid(c->kafka->rk, 0);	/* known from the metadata just read */
+	char		recorded[128] = "";
+	char		other[NAMEDATALEN] = "";
+	char		msg[ADS_ERROR_LEN];
+
+	if (id == NULL)
+		return;
+	ads_begin_tx("adstream: checking the Kafka cluster");
+	if (SPI_execute_with_args("WITH u AS (UPDATE adstream.sources SET cluster_id = $2 "
+							  "           WHERE id = $1 AND cluster_id IS NULL RETURNING cluster_id) "
+							  "SELECT coalesce((SELECT cluster_id FROM u), s.cluster_id), "
+							  "(SELECT o.name FROM adstream.sources o WHERE o.id < s.id AND o.kind = s.kind "
+							  " AND o.topic = s.topic AND o.cluster_id = $2 ORDER BY o.id LIMIT 1) "
+							  "FROM adstream.sources s WHERE s.id = $1",
+							  2, (Oid[]) {INT4OID, TEXTOID},
+							  (Datum[]) {Int32GetDatum(c->args.owner_id), CStringGetTextDatum(id)},
+							  NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		char	   *r = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *o = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		/* copied: SPI's memory goes at commit */
+		strlcpy(recorded, r ? r : "", sizeof(recorded));
+		strlcpy(other, o ? o : "", sizeof(other));
+	}
+	ads_end_tx();
+
+	if (recorded[0] != '\0' && strcmp(recorded, id) != 0)
+	{
+		snprintf(msg, sizeof(msg), "brokers \"%s\" answer as Kafka cluster %s, but the offsets of this source are positions in cluster %s",
+				 c->source.brokers, id, recorded);
+		ads_slot_set_error_class(c->slot, ADS_ERRCLASS_SETUP, msg);
+		rd_kafka_mem_free(c->kafka->rk, id);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("adstream source \"%s\": %s", c->source.name, msg),
+				 errhint("Point the source at its cluster again with adstream.alter_source(); a source for another cluster is a new source (drop and create).")));
+	}
+	if (other[0] != '\0')
+	{
+		snprintf(msg, sizeof(msg), "source \"%s\" already consumes topic \"%s\" of Kafka cluster %s",
+				 other, c->source.topic, id);
+		ads_slot_set_error_class(c->slot, ADS_ERRCLASS_SETUP, msg);
+		rd_kafka_mem_free(c->kafka->rk, id);
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("adstream source \"%s\": %s", c->source.name, msg),
+				 errdetail("A second source on the same partitions would count every event again."),
+				 errhint("Drop this source, and use the existing one.")));
+	}
+	rd_kafka_mem_free(c->kafka->rk, id);
+	c->cluster_verified = true;
+}
+
+/*
  * Look for partitions of the topic that this worker owns and does not
  * consume yet.  Returns false if metadata was not available.
  */
@@ -471,6 +541,8 @@ discover_partitions(AdsConsumer *c)
 		return false;
 	if (count > 0)
 		record_partition_count(c, count);
+	if (!c->cluster_verified)
+		verify_cluster(c);
 
 	/*
 	 * Workers capped (issue #14): the launcher starts no worker that would

@@ -25,6 +25,8 @@
  * Pinot already has.  Turned on for this transaction only, so that a server
  * that asks for more (remote_write, remote_apply) keeps it.
  */
+void		(*ads_begin_tx_hook) (void) = NULL;
+
 void
 ads_begin_tx(const char *activity)
 {
@@ -36,6 +38,8 @@ ads_begin_tx(const char *activity)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, activity);
+	if (ads_begin_tx_hook)
+		ads_begin_tx_hook();
 }
 
 void

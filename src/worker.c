@@ -7,6 +7,7 @@
 
 #include <signal.h>
 
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -84,6 +85,19 @@ ads_worker_exit_if_stopped(void)
 	ads_worker_exit(reason[0] ? reason : "asked to stop (server shutdown, or pg_terminate_backend)");
 }
 
+/*
+ * DROP EXTENSION wakes the launcher, which stops the workers with a LOG line
+ * (adstream.c); a worker that begins a transaction before its stop request
+ * arrives would find its tables gone and fail with an ERROR.  It stops with
+ * the same LOG line instead.
+ */
+static void
+exit_if_extension_dropped(void)
+{
+	if (!OidIsValid(get_extension_oid("adstream", true)))
+		ads_worker_exit("the extension was dropped (or is not installed) in this database");
+}
+
 AdsWorkerSlot *
 ads_worker_start(AdsWorkerArgs *args)
 {
@@ -100,6 +114,7 @@ ads_worker_start(AdsWorkerArgs *args)
 	pqsignal(SIGUSR2, die);		/* the launcher's forced stop */
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
+	ads_begin_tx_hook = exit_if_extension_dropped;
 
 	/* Names in the log and in pg_stat_activity: a publisher is its sink. */
 	SpinLockAcquire(&slot->mutex);

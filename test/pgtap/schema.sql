@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(269);
+SELECT plan(271);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -65,7 +65,9 @@ SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers',
 	-- 0.6: input formats (docs/formats.md)
 	'input_format',
 	-- 0.6: this node's share of a split topic (issue #13)
-	'partitions']);
+	'partitions',
+	-- 0.6: the Kafka cluster its offsets belong to, recorded by its workers
+	'cluster_id']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
 SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
@@ -84,7 +86,7 @@ SELECT columns_are('adstream', 'orders', ARRAY['order_id', 'source', 'user_id', 
 SELECT columns_are('adstream', 'attributed_orders', ARRAY['order_id', 'ad_id', 'campaign_id',
 	'click_event_id', 'click_ts', 'order_ts', 'amount', 'currency', 'attribution', 'record_uuid',
 	'attributed_at']);
-SELECT columns_are('adstream', 'rollup_pending', ARRAY['window_start']);
+SELECT columns_are('adstream', 'rollup_pending', ARRAY['window_start', 'source_id', 'worker']);
 SELECT columns_are('adstream', t, ARRAY['ad_id', 'campaign_id', 'window_start', 'impressions', 'clicks'],
 		format('adstream.%s has the columns of a rollup', t))
   FROM unnest(ARRAY['ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t;
@@ -177,6 +179,8 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('attributed_orders', 'record_uuid', 'uuid'),
 	('attributed_orders', 'attributed_at', 'timestamp with time zone'),
 	('rollup_pending', 'window_start', 'timestamp with time zone'),
+	('rollup_pending', 'source_id', 'integer'),
+	('rollup_pending', 'worker', 'smallint'),
 	('ad_stats_hour', 'ad_id', 'bigint'),
 	('ad_stats_hour', 'campaign_id', 'bigint'),
 	('ad_stats_hour', 'window_start', 'timestamp with time zone'),
@@ -234,8 +238,8 @@ SELECT set_eq(
 		  -- 0.5: a maintenance job's run that failed, or never succeeded
 		  'maintenance_runs.last_ok', 'maintenance_runs.last_result', 'maintenance_runs.last_error',
 		  'maintenance_runs.last_error_at',
-		  -- 0.6: a source's partition count until one of its workers has seen the topic
-		  'sources.partition_count',
+		  -- 0.6: a source's partition count and cluster id until one of its workers has seen the topic
+		  'sources.partition_count', 'sources.cluster_id',
 		  -- 0.6: a sink's history rows have no worker index; connection unknown; no error
 		  'status_history.worker', 'status_history.connected', 'status_history.error',
 		  'status_history.error_at',
@@ -243,7 +247,7 @@ SELECT set_eq(
 		  'rejected_events.redrive_generation'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, the origin of a source or sink, and a '
-	'source''s partition count, are nullable');
+	'source''s partition count and cluster id, are nullable');
 
 -------------------------------------------------------------------------------
 -- Keys, constraints, indexes
@@ -267,7 +271,8 @@ SELECT col_is_pk('adstream', 'rejected_events', ARRAY['source', 'topic', 'partit
 	'rejected_events PK is (source, topic, partition, offset)');
 SELECT col_is_pk('adstream', 'orders', ARRAY['order_id'], 'orders PK is (order_id): orders are deduplicated by it');
 SELECT col_is_pk('adstream', 'attributed_orders', ARRAY['order_id'], 'attributed_orders PK is (order_id): one credit per order');
-SELECT col_is_pk('adstream', 'rollup_pending', ARRAY['window_start'], 'rollup_pending PK is (window_start)');
+SELECT col_is_pk('adstream', 'rollup_pending', ARRAY['window_start', 'source_id', 'worker'],
+	'rollup_pending PK is (window_start, source_id, worker): each worker queues its minutes in its own rows');
 SELECT col_is_pk('adstream', t, ARRAY['ad_id', 'window_start'], format('%s PK is (ad_id, window_start)', t))
   FROM unnest(ARRAY['ad_stats_hour', 'ad_stats_6h', 'ad_stats_day']) AS t;
 SELECT col_is_unique('adstream', 'attributed_orders', ARRAY['record_uuid'], 'record_uuid is unique');
@@ -441,8 +446,8 @@ SELECT has_view('adstream', 'source_config', 'view adstream.source_config exists
 SELECT has_view('adstream', 'source_status', 'view adstream.source_status exists');
 SELECT columns_are('adstream', 'source_config', ARRAY['name', 'kind', 'brokers', 'topic',
 	'start_policy', 'workers', 'group_id', 'kafka_options', 'enabled', 'created_at', 'updated_at',
-	-- 0.6: the input format, registry credentials masked
-	'input_format']);
+	-- 0.6: the input format, registry credentials masked; the partitions and the cluster
+	'input_format', 'partitions', 'cluster_id']);
 SELECT columns_are('adstream', 'source_status', ARRAY['source', 'topic', 'source_state', 'partition',
 	'worker_pid', 'worker_state', 'next_offset', 'high_watermark', 'lag', 'accepted', 'duplicates',
 	'rejected', 'partition_watermark', 'source_watermark', 'last_commit_at', 'last_error', 'last_error_at',
