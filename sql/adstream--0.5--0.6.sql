@@ -2074,3 +2074,31 @@ END
 $$;
 COMMENT ON FUNCTION adstream.drop_source(text, boolean) IS
 	'Stops and forgets a source and its offsets; its aggregates and dead letters are kept, unless forget_counts removes what it counted from ad_stats_minute, the rollups and the sinks';
+
+-------------------------------------------------------------------------------
+-- resume_source restarts a running source too (review of 0.6): the way to
+-- take up a partition stopped for another node, once that is fixed
+-------------------------------------------------------------------------------
+
+/*
+ * Restarts a source's workers from the stored offsets: a paused source
+ * resumes; a running one starts over, which takes up again a partition its
+ * worker stopped because another node consumed it (docs/deployment.md), once
+ * that is fixed.
+ */
+CREATE OR REPLACE FUNCTION adstream.resume_source(name text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM adstream._source_must_exist(name);
+	UPDATE adstream.sources s
+	   SET enabled = true, generation = adstream._new_generation(), updated_at = now()
+	 WHERE s.name = resume_source.name;
+	PERFORM adstream._wake_launcher();
+END
+$$;
+COMMENT ON FUNCTION adstream.resume_source(text) IS
+	'Restarts a source''s workers from the stored offsets: a paused source resumes, a running one starts over';

@@ -944,6 +944,12 @@ $$;
 COMMENT ON FUNCTION adstream.pause_source(text) IS
 	'Stops a source''s workers; consumption resumes from the stored offsets';
 
+/*
+ * Restarts a source's workers from the stored offsets: a paused source
+ * resumes; a running one starts over, which takes up again a partition its
+ * worker stopped because another node consumed it (docs/deployment.md), once
+ * that is fixed.
+ */
 CREATE FUNCTION adstream.resume_source(name text)
 RETURNS void
 LANGUAGE plpgsql
@@ -954,12 +960,12 @@ BEGIN
 	PERFORM adstream._source_must_exist(name);
 	UPDATE adstream.sources s
 	   SET enabled = true, generation = adstream._new_generation(), updated_at = now()
-	 WHERE s.name = resume_source.name AND NOT s.enabled;
+	 WHERE s.name = resume_source.name;
 	PERFORM adstream._wake_launcher();
 END
 $$;
 COMMENT ON FUNCTION adstream.resume_source(text) IS
-	'Restarts a paused source''s workers from the stored offsets';
+	'Restarts a source''s workers from the stored offsets: a paused source resumes, a running one starts over';
 
 /*
  * Changes a live source without forgetting anything (issue #14): its
