@@ -191,10 +191,11 @@ SELECT name, enabled FROM adstream.source_config WHERE name = 'ads_eu';
 SELECT generation <> :'gen_paused' AS new_generation_on_resume
   FROM adstream.sources WHERE name = 'ads_eu';
 
--- resuming a running source does not restart its workers
+-- resuming a running source restarts its workers (a new generation): the way
+-- to take up a partition stopped for another node (docs/deployment.md)
 SELECT generation AS gen_running FROM adstream.sources WHERE name = 'ads_eu' \gset
 SELECT adstream.resume_source('ads_eu');
-SELECT enabled, generation = :'gen_running' AS generation_unchanged
+SELECT enabled, generation <> :'gen_running' AS new_generation
   FROM adstream.sources WHERE name = 'ads_eu';
 
 -- missing sources
