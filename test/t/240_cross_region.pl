@@ -14,8 +14,10 @@
 #      what is down; the backlog for east waits in west's outbox, through
 #      prune_outbox(), the maintenance jobs and a restart of the node;
 #   3. east comes back, both regions produce: at the end each region's view
-#      equals the global truth exactly, both nodes' statuses are clear, and
-#      the outbox is empty once pruned.
+#      equals the global truth exactly, both nodes' statuses are clear;
+#   4. a sink with a wrong address holds back nothing else, says so in
+#      sink_status, and keeps its backlog until dropped; then the outboxes
+#      are empty once pruned.
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -257,6 +259,22 @@ for my $r (@regions)
 }
 my @truth = map { @{ $truths{$_} } } @regions;
 check_view($_, \@truth, "after the outage, $_") for @regions;
+
+# 4. A misconfigured sink (nothing listens at its address) holds back
+# neither the other sinks nor ingestion; it says so, and keeps its backlog
+# until it is dropped.
+my $nowhere = PostgreSQL::Test::Cluster::get_free_port();
+status('west', "SELECT adstream.create_sink('typo', '127.0.0.1:$nowhere')");
+finish(load('west', count => 4000, rate => 4000));
+settle('west', @regions);
+ok($node{west}->poll_query_until('postgres', q{SELECT connected IS FALSE AND last_error IS NOT NULL AND backlog_rows > 0
+	AND worker_state IN ('disconnected', 'connecting') FROM adstream.sink_status WHERE sink = 'typo'}),
+	'a misconfigured sink: not connected, with the error and a backlog')
+  or diag status('west', 'SELECT * FROM adstream.sink_status');
+@truth = map { @{ $truths{$_} } } @regions;
+check_view('east', \@truth, 'a misconfigured sink on node west');
+status('west', "SELECT adstream.drop_sink('typo')");
+
 for my $r (@regions)
 {
 	status($r, 'SELECT adstream.prune_outbox()');
