@@ -368,12 +368,16 @@ SELECT count(*) AS backfill_ad_stats FROM adstream.ad_stats_minute;
 SELECT count(*) AS backfill_orders FROM adstream.attributed_orders;
 SELECT sink, backlog_rows FROM adstream.sink_status ORDER BY sink;
 
--- Neither sink has passed anything left: nothing goes.
+-- Neither sink has passed anything.  Only the change goes (#13
+-- cross-region): pinot_b's backfill row of the same key supersedes it, and
+-- both sinks send that row, with the key's current value and a higher
+-- version.  The key keeps that one row.
 SELECT adstream.prune_outbox() AS pruned;
+SELECT count(*) AS rows_of_key, bool_and(id > :base_b) AS the_backfill_row FROM adstream.outbox
+ WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
 
--- pinot_a publishes the change and, as every sink does, pinot_b's backfill
--- (committed after pinot_a's cursor); the change is behind both cursors
--- now, the backfill only behind pinot_a's.
+-- pinot_a publishes, as every sink does, pinot_b's backfill (committed
+-- after pinot_a's cursor); the backfill is now behind pinot_a's cursor only.
 SELECT count(*) AS rows_a FROM adstream._outbox_page('pinot_a', 100);
 SELECT adstream._sink_advance('pinot_a', 0, max(id), count(*)::integer, true) AS moved FROM adstream.outbox;
 SELECT sink, backlog_rows FROM adstream.sink_status ORDER BY sink;
