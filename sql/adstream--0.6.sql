@@ -2101,7 +2101,7 @@ END;
 /*
  * Outbox rows every sink has published (or all committed ones, without
  * sinks).  A sink held after a restore has published nothing here yet (its
- * cursor is the original cluster's): it keeps every row.
+ * cursor is the original cluster's): it keeps every row not superseded.
  *
  * #13 cross-region: and rows of an (ad, minute) superseded by a later
  * committed row of the same key.  A sink sends a key's current value under
