@@ -260,6 +260,27 @@ send_page(Publisher *p)
 	if (rd_kafka_error_is_fatal(error))
 		ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally: %s", p->sink.name,
 							   rd_kafka_error_string(error))));
+	/*
+	 * The commit timed out and goes on in the background (its cluster is
+	 * unreachable, issue #13): librdkafka refuses an abort while it does
+	 * ("Conflicting commit_transaction API call"), which used to be the
+	 * error shown.  Start over with a new producer instead, which fences
+	 * this one; the broker aborts the transaction after
+	 * transaction.timeout.ms, and the page is sent again with the same
+	 * versions.
+	 */
+	if (rd_kafka_error_is_retriable(error) && !rd_kafka_error_txn_requires_abort(error))
+	{
+		char		reason[ADS_ERROR_LEN];
+
+		strlcpy(reason, rd_kafka_error_string(error), sizeof(reason));
+		rd_kafka_error_destroy(error);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("adstream sink \"%s\": Kafka did not commit a transaction within %d ms: %s",
+						p->sink.name, COMMIT_TIMEOUT_MS, reason),
+				 errhint("Its brokers may be unreachable; the publisher restarts with a new producer and sends the page again.")));
+	}
 	rd_kafka_error_destroy(error);
 
 abort:
