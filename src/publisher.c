@@ -269,7 +269,7 @@ send_page(Publisher *p)
 	 * transaction.timeout.ms, and the page is sent again with the same
 	 * versions.
 	 */
-	if (rd_kafka_error_is_retriable(error) && !rd_kafka_error_txn_requires_abort(error))
+	if (rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__TIMED_OUT && !rd_kafka_error_txn_requires_abort(error))
 	{
 		char		reason[ADS_ERROR_LEN];
 
