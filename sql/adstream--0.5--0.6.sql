@@ -2102,3 +2102,61 @@ END
 $$;
 COMMENT ON FUNCTION adstream.resume_source(text) IS
 	'Restarts a source''s workers from the stored offsets: a paused source resumes, a running one starts over';
+COMMENT ON FUNCTION adstream.drop_expired_partitions() IS
+	'Drops expired partitions of dedup_log, ad_events and ad_stats_minute (returns how many), dead letters older than adstream.rejected_retention and status history older than adstream.status_history_retention';
+REVOKE ALL ON FUNCTION adstream._dedup_expiry_due() FROM PUBLIC;
+
+-------------------------------------------------------------------------------
+-- #13 cross-region: two regions, each node publishing to both regions'
+-- sinks.  While one region's Kafka is down, its sinks' backlog waits in the
+-- outbox; prune_outbox() now also deletes rows superseded by a later change
+-- of the same key, so that backlog grows with the keys changed, not with
+-- every change (docs/deployment.md, "Two regions").
+-------------------------------------------------------------------------------
+
+/*
+ * Outbox rows every sink has published (or all committed ones, without
+ * sinks).  A sink held after a restore has published nothing here yet (its
+ * cursor is the original cluster's): it keeps every row not superseded.
+ *
+ * #13 cross-region: and rows of an (ad, minute) superseded by a later
+ * committed row of the same key.  A sink sends a key's current value under
+ * the row's id as version, so a sink that has not sent the earlier row will
+ * send the later one, in the same window or a later one, with the value it
+ * would have sent and a higher version; one that has sent it needs neither.
+ * So a sink that is down for hours (its region's Kafka) keeps one row per
+ * key it has not published, not one per change.  Rows locked by another
+ * prune are skipped, so that two never wait for each other.
+ */
+CREATE OR REPLACE FUNCTION adstream.prune_outbox()
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_horizon	xid8;
+	v_n			bigint;
+	v_superseded bigint;
+BEGIN
+	SELECT coalesce(min(CASE WHEN k.origin = adstream._origin() THEN pg_snapshot_xmin(k.done_snapshot)
+							 ELSE '3'::xid8 END),
+					pg_snapshot_xmin(pg_current_snapshot()))
+	  INTO v_horizon FROM adstream.sinks k;
+	DELETE FROM adstream.outbox WHERE txid < v_horizon;
+	GET DIAGNOSTICS v_n = ROW_COUNT;
+	DELETE FROM adstream.outbox d
+	 WHERE d.id IN (SELECT o.id
+					  FROM adstream.outbox o
+					  JOIN (SELECT l.ad_id, l.window_start, max(l.id) AS keep
+							  FROM adstream.outbox l
+							 WHERE l.kind = 'ad_stats' AND l.txid >= v_horizon
+							 GROUP BY l.ad_id, l.window_start HAVING count(*) > 1) k
+						ON o.ad_id = k.ad_id AND o.window_start = k.window_start AND o.id < k.keep
+					 WHERE o.kind = 'ad_stats' AND o.txid >= v_horizon
+					   FOR UPDATE OF o SKIP LOCKED);
+	GET DIAGNOSTICS v_superseded = ROW_COUNT;
+	RETURN v_n + v_superseded;
+END
+$$;
+COMMENT ON FUNCTION adstream.prune_outbox() IS
+	'Deletes outbox rows that every sink has published, and rows superseded by a later change of the same key; returns how many';

@@ -2147,7 +2147,16 @@ END;
 /*
  * Outbox rows every sink has published (or all committed ones, without
  * sinks).  A sink held after a restore has published nothing here yet (its
- * cursor is the original cluster's): it keeps every row.
+ * cursor is the original cluster's): it keeps every row not superseded.
+ *
+ * #13 cross-region: and rows of an (ad, minute) superseded by a later
+ * committed row of the same key.  A sink sends a key's current value under
+ * the row's id as version, so a sink that has not sent the earlier row will
+ * send the later one, in the same window or a later one, with the value it
+ * would have sent and a higher version; one that has sent it needs neither.
+ * So a sink that is down for hours (its region's Kafka) keeps one row per
+ * key it has not published, not one per change.  Rows locked by another
+ * prune are skipped, so that two never wait for each other.
  */
 CREATE FUNCTION adstream.prune_outbox()
 RETURNS bigint
@@ -2157,6 +2166,7 @@ AS $$
 DECLARE
 	v_horizon	xid8;
 	v_n			bigint;
+	v_superseded bigint;
 BEGIN
 	SELECT coalesce(min(CASE WHEN k.origin = adstream._origin() THEN pg_snapshot_xmin(k.done_snapshot)
 							 ELSE '3'::xid8 END),
@@ -2164,11 +2174,22 @@ BEGIN
 	  INTO v_horizon FROM adstream.sinks k;
 	DELETE FROM adstream.outbox WHERE txid < v_horizon;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
-	RETURN v_n;
+	DELETE FROM adstream.outbox d
+	 WHERE d.id IN (SELECT o.id
+					  FROM adstream.outbox o
+					  JOIN (SELECT l.ad_id, l.window_start, max(l.id) AS keep
+							  FROM adstream.outbox l
+							 WHERE l.kind = 'ad_stats' AND l.txid >= v_horizon
+							 GROUP BY l.ad_id, l.window_start HAVING count(*) > 1) k
+						ON o.ad_id = k.ad_id AND o.window_start = k.window_start AND o.id < k.keep
+					 WHERE o.kind = 'ad_stats' AND o.txid >= v_horizon
+					   FOR UPDATE OF o SKIP LOCKED);
+	GET DIAGNOSTICS v_superseded = ROW_COUNT;
+	RETURN v_n + v_superseded;
 END
 $$;
 COMMENT ON FUNCTION adstream.prune_outbox() IS
-	'Deletes outbox rows that every sink has published; returns how many';
+	'Deletes outbox rows that every sink has published, and rows superseded by a later change of the same key; returns how many';
 
 -- The sink management API runs as the extension owner, like that of sources.
 

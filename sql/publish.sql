@@ -368,12 +368,16 @@ SELECT count(*) AS backfill_ad_stats FROM adstream.ad_stats_minute;
 SELECT count(*) AS backfill_orders FROM adstream.attributed_orders;
 SELECT sink, backlog_rows FROM adstream.sink_status ORDER BY sink;
 
--- Neither sink has passed anything left: nothing goes.
+-- Neither sink has passed anything.  Only the change goes (#13
+-- cross-region): pinot_b's backfill row of the same key supersedes it, and
+-- both sinks send that row, with the key's current value and a higher
+-- version.  The key keeps that one row.
 SELECT adstream.prune_outbox() AS pruned;
+SELECT count(*) AS rows_of_key, bool_and(id > :base_b) AS the_backfill_row FROM adstream.outbox
+ WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
 
--- pinot_a publishes the change and, as every sink does, pinot_b's backfill
--- (committed after pinot_a's cursor); the change is behind both cursors
--- now, the backfill only behind pinot_a's.
+-- pinot_a publishes, as every sink does, pinot_b's backfill (committed
+-- after pinot_a's cursor); the backfill is now behind pinot_a's cursor only.
 SELECT count(*) AS rows_a FROM adstream._outbox_page('pinot_a', 100);
 SELECT adstream._sink_advance('pinot_a', 0, max(id), count(*)::integer, true) AS moved FROM adstream.outbox;
 SELECT sink, backlog_rows FROM adstream.sink_status ORDER BY sink;
@@ -406,6 +410,30 @@ SELECT count(*) AS rows_a FROM adstream._outbox_page('pinot_a', 100);
 SELECT adstream._sink_advance('pinot_a', 0, max(id), 1, true) AS moved FROM adstream.outbox;
 SELECT adstream.prune_outbox() AS pruned;
 SELECT sink, sink_state, backlog_rows FROM adstream.sink_status ORDER BY sink;
+-- #13 cross-region: while pinot_b waits, one key changes three times, and
+-- pinot_a sends the first change only.  Pruning keeps the key's last row:
+-- pinot_b (which sent none) and pinot_a (which sent the first) both send
+-- it, with the key's current value under the last change's version.
+UPDATE adstream.ad_stats_minute SET clicks = clicks + 1 WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
+INSERT INTO adstream.outbox (kind, ad_id, window_start) VALUES ('ad_stats', 2, '2024-03-01 10:00:00+00')
+RETURNING id AS change_1 \gset
+SELECT count(*) AS rows_a FROM adstream._outbox_page('pinot_a', 100);
+SELECT adstream._sink_advance('pinot_a', 0, :change_1, 1, true) AS moved;
+UPDATE adstream.ad_stats_minute SET clicks = clicks + 1 WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
+INSERT INTO adstream.outbox (kind, ad_id, window_start) VALUES ('ad_stats', 2, '2024-03-01 10:00:00+00');
+UPDATE adstream.ad_stats_minute SET clicks = clicks + 1 WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
+INSERT INTO adstream.outbox (kind, ad_id, window_start) VALUES ('ad_stats', 2, '2024-03-01 10:00:00+00')
+RETURNING id AS change_3 \gset
+SELECT sink, backlog_rows FROM adstream.sink_status ORDER BY sink;
+SELECT adstream.prune_outbox() AS pruned;
+SELECT id = :change_3 AS the_last_change FROM adstream.outbox
+ WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
+SELECT sink, backlog_rows FROM adstream.sink_status ORDER BY sink;
+SELECT p.id = :change_3 AS the_last_change, (p.value::jsonb ->> 'clicks')::bigint = m.clicks AS current_value,
+	   (p.value::jsonb -> 'version')::bigint = adstream._version_base() + :change_3 AS its_version
+  FROM adstream._outbox_page('pinot_a', 100) p,
+	   adstream.ad_stats_minute m WHERE m.ad_id = 2 AND m.window_start = '2024-03-01 10:00:00+00';
+SELECT adstream._sink_advance('pinot_a', 0, :change_3, 1, true) AS moved;
 -- resuming gives the sink a new generation, so an old publisher stands down
 SELECT adstream.resume_sink('pinot_b');
 SELECT enabled, generation <> :'gen_before' AS new_generation FROM adstream.sinks WHERE name = 'pinot_b';

@@ -164,7 +164,22 @@ note_error(Publisher *p, const char *what, rd_kafka_error_t *error)
 static void
 between_kafka_calls(void)
 {
+	Publisher  *p = &pub;
+
 	CHECK_FOR_INTERRUPTS();
+	/*
+	 * Keep sink_status true while a call waits on brokers that are down
+	 * (issue #13): serve librdkafka's error callback and report it, so that
+	 * "all brokers down" shows as disconnected now, not once the commit
+	 * has timed out.
+	 */
+	if (p->rk != NULL && p->slot != NULL)
+	{
+		rd_kafka_poll(p->rk, 0);
+		ads_kafka_report(p->slot, "sink", p->sink.name);
+		if (ads_slot_connected(p->slot) == ADS_CONN_DOWN)
+			ads_slot_set_state(p->slot, "disconnected");
+	}
 	if (!PostmasterIsAlive())
 		proc_exit(1);
 	/*
@@ -245,6 +260,27 @@ send_page(Publisher *p)
 	if (rd_kafka_error_is_fatal(error))
 		ereport(ERROR, (errmsg("adstream sink \"%s\": producer failed fatally: %s", p->sink.name,
 							   rd_kafka_error_string(error))));
+	/*
+	 * The commit timed out and goes on in the background (its cluster is
+	 * unreachable, issue #13): librdkafka refuses an abort while it does
+	 * ("Conflicting commit_transaction API call"), which used to be the
+	 * error shown.  Start over with a new producer instead, which fences
+	 * this one; the broker aborts the transaction after
+	 * transaction.timeout.ms, and the page is sent again with the same
+	 * versions.
+	 */
+	if (rd_kafka_error_code(error) == RD_KAFKA_RESP_ERR__TIMED_OUT && !rd_kafka_error_txn_requires_abort(error))
+	{
+		char		reason[ADS_ERROR_LEN];
+
+		strlcpy(reason, rd_kafka_error_string(error), sizeof(reason));
+		rd_kafka_error_destroy(error);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("adstream sink \"%s\": Kafka did not commit a transaction within %d ms: %s",
+						p->sink.name, COMMIT_TIMEOUT_MS, reason),
+				 errhint("Its brokers may be unreachable; the publisher restarts with a new producer and sends the page again.")));
+	}
 	rd_kafka_error_destroy(error);
 
 abort:
@@ -400,9 +436,14 @@ adstream_publisher_main(Datum arg)
 					 errhint("Check the sink's brokers and librdkafka options (security.protocol, sasl.*); the publisher is restarted with a backoff.")));
 		}
 		rd_kafka_error_destroy(error);
-		ads_kafka_report(p->slot, "sink", p->sink.name);
 		/* Status (issue #14): "disconnected" once librdkafka says every broker is down. */
 		ads_slot_set_state(p->slot, ads_slot_connected(p->slot) == ADS_CONN_DOWN ? "disconnected" : "connecting");
+		/*
+		 * This polls: librdkafka's error callback runs only from a poll, and
+		 * without one a publisher that starts while its cluster is down
+		 * (issue #13: a region's Kafka down across a restart) never learns
+		 * "all brokers down" and shows "connecting" for ever.
+		 */
 		between_kafka_calls();
 	}
 	/* The broker answered: an error that ended a predecessor is over. */
