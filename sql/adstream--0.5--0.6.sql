@@ -1709,7 +1709,7 @@ BEGIN
 			(SELECT jsonb_build_object(
 				'node', v_node, 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
 				'window_start', (extract(epoch FROM o.window_start) * 1000)::bigint,
-				'impressions', coalesce(sum(m.impressions), 0), 'clicks', coalesce(sum(m.clicks), 0), 'version', v_base + o.id,
+				'impressions', coalesce(sum(m.impressions), 0), 'clicks', coalesce(sum(m.clicks), 0), 'version', v_base + nextval('adstream.record_version_seq'),
 				'record_uuid', adstream.record_uuid('ad_stats', adstream._record_key(o.kind, o.ad_id, o.window_start, NULL)),
 				'updated_at', (extract(epoch FROM coalesce(max(m.updated_at), now())) * 1000)::bigint)::text
 			   FROM adstream.ad_stats_minute m WHERE m.ad_id = o.ad_id AND m.window_start = o.window_start
@@ -1725,7 +1725,7 @@ BEGIN
 				'click_ts', (extract(epoch FROM a.click_ts) * 1000)::bigint,
 				'order_ts', (extract(epoch FROM a.order_ts) * 1000)::bigint,
 				'amount', a.amount::text, 'currency', a.currency, 'attribution', a.attribution,
-				'record_uuid', a.record_uuid, 'version', v_base + o.id,
+				'record_uuid', a.record_uuid, 'version', v_base + nextval('adstream.record_version_seq'),
 				'attributed_at', (extract(epoch FROM a.attributed_at) * 1000)::bigint)::text
 			   FROM adstream.attributed_orders a WHERE a.order_id = o.order_id)
 		   END
@@ -2119,12 +2119,16 @@ REVOKE ALL ON FUNCTION adstream._dedup_expiry_due() FROM PUBLIC;
  * sinks).  A sink held after a restore has published nothing here yet (its
  * cursor is the original cluster's): it keeps every row not superseded.
  *
- * #13 cross-region: and rows of an (ad, minute) superseded by a later
- * committed row of the same key.  A sink sends a key's current value under
- * the row's id as version, so a sink that has not sent the earlier row will
- * send the later one, in the same window or a later one, with the value it
- * would have sent and a higher version; one that has sent it needs neither.
- * So a sink that is down for hours (its region's Kafka) keeps one row per
+ * #13 cross-region: and rows of an (ad, minute) superseded by a later row
+ * of the same key, where every sink has either passed the earlier row or
+ * not reached the later one yet: its window does not hold it.  A sink reads
+ * a key's current value when it sends it, under a version drawn then, so a
+ * sink that sends the later row in a future window sends all the earlier
+ * row would have (both committed before this prune began) and more.  The
+ * sinks' cursors are held still (FOR SHARE) while they are looked at: a
+ * publisher opens a window or advances only after.  (A later id is not a
+ * later commit: two sources write one key through different rows.)  So a
+ * sink that is down for hours (its region's Kafka) keeps about one row per
  * key it has not published, not one per change.  Rows locked by another
  * prune are skipped, so that two never wait for each other.
  */
@@ -2144,6 +2148,7 @@ BEGIN
 	  INTO v_horizon FROM adstream.sinks k;
 	DELETE FROM adstream.outbox WHERE txid < v_horizon;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
+	PERFORM 1 FROM adstream.sinks ORDER BY id FOR SHARE;
 	DELETE FROM adstream.outbox d
 	 WHERE d.id IN (SELECT o.id
 					  FROM adstream.outbox o
@@ -2152,7 +2157,20 @@ BEGIN
 							 WHERE l.kind = 'ad_stats' AND l.txid >= v_horizon
 							 GROUP BY l.ad_id, l.window_start HAVING count(*) > 1) k
 						ON o.ad_id = k.ad_id AND o.window_start = k.window_start AND o.id < k.keep
+					  JOIN adstream.outbox kr ON kr.id = k.keep
 					 WHERE o.kind = 'ad_stats' AND o.txid >= v_horizon
+					   -- no sink of this installation still needs o and has passed the
+					   -- later row, or has it in its open window while o comes later
+					   AND NOT EXISTS (
+						SELECT 1 FROM adstream.sinks s
+						 CROSS JOIN LATERAL (SELECT
+							pg_visible_in_snapshot(o.txid, s.done_snapshot) AS o_done,
+							coalesce(pg_visible_in_snapshot(o.txid, s.target_snapshot), false) AS o_win,
+							pg_visible_in_snapshot(kr.txid, s.done_snapshot) AS k_done,
+							coalesce(pg_visible_in_snapshot(kr.txid, s.target_snapshot), false) AS k_win) v
+						 WHERE s.origin = adstream._origin()
+						   AND NOT (v.o_done OR (v.o_win AND o.id <= s.last_id))
+						   AND (v.k_done OR (v.k_win AND kr.id <= s.last_id) OR (v.k_win AND NOT v.o_win)))
 					   FOR UPDATE OF o SKIP LOCKED);
 	GET DIAGNOSTICS v_superseded = ROW_COUNT;
 	RETURN v_n + v_superseded;
@@ -2160,3 +2178,15 @@ END
 $$;
 COMMENT ON FUNCTION adstream.prune_outbox() IS
 	'Deletes outbox rows that every sink has published, and rows superseded by a later change of the same key; returns how many';
+
+-------------------------------------------------------------------------------
+-- Published versions rise in the order records are read (review of 0.6): two
+-- sources write one Pinot key through different rows, and outbox ids, taken
+-- in the batch and not at its commit, did not order their records; Pinot
+-- could keep a stale count for good.  The sequence starts above every outbox
+-- id, the versions 0.5 published.
+-------------------------------------------------------------------------------
+
+CREATE SEQUENCE adstream.record_version_seq MAXVALUE 281474976710655;
+SELECT pg_catalog.pg_extension_config_dump('adstream.record_version_seq', '');
+SELECT setval('adstream.record_version_seq', last_value) FROM adstream.outbox_id_seq WHERE is_called;

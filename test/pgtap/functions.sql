@@ -786,7 +786,7 @@ SELECT set_eq(
 	ARRAY['adstream.sources', 'adstream.sources_id_seq', 'adstream.offsets', 'adstream.rejected_events',
 		  'adstream.offset_gaps', 'adstream.offset_gaps_id_seq',
 		  'adstream.rollup_pending', 'adstream.ad_stats_hour', 'adstream.ad_stats_6h', 'adstream.ad_stats_day',
-		  'adstream.orders', 'adstream.attributed_orders', 'adstream.outbox', 'adstream.outbox_id_seq',
+		  'adstream.orders', 'adstream.attributed_orders', 'adstream.outbox', 'adstream.outbox_id_seq', 'adstream.record_version_seq',
 		  'adstream.sinks', 'adstream.sinks_id_seq',
 		  -- 0.6: status history, counters and metric resets (issue #14)
 		  'adstream.status_history', 'adstream.status_history_id_seq', 'adstream.status_counters',

@@ -58,9 +58,9 @@ command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $orig->connstr('postgres') ], 
 my $after_dump = $orig->safe_psql('postgres', "SELECT sum(next_offset) FROM adstream.offsets WHERE source = 'ads'");
 cmp_ok($after_dump, '<', $run1->{sent} + 20000, "the dump was taken mid-stream ($after_dump messages consumed when it ended)");
 # The original goes on consuming and publishing until it is stopped below.
-# As if that went on for long, its versions (outbox ids) move far past the
+# As if that went on for long, its versions move far past the
 # dump's: what it publishes from now on must not win over the copy's records.
-$orig->safe_psql('postgres', "SELECT setval('adstream.outbox_id_seq', nextval('adstream.outbox_id_seq') + 100000000)");
+$orig->safe_psql('postgres', "SELECT setval('adstream.record_version_seq', nextval('adstream.record_version_seq') + 100000000)");
 
 # 3. A fresh cluster on the same broker: the dump into its workers' database,
 # table by table as pg_restore does by default, and in one transaction into

@@ -105,13 +105,13 @@ for my $what (sort keys %reads)
 }
 
 # 3. The standby stops receiving WAL.  The primary goes on ingesting and
-# publishing, its versions (outbox ids) far ahead of the standby's, as if it
+# publishing, its versions far ahead of the standby's, as if it
 # had run on for long: without the timeline in the versions, its records
 # would outrank the new primary's in Pinot.
 $standby->append_conf('postgresql.conf', "primary_conninfo = ''");
 $standby->reload;
 $standby->poll_query_until('postgres', 'SELECT count(*) = 0 FROM pg_stat_wal_receiver') or die;
-$primary->safe_psql('postgres', "SELECT setval('adstream.outbox_id_seq', nextval('adstream.outbox_id_seq') + 100000000)");
+$primary->safe_psql('postgres', "SELECT setval('adstream.record_version_seq', nextval('adstream.record_version_seq') + 100000000)");
 my $published = $primary->safe_psql('postgres', "SELECT records_published FROM adstream.sinks WHERE name = 'pinot'");
 load(count => 6000, seed => 62);
 my ($events2, $orders2) = totals();
@@ -132,9 +132,9 @@ IPC::Run::run([ "$AdstreamTest::BIN/adstream-upsert-reader", '--brokers', $pinot
 		'--topic', 'adstream.ad_stats' ], '>', $topic, '2>', "$topic.err")
   or die 'upsert reader failed: ' . slurp_file("$topic.err");
 my ($max_version) = sort { $b <=> $a } map { /"version":\s*(\d+)/ ? $1 : () } split /\n/, slurp_file($topic);
-my $standby_seq = $standby->safe_psql('postgres', 'SELECT last_value FROM adstream.outbox_id_seq');
+my $standby_seq = $standby->safe_psql('postgres', 'SELECT last_value FROM adstream.record_version_seq');
 cmp_ok($max_version % 2**48, '>', $standby_seq + 100000000,
-	"the primary published versions ($max_version) far above the standby's outbox ids ($standby_seq)");
+	"the primary published versions ($max_version) far above the standby's ($standby_seq)");
 
 # 4. The primary dies mid-stream; the standby, which missed its last
 # transactions, is promoted.
