@@ -243,11 +243,11 @@ static const char *const plan_sql[P__COUNT] = {
 	"WITH b(id, partition, next_offset, replayed, accepted, duplicates, rejected, skipped) AS ("
 	"  SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])), "
 	"upd AS ("
-	"  UPDATE adstream.rewinds r SET replayed = r.replayed + b.replayed, accepted = r.accepted + b.accepted, "
+	"  UPDATE adstream.rewind_partitions r SET replayed = r.replayed + b.replayed, accepted = r.accepted + b.accepted, "
 	"    duplicates = r.duplicates + b.duplicates, rejected = r.rejected + b.rejected, skipped = r.skipped + b.skipped, "
 	"    finished_at = CASE WHEN b.next_offset >= r.to_offset THEN now() END "
-	"  FROM b WHERE r.id = b.id AND r.partition = b.partition AND r.finished_at IS NULL "
-	"  RETURNING r.id, r.finished_at IS NOT NULL AS finished) "
+	"  FROM b WHERE r.rewind_id = b.id AND r.partition = b.partition AND r.finished_at IS NULL "
+	"  RETURNING r.rewind_id AS id, r.finished_at IS NOT NULL AS finished) "
 	"SELECT count(*), array_agg(DISTINCT id) FILTER (WHERE finished) FROM upd",
 };
 
@@ -1238,8 +1238,8 @@ advance_rewinds(AdsBatch *b)
 	if (!isnull)
 	{
 		int			rc = SPI_execute_with_args("DELETE FROM adstream.rewind_ids i WHERE i.rewind_id = ANY ($1) "
-											   "AND NOT EXISTS (SELECT 1 FROM adstream.rewinds r "
-											   "WHERE r.id = i.rewind_id AND r.finished_at IS NULL)",
+											   "AND NOT EXISTS (SELECT 1 FROM adstream.rewind_partitions r "
+											   "WHERE r.rewind_id = i.rewind_id AND r.finished_at IS NULL)",
 											   1, (Oid[]) {INT8ARRAYOID}, &done, NULL, false, 0);
 
 		if (rc != SPI_OK_DELETE)

@@ -185,10 +185,11 @@ load_rewinds(AdsConsumer *c)
 
 	for (int i = 0; i < b->nparts; i++)
 		b->parts[i].rw_id = 0;
-	if (SPI_execute_with_args("SELECT partition, id, to_offset, mode = 'replace', "
-							  "(extract(epoch FROM window_from) * 1000000)::int8, "
-							  "(extract(epoch FROM window_to) * 1000000)::int8 "
-							  "FROM adstream.rewinds WHERE source = $1 AND topic = $2 AND finished_at IS NULL",
+	if (SPI_execute_with_args("SELECT rp.partition, r.id, rp.to_offset, r.mode = 'replace', "
+							  "(extract(epoch FROM r.window_from) * 1000000)::int8, "
+							  "(extract(epoch FROM r.window_to) * 1000000)::int8 "
+							  "FROM adstream.rewinds r JOIN adstream.rewind_partitions rp ON rp.rewind_id = r.id "
+							  "WHERE r.source = $1 AND r.topic = $2 AND rp.finished_at IS NULL",
 							  2, (Oid[]) {TEXTOID, TEXTOID},
 							  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic)},
 							  NULL, true, 0) != SPI_OK_SELECT)
