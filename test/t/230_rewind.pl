@@ -36,6 +36,7 @@ my $node = AdstreamTest::node('rewind',
 	'adstream.max_workers' => 16,
 	'adstream.batch_max_messages' => 500);
 my $bootstrap = $broker->{bootstrap};
+my $now0_ms = int(time() * 1000);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -212,6 +213,27 @@ like(sql_error(q{SELECT adstream.rewind_source('nope', to_time => now())}), qr/s
 sql("SELECT adstream.create_source('ord', '$bootstrap', 'ord', 'orders')");
 like(sql_error(q{SELECT adstream.rewind_source('ord', to_time => date_bin('1 hour', now(), '1970-01-01 00:00+00') - interval '1 hour', window_end => date_bin('1 hour', now(), '1970-01-01 00:00+00'), mode => 'replace')}),
 	qr/source "ord" consumes orders: only a recount can rewind it.*HINT:/s, 'a replace of an orders source is refused, with a hint');
+# An orders source recounts: orders are deduplicated for ever by order_id, so
+# a replay stores nothing twice.
+{
+	my $order = sub {
+		my ($n) = @_;
+		return sprintf('{"order_id":"00000000-0000-4000-8000-%012d","user_id":%d,"store_id":1,"amount":"%d.50","currency":"EUR","ts":%d}',
+			$n, $n, $n, $now0_ms - 600_000 + $n);
+	};
+	AdstreamTest::replay($broker, 'ord', [ map({ [ 0, $order->($_) ] } 1 .. 6), [ 0, $order->(3) ], [ 0, '{"order_id": 1}' ] ]);
+	AdstreamTest::wait_consumed($node, 'ord', 8);
+	my $orders = sql(q{SELECT string_agg(order_id::text, ',' ORDER BY order_id) FROM adstream.orders WHERE source = 'ord'});
+	my $oid = sql(q{SELECT adstream.rewind_source('ord', to_offsets => '{"0": 0}')});
+	wait_rewind($oid);
+	is(sql("SELECT replayed || ' ' || accepted || ' ' || duplicates || ' ' || rejected FROM adstream.rewind_status WHERE rewind_id = $oid"),
+		'8 0 7 1', 'orders recount: the six orders and the copy are duplicates, the bad one rejected again');
+	is(sql(q{SELECT string_agg(order_id::text, ',' ORDER BY order_id) FROM adstream.orders WHERE source = 'ord'}), $orders,
+		'orders recount: the orders stored are the same');
+	is(dead_letters('ord'), 1, 'orders recount: no dead letter written twice');
+	is(counters('ord'), '6/1/1', 'orders recount: the partition\'s counters did not move');
+}
+
 # A partition still replaying takes no second rewind: pause the source, so that the first one waits.
 sql(q{SELECT adstream.pause_source('rc')});
 $node->poll_query_until('postgres', "SELECT count(*) = 0 FROM adstream.worker_status() w JOIN adstream.sources s ON s.id = w.source_id WHERE s.name = 'rc' AND w.pid IS NOT NULL")
