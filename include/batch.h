@@ -35,8 +35,8 @@ typedef struct AdsMsg
 	AdsMsgStatus status;
 	char	   *detail;			/* parser detail, when rejected */
 	bool		replay;			/* read again by a rewind (offset below its to_offset) */
-	bool		recount;		/* counted again by the rewind's decision (an expired
-								 * hour, or a replaced window): not kept for attribution */
+	bool		recount;		/* an expired hour's event a 'recount' rewind counts
+								 * again: judged by its id set, not kept for attribution */
 	union
 	{
 		AdsEvent	ev;			/* kind 'ad_events' */

@@ -3870,6 +3870,10 @@ BEGIN
 			RETURNING length(d.ids) / 16 AS n)
 		SELECT coalesce(sum(n), 0) INTO v_ids FROM gone;
 		PERFORM adstream._dedup_forget_hours(s.id, to_time, window_end);
+		-- The clicks kept for attribution too: the replay keeps them again, as
+		-- the current settings read them.  Orders already judged keep their credit.
+		DELETE FROM adstream.ad_events e
+		 WHERE e.source_id = s.id AND e.ts >= to_time AND e.ts < window_end;
 	END IF;
 
 	INSERT INTO adstream.rewinds (source, topic, mode, to_time, window_from, window_to, lookback,

@@ -404,12 +404,10 @@ classify(AdsBatch *b, int64 expired_before_us)
 				 * retention stays too late, its row is gone.
 				 */
 				if (m->replay && !p->rw_replace && ts >= retained_from)
-					m->recount = true;
+					m->recount = true;	/* its clicks were kept when first counted */
 				else
 					m->reason = ADS_R_TOO_LATE;
 			}
-			if (m->replay && p->rw_replace)
-				m->recount = true;	/* inside the window: counted afresh */
 		}
 		if (m->reason != ADS_OK)
 		{
@@ -429,9 +427,7 @@ classify(AdsBatch *b, int64 expired_before_us)
 		else
 		{
 			e->msg = i;
-			m->status = ADS_MSG_CANDIDATE;
-			if (m->recount && !p->rw_replace)
-				m->status = ADS_MSG_RECOUNT;
+			m->status = m->recount ? ADS_MSG_RECOUNT : ADS_MSG_CANDIDATE;
 		}
 	}
 	return ids;
@@ -767,7 +763,10 @@ keep_for_attribution(AdsBatch *b)
 				ts;
 	Datum		args[8];
 
-	/* What a rewind counts again is not kept again (see docs/operating.md). */
+	/*
+	 * An expired event a recount counts again is not kept again: it was
+	 * when first counted (a replaced window's were removed, and are).
+	 */
 	for (int i = 0; i < b->nmsgs; i++)
 		if (b->msgs[i].status == ADS_MSG_ACCEPTED && !b->msgs[i].recount &&
 			(impressions || b->msgs[i].ev.type == ADS_EV_CLICK))

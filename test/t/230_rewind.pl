@@ -213,6 +213,19 @@ like(sql_error(q{SELECT adstream.rewind_source('nope', to_time => now())}), qr/s
 sql("SELECT adstream.create_source('ord', '$bootstrap', 'ord', 'orders')");
 like(sql_error(q{SELECT adstream.rewind_source('ord', to_time => date_bin('1 hour', now(), '1970-01-01 00:00+00') - interval '1 hour', window_end => date_bin('1 hour', now(), '1970-01-01 00:00+00'), mode => 'replace')}),
 	qr/source "ord" consumes orders: only a recount can rewind it.*HINT:/s, 'a replace of an orders source is refused, with a hint');
+# Brokers that do not answer: the time cannot be resolved, nothing changes.
+{
+	my $rewinds = sql('SELECT count(*) FROM adstream.rewinds');
+	$broker->cmd('down all');
+	my $t0 = time();
+	like(sql_error(q{SELECT adstream.rewind_source('rc', to_time => now() - interval '1 hour')}),
+		qr/the brokers of topic "rc" did not say which offsets the time falls on.*HINT:  Check that the brokers are reachable/s,
+		'brokers that do not answer: a rewind by time fails, with a hint');
+	cmp_ok(time() - $t0, '<', 30, 'brokers that do not answer: the call gives up after its time limit');
+	$broker->cmd('up all');
+	is(sql('SELECT count(*) FROM adstream.rewinds'), $rewinds, 'brokers that do not answer: no rewind was recorded');
+}
+
 # An orders source recounts: orders are deduplicated for ever by order_id, so
 # a replay stores nothing twice.
 {
@@ -331,6 +344,18 @@ counts_diff('rp', [ [ $r1->{truth}, 1, 1 ], [ $r2->{truth}, 1, 1 ] ], 'replace: 
 AdstreamTest::wait_published($node);
 
 is(sql(q{SELECT adstream.alter_source('rp', '{"fields": null}')}), 't', 'replace: the mapping is fixed with alter_source');
+# The clicks kept for attribution (an orders source exists): the window's were kept swapped.
+my $kept_sql = qq{SELECT count(*) || ' ' || count(DISTINCT e.event_id) FROM adstream.ad_events e JOIN adstream.sources s ON s.id = e.source_id
+  WHERE s.name = 'rp' AND e.ts >= to_timestamp($h0_ms / 1000.0) + interval '1 hour' AND e.ts < to_timestamp($h0_ms / 1000.0) + interval '2 hours'};
+my $kept = sql($kept_sql);
+like($kept, qr/^(\d+) \1$/, "replace: the window's clicks were kept for attribution ($kept)");
+my $unlike_truth_sql = qq{
+CREATE TEMP TABLE t2 (line text);
+COPY t2 FROM '$r2->{truth}';
+SELECT count(*) FROM adstream.ad_events e JOIN adstream.sources s ON s.id = e.source_id
+ WHERE s.name = 'rp' AND e.ts >= to_timestamp($h0_ms / 1000.0) + interval '1 hour' AND e.ts < to_timestamp($h0_ms / 1000.0) + interval '2 hours'
+   AND NOT EXISTS (SELECT 1 FROM t2 WHERE t2.line LIKE 'minute,' || e.ad_id || ',' || e.campaign_id || ',%')};
+cmp_ok(sql($unlike_truth_sql), '>', 0, 'replace: as the wrong mapping read them (ad and campaign swapped)');
 my $removed = sql(qq{SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute m JOIN adstream.sources s ON s.id = m.source_id
   WHERE s.name = 'rp' AND window_start >= to_timestamp($h0_ms / 1000.0) + interval '1 hour' AND window_start < to_timestamp($h0_ms / 1000.0) + interval '2 hours'});
 my $id7 = sql(qq{SELECT adstream.rewind_source('rp', mode => 'replace',
@@ -348,6 +373,8 @@ my $r1_t = totals($r1->{truth});
 is(rw($id7, 'skipped'), $r1_t->{valid}, 'replace: the events outside the window (the first hour\'s) are skipped');
 counts_diff('rp', [ [ $r1->{truth}, 1, 1 ], [ $r2->{truth}, 1, 0 ] ],
 	'replace: the window equals the truth, the other hour keeps its old result');
+is(sql($kept_sql), $kept, 'replace: the window\'s clicks are kept again, each once');
+is(sql($unlike_truth_sql), 0, 'replace: as the fixed mapping reads them (every ad and campaign as in the truth)');
 AdstreamTest::wait_published($node);
 pinot_stats('replace: Pinot');
 
