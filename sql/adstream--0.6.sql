@@ -3874,6 +3874,18 @@ BEGIN
 		-- the current settings read them.  Orders already judged keep their credit.
 		DELETE FROM adstream.ad_events e
 		 WHERE e.source_id = s.id AND e.ts >= to_time AND e.ts < window_end;
+		-- Events of the window were counted, so their messages lie below the
+		-- stored offsets; brokers that place every offset for the time at or
+		-- past them contradict the lookback's assumption (or answer wrongly):
+		-- the window would be removed and never counted again.
+		IF to_offsets IS NULL AND v_ids > 0 AND NOT EXISTS (
+			SELECT 1 FROM unnest(v_from, v_to) AS p(from_offset, to_offset) WHERE p.from_offset < p.to_offset) THEN
+			RAISE EXCEPTION 'the brokers place no message of source "%" at or after % before its stored offsets, yet % events of the window were counted',
+					s.name, to_time - lookback, v_ids
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'Kafka''s offsets-for-times gave, for every partition, an offset at or past the stored next_offset: replaying from there would count none of the window again. Nothing was changed.',
+					  HINT = 'Raise lookback (producer clocks ahead of the Kafka timestamps), or give to_offsets that precede the window (''{"0": 0, ...}'' is always safe).';
+		END IF;
 	END IF;
 
 	INSERT INTO adstream.rewinds (source, topic, mode, to_time, window_from, window_to, lookback,

@@ -356,6 +356,15 @@ SELECT count(*) FROM adstream.ad_events e JOIN adstream.sources s ON s.id = e.so
  WHERE s.name = 'rp' AND e.ts >= to_timestamp($h0_ms / 1000.0) + interval '1 hour' AND e.ts < to_timestamp($h0_ms / 1000.0) + interval '2 hours'
    AND NOT EXISTS (SELECT 1 FROM t2 WHERE t2.line LIKE 'minute,' || e.ad_id || ',' || e.campaign_id || ',%')};
 cmp_ok(sql($unlike_truth_sql), '>', 0, 'replace: as the wrong mapping read them (ad and campaign swapped)');
+# By time, the mock broker places every partition's offset at its end: the
+# window would be removed and never counted again, so the call is refused.
+my $before_refused = sql(q{SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute m JOIN adstream.sources s ON s.id = m.source_id WHERE s.name = 'rp'});
+like(sql_error(qq{SELECT adstream.rewind_source('rp', mode => 'replace',
+	to_time => to_timestamp($h0_ms / 1000.0) + interval '1 hour', window_end => to_timestamp($h0_ms / 1000.0) + interval '2 hours')}),
+	qr/the brokers place no message of source "rp" .* yet \d+ events of the window were counted.*HINT:  Raise lookback/s,
+	'replace by a time the brokers place after every counted message is refused');
+is(sql(q{SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute m JOIN adstream.sources s ON s.id = m.source_id WHERE s.name = 'rp'}),
+	$before_refused, 'and removes nothing');
 my $removed = sql(qq{SELECT sum(impressions + clicks) FROM adstream.ad_stats_minute m JOIN adstream.sources s ON s.id = m.source_id
   WHERE s.name = 'rp' AND window_start >= to_timestamp($h0_ms / 1000.0) + interval '1 hour' AND window_start < to_timestamp($h0_ms / 1000.0) + interval '2 hours'});
 my $id7 = sql(qq{SELECT adstream.rewind_source('rp', mode => 'replace',
