@@ -3777,7 +3777,8 @@ BEGIN
 	 WHERE NOT EXISTS (SELECT 1 FROM adstream.offsets o
 						WHERE o.source = s.name AND o.topic = s.topic AND o.partition = p);
 	IF v_busy IS NOT NULL THEN
-		RAISE EXCEPTION 'source "%" has no stored offset of partition %', s.name, array_to_string(v_busy, ', ')
+		RAISE EXCEPTION 'source "%" has no stored offset of %', s.name,
+				CASE WHEN cardinality(v_busy) = 1 THEN 'partition ' ELSE 'partitions ' END || array_to_string(v_busy, ', ')
 			USING ERRCODE = 'undefined_object',
 				  DETAIL = format('Topic "%s" has %s partition(s); a partition is known once a batch of it has committed.',
 								  s.topic, coalesce(s.partition_count::text, 'an unknown number of')),
@@ -3841,7 +3842,9 @@ BEGIN
 	 WHERE r.source = s.name AND r.topic = s.topic AND rp.finished_at IS NULL
 	   AND (rewind_source.mode = 'replace' OR rp.partition = ANY (v_parts));
 	IF v_busy IS NOT NULL THEN
-		RAISE EXCEPTION 'partition % of source "%" is still being replayed', array_to_string(v_busy, ', '), s.name
+		RAISE EXCEPTION '% of source "%" % still being replayed',
+				CASE WHEN cardinality(v_busy) = 1 THEN 'partition ' ELSE 'partitions ' END || array_to_string(v_busy, ', '),
+				s.name, CASE WHEN cardinality(v_busy) = 1 THEN 'is' ELSE 'are' END
 			USING ERRCODE = 'object_in_use',
 				  DETAIL = 'A partition replays one rewind at a time.',
 				  HINT = 'Wait until adstream.rewind_status shows the rewind finished.';
