@@ -3928,12 +3928,15 @@ SELECT r.id AS rewind_id, r.source, rp.partition, r.mode, r.to_time, r.window_fr
 	   rp.finished_at IS NULL AS replaying,
 	   CASE WHEN rp.finished_at IS NULL THEN greatest(rp.to_offset - coalesce(o.next_offset, rp.from_offset), 0) ELSE 0 END AS remaining,
 	   rp.replayed, rp.accepted, rp.duplicates, rp.rejected, rp.skipped,
-	   r.removed_events, r.forgotten_ids, r.created_at, rp.finished_at
+	   r.removed_events, r.forgotten_ids, r.created_at, rp.finished_at,
+	   -- the rewind as a whole: finished once every partition of it is
+	   CASE WHEN count(*) FILTER (WHERE rp.finished_at IS NULL) OVER (PARTITION BY r.id) = 0
+			THEN max(rp.finished_at) OVER (PARTITION BY r.id) END AS rewind_finished_at
   FROM adstream.rewinds r
   JOIN adstream.rewind_partitions rp ON rp.rewind_id = r.id
   LEFT JOIN adstream.offsets o ON o.source = r.source AND o.topic = r.topic AND o.partition = rp.partition;
 COMMENT ON VIEW adstream.rewind_status IS
-	'Every rewound partition: from and to offsets, the position now, whether it still replays and how many messages remain, and what the replay counted';
+	'Every rewound partition: from and to offsets, the position now, whether it still replays and how many messages remain, what the replay counted, and when the whole rewind finished';
 
 REVOKE ALL ON adstream.rewinds, adstream.rewind_partitions, adstream.rewind_ids, adstream.rewind_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION adstream._kafka_offsets_for_times(text, text[], text[], text, integer[], timestamptz, integer),

@@ -81,7 +81,10 @@ SELECT rewind_id = :rewind_id AS same_id, source, partition, mode, to_time, wind
 SELECT adstream.rewind_source('rw', to_offsets => '{"0": 10}');
 -- another partition may be rewound meanwhile
 SELECT adstream.rewind_source('rw', to_offsets => '{"1": 0}') > :rewind_id AS second_rewind;
-SELECT partition, replaying, remaining FROM adstream.rewind_status ORDER BY rewind_id, partition;
+-- nothing to replay: finished at once
+SELECT adstream.rewind_source('rw', to_offsets => '{"2": 70}') > :rewind_id AS third_rewind;
+SELECT partition, replaying, remaining, rewind_finished_at IS NOT NULL AS rewind_finished
+  FROM adstream.rewind_status ORDER BY rewind_id, partition;
 -- and a replace waits for every partition
 SELECT adstream.rewind_source('rw', mode => 'replace', to_time => :'w0', window_end => :'w1',
 	to_offsets => '{"0": 0, "1": 0, "2": 0}');

@@ -100,7 +100,7 @@ sub wait_rewind
 {
 	my ($id) = @_;
 	$node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM adstream.rewind_status WHERE rewind_id = $id AND replaying")
+		"SELECT bool_and(rewind_finished_at IS NOT NULL) AND NOT bool_or(replaying) FROM adstream.rewind_status WHERE rewind_id = $id")
 	  or die "rewind $id did not finish: " . sql("SELECT * FROM adstream.rewind_status WHERE rewind_id = $id");
 }
 
