@@ -274,11 +274,11 @@ $in .= "BEGIN;\nSELECT 1 FROM adstream.rewind_partitions WHERE rewind_id = $id5 
 $blocker->pump until $out =~ /locked/;
 sql(q{SELECT adstream.resume_source('rc')});
 $node->poll_query_until('postgres', qq{
-SELECT (SELECT string_agg(partition || ':' || replaying, ' ' ORDER BY partition) FROM adstream.rewind_status WHERE rewind_id = $id5)
-         = '0:false 1:true 2:false 3:true'
+SELECT (SELECT string_agg(partition || ':' || replaying, ' ' ORDER BY partition) FROM adstream.rewind_status
+         WHERE rewind_id = $id5 AND partition <> 1) = '0:false 2:false 3:true'
    AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'adstream consumer rc 2/2' AND wait_event_type = 'Lock')})
   or die 'the replay did not get half-way: ' . sql("SELECT * FROM adstream.rewind_status WHERE rewind_id = $id5");
-pass('kill -9: partitions 0 and 2 have finished their replay, the batch of 1 and 3 waits at its commit');
+pass('kill -9: partitions 0 and 2 have finished their replay, a batch of partition 3 waits at its commit');
 my $victim = sql(q{SELECT pid FROM pg_stat_activity WHERE application_name = 'adstream consumer rc 2/2'});
 my $loaded = () = slurp_file($node->logfile) =~ /\(rewind $id5, recount\)/g;
 kill 'KILL', $victim;
@@ -287,7 +287,7 @@ $in .= "\\q\n";
 eval { $blocker->finish; };
 wait_rewind($id5);
 my $reloaded = () = slurp_file($node->logfile) =~ /\(rewind $id5, recount\)/g;
-cmp_ok($reloaded, '>', $loaded, 'kill -9: after the restart the replay of partitions 1 and 3 is taken up again');
+cmp_ok($reloaded, '>', $loaded, 'kill -9: after the restart the replay of partition 3 is taken up again');
 is(rw($id5, 'replayed'), $rc->{sent}, 'kill -9: every message replayed exactly once');
 is(rw($id5, 'duplicates'), $rc_t->{valid}, 'kill -9: the duplicates are the valid messages');
 counts_diff('rc', [ [ $rc->{truth}, 1 ] ], 'kill -9 in a replay');
