@@ -19,7 +19,11 @@ typedef enum AdsMsgStatus
 	ADS_MSG_REJECTED,			/* dead letter; reason says why */
 	ADS_MSG_DUPLICATE,			/* event id already counted */
 	ADS_MSG_CANDIDATE,			/* valid, first in batch; dedup state decides */
-	ADS_MSG_ACCEPTED			/* counted */
+	ADS_MSG_ACCEPTED,			/* counted */
+	ADS_MSG_RECOUNT,			/* replayed by a 'recount' rewind, its hour's dedup state
+								 * given up: the rewind's own id set decides */
+	ADS_MSG_SKIPPED				/* replayed by a 'replace' rewind, outside its window:
+								 * counted before, left alone */
 } AdsMsgStatus;
 
 typedef struct AdsMsg
@@ -30,6 +34,9 @@ typedef struct AdsMsg
 	AdsReason	reason;			/* final reason when rejected */
 	AdsMsgStatus status;
 	char	   *detail;			/* parser detail, when rejected */
+	bool		replay;			/* read again by a rewind (offset below its to_offset) */
+	bool		recount;		/* an expired hour's event a 'recount' rewind counts
+								 * again: judged by its id set, not kept for attribution */
 	union
 	{
 		AdsEvent	ev;			/* kind 'ad_events' */
@@ -51,6 +58,22 @@ typedef struct AdsPartition
 	int64		b_duplicates;
 	int64		b_rejected;
 	int64		b_max_ts_us;	/* INT64_MIN if no accepted event */
+
+	/*
+	 * A rewind being replayed (adstream.rewinds, read with the offsets; 0
+	 * when none): messages below rw_to are judged by its rule, and counted
+	 * in its row rather than in the partition's counters.
+	 */
+	int64		rw_id;
+	int64		rw_to;
+	bool		rw_replace;		/* mode 'replace': only [rw_from_us, rw_until_us) counts */
+	int64		rw_from_us;
+	int64		rw_until_us;
+	int64		b_rw_replayed;
+	int64		b_rw_accepted;
+	int64		b_rw_duplicates;
+	int64		b_rw_rejected;
+	int64		b_rw_skipped;
 } AdsPartition;
 
 typedef struct AdsBatch

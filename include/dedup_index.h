@@ -24,4 +24,11 @@ extern void ads_dedup_confirm(void);
 /* After the batch transaction has ended: its claims stand or go.  Never throws. */
 extern void ads_dedup_settle(bool committed);
 
+/*
+ * Forget a source's ids of the event-time hours [from_hour, to_hour) (hour
+ * numbers since the epoch); the caller holds the expiry lock exclusively.
+ * -1 when the index is not ready (being rebuilt after a restart).
+ */
+extern int64 ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour);
+
 #endif							/* ADSTREAM_DEDUP_INDEX_H */

@@ -2121,10 +2121,12 @@ REVOKE ALL ON FUNCTION adstream._dedup_expiry_due() FROM PUBLIC;
  *
  * #13 cross-region: and rows of an (ad, minute) superseded by a later row
  * of the same key, where every sink has either passed the earlier row or
- * not reached the later one yet: its window does not hold it.  A sink reads
- * a key's current value when it sends it, under a version drawn then, so a
- * sink that sends the later row in a future window sends all the earlier
- * row would have (both committed before this prune began) and more.  The
+ * not read the later one, nor can have read it before the earlier one
+ * committed: the later row lies beyond the sink's window, or in its open
+ * window with the earlier one (a window's rows committed before any of its
+ * pages was read).  A sink reads a key's current value when it sends it,
+ * under a version drawn then, so it sends all the earlier row would have
+ * (both committed before this prune began) and more.  The
  * sinks' cursors are held still (FOR SHARE) while they are looked at: a
  * publisher opens a window or advances only after.  (A later id is not a
  * later commit: two sources write one key through different rows.)  So a
@@ -2190,3 +2192,407 @@ COMMENT ON FUNCTION adstream.prune_outbox() IS
 CREATE SEQUENCE adstream.record_version_seq MAXVALUE 281474976710655;
 SELECT pg_catalog.pg_extension_config_dump('adstream.record_version_seq', '');
 SELECT setval('adstream.record_version_seq', last_value) FROM adstream.outbox_id_seq WHERE is_called;
+-- #14 rewind: replaying a source, or some of its partitions, from an offset
+-- or a time, with a defined effect on the counts (docs/operating.md,
+-- "Rewinding a source"; docs/architecture.md, point 12)
+-------------------------------------------------------------------------------
+
+CREATE TABLE adstream.rewinds (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	source			text NOT NULL REFERENCES adstream.sources (name) ON UPDATE CASCADE ON DELETE CASCADE,
+	topic			text NOT NULL,
+	mode			text NOT NULL,
+	to_time			timestamptz,		-- the time asked for (NULL: rewound to offsets)
+	window_from		timestamptz,		-- 'replace': the event-time window counted afresh
+	window_to		timestamptz,
+	lookback		interval,			-- 'replace': offsets are Kafka's for window_from - lookback
+	removed_events	bigint NOT NULL DEFAULT 0,	-- 'replace': impressions + clicks removed from the window
+	forgotten_ids	bigint NOT NULL DEFAULT 0,	-- 'replace': event ids of the window's hours forgotten
+	created_at		timestamptz NOT NULL DEFAULT now(),
+	CHECK (mode IN ('recount', 'replace')),
+	CHECK ((mode = 'replace') = (window_from IS NOT NULL AND window_to IS NOT NULL))
+);
+COMMENT ON TABLE adstream.rewinds IS
+	'Rewinds of sources (adstream.rewind_source): what was asked, and what a replace removed; their partitions are in rewind_partitions';
+SELECT pg_catalog.pg_extension_config_dump('adstream.rewinds', '');
+SELECT pg_catalog.pg_extension_config_dump('adstream.rewinds_id_seq', '');
+
+/*
+ * One row per rewound partition: the replay runs from from_offset to
+ * to_offset (the stored next_offset at rewind time, exclusive).  The batch
+ * that writes a partition's offsets moves its row in the same transaction:
+ * its counters, and finished_at once the position has passed to_offset.
+ */
+CREATE TABLE adstream.rewind_partitions (
+	rewind_id		bigint NOT NULL REFERENCES adstream.rewinds (id) ON DELETE CASCADE,
+	partition		integer NOT NULL,
+	from_offset		bigint NOT NULL,
+	to_offset		bigint NOT NULL,
+	replayed		bigint NOT NULL DEFAULT 0,	-- messages read again below to_offset
+	accepted		bigint NOT NULL DEFAULT 0,	-- of them, counted (again)
+	duplicates		bigint NOT NULL DEFAULT 0,	-- ... found counted already
+	rejected		bigint NOT NULL DEFAULT 0,	-- ... dead letters (not written twice)
+	skipped			bigint NOT NULL DEFAULT 0,	-- 'replace': outside the window, left as counted
+	finished_at		timestamptz,
+	PRIMARY KEY (rewind_id, partition),
+	CHECK (0 <= from_offset AND from_offset <= to_offset)
+);
+CREATE INDEX rewind_partitions_open ON adstream.rewind_partitions (rewind_id) WHERE finished_at IS NULL;
+COMMENT ON TABLE adstream.rewind_partitions IS
+	'The partitions of each rewind: the offsets replayed, what the replay counted, and when it passed to_offset';
+SELECT pg_catalog.pg_extension_config_dump('adstream.rewind_partitions', '');
+
+/*
+ * A 'recount' rewind's replayed events of hours whose dedup state is given
+ * up: each id once per rewind, written by the batch that counts it.  Emptied
+ * when every partition of the rewind is finished (by the batch that sees
+ * it, or by the next rewind_source()).
+ */
+CREATE TABLE adstream.rewind_ids (
+	rewind_id		bigint NOT NULL REFERENCES adstream.rewinds (id) ON DELETE CASCADE,
+	event_id		uuid NOT NULL,
+	PRIMARY KEY (rewind_id, event_id)
+);
+COMMENT ON TABLE adstream.rewind_ids IS
+	'Internal: event ids of expired hours a recount rewind has counted again, so that each is counted once per rewind';
+SELECT pg_catalog.pg_extension_config_dump('adstream.rewind_ids', '');
+
+/* Kafka's offsets-for-times for the source's client (src/rewind.c). */
+CREATE FUNCTION adstream._kafka_offsets_for_times(p_brokers text, p_keys text[], p_values text[],
+	p_topic text, p_partitions integer[], p_time timestamptz, p_timeout_ms integer)
+RETURNS bigint[] LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_kafka_offsets_for_times';
+COMMENT ON FUNCTION adstream._kafka_offsets_for_times(text, text[], text[], text, integer[], timestamptz, integer) IS
+	'Internal: per partition, the earliest offset whose Kafka timestamp is at or after the time (the end when none is), asked with a short-lived client';
+
+CREATE FUNCTION adstream._dedup_forget_hours(p_source integer, p_from timestamptz, p_to timestamptz)
+RETURNS bigint LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_forget_hours';
+COMMENT ON FUNCTION adstream._dedup_forget_hours(integer, timestamptz, timestamptz) IS
+	'Internal: the dedup index forgets a source''s ids of the event-time hours [from, to); the caller holds the expiry lock';
+
+/*
+ * Rewinds a source, or some of its partitions, and replays them up to
+ * where they were (docs/operating.md, "Rewinding a source").
+ *
+ * mode 'recount' (ad events and orders): to an offset per partition
+ * (to_offsets, '{"0": 1234}'; the partitions are its keys) or to a time
+ * (to_time: Kafka's offsets-for-times, for the given partitions or all).
+ * The replayed messages are judged as on their first read: an id the dedup
+ * state remembers is a duplicate, never counted twice.  An ad event whose
+ * hour's dedup state is given up (before sources.dedup_expired_before) is
+ * counted again instead of being a too_late dead letter, each id once per
+ * rewind.  Dead letters are not written twice.
+ *
+ * mode 'replace' (ad events, all partitions): the event-time window
+ * [to_time, window_end), on the hour, is counted afresh under the source's
+ * current settings.  In one transaction the source's counts of the window
+ * are removed (the rollups and, with sinks, Pinot follow), its dedup ids of
+ * the window's hours forgotten, and every partition rewound to the offsets
+ * Kafka gives for to_time - lookback (or to_offsets, the operator's own).
+ * The replay counts the events inside the window and skips the others.  The
+ * window must be within the dedup horizon (after dedup_expired_before).
+ *
+ * Offsets are resolved first, with no lock held; then the catalog changes
+ * in a short transaction.  The workers restart (a new generation) and read
+ * the new offsets.  Returns the rewind's id (adstream.rewind_status).
+ */
+CREATE FUNCTION adstream.rewind_source(
+	name text,
+	to_time timestamptz DEFAULT NULL,
+	to_offsets jsonb DEFAULT NULL,
+	partitions integer[] DEFAULT NULL,
+	mode text DEFAULT 'recount',
+	window_end timestamptz DEFAULT NULL,
+	lookback interval DEFAULT '5 minutes')
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- hours are UTC hours
+AS $$
+DECLARE
+	s			adstream.sources;
+	v_parts		integer[];
+	v_from		bigint[];
+	v_to		bigint[];
+	v_ask		timestamptz;
+	v_stored	bigint;
+	v_busy		integer[];
+	v_id		bigint;
+	v_removed	bigint := 0;
+	v_ids		bigint := 0;
+	v_key		text;
+	i			integer;
+BEGIN
+	PERFORM adstream._source_must_exist(rewind_source.name);
+	SELECT * INTO s FROM adstream.sources k WHERE k.name = rewind_source.name;
+	IF mode IS NULL OR mode NOT IN ('recount', 'replace') THEN
+		RAISE EXCEPTION 'unknown rewind mode %', coalesce('"' || mode || '"', 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''recount'' (replay, counting again only what the dedup state has given up) or ''replace'' (remove a window''s counts and count it afresh).';
+	END IF;
+	IF to_offsets IS NOT NULL AND (jsonb_typeof(to_offsets) <> 'object' OR to_offsets = '{}') THEN
+		RAISE EXCEPTION 'to_offsets must be a JSON object of partitions and offsets'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example ''{"0": 1200, "3": 0}''.';
+	END IF;
+	IF to_offsets IS NOT NULL AND partitions IS NOT NULL THEN
+		RAISE EXCEPTION 'give the partitions either as to_offsets'' keys or as partitions, not both'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'With to_offsets, its keys are the partitions rewound.';
+	END IF;
+
+	IF mode = 'recount' THEN
+		IF (to_time IS NULL) = (to_offsets IS NULL) THEN
+			RAISE EXCEPTION 'a recount rewinds to a time or to offsets: give exactly one of to_time and to_offsets'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'For example rewind_source(''ads'', to_time => now() - interval ''1 hour'').';
+		END IF;
+		IF window_end IS NOT NULL THEN
+			RAISE EXCEPTION 'window_end is for mode ''replace'''
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'A recount replays everything from the rewind point; pass mode => ''replace'' to count a window afresh.';
+		END IF;
+	ELSE
+		IF s.kind <> 'ad_events' THEN
+			RAISE EXCEPTION 'source "%" consumes orders: only a recount can rewind it', s.name
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'Orders are deduplicated for ever by their order_id in adstream.orders and credited once; there are no window counts to replace.',
+					  HINT = 'Use mode ''recount'': replayed orders already stored are duplicates, and only orders not stored yet are taken.';
+		END IF;
+		IF to_time IS NULL OR window_end IS NULL THEN
+			RAISE EXCEPTION 'a replace needs its window: to_time and window_end'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'For example to_time => ''2026-12-03 10:00+00'', window_end => ''2026-12-03 12:00+00''.';
+		END IF;
+		IF date_bin('1 hour', to_time, timestamptz '1970-01-01 00:00:00+00') <> to_time
+		   OR date_bin('1 hour', window_end, timestamptz '1970-01-01 00:00:00+00') <> window_end
+		   OR NOT isfinite(to_time) OR NOT isfinite(window_end) OR window_end <= to_time THEN
+			RAISE EXCEPTION 'a replaced window must be whole UTC hours, to_time before window_end'
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('The window asked for is [%s, %s).', to_time, window_end),
+					  HINT = 'The dedup state is kept per event-time hour; round the window out to the hour.';
+		END IF;
+		IF window_end > now() + current_setting('adstream.max_future_skew')::interval THEN
+			RAISE EXCEPTION 'a replaced window must not end in the future'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Replace a window once its events have arrived.';
+		END IF;
+		IF to_time < s.dedup_expired_before
+		   OR to_time < now() - current_setting('adstream.minute_retention')::interval THEN
+			RAISE EXCEPTION 'the window of source "%" begins before what it still remembers', s.name
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = format('Its dedup state before %s is given up (adstream.dedup_horizon), and minutes before %s are dropped (adstream.minute_retention); a replace must rebuild both exactly.',
+									  s.dedup_expired_before, now() - current_setting('adstream.minute_retention')::interval),
+					  HINT = 'Use mode ''recount'' for older events: it counts them again, once per rewind.';
+		END IF;
+		IF partitions IS NOT NULL THEN
+			RAISE EXCEPTION 'a replace rewinds every partition of the source'
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = 'Any partition may hold events of the window; its counts are removed for all of them.',
+					  HINT = 'Leave partitions out.';
+		END IF;
+		IF lookback IS NULL OR lookback < interval '0' THEN
+			RAISE EXCEPTION 'lookback must not be negative'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'It is how much earlier than its event time a message''s Kafka timestamp may be (producer clocks); 5 minutes by default.';
+		END IF;
+	END IF;
+
+	-- The partitions: to_offsets' keys, those asked for, or every one stored.
+	IF to_offsets IS NOT NULL THEN
+		FOR v_key IN SELECT jsonb_object_keys(to_offsets) LOOP
+			IF v_key !~ '^[0-9]{1,9}$' OR jsonb_typeof(to_offsets->v_key) <> 'number'
+			   OR (to_offsets->>v_key) !~ '^[0-9]{1,18}$' THEN
+				RAISE EXCEPTION 'to_offsets: "%": % is not a partition and an offset', v_key, to_offsets->v_key
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Keys are partition numbers, values non-negative offsets: ''{"0": 1200}''.';
+			END IF;
+		END LOOP;
+		SELECT array_agg(k::integer ORDER BY k::integer), array_agg((to_offsets->>k)::bigint ORDER BY k::integer)
+		  INTO v_parts, v_from FROM jsonb_object_keys(to_offsets) k;
+	ELSIF partitions IS NOT NULL THEN
+		SELECT array_agg(DISTINCT p ORDER BY p) INTO v_parts FROM unnest(partitions) p;
+	ELSE
+		SELECT array_agg(o.partition ORDER BY o.partition) INTO v_parts
+		  FROM adstream.offsets o WHERE o.source = s.name AND o.topic = s.topic;
+	END IF;
+	IF v_parts IS NULL OR array_length(v_parts, 1) IS NULL OR EXISTS (SELECT 1 FROM unnest(v_parts) p WHERE p IS NULL) THEN
+		RAISE EXCEPTION 'source "%" has nothing to rewind', s.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'No partition was named, or none has a stored offset yet.',
+				  HINT = 'A partition is rewound once its workers have committed a first batch of it.';
+	END IF;
+	SELECT array_agg(p ORDER BY p) INTO v_busy FROM unnest(v_parts) p
+	 WHERE NOT EXISTS (SELECT 1 FROM adstream.offsets o
+						WHERE o.source = s.name AND o.topic = s.topic AND o.partition = p);
+	IF v_busy IS NOT NULL THEN
+		RAISE EXCEPTION 'source "%" has no stored offset of %', s.name,
+				CASE WHEN cardinality(v_busy) = 1 THEN 'partition ' ELSE 'partitions ' END || array_to_string(v_busy, ', ')
+			USING ERRCODE = 'undefined_object',
+				  DETAIL = format('Topic "%s" has %s partition(s); a partition is known once a batch of it has committed.',
+								  s.topic, coalesce(s.partition_count::text, 'an unknown number of')),
+				  HINT = 'See adstream.source_status for the source''s partitions.';
+	END IF;
+	IF mode = 'replace' AND EXISTS (
+		SELECT 1 FROM adstream.offsets o WHERE o.source = s.name AND o.topic = s.topic AND o.partition <> ALL (v_parts)) THEN
+		RAISE EXCEPTION 'to_offsets of a replace must name every partition of source "%"', s.name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Any partition may hold events of the window; name them all, or leave to_offsets out to use Kafka''s offsets for to_time - lookback.';
+	END IF;
+
+	-- Offsets for a time: asked before anything is locked or written.
+	IF v_from IS NULL THEN
+		v_ask := CASE WHEN mode = 'replace' THEN to_time - lookback ELSE to_time END;
+		v_from := adstream._kafka_offsets_for_times(s.brokers,
+			ARRAY(SELECT key FROM jsonb_each_text(s.kafka_options) ORDER BY key),
+			ARRAY(SELECT value FROM jsonb_each_text(s.kafka_options) ORDER BY key),
+			s.topic, v_parts, v_ask, 10000);
+	END IF;
+
+	-- From here on, short: the catalog changes.
+	IF rewind_source.mode = 'replace' THEN
+		-- No batch in flight (so no dedup claim), and none until this commits;
+		-- then every batch of the source is fenced by the offsets below.
+		PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
+		LOCK TABLE adstream.ad_stats_minute IN SHARE ROW EXCLUSIVE MODE;
+		-- Expiry may have moved while the brokers were asked.
+		IF to_time < (SELECT k.dedup_expired_before FROM adstream.sources k WHERE k.id = s.id) THEN
+			RAISE EXCEPTION 'the window of source "%" begins before what it still remembers', s.name
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'Its dedup state of the window''s first hour was given up just now (adstream.dedup_horizon).',
+					  HINT = 'Use mode ''recount'' for older events: it counts them again, once per rewind.';
+		END IF;
+	END IF;
+	-- The stored positions, locked: to_offset is where the replay ends.
+	v_to := array_fill(NULL::bigint, ARRAY[array_length(v_parts, 1)]);
+	FOR i IN 1 .. array_length(v_parts, 1) LOOP
+		SELECT o.next_offset INTO v_stored FROM adstream.offsets o
+		 WHERE o.source = s.name AND o.topic = s.topic AND o.partition = v_parts[i] FOR UPDATE;
+		IF v_from[i] IS NULL OR v_from[i] < 0 THEN
+			RAISE EXCEPTION 'partition %: no offset to rewind to', v_parts[i]
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF v_from[i] > v_stored THEN
+			IF to_offsets IS NOT NULL THEN
+				RAISE EXCEPTION 'partition % of source "%" would move forward, from % to %',
+						v_parts[i], s.name, v_stored, v_from[i]
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = 'A rewind only replays what was read: moving forward would skip messages never counted.',
+						  HINT = 'Give an offset at or below the stored next_offset (adstream.offsets).';
+			END IF;
+			-- A time after everything read of the partition: nothing to replay there.
+			v_from[i] := v_stored;
+		END IF;
+		v_to[i] := v_stored;
+	END LOOP;
+
+	SELECT array_agg(DISTINCT rp.partition ORDER BY rp.partition) INTO v_busy
+	  FROM adstream.rewind_partitions rp JOIN adstream.rewinds r ON r.id = rp.rewind_id
+	 WHERE r.source = s.name AND r.topic = s.topic AND rp.finished_at IS NULL
+	   AND (rewind_source.mode = 'replace' OR rp.partition = ANY (v_parts));
+	IF v_busy IS NOT NULL THEN
+		RAISE EXCEPTION '% of source "%" % still being replayed',
+				CASE WHEN cardinality(v_busy) = 1 THEN 'partition ' ELSE 'partitions ' END || array_to_string(v_busy, ', '),
+				s.name, CASE WHEN cardinality(v_busy) = 1 THEN 'is' ELSE 'are' END
+			USING ERRCODE = 'object_in_use',
+				  DETAIL = 'A partition replays one rewind at a time.',
+				  HINT = 'Wait until adstream.rewind_status shows the rewind finished.';
+	END IF;
+
+	IF rewind_source.mode = 'replace' THEN
+		-- The source's counts of the window go, and the rollups and the sinks follow.
+		WITH gone AS (
+			DELETE FROM adstream.ad_stats_minute m
+			 WHERE m.source_id = s.id AND m.window_start >= to_time AND m.window_start < window_end
+			RETURNING m.ad_id, m.window_start, m.impressions + m.clicks AS n),
+		pending AS (
+			INSERT INTO adstream.rollup_pending AS p (window_start, source_id)
+			SELECT DISTINCT g.window_start, s.id FROM gone g ORDER BY 1
+			ON CONFLICT (window_start, source_id, worker) DO UPDATE SET window_start = excluded.window_start),
+		published AS (
+			INSERT INTO adstream.outbox (kind, ad_id, window_start)
+			SELECT 'ad_stats', g.ad_id, g.window_start FROM (SELECT DISTINCT ad_id, window_start FROM gone) g
+			 WHERE adstream._publishing()
+			 ORDER BY 2, 3)		-- (ad, minute) order, like the batches
+		SELECT coalesce(sum(g.n), 0) INTO v_removed FROM gone g;
+		-- So do its dedup ids of the window's hours, on disk and in the index.
+		WITH gone AS (
+			DELETE FROM adstream.dedup_log d
+			 WHERE d.source_id = s.id AND d.hour >= to_time AND d.hour < window_end
+			RETURNING length(d.ids) / 16 AS n)
+		SELECT coalesce(sum(n), 0) INTO v_ids FROM gone;
+		PERFORM adstream._dedup_forget_hours(s.id, to_time, window_end);
+		-- The clicks kept for attribution too: the replay keeps them again, as
+		-- the current settings read them.  Orders already judged keep their credit.
+		DELETE FROM adstream.ad_events e
+		 WHERE e.source_id = s.id AND e.ts >= to_time AND e.ts < window_end;
+		-- Events of the window were counted, so their messages lie below the
+		-- stored offsets; brokers that place every offset for the time at or
+		-- past them contradict the lookback's assumption (or answer wrongly):
+		-- the window would be removed and never counted again.
+		IF to_offsets IS NULL AND v_ids > 0 AND NOT EXISTS (
+			SELECT 1 FROM unnest(v_from, v_to) AS p(from_offset, to_offset) WHERE p.from_offset < p.to_offset) THEN
+			RAISE EXCEPTION 'the brokers place no message of source "%" at or after % before its stored offsets, yet % events of the window were counted',
+					s.name, to_time - lookback, v_ids
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = 'Kafka''s offsets-for-times gave, for every partition, an offset at or past the stored next_offset: replaying from there would count none of the window again. Nothing was changed.',
+					  HINT = 'Raise lookback (producer clocks ahead of the Kafka timestamps), or give to_offsets that precede the window (''{"0": 0, ...}'' is always safe).';
+		END IF;
+	END IF;
+
+	INSERT INTO adstream.rewinds (source, topic, mode, to_time, window_from, window_to, lookback,
+								  removed_events, forgotten_ids)
+	VALUES (s.name, s.topic, rewind_source.mode, to_time,
+			CASE WHEN rewind_source.mode = 'replace' THEN to_time END,
+			CASE WHEN rewind_source.mode = 'replace' THEN window_end END,
+			CASE WHEN rewind_source.mode = 'replace' AND to_offsets IS NULL THEN lookback END, v_removed, v_ids)
+	RETURNING id INTO v_id;
+	INSERT INTO adstream.rewind_partitions (rewind_id, partition, from_offset, to_offset, finished_at)
+	SELECT v_id, p.partition, p.from_offset, p.to_offset, CASE WHEN p.from_offset = p.to_offset THEN now() END
+	  FROM unnest(v_parts, v_from, v_to) AS p(partition, from_offset, to_offset) ORDER BY p.partition;
+	-- The partitions start over from the rewind point, and so does their
+	-- event-time watermark: expiry is held by the replay as by a first read.
+	UPDATE adstream.offsets o SET next_offset = p.from_offset, max_event_ts = NULL, updated_at = now()
+	  FROM unnest(v_parts, v_from, v_to) AS p(partition, from_offset, to_offset)
+	 WHERE o.source = s.name AND o.topic = s.topic AND o.partition = p.partition AND p.from_offset < p.to_offset;
+
+	-- Id sets of finished rewinds that no batch cleared (two finished at once).
+	DELETE FROM adstream.rewind_ids x
+	 WHERE NOT EXISTS (SELECT 1 FROM adstream.rewind_partitions rp
+						WHERE rp.rewind_id = x.rewind_id AND rp.finished_at IS NULL);
+
+	-- The workers restart and read the new offsets (alter_source does the same).
+	UPDATE adstream.sources k SET generation = adstream._new_generation(), updated_at = now() WHERE k.id = s.id;
+	PERFORM adstream._wake_launcher();
+	RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION adstream.rewind_source(text, timestamptz, jsonb, integer[], text, timestamptz, interval) IS
+	'Replays a source (or some partitions) from a time or offsets: ''recount'' never counts twice what the dedup state remembers and counts expired events again once; ''replace'' removes an event-time window''s counts and counts it afresh; returns the rewind''s id';
+
+/* Each rewound partition: where its replay is, and what it counted. */
+CREATE VIEW adstream.rewind_status AS
+SELECT r.id AS rewind_id, r.source, rp.partition, r.mode, r.to_time, r.window_from, r.window_to,
+	   rp.from_offset, rp.to_offset, o.next_offset AS position,
+	   rp.finished_at IS NULL AS replaying,
+	   CASE WHEN rp.finished_at IS NULL THEN greatest(rp.to_offset - coalesce(o.next_offset, rp.from_offset), 0) ELSE 0 END AS remaining,
+	   rp.replayed, rp.accepted, rp.duplicates, rp.rejected, rp.skipped,
+	   r.removed_events, r.forgotten_ids, r.created_at, rp.finished_at,
+	   -- the rewind as a whole: finished once every partition of it is
+	   CASE WHEN count(*) FILTER (WHERE rp.finished_at IS NULL) OVER (PARTITION BY r.id) = 0
+			THEN max(rp.finished_at) OVER (PARTITION BY r.id) END AS rewind_finished_at
+  FROM adstream.rewinds r
+  JOIN adstream.rewind_partitions rp ON rp.rewind_id = r.id
+  LEFT JOIN adstream.offsets o ON o.source = r.source AND o.topic = r.topic AND o.partition = rp.partition;
+COMMENT ON VIEW adstream.rewind_status IS
+	'Every rewound partition: from and to offsets, the position now, whether it still replays and how many messages remain, what the replay counted, and when the whole rewind finished';
+
+REVOKE ALL ON adstream.rewinds, adstream.rewind_partitions, adstream.rewind_ids, adstream.rewind_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION adstream._kafka_offsets_for_times(text, text[], text[], text, integer[], timestamptz, integer),
+	adstream._dedup_forget_hours(integer, timestamptz, timestamptz),
+	adstream.rewind_source(text, timestamptz, jsonb, integer[], text, timestamptz, interval) FROM PUBLIC;
+GRANT SELECT ON adstream.rewinds, adstream.rewind_partitions, adstream.rewind_status TO adstream_admin;
+GRANT EXECUTE ON FUNCTION adstream.rewind_source(text, timestamptz, jsonb, integer[], text, timestamptz, interval)
+	TO adstream_admin;

@@ -146,6 +146,8 @@ enum
 	P_OFFSETS,
 	P_REDRIVE_TAKE,
 	P_REDRIVE_COUNTS,
+	P_RECOUNT,
+	P_REWINDS,
 	P__COUNT
 };
 
@@ -232,6 +234,29 @@ static const char *const plan_sql[P__COUNT] = {
 	"  updated_at = now() "
 	"FROM unnest($3::int4[], $4::int8[], $5::int8[], $6::timestamptz[]) AS b(partition, accepted, duplicates, max_event_ts) "
 	"WHERE o.source = $1 AND o.topic = $2 AND o.partition = b.partition",
+	/*
+	 * A 'recount' rewind's replayed events of expired hours: each id once
+	 * per rewind (in (rewind, id) order, as the index entries are locked).
+	 */
+	[P_RECOUNT] =
+	"INSERT INTO adstream.rewind_ids AS r (rewind_id, event_id) "
+	"SELECT * FROM unnest($1::int8[], $2::uuid[]) AS u(rewind_id, event_id) ORDER BY 1, 2 "
+	"ON CONFLICT DO NOTHING RETURNING r.event_id",
+	/*
+	 * The replay's progress, with the offsets: its counters, and finished
+	 * once the partition's position has passed to_offset.  Then the id set
+	 * of a rewind all of whose partitions are finished goes.
+	 */
+	[P_REWINDS] =
+	"WITH b(id, partition, next_offset, replayed, accepted, duplicates, rejected, skipped) AS ("
+	"  SELECT * FROM unnest($1::int8[], $2::int4[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])), "
+	"upd AS ("
+	"  UPDATE adstream.rewind_partitions r SET replayed = r.replayed + b.replayed, accepted = r.accepted + b.accepted, "
+	"    duplicates = r.duplicates + b.duplicates, rejected = r.rejected + b.rejected, skipped = r.skipped + b.skipped, "
+	"    finished_at = CASE WHEN b.next_offset >= r.to_offset THEN now() END "
+	"  FROM b WHERE r.rewind_id = b.id AND r.partition = b.partition AND r.finished_at IS NULL "
+	"  RETURNING r.rewind_id AS id, r.finished_at IS NOT NULL AS finished) "
+	"SELECT count(*), array_agg(DISTINCT id) FILTER (WHERE finished) FROM upd",
 };
 
 static const Oid plan_args[P__COUNT][9] = {
@@ -247,11 +272,13 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_OFFSETS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 	[P_REDRIVE_TAKE] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID},
 	[P_REDRIVE_COUNTS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
+	[P_RECOUNT] = {INT8ARRAYOID, UUIDARRAYOID},
+	[P_REWINDS] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
 	[P_AGG] = 7,[P_PENDING] = 3,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
-	[P_REDRIVE_TAKE] = 4,[P_REDRIVE_COUNTS] = 6,
+	[P_REDRIVE_TAKE] = 4,[P_REDRIVE_COUNTS] = 6,[P_RECOUNT] = 2,[P_REWINDS] = 8,
 };
 
 static int
@@ -345,6 +372,8 @@ classify(AdsBatch *b, int64 expired_before_us)
 		p->in_batch = false;
 		p->b_accepted = p->b_duplicates = p->b_rejected = 0;
 		p->b_max_ts_us = PG_INT64_MIN;
+		p->b_rw_replayed = p->b_rw_accepted = p->b_rw_duplicates = 0;
+		p->b_rw_rejected = p->b_rw_skipped = 0;
 	}
 
 	for (int i = 0; i < b->nmsgs; i++)
@@ -359,15 +388,34 @@ classify(AdsBatch *b, int64 expired_before_us)
 		p->in_batch = true;
 		p->b_next = m->rkm->offset + 1;
 		m->reason = m->parse_reason;
+		/* A re-drive's messages are dead letters, not a replay of Kafka. */
+		m->replay = !b->redrive && p->rw_id != 0 && m->rkm->offset < p->rw_to;
+		m->recount = false;
 		if (m->reason == ADS_OK)
 		{
 			ts = msg_ts(b, m);
 			if (ts > future_limit)
 				m->reason = ADS_R_FUTURE_TIMESTAMP;
+			else if (m->replay && p->rw_replace && (ts < p->rw_from_us || ts >= p->rw_until_us))
+			{
+				/* Outside the replaced window: counted before, left as it is. */
+				m->status = ADS_MSG_SKIPPED;
+				continue;
+			}
 			/* Orders are deduplicated forever by their table's key: never too late. */
 			else if (!b->is_orders &&
 					 (ts < expired_before_us || ts < retained_from))
-				m->reason = ADS_R_TOO_LATE;
+			{
+				/*
+				 * A 'recount' rewind counts an expired hour's event again,
+				 * once per rewind (the operator chose to); a minute past
+				 * retention stays too late, its row is gone.
+				 */
+				if (m->replay && !p->rw_replace && ts >= retained_from)
+					m->recount = true;	/* its clicks were kept when first counted */
+				else
+					m->reason = ADS_R_TOO_LATE;
+			}
 		}
 		if (m->reason != ADS_OK)
 		{
@@ -387,7 +435,7 @@ classify(AdsBatch *b, int64 expired_before_us)
 		else
 		{
 			e->msg = i;
-			m->status = ADS_MSG_CANDIDATE;
+			m->status = m->recount ? ADS_MSG_RECOUNT : ADS_MSG_CANDIDATE;
 		}
 	}
 	return ids;
@@ -432,7 +480,7 @@ ensure_time_partitions(AdsBatch *b)
 		int64		hour;
 		bool		found;
 
-		if (m->status != ADS_MSG_CANDIDATE)
+		if (m->status != ADS_MSG_CANDIDATE && m->status != ADS_MSG_RECOUNT)
 			continue;
 		hour = ads_hour_start_us(m->ev.ts_us);
 		if (hourset_lookup(b->ensured, hour))
@@ -639,6 +687,72 @@ dedup_events(AdsBatch *b)
 }
 
 /*
+ * A 'recount' rewind's replayed events of hours whose dedup state is given
+ * up: the dedup index no longer knows them, so the rewind's own id set
+ * (adstream.rewind_ids, one row per rewind and id) decides, in this
+ * transaction: an id inserted is counted again, one already there (an
+ * earlier copy in the replay) is a duplicate.  So a recount adds each
+ * expired event at most once, however many copies the range holds.
+ */
+static void
+dedup_recount(AdsBatch *b, idset_hash *ids)
+{
+	AdsArray	rewind,
+				uuids;
+	Datum		args[2];
+	int			n = 0;
+	int		   *idx;
+
+	for (int i = 0; i < b->nmsgs; i++)
+		if (b->msgs[i].status == ADS_MSG_RECOUNT)
+			n++;
+	if (n == 0)
+		return;
+	idx = palloc(sizeof(int) * n);
+	n = 0;
+	for (int i = 0; i < b->nmsgs; i++)
+		if (b->msgs[i].status == ADS_MSG_RECOUNT)
+			idx[n++] = i;
+	ads_array_init(&rewind, INT8OID, n);
+	ads_array_init(&uuids, UUIDOID, n);
+	for (int i = 0; i < n; i++)
+	{
+		AdsMsg	   *m = &b->msgs[idx[i]];
+
+		ads_array_add(&rewind, Int64GetDatum(b->parts[m->part].rw_id));
+		ads_array_add(&uuids, PointerGetDatum(m->ev.event_id));
+	}
+	args[0] = ads_array_datum(&rewind);
+	args[1] = ads_array_datum(&uuids);
+	exec_plan(P_RECOUNT, args, NULL, false, SPI_OK_INSERT_RETURNING);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+		IdKey		key;
+		IdEntry    *e;
+
+		memcpy(key.bytes, DatumGetUUIDP(d)->data, 16);
+		e = idset_lookup(ids, key);
+		if (e == NULL || b->msgs[e->msg].status != ADS_MSG_RECOUNT)
+			elog(ERROR, "adstream: recount returned an id that was not sent");
+		b->msgs[e->msg].status = ADS_MSG_ACCEPTED;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		AdsMsg	   *m = &b->msgs[idx[i]];
+
+		if (m->status == ADS_MSG_ACCEPTED)
+			b->parts[m->part].b_accepted++;
+		else
+		{
+			m->status = ADS_MSG_DUPLICATE;
+			b->parts[m->part].b_duplicates++;
+		}
+	}
+}
+
+/*
  * Keep the new clicks (and impressions, when view-through is on) for
  * attribution, in the same transaction as their counts.  Only while an
  * orders source exists: without one nothing would ever read them.
@@ -657,8 +771,12 @@ keep_for_attribution(AdsBatch *b)
 				ts;
 	Datum		args[8];
 
+	/*
+	 * An expired event a recount counts again is not kept again: it was
+	 * when first counted (a replaced window's were removed, and are).
+	 */
 	for (int i = 0; i < b->nmsgs; i++)
-		if (b->msgs[i].status == ADS_MSG_ACCEPTED &&
+		if (b->msgs[i].status == ADS_MSG_ACCEPTED && !b->msgs[i].recount &&
 			(impressions || b->msgs[i].ev.type == ADS_EV_CLICK))
 			n++;
 	if (n == 0)
@@ -675,7 +793,8 @@ keep_for_attribution(AdsBatch *b)
 	{
 		AdsEvent   *ev = &b->msgs[i].ev;
 
-		if (b->msgs[i].status != ADS_MSG_ACCEPTED || (!impressions && ev->type != ADS_EV_CLICK))
+		if (b->msgs[i].status != ADS_MSG_ACCEPTED || b->msgs[i].recount ||
+			(!impressions && ev->type != ADS_EV_CLICK))
 			continue;
 		ads_array_add(&ids, PointerGetDatum(ev->event_id));
 		ads_array_add(&types, CStringGetTextDatum(ev->type == ADS_EV_CLICK ? "click" : "impression"));
@@ -1018,6 +1137,125 @@ redrive_counts(AdsBatch *b)
 	exec_plan(P_REDRIVE_COUNTS, args, NULL, false, SPI_OK_UPDATE);
 }
 
+/*
+ * A rewind's replayed messages are counted in its row, not in the
+ * partition's counters (those count each message once, when first read).
+ */
+static void
+replay_accounting(AdsBatch *b)
+{
+	for (int i = 0; i < b->nmsgs; i++)
+	{
+		AdsMsg	   *m = &b->msgs[i];
+		AdsPartition *p = &b->parts[m->part];
+
+		if (!m->replay)
+			continue;
+		p->b_rw_replayed++;
+		switch (m->status)
+		{
+			case ADS_MSG_ACCEPTED:
+				p->b_accepted--;
+				p->b_rw_accepted++;
+				break;
+			case ADS_MSG_DUPLICATE:
+				p->b_duplicates--;
+				p->b_rw_duplicates++;
+				break;
+			case ADS_MSG_REJECTED:
+				p->b_rejected--;
+				p->b_rw_rejected++;
+				break;
+			case ADS_MSG_SKIPPED:
+				p->b_rw_skipped++;
+				break;
+			default:
+				elog(ERROR, "adstream: a replayed message was left unjudged");
+		}
+	}
+}
+
+/*
+ * The rewinds' rows move with the offsets: counters, and finished once the
+ * partition's position has passed to_offset.  Every row this worker
+ * replays must still be there, unfinished, or the batch fails and the
+ * worker re-reads its offsets and rewinds.
+ */
+static void
+advance_rewinds(AdsBatch *b)
+{
+	AdsArray	id,
+				part,
+				next,
+				replayed,
+				acc,
+				dup,
+				rej,
+				skip;
+	Datum		args[8];
+	bool		isnull;
+	int64		updated;
+	Datum		done;
+
+	ads_array_init(&id, INT8OID, b->nparts);
+	ads_array_init(&part, INT4OID, b->nparts);
+	ads_array_init(&next, INT8OID, b->nparts);
+	ads_array_init(&replayed, INT8OID, b->nparts);
+	ads_array_init(&acc, INT8OID, b->nparts);
+	ads_array_init(&dup, INT8OID, b->nparts);
+	ads_array_init(&rej, INT8OID, b->nparts);
+	ads_array_init(&skip, INT8OID, b->nparts);
+	for (int i = 0; i < b->nparts; i++)
+	{
+		AdsPartition *p = &b->parts[i];
+
+		if (!p->in_batch || p->rw_id == 0)
+			continue;
+		ads_array_add(&id, Int64GetDatum(p->rw_id));
+		ads_array_add(&part, Int32GetDatum(p->partition));
+		ads_array_add(&next, Int64GetDatum(p->b_next));
+		ads_array_add(&replayed, Int64GetDatum(p->b_rw_replayed));
+		ads_array_add(&acc, Int64GetDatum(p->b_rw_accepted));
+		ads_array_add(&dup, Int64GetDatum(p->b_rw_duplicates));
+		ads_array_add(&rej, Int64GetDatum(p->b_rw_rejected));
+		ads_array_add(&skip, Int64GetDatum(p->b_rw_skipped));
+	}
+	if (id.n == 0)
+		return;
+	args[0] = ads_array_datum(&id);
+	args[1] = ads_array_datum(&part);
+	args[2] = ads_array_datum(&next);
+	args[3] = ads_array_datum(&replayed);
+	args[4] = ads_array_datum(&acc);
+	args[5] = ads_array_datum(&dup);
+	args[6] = ads_array_datum(&rej);
+	args[7] = ads_array_datum(&skip);
+	exec_plan(P_REWINDS, args, NULL, false, SPI_OK_SELECT);
+	updated = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	done = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (updated != id.n)
+	{
+		b->fenced = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("a rewind of source \"%s\" changed under this worker", b->source_name),
+				 errdetail("%d of %d partitions being replayed have no unfinished rewind any more.",
+						   id.n - (int) updated, id.n),
+				 errhint("The worker re-reads its offsets and rewinds.")));
+	}
+	/* A rewind whose partitions are all finished needs its id set no more. */
+	if (!isnull)
+	{
+		int			rc = SPI_execute_with_args("DELETE FROM adstream.rewind_ids i WHERE i.rewind_id = ANY ($1) "
+											   "AND NOT EXISTS (SELECT 1 FROM adstream.rewind_partitions r "
+											   "WHERE r.rewind_id = i.rewind_id AND r.finished_at IS NULL)",
+											   1, (Oid[]) {INT8ARRAYOID}, &done, NULL, false, 0);
+
+		if (rc != SPI_OK_DELETE)
+			elog(ERROR, "adstream: could not clear a finished rewind's ids: %s", SPI_result_code_string(rc));
+	}
+}
+
 /* ---- the batch ---- */
 
 void
@@ -1060,14 +1298,21 @@ record_rejects(AdsBatch *b, int64 expired_before_us)
 	dead_letters(b, expired_before_us);
 }
 
-/* The offsets move past the batch; a re-drive moves none, only the counters. */
+/*
+ * The offsets move past the batch, and the rewinds being replayed with
+ * them; a re-drive moves none, only the counters.
+ */
 static void
 record_progress(AdsBatch *b)
 {
 	if (b->redrive)
 		redrive_counts(b);
 	else
+	{
+		replay_accounting(b);
 		advance_offsets(b);
+		advance_rewinds(b);
+	}
 }
 
 void
@@ -1117,6 +1362,7 @@ ads_batch_write(AdsBatch *b)
 		ads_dedup_index_prepare();
 		ensure_time_partitions(b);
 		dedup_events(b);
+		dedup_recount(b, ids);
 		if (attribution)
 			keep_for_attribution(b);
 		aggregate_rows(b, &rows);
@@ -1126,8 +1372,8 @@ ads_batch_write(AdsBatch *b)
 		 * Without sinks the rows go to this worker's own stripe, which no
 		 * other worker writes: written before the confirm wait, they can
 		 * make no one wait.  With sinks they go to stripe 0, shared, after
-		 * the wait: the row lock orders the outbox versions of a key by
-		 * commit (see docs/architecture.md, "Workers in parallel").
+		 * the wait, as before 0.6 (docs/architecture.md, "Workers in
+		 * parallel": published versions no longer need the shared row).
 		 */
 		if (!sinks)
 			aggregate_write(b, &rows, b->stripe, false);
@@ -1157,4 +1403,9 @@ ads_batch_settle(AdsBatch *b, bool committed)
 	/* A rolled-back batch may have been the one that created them. */
 	if (!committed)
 		hourset_reset(b->ensured);
+	else if (!b->redrive)
+		/* A rewind whose row this batch finished is over for this worker. */
+		for (int i = 0; i < b->nparts; i++)
+			if (b->parts[i].in_batch && b->parts[i].rw_id != 0 && b->parts[i].b_next >= b->parts[i].rw_to)
+				b->parts[i].rw_id = 0;
 }

@@ -173,6 +173,58 @@ store_latest_offsets(AdsConsumer *c)
 							  NULL, false, 0);
 }
 
+/*
+ * The rewinds being replayed (adstream.rewinds, unfinished), read in the
+ * transaction that reads the offsets: the batch judges the messages below a
+ * rewind's to_offset by its rule (src/batch.c) and moves its row with the
+ * offsets, so what is replayed and what is not is always what is committed.
+ */
+static void
+load_rewinds(AdsConsumer *c)
+{
+	AdsBatch   *b = &c->batch;
+
+	for (int i = 0; i < b->nparts; i++)
+		b->parts[i].rw_id = 0;
+	if (SPI_execute_with_args("SELECT rp.partition, r.id, rp.to_offset, r.mode = 'replace', "
+							  "(extract(epoch FROM r.window_from) * 1000000)::int8, "
+							  "(extract(epoch FROM r.window_to) * 1000000)::int8 "
+							  "FROM adstream.rewinds r JOIN adstream.rewind_partitions rp ON rp.rewind_id = r.id "
+							  "WHERE r.source = $1 AND r.topic = $2 AND rp.finished_at IS NULL",
+							  2, (Oid[]) {TEXTOID, TEXTOID},
+							  (Datum[]) {CStringGetTextDatum(c->source.name), CStringGetTextDatum(c->source.topic)},
+							  NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "adstream: could not read rewinds");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int32		partition = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+
+		for (int i = 0; i < b->nparts; i++)
+		{
+			AdsPartition *p = &b->parts[i];
+			bool		replace;
+
+			if (p->partition != partition)
+				continue;
+			p->rw_id = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+			p->rw_to = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+			replace = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+			p->rw_replace = replace;
+			p->rw_from_us = replace ? DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull)) : 0;
+			p->rw_until_us = replace ? DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull)) : 0;
+		}
+	}
+	for (int i = 0; i < b->nparts; i++)
+		if (b->parts[i].rw_id != 0)
+			ereport(LOG,
+					(errmsg("%s replays partition %d up to offset %lld (rewind %lld, %s)",
+							ads_worker_name(), b->parts[i].partition, (long long) b->parts[i].rw_to,
+							(long long) b->parts[i].rw_id, b->parts[i].rw_replace ? "replace" : "recount")));
+}
+
 /* Reads the stored next_offset of each partition in the batch. */
 static void
 load_offsets(AdsConsumer *c)
@@ -208,6 +260,7 @@ load_offsets(AdsConsumer *c)
 		/* Read back what is stored: another worker of the source may have been first. */
 		store_latest_offsets(c);
 	}
+	load_rewinds(c);
 	ads_end_tx();
 
 	for (int i = 0; i < b->nparts; i++)

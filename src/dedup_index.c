@@ -1388,6 +1388,72 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Forget one source's ids of the event-time hours [from_hour, to_hour):
+ * their hot entries, and their segments, whose slots are cleared from the
+ * filter before their tags are freed.  For a rewind that replaces a window
+ * (src/rewind.c): the caller holds the expiry lock exclusively, so no batch
+ * has a claim in flight, and has deleted the same hours' dedup_log rows of
+ * the source in its transaction.  Returns how many ids were forgotten, or -1
+ * when the index is not ready (it is rebuilt after a restart, from a
+ * snapshot that may predate the caller's delete): the caller then fails.
+ */
+int64
+ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
+{
+	HASH_SEQ_STATUS seq;
+	DedupEntry *e;
+	int64		forgotten = 0;
+	bool	   *dying;
+	bool		any_dying = false;
+
+	if (state == NULL)
+		return -1;
+	dying = palloc0(sizeof(bool) * MAX_SEGMENTS);
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	if (!state->ready || state->database != MyDatabaseId)
+		forgotten = -1;
+	else
+	{
+		hash_seq_init(&seq, index_hash);
+		while ((e = hash_seq_search(&seq)) != NULL)
+			if (e->key.source_id == source_id && e->hour >= from_hour && e->hour < to_hour)
+			{
+				e->seq = 0;		/* its record in the ring is void */
+				hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+				forgotten++;
+			}
+		for (int32 t = 0; t < MAX_SEGMENTS; t++)
+		{
+			DedupSegment *s = &state->segs[t];
+
+			if (s->live && s->source_id == source_id && s->hour >= from_hour && s->hour < to_hour)
+			{
+				dying[t] = true;
+				any_dying = true;
+			}
+		}
+		if (any_dying)
+		{
+			Size		nslots = (Size) state->nbuckets * BUCKET_SLOTS;
+
+			for (Size k = 0; k < nslots; k++)
+				if (slots[k] != 0 && dying[slots[k] & (MAX_SEGMENTS - 1)])
+				{
+					slots[k] = 0;
+					state->in_filter--;
+					forgotten++;
+				}
+			for (int32 t = 0; t < MAX_SEGMENTS; t++)
+				if (dying[t])
+					memset(&state->segs[t], 0, sizeof(DedupSegment));
+		}
+	}
+	LWLockRelease(state->lock);
+	pfree(dying);
+	return forgotten;
+}
+
+/*
  * The 0.4 signature, _dedup_forget(timestamptz): a 0.4 schema running this
  * library must not have its argument read as arrays.
  */

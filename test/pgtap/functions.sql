@@ -43,7 +43,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_node_name_setting', '_timeline', 'node_name', '_ensure_node', '_version_base', '_publisher_identity',
 	'set_node_name', '_parse_partitions',
 	-- 0.6: the retention job asks whether expiry has work first (issue #12)
-	'_dedup_expiry_due', '_dedup_expiry_marks'],
+	'_dedup_expiry_due', '_dedup_expiry_marks',
+	-- 0.6: rewinding a source (issue #14)
+	'rewind_source', '_kafka_offsets_for_times', '_dedup_forget_hours'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -317,7 +319,10 @@ SELECT set_eq(
 		  'redrive_dead_letters(source text, reasons text[], received_after timestamp with time zone, '
 		  'received_before timestamp with time zone, OUT requested bigint, OUT truncated bigint)',
 		  -- 0.6: naming the node is management (failover)
-		  'set_node_name(name text)'],
+		  'set_node_name(name text)',
+		  -- 0.6: a rewind reads the source's credentials and writes offsets (issue #14)
+		  'rewind_source(name text, to_time timestamp with time zone, to_offsets jsonb, partitions integer[], '
+		  'mode text, window_end timestamp with time zone, lookback interval)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -790,7 +795,10 @@ SELECT set_eq(
 		  'adstream.sinks', 'adstream.sinks_id_seq',
 		  -- 0.6: status history, counters and metric resets (issue #14)
 		  'adstream.status_history', 'adstream.status_history_id_seq', 'adstream.status_counters',
-		  'adstream.metrics_reset', 'adstream.node']::regclass[],
+		  'adstream.metrics_reset', 'adstream.node',
+		  -- 0.6: rewinds (issue #14)
+		  'adstream.rewinds', 'adstream.rewinds_id_seq', 'adstream.rewind_partitions',
+		  'adstream.rewind_ids']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

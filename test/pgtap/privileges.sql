@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(319);
+SELECT plan(336);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -137,6 +137,19 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('maintenance_status', 'public',          ARRAY[]::name[]),
 	('maintenance_status', 'adstream_reader', ARRAY['SELECT']::name[]),
 	('maintenance_status', 'adstream_admin',  ARRAY['SELECT']::name[]),
+	-- 0.6: rewinds are management, like the offsets they move (issue #14)
+	('rewinds',            'public',          ARRAY[]::name[]),
+	('rewinds',            'adstream_reader', ARRAY[]::name[]),
+	('rewinds',            'adstream_admin',  ARRAY['SELECT']::name[]),
+	('rewind_partitions',  'public',          ARRAY[]::name[]),
+	('rewind_partitions',  'adstream_reader', ARRAY[]::name[]),
+	('rewind_partitions',  'adstream_admin',  ARRAY['SELECT']::name[]),
+	('rewind_ids',         'public',          ARRAY[]::name[]),
+	('rewind_ids',         'adstream_reader', ARRAY[]::name[]),
+	('rewind_ids',         'adstream_admin',  ARRAY[]::name[]),
+	('rewind_status',      'public',          ARRAY[]::name[]),
+	('rewind_status',      'adstream_reader', ARRAY[]::name[]),
+	('rewind_status',      'adstream_admin',  ARRAY['SELECT']::name[]),
 	-- 0.6: status history and metrics are the reader's (issue #14)
 	('status_history',     'public',          ARRAY[]::name[]),
 	('status_history',     'adstream_reader', ARRAY['SELECT']::name[]),
@@ -285,6 +298,12 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('alter_sink',         ARRAY['text', 'jsonb']::name[],                         'adstream_admin',  ARRAY['EXECUTE']::name[]),
 	('rename_sink',        ARRAY['text', 'text']::name[],                          'adstream_reader', ARRAY[]::name[]),
 	('rename_sink',        ARRAY['text', 'text']::name[],                          'adstream_admin',  ARRAY['EXECUTE']::name[]),
+	-- 0.6: rewinding a source is management; its helpers are its own
+	('rewind_source',      ARRAY['text', 'timestamp with time zone', 'jsonb', 'integer[]', 'text', 'timestamp with time zone', 'interval']::name[], 'public', ARRAY[]::name[]),
+	('rewind_source',      ARRAY['text', 'timestamp with time zone', 'jsonb', 'integer[]', 'text', 'timestamp with time zone', 'interval']::name[], 'adstream_reader', ARRAY[]::name[]),
+	('rewind_source',      ARRAY['text', 'timestamp with time zone', 'jsonb', 'integer[]', 'text', 'timestamp with time zone', 'interval']::name[], 'adstream_admin', ARRAY['EXECUTE']::name[]),
+	('_kafka_offsets_for_times', ARRAY['text', 'text[]', 'text[]', 'text', 'integer[]', 'timestamp with time zone', 'integer']::name[], 'adstream_admin', ARRAY[]::name[]),
+	('_dedup_forget_hours', ARRAY['integer', 'timestamp with time zone', 'timestamp with time zone']::name[], 'adstream_admin', ARRAY[]::name[]),
 	('_check_source',      ARRAY['integer', 'text', 'text', 'text', 'text', 'jsonb', 'jsonb']::name[], 'adstream_admin', ARRAY[]::name[]),
 	('_check_sink',        ARRAY['text', 'text', 'jsonb', 'jsonb']::name[],        'adstream_admin',  ARRAY[]::name[]),
 	('_kafka_check',       ARRAY['text', 'text', 'text[]', 'text[]', 'text', 'integer']::name[], 'adstream_admin', ARRAY[]::name[]),

@@ -29,14 +29,16 @@ SELECT set_eq(
 		  -- 0.6: status history, counters and metrics (issue #14)
 		  'status_history', 'status_counters', 'metrics_reset',
 		  -- 0.6: failover
-		  'node'],
+		  'node',
+		  -- 0.6: rewinds (issue #14)
+		  'rewinds', 'rewind_partitions', 'rewind_ids'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('v', 'm')$$,
 	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status', 'maintenance_status',
 		  -- 0.6 (issue #14)
-		  'metrics'],
+		  'metrics', 'rewind_status'],
 	'adstream has exactly the expected views');
 
 -------------------------------------------------------------------------------
@@ -244,7 +246,10 @@ SELECT set_eq(
 		  'status_history.worker', 'status_history.connected', 'status_history.error',
 		  'status_history.error_at',
 		  -- 0.6: set only while a re-drive of the dead letter waits
-		  'rejected_events.redrive_generation'],
+		  'rejected_events.redrive_generation',
+		  -- 0.6: a rewind to offsets has no time, a recount no window; a replay not finished yet
+		  'rewinds.to_time', 'rewinds.window_from', 'rewinds.window_to', 'rewinds.lookback',
+		  'rewind_partitions.finished_at'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, the origin of a source or sink, and a '
 	'source''s partition count and cluster id, are nullable');
