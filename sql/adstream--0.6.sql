@@ -2139,7 +2139,7 @@ COMMENT ON FUNCTION adstream.export_partitions(text) IS
 	'Stops consuming the partitions (such as ''0-15'') on this node and keeps their offsets, dead letters, waiting orders and the sources'' dedup ids, clicks and judged order ids as a handoff for another node; returns its number';
 
 /* The rows to copy to the receiving node's adstream.handoff_in. */
-CREATE FUNCTION adstream.handoff_data(handoff_id bigint)
+CREATE FUNCTION adstream.handoff_data(id bigint)
 RETURNS TABLE (from_node text, handoff_id bigint, item text, source text, data jsonb)
 LANGUAGE plpgsql
 SECURITY DEFINER
