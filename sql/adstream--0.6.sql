@@ -1987,9 +1987,12 @@ COMMENT ON FUNCTION adstream._dedup_import(integer, timestamptz[], bytea[]) IS
  *     judged, in handoff_items;
  *   - takes the partitions out of the sources' "partitions" (a source left
  *     with none is dropped; its counts stay) with a new generation.
+ * sources, if given, limits the export to those sources.  A user's clicks
+ * and orders must stay on one node: move the ad-events and orders sources
+ * of the same partitions together, in one export.
  * Returns the handoff's number, for adstream.handoff_data().
  */
-CREATE FUNCTION adstream.export_partitions(partitions text)
+CREATE FUNCTION adstream.export_partitions(partitions text, sources text[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -2007,13 +2010,18 @@ DECLARE
 	v_names		text[] := '{}';
 	v_moved		integer[] := '{}';
 	v_n			bigint;
+	v_name		text;
 BEGIN
+	FOREACH v_name IN ARRAY coalesce(sources, '{}') LOOP
+		PERFORM adstream._source_must_exist(v_name);
+	END LOOP;
 	-- Every batch in flight commits (or not) before this goes on, and no
 	-- batch starts until this commits: the offsets read below are final.
 	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
 
 	FOR s IN SELECT * FROM adstream.sources k
-			  WHERE k.partitions IS NULL OR k.partitions && v_parts
+			  WHERE (k.partitions IS NULL OR k.partitions && v_parts)
+				AND (sources IS NULL OR k.name = ANY (sources))
 			  ORDER BY k.name FOR UPDATE
 	LOOP
 		IF s.partitions IS NULL AND s.partition_count IS NULL THEN
@@ -2116,7 +2124,8 @@ BEGIN
 	END LOOP;
 
 	IF v_id IS NULL THEN
-		RAISE EXCEPTION 'no source of this node consumes partitions %', partitions
+		RAISE EXCEPTION 'no source % consumes partitions %',
+			CASE WHEN sources IS NULL THEN 'of this node' ELSE array_to_string(sources, ', ') END, partitions
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See the "partitions" of adstream.source_config; export partitions this node consumes.';
 	END IF;
@@ -2135,7 +2144,7 @@ BEGIN
 	RETURN v_id;
 END
 $$;
-COMMENT ON FUNCTION adstream.export_partitions(text) IS
+COMMENT ON FUNCTION adstream.export_partitions(text, text[]) IS
 	'Stops consuming the partitions (such as ''0-15'') on this node and keeps their offsets, dead letters, waiting orders and the sources'' dedup ids, clicks and judged order ids as a handoff for another node; returns its number';
 
 /* The rows to copy to the receiving node's adstream.handoff_in. */
@@ -2499,7 +2508,7 @@ COMMENT ON VIEW adstream.handoff_status IS
 
 REVOKE ALL ON adstream.handoff_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION adstream._dedup_import(integer, timestamptz[], bytea[]),
-	adstream.export_partitions(text), adstream.handoff_data(bigint),
+	adstream.export_partitions(text, text[]), adstream.handoff_data(bigint),
 	adstream._handoff_apply(text, bigint, jsonb), adstream.import_partitions(text, bigint, jsonb),
 	adstream.confirm_handoff(bigint), adstream.cancel_handoff(bigint) FROM PUBLIC;
 -- Watching handoffs is for admins; making them, for superusers (a handoff
