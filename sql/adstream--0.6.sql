@@ -2012,6 +2012,14 @@ DECLARE
 	v_n			bigint;
 	v_name		text;
 BEGIN
+	-- Each statement must see what committed before the lock below: a
+	-- snapshot of the whole transaction, taken earlier, could miss a
+	-- batch's first offset and hand over a partition without it.
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'export_partitions must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Call it in its own transaction, or after SET TRANSACTION ISOLATION LEVEL READ COMMITTED.';
+	END IF;
 	FOREACH v_name IN ARRAY coalesce(sources, '{}') LOOP
 		PERFORM adstream._source_must_exist(v_name);
 	END LOOP;
@@ -2217,6 +2225,14 @@ BEGIN
 		RAISE EXCEPTION 'no handoff % of node "%" in adstream.handoff_in', p_handoff_id, p_from_node
 			USING ERRCODE = 'undefined_object',
 				  HINT = format('Copy it first: psql <old node> -c "COPY (SELECT * FROM adstream.handoff_data(%s)) TO STDOUT" | psql <this node> -c "COPY adstream.handoff_in FROM STDIN"', p_handoff_id);
+	END IF;
+	-- Each statement must see what committed before the lock below: a
+	-- snapshot of the whole transaction, taken earlier, could miss a
+	-- batch's first offset and hand over a partition without it.
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'import_partitions and cancel_handoff must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Call it in its own transaction, or after SET TRANSACTION ISOLATION LEVEL READ COMMITTED.';
 	END IF;
 	IF (v_head->>'format')::integer IS DISTINCT FROM 1 THEN
 		RAISE EXCEPTION 'handoff % of node "%" has format %, this version reads format 1', p_handoff_id, p_from_node, v_head->>'format'

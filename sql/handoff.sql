@@ -56,6 +56,9 @@ SELECT adstream.handoff_data(424242);
 SELECT adstream.confirm_handoff(424242);
 SELECT adstream.import_partitions('n0', 424242);
 SELECT adstream.import_partitions('n1', 1);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT adstream.export_partitions('0-3', ARRAY['h_ads', 'h_shop']);
+ROLLBACK;
 SELECT name, partitions FROM adstream.sources WHERE name LIKE 'h\_%' ORDER BY name;
 \set VERBOSITY terse
 
@@ -90,9 +93,13 @@ DELETE FROM adstream.handoff_in h USING gone g WHERE h.item = 'offset' AND h.dat
 SELECT adstream.import_partitions('n0', :hid);
 \set VERBOSITY terse
 INSERT INTO adstream.handoff_in SELECT * FROM gone;
-SELECT dedup_expired_before, generation AS gen_before FROM adstream.sources WHERE name = 'h_ads' \gset
+-- The receiving node gives up at least what the exporting one had given up.
+UPDATE adstream.sources SET dedup_expired_before = '-infinity' WHERE name = 'h_ads';
+SELECT generation AS gen_before FROM adstream.sources WHERE name = 'h_ads' \gset
 SELECT adstream.import_partitions('n0', :hid);
-SELECT name, partitions, generation > :gen_before AS new_generation FROM adstream.sources WHERE name LIKE 'h\_%' ORDER BY name;
+SELECT name, partitions, generation > :gen_before AS new_generation, dedup_expired_before
+  FROM adstream.sources WHERE name LIKE 'h\_%' ORDER BY name;
+SELECT ready FROM adstream.dedup_index_status();
 SELECT source, partition, next_offset, accepted, duplicates FROM adstream.offsets WHERE source LIKE 'h\_%' AND partition < 4 ORDER BY 1, 2;
 SELECT order_id, status, partition FROM adstream.orders WHERE source = 'h_shop' ORDER BY 1;
 SELECT count(*) AS staged_left FROM adstream.handoff_in;
