@@ -781,6 +781,16 @@ flush_batch(AdsConsumer *c)
 		if (edata == NULL)
 			break;
 
+		/*
+		 * A fenced batch of a worker about to stop for a changed source (its
+		 * partitions handed to another node, export_partitions) says so
+		 * before the worker goes: the one trace that the fence held.
+		 */
+		if (b->fenced)
+			ereport(LOG,
+					(errmsg("adstream source \"%s\": batch of %d messages not written: %s",
+							c->source.name, b->nmsgs, edata->message),
+					 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
 		ads_worker_exit_if_changed(ads_catalog_source_current, &c->args, "source");
 		ads_slot_set_error(c->slot, edata->message);
 		ereport(WARNING,

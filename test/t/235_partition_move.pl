@@ -85,9 +85,15 @@ my ($ret, $out, $err) = $A->psql('postgres', "SELECT adstream.export_partitions(
 like($err, qr/partitions 24,25,26,27,28,29,30 are not consumed by this node/,
 	'A refuses to export partitions it does not consume');
 my $waiting = $A->safe_psql('postgres', "SELECT count(*) FROM adstream.orders WHERE status = 'waiting' AND partition < 16");
-my $t0 = Time::HiRes::time();
-my $hid = $A->safe_psql('postgres', "SELECT adstream.export_partitions('0-15')");
-my $t_export = Time::HiRes::time() - $t0;
+# The export's transaction stays open for a second after the export: the
+# batches A's consumers start meanwhile wait for it (the expiry lock), then
+# find the moved partitions' offsets gone and roll back (the fence).
+my ($hid, $t_export) = split /\|/, $A->safe_psql('postgres', q{
+BEGIN;
+SELECT adstream.export_partitions('0-15') || '|' || extract(epoch FROM clock_timestamp() - now());
+SELECT pg_sleep(1);
+COMMIT;});
+$t_export =~ s/\s+$//;
 ok($hid > 0, "A exported partitions 0-15 as handoff $hid");
 my $moved = $A->safe_psql('postgres', "SELECT coalesce((items->>'order')::int, 0) FROM adstream.handoff_status WHERE handoff_id = $hid");
 note "waiting orders of partitions 0-15 on A just before the export: $waiting; moved: $moved";
@@ -107,7 +113,7 @@ sub copy_handoff
 			'COPY adstream.handoff_in FROM STDIN' ], '>', \my $o, '2>', \$e2)
 	  or die "copying handoff $id failed: $e1 $e2";
 }
-$t0 = Time::HiRes::time();
+my $t0 = Time::HiRes::time();
 copy_handoff($A, $C, $hid);
 my $t_copy = Time::HiRes::time() - $t0;
 is($C->safe_psql('postgres', "SELECT state FROM adstream.handoff_status WHERE handoff_id = $hid"), 'copied',
@@ -119,6 +125,9 @@ is($C->safe_psql('postgres', "SELECT adstream.import_partitions('A', $hid)"), '{
 	'C imported partitions 0-15');
 note sprintf('export %.3f s, copy %.3f s, import %.3f s; the handoff: %s', $t_export, $t_copy,
 	Time::HiRes::time() - $t0, $C->safe_psql('postgres', "SELECT items FROM adstream.handoff_status WHERE handoff_id = $hid"));
+
+my $fenced = () = slurp_file($A->logfile) =~ /offsets of source "ads" moved under this worker/g;
+ok($fenced > 0, "$fenced batches of A that waited for the export were fenced (rolled back, read again by C)");
 
 # kill -9 of C's consumer right after the import: crash recovery, the dedup
 # index rebuilt from dedup_log, the workers from the imported offsets.
