@@ -43,7 +43,10 @@ SELECT functions_are('adstream', ARRAY[
 	'_node_name_setting', '_timeline', 'node_name', '_ensure_node', '_version_base', '_publisher_identity',
 	'set_node_name', '_parse_partitions',
 	-- 0.6: the retention job asks whether expiry has work first (issue #12)
-	'_dedup_expiry_due', '_dedup_expiry_marks'],
+	'_dedup_expiry_due', '_dedup_expiry_marks',
+	-- 0.6: moving partitions between nodes (issue #13, part 3)
+	'_dedup_import', 'export_partitions', 'handoff_data', '_handoff_apply', 'import_partitions',
+	'confirm_handoff', 'cancel_handoff'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -317,7 +320,12 @@ SELECT set_eq(
 		  'redrive_dead_letters(source text, reasons text[], received_after timestamp with time zone, '
 		  'received_before timestamp with time zone, OUT requested bigint, OUT truncated bigint)',
 		  -- 0.6: naming the node is management (failover)
-		  'set_node_name(name text)'],
+		  'set_node_name(name text)',
+		  -- 0.6: moving partitions between nodes (superusers only, issue #13, part 3)
+		  'export_partitions(partitions text, sources text[])',
+		  'handoff_data(id bigint)',
+		  'import_partitions(from_node text, handoff_id bigint, options jsonb)',
+		  'confirm_handoff(handoff_id bigint)', 'cancel_handoff(handoff_id bigint)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -790,7 +798,10 @@ SELECT set_eq(
 		  'adstream.sinks', 'adstream.sinks_id_seq',
 		  -- 0.6: status history, counters and metric resets (issue #14)
 		  'adstream.status_history', 'adstream.status_history_id_seq', 'adstream.status_counters',
-		  'adstream.metrics_reset', 'adstream.node']::regclass[],
+		  'adstream.metrics_reset', 'adstream.node',
+		  -- 0.6: partition handoffs (issue #13, part 3)
+		  'adstream.orders_seen_elsewhere', 'adstream.handoff_id_seq', 'adstream.handoffs',
+		  'adstream.handoff_items']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

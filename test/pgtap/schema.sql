@@ -29,14 +29,18 @@ SELECT set_eq(
 		  -- 0.6: status history, counters and metrics (issue #14)
 		  'status_history', 'status_counters', 'metrics_reset',
 		  -- 0.6: failover
-		  'node'],
+		  'node',
+		  -- 0.6: moving partitions between nodes (issue #13, part 3)
+		  'orders_seen_elsewhere', 'handoffs', 'handoff_items', 'handoff_in'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('v', 'm')$$,
 	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status', 'maintenance_status',
 		  -- 0.6 (issue #14)
-		  'metrics'],
+		  'metrics',
+		  -- 0.6: partition handoffs (issue #13, part 3)
+		  'handoff_status'],
 	'adstream has exactly the expected views');
 
 -------------------------------------------------------------------------------
@@ -80,7 +84,7 @@ SELECT columns_are('adstream', 'ad_events', ARRAY['source_id', 'event_id', 'type
 	'user_id', 'store_id', 'ts']);
 SELECT columns_are('adstream', 'orders', ARRAY['order_id', 'source', 'user_id', 'store_id', 'amount',
 	'currency', 'ts', 'received_at', 'status', 'decided_at', 'attribution', 'ad_id', 'campaign_id',
-	'event_id', 'event_ts']);
+	'event_id', 'event_ts', 'partition']);
 SELECT columns_are('adstream', 'attributed_orders', ARRAY['order_id', 'ad_id', 'campaign_id',
 	'click_event_id', 'click_ts', 'order_ts', 'amount', 'currency', 'attribution', 'record_uuid',
 	'attributed_at']);
@@ -240,7 +244,12 @@ SELECT set_eq(
 		  'status_history.worker', 'status_history.connected', 'status_history.error',
 		  'status_history.error_at',
 		  -- 0.6: set only while a re-drive of the dead letter waits
-		  'rejected_events.redrive_generation'],
+		  'rejected_events.redrive_generation',
+		  -- 0.6: an order's partition, unknown for orders stored before 0.6 (issue #13, part 3);
+		  -- likewise for the ids of such orders a handoff brings; a handoff's
+		  -- steps not taken yet; a copied handoff's items outside any source
+		  'orders.partition', 'orders_seen_elsewhere.partition',
+		  'handoffs.imported_at', 'handoffs.finished_at', 'handoff_in.source'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, the origin of a source or sink, and a '
 	'source''s partition count, are nullable');
