@@ -2365,6 +2365,7 @@ RETURNS integer[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'
+SET enable_hashagg = off	-- the dedup rows' chunks one after another, not all in memory at once
 AS $$
 DECLARE
 	v_head		jsonb;
@@ -2491,18 +2492,22 @@ BEGIN
 		ON CONFLICT DO NOTHING;
 
 		IF l.kind = 'ad_events' THEN
-			SELECT coalesce(array_agg((i.data->>'hour')::timestamptz ORDER BY i.ctid), '{}'),
-				   coalesce(array_agg(decode(i.data->>'ids', 'hex') ORDER BY i.ctid), '{}')
-			  INTO v_hours, v_ids
-			  FROM adstream.handoff_in i
-			 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'dedup' AND i.source = l.name
-			   AND (i.data->>'hour')::timestamptz >= v_expired;
-			IF cardinality(v_hours) > 0 THEN
+			-- In chunks of 500 rows (a batch's ids of an hour each), so that
+			-- no array comes near the 1 GB a value can hold.
+			FOR v_hours, v_ids IN
+				SELECT array_agg(c.hour ORDER BY c.n), array_agg(c.ids ORDER BY c.n)
+				  FROM (SELECT (i.data->>'hour')::timestamptz AS hour, decode(i.data->>'ids', 'hex') AS ids,
+							   row_number() OVER () AS n
+						  FROM adstream.handoff_in i
+						 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'dedup'
+						   AND i.source = l.name AND (i.data->>'hour')::timestamptz >= v_expired) c
+				 GROUP BY (c.n - 1) / 500 ORDER BY (c.n - 1) / 500
+			LOOP
 				PERFORM adstream.ensure_partitions('dedup_log', v_hours);
 				v_segs := adstream._dedup_import(l.id, v_hours, v_ids);
 				INSERT INTO adstream.dedup_log (source_id, hour, seg, ids)
 				SELECT l.id, u.hour, u.seg, u.ids FROM unnest(v_hours, v_segs, v_ids) AS u(hour, seg, ids);
-			END IF;
+			END LOOP;
 
 			SELECT coalesce(array_agg(DISTINCT date_trunc('hour', (i.data->>'ts')::timestamptz)), '{}') INTO v_times
 			  FROM adstream.handoff_in i
