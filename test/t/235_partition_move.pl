@@ -192,17 +192,19 @@ for my $name (sort keys %node)
 {
 	my $f = "$dir/$name";
 	my $n = $node{$name};
-	PostgreSQL::Test::Utils::append_to_file("$f.min", $n->safe_psql('postgres',
-		"COPY (SELECT adstream.node_name(), ad_id, campaign_id, window_start, impressions, clicks FROM adstream.ad_stats_minute) TO STDOUT") . "\n");
-	PostgreSQL::Test::Utils::append_to_file("$f.rej", $n->safe_psql('postgres',
-		"COPY (SELECT source, reason FROM adstream.rejected_events) TO STDOUT") . "\n");
-	PostgreSQL::Test::Utils::append_to_file("$f.acc", $n->safe_psql('postgres',
-		"COPY (SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0) FROM adstream.offsets WHERE source = 'ads') TO STDOUT") . "\n");
-	PostgreSQL::Test::Utils::append_to_file("$f.ord", $n->safe_psql('postgres', q{
+	# an empty result is an empty file (a lone newline would be an empty row)
+	my $rows = sub { my $out = $_[0]; return $out eq '' ? '' : "$out\n" };
+	PostgreSQL::Test::Utils::append_to_file("$f.min", $rows->($n->safe_psql('postgres',
+		"COPY (SELECT adstream.node_name(), ad_id, campaign_id, window_start, impressions, clicks FROM adstream.ad_stats_minute) TO STDOUT")));
+	PostgreSQL::Test::Utils::append_to_file("$f.rej", $rows->($n->safe_psql('postgres',
+		"COPY (SELECT source, reason FROM adstream.rejected_events) TO STDOUT")));
+	PostgreSQL::Test::Utils::append_to_file("$f.acc", $rows->($n->safe_psql('postgres',
+		"COPY (SELECT coalesce(sum(accepted), 0), coalesce(sum(duplicates), 0) FROM adstream.offsets WHERE source = 'ads') TO STDOUT")));
+	PostgreSQL::Test::Utils::append_to_file("$f.ord", $rows->($n->safe_psql('postgres', q{
 COPY (SELECT order_id, ad_id, campaign_id, event_id, (extract(epoch FROM event_ts) * 1000)::bigint,
-             (extract(epoch FROM ts) * 1000)::bigint, amount, currency FROM adstream.orders) TO STDOUT}) . "\n");
-	PostgreSQL::Test::Utils::append_to_file("$f.att", $n->safe_psql('postgres',
-		"COPY (SELECT order_id, ad_id, click_event_id, amount, record_uuid FROM adstream.attributed_orders) TO STDOUT") . "\n");
+             (extract(epoch FROM ts) * 1000)::bigint, amount, currency FROM adstream.orders) TO STDOUT})));
+	PostgreSQL::Test::Utils::append_to_file("$f.att", $rows->($n->safe_psql('postgres',
+		"COPY (SELECT order_id, ad_id, click_event_id, amount, record_uuid FROM adstream.attributed_orders) TO STDOUT")));
 	$load .= "COPY all_min FROM '$f.min'; COPY all_rej FROM '$f.rej'; COPY all_acc FROM '$f.acc'; "
 	  . "COPY all_orders FROM '$f.ord'; COPY all_att FROM '$f.att';\n";
 }
