@@ -97,6 +97,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -1292,7 +1293,26 @@ ads_dedup_import(int32 source_id, int nrows, const int32 *hours,
 				 const uint8 *const *ids, const int *nids, int32 *segs)
 {
 	DedupKey	key;
+	Oid			database;
+	bool		ready;
 
+	/*
+	 * The index mirrors one database's dedup_log, that of the workers
+	 * (adstream.database): an import elsewhere must not rebuild it for
+	 * another while they use it.
+	 */
+	check_loaded();
+	LWLockAcquire(state->lock, LW_SHARED);
+	database = state->database;
+	ready = state->ready;
+	LWLockRelease(state->lock);
+	if (ready && database != MyDatabaseId)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("adstream's dedup index holds the event ids of another database"),
+				 errdetail("The workers of this server run in database \"%s\".",
+						   get_database_name(database) ? get_database_name(database) : "?"),
+				 errhint("Import the handoff in the database that adstream.database names.")));
 	ads_dedup_index_prepare();
 	memset(&key, 0, sizeof(key));
 	key.source_id = source_id;

@@ -105,11 +105,11 @@ is($A->safe_psql('postgres', "SELECT string_agg(name || ':' || array_to_string(p
 
 sub copy_handoff
 {
-	my ($from, $to, $id) = @_;
+	my ($from, $to, $id, $db) = @_;
 	my ($e1, $e2) = ('', '');
 	IPC::Run::run([ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $from->connstr('postgres'), '-c',
 			"COPY (SELECT * FROM adstream.handoff_data($id)) TO STDOUT" ], '2>', \$e1, '|',
-		[ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $to->connstr('postgres'), '-c',
+		[ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $to->connstr($db // 'postgres'), '-c',
 			'COPY adstream.handoff_in FROM STDIN' ], '>', \my $o, '2>', \$e2)
 	  or die "copying handoff $id failed: $e1 $e2";
 }
@@ -145,6 +145,14 @@ copy_handoff($A, $C, $hid);
 ($ret, $out, $err) = $C->psql('postgres', "SELECT adstream.import_partitions('A', $hid)");
 like($err, qr/handoff $hid of node "A" was already imported/, 'a second import of the handoff is refused');
 $C->safe_psql('postgres', "DELETE FROM adstream.handoff_in WHERE from_node = 'A' AND handoff_id = $hid");
+# In another database than the workers', an import would rebuild their
+# dedup index for that database's dedup_log: refused.
+$C->safe_psql('postgres', 'CREATE DATABASE other');
+$C->safe_psql('other', "SET client_min_messages = error; CREATE EXTENSION adstream; SELECT adstream.set_node_name('C')");
+copy_handoff($A, $C, $hid, 'other');
+($ret, $out, $err) = $C->psql('other', "SELECT adstream.import_partitions('A', $hid)");
+like($err, qr/adstream's dedup index holds the event ids of another database/,
+	"an import outside adstream.database is refused, the workers' dedup index untouched");
 is($C->safe_psql('postgres', "SELECT state FROM adstream.handoff_status WHERE handoff_id = $hid"), 'imported',
 	'C shows the handoff as imported');
 $A->safe_psql('postgres', "SELECT adstream.confirm_handoff($hid)");
