@@ -136,6 +136,16 @@ SELECT adstream.cancel_handoff(:hid2);
 -- A copy of an order judged elsewhere is a duplicate: orders_seen_elsewhere.
 SELECT order_id, source, partition, from_node FROM adstream.orders_seen_elsewhere ORDER BY 1;
 
-SELECT adstream.drop_source('h_ads'), adstream.drop_source('h_shop');
+-- A source of every partition (one node growing to two) keeps the others
+-- of the topic, once its workers have seen how many there are.
+SELECT adstream.create_source('h_all', 'hk:9092', 'h-all') > 0 AS created;
+\set VERBOSITY default
+SELECT adstream.export_partitions('2-3', ARRAY['h_all']);
+\set VERBOSITY terse
+UPDATE adstream.sources SET partition_count = 4 WHERE name = 'h_all';
+SELECT adstream.export_partitions('2-3', ARRAY['h_all']) > 0 AS exported;
+SELECT partitions FROM adstream.sources WHERE name = 'h_all';
+
+SELECT adstream.drop_source('h_ads'), adstream.drop_source('h_shop'), adstream.drop_source('h_all');
 DELETE FROM adstream.orders WHERE source = 'h_shop';
 DELETE FROM adstream.orders_seen_elsewhere;
