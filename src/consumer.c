@@ -973,6 +973,9 @@ adstream_consumer_main(Datum arg)
 	c->nodes.topic = c->source.topic;
 	c->nodes.group_id = c->source.group_id;
 	c->nodes.check_contract = (c->source.npartitions >= 0);
+	c->nodes.nhanded = c->source.nhanded;
+	c->nodes.handed_parts = c->source.handed_parts;
+	c->nodes.handed_from = c->source.handed_from;
 	b->stripe = (int16) Min(c->args.worker_index, PG_INT16_MAX);
 	set_running_state(c);		/* "connecting" until a broker answers */
 	ereport(LOG, (errmsg("%s started", ads_worker_name())));

@@ -155,6 +155,8 @@ like($err, qr/adstream's dedup index holds the event ids of another database/,
 	"an import outside adstream.database is refused, the workers' dedup index untouched");
 is($C->safe_psql('postgres', "SELECT state FROM adstream.handoff_status WHERE handoff_id = $hid"), 'imported',
 	'C shows the handoff as imported');
+my $handed4 = $A->safe_psql('postgres', "SELECT d.data->>'next_offset' FROM adstream.handoff_data($hid) d "
+	  . "WHERE d.item = 'offset' AND d.source = 'ads' AND (d.data->>'partition')::int = 4");
 $A->safe_psql('postgres', "SELECT adstream.confirm_handoff($hid)");
 is($A->safe_psql('postgres', "SELECT state || ':' || (SELECT count(*) FROM adstream.handoff_items) FROM adstream.handoff_status WHERE handoff_id = $hid"),
 	'confirmed:0', 'A confirmed the handoff and dropped its data');
@@ -293,6 +295,34 @@ is($pinot, '0:0:A,B,C',
 	"the region's topic, read with Pinot's upsert rule, holds each node's rows, and summed over the nodes equals the truth");
 like(slurp_file($C->logfile), qr/\(PID $pid\) was terminated by signal 9.*dedup index rebuilt from adstream\.dedup_log/s,
 	"C's consumer was killed, and C rebuilt its dedup index (with the imported ids) after the crash");
+
+# 6. Overlap detection after the move.  A late commit of A (a commit
+# librdkafka delivers after a broker outage, or a stuck old worker's) names
+# A at or below the offset A handed over: the previous owner's, C goes on.
+# A commit of A above it means A consumes the partition again: C stops it.
+my $a_tag = $A->safe_psql('postgres', "SELECT 'adstream node ' || adstream.node_name() || ' ' || adstream._origin()");
+my $group = $C->safe_psql('postgres', "SELECT group_id FROM adstream.sources WHERE name = 'ads'");
+sub group_commit
+{
+	my ($offset) = @_;
+	my $e = '';
+	IPC::Run::run([ "$AdstreamTest::BIN/adstream-group-commit", '--brokers', $src->{bootstrap}, '--group', $group,
+			'--topic', 'ads', '--partition', 4, '--offset', $offset, '--metadata', $a_tag ], '2>', \$e)
+	  or die "group commit failed: $e";
+}
+group_commit($handed4);
+sleep 3;						# more than one check (every 2 s) of C's consumer
+group_commit($handed4 - 1);
+sleep 3;
+is($C->safe_psql('postgres', "SELECT string_agg(DISTINCT coalesce(last_error, ''), ',') FROM adstream.source_status"),
+	'', "A's late commits at or below the offset it handed over ($handed4) are not an overlap on C");
+my $c4 = $C->safe_psql('postgres', "SELECT next_offset FROM adstream.offsets WHERE source = 'ads' AND partition = 4");
+group_commit($c4 + 1);
+$C->poll_query_until('postgres',
+	"SELECT count(*) > 0 FROM adstream.source_status WHERE last_error LIKE 'partition 4 stopped: also consumed by node A %'")
+  or diag $C->safe_psql('postgres', 'SELECT DISTINCT last_error FROM adstream.source_status');
+like($C->safe_psql('postgres', 'SELECT string_agg(DISTINCT last_error, \',\') FROM adstream.source_status'),
+	qr/partition 4 stopped: also consumed by node A /, 'a commit of A beyond where C took the partition stops it on C');
 
 $_->stop for values %node;
 $_->stop for ($src, $region);
