@@ -1975,6 +1975,30 @@ COMMENT ON FUNCTION adstream._dedup_import(integer, timestamptz[], bytea[]) IS
 	'Internal: puts a handoff''s event ids into the dedup index of the source and returns the segment of each row for dedup_log';
 
 /*
+ * A source's counters in adstream.metrics stay monotonic across a handoff:
+ * the counters of the partitions that leave (negative deltas) or arrive
+ * travel with their offsets rows, and the metrics' baseline moves with them.
+ */
+CREATE FUNCTION adstream._metrics_shift(p_source integer, p_created timestamptz,
+	p_accepted numeric, p_duplicates numeric, p_rejected numeric)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+INSERT INTO adstream.metrics_reset AS r (kind, object_id, stats_reset, baseline)
+VALUES ('source', p_source, p_created,
+		jsonb_build_object('messages_accepted_total', p_accepted, 'messages_duplicate_total', p_duplicates,
+						   'messages_rejected_total', p_rejected))
+ON CONFLICT (kind, object_id) DO UPDATE
+   SET baseline = r.baseline || jsonb_build_object(
+		'messages_accepted_total', coalesce((r.baseline->>'messages_accepted_total')::numeric, 0) + p_accepted,
+		'messages_duplicate_total', coalesce((r.baseline->>'messages_duplicate_total')::numeric, 0) + p_duplicates,
+		'messages_rejected_total', coalesce((r.baseline->>'messages_rejected_total')::numeric, 0) + p_rejected)
+$$;
+COMMENT ON FUNCTION adstream._metrics_shift(integer, timestamptz, numeric, numeric, numeric) IS
+	'Internal: moves a source''s metrics baseline by the counters a handoff took away or brought, so that its counters stay monotonic';
+
+/*
  * Moves partitions away from this node: every source here that consumes
  * any of them gives them up, in one transaction that
  *   - takes the expiry lock exclusively, which waits for every batch in
@@ -2125,6 +2149,11 @@ BEGIN
 			-- Drained: the source goes, its counts and dead letters stay.
 			DELETE FROM adstream.sources k WHERE k.id = s.id;
 		ELSE
+			PERFORM adstream._metrics_shift(s.id, s.created_at, -coalesce(sum((i.data->>'accepted')::numeric), 0),
+											-coalesce(sum((i.data->>'duplicates')::numeric), 0),
+											-coalesce(sum((i.data->>'rejected')::numeric), 0))
+			   FROM adstream.handoff_items i
+			  WHERE i.handoff_id = v_id AND i.item = 'offset' AND i.source = s.name;
 			UPDATE adstream.sources k
 			   SET partitions = v_keep, generation = adstream._new_generation(), updated_at = now()
 			 WHERE k.id = s.id;
@@ -2313,6 +2342,11 @@ BEGIN
 		RETURNING k.dedup_expired_before INTO v_expired;
 
 		DELETE FROM adstream.offsets o WHERE o.source = l.name AND o.topic = l.topic AND o.partition = ANY (v_move);
+		PERFORM adstream._metrics_shift(l.id, l.created_at, coalesce(sum((i.data->>'accepted')::numeric), 0),
+										coalesce(sum((i.data->>'duplicates')::numeric), 0),
+										coalesce(sum((i.data->>'rejected')::numeric), 0))
+		   FROM adstream.handoff_in i
+		  WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'offset' AND i.source = l.name;
 		INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts, accepted, duplicates, rejected)
 		SELECT l.name, l.topic, (i.data->>'partition')::integer, (i.data->>'next_offset')::bigint,
 			   (i.data->>'max_event_ts')::timestamptz, (i.data->>'accepted')::bigint,
@@ -2529,6 +2563,7 @@ COMMENT ON VIEW adstream.handoff_status IS
 
 REVOKE ALL ON adstream.handoff_status FROM PUBLIC;
 REVOKE ALL ON FUNCTION adstream._dedup_import(integer, timestamptz[], bytea[]),
+	adstream._metrics_shift(integer, timestamptz, numeric, numeric, numeric),
 	adstream.export_partitions(text, text[]), adstream.handoff_data(bigint),
 	adstream._handoff_apply(text, bigint, jsonb), adstream.import_partitions(text, bigint, jsonb),
 	adstream.confirm_handoff(bigint), adstream.cancel_handoff(bigint) FROM PUBLIC;

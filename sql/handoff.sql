@@ -66,7 +66,11 @@ SELECT name, partitions FROM adstream.sources WHERE name LIKE 'h\_%' ORDER BY na
 -- Export 0-3: the partitions leave, with their offsets, dead letters and
 -- waiting orders; dedup ids within the horizon and clicks are copied
 -------------------------------------------------------------------------------
+SELECT metric, value FROM adstream.metrics WHERE name = 'h_ads' AND metric LIKE 'messages%' ORDER BY 1;
 SELECT adstream.export_partitions('0-3', ARRAY['h_ads', 'h_shop']) AS hid \gset
+-- The counters that left with the offsets leave the metrics' baseline too.
+SELECT metric, value FROM adstream.metrics WHERE name = 'h_ads' AND metric LIKE 'messages%' ORDER BY 1;
+SELECT sum(accepted) AS raw_accepted FROM adstream.offsets WHERE source = 'h_ads';
 SELECT name, partitions FROM adstream.sources WHERE name LIKE 'h\_%' ORDER BY name;
 SELECT source, array_agg(partition ORDER BY partition) FROM adstream.offsets WHERE source LIKE 'h\_%' GROUP BY 1 ORDER BY 1;
 SELECT order_id, status, partition FROM adstream.orders WHERE source = 'h_shop' ORDER BY 1;
@@ -100,6 +104,7 @@ SELECT adstream.import_partitions('n0', :hid);
 SELECT name, partitions, generation > :gen_before AS new_generation, dedup_expired_before
   FROM adstream.sources WHERE name LIKE 'h\_%' ORDER BY name;
 SELECT ready FROM adstream.dedup_index_status();
+SELECT metric, value FROM adstream.metrics WHERE name = 'h_ads' AND metric LIKE 'messages%' ORDER BY 1;
 SELECT source, partition, next_offset, accepted, duplicates FROM adstream.offsets WHERE source LIKE 'h\_%' AND partition < 4 ORDER BY 1, 2;
 SELECT order_id, status, partition FROM adstream.orders WHERE source = 'h_shop' ORDER BY 1;
 SELECT count(*) AS staged_left FROM adstream.handoff_in;

@@ -46,7 +46,7 @@ SELECT functions_are('adstream', ARRAY[
 	'_dedup_expiry_due', '_dedup_expiry_marks',
 	-- 0.6: moving partitions between nodes (issue #13, part 3)
 	'_dedup_import', 'export_partitions', 'handoff_data', '_handoff_apply', 'import_partitions',
-	'confirm_handoff', 'cancel_handoff'],
+	'confirm_handoff', 'cancel_handoff', '_metrics_shift'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
