@@ -35,7 +35,7 @@ SHLIB_LINK += -fsanitize=undefined
 endif
 
 # pg_regress runs on a throwaway instance with the library preloaded.
-REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter status formats rewind
+REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter status formats rewind handoff
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
 
 EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log build-flags.stamp
@@ -57,7 +57,7 @@ endif
 # Built by the targets that use them (make tools), never by a plain make or
 # make install, which build and install the extension only.
 TOOLS = test/bin/adstream-mock-broker test/bin/adstream-loadgen test/bin/adstream-upsert-reader test/bin/test_event_parse \
-	test/bin/test_avro_format test/bin/adstream-transcode
+	test/bin/test_avro_format test/bin/adstream-transcode test/bin/adstream-group-commit
 TOOL_CFLAGS = -O2 -g -Wall -Wextra -Werror -Iinclude $(RDKAFKA_CFLAGS)
 
 .PHONY: tools
@@ -73,6 +73,9 @@ test/bin/adstream-loadgen: test/loadgen/loadgen.c | test/bin
 	$(CC) $(TOOL_CFLAGS) -o $@ $< $(RDKAFKA_LIBS) -lpthread -lm
 
 test/bin/adstream-upsert-reader: test/reader/upsert_reader.c | test/bin
+	$(CC) $(TOOL_CFLAGS) -o $@ $< $(RDKAFKA_LIBS)
+
+test/bin/adstream-group-commit: test/commit/group_commit.c | test/bin
 	$(CC) $(TOOL_CFLAGS) -o $@ $< $(RDKAFKA_LIBS)
 
 test/bin/test_event_parse: test/unit/test_event_parse.c src/event_parse.c include/event_parse.h | test/bin

@@ -32,6 +32,10 @@ typedef struct AdsSourceDef
 	int			npartitions;	/* -1: every partition of the topic */
 	int32	   *partitions;		/* else these, ascending (the "partitions" option) */
 	char	   *node_tag;		/* this node in the metadata of its Kafka commits */
+	/* partitions imported from another node (a handoff), latest first per partition */
+	int			nhanded;
+	int32	   *handed_parts;
+	char	  **handed_from;	/* that node's tag prefix: "adstream node <name> " */
 } AdsSourceDef;
 
 typedef struct AdsSinkDef

@@ -21,6 +21,14 @@ extern void ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids,
 /* Before the batch writes shared keys: the claims taken as duplicates stand. */
 extern void ads_dedup_confirm(void);
 
+/*
+ * A partition handoff's committed ids, nrows rows of one hour each, into the
+ * filter; segs receives each row's segment.  SPI connected, the expiry lock
+ * held exclusively (src/handoff.c).
+ */
+extern void ads_dedup_import(int32 source_id, int nrows, const int32 *hours,
+							 const uint8 *const *ids, const int *nids, int32 *segs);
+
 /* After the batch transaction has ended: its claims stand or go.  Never throws. */
 extern void ads_dedup_settle(bool committed);
 

@@ -19,6 +19,7 @@ typedef struct AdsNodePartition
 	int32		partition;
 	bool		own_seen;		/* Kafka showed our own commit for it */
 	int64		other_offset;	/* the last other node's commit seen, or -1 */
+	int64		start;			/* our stored offset when first seen here, or -1 */
 	bool		stopped;		/* another node consumes it too */
 	int64		committed;		/* then: its stored offset, committed again */
 	char		other[ADS_ERROR_LEN / 2];	/* that node's tag, after "adstream node " */
@@ -37,6 +38,10 @@ typedef struct AdsNodeWatch
 	int32		misplaced_example;
 	int			nparts;
 	AdsNodePartition parts[ADS_MAX_TOPIC_PARTITIONS_PER_WORKER];
+	/* partitions handed over by another node, and its tag prefix */
+	int			nhanded;
+	const int32 *handed_parts;
+	char	  **handed_from;
 } AdsNodeWatch;
 
 /* This node's tag as metadata of a commit (the list frees it). */

@@ -1919,6 +1919,705 @@ COMMENT ON FUNCTION adstream._parse_partitions(text) IS
 	'Internal: the partition numbers of create_source''s "partitions" option, such as ''0-15,20''';
 
 -------------------------------------------------------------------------------
+-- #13 partition handoff: moving partitions between running nodes (issue #13,
+-- part 3; docs/deployment.md, "Moving partitions between nodes";
+-- docs/architecture.md, point 13)
+-------------------------------------------------------------------------------
+
+-- The Kafka partition an order came from, written by the orders consumer, so
+-- that a handoff moves exactly the moved partitions' waiting orders.  NULL
+-- for orders stored before 0.6.
+ALTER TABLE adstream.orders ADD COLUMN partition integer;
+
+/*
+ * The ids of orders another node judged, on partitions this node took over
+ * from it: a copy of one arriving here is a duplicate, never a new order.
+ * The orders consumer skips them as it skips the orders of adstream.orders.
+ */
+CREATE TABLE adstream.orders_seen_elsewhere (
+	order_id		uuid PRIMARY KEY,
+	source			text NOT NULL,
+	partition		integer,		-- NULL: stored before 0.6 on the other node
+	from_node		text NOT NULL,
+	handoff_id		bigint NOT NULL
+);
+COMMENT ON TABLE adstream.orders_seen_elsewhere IS
+	'Ids of orders judged by another node on partitions handed over to this one: their copies are duplicates here';
+SELECT pg_catalog.pg_extension_config_dump('adstream.orders_seen_elsewhere', '');
+
+/*
+ * Handoffs this node exported ('out', numbered by handoff_id_seq) or
+ * imported ('in', under the exporting node's name and number).  An export
+ * keeps its data (handoff_items) until it is confirmed: the operator's copy
+ * may fail and be done again.
+ */
+CREATE SEQUENCE adstream.handoff_id_seq;
+SELECT pg_catalog.pg_extension_config_dump('adstream.handoff_id_seq', '');
+CREATE TABLE adstream.handoffs (
+	direction		text NOT NULL CHECK (direction IN ('out', 'in')),
+	from_node		text NOT NULL,
+	handoff_id		bigint NOT NULL,
+	partitions		integer[] NOT NULL,
+	sources			text[] NOT NULL,
+	state			text NOT NULL CHECK (state IN ('exported', 'confirmed', 'cancelled', 'imported')),
+	exported_at		timestamptz NOT NULL,
+	imported_at		timestamptz,
+	finished_at		timestamptz,	-- confirmed or cancelled
+	items			jsonb NOT NULL,	-- how many items of each kind
+	PRIMARY KEY (direction, from_node, handoff_id),
+	CHECK ((direction = 'out') = (state IN ('exported', 'confirmed', 'cancelled')))
+);
+COMMENT ON TABLE adstream.handoffs IS
+	'Partition handoffs exported from this node or imported into it (adstream.export_partitions, adstream.import_partitions)';
+SELECT pg_catalog.pg_extension_config_dump('adstream.handoffs', '');
+
+/*
+ * What an export took from this node, one item per row: each source's
+ * definition, and the moved partitions' offsets, dead letters and waiting
+ * orders (taken away here), the source's dedup ids and kept clicks, and the
+ * ids of orders judged (copied).  Removed when the handoff is confirmed.
+ */
+CREATE TABLE adstream.handoff_items (
+	handoff_id		bigint NOT NULL,
+	item			text NOT NULL
+					CHECK (item IN ('source', 'offset', 'dedup', 'event', 'order', 'order_id', 'dead_letter')),
+	source			text NOT NULL,
+	data			jsonb NOT NULL
+);
+CREATE INDEX handoff_items_handoff_idx ON adstream.handoff_items (handoff_id);
+COMMENT ON TABLE adstream.handoff_items IS
+	'The data of this node''s exported handoffs until they are confirmed (read with adstream.handoff_data)';
+SELECT pg_catalog.pg_extension_config_dump('adstream.handoff_items', '');
+
+/*
+ * Where the operator copies a handoff on the receiving node:
+ *   psql -h old -c "COPY (SELECT * FROM adstream.handoff_data(7)) TO STDOUT" |
+ *   psql -h new -c "COPY adstream.handoff_in FROM STDIN"
+ * import_partitions() reads it and empties it.
+ */
+CREATE TABLE adstream.handoff_in (
+	from_node		text NOT NULL,
+	handoff_id		bigint NOT NULL,
+	item			text NOT NULL,
+	source			text,
+	data			jsonb NOT NULL
+);
+CREATE INDEX handoff_in_handoff_idx ON adstream.handoff_in (from_node, handoff_id);
+COMMENT ON TABLE adstream.handoff_in IS
+	'A handoff copied from another node (COPY ... FROM STDIN), waiting for adstream.import_partitions()';
+
+REVOKE ALL ON adstream.orders_seen_elsewhere, adstream.handoffs, adstream.handoff_items, adstream.handoff_in
+	FROM PUBLIC;
+
+/*
+ * Ids of a handoff into the dedup index, as committed ids of the source's
+ * hours, before they are written to dedup_log in the same transaction;
+ * returns each row's segment.  Rebuilds the index first if it has not been.
+ */
+CREATE FUNCTION adstream._dedup_import(p_source integer, p_hours timestamptz[], p_ids bytea[])
+RETURNS integer[] LANGUAGE C STRICT VOLATILE
+AS 'MODULE_PATHNAME', 'adstream_dedup_import';
+COMMENT ON FUNCTION adstream._dedup_import(integer, timestamptz[], bytea[]) IS
+	'Internal: puts a handoff''s event ids into the dedup index of the source and returns the segment of each row for dedup_log';
+
+/*
+ * A source's counters in adstream.metrics stay monotonic across a handoff:
+ * the counters of the partitions that leave (negative deltas) or arrive
+ * travel with their offsets rows, and the metrics' baseline moves with them.
+ */
+CREATE FUNCTION adstream._metrics_shift(p_source integer, p_created timestamptz,
+	p_accepted numeric, p_duplicates numeric, p_rejected numeric)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+INSERT INTO adstream.metrics_reset AS r (kind, object_id, stats_reset, baseline)
+VALUES ('source', p_source, p_created,
+		jsonb_build_object('messages_accepted_total', p_accepted, 'messages_duplicate_total', p_duplicates,
+						   'messages_rejected_total', p_rejected))
+ON CONFLICT (kind, object_id) DO UPDATE
+   SET baseline = r.baseline || jsonb_build_object(
+		'messages_accepted_total', coalesce((r.baseline->>'messages_accepted_total')::numeric, 0) + p_accepted,
+		'messages_duplicate_total', coalesce((r.baseline->>'messages_duplicate_total')::numeric, 0) + p_duplicates,
+		'messages_rejected_total', coalesce((r.baseline->>'messages_rejected_total')::numeric, 0) + p_rejected)
+$$;
+COMMENT ON FUNCTION adstream._metrics_shift(integer, timestamptz, numeric, numeric, numeric) IS
+	'Internal: moves a source''s metrics baseline by the counters a handoff took away or brought, so that its counters stay monotonic';
+
+/*
+ * Moves partitions away from this node: every source here that consumes
+ * any of them gives them up, in one transaction that
+ *   - takes the expiry lock exclusively, which waits for every batch in
+ *     flight and holds back the next ones until it commits;
+ *   - deletes the moved partitions' offsets (a batch of a worker that still
+ *     runs then fails on its offsets: the fence of the batch), their dead
+ *     letters and, of an orders source, their waiting orders;
+ *   - keeps all that, with each source's definition, its dedup ids and
+ *     dedup_expired_before, its kept clicks and the ids of the orders it
+ *     judged, in handoff_items;
+ *   - takes the partitions out of the sources' "partitions" (a source left
+ *     with none is dropped; its counts stay) with a new generation.
+ * sources, if given, limits the export to those sources.  A user's clicks
+ * and orders must stay on one node: move the ad-events and orders sources
+ * of the same partitions together, in one export.
+ * Returns the handoff's number, for adstream.handoff_data().
+ */
+CREATE FUNCTION adstream.export_partitions(partitions text, sources text[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+AS $$
+DECLARE
+	v_parts		integer[] := adstream._parse_partitions(partitions);
+	v_node		text := adstream._ensure_node();
+	v_id		bigint;
+	s			adstream.sources;
+	v_all		integer[];
+	v_move		integer[];
+	v_keep		integer[];
+	v_names		text[] := '{}';
+	v_moved		integer[] := '{}';
+	v_n			bigint;
+	v_name		text;
+BEGIN
+	-- Each statement must see what committed before the lock below: a
+	-- snapshot of the whole transaction, taken earlier, could miss a
+	-- batch's first offset and hand over a partition without it.
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'export_partitions must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Call it in its own transaction, or after SET TRANSACTION ISOLATION LEVEL READ COMMITTED.';
+	END IF;
+	FOREACH v_name IN ARRAY coalesce(sources, '{}') LOOP
+		PERFORM adstream._source_must_exist(v_name);
+	END LOOP;
+	-- Every batch in flight commits (or not) before this goes on, and no
+	-- batch starts until this commits: the offsets read below are final.
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
+
+	FOR s IN SELECT * FROM adstream.sources k
+			  WHERE (k.partitions IS NULL OR k.partitions && v_parts)
+				AND (sources IS NULL OR k.name = ANY (sources))
+			  ORDER BY k.name FOR UPDATE
+	LOOP
+		IF s.partitions IS NULL AND s.partition_count IS NULL THEN
+			RAISE EXCEPTION 'source "%" consumes every partition of topic "%", and how many it has is not known yet', s.name, s.topic
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  HINT = 'Let its workers start (they record the topic''s partition count), then export again.';
+		END IF;
+		v_all := coalesce(s.partitions, ARRAY(SELECT generate_series(0, s.partition_count - 1)));
+		v_move := ARRAY(SELECT unnest(v_all) INTERSECT SELECT unnest(v_parts) ORDER BY 1);
+		CONTINUE WHEN cardinality(v_move) = 0;
+		v_keep := ARRAY(SELECT unnest(v_all) EXCEPT SELECT unnest(v_parts) ORDER BY 1);
+		IF s.kind = 'orders' THEN
+			SELECT count(*) INTO v_n FROM adstream.orders o
+			 WHERE o.source = s.name AND o.status = 'waiting' AND o.partition IS NULL;
+			IF v_n > 0 THEN
+				RAISE EXCEPTION 'source "%" has % waiting orders of an unknown partition', s.name, v_n
+					USING ERRCODE = 'object_not_in_prerequisite_state',
+						  DETAIL = 'Orders stored before 0.6 do not record their partition, so a handoff cannot tell whose they are.',
+						  HINT = 'Wait until attribution has judged them (at the latest adstream.attribution_max_wait after they arrived; see adstream.waiting_orders), then export again.';
+			END IF;
+		END IF;
+		IF v_id IS NULL THEN
+			v_id := nextval('adstream.handoff_id_seq');
+		END IF;
+		v_names := v_names || s.name;
+		v_moved := ARRAY(SELECT unnest(v_moved) UNION SELECT unnest(v_move) ORDER BY 1);
+
+		INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+		VALUES (v_id, 'source', s.name, jsonb_build_object(
+			'kind', s.kind, 'brokers', s.brokers, 'topic', s.topic, 'start', s.start_policy,
+			'workers', s.workers, 'group_id', s.group_id,
+			'kafka_options', (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{}') FROM jsonb_each(s.kafka_options) e
+							   WHERE NOT adstream._is_secret(e.key)),
+			'input_format', s.input_format, 'partition_count', s.partition_count,
+			'dedup_expired_before', s.dedup_expired_before, 'partitions', to_jsonb(v_move)));
+
+		-- The fence: a batch of this node that still holds one of these
+		-- partitions finds no offset to move (or, for a first offset, a
+		-- partition that is no longer the source's) and rolls back.
+		WITH gone AS (
+			DELETE FROM adstream.offsets o
+			 WHERE o.source = s.name AND o.topic = s.topic AND o.partition = ANY (v_move)
+			RETURNING o.*)
+		INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+		SELECT v_id, 'offset', s.name,
+			   jsonb_build_object('partition', g.partition, 'next_offset', g.next_offset, 'max_event_ts', g.max_event_ts,
+								  'accepted', g.accepted, 'duplicates', g.duplicates, 'rejected', g.rejected)
+		  FROM gone g;
+
+		WITH gone AS (
+			DELETE FROM adstream.rejected_events r
+			 WHERE r.source = s.name AND r.topic = s.topic AND r.partition = ANY (v_move)
+			RETURNING r.*)
+		INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+		SELECT v_id, 'dead_letter', s.name, to_jsonb(g) - 'source' - 'topic' FROM gone g;
+
+		IF s.kind = 'ad_events' THEN
+			-- Everything the source remembers (its dedup_log within its
+			-- horizon), and every click it keeps for attribution: duplicates
+			-- and a user's clicks stay on their partition, so the extra ids
+			-- and clicks of partitions not moved never meet an event there.
+			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+			SELECT v_id, 'dedup', s.name, jsonb_build_object('hour', d.hour, 'ids', encode(d.ids, 'hex'))
+			  FROM adstream.dedup_log d
+			 WHERE d.source_id = s.id AND d.hour >= s.dedup_expired_before;
+			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+			SELECT v_id, 'event', s.name, to_jsonb(e) - 'source_id'
+			  FROM adstream.ad_events e WHERE e.source_id = s.id;
+		ELSE
+			-- Waiting orders move (one node judges each); of those judged,
+			-- the ids, so that their copies stay duplicates.
+			WITH gone AS (
+				DELETE FROM adstream.orders o
+				 WHERE o.source = s.name AND o.status = 'waiting' AND o.partition = ANY (v_move)
+				RETURNING o.*)
+			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+			SELECT v_id, 'order', s.name,
+				   jsonb_build_object('order_id', g.order_id, 'user_id', g.user_id, 'store_id', g.store_id,
+									  'amount', g.amount, 'currency', g.currency, 'ts', g.ts,
+									  'received_at', g.received_at, 'partition', g.partition)
+			  FROM gone g;
+			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+			SELECT v_id, 'order_id', s.name, jsonb_build_object('order_id', o.order_id, 'partition', o.partition)
+			  FROM adstream.orders o
+			 WHERE o.source = s.name AND o.status <> 'waiting' AND (o.partition IS NULL OR o.partition = ANY (v_move))
+			UNION ALL
+			SELECT v_id, 'order_id', s.name, jsonb_build_object('order_id', e.order_id, 'partition', e.partition)
+			  FROM adstream.orders_seen_elsewhere e
+			 WHERE e.source = s.name AND (e.partition IS NULL OR e.partition = ANY (v_move));
+		END IF;
+
+		IF cardinality(v_keep) = 0 THEN
+			-- Drained: the source goes, its counts and dead letters stay.
+			DELETE FROM adstream.sources k WHERE k.id = s.id;
+		ELSE
+			PERFORM adstream._metrics_shift(s.id, s.created_at, -coalesce(sum((i.data->>'accepted')::numeric), 0),
+											-coalesce(sum((i.data->>'duplicates')::numeric), 0),
+											-coalesce(sum((i.data->>'rejected')::numeric), 0))
+			   FROM adstream.handoff_items i
+			  WHERE i.handoff_id = v_id AND i.item = 'offset' AND i.source = s.name;
+			UPDATE adstream.sources k
+			   SET partitions = v_keep, generation = adstream._new_generation(), updated_at = now()
+			 WHERE k.id = s.id;
+		END IF;
+	END LOOP;
+
+	IF v_id IS NULL THEN
+		RAISE EXCEPTION 'no source % consumes partitions %',
+			CASE WHEN sources IS NULL THEN 'of this node' ELSE array_to_string(sources, ', ') END, partitions
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See the "partitions" of adstream.source_config; export partitions this node consumes.';
+	END IF;
+	IF cardinality(v_moved) < cardinality(v_parts) THEN
+		RAISE EXCEPTION 'partitions % are not consumed by this node',
+			array_to_string(ARRAY(SELECT unnest(v_parts) EXCEPT SELECT unnest(v_moved) ORDER BY 1), ',')
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See the "partitions" of adstream.source_config; export partitions this node consumes.';
+	END IF;
+
+	INSERT INTO adstream.handoffs (direction, from_node, handoff_id, partitions, sources, state, exported_at, items)
+	SELECT 'out', v_node, v_id, v_parts, v_names, 'exported', now(),
+		   (SELECT jsonb_object_agg(c.item, c.n) FROM
+				(SELECT i.item, count(*) AS n FROM adstream.handoff_items i WHERE i.handoff_id = v_id GROUP BY i.item) c);
+	PERFORM adstream._wake_launcher();
+	RETURN v_id;
+END
+$$;
+COMMENT ON FUNCTION adstream.export_partitions(text, text[]) IS
+	'Stops consuming the partitions (such as ''0-15'') on this node and keeps their offsets, dead letters, waiting orders and the sources'' dedup ids, clicks and judged order ids as a handoff for another node; returns its number';
+
+/* The rows to copy to the receiving node's adstream.handoff_in. */
+CREATE FUNCTION adstream.handoff_data(id bigint)
+RETURNS TABLE (from_node text, handoff_id bigint, item text, source text, data jsonb)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	h			adstream.handoffs;
+	v_id		bigint := $1;
+BEGIN
+	SELECT * INTO h FROM adstream.handoffs k WHERE k.direction = 'out' AND k.handoff_id = v_id;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'this node exported no handoff %', v_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See adstream.handoff_status.';
+	END IF;
+	IF h.state <> 'exported' THEN
+		RAISE EXCEPTION 'handoff % is %: its data is gone', v_id, h.state
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Only a handoff that is exported and not yet confirmed or cancelled can be copied.';
+	END IF;
+	RETURN QUERY
+	SELECT h.from_node, h.handoff_id, 'handoff'::text, NULL::text,
+		   jsonb_build_object('format', 1, 'partitions', to_jsonb(h.partitions), 'sources', to_jsonb(h.sources),
+							  'exported_at', h.exported_at, 'items', h.items)
+	UNION ALL
+	SELECT h.from_node, h.handoff_id, i.item, i.source, i.data
+	  FROM adstream.handoff_items i WHERE i.handoff_id = v_id;
+END
+$$;
+COMMENT ON FUNCTION adstream.handoff_data(bigint) IS
+	'The rows of an exported handoff, to copy into the receiving node''s adstream.handoff_in';
+
+/*
+ * Applies a handoff staged in handoff_in (from another node, or this node's
+ * own for a cancel) in one transaction, under the expiry lock: sources
+ * created or given the partitions (new generation), offsets, dedup ids
+ * (dedup_log and the index), dedup_expired_before raised to the exporter's,
+ * clicks, waiting orders, judged order ids and dead letters.  The
+ * launcher starts the workers only after the commit, from these offsets.
+ */
+CREATE FUNCTION adstream._handoff_apply(p_from_node text, p_handoff_id bigint, p_options jsonb)
+RETURNS integer[]
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'
+SET enable_hashagg = off	-- the dedup rows' chunks one after another, not all in memory at once
+AS $$
+DECLARE
+	v_head		jsonb;
+	v_want		bigint;
+	v_got		bigint;
+	v_item		text;
+	d			jsonb;
+	l			adstream.sources;
+	v_move		integer[];
+	v_expired	timestamptz;
+	v_hours		timestamptz[];
+	v_ids		bytea[];
+	v_segs		integer[];
+	v_times		timestamptz[];
+	v_opts		jsonb;
+BEGIN
+	SELECT i.data INTO v_head FROM adstream.handoff_in i
+	 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'handoff';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'no handoff % of node "%" in adstream.handoff_in', p_handoff_id, p_from_node
+			USING ERRCODE = 'undefined_object',
+				  HINT = format('Copy it first: psql <old node> -c "COPY (SELECT * FROM adstream.handoff_data(%s)) TO STDOUT" | psql <this node> -c "COPY adstream.handoff_in FROM STDIN"', p_handoff_id);
+	END IF;
+	-- Each statement must see what committed before the lock below: a
+	-- snapshot of the whole transaction, taken earlier, could miss a
+	-- batch's first offset and hand over a partition without it.
+	IF current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'import_partitions and cancel_handoff must run at isolation level READ COMMITTED'
+			USING ERRCODE = 'active_sql_transaction',
+				  HINT = 'Call it in its own transaction, or after SET TRANSACTION ISOLATION LEVEL READ COMMITTED.';
+	END IF;
+	IF (v_head->>'format')::integer IS DISTINCT FROM 1 THEN
+		RAISE EXCEPTION 'handoff % of node "%" has format %, this version reads format 1', p_handoff_id, p_from_node, v_head->>'format'
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Install the same adstream version on both nodes.';
+	END IF;
+	-- Complete: as many items of each kind as the export wrote, once.
+	FOR v_item, v_want IN
+		SELECT k.key, k.value::bigint FROM jsonb_each_text(v_head->'items') k
+		UNION SELECT i.item, 0 FROM adstream.handoff_in i
+		 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id
+		   AND i.item <> 'handoff' AND NOT (v_head->'items') ? i.item
+		UNION SELECT 'handoff', 1
+	LOOP
+		SELECT count(*) INTO v_got FROM adstream.handoff_in i
+		 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = v_item;
+		IF v_got <> v_want THEN
+			RAISE EXCEPTION 'handoff % of node "%" is not complete in adstream.handoff_in', p_handoff_id, p_from_node
+				USING ERRCODE = 'data_corrupted',
+					  DETAIL = format('%s rows of kind %s where the export wrote %s.', v_got, v_item, v_want),
+					  HINT = format('Delete it (DELETE FROM adstream.handoff_in WHERE from_node = %L AND handoff_id = %s) and copy it again.',
+									p_from_node, p_handoff_id);
+		END IF;
+	END LOOP;
+
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
+
+	FOR v_item, d IN
+		SELECT i.source, i.data FROM adstream.handoff_in i
+		 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'source'
+		 ORDER BY i.source
+	LOOP
+		v_move := ARRAY(SELECT jsonb_array_elements_text(d->'partitions')::integer ORDER BY 1);
+		SELECT * INTO l FROM adstream.sources k WHERE k.name = v_item FOR UPDATE;
+		IF FOUND THEN
+			IF l.kind <> d->>'kind' OR l.topic <> d->>'topic' THEN
+				RAISE EXCEPTION 'source "%" of this node consumes % of topic "%", the handoff''s % of topic "%"',
+					l.name, l.kind, l.topic, d->>'kind', d->>'topic'
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'A handoff goes to the source of the same name, kind and topic; rename or drop this node''s source.';
+			END IF;
+			IF NOT adstream._broker_set(l.brokers) && adstream._broker_set(d->>'brokers') THEN
+				RAISE EXCEPTION 'source "%" of this node reads brokers "%", the handoff''s "%"', l.name, l.brokers, d->>'brokers'
+					USING ERRCODE = 'invalid_parameter_value',
+						  DETAIL = 'Offsets are positions in one Kafka cluster''s topic.',
+						  HINT = 'Give this node''s source an address of the same cluster (adstream.alter_source).';
+			END IF;
+			IF l.partitions IS NULL OR l.partitions && v_move THEN
+				RAISE EXCEPTION 'source "%" of this node already consumes partitions %', l.name,
+					array_to_string(ARRAY(SELECT unnest(coalesce(l.partitions, v_move)) INTERSECT SELECT unnest(v_move) ORDER BY 1), ',')
+					USING ERRCODE = 'duplicate_object',
+						  HINT = 'A partition must be consumed by one node only; export it from the node that consumes it.';
+			END IF;
+			UPDATE adstream.sources k
+			   SET partitions = ARRAY(SELECT unnest(l.partitions) UNION SELECT unnest(v_move) ORDER BY 1),
+				   partition_count = coalesce(k.partition_count, (d->>'partition_count')::integer),
+				   generation = adstream._new_generation(), updated_at = now()
+			 WHERE k.id = l.id;
+		ELSE
+			-- Created here, with the exporter's settings (its secrets stay
+			-- there: pass them in options) and only these partitions.
+			v_opts := jsonb_build_object('start', d->'start', 'workers', d->'workers', 'group_id', d->'group_id')
+					  || (d->'kafka_options') || (d->'input_format') || (p_options - 'brokers')
+					  || jsonb_build_object('partitions', array_to_string(v_move, ','));
+			PERFORM adstream.create_source(v_item, coalesce(p_options->>'brokers', d->>'brokers'), d->>'topic',
+										   d->>'kind', v_opts);
+			UPDATE adstream.sources k SET partition_count = (d->>'partition_count')::integer
+			 WHERE k.name = v_item;
+		END IF;
+		SELECT * INTO l FROM adstream.sources k WHERE k.name = v_item;
+
+		-- What the exporter gave up is given up here too: an event of those
+		-- hours is too_late, as it would have been there.
+		UPDATE adstream.sources k
+		   SET dedup_expired_before = greatest(k.dedup_expired_before, (d->>'dedup_expired_before')::timestamptz)
+		 WHERE k.id = l.id
+		RETURNING k.dedup_expired_before INTO v_expired;
+
+		DELETE FROM adstream.offsets o WHERE o.source = l.name AND o.topic = l.topic AND o.partition = ANY (v_move);
+		PERFORM adstream._metrics_shift(l.id, l.created_at, coalesce(sum((i.data->>'accepted')::numeric), 0),
+										coalesce(sum((i.data->>'duplicates')::numeric), 0),
+										coalesce(sum((i.data->>'rejected')::numeric), 0))
+		   FROM adstream.handoff_in i
+		  WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'offset' AND i.source = l.name;
+		INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts, accepted, duplicates, rejected)
+		SELECT l.name, l.topic, (i.data->>'partition')::integer, (i.data->>'next_offset')::bigint,
+			   (i.data->>'max_event_ts')::timestamptz, (i.data->>'accepted')::bigint,
+			   (i.data->>'duplicates')::bigint, (i.data->>'rejected')::bigint
+		  FROM adstream.handoff_in i
+		 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'offset' AND i.source = l.name;
+
+		INSERT INTO adstream.rejected_events (source, topic, partition, "offset", reason, detail, payload, payload_bytes,
+											  received_at, redrive_generation)
+		SELECT l.name, l.topic, r.partition, r."offset", r.reason, r.detail, r.payload, r.payload_bytes, r.received_at,
+			   CASE WHEN r.redrive_generation IS NOT NULL THEN l.generation END
+		  FROM adstream.handoff_in i,
+			   jsonb_populate_record(NULL::adstream.rejected_events, i.data) r
+		 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'dead_letter' AND i.source = l.name
+		ON CONFLICT DO NOTHING;
+
+		IF l.kind = 'ad_events' THEN
+			-- In chunks of 500 rows (a batch's ids of an hour each), so that
+			-- no array comes near the 1 GB a value can hold.
+			FOR v_hours, v_ids IN
+				SELECT array_agg(c.hour ORDER BY c.n), array_agg(c.ids ORDER BY c.n)
+				  FROM (SELECT (i.data->>'hour')::timestamptz AS hour, decode(i.data->>'ids', 'hex') AS ids,
+							   row_number() OVER () AS n
+						  FROM adstream.handoff_in i
+						 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'dedup'
+						   AND i.source = l.name AND (i.data->>'hour')::timestamptz >= v_expired) c
+				 GROUP BY (c.n - 1) / 500 ORDER BY (c.n - 1) / 500
+			LOOP
+				PERFORM adstream.ensure_partitions('dedup_log', v_hours);
+				v_segs := adstream._dedup_import(l.id, v_hours, v_ids);
+				INSERT INTO adstream.dedup_log (source_id, hour, seg, ids)
+				SELECT l.id, u.hour, u.seg, u.ids FROM unnest(v_hours, v_segs, v_ids) AS u(hour, seg, ids);
+			END LOOP;
+
+			SELECT coalesce(array_agg(DISTINCT date_trunc('hour', (i.data->>'ts')::timestamptz)), '{}') INTO v_times
+			  FROM adstream.handoff_in i
+			 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'event' AND i.source = l.name;
+			PERFORM adstream.ensure_partitions('ad_events', v_times);
+			INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts)
+			SELECT l.id, e.event_id, e.type, e.ad_id, e.campaign_id, e.user_id, e.store_id, e.ts
+			  FROM adstream.handoff_in i, jsonb_populate_record(NULL::adstream.ad_events, i.data) e
+			 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'event' AND i.source = l.name
+			   AND NOT EXISTS (SELECT 1 FROM adstream.ad_events x
+								WHERE x.user_id = e.user_id AND x.store_id = e.store_id AND x.type = e.type
+								  AND x.ts = e.ts AND x.event_id = e.event_id);
+		ELSE
+			INSERT INTO adstream.orders (order_id, source, user_id, store_id, amount, currency, ts, received_at, partition)
+			SELECT o.order_id, l.name, o.user_id, o.store_id, o.amount, o.currency, o.ts, o.received_at, o.partition
+			  FROM adstream.handoff_in i, jsonb_populate_record(NULL::adstream.orders, i.data) o
+			 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'order' AND i.source = l.name
+			ON CONFLICT (order_id) DO NOTHING;
+			INSERT INTO adstream.orders_seen_elsewhere (order_id, source, partition, from_node, handoff_id)
+			SELECT (i.data->>'order_id')::uuid, l.name, (i.data->>'partition')::integer, p_from_node, p_handoff_id
+			  FROM adstream.handoff_in i
+			 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'order_id' AND i.source = l.name
+			   AND NOT EXISTS (SELECT 1 FROM adstream.orders o WHERE o.order_id = (i.data->>'order_id')::uuid)
+			ON CONFLICT (order_id) DO NOTHING;
+		END IF;
+	END LOOP;
+
+	DELETE FROM adstream.handoff_in i WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id;
+	PERFORM adstream._wake_launcher();
+	RETURN ARRAY(SELECT jsonb_array_elements_text(v_head->'partitions')::integer ORDER BY 1);
+END
+$$;
+COMMENT ON FUNCTION adstream._handoff_apply(text, bigint, jsonb) IS
+	'Internal: applies a handoff staged in adstream.handoff_in (import_partitions, cancel_handoff)';
+
+/*
+ * Takes over the partitions of a handoff copied into handoff_in, from
+ * another node; once only.  options: for a source this node does not have
+ * yet, what to change in the exporter's settings ("brokers", "workers",
+ * secret librdkafka properties, which the handoff does not carry).
+ */
+CREATE FUNCTION adstream.import_partitions(from_node text, handoff_id bigint, options jsonb DEFAULT '{}')
+RETURNS integer[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_node		text := adstream._ensure_node();
+	v_from		text := $1;
+	v_id		bigint := $2;
+	v_head		jsonb;
+	v_parts		integer[];
+BEGIN
+	IF v_from IS NULL OR v_id IS NULL THEN
+		RAISE EXCEPTION 'from_node and handoff_id must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF options IS NULL OR jsonb_typeof(options) <> 'object' THEN
+		RAISE EXCEPTION 'options must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass for example ''{"workers": 2, "sasl.password": "..."}''.';
+	END IF;
+	IF v_from = v_node THEN
+		RAISE EXCEPTION 'handoff % of node "%" cannot be imported by the node that exported it', v_id, v_node
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Nodes on one topic must have different names (adstream.set_node_name).',
+				  HINT = 'Import it on another node, or take the partitions back here with adstream.cancel_handoff().';
+	END IF;
+	-- Serialises imports of one handoff: the second finds the first's row.
+	PERFORM adstream._lock('adstream.handoff', hashtext(v_from || '|' || v_id), true);
+	IF EXISTS (SELECT 1 FROM adstream.handoffs h
+				WHERE h.direction = 'in' AND h.from_node = v_from AND h.handoff_id = v_id) THEN
+		RAISE EXCEPTION 'handoff % of node "%" was already imported', v_id, v_from
+			USING ERRCODE = 'duplicate_object',
+				  DETAIL = 'Importing it again would count its partitions twice.',
+				  HINT = format('Delete the copy (DELETE FROM adstream.handoff_in WHERE from_node = %L AND handoff_id = %s), and confirm the handoff on node "%s" with adstream.confirm_handoff(%s).',
+								v_from, v_id, v_from, v_id);
+	END IF;
+	SELECT i.data INTO v_head FROM adstream.handoff_in i
+	 WHERE i.from_node = v_from AND i.handoff_id = v_id AND i.item = 'handoff' LIMIT 1;
+	v_parts := adstream._handoff_apply(v_from, v_id, options);
+	INSERT INTO adstream.handoffs (direction, from_node, handoff_id, partitions, sources, state, exported_at,
+								   imported_at, items)
+	VALUES ('in', v_from, v_id, v_parts, ARRAY(SELECT jsonb_array_elements_text(v_head->'sources')), 'imported',
+			(v_head->>'exported_at')::timestamptz, now(), v_head->'items');
+	RETURN v_parts;
+END
+$$;
+COMMENT ON FUNCTION adstream.import_partitions(text, bigint, jsonb) IS
+	'Takes over the partitions of another node''s handoff, copied into adstream.handoff_in, once; returns them';
+
+/*
+ * On the exporting node, once the receiving node has imported the handoff
+ * (its adstream.handoff_status says imported): its data is deleted here.
+ */
+CREATE FUNCTION adstream.confirm_handoff(handoff_id bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id		bigint := $1;
+	v_state		text;
+BEGIN
+	SELECT h.state INTO v_state FROM adstream.handoffs h
+	 WHERE h.direction = 'out' AND h.handoff_id = v_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'this node exported no handoff %', v_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See adstream.handoff_status.';
+	END IF;
+	IF v_state <> 'exported' THEN
+		RAISE EXCEPTION 'handoff % is already %', v_id, v_state
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	DELETE FROM adstream.handoff_items i WHERE i.handoff_id = v_id;
+	UPDATE adstream.handoffs h SET state = 'confirmed', finished_at = now()
+	 WHERE h.direction = 'out' AND h.handoff_id = v_id;
+END
+$$;
+COMMENT ON FUNCTION adstream.confirm_handoff(bigint) IS
+	'Records that another node imported this node''s handoff, and deletes its data here';
+
+/*
+ * On the exporting node, when the handoff will never be imported (the
+ * receiving node failed before importing it, and its copy is deleted): the
+ * partitions come back here as they were exported.  Never after an import.
+ */
+CREATE FUNCTION adstream.cancel_handoff(handoff_id bigint)
+RETURNS integer[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	h			adstream.handoffs;
+	v_id		bigint := $1;
+	v_parts		integer[];
+BEGIN
+	SELECT * INTO h FROM adstream.handoffs k WHERE k.direction = 'out' AND k.handoff_id = v_id FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'this node exported no handoff %', v_id
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See adstream.handoff_status.';
+	END IF;
+	IF h.state <> 'exported' THEN
+		RAISE EXCEPTION 'handoff % is already %', v_id, h.state
+			USING ERRCODE = 'object_not_in_prerequisite_state';
+	END IF;
+	DELETE FROM adstream.handoff_in i WHERE i.from_node = h.from_node AND i.handoff_id = v_id;
+	INSERT INTO adstream.handoff_in (from_node, handoff_id, item, source, data)
+	SELECT * FROM adstream.handoff_data(v_id);
+	v_parts := adstream._handoff_apply(h.from_node, v_id, '{}');
+	DELETE FROM adstream.handoff_items i WHERE i.handoff_id = v_id;
+	UPDATE adstream.handoffs k SET state = 'cancelled', finished_at = now()
+	 WHERE k.direction = 'out' AND k.handoff_id = v_id;
+	RETURN v_parts;
+END
+$$;
+COMMENT ON FUNCTION adstream.cancel_handoff(bigint) IS
+	'Takes the partitions of a handoff this node exported back, when no node imported it (never after an import)';
+
+/* Handoffs on both sides; a copy in handoff_in not yet imported is "copied". */
+CREATE VIEW adstream.handoff_status AS
+SELECT h.direction, h.from_node, h.handoff_id, h.partitions, h.sources, h.state,
+	   h.exported_at, h.imported_at, h.finished_at, h.items
+  FROM adstream.handoffs h
+UNION ALL
+SELECT 'in', i.from_node, i.handoff_id,
+	   ARRAY(SELECT jsonb_array_elements_text(i.data->'partitions')::integer),
+	   ARRAY(SELECT jsonb_array_elements_text(i.data->'sources')), 'copied',
+	   (i.data->>'exported_at')::timestamptz, NULL, NULL, i.data->'items'
+  FROM adstream.handoff_in i
+ WHERE i.item = 'handoff'
+   AND NOT EXISTS (SELECT 1 FROM adstream.handoffs h
+					WHERE h.direction = 'in' AND h.from_node = i.from_node AND h.handoff_id = i.handoff_id);
+COMMENT ON VIEW adstream.handoff_status IS
+	'Partition handoffs: exported (data kept here until confirmed or cancelled), copied (waiting in handoff_in), imported';
+
+REVOKE ALL ON adstream.handoff_status FROM PUBLIC;
+REVOKE ALL ON FUNCTION adstream._dedup_import(integer, timestamptz[], bytea[]),
+	adstream._metrics_shift(integer, timestamptz, numeric, numeric, numeric),
+	adstream.export_partitions(text, text[]), adstream.handoff_data(bigint),
+	adstream._handoff_apply(text, bigint, jsonb), adstream.import_partitions(text, bigint, jsonb),
+	adstream.confirm_handoff(bigint), adstream.cancel_handoff(bigint) FROM PUBLIC;
+-- Watching handoffs is for admins; making them, for superusers (a handoff
+-- writes offsets, dedup state and orders).
+GRANT SELECT ON adstream.handoff_status TO adstream_admin;
+
+-------------------------------------------------------------------------------
 -- Publishing: the transactional outbox and the sinks that publish it
 -------------------------------------------------------------------------------
 

@@ -167,11 +167,16 @@ static const char *const plan_sql[P__COUNT] = {
 	[P_DEDUP_LOG] =
 	"INSERT INTO adstream.dedup_log (source_id, hour, seg, ids) "
 	"SELECT $1, * FROM unnest($2::timestamptz[], $3::int4[], $4::bytea[])",
+	/*
+	 * A new order, unless stored before or judged by the node this one took
+	 * its partition over from (orders_seen_elsewhere, a partition handoff).
+	 */
 	[P_ORDERS] =
-	"INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts) "
-	"SELECT u.order_id, $1, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts "
-	"FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[]) "
-	"AS u(order_id, user_id, store_id, amount, currency, ts) "
+	"INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition) "
+	"SELECT u.order_id, $1, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts, u.partition "
+	"FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[], $8::int4[]) "
+	"AS u(order_id, user_id, store_id, amount, currency, ts, partition) "
+	"WHERE NOT EXISTS (SELECT 1 FROM adstream.orders_seen_elsewhere e WHERE e.order_id = u.order_id) "
 	"ON CONFLICT (order_id) DO NOTHING RETURNING o.order_id",
 	[P_AD_EVENTS] =
 	"INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts) "
@@ -206,6 +211,11 @@ static const char *const plan_sql[P__COUNT] = {
 	"INSERT INTO adstream.rejected_events (source, topic, partition, \"offset\", reason, detail, payload, payload_bytes) "
 	"SELECT $1, $2, u.* FROM unnest($3::int4[], $4::int8[], $5::text[], $6::text[], $7::bytea[], $8::int4[]) AS u "
 	"ON CONFLICT DO NOTHING",
+	/*
+	 * Every partition moves from the offset this worker committed last, or
+	 * is new: a first offset, of a partition that is still the source's (a
+	 * partition handed to another node, export_partitions, has neither).
+	 */
 	[P_OFFSETS] =
 	"WITH b(partition, expected, next_offset, max_event_ts, accepted, duplicates, rejected) AS ("
 	"  SELECT * FROM unnest($3::int4[], $4::int8[], $5::int8[], $6::timestamptz[], $7::int8[], $8::int8[], $9::int8[])), "
@@ -219,7 +229,9 @@ static const char *const plan_sql[P__COUNT] = {
 	"ins AS ("
 	"  INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_ts, accepted, duplicates, rejected) "
 	"  SELECT $1, $2, b.partition, b.next_offset, b.max_event_ts, b.accepted, b.duplicates, b.rejected "
-	"  FROM b WHERE b.expected < 0 ON CONFLICT DO NOTHING RETURNING 1) "
+	"  FROM b WHERE b.expected < 0 AND EXISTS (SELECT 1 FROM adstream.sources s WHERE s.name = $1 "
+	"    AND (s.partitions IS NULL OR b.partition = ANY (s.partitions))) "
+	"  ON CONFLICT DO NOTHING RETURNING 1) "
 	"SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins)",
 	/* A re-drive takes its dead letters away; those still rejected come back. */
 	[P_REDRIVE_TAKE] =
@@ -263,7 +275,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_SOURCE_STATE] = {INT4OID},
 	[P_ENSURE] = {TIMESTAMPTZARRAYOID},
 	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, BYTEAARRAYOID},
-	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID},
+	[P_ORDERS] = {TEXTOID, UUIDARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID},
 	[P_AD_EVENTS] = {INT4OID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_AGG] = {INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, INT2OID},
 	[P_PENDING] = {TIMESTAMPTZARRAYOID, INT4OID, INT2OID},
@@ -276,7 +288,7 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_REWINDS] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
-	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 7,[P_AD_EVENTS] = 8,
+	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 8,[P_AD_EVENTS] = 8,
 	[P_AGG] = 7,[P_PENDING] = 3,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 	[P_REDRIVE_TAKE] = 4,[P_REDRIVE_COUNTS] = 6,[P_RECOUNT] = 2,[P_REWINDS] = 8,
 };
@@ -554,8 +566,9 @@ dedup_orders(AdsBatch *b, idset_hash *ids)
 				store,
 				amount,
 				currency,
-				ts;
-	Datum		args[7];
+				ts,
+				part;
+	Datum		args[8];
 
 	if (n == 0)
 		return;
@@ -565,9 +578,12 @@ dedup_orders(AdsBatch *b, idset_hash *ids)
 	ads_array_init(&amount, TEXTOID, n);
 	ads_array_init(&currency, TEXTOID, n);
 	ads_array_init(&ts, TIMESTAMPTZOID, n);
+	ads_array_init(&part, INT4OID, n);
 	for (int i = 0; i < n; i++)
 	{
 		AdsOrder   *o = &b->msgs[idx[i]].order;
+
+		ads_array_add(&part, Int32GetDatum(b->msgs[idx[i]].rkm->partition));
 
 		ads_array_add(&uuids, PointerGetDatum(o->order_id));
 		ads_array_add(&user, Int64GetDatum(o->user_id));
@@ -583,6 +599,7 @@ dedup_orders(AdsBatch *b, idset_hash *ids)
 	args[4] = ads_array_datum(&amount);
 	args[5] = ads_array_datum(&currency);
 	args[6] = ads_array_datum(&ts);
+	args[7] = ads_array_datum(&part);
 	exec_plan(P_ORDERS, args, NULL, false, SPI_OK_INSERT_RETURNING);
 
 	for (uint64 r = 0; r < SPI_processed; r++)

@@ -9,6 +9,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 
 /*
@@ -77,6 +78,38 @@ read_fields(int32 id, AdsSourceDef *def)
 	return true;
 }
 
+/*
+ * The partitions of the source that came from another node (the latest
+ * handoff of each, adstream.import_partitions), with that node's tag
+ * prefix: its last commits to the Kafka group are a previous owner's.
+ */
+static bool
+read_handed(AdsSourceDef *def)
+{
+	MemoryContext old;
+
+	if (SPI_execute_with_args("SELECT DISTINCT ON (p) p, 'adstream node ' || h.from_node || ' ' "
+							  "FROM adstream.handoffs h, unnest(h.partitions) p "
+							  "WHERE h.direction = 'in' AND $1 = ANY (h.sources) "
+							  "ORDER BY p, h.imported_at DESC",
+							  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(def->name)},
+							  NULL, true, 0) != SPI_OK_SELECT)
+		return false;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	def->nhanded = (int) SPI_processed;
+	def->handed_parts = palloc0(sizeof(int32) * Max(def->nhanded, 1));
+	def->handed_from = palloc0(sizeof(char *) * Max(def->nhanded, 1));
+	for (int i = 0; i < def->nhanded; i++)
+	{
+		bool		isnull;
+
+		def->handed_parts[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		def->handed_from[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
 /* The enabled row of this generation, if any; SPI_tuptable then holds it. */
 static bool
 read_row(const char *sql, int32 id, int64 generation)
@@ -133,7 +166,7 @@ ads_catalog_read_source(int32 id, int64 generation, AdsSourceDef *def)
 	}
 	def->node_tag = SPI_getvalue(tup, td, 12);
 	MemoryContextSwitchTo(old);
-	return read_fields(id, def) && read_props("sources", id, &def->props);
+	return read_fields(id, def) && read_handed(def) && read_props("sources", id, &def->props);
 }
 
 bool

@@ -906,6 +906,16 @@ flush_batch(AdsConsumer *c)
 		if (edata == NULL)
 			break;
 
+		/*
+		 * A fenced batch of a worker about to stop for a changed source (its
+		 * partitions handed to another node, export_partitions) says so
+		 * before the worker goes: the one trace that the fence held.
+		 */
+		if (b->fenced)
+			ereport(LOG,
+					(errmsg("adstream source \"%s\": batch of %d messages not written: %s",
+							c->source.name, b->nmsgs, edata->message),
+					 edata->detail ? errdetail_internal("%s", edata->detail) : 0));
 		ads_worker_exit_if_changed(ads_catalog_source_current, &c->args, "source");
 		ads_slot_set_error(c->slot, edata->message);
 		ereport(WARNING,
@@ -1088,6 +1098,9 @@ adstream_consumer_main(Datum arg)
 	c->nodes.topic = c->source.topic;
 	c->nodes.group_id = c->source.group_id;
 	c->nodes.check_contract = (c->source.npartitions >= 0);
+	c->nodes.nhanded = c->source.nhanded;
+	c->nodes.handed_parts = c->source.handed_parts;
+	c->nodes.handed_from = c->source.handed_from;
 	b->stripe = (int16) Min(c->args.worker_index, PG_INT16_MAX);
 	set_running_state(c);		/* "connecting" until a broker answers */
 	ereport(LOG, (errmsg("%s started", ads_worker_name())));

@@ -97,6 +97,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -1268,6 +1269,89 @@ ads_dedup_settle(bool committed)
 	ndepends = 0;
 	if (npending > 0)
 		settle_pending(committed);
+}
+
+/*
+ * Ids a partition handoff brings (adstream.import_partitions, src/handoff.c):
+ * committed ids of another node's dedup_log, each row one event-time hour of
+ * the source.  They go straight into the filter, as a rebuild puts them,
+ * each row into the segment new claims of its hour would take; the caller
+ * writes the rows to dedup_log with those segments in the same transaction
+ * (segs[i] is row i's dedup_log.seg).  The caller holds the expiry lock
+ * exclusively, so no batch judges meanwhile, and the index is rebuilt first
+ * if it has not been (in this transaction's snapshot, which the caller took
+ * after that lock).
+ *
+ * Slots of a transaction that then rolls back stay in the filter: they name
+ * rows that do not exist, so a "maybe" from them reads the disk, finds
+ * nothing and changes nothing, as any false positive.  For that reason an
+ * id that does not fit in the filter is an error here, never a frozen hot
+ * entry (which would be taken as committed without a look at the disk).
+ */
+void
+ads_dedup_import(int32 source_id, int nrows, const int32 *hours,
+				 const uint8 *const *ids, const int *nids, int32 *segs)
+{
+	DedupKey	key;
+	Oid			database;
+	bool		ready;
+
+	/*
+	 * The index mirrors one database's dedup_log, that of the workers
+	 * (adstream.database): an import elsewhere must not rebuild it for
+	 * another while they use it.
+	 */
+	check_loaded();
+	LWLockAcquire(state->lock, LW_SHARED);
+	database = state->database;
+	ready = state->ready;
+	LWLockRelease(state->lock);
+	if (ready && database != MyDatabaseId)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("adstream's dedup index holds the event ids of another database"),
+				 errdetail("The workers of this server run in database \"%s\".",
+						   get_database_name(database) ? get_database_name(database) : "?"),
+				 errhint("Import the handoff in the database that adstream.database names.")));
+	ads_dedup_index_prepare();
+	memset(&key, 0, sizeof(key));
+	key.source_id = source_id;
+	for (int r = 0; r < nrows; r++)
+	{
+		int32		tag;
+
+		LWLockAcquire(state->lock, LW_EXCLUSIVE);
+		tag = segment_for_claims(source_id, hours[r]);
+		if (tag < 0)
+		{
+			LWLockRelease(state->lock);
+			segments_full_error();
+		}
+		segs[r] = state->segs[tag].seg;
+		state->segs[tag].claimed += nids[r];
+		for (int i = 0; i < nids[r]; i++)
+		{
+			const uint8 *id = ids[r] + 16 * i;
+
+			if (i > 0 && memcmp(id - 16, id, 16) > 0)
+				state->segs[tag].unsorted = true;
+			if (entries_locked() >= adstream_dedup_index_size)
+			{
+				LWLockRelease(state->lock);
+				full_error();
+			}
+			memcpy(key.id, id, 16);
+			if (!filter_insert(id_hash(key_hash64(&key)), tag))
+			{
+				LWLockRelease(state->lock);
+				full_error();
+			}
+			state->segs[tag].in_filter++;
+			state->in_filter++;
+		}
+		LWLockRelease(state->lock);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /*

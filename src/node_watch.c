@@ -22,6 +22,15 @@
  * the two noticed first.  Detection needs the nodes to share the consumer
  * group (the "group_id" option, by default adstream.<database>.<source>).
  *
+ * A partition handed over by a node (export_partitions, import_partitions)
+ * may see that node's last commits arrive late (librdkafka retries a commit
+ * after a broker outage) or again (an old worker of it, stuck in a fenced
+ * batch, stopping "our" partition).  They carry offsets at or below the
+ * handed-over one, which is at or below where this node took the
+ * partition: from that node, at or below our first stored offset seen
+ * here, a commit is a previous owner's.  Above it, that node consumes the
+ * partition again, and it stops here as any overlap.
+ *
  * The contract: where nodes split a topic, the copies of an event and a
  * user's clicks and orders must land on one node, so producers key both
  * topics by user with Kafka's default partitioner.  What a node can count
@@ -120,6 +129,20 @@ ads_node_stopped(const AdsNodeWatch *w, int32 partition)
 	return np != NULL && np->stopped;
 }
 
+/* Whether the tag is that of the node that handed the partition over. */
+static bool
+handed_from(const AdsNodeWatch *w, int32 partition, const void *meta, size_t len)
+{
+	for (int i = 0; i < w->nhanded; i++)
+		if (w->handed_parts[i] == partition)
+		{
+			size_t		plen = strlen(w->handed_from[i]);
+
+			return len > plen && memcmp(meta, w->handed_from[i], plen) == 0;
+		}
+	return false;
+}
+
 /* Reported with a WARNING when there are new ones, and in source_status. */
 static void
 report_contract(AdsNodeWatch *w, AdsWorkerSlot *slot)
@@ -203,6 +226,10 @@ ads_node_check(AdsNodeWatch *w, rd_kafka_t *rk, AdsWorkerSlot *slot,
 			memset(np, 0, sizeof(*np));
 			np->partition = tp->partition;
 			np->other_offset = -1;
+			np->start = -1;
+			for (int i = 0; i < n; i++)
+				if (partitions[i] == tp->partition)
+					np->start = committed[i];
 		}
 		if (tp->metadata_size == taglen && memcmp(tp->metadata, w->tag, taglen) == 0)
 		{
@@ -212,6 +239,9 @@ ads_node_check(AdsNodeWatch *w, rd_kafka_t *rk, AdsWorkerSlot *slot,
 		other = tp->metadata_size > TAG_PREFIX_LEN && memcmp(tp->metadata, TAG_PREFIX, TAG_PREFIX_LEN) == 0;
 		if (!other)
 			continue;
+		if (np->start >= 0 && tp->offset <= np->start &&
+			handed_from(w, tp->partition, tp->metadata, tp->metadata_size))
+			continue;			/* the last commits of the node that handed it over */
 		if (!np->own_seen && (np->other_offset < 0 || np->other_offset == tp->offset))
 		{
 			np->other_offset = tp->offset;	/* not yet: a previous owner's? */

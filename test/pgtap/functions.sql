@@ -45,7 +45,10 @@ SELECT functions_are('adstream', ARRAY[
 	-- 0.6: the retention job asks whether expiry has work first (issue #12)
 	'_dedup_expiry_due', '_dedup_expiry_marks',
 	-- 0.6: rewinding a source (issue #14)
-	'rewind_source', '_kafka_offsets_for_times', '_dedup_forget_hours'],
+	'rewind_source', '_kafka_offsets_for_times', '_dedup_forget_hours',
+	-- 0.6: moving partitions between nodes (issue #13, part 3)
+	'_dedup_import', 'export_partitions', 'handoff_data', '_handoff_apply', 'import_partitions',
+	'confirm_handoff', 'cancel_handoff', '_metrics_shift'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -322,7 +325,12 @@ SELECT set_eq(
 		  'set_node_name(name text)',
 		  -- 0.6: a rewind reads the source's credentials and writes offsets (issue #14)
 		  'rewind_source(name text, to_time timestamp with time zone, to_offsets jsonb, partitions integer[], '
-		  'mode text, window_end timestamp with time zone, lookback interval)'],
+		  'mode text, window_end timestamp with time zone, lookback interval)',
+		  -- 0.6: moving partitions between nodes (superusers only, issue #13, part 3)
+		  'export_partitions(partitions text, sources text[])',
+		  'handoff_data(id bigint)',
+		  'import_partitions(from_node text, handoff_id bigint, options jsonb)',
+		  'confirm_handoff(handoff_id bigint)', 'cancel_handoff(handoff_id bigint)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -798,7 +806,10 @@ SELECT set_eq(
 		  'adstream.metrics_reset', 'adstream.node',
 		  -- 0.6: rewinds (issue #14)
 		  'adstream.rewinds', 'adstream.rewinds_id_seq', 'adstream.rewind_partitions',
-		  'adstream.rewind_ids']::regclass[],
+		  'adstream.rewind_ids',
+		  -- 0.6: partition handoffs (issue #13, part 3)
+		  'adstream.orders_seen_elsewhere', 'adstream.handoff_id_seq', 'adstream.handoffs',
+		  'adstream.handoff_items']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

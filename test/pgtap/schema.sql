@@ -31,14 +31,18 @@ SELECT set_eq(
 		  -- 0.6: failover
 		  'node',
 		  -- 0.6: rewinds (issue #14)
-		  'rewinds', 'rewind_partitions', 'rewind_ids'],
+		  'rewinds', 'rewind_partitions', 'rewind_ids',
+		  -- 0.6: moving partitions between nodes (issue #13, part 3)
+		  'orders_seen_elsewhere', 'handoffs', 'handoff_items', 'handoff_in'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
 	   WHERE relnamespace = 'adstream'::regnamespace AND relkind IN ('v', 'm')$$,
 	ARRAY['source_config', 'source_status', 'waiting_orders', 'sink_status', 'maintenance_status',
 		  -- 0.6 (issue #14)
-		  'metrics', 'rewind_status'],
+		  'metrics', 'rewind_status',
+		  -- 0.6: partition handoffs (issue #13, part 3)
+		  'handoff_status'],
 	'adstream has exactly the expected views');
 
 -------------------------------------------------------------------------------
@@ -84,7 +88,7 @@ SELECT columns_are('adstream', 'ad_events', ARRAY['source_id', 'event_id', 'type
 	'user_id', 'store_id', 'ts']);
 SELECT columns_are('adstream', 'orders', ARRAY['order_id', 'source', 'user_id', 'store_id', 'amount',
 	'currency', 'ts', 'received_at', 'status', 'decided_at', 'attribution', 'ad_id', 'campaign_id',
-	'event_id', 'event_ts']);
+	'event_id', 'event_ts', 'partition']);
 SELECT columns_are('adstream', 'attributed_orders', ARRAY['order_id', 'ad_id', 'campaign_id',
 	'click_event_id', 'click_ts', 'order_ts', 'amount', 'currency', 'attribution', 'record_uuid',
 	'attributed_at']);
@@ -249,7 +253,12 @@ SELECT set_eq(
 		  'rejected_events.redrive_generation',
 		  -- 0.6: a rewind to offsets has no time, a recount no window; a replay not finished yet
 		  'rewinds.to_time', 'rewinds.window_from', 'rewinds.window_to', 'rewinds.lookback',
-		  'rewind_partitions.finished_at'],
+		  'rewind_partitions.finished_at',
+		  -- 0.6: an order's partition, unknown for orders stored before 0.6 (issue #13, part 3);
+		  -- likewise for the ids of such orders a handoff brings; a handoff's
+		  -- steps not taken yet; a copied handoff's items outside any source
+		  'orders.partition', 'orders_seen_elsewhere.partition',
+		  'handoffs.imported_at', 'handoffs.finished_at', 'handoff_in.source'],
 	'only the watermark, dead-letter detail and payload, the verdict of an order, what an outbox row '
 	'names, a sink''s open window and its last publish time, the origin of a source or sink, and a '
 	'source''s partition count and cluster id, are nullable');
