@@ -84,6 +84,7 @@ typedef struct AdsBatch
 	const char *topic;
 	bool		is_orders;
 	int16		stripe;			/* this worker's rows of ad_stats_minute: its index */
+	int64		minutes_dropped_before_us;	/* retention dropped the minutes before (this batch's read) */
 
 	/* the partitions the worker reads; messages point into this array */
 	int			nparts;

@@ -3295,3 +3295,125 @@ REVOKE ALL ON FUNCTION adstream._dedup_import(integer, timestamptz[], bytea[]),
 -- Watching handoffs is for admins; making them, for superusers (a handoff
 -- writes offsets, dedup state and orders).
 GRANT SELECT ON adstream.handoff_status TO adstream_admin;
+
+-------------------------------------------------------------------------------
+-- A day of minutes that retention dropped is never created again (review of
+-- 0.6): refresh_rollups takes a day partition that exists for the whole of its
+-- minutes, and deleted the rollups of a re-created day's other ads, all that
+-- was left of them.  Retention records how far it dropped; batches judge the
+-- events before it too_late, and ensure_partitions refuses such a day.
+-------------------------------------------------------------------------------
+
+ALTER TABLE adstream.partitioned_tables ADD COLUMN dropped_before timestamptz NOT NULL DEFAULT '-infinity';
+-- Whether retention dropped minutes before is not known: up to the start of
+-- the day minute retention ends in now, which batches judge too_late anyway.
+UPDATE adstream.partitioned_tables
+   SET dropped_before = date_bin('1 day', now() - coalesce(current_setting('adstream.minute_retention', true), '7d')::interval,
+								 timestamptz '1970-01-01 00:00:00+00')
+ WHERE name = 'ad_stats_minute';
+
+/*
+ * Creates the partitions that hold the given times.  Creators serialise on
+ * the lock ATTACH takes anyway (inserts are not blocked); unlike an advisory
+ * lock, taking it also processes catalog invalidations, so two workers never
+ * both create the same partition.
+ */
+CREATE OR REPLACE FUNCTION adstream.ensure_partitions(p_table text, p_times timestamptz[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- bounds v_lo + v_grain: a day partition is 24 hours
+AS $$
+DECLARE
+	v_grain		interval;
+	v_fill		integer;
+	v_options	text[];
+	v_lo		timestamptz;
+	v_name		text;
+	v_created	integer := 0;
+	v_dropped	timestamptz;
+BEGIN
+	SELECT grain, fillfactor, storage_options, dropped_before INTO v_grain, v_fill, v_options, v_dropped
+	  FROM adstream.partitioned_tables WHERE name = p_table;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'table "%" is not partitioned by adstream', p_table
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'See adstream.partitioned_tables.';
+	END IF;
+
+	-- Usually every partition exists: answer without taking the lock, which
+	-- would otherwise serialise all workers until the end of their batches.
+	IF NOT EXISTS (
+		SELECT 1 FROM unnest(p_times) AS t
+		 WHERE t IS NOT NULL
+		   AND to_regclass(format('adstream.%I', p_table || '_p' ||
+				to_char(date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00') AT TIME ZONE 'UTC',
+						'YYYYMMDD"_"HH24MI'))) IS NULL) THEN
+		RETURN 0;
+	END IF;
+
+	-- Serialise creators with the lock ATTACH takes anyway (inserts are not
+	-- blocked).  Unlike an advisory lock, taking it also processes catalog
+	-- invalidations, so the check below sees a partition that the previous
+	-- holder created and committed.
+	EXECUTE format('LOCK TABLE adstream.%I IN SHARE UPDATE EXCLUSIVE MODE', p_table);
+
+	FOR v_lo IN
+		SELECT DISTINCT date_bin(v_grain, t, timestamptz '1970-01-01 00:00:00+00')
+		  FROM unnest(p_times) AS t WHERE t IS NOT NULL
+	LOOP
+		v_name := p_table || '_p' || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
+		CONTINUE WHEN to_regclass(format('adstream.%I', v_name)) IS NOT NULL;
+		-- A day of minutes that retention dropped is never created again: its
+		-- rollups are all that is left of it, and refresh_rollups takes a day
+		-- partition that exists for the whole of its minutes.  (Batches judge
+		-- its events too_late; one that read the mark before the drop fails
+		-- here and is read again.)
+		IF p_table = 'ad_stats_minute' AND v_lo < v_dropped THEN
+			RAISE EXCEPTION 'the minutes of % were dropped by retention', v_lo::date
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = format('adstream.ad_stats_minute holds no minute before %s any more; the rollups keep what was counted.', v_dropped),
+					  HINT = 'A worker reads the batch again and judges its events of that day too_late.';
+		END IF;
+		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so
+		-- readers and other workers' inserts are not blocked.
+		EXECUTE format('CREATE TABLE adstream.%I (LIKE adstream.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)',
+					   v_name, p_table, array_to_string(ARRAY['fillfactor=' || v_fill] || v_options, ', '));
+		EXECUTE format('ALTER TABLE adstream.%I ATTACH PARTITION adstream.%I FOR VALUES FROM (%L) TO (%L)',
+					   p_table, v_name, v_lo, v_lo + v_grain);
+		v_created := v_created + 1;
+	END LOOP;
+	RETURN v_created;
+END
+$$;
+COMMENT ON FUNCTION adstream.ensure_partitions(text, timestamptz[]) IS
+	'Creates the partitions of an adstream table that hold the given times; returns how many were created';
+
+/* Detach and drop the partitions of p_table wholly before p_cutoff. */
+CREATE OR REPLACE FUNCTION adstream._drop_partitions_before(p_table text, p_cutoff timestamptz)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_rel		regclass;
+	v_dropped	integer := 0;
+BEGIN
+	IF p_cutoff IS NULL THEN
+		RETURN 0;
+	END IF;
+	FOR v_rel IN
+		SELECT i.inhrelid::regclass FROM pg_inherits i
+		 WHERE i.inhparent = format('adstream.%I', p_table)::regclass
+		   AND adstream._partition_upper(i.inhrelid) <= p_cutoff
+	LOOP
+		UPDATE adstream.partitioned_tables
+		   SET dropped_before = greatest(dropped_before, adstream._partition_upper(v_rel))
+		 WHERE name = p_table;
+		EXECUTE format('ALTER TABLE adstream.%I DETACH PARTITION %s', p_table, v_rel);
+		EXECUTE format('DROP TABLE %s', v_rel);
+		v_dropped := v_dropped + 1;
+	END LOOP;
+	RETURN v_dropped;
+END
+$$;

@@ -77,7 +77,9 @@ CREATE TABLE adstream.partitioned_tables (
 	name			text PRIMARY KEY,
 	grain			interval NOT NULL,
 	fillfactor		integer NOT NULL DEFAULT 100,
-	storage_options	text[] NOT NULL DEFAULT '{}'
+	storage_options	text[] NOT NULL DEFAULT '{}',
+	-- retention has dropped the partitions before this (0.6)
+	dropped_before	timestamptz NOT NULL DEFAULT '-infinity'
 );
 COMMENT ON TABLE adstream.partitioned_tables IS
 	'Grain and fillfactor of the time-partitioned adstream tables';
@@ -3353,8 +3355,9 @@ DECLARE
 	v_lo		timestamptz;
 	v_name		text;
 	v_created	integer := 0;
+	v_dropped	timestamptz;
 BEGIN
-	SELECT grain, fillfactor, storage_options INTO v_grain, v_fill, v_options
+	SELECT grain, fillfactor, storage_options, dropped_before INTO v_grain, v_fill, v_options, v_dropped
 	  FROM adstream.partitioned_tables WHERE name = p_table;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'table "%" is not partitioned by adstream', p_table
@@ -3385,6 +3388,17 @@ BEGIN
 	LOOP
 		v_name := p_table || '_p' || to_char(v_lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MI');
 		CONTINUE WHEN to_regclass(format('adstream.%I', v_name)) IS NOT NULL;
+		-- A day of minutes that retention dropped is never created again: its
+		-- rollups are all that is left of it, and refresh_rollups takes a day
+		-- partition that exists for the whole of its minutes.  (Batches judge
+		-- its events too_late; one that read the mark before the drop fails
+		-- here and is read again.)
+		IF p_table = 'ad_stats_minute' AND v_lo < v_dropped THEN
+			RAISE EXCEPTION 'the minutes of % were dropped by retention', v_lo::date
+				USING ERRCODE = 'object_not_in_prerequisite_state',
+					  DETAIL = format('adstream.ad_stats_minute holds no minute before %s any more; the rollups keep what was counted.', v_dropped),
+					  HINT = 'A worker reads the batch again and judges its events of that day too_late.';
+		END IF;
 		-- CREATE + ATTACH takes only SHARE UPDATE EXCLUSIVE on the parent, so
 		-- readers and other workers' inserts are not blocked.
 		EXECUTE format('CREATE TABLE adstream.%I (LIKE adstream.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS) WITH (%s)',
@@ -3428,6 +3442,9 @@ BEGIN
 		 WHERE i.inhparent = format('adstream.%I', p_table)::regclass
 		   AND adstream._partition_upper(i.inhrelid) <= p_cutoff
 	LOOP
+		UPDATE adstream.partitioned_tables
+		   SET dropped_before = greatest(dropped_before, adstream._partition_upper(v_rel))
+		 WHERE name = p_table;
 		EXECUTE format('ALTER TABLE adstream.%I DETACH PARTITION %s', p_table, v_rel);
 		EXECUTE format('DROP TABLE %s', v_rel);
 		v_dropped := v_dropped + 1;

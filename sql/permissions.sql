@@ -27,6 +27,9 @@ INSERT INTO adstream.offsets (source, topic, partition, next_offset, max_event_t
 VALUES ('perm_src', 'perm_topic', 0, 100, '2024-03-01 10:00:00+00', 99);
 INSERT INTO adstream.rejected_events (source, topic, partition, "offset", reason, payload_bytes)
 VALUES ('perm_src', 'perm_topic', 0, 7, 'empty', 0);
+-- (These days lie far behind the server's clock, and an earlier test's
+-- retention dropped them: ensure_partitions would refuse to create them again.)
+UPDATE adstream.partitioned_tables SET dropped_before = '-infinity';
 SELECT adstream.ensure_partitions('ad_stats_minute', ARRAY['2024-03-01 10:00:00+00']::timestamptz[]);
 INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start, impressions, clicks)
 VALUES (1, 10, '2024-03-01 10:00:00+00', 5, 1);

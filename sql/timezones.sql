@@ -476,6 +476,9 @@ SELECT * FROM pg_temp.stats_check(true);
 
 -- Ingestion goes on: the spring day's last hour, and the days after the
 -- long one.
+-- (These days lie far behind the server's clock, and an earlier test's
+-- retention dropped them: ensure_partitions would refuse to create them again.)
+UPDATE adstream.partitioned_tables SET dropped_before = '-infinity';
 SELECT adstream.ensure_partitions('ad_stats_minute',
 		ARRAY['2026-03-29 23:30:00+00', '2026-10-25 12:00:00+00', '2026-10-26 12:00:00+00']::timestamptz[]) AS created;
 INSERT INTO adstream.ad_stats_minute (ad_id, campaign_id, window_start, impressions, clicks)

@@ -159,7 +159,8 @@ static const char *const plan_sql[P__COUNT] = {
 	 * must be kept: only while an orders source exists.
 	 */
 	[P_SOURCE_STATE] =
-	"SELECT dedup_expired_before, EXISTS (SELECT 1 FROM adstream.sources WHERE kind = 'orders') "
+	"SELECT dedup_expired_before, EXISTS (SELECT 1 FROM adstream.sources WHERE kind = 'orders'), "
+	"(SELECT dropped_before FROM adstream.partitioned_tables WHERE name = 'ad_stats_minute') "
 	"FROM adstream.sources WHERE id = $1",
 	[P_ENSURE] =
 	"SELECT adstream.ensure_partitions('ad_stats_minute', $1), "
@@ -373,8 +374,12 @@ classify(AdsBatch *b, int64 expired_before_us)
 {
 	int64		now_us = ads_timestamptz_to_unix_us(GetCurrentTimestamp());
 	int64		future_limit = now_us + (int64) adstream_max_future_skew_s * USECS_PER_SEC;
-	/* Minutes older than this are dropped: counting into them would be lost. */
-	int64		retained_from = now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC;
+	/*
+	 * Minutes older than this are dropped, or were: counting into them would
+	 * be lost (or would re-create a day that has only its rollups left).
+	 */
+	int64		retained_from = Max(now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC,
+									b->minutes_dropped_before_us);
 	idset_hash *ids = idset_create(CurrentMemoryContext, b->nmsgs, NULL);
 
 	for (int i = 0; i < b->nparts; i++)
@@ -468,6 +473,9 @@ reject_detail(const AdsBatch *b, const AdsMsg *m, int64 expired_before_us)
 			if (msg_ts(b, m) < now_us - (int64) adstream_minute_retention_s * USECS_PER_SEC)
 				return psprintf("ts is older than adstream.minute_retention (%d s)",
 								adstream_minute_retention_s);
+			if (msg_ts(b, m) < b->minutes_dropped_before_us)
+				return psprintf("retention dropped the minutes before %s (only their rollups are kept)",
+								timestamptz_to_str(ads_unix_us_to_timestamptz(b->minutes_dropped_before_us)));
 			return psprintf("the source's dedup state before %s has expired (adstream.dedup_horizon is %d s behind its slowest partition)",
 							timestamptz_to_str(ads_unix_us_to_timestamptz(expired_before_us)),
 							adstream_dedup_horizon_s);
@@ -1363,6 +1371,9 @@ ads_batch_write(AdsBatch *b)
 	if (!isnull && !TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d)))
 		expired_before_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
 	attribution = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	b->minutes_dropped_before_us = (isnull || TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d))) ? PG_INT64_MIN :
+		ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
 
 	ids = classify(b, expired_before_us);
 	if (b->is_orders)
