@@ -88,7 +88,7 @@ test/bin/adstream-transcode: test/formats/transcode.c src/event_parse.c include/
 	$(CC) $(TOOL_CFLAGS) $(AVRO_CFLAGS) -o $@ test/formats/transcode.c src/event_parse.c $(AVRO_LIBS)
 
 # ---- entry points ----
-.PHONY: deps test test-run layercheck unitcheck fuzzcheck tapcheck demo stability asancheck soak
+.PHONY: deps test test-run layercheck unitcheck fuzzcheck tapcheck demo stability asancheck soak deploycheck
 
 deps:
 	scripts/deps.sh
@@ -155,6 +155,13 @@ asancheck: $(TOOLS)
 	if ls tmp_check/asan/* >/dev/null 2>&1; then \
 	  echo "asancheck: sanitizer reports:"; head -n 40 tmp_check/asan/*; exit 1; fi; \
 	echo "asancheck: no ASan or UBSan report"; exit $$rc
+
+# The deployment tests (failover, several nodes, moving partitions, two
+# regions) with DEPLOY_SCALE times their loads (10 by default): their longer
+# variants, on demand.  As tapcheck: as an unprivileged user, after install.
+deploycheck: $(TOOLS)
+	ADSTREAM_TEST_SCALE=$(or $(DEPLOY_SCALE),10) $(MAKE) --no-print-directory tapcheck \
+	  PROVE_TESTS="test/t/210_failover.pl test/t/215_multinode.pl test/t/235_partition_move.pl test/t/240_cross_region.pl"
 
 # The randomized fault-injection soak, long version (test/t/170_soak.pl; a
 # short one runs in make test): make soak SOAK_SECONDS=1800 SOAK_SEED=...

@@ -55,6 +55,11 @@ our $BIN = $ENV{ADSTREAM_BIN} or die "ADSTREAM_BIN is not set (run through make 
 # never too late relative to earlier ones.
 our $START_MS = int(time() * 1000) - 30 * 60 * 1000;
 
+# How many times larger the deployment tests' loads are: 1 in make test,
+# DEPLOY_SCALE (10 by default) in make deploycheck, their longer variants.
+our $SCALE = $ENV{ADSTREAM_TEST_SCALE} // 1;
+sub scaled { my ($n) = @_; return int($n * $SCALE); }
+
 # A server with adstream preloaded; its workers run in database postgres.
 # Automatic maintenance is off unless asked for.
 # create_extension => 0 leaves the database empty (for pg_restore);

@@ -71,7 +71,7 @@ sub settle
 # (This load's events are two days older than the next one's, beyond the
 # attribution window: each load's orders can only be credited to its own
 # clicks, as each load's truth assumes.)
-load(count => 6000, seed => 61, start_ms => $AdstreamTest::START_MS - 2 * 86400 * 1000);
+load(count => AdstreamTest::scaled(6000), seed => 61, start_ms => $AdstreamTest::START_MS - 2 * 86400 * 1000);
 my $events1 = settle($primary);
 my (undef, $orders1) = totals();
 $primary->backup('base');
@@ -113,12 +113,12 @@ $standby->reload;
 $standby->poll_query_until('postgres', 'SELECT count(*) = 0 FROM pg_stat_wal_receiver') or die;
 $primary->safe_psql('postgres', "SELECT setval('adstream.record_version_seq', nextval('adstream.record_version_seq') + 100000000)");
 my $published = $primary->safe_psql('postgres', "SELECT records_published FROM adstream.sinks WHERE name = 'pinot'");
-load(count => 6000, seed => 62);
+load(count => AdstreamTest::scaled(6000), seed => 62);
 my ($events2, $orders2) = totals();
 # Then impressions only (a click could change the attribution of the
 # previous load's orders, which its truth does not know), for the same ads
 # and minutes, still streaming when the primary dies.
-load(count => 12000, seed => 63, orders => 0, background => 1, args => [ '--rate', 2000, '--click-ratio', 0 ]);
+load(count => AdstreamTest::scaled(12000), seed => 63, orders => 0, background => 1, args => [ '--rate', 2000, '--click-ratio', 0 ]);
 $primary->poll_query_until('postgres',
 	"SELECT coalesce(sum(next_offset), 0) >= $orders2 FROM adstream.offsets WHERE source = 'shop'") or die;
 $primary->poll_query_until('postgres',

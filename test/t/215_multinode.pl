@@ -57,7 +57,7 @@ sub wait_all_consumed
 }
 
 # 1. A stream over all 48 partitions; node n2 dies and restarts mid-stream.
-my $run = AdstreamTest::loadgen($src, topic => 'ads', count => 30000, seed => 71, background => 1,
+my $run = AdstreamTest::loadgen($src, topic => 'ads', count => AdstreamTest::scaled(30000), seed => 71, background => 1,
 	args => [ '--rate', 10000, '--co-partition', '--users', 20000, '--stores', 50,
 		'--orders-topic', 'orders', '--orders', 6000 ]);
 $node{n2}->poll_query_until('postgres', "SELECT coalesce(sum(next_offset), 0) > 3000 FROM adstream.offsets WHERE source = 'ads'")
@@ -194,7 +194,7 @@ my $n4 = AdstreamTest::node('n4', 'adstream.batch_max_messages' => 500);
 $n4->safe_psql('postgres', $_) for (
 	"SELECT adstream.set_node_name('n4')",
 	"SELECT adstream.create_source('ads', '$src->{bootstrap}', 'ads', options => '{\"partitions\": \"15\"}')");
-my $trickle = AdstreamTest::loadgen($src, topic => 'ads', count => 9000, seed => 72, background => 1,
+my $trickle = AdstreamTest::loadgen($src, topic => 'ads', count => AdstreamTest::scaled(9000), seed => 72, background => 1,
 	args => [ '--rate', 600, '--co-partition', '--users', 20000 ]);
 $n4->poll_query_until('postgres', 'SELECT coalesce(sum(next_offset), 0) > 0 FROM adstream.offsets')
   or diag 'n4 consumed nothing: ' . $n4->safe_psql('postgres', 'SELECT * FROM adstream.source_status');

@@ -63,7 +63,7 @@ sub wait_all_consumed
 
 # 1. Clicks and orders, all valid, every record dumped to be sent again.
 my $dir = PostgreSQL::Test::Utils::tempdir();
-my $run1 = AdstreamTest::loadgen($src, topic => 'ads', count => 12000, seed => 81,
+my $run1 = AdstreamTest::loadgen($src, topic => 'ads', count => AdstreamTest::scaled(12000), seed => 81,
 	args => [ '--co-partition', '--users', 20000, '--stores', 50, '--bad-ratio', 0, '--future-ratio', 0,
 		'--orders-topic', 'orders', '--orders', 3000, '--orders-bad-ratio', 0, '--dump', "$dir/run1.dump" ]);
 my ($orders_sent) = ${ $run1->{out} } =~ /orders_sent=(\d+)/;
@@ -73,7 +73,7 @@ wait_all_consumed('shop', $orders_sent);
 # 2. A second stream, impressions only (its records change no credit), with
 # duplicates, over the next ten minutes of event time: the watermark climbs
 # past the orders' times while it runs.
-my $run2 = AdstreamTest::loadgen($src, topic => 'ads', count => 24000, seed => 82, background => 1,
+my $run2 = AdstreamTest::loadgen($src, topic => 'ads', count => AdstreamTest::scaled(24000), seed => 82, background => 1,
 	start_ms => $AdstreamTest::START_MS + 600_000,
 	args => [ '--rate', 5000, '--co-partition', '--users', 20000, '--stores', 50, '--click-ratio', 0 ]);
 my $a_before = $A->safe_psql('postgres', "SELECT sum(next_offset) FROM adstream.offsets WHERE source = 'ads'");

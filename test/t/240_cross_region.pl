@@ -157,7 +157,7 @@ sub check_view
 
 # 1. Steady state.
 {
-	my @runs = map { load($_, count => 8000) } @regions;
+	my @runs = map { load($_, count => AdstreamTest::scaled(8000)) } @regions;
 	finish($_) for @runs;
 	settle($_, @regions) for @regions;
 	AdstreamTest::check_truth($node{$_}, $truths{$_}, "steady state, node $_", source => 'ads') for @regions;
@@ -169,7 +169,7 @@ sub check_view
 # to compare with the same load while east is down (phase 2).
 my $baseline;
 {
-	my $run = load('west', count => 12000, rate => 4000);
+	my $run = load('west', count => AdstreamTest::scaled(12000), rate => 4000);
 	finish($run);
 	my $t = time();
 	settle('west', @regions);
@@ -196,7 +196,7 @@ for my $r (@regions)
 }
 my $backlog0 = status('west', "SELECT backlog_rows FROM adstream.sink_status WHERE sink = 'east'");
 
-my $run = load('west', count => 12000, rate => 4000);
+my $run = load('west', count => AdstreamTest::scaled(12000), rate => 4000);
 my $t0 = time();
 finish($run);
 my $t_loaded = time();
@@ -259,7 +259,7 @@ is(status('east', "SELECT sum(next_offset) FROM adstream.offsets WHERE source = 
 # 3. East comes back; both regions produce.
 $kafka{east}->cmd('up all');
 my $t_up = time();
-my @runs = map { load($_, count => 8000, rate => 4000) } @regions;
+my @runs = map { load($_, count => AdstreamTest::scaled(8000), rate => 4000) } @regions;
 ok($node{west}->poll_query_until('postgres', "SELECT connected AND last_error IS NULL FROM adstream.sink_status WHERE sink = 'east'"),
 	'east up: node west\'s sink east is connected again, its error cleared');
 my $reconnect = time() - $t_up;
@@ -285,7 +285,7 @@ check_view($_, \@truth, "after the outage, $_") for @regions;
 # until it is dropped.
 my $nowhere = PostgreSQL::Test::Cluster::get_free_port();
 status('west', "SELECT adstream.create_sink('typo', '127.0.0.1:$nowhere')");
-finish(load('west', count => 4000, rate => 4000));
+finish(load('west', count => AdstreamTest::scaled(4000), rate => 4000));
 settle('west', @regions);
 ok($node{west}->poll_query_until('postgres', q{SELECT connected IS FALSE AND last_error IS NOT NULL AND backlog_rows > 0
 	AND worker_state IN ('disconnected', 'connecting') FROM adstream.sink_status WHERE sink = 'typo'}),
