@@ -60,6 +60,14 @@ our $START_MS = int(time() * 1000) - 30 * 60 * 1000;
 our $SCALE = $ENV{ADSTREAM_TEST_SCALE} // 1;
 sub scaled { my ($n) = @_; return int($n * $SCALE); }
 
+# The topics a Pinot upsert table consumes, as the mock broker creates them:
+# more partitions for larger loads, since the mock keeps at most 5 MiB of a
+# partition and trims the rest (the reader must find every record).
+sub pinot_topics
+{
+	return [ 'adstream.ad_stats:' . 4 * $SCALE, 'adstream.attributed_orders:' . 2 * $SCALE ];
+}
+
 # A server with adstream preloaded; its workers run in database postgres.
 # Automatic maintenance is off unless asked for.
 # create_extension => 0 leaves the database empty (for pg_restore);

@@ -20,8 +20,8 @@ use AdstreamTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $src = AdstreamTest::Broker->start(topics => [ 'ads:4', 'orders:2' ]);
-my $pinot = AdstreamTest::Broker->start(topics => [ 'adstream.ad_stats:4', 'adstream.attributed_orders:2' ]);
+my $src = AdstreamTest::Broker->start(topics => [ 'ads:' . 4 * $AdstreamTest::SCALE, 'orders:' . 2 * $AdstreamTest::SCALE ]);
+my $pinot = AdstreamTest::Broker->start(topics => AdstreamTest::pinot_topics());
 my $primary = AdstreamTest::node('primary', allows_streaming => 1,
 	'adstream.batch_max_messages' => 500,
 	'adstream.attribution_max_wait' => "'5s'");

@@ -22,7 +22,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $src = AdstreamTest::Broker->start(topics => [ 'ads:48', 'orders:48' ]);
-my %region = map { $_ => AdstreamTest::Broker->start(topics => [ 'adstream.ad_stats:4', 'adstream.attributed_orders:2' ]) }
+my %region = map { $_ => AdstreamTest::Broker->start(topics => AdstreamTest::pinot_topics()) }
   qw(region_a region_b);
 my %share = (n1 => '0-15', n2 => '16-31', n3 => '32-47');
 my %node;

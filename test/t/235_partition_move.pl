@@ -23,7 +23,7 @@ use Test::More;
 use Time::HiRes ();
 
 my $src = AdstreamTest::Broker->start(topics => [ 'ads:48', 'orders:48' ]);
-my $region = AdstreamTest::Broker->start(topics => [ 'adstream.ad_stats:4', 'adstream.attributed_orders:2' ]);
+my $region = AdstreamTest::Broker->start(topics => AdstreamTest::pinot_topics());
 my %share = (A => '0-23', B => '24-47');
 my %node;
 for my $name (qw(A B C))

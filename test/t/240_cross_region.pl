@@ -29,7 +29,7 @@ use Time::HiRes qw(time);
 my @regions = qw(east west);
 my %kafka = map {
 	$_ => AdstreamTest::Broker->start(topics =>
-		  [ 'ads:4', 'orders:2', 'adstream.ad_stats:4', 'adstream.attributed_orders:2' ])
+		  [ 'ads:' . 4 * $AdstreamTest::SCALE, 'orders:' . 2 * $AdstreamTest::SCALE, @{ AdstreamTest::pinot_topics() } ])
 } @regions;
 my %node;
 for my $r (@regions)
