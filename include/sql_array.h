@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include "event_time.h"
+#include "utils/array.h"
 #include "utils/timestamp.h"
 
 typedef struct AdsArray
@@ -25,6 +26,9 @@ typedef struct AdsArray
 /* Room for cap elements, in the current memory context. */
 extern void ads_array_init(AdsArray *a, Oid elemtype, int cap);
 extern Datum ads_array_datum(const AdsArray *a);
+
+/* A text[] argument as C strings (NULL elements as ""), in the current memory context. */
+extern int	ads_text_array_cstrings(ArrayType *arr, char ***out);
 
 static inline void
 ads_array_add(AdsArray *a, Datum value)

@@ -1355,6 +1355,30 @@ ads_dedup_import(int32 source_id, int nrows, const int32 *hours,
 }
 
 /*
+ * Under the index lock held exclusively: empties every filter slot of the
+ * segments marked dying, and the segments themselves.  Returns how many ids
+ * were forgotten.
+ */
+static int64
+forget_segments(const bool *dying)
+{
+	Size		nslots = (Size) state->nbuckets * BUCKET_SLOTS;
+	int64		forgotten = 0;
+
+	for (Size k = 0; k < nslots; k++)
+		if (slots[k] != 0 && dying[slots[k] & (MAX_SEGMENTS - 1)])
+		{
+			slots[k] = 0;
+			state->in_filter--;
+			forgotten++;
+		}
+	for (int32 t = 0; t < MAX_SEGMENTS; t++)
+		if (dying[t])
+			memset(&state->segs[t], 0, sizeof(DedupSegment));
+	return forgotten;
+}
+
+/*
  * adstream._dedup_forget(sources int4[], before timestamptz[]): forget, for
  * each listed source, the ids of the hours that end at or before its
  * `before` (NULL: none), and every id of a source not listed (dropped).  The
@@ -1451,20 +1475,7 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 			}
 		}
 		if (any_dying)
-		{
-			Size		nslots = (Size) state->nbuckets * BUCKET_SLOTS;
-
-			for (Size k = 0; k < nslots; k++)
-				if (slots[k] != 0 && dying[slots[k] & (MAX_SEGMENTS - 1)])
-				{
-					slots[k] = 0;
-					state->in_filter--;
-					forgotten++;
-				}
-			for (int32 t = 0; t < MAX_SEGMENTS; t++)
-				if (dying[t])
-					memset(&state->segs[t], 0, sizeof(DedupSegment));
-		}
+			forgotten += forget_segments(dying);
 	}
 	LWLockRelease(state->lock);
 	hash_destroy(cutoffs);
@@ -1517,20 +1528,7 @@ ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
 			}
 		}
 		if (any_dying)
-		{
-			Size		nslots = (Size) state->nbuckets * BUCKET_SLOTS;
-
-			for (Size k = 0; k < nslots; k++)
-				if (slots[k] != 0 && dying[slots[k] & (MAX_SEGMENTS - 1)])
-				{
-					slots[k] = 0;
-					state->in_filter--;
-					forgotten++;
-				}
-			for (int32 t = 0; t < MAX_SEGMENTS; t++)
-				if (dying[t])
-					memset(&state->segs[t], 0, sizeof(DedupSegment));
-		}
+			forgotten += forget_segments(dying);
 	}
 	LWLockRelease(state->lock);
 	pfree(dying);

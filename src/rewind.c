@@ -28,22 +28,9 @@
 #include "dedup_index.h"
 #include "event_time.h"
 #include "kafka_consumer.h"
+#include "sql_array.h"
 
 #define MAX_TIMEOUT_MS 30000
-
-static int
-cstrings_of(ArrayType *arr, char ***out)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	*out = palloc0(sizeof(char *) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-		(*out)[i] = nulls[i] ? pstrdup("") : TextDatumGetCString(elems[i]);
-	return n;
-}
 
 /*
  * adstream._kafka_offsets_for_times(brokers, keys, values, topic,
@@ -79,8 +66,8 @@ adstream_kafka_offsets_for_times(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("adstream._kafka_offsets_for_times: arguments must not be null")));
 	brokers = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	props.n = cstrings_of(PG_GETARG_ARRAYTYPE_P(1), &props.keys);
-	if (cstrings_of(PG_GETARG_ARRAYTYPE_P(2), &values) != props.n)
+	props.n = ads_text_array_cstrings(PG_GETARG_ARRAYTYPE_P(1), &props.keys);
+	if (ads_text_array_cstrings(PG_GETARG_ARRAYTYPE_P(2), &values) != props.n)
 		elog(ERROR, "adstream._kafka_offsets_for_times: as many values as keys expected");
 	props.values = values;
 	topic = text_to_cstring(PG_GETARG_TEXT_PP(3));

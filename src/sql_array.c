@@ -1,11 +1,28 @@
 /*
  * sql_array.c
- *     SQL arrays built element by element.
+ *     SQL arrays built element by element, and a text[] argument read as C
+ *     strings.
  */
 #include "sql_array.h"
 
+#include "catalog/pg_type.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
+
+int
+ads_text_array_cstrings(ArrayType *arr, char ***out)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	*out = palloc0(sizeof(char *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		(*out)[i] = nulls[i] ? pstrdup("") : TextDatumGetCString(elems[i]);
+	return n;
+}
 
 void
 ads_array_init(AdsArray *a, Oid elemtype, int cap)

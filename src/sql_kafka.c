@@ -15,6 +15,7 @@
 
 #include "kafka_consumer.h"
 #include "kafka_producer.h"
+#include "sql_array.h"
 
 /*
  * Returns NULL when librdkafka accepts the property, else its message.  Used
@@ -43,21 +44,6 @@ adstream_kafka_property_error(PG_FUNCTION_ARGS)
  * configuration checked by building the client
  * ---------------------------------------------------------------------
  */
-
-/* text[] -> C strings, palloc'd in the current (the call's) memory context. */
-static int
-text_array_cstrings(ArrayType *arr, char ***out)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	*out = palloc0(sizeof(char *) * Max(n, 1));
-	for (int i = 0; i < n; i++)
-		(*out)[i] = nulls[i] ? pstrdup("") : TextDatumGetCString(elems[i]);
-	return n;
-}
 
 /*
  * adstream._kafka_check(role, brokers, keys, values, topic, timeout_ms):
@@ -98,8 +84,8 @@ adstream_kafka_check(PG_FUNCTION_ARGS)
 				 errmsg("adstream._kafka_check: role and brokers must not be null")));
 	if (!PG_ARGISNULL(2) && !PG_ARGISNULL(3))
 	{
-		props.n = text_array_cstrings(PG_GETARG_ARRAYTYPE_P(2), &props.keys);
-		if (text_array_cstrings(PG_GETARG_ARRAYTYPE_P(3), &values) != props.n)
+		props.n = ads_text_array_cstrings(PG_GETARG_ARRAYTYPE_P(2), &props.keys);
+		if (ads_text_array_cstrings(PG_GETARG_ARRAYTYPE_P(3), &values) != props.n)
 			elog(ERROR, "adstream._kafka_check: as many values as keys expected");
 		props.values = values;
 	}
