@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(271);
+SELECT plan(272);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -76,7 +76,9 @@ SELECT columns_are('adstream', 'sources', ARRAY['id', 'name', 'kind', 'brokers',
 	'cluster_id']);
 SELECT columns_are('adstream', 'offsets', ARRAY['source', 'topic', 'partition', 'next_offset',
 	'max_event_ts', 'accepted', 'duplicates', 'rejected', 'updated_at']);
-SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options']);
+SELECT columns_are('adstream', 'partitioned_tables', ARRAY['name', 'grain', 'fillfactor', 'storage_options',
+	-- 0.6: how far retention dropped (a dropped day of minutes is never created again)
+	'dropped_before']);
 SELECT columns_are('adstream', 'ad_stats_minute', ARRAY['ad_id', 'campaign_id', 'window_start',
 	'impressions', 'clicks', 'updated_at', 'source_id', 'stripe']);
 SELECT columns_are('adstream', 'dedup_log', ARRAY['source_id', 'hour', 'ids', 'seg']);
@@ -130,6 +132,7 @@ SELECT col_type_is('adstream', t, c, ty, format('adstream.%s.%s is %s', t, c, ty
 	('partitioned_tables', 'grain', 'interval'),
 	('partitioned_tables', 'fillfactor', 'integer'),
 	('partitioned_tables', 'storage_options', 'text[]'),
+	('partitioned_tables', 'dropped_before', 'timestamp with time zone'),
 	('ad_stats_minute', 'ad_id', 'bigint'),
 	('ad_stats_minute', 'campaign_id', 'bigint'),
 	('ad_stats_minute', 'window_start', 'timestamp with time zone'),
