@@ -137,6 +137,26 @@ sub wait_consumed
 	  . $node->safe_psql('postgres', 'SELECT * FROM adstream.source_status');
 }
 
+# Several nodes that split a source's topic: wait until, summed over them, it
+# has consumed $total messages.
+sub wait_consumed_over
+{
+	my ($nodes, $source, $total) = @_;
+	my $consumed = sub {
+		my $sum = 0;
+		$sum += $_->safe_psql('postgres',
+			"SELECT coalesce(sum(next_offset), 0) FROM adstream.offsets WHERE source = '$source'")
+		  for @$nodes;
+		return $sum;
+	};
+	for (1 .. 1200)
+	{
+		return 1 if $consumed->() >= $total;
+		select(undef, undef, undef, 0.1);
+	}
+	die "the nodes' sources $source did not consume $total messages: " . $consumed->();
+}
+
 # SQL that loads truth files into truth_raw (one line each), sums their
 # per-(ad, minute) lines into the view truth_min and lists their orders in
 # the view truth_orders.

@@ -38,23 +38,7 @@ for my $name (sort keys %share)
 	$node{$name} = $node;
 }
 
-sub consumed
-{
-	my $sum = 0;
-	$sum += $_->safe_psql('postgres', "SELECT coalesce(sum(next_offset), 0) FROM adstream.offsets WHERE source = '$_[0]'")
-	  for values %node;
-	return $sum;
-}
-sub wait_all_consumed
-{
-	my ($source, $total) = @_;
-	for (1 .. 1200)
-	{
-		return 1 if consumed($source) >= $total;
-		select(undef, undef, undef, 0.1);
-	}
-	die "the nodes' sources $source did not consume $total messages: " . consumed($source);
-}
+sub wait_all_consumed { AdstreamTest::wait_consumed_over([ values %node ], @_); }
 
 # 1. A stream over all 48 partitions; node n2 dies and restarts mid-stream.
 my $run = AdstreamTest::loadgen($src, topic => 'ads', count => AdstreamTest::scaled(30000), seed => 71, background => 1,

@@ -43,23 +43,7 @@ for my $name (qw(A B C))
 }
 my ($A, $B, $C) = @node{qw(A B C)};
 
-sub consumed
-{
-	my $sum = 0;
-	$sum += $_->safe_psql('postgres', "SELECT coalesce(sum(next_offset), 0) FROM adstream.offsets WHERE source = '$_[0]'")
-	  for values %node;
-	return $sum;
-}
-sub wait_all_consumed
-{
-	my ($source, $total) = @_;
-	for (1 .. 1200)
-	{
-		return 1 if consumed($source) >= $total;
-		select(undef, undef, undef, 0.1);
-	}
-	die "the nodes' sources $source did not consume $total messages: " . consumed($source);
-}
+sub wait_all_consumed { AdstreamTest::wait_consumed_over([ values %node ], @_); }
 
 # 1. Clicks and orders, all valid, every record dumped to be sent again.
 my $dir = PostgreSQL::Test::Utils::tempdir();
