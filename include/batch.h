@@ -22,8 +22,11 @@ typedef enum AdsMsgStatus
 	ADS_MSG_ACCEPTED,			/* counted */
 	ADS_MSG_RECOUNT,			/* replayed by a 'recount' rewind, its hour's dedup state
 								 * given up: the rewind's own id set decides */
-	ADS_MSG_SKIPPED				/* replayed by a 'replace' rewind, outside its window:
+	ADS_MSG_SKIPPED,			/* replayed by a 'replace' rewind, outside its window:
 								 * counted before, left alone */
+	ADS_MSG_SET_ASIDE			/* its id is held by another worker's batch still
+								 * running: set aside (adstream.set_aside), judged
+								 * again by a later batch */
 } AdsMsgStatus;
 
 typedef struct AdsMsg
@@ -37,6 +40,9 @@ typedef struct AdsMsg
 	bool		replay;			/* read again by a rewind (offset below its to_offset) */
 	bool		recount;		/* an expired hour's event a 'recount' rewind counts
 								 * again: judged by its id set, not kept for attribution */
+	bool		taken_up;		/* read back from adstream.set_aside, not from Kafka
+								 * (its rkm is the batch's own) */
+	TransactionId held_by;		/* the running batch that holds its id, if any */
 	union
 	{
 		AdsEvent	ev;			/* kind 'ad_events' */
@@ -101,6 +107,18 @@ typedef struct AdsBatch
 	MemoryContext ensured_ctx;
 
 	bool		fenced;			/* set when offsets moved under us */
+
+	/*
+	 * Events set aside (adstream.set_aside) are taken up by the next batch
+	 * of their partition, after its Kafka messages, up to aside_room of
+	 * them (msgs has room for msgs_cap + aside_room).  aside_due: some may
+	 * be waiting for this worker (so it writes a batch even when Kafka has
+	 * nothing new); ntaken: how many this write appended.
+	 */
+	int			aside_room;
+	int			ntaken;
+	bool		aside_due;
+	bool		aside_due_after;	/* aside_due once this write commits */
 
 	/*
 	 * A re-drive batch (src/redrive.c): its messages are dead letters read

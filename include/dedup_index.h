@@ -17,9 +17,16 @@ extern void ads_dedup_index_shmem_init(void);
 /* Inside a worker's batch transaction, with SPI connected. */
 extern void ads_dedup_index_prepare(void);
 extern void ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids,
-							const int32 *hours, bool *is_new, int32 *segs);
-/* Before the batch writes shared keys: the claims taken as duplicates stand. */
-extern void ads_dedup_confirm(void);
+							const int32 *hours, bool *is_new, int32 *segs,
+							TransactionId *held_by);
+
+/*
+ * Before the batch writes shared keys: the claims taken as duplicates stand.
+ * With may_set_aside, the transactions still running are not waited for:
+ * they are returned (*running, in the current memory context), and the
+ * batch sets aside the events whose ids they hold.
+ */
+extern int	ads_dedup_confirm(bool may_set_aside, TransactionId **running);
 
 /*
  * A partition handoff's committed ids, nrows rows of one hour each, into the

@@ -75,7 +75,9 @@ BEGIN
 								  max(p.max_event_ts)) END AS wm
 		  FROM parts p JOIN adstream.sources s ON s.id = p.id
 		 GROUP BY p.id, s.partition_count, s.partitions)
-	SELECT wm.id, date_bin('1 hour', wm.wm - current_setting('adstream.dedup_horizon')::interval,
+	-- An event set aside is judged again against its hour's state: kept.
+	SELECT wm.id, date_bin('1 hour', least(wm.wm - current_setting('adstream.dedup_horizon')::interval,
+										   (SELECT min(a.ts) FROM adstream.set_aside a WHERE a.source_id = wm.id)),
 						   timestamptz '1970-01-01 00:00:00+00')
 	  FROM wm WHERE isfinite(wm.wm);
 END
@@ -1892,7 +1894,7 @@ ALTER TABLE adstream.ad_stats_minute ADD PRIMARY KEY (ad_id, window_start, sourc
 COMMENT ON TABLE adstream.ad_stats_minute IS
 	'Deduplicated impressions and clicks per ad, one-minute UTC event-time window, source and stripe; readers sum over sources and stripes';
 COMMENT ON COLUMN adstream.ad_stats_minute.stripe IS
-	'Which worker of the source counted them (its index; 0 while sinks exist, and before 0.6): rows of one (ad, minute) differ only by it, and are summed';
+	'Which worker of the source counted them (its index; 0 before 0.6): rows of one (ad, minute) differ only by it, and are summed';
 
 -- The retention job takes the expiry lock (which stalls every worker until
 -- the batches in flight commit) only when expiry has something to give up.
@@ -2659,7 +2661,7 @@ SELECT pg_catalog.pg_extension_config_dump('adstream.handoffs', '');
 CREATE TABLE adstream.handoff_items (
 	handoff_id		bigint NOT NULL,
 	item			text NOT NULL
-					CHECK (item IN ('source', 'offset', 'dedup', 'event', 'order', 'order_id', 'dead_letter')),
+					CHECK (item IN ('source', 'offset', 'dedup', 'event', 'order', 'order_id', 'dead_letter', 'set_aside')),
 	source			text NOT NULL,
 	data			jsonb NOT NULL
 );
@@ -2847,6 +2849,13 @@ BEGIN
 			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
 			SELECT v_id, 'event', s.name, to_jsonb(e) - 'source_id'
 			  FROM adstream.ad_events e WHERE e.source_id = s.id;
+			-- Events set aside on these partitions are judged by their next reader.
+			WITH gone AS (
+				DELETE FROM adstream.set_aside a
+				 WHERE a.source_id = s.id AND a.partition = ANY (v_move)
+				RETURNING a.*)
+			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+			SELECT v_id, 'set_aside', s.name, to_jsonb(g) - 'source_id' FROM gone g;
 		ELSE
 			-- Waiting orders move (one node judges each); of those judged,
 			-- the ids, so that their copies stay duplicates.
@@ -3117,6 +3126,13 @@ BEGIN
 			   AND NOT EXISTS (SELECT 1 FROM adstream.ad_events x
 								WHERE x.user_id = e.user_id AND x.store_id = e.store_id AND x.type = e.type
 								  AND x.ts = e.ts AND x.event_id = e.event_id);
+			INSERT INTO adstream.set_aside (source_id, partition, "offset", event_id, type, ad_id, campaign_id, user_id,
+											store_id, ts, payload, set_aside_at)
+			SELECT l.id, a.partition, a."offset", a.event_id, a.type, a.ad_id, a.campaign_id, a.user_id, a.store_id,
+				   a.ts, a.payload, a.set_aside_at
+			  FROM adstream.handoff_in i, jsonb_populate_record(NULL::adstream.set_aside, i.data) a
+			 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'set_aside' AND i.source = l.name
+			ON CONFLICT DO NOTHING;
 		ELSE
 			INSERT INTO adstream.orders (order_id, source, user_id, store_id, amount, currency, ts, received_at, partition)
 			SELECT o.order_id, l.name, o.user_id, o.store_id, o.amount, o.currency, o.ts, o.received_at, o.partition
@@ -3417,3 +3433,62 @@ BEGIN
 	RETURN v_dropped;
 END
 $$;
+
+-------------------------------------------------------------------------------
+-- Duplicates of a running batch's claims are set aside, not waited for
+-- (issue #12; docs/architecture.md, point 5)
+-------------------------------------------------------------------------------
+
+/*
+ * Ad events set aside (issue #12; docs/architecture.md, point 5).  A batch
+ * that finds an event's id claimed by another worker's batch still in
+ * progress does not wait for that batch: it writes the event here, in its
+ * own transaction, and a later batch of the event's partition judges it
+ * again, once the claim has settled (a duplicate if it committed, new if
+ * not).  Meanwhile the event counts neither as accepted nor as a duplicate,
+ * its hour's dedup state is kept (_dedup_expiry_marks) and attribution waits
+ * for it (ad_events_watermark).  Dumped: the stored offsets are past it.
+ */
+CREATE TABLE adstream.set_aside (
+	source_id	integer NOT NULL REFERENCES adstream.sources (id) ON DELETE CASCADE,
+	partition	integer NOT NULL,
+	"offset"	bigint NOT NULL,
+	event_id	uuid NOT NULL,
+	type		text NOT NULL CHECK (type IN ('click', 'impression')),
+	ad_id		bigint NOT NULL,
+	campaign_id	bigint NOT NULL,
+	user_id		bigint NOT NULL,
+	store_id	bigint NOT NULL,
+	ts			timestamptz NOT NULL,
+	payload		bytea NOT NULL,			-- the message value, for a dead letter should it be one after all
+	set_aside_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (source_id, partition, "offset")
+);
+COMMENT ON TABLE adstream.set_aside IS
+	'Ad events whose id another worker''s batch held uncommitted when theirs committed: judged again by the next batch of their partition';
+SELECT pg_catalog.pg_extension_config_dump('adstream.set_aside', '');
+REVOKE ALL ON adstream.set_aside FROM PUBLIC;
+GRANT SELECT ON adstream.set_aside TO adstream_admin;
+
+CREATE OR REPLACE FUNCTION adstream.ad_events_watermark()
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+RETURN least(CASE
+	WHEN EXISTS (
+		SELECT 1 FROM adstream.sources s
+		  JOIN adstream.partition_status() p ON p.source_id = s.id
+		  LEFT JOIN adstream.offsets o ON o.source = s.name AND o.topic = s.topic AND o.partition = p.partition
+		 WHERE s.kind = 'ad_events' AND s.enabled AND o.max_event_ts IS NULL
+		   AND (p.high_watermark IS NULL OR p.high_watermark > coalesce(o.next_offset, 0)))
+	THEN '-infinity'::timestamptz
+	ELSE (SELECT min(o.max_event_ts)
+			FROM adstream.offsets o JOIN adstream.sources s ON s.name = o.source AND s.topic = o.topic
+		   WHERE s.kind = 'ad_events' AND s.enabled AND o.max_event_ts IS NOT NULL)
+END,
+	-- an event set aside is not kept yet: orders of its time and later wait for it
+	(SELECT min(a.ts) - interval '1 microsecond'
+	   FROM adstream.set_aside a JOIN adstream.sources s ON s.id = a.source_id WHERE s.enabled));
+COMMENT ON FUNCTION adstream.ad_events_watermark() IS
+	'Lowest event-time watermark over the partitions of all enabled ad-events sources, and below every event set aside; -infinity while a partition with messages to read has none yet';

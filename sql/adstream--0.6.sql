@@ -1131,10 +1131,10 @@ COMMENT ON TABLE adstream.ad_stats_minute IS
 COMMENT ON COLUMN adstream.ad_stats_minute.source_id IS
 	'The source that counted them (sources.id), so that drop_source(forget_counts) can remove them; 0: counted before 0.5';
 -- 0.6, issue #12: each worker of a source upserts its own rows (its index),
--- so that workers never wait for each other's row locks; with sinks they all
--- write stripe 0 (docs/architecture.md, "Workers in parallel").
+-- so that workers never wait for each other's row locks (docs/architecture.md,
+-- "Workers in parallel").
 COMMENT ON COLUMN adstream.ad_stats_minute.stripe IS
-	'Which worker of the source counted them (its index; 0 while sinks exist, and before 0.6): rows of one (ad, minute) differ only by it, and are summed';
+	'Which worker of the source counted them (its index; 0 before 0.6): rows of one (ad, minute) differ only by it, and are summed';
 -- The parent holds no rows: pg_dump saves each day's partition with its rows
 -- (not an extension member).  Its index comes with it, but attaching the
 -- partition to this parent at restore builds it already: README's restore
@@ -1351,6 +1351,35 @@ COMMENT ON COLUMN adstream.dedup_log.seg IS
 -- rows, as it does those of ad_stats_minute and ad_events.  After a restore
 -- the first worker rebuilds the index from them (a new dedup_log).
 
+/*
+ * Ad events set aside (issue #12; docs/architecture.md, point 5).  A batch
+ * that finds an event's id claimed by another worker's batch still in
+ * progress does not wait for that batch: it writes the event here, in its
+ * own transaction, and a later batch of the event's partition judges it
+ * again, once the claim has settled (a duplicate if it committed, new if
+ * not).  Meanwhile the event counts neither as accepted nor as a duplicate,
+ * its hour's dedup state is kept (_dedup_expiry_marks) and attribution waits
+ * for it (ad_events_watermark).  Dumped: the stored offsets are past it.
+ */
+CREATE TABLE adstream.set_aside (
+	source_id	integer NOT NULL REFERENCES adstream.sources (id) ON DELETE CASCADE,
+	partition	integer NOT NULL,
+	"offset"	bigint NOT NULL,
+	event_id	uuid NOT NULL,
+	type		text NOT NULL CHECK (type IN ('click', 'impression')),
+	ad_id		bigint NOT NULL,
+	campaign_id	bigint NOT NULL,
+	user_id		bigint NOT NULL,
+	store_id	bigint NOT NULL,
+	ts			timestamptz NOT NULL,
+	payload		bytea NOT NULL,			-- the message value, for a dead letter should it be one after all
+	set_aside_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (source_id, partition, "offset")
+);
+COMMENT ON TABLE adstream.set_aside IS
+	'Ad events whose id another worker''s batch held uncommitted when theirs committed: judged again by the next batch of their partition';
+SELECT pg_catalog.pg_extension_config_dump('adstream.set_aside', '');
+
 CREATE FUNCTION adstream._dedup_forget(p_sources integer[], p_before timestamptz[])
 RETURNS bigint LANGUAGE C STRICT VOLATILE
 AS 'MODULE_PATHNAME', 'adstream_dedup_forget_sources';
@@ -1430,7 +1459,9 @@ BEGIN
 								  max(p.max_event_ts)) END AS wm
 		  FROM parts p JOIN adstream.sources s ON s.id = p.id
 		 GROUP BY p.id, s.partition_count, s.partitions)
-	SELECT wm.id, date_bin('1 hour', wm.wm - current_setting('adstream.dedup_horizon')::interval,
+	-- An event set aside is judged again against its hour's state: kept.
+	SELECT wm.id, date_bin('1 hour', least(wm.wm - current_setting('adstream.dedup_horizon')::interval,
+										   (SELECT min(a.ts) FROM adstream.set_aside a WHERE a.source_id = wm.id)),
 						   timestamptz '1970-01-01 00:00:00+00')
 	  FROM wm WHERE isfinite(wm.wm);
 END
@@ -1600,7 +1631,7 @@ RETURNS timestamptz
 LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-RETURN CASE
+RETURN least(CASE
 	WHEN EXISTS (
 		SELECT 1 FROM adstream.sources s
 		  JOIN adstream.partition_status() p ON p.source_id = s.id
@@ -1611,9 +1642,12 @@ RETURN CASE
 	ELSE (SELECT min(o.max_event_ts)
 			FROM adstream.offsets o JOIN adstream.sources s ON s.name = o.source AND s.topic = o.topic
 		   WHERE s.kind = 'ad_events' AND s.enabled AND o.max_event_ts IS NOT NULL)
-END;
+END,
+	-- an event set aside is not kept yet: orders of its time and later wait for it
+	(SELECT min(a.ts) - interval '1 microsecond'
+	   FROM adstream.set_aside a JOIN adstream.sources s ON s.id = a.source_id WHERE s.enabled));
 COMMENT ON FUNCTION adstream.ad_events_watermark() IS
-	'Lowest event-time watermark over the partitions of all enabled ad-events sources; -infinity while a partition with messages to read has none yet';
+	'Lowest event-time watermark over the partitions of all enabled ad-events sources, and below every event set aside; -infinity while a partition with messages to read has none yet';
 
 CREATE VIEW adstream.waiting_orders AS
 SELECT o.order_id, o.source, o.user_id, o.store_id, o.amount, o.currency, o.ts, o.received_at,
@@ -1982,7 +2016,7 @@ SELECT pg_catalog.pg_extension_config_dump('adstream.handoffs', '');
 CREATE TABLE adstream.handoff_items (
 	handoff_id		bigint NOT NULL,
 	item			text NOT NULL
-					CHECK (item IN ('source', 'offset', 'dedup', 'event', 'order', 'order_id', 'dead_letter')),
+					CHECK (item IN ('source', 'offset', 'dedup', 'event', 'order', 'order_id', 'dead_letter', 'set_aside')),
 	source			text NOT NULL,
 	data			jsonb NOT NULL
 );
@@ -2170,6 +2204,13 @@ BEGIN
 			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
 			SELECT v_id, 'event', s.name, to_jsonb(e) - 'source_id'
 			  FROM adstream.ad_events e WHERE e.source_id = s.id;
+			-- Events set aside on these partitions are judged by their next reader.
+			WITH gone AS (
+				DELETE FROM adstream.set_aside a
+				 WHERE a.source_id = s.id AND a.partition = ANY (v_move)
+				RETURNING a.*)
+			INSERT INTO adstream.handoff_items (handoff_id, item, source, data)
+			SELECT v_id, 'set_aside', s.name, to_jsonb(g) - 'source_id' FROM gone g;
 		ELSE
 			-- Waiting orders move (one node judges each); of those judged,
 			-- the ids, so that their copies stay duplicates.
@@ -2440,6 +2481,13 @@ BEGIN
 			   AND NOT EXISTS (SELECT 1 FROM adstream.ad_events x
 								WHERE x.user_id = e.user_id AND x.store_id = e.store_id AND x.type = e.type
 								  AND x.ts = e.ts AND x.event_id = e.event_id);
+			INSERT INTO adstream.set_aside (source_id, partition, "offset", event_id, type, ad_id, campaign_id, user_id,
+											store_id, ts, payload, set_aside_at)
+			SELECT l.id, a.partition, a."offset", a.event_id, a.type, a.ad_id, a.campaign_id, a.user_id, a.store_id,
+				   a.ts, a.payload, a.set_aside_at
+			  FROM adstream.handoff_in i, jsonb_populate_record(NULL::adstream.set_aside, i.data) a
+			 WHERE i.from_node = p_from_node AND i.handoff_id = p_handoff_id AND i.item = 'set_aside' AND i.source = l.name
+			ON CONFLICT DO NOTHING;
 		ELSE
 			INSERT INTO adstream.orders (order_id, source, user_id, store_id, amount, currency, ts, received_at, partition)
 			SELECT o.order_id, l.name, o.user_id, o.store_id, o.amount, o.currency, o.ts, o.received_at, o.partition
@@ -4776,7 +4824,7 @@ GRANT EXECUTE ON FUNCTION adstream.rewind_source(text, timestamptz, jsonb, integ
 REVOKE ALL ON adstream.sources, adstream.offsets, adstream.offset_gaps, adstream.rejected_events, adstream.partitioned_tables,
 	adstream.ad_stats_minute, adstream.rollup_pending, adstream.ad_stats_hour, adstream.ad_stats_6h,
 	adstream.ad_stats_day, adstream.ad_events, adstream.orders, adstream.attributed_orders,
-	adstream.waiting_orders, adstream.outbox, adstream.sinks,
+	adstream.waiting_orders, adstream.outbox, adstream.sinks, adstream.set_aside,
 	adstream.source_config, adstream.source_status, adstream.sink_status FROM PUBLIC;
 -- Functions: PUBLIC may execute any by default; here none.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA adstream FROM PUBLIC;
@@ -4798,7 +4846,7 @@ GRANT EXECUTE ON FUNCTION
 -- adstream_admin: the masked configuration, positions, dead letters, orders,
 -- and the management of sources and sinks
 GRANT SELECT ON adstream.source_config, adstream.offsets, adstream.offset_gaps, adstream.rejected_events,
-	adstream.orders, adstream.waiting_orders, adstream.ad_events TO adstream_admin;
+	adstream.orders, adstream.waiting_orders, adstream.ad_events, adstream.set_aside TO adstream_admin;
 GRANT EXECUTE ON FUNCTION adstream._is_secret(text) TO adstream_admin;	-- called by source_config
 -- validate_event with options runs the workers' compiler of a definition
 GRANT EXECUTE ON FUNCTION adstream._validate_event_with(bytea, text[], text[], text),

@@ -17,17 +17,20 @@
  *      an id another worker's batch holds uncommitted counts as a duplicate,
  *      confirmed in step 7;
  *   5. upserts one row per (ad, minute) touched, pre-aggregated here, into
- *      this worker's stripe (without sinks; with sinks in step 8);
+ *      this worker's stripe, and with sinks queues them in the outbox;
  *   6. writes dead letters;
- *   7. waits for the batches whose uncommitted claims step 4 took as
- *      duplicates, and fails if one of them did not commit;
- *   8. with sinks, upserts the rows into stripe 0, shared by the workers,
- *      and queues them in the outbox;
- *   9. advances adstream.offsets, but only from the offsets this worker
+ *   7. fails if a batch whose uncommitted claim step 4 took as a duplicate
+ *      rolled back; the events whose ids a batch still running holds are
+ *      set aside (adstream.set_aside), and taken up again, after its Kafka
+ *      messages, by the next batch of their partition (step 2 on);
+ *   8. advances adstream.offsets, but only from the offsets this worker
  *      last committed (a fence against a second worker on the partition);
- *  10. queues the minutes for the rollups.
- * Steps 8 and 10 write keys other workers also write, after step 7, so
- * that a batch waiting in step 7 holds nothing another batch waits for.
+ *   9. queues the minutes for the rollups, in this worker's own rows.
+ * No row a batch updates is updated by another worker's batch (its stripe,
+ * its partitions' offsets, its rollup rows; the outbox, dedup_log and
+ * set_aside take inserts only), so a batch that waits in step 7 (a
+ * re-drive, or a rewind's replay, waits there rather than set anything
+ * aside) holds nothing another batch waits for.
  * If anything fails the transaction rolls back as a whole and the caller
  * retries the same messages, so a batch counts exactly once or not at all.
  *
@@ -148,6 +151,8 @@ enum
 	P_REDRIVE_COUNTS,
 	P_RECOUNT,
 	P_REWINDS,
+	P_ASIDE_TAKE,
+	P_ASIDE_PUT,
 	P__COUNT
 };
 
@@ -270,9 +275,20 @@ static const char *const plan_sql[P__COUNT] = {
 	"  FROM b WHERE r.rewind_id = b.id AND r.partition = b.partition AND r.finished_at IS NULL "
 	"  RETURNING r.rewind_id AS id, r.finished_at IS NOT NULL AS finished) "
 	"SELECT count(*), array_agg(DISTINCT id) FILTER (WHERE finished) FROM upd",
+	/* Events set aside on this worker's partitions, oldest first, taken for judging again. */
+	[P_ASIDE_TAKE] =
+	"DELETE FROM adstream.set_aside a WHERE a.source_id = $1 AND (a.partition, a.\"offset\") IN ("
+	"  SELECT x.partition, x.\"offset\" FROM adstream.set_aside x WHERE x.source_id = $1 AND x.partition = ANY ($2) "
+	"  ORDER BY 1, 2 LIMIT $3) "
+	"RETURNING a.partition, a.\"offset\", a.event_id, a.type, a.ad_id, a.campaign_id, a.user_id, a.store_id, a.ts, a.payload",
+	[P_ASIDE_PUT] =
+	"INSERT INTO adstream.set_aside (source_id, partition, \"offset\", event_id, type, ad_id, campaign_id, user_id, "
+	"store_id, ts, payload) "
+	"SELECT $1, u.* FROM unnest($2::int4[], $3::int8[], $4::uuid[], $5::text[], $6::int8[], $7::int8[], $8::int8[], "
+	"$9::int8[], $10::timestamptz[], $11::bytea[]) AS u",
 };
 
-static const Oid plan_args[P__COUNT][9] = {
+static const Oid plan_args[P__COUNT][11] = {
 	[P_SOURCE_STATE] = {INT4OID},
 	[P_ENSURE] = {TIMESTAMPTZARRAYOID},
 	[P_DEDUP_LOG] = {INT4OID, TIMESTAMPTZARRAYOID, INT4ARRAYOID, BYTEAARRAYOID},
@@ -287,11 +303,15 @@ static const Oid plan_args[P__COUNT][9] = {
 	[P_REDRIVE_COUNTS] = {TEXTOID, TEXTOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID},
 	[P_RECOUNT] = {INT8ARRAYOID, UUIDARRAYOID},
 	[P_REWINDS] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID},
+	[P_ASIDE_TAKE] = {INT4OID, INT4ARRAYOID, INT4OID},
+	[P_ASIDE_PUT] = {INT4OID, INT4ARRAYOID, INT8ARRAYOID, UUIDARRAYOID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, BYTEAARRAYOID},
 };
 static const int plan_nargs[P__COUNT] = {
 	[P_SOURCE_STATE] = 1,[P_ENSURE] = 1,[P_DEDUP_LOG] = 4,[P_ORDERS] = 8,[P_AD_EVENTS] = 8,
 	[P_AGG] = 7,[P_PENDING] = 3,[P_PUBLISHING] = 0,[P_OUTBOX] = 2,[P_REJECT] = 8,[P_OFFSETS] = 9,
 	[P_REDRIVE_TAKE] = 4,[P_REDRIVE_COUNTS] = 6,[P_RECOUNT] = 2,[P_REWINDS] = 8,
+	[P_ASIDE_TAKE] = 3,[P_ASIDE_PUT] = 11,
 };
 
 static int
@@ -402,12 +422,17 @@ classify(AdsBatch *b, int64 expired_before_us)
 		IdKey		key;
 		int64		ts = 0;
 
+		/* An event taken up from set_aside lies below the stored offset. */
+		if (!m->taken_up)
+			p->b_next = m->rkm->offset + 1;
+		else if (!p->in_batch)
+			p->b_next = p->committed;
 		p->in_batch = true;
-		p->b_next = m->rkm->offset + 1;
 		m->reason = m->parse_reason;
 		/* A re-drive's messages are dead letters, not a replay of Kafka. */
-		m->replay = !b->redrive && p->rw_id != 0 && m->rkm->offset < p->rw_to;
+		m->replay = !b->redrive && !m->taken_up && p->rw_id != 0 && m->rkm->offset < p->rw_to;
 		m->recount = false;
+		m->held_by = InvalidTransactionId;
 		if (m->reason == ADS_OK)
 		{
 			ts = msg_ts(b, m);
@@ -641,6 +666,7 @@ dedup_events(AdsBatch *b)
 	int32	   *hours;
 	int32	   *segs;
 	bool	   *is_new;
+	TransactionId *held_by;
 	AdsArray	row_hour,
 				row_seg,
 				row_ids;
@@ -652,16 +678,20 @@ dedup_events(AdsBatch *b)
 	hours = palloc(sizeof(int32) * n);
 	segs = palloc(sizeof(int32) * n);
 	is_new = palloc(sizeof(bool) * n);
+	held_by = palloc(sizeof(TransactionId) * n);
 	for (int i = 0; i < n; i++)
 	{
 		idp[i] = b->msgs[idx[i]].ev.event_id;
 		hours[i] = ads_hour_number(b->msgs[idx[i]].ev.ts_us);
 	}
 
-	ads_dedup_claim(b->source_id, n, idp, hours, is_new, segs);
+	ads_dedup_claim(b->source_id, n, idp, hours, is_new, segs, held_by);
 	for (int i = 0; i < n; i++)
+	{
 		if (is_new[i])
 			b->msgs[idx[i]].status = ADS_MSG_ACCEPTED;
+		b->msgs[idx[i]].held_by = held_by[i];
+	}
 	count_candidates(b, idx, n);
 
 	/* One dedup_log row per hour: the claimed ids of that hour, in id order. */
@@ -1281,6 +1311,169 @@ advance_rewinds(AdsBatch *b)
 	}
 }
 
+/* ---- events set aside ---- */
+
+/*
+ * Events set aside on this worker's partitions are taken (deleted, in this
+ * transaction) and appended to the batch, after its Kafka messages, to be
+ * judged with them: a duplicate if the claim that held their id committed,
+ * new if it did not, set aside again if it is still running.  Their offsets
+ * lie below the stored ones, which they do not move.
+ */
+static void
+take_set_aside(AdsBatch *b)
+{
+	Datum	   *parts;
+	Datum		args[3];
+	int			room = b->aside_room;
+
+	b->nmsgs -= b->ntaken;		/* a retried write takes them again */
+	b->ntaken = 0;
+	b->aside_due_after = false;
+	if (b->redrive || b->is_orders || b->nparts == 0 || !b->aside_due)
+		return;
+	parts = palloc(sizeof(Datum) * b->nparts);
+	for (int i = 0; i < b->nparts; i++)
+		parts[i] = Int32GetDatum(b->parts[i].partition);
+	args[0] = Int32GetDatum(b->source_id);
+	args[1] = PointerGetDatum(construct_array(parts, b->nparts, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+	args[2] = Int32GetDatum(room);
+	exec_plan(P_ASIDE_TAKE, args, NULL, false, SPI_OK_DELETE_RETURNING);
+	/* A full take may have left more. */
+	b->aside_due_after = (SPI_processed >= (uint64) room);
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int32		partition = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+		bytea	   *payload = DatumGetByteaPP(SPI_getbinval(tup, td, 10, &isnull));
+		rd_kafka_message_t *rkm;
+		AdsMsg	   *m;
+		int			idx = -1;
+
+		for (int i = 0; i < b->nparts; i++)
+			if (b->parts[i].partition == partition)
+				idx = i;
+		Assert(idx >= 0);
+		rkm = MemoryContextAllocZero(b->ctx, sizeof(rd_kafka_message_t));
+		rkm->partition = partition;
+		rkm->offset = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
+		rkm->len = VARSIZE_ANY_EXHDR(payload);
+		rkm->payload = MemoryContextAlloc(b->ctx, Max(rkm->len, 1));
+		memcpy(rkm->payload, VARDATA_ANY(payload), rkm->len);
+
+		m = &b->msgs[b->nmsgs++];
+		memset(m, 0, sizeof(AdsMsg));
+		m->rkm = rkm;
+		m->part = idx;
+		m->parse_reason = ADS_OK;
+		m->taken_up = true;
+		memcpy(m->ev.event_id, DatumGetUUIDP(SPI_getbinval(tup, td, 3, &isnull))->data, 16);
+		m->ev.type = strcmp(TextDatumGetCString(SPI_getbinval(tup, td, 4, &isnull)), "click") == 0
+			? ADS_EV_CLICK : ADS_EV_IMPRESSION;
+		m->ev.ad_id = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
+		m->ev.campaign_id = DatumGetInt64(SPI_getbinval(tup, td, 6, &isnull));
+		m->ev.user_id = DatumGetInt64(SPI_getbinval(tup, td, 7, &isnull));
+		m->ev.store_id = DatumGetInt64(SPI_getbinval(tup, td, 8, &isnull));
+		m->ev.ts_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(SPI_getbinval(tup, td, 9, &isnull)));
+		b->ntaken++;
+	}
+}
+
+/*
+ * Whether this batch may set aside the events whose ids running batches
+ * hold, rather than wait for those: not a re-drive (its dead letters are
+ * judged once per round), nor one whose rewind replay depends on one (its
+ * counters are the rewind's).
+ */
+static bool
+may_set_aside(const AdsBatch *b)
+{
+	if (b->redrive)
+		return false;
+	for (int i = 0; i < b->nmsgs; i++)
+		if (b->msgs[i].replay && TransactionIdIsValid(b->msgs[i].held_by))
+			return false;
+	return true;
+}
+
+/*
+ * The events whose ids the running batches hold: counted neither as
+ * accepted nor as duplicates, written to adstream.set_aside in this
+ * transaction.  Everything else of the batch stands as judged.
+ */
+static void
+put_set_aside(AdsBatch *b, const TransactionId *running, int nrunning)
+{
+	AdsArray	part,
+				off,
+				ids,
+				types,
+				ad,
+				camp,
+				user,
+				store,
+				ts,
+				payload;
+	Datum		args[11];
+
+	ads_array_init(&part, INT4OID, b->nmsgs);
+	ads_array_init(&off, INT8OID, b->nmsgs);
+	ads_array_init(&ids, UUIDOID, b->nmsgs);
+	ads_array_init(&types, TEXTOID, b->nmsgs);
+	ads_array_init(&ad, INT8OID, b->nmsgs);
+	ads_array_init(&camp, INT8OID, b->nmsgs);
+	ads_array_init(&user, INT8OID, b->nmsgs);
+	ads_array_init(&store, INT8OID, b->nmsgs);
+	ads_array_init(&ts, TIMESTAMPTZOID, b->nmsgs);
+	ads_array_init(&payload, BYTEAOID, b->nmsgs);
+	for (int i = 0; i < b->nmsgs; i++)
+	{
+		AdsMsg	   *m = &b->msgs[i];
+		bool		held = false;
+		bytea	   *value;
+
+		if (m->status != ADS_MSG_DUPLICATE || !TransactionIdIsValid(m->held_by))
+			continue;
+		for (int j = 0; j < nrunning && !held; j++)
+			held = (running[j] == m->held_by);
+		if (!held)
+			continue;
+		m->status = ADS_MSG_SET_ASIDE;
+		b->parts[m->part].b_duplicates--;
+		value = palloc(VARHDRSZ + m->rkm->len);
+		SET_VARSIZE(value, VARHDRSZ + m->rkm->len);
+		memcpy(VARDATA(value), m->rkm->payload, m->rkm->len);
+		ads_array_add(&part, Int32GetDatum(m->rkm->partition));
+		ads_array_add(&off, Int64GetDatum(m->rkm->offset));
+		ads_array_add(&ids, PointerGetDatum(m->ev.event_id));
+		ads_array_add(&types, CStringGetTextDatum(m->ev.type == ADS_EV_CLICK ? "click" : "impression"));
+		ads_array_add(&ad, Int64GetDatum(m->ev.ad_id));
+		ads_array_add(&camp, Int64GetDatum(m->ev.campaign_id));
+		ads_array_add(&user, Int64GetDatum(m->ev.user_id));
+		ads_array_add(&store, Int64GetDatum(m->ev.store_id));
+		ads_array_add_unix_us(&ts, m->ev.ts_us);
+		ads_array_add(&payload, PointerGetDatum(value));
+	}
+	if (part.n == 0)
+		return;
+	args[0] = Int32GetDatum(b->source_id);
+	args[1] = ads_array_datum(&part);
+	args[2] = ads_array_datum(&off);
+	args[3] = ads_array_datum(&ids);
+	args[4] = ads_array_datum(&types);
+	args[5] = ads_array_datum(&ad);
+	args[6] = ads_array_datum(&camp);
+	args[7] = ads_array_datum(&user);
+	args[8] = ads_array_datum(&store);
+	args[9] = ads_array_datum(&ts);
+	args[10] = ads_array_datum(&payload);
+	exec_plan(P_ASIDE_PUT, args, NULL, false, SPI_OK_INSERT);
+	b->aside_due_after = true;
+}
+
 /* ---- the batch ---- */
 
 void
@@ -1295,6 +1488,8 @@ ads_batch_init(AdsBatch *b, int32 source_id, const char *source_name,
 	b->ctx = AllocSetContextCreate(TopMemoryContext, "adstream batch", ALLOCSET_DEFAULT_SIZES);
 	b->ensured_ctx = AllocSetContextCreate(TopMemoryContext, "adstream ensured hours", ALLOCSET_SMALL_SIZES);
 	b->ensured = hourset_create(b->ensured_ctx, 256, NULL);
+	/* Events set aside before this worker started may be waiting for it. */
+	b->aside_due = !is_orders;
 	ads_batch_reset(b);
 }
 
@@ -1303,12 +1498,15 @@ ads_batch_reset(AdsBatch *b)
 {
 	if (!b->redrive)
 		for (int i = 0; i < b->nmsgs; i++)
-			rd_kafka_message_destroy(b->msgs[i].rkm);
+			if (!b->msgs[i].taken_up)
+				rd_kafka_message_destroy(b->msgs[i].rkm);
 	b->redrive = false;
 	b->nmsgs = 0;
+	b->ntaken = 0;
 	MemoryContextReset(b->ctx);
 	b->msgs_cap = adstream_batch_max_messages;
-	b->msgs = MemoryContextAlloc(b->ctx, sizeof(AdsMsg) * b->msgs_cap);
+	b->aside_room = b->is_orders ? 0 : b->msgs_cap / 2 + 16;
+	b->msgs = MemoryContextAlloc(b->ctx, sizeof(AdsMsg) * (b->msgs_cap + b->aside_room));
 }
 
 /*
@@ -1375,6 +1573,15 @@ ads_batch_write(AdsBatch *b)
 	b->minutes_dropped_before_us = (isnull || TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(d))) ? PG_INT64_MIN :
 		ads_timestamptz_to_unix_us(DatumGetTimestampTz(d));
 
+	take_set_aside(b);
+	if (b->nmsgs == 0)
+	{
+		/* Nothing was waiting after all (a worker's first look). */
+		for (int i = 0; i < b->nparts; i++)
+			b->parts[i].in_batch = false;
+		ads_end_tx();
+		return;
+	}
 	ids = classify(b, expired_before_us);
 	if (b->is_orders)
 	{
@@ -1386,6 +1593,8 @@ ads_batch_write(AdsBatch *b)
 	{
 		AggRows		rows;
 		bool		sinks;
+		TransactionId *running;
+		int			nrunning;
 
 		ads_dedup_index_prepare();
 		ensure_time_partitions(b);
@@ -1397,26 +1606,27 @@ ads_batch_write(AdsBatch *b)
 		sinks = publishing();
 
 		/*
-		 * Without sinks the rows go to this worker's own stripe, which no
-		 * other worker writes: written before the confirm wait, they can
-		 * make no one wait.  With sinks they go to stripe 0, shared, after
-		 * the wait, as before 0.6 (docs/architecture.md, "Workers in
-		 * parallel": published versions no longer need the shared row).
+		 * The rows go to this worker's own stripe, which no other worker
+		 * writes, and with sinks to the outbox (insert only): they make no
+		 * one wait.  Published versions are drawn as records are read
+		 * (docs/pinot.md, rule 2), so they need no shared row to order them.
 		 */
-		if (!sinks)
-			aggregate_write(b, &rows, b->stripe, false);
+		aggregate_write(b, &rows, b->stripe, sinks);
 		record_rejects(b, expired_before_us);
 
-		/* Duplicates of other batches' in-progress claims stand only if those commit. */
-		ads_dedup_confirm();
+		/*
+		 * Duplicates of other batches' in-progress claims stand only if
+		 * those commit; the events whose ids running ones hold wait in
+		 * set_aside (after aggregate_rows: they were duplicates there).
+		 */
+		nrunning = ads_dedup_confirm(may_set_aside(b), &running);
+		if (nrunning > 0)
+			put_set_aside(b, running, nrunning);
 
 		/*
-		 * What other workers also write (shared keys) comes after the wait;
-		 * the offsets after the aggregates, as drop_source(forget_counts)
+		 * The offsets after the aggregates, as drop_source(forget_counts)
 		 * expects (it locks ad_stats_minute, then deletes the offsets).
 		 */
-		if (sinks)
-			aggregate_write(b, &rows, 0, true);
 		record_progress(b);
 		queue_rollups(b, &rows);
 	}
@@ -1428,6 +1638,8 @@ void
 ads_batch_settle(AdsBatch *b, bool committed)
 {
 	ads_dedup_settle(committed);
+	if (committed && !b->redrive)
+		b->aside_due = b->aside_due_after;
 	/* A rolled-back batch may have been the one that created them. */
 	if (!committed)
 		hourset_reset(b->ensured);

@@ -44,6 +44,7 @@
 #define RETRY_MAX_MS 10000
 #define ATTRIBUTION_INTERVAL_MS 1000
 #define REDRIVE_INTERVAL_MS 1000
+#define SET_ASIDE_RETRY_MS 20	/* events set aside, while their ids' holders still run */
 #define OVERLAP_CHECK_MS 2000	/* how often the group's commits are read back */
 
 typedef struct AdsConsumer
@@ -798,6 +799,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	m->rkm = rkm;
 	m->part = idx;
 	m->detail = NULL;
+	m->taken_up = false;
 	if (b->is_orders)
 		m->parse_reason = ads_input_parse_order(&c->input, rkm->payload, rkm->len,
 												(size_t) adstream_max_message_bytes,
@@ -1048,6 +1050,8 @@ wait_for_messages(AdsConsumer *c)
 		TimestampDifference(GetCurrentTimestamp(), c->held_retry_at, &secs, &usecs);
 		timeout = Max(1, Min(timeout, secs * 1000 + usecs / 1000));
 	}
+	if (c->batch.aside_due)
+		timeout = Min(timeout, SET_ASIDE_RETRY_MS);
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 c->kafka->wakeup_fd[0], timeout, PG_WAIT_EXTENSION);
@@ -1067,6 +1071,7 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_attribution = 0;
 	TimestampTz next_redrive = 0;
 	TimestampTz next_overlap = 0;
+	TimestampTz next_aside = 0;
 
 	c->slot = ads_worker_start(&c->args);
 	ads_worker_wait_for_schema(c->slot, "source", c->slot->owner_name);
@@ -1144,6 +1149,18 @@ adstream_consumer_main(Datum arg)
 		{
 			attribute_orders(c);
 			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ATTRIBUTION_INTERVAL_MS);
+		}
+
+		/*
+		 * Events set aside for this worker (their ids held by another
+		 * worker's running batch) are judged again even when Kafka has
+		 * nothing new: a batch of them alone.
+		 */
+		if (b->aside_due && b->nmsgs == 0 && c->nheld == 0 && now >= next_aside)
+		{
+			flush_batch(c);
+			next_aside = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SET_ASIDE_RETRY_MS);
+			continue;
 		}
 
 		/* Dead letters marked for a re-drive, between batches. */

@@ -13,19 +13,20 @@
  *   - an entry whose transaction committed (or is frozen): a duplicate;
  *   - an entry whose transaction is still running (another worker's batch
  *     holds the same id): a duplicate provided that transaction commits.
- *     The batch goes on without waiting and remembers the transaction;
- *     ads_dedup_confirm(), before the batch writes what other batches also
- *     write (and so before it commits), waits for each such transaction to
- *     end and fails the batch (to be retried) if one did not commit.  So a
- *     batch commits a duplicate only once the claim it is a duplicate of
- *     has committed: the outcome is the one
- *     waiting at the claim would give, but a worker no longer stops in the
- *     middle of its batch for another's (issue #12: with 4 workers 25-30%
- *     of their time went to those waits).  By the time a batch confirms,
- *     the batch it depends on, which claimed earlier, has usually committed.
- *     A claim withdrawn because its id was found on disk (below) leaves the
- *     same verdict: its batch commits the id as a duplicate, and so does
- *     this one;
+ *     The batch goes on without waiting and remembers the transaction
+ *     (held_by); ads_dedup_confirm(), before the batch writes what other
+ *     batches also write (and so before it commits), fails the batch (to be
+ *     retried) if one of them rolled back, and for each still running
+ *     either waits for it to end (a re-drive, a rewind's replay) or hands
+ *     it back to the batch, which sets aside the events whose ids it holds
+ *     (adstream.set_aside: judged again by a later batch).  So a batch
+ *     commits a duplicate only once the claim it is a duplicate of has
+ *     committed: the outcome is the one waiting at the claim would give,
+ *     but a worker does not stop for another's batch (issue #12: with 4
+ *     workers 25-30% of their time went to waits at the claim, and 5% still
+ *     to waits at the confirm).  A claim withdrawn because its id was found
+ *     on disk (below) leaves the same verdict: its batch commits the id as a
+ *     duplicate, and so does this one;
  *   - no entry, or one whose transaction aborted: not in the hot tier; the
  *     filter tier decides (below), and meanwhile the batch claims the id.
  * A batch claims all its ids in one go under the index lock, without
@@ -992,13 +993,15 @@ prefetch_buckets(uint64 h)
 /*
  * Claim ids (sorted, distinct) for the current transaction.  is_new[i] says
  * whether ids[i] is new, which also means it is now claimed, in segment
- * segs[i] of its hour (the same for every id of one hour in one call).  The
- * claims are settled by ads_dedup_settle() after the transaction ends, or
- * when the process exits.
+ * segs[i] of its hour (the same for every id of one hour in one call).  An
+ * id found claimed by another transaction still running is not new, and
+ * held_by[i] is that transaction (InvalidTransactionId for every other id).
+ * The claims are settled by ads_dedup_settle() after the transaction ends,
+ * or when the process exits.
  */
 void
 ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *hours,
-				bool *is_new, int32 *segs)
+				bool *is_new, int32 *segs, TransactionId *held_by)
 {
 	TransactionId xid = GetTopTransactionId();
 	DedupKey	key;
@@ -1021,6 +1024,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 	{
 		memcpy(key.id, ids[i], 16);
 		hv[i] = key_hash64(&key);
+		held_by[i] = InvalidTransactionId;
 	}
 
 	LWLockAcquire(state->lock, LW_EXCLUSIVE);
@@ -1066,6 +1070,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 			 * one commits.
 			 */
 			is_new[i] = false;
+			held_by[i] = e->xid;
 			remember_dependency(e->xid);
 			continue;
 		}
@@ -1234,19 +1239,31 @@ settle_pending(bool committed)
 
 /*
  * Before the batch writes shared keys and commits: every batch whose
- * in-progress claim this one took as a duplicate must have committed.  Waits
- * for each to end;
- * if one rolled back, its id is new after all, so this batch fails and is
+ * in-progress claim this one took as a duplicate must have committed, or be
+ * still running and returned to the caller (may_set_aside), which then
+ * commits none of the events whose ids it holds: they are set aside, and
+ * judged again once it has ended.  Otherwise this waits for each to end.
+ * If one rolled back, its id is new after all, so this batch fails and is
  * retried from its committed offsets (the id is then claimed by whichever
- * batch reads it first).
+ * batch reads it first).  Returns how many are in *running.
  */
-void
-ads_dedup_confirm(void)
+int
+ads_dedup_confirm(bool may_set_aside, TransactionId **running)
 {
+	int			nrunning = 0;
+
+	*running = NULL;
 	for (int i = 0; i < ndepends; i++)
 	{
 		TransactionId other = depends[i];
 
+		if (may_set_aside && TransactionIdIsInProgress(other))
+		{
+			if (*running == NULL)
+				*running = palloc(sizeof(TransactionId) * ndepends);
+			(*running)[nrunning++] = other;
+			continue;
+		}
 		XactLockTableWait(other, NULL, NULL, XLTW_None);
 		CHECK_FOR_INTERRUPTS();
 		if (!TransactionIdDidCommit(other))
@@ -1261,6 +1278,7 @@ ads_dedup_confirm(void)
 		}
 	}
 	ndepends = 0;
+	return nrunning;
 }
 
 void

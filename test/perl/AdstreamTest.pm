@@ -127,12 +127,25 @@ sub finish_loadgen
 	return $run;
 }
 
-# Waits until the source's committed offsets cover $total messages.
+# SQL: none of the source's events waits in adstream.set_aside (true on
+# versions without it).
+sub none_set_aside
+{
+	my ($node, $source) = @_;
+	return 'true'
+	  if $node->safe_psql('postgres', q{SELECT to_regclass('adstream.set_aside') IS NULL}) eq 't';
+	return "NOT EXISTS (SELECT 1 FROM adstream.set_aside a JOIN adstream.sources s ON s.id = a.source_id "
+	  . "WHERE s.name = '$source')";
+}
+
+# Waits until the source's committed offsets cover $total messages, and
+# every event it set aside has been judged again.
 sub wait_consumed
 {
 	my ($node, $source, $total) = @_;
+	my $judged = none_set_aside($node, $source);
 	$node->poll_query_until('postgres',
-		"SELECT coalesce(sum(next_offset), 0) >= $total FROM adstream.offsets WHERE source = '$source'")
+		"SELECT coalesce(sum(next_offset), 0) >= $total AND $judged FROM adstream.offsets WHERE source = '$source'")
 	  or die "source $source did not consume $total messages: "
 	  . $node->safe_psql('postgres', 'SELECT * FROM adstream.source_status');
 }
@@ -144,9 +157,14 @@ sub wait_consumed_over
 	my ($nodes, $source, $total) = @_;
 	my $consumed = sub {
 		my $sum = 0;
-		$sum += $_->safe_psql('postgres',
-			"SELECT coalesce(sum(next_offset), 0) FROM adstream.offsets WHERE source = '$source'")
-		  for @$nodes;
+		for my $node (@$nodes)
+		{
+			my $judged = none_set_aside($node, $source);
+			# (a node with events set aside has not consumed them yet)
+			$sum += $node->safe_psql('postgres',
+				"SELECT CASE WHEN $judged THEN coalesce(sum(next_offset), 0) ELSE -1 END "
+				  . "FROM adstream.offsets WHERE source = '$source'");
+		}
 		return $sum;
 	};
 	for (1 .. 1200)
@@ -263,7 +281,8 @@ SELECT (SELECT count(*) FROM want), (SELECT count(*) FROM want WHERE event_id IS
 # key) and compares the result with ad_stats_minute and attributed_orders.
 sub check_pinot
 {
-	my ($node, $broker, $what) = @_;
+	my ($node, $broker, $what, %o) = @_;
+	my $want_orders = $o{orders} // 1;	# orders => 0: a load without orders
 	my $dir = PostgreSQL::Test::Utils::tempdir();
 	my %file;
 	for my $topic ('adstream.ad_stats', 'adstream.attributed_orders')
@@ -300,7 +319,7 @@ SELECT (SELECT count(*) FROM db_stats), (SELECT count(*) FROM db_orders),
        (SELECT count(*) FROM ((TABLE pinot_orders EXCEPT TABLE db_orders) UNION ALL (TABLE db_orders EXCEPT TABLE pinot_orders)) d);
 });
 	my ($stats, $orders, $stats_diff, $orders_diff) = split /\|/, $res;
-	ok($stats > 0 && $orders > 0, "$what: $stats minute rows and $orders credited orders to compare");
+	ok($stats > 0 && ($orders > 0 || !$want_orders), "$what: $stats minute rows and $orders credited orders to compare");
 	is($stats_diff, 0, "$what: Pinot's upsert view of adstream.ad_stats equals ad_stats_minute");
 	is($orders_diff, 0, "$what: Pinot's upsert view of adstream.attributed_orders equals attributed_orders");
 }

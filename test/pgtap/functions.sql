@@ -809,7 +809,9 @@ SELECT set_eq(
 		  'adstream.rewind_ids',
 		  -- 0.6: partition handoffs (issue #13, part 3)
 		  'adstream.orders_seen_elsewhere', 'adstream.handoff_id_seq', 'adstream.handoffs',
-		  'adstream.handoff_items']::regclass[],
+		  'adstream.handoff_items',
+		  -- 0.6: events set aside (issue #12)
+		  'adstream.set_aside']::regclass[],
 	'pg_dump saves exactly these tables and sequences of the extension');
 SELECT is_empty(
 	$$SELECT x::regclass::text FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(x, n)

@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(336);
+SELECT plan(339);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -99,6 +99,9 @@ SELECT table_privs_are('adstream', t, r, privs,
 	('ad_events',          'public',          ARRAY[]::name[]),
 	('ad_events',          'adstream_reader', ARRAY[]::name[]),
 	('ad_events',          'adstream_admin',  ARRAY['SELECT']::name[]),
+	('set_aside',          'public',          ARRAY[]::name[]),
+	('set_aside',          'adstream_reader', ARRAY[]::name[]),
+	('set_aside',          'adstream_admin',  ARRAY['SELECT']::name[]),
 	('orders',             'public',          ARRAY[]::name[]),
 	('orders',             'adstream_reader', ARRAY[]::name[]),
 	('orders',             'adstream_admin',  ARRAY['SELECT']::name[]),

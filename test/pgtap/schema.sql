@@ -5,7 +5,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(272);
+SELECT plan(274);
 
 -------------------------------------------------------------------------------
 -- Schema
@@ -33,7 +33,9 @@ SELECT set_eq(
 		  -- 0.6: rewinds (issue #14)
 		  'rewinds', 'rewind_partitions', 'rewind_ids',
 		  -- 0.6: moving partitions between nodes (issue #13, part 3)
-		  'orders_seen_elsewhere', 'handoffs', 'handoff_items', 'handoff_in'],
+		  'orders_seen_elsewhere', 'handoffs', 'handoff_items', 'handoff_in',
+		  -- 0.6: duplicates of a running batch's claims set aside (issue #12)
+		  'set_aside'],
 	'adstream has exactly the expected tables');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class
@@ -288,6 +290,10 @@ SELECT col_is_pk('adstream', 'rejected_events', ARRAY['source', 'topic', 'partit
 	'rejected_events PK is (source, topic, partition, offset)');
 SELECT col_is_pk('adstream', 'orders', ARRAY['order_id'], 'orders PK is (order_id): orders are deduplicated by it');
 SELECT col_is_pk('adstream', 'attributed_orders', ARRAY['order_id'], 'attributed_orders PK is (order_id): one credit per order');
+SELECT columns_are('adstream', 'set_aside', ARRAY['source_id', 'partition', 'offset', 'event_id', 'type', 'ad_id',
+	'campaign_id', 'user_id', 'store_id', 'ts', 'payload', 'set_aside_at']);
+SELECT col_is_pk('adstream', 'set_aside', ARRAY['source_id', 'partition', 'offset'],
+	'set_aside PK is (source_id, partition, offset): a message is set aside once at a time');
 SELECT col_is_pk('adstream', 'rollup_pending', ARRAY['window_start', 'source_id', 'worker'],
 	'rollup_pending PK is (window_start, source_id, worker): each worker queues its minutes in its own rows');
 SELECT col_is_pk('adstream', t, ARRAY['ad_id', 'window_start'], format('%s PK is (ad_id, window_start)', t))

@@ -73,7 +73,8 @@ for my $name (sort keys %share)
 {
 	my $f = "$dir/$name";
 	PostgreSQL::Test::Utils::append_to_file("$f.min", $node{$name}->safe_psql('postgres',
-		"COPY (SELECT adstream.node_name(), ad_id, campaign_id, window_start, impressions, clicks FROM adstream.ad_stats_minute) TO STDOUT") . "\n");
+		"COPY (SELECT adstream.node_name(), ad_id, max(campaign_id), window_start, sum(impressions), sum(clicks) "
+		  . "FROM adstream.ad_stats_minute GROUP BY ad_id, window_start) TO STDOUT") . "\n");	# over the workers' stripes
 	PostgreSQL::Test::Utils::append_to_file("$f.rej", $node{$name}->safe_psql('postgres',
 		"COPY (SELECT source, reason FROM adstream.rejected_events) TO STDOUT") . "\n");
 	PostgreSQL::Test::Utils::append_to_file("$f.acc", $node{$name}->safe_psql('postgres',

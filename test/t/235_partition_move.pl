@@ -189,7 +189,8 @@ for my $name (sort keys %node)
 	# an empty result is an empty file (a lone newline would be an empty row)
 	my $rows = sub { my $out = $_[0]; return $out eq '' ? '' : "$out\n" };
 	PostgreSQL::Test::Utils::append_to_file("$f.min", $rows->($n->safe_psql('postgres',
-		"COPY (SELECT adstream.node_name(), ad_id, campaign_id, window_start, impressions, clicks FROM adstream.ad_stats_minute) TO STDOUT")));
+		"COPY (SELECT adstream.node_name(), ad_id, max(campaign_id), window_start, sum(impressions), sum(clicks) "
+		  . "FROM adstream.ad_stats_minute GROUP BY ad_id, window_start) TO STDOUT")));	# over the workers' stripes
 	PostgreSQL::Test::Utils::append_to_file("$f.rej", $rows->($n->safe_psql('postgres',
 		"COPY (SELECT source, reason FROM adstream.rejected_events) TO STDOUT")));
 	PostgreSQL::Test::Utils::append_to_file("$f.acc", $rows->($n->safe_psql('postgres',
