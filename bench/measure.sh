@@ -190,6 +190,8 @@ table_bytes() {   # SCHEMA
        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '$1' AND c.relkind IN ('r', 'm')"
 }
 worker_pids() { q "SELECT string_agg(pid::text, ' ') FROM adstream.worker_status() WHERE pid IS NOT NULL"; }
+# events set aside so far (their ids held by another worker's running batch; a fresh cluster per run)
+set_aside_count() { q "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE schemaname = 'adstream' AND relname = 'set_aside'"; }
 publisher_pids() { q "SELECT coalesce(string_agg(pid::text, ' '), '') FROM adstream.publisher_status() WHERE pid IS NOT NULL"; }
 wait_sql() {   # SQL TIMEOUT_S: until SQL returns t
   local deadline=$(( $(date +%s) + $2 ))
@@ -338,7 +340,8 @@ measure_adstream() {
   samples=$(kv worker_samples "$poll"); locks=$(kv lock_samples "$poll")
   lock_pct=$(awk -v l="${locks:-0}" -v s="${samples:-0}" 'BEGIN { if (s > 0) printf "%.2f", 100 * l / s }')
   waits=$(kv waits "$poll" | tr ',' ';')
-  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; lock waits ${lock_pct:-?}% of $samples worker samples ($waits); $check"
+  local aside; aside=$(set_aside_count)
+  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; lock waits ${lock_pct:-?}% of $samples worker samples ($waits); at least $aside events set aside (pg_stat_user_tables); $check"
   row "$id" "$group" "$desc" "$workers" "$ads" "$dup" "$sent" "$secs" "$rate" "$sust" "$wcpu" "$scpu" "" \
     "$wal" "$bytes" "${mem% *}" "${mem#* }" "" "$drain" "" "" "" "$check" "$lock_pct" "$waits"
   LAST_SUSTAINED=$sust
