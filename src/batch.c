@@ -1324,19 +1324,24 @@ static void
 take_set_aside(AdsBatch *b)
 {
 	Datum	   *parts;
+	int			nparts = 0;
 	Datum		args[3];
 	int			room = b->aside_room;
 
 	b->nmsgs -= b->ntaken;		/* a retried write takes them again */
 	b->ntaken = 0;
 	b->aside_due_after = false;
-	if (b->redrive || b->is_orders || b->nparts == 0 || !b->aside_due)
+	if (b->redrive || b->is_orders || !b->aside_due)
 		return;
-	parts = palloc(sizeof(Datum) * b->nparts);
+	/* (a partition with no stored offset has nothing set aside) */
+	parts = palloc(sizeof(Datum) * Max(b->nparts, 1));
 	for (int i = 0; i < b->nparts; i++)
-		parts[i] = Int32GetDatum(b->parts[i].partition);
+		if (b->parts[i].committed >= 0)
+			parts[nparts++] = Int32GetDatum(b->parts[i].partition);
+	if (nparts == 0)
+		return;
 	args[0] = Int32GetDatum(b->source_id);
-	args[1] = PointerGetDatum(construct_array(parts, b->nparts, INT4OID, sizeof(int32), true, TYPALIGN_INT));
+	args[1] = PointerGetDatum(construct_array(parts, nparts, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 	args[2] = Int32GetDatum(room);
 	exec_plan(P_ASIDE_TAKE, args, NULL, false, SPI_OK_DELETE_RETURNING);
 	/* A full take may have left more. */
@@ -1356,7 +1361,8 @@ take_set_aside(AdsBatch *b)
 		for (int i = 0; i < b->nparts; i++)
 			if (b->parts[i].partition == partition)
 				idx = i;
-		Assert(idx >= 0);
+		if (idx < 0)
+			elog(ERROR, "adstream: an event set aside on partition %d, not this worker's, was taken", partition);
 		rkm = MemoryContextAllocZero(b->ctx, sizeof(rd_kafka_message_t));
 		rkm->partition = partition;
 		rkm->offset = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
