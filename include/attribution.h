@@ -10,9 +10,10 @@
 /*
  * Judge the waiting orders that are ready, in a transaction of its own.
  * Returns how many were decided; a full pass (ADS_ATTRIBUTION_PASS) means
- * more may be ready.
+ * more may be ready.  *waiting says whether orders are still waiting after
+ * the pass (for the worker's cadence).
  */
 #define ADS_ATTRIBUTION_PASS 5000	/* adstream.attribute_orders() default limit */
-extern int	ads_attribute_orders(void);
+extern int	ads_attribute_orders(bool *waiting);
 
 #endif							/* ADSTREAM_ATTRIBUTION_H */

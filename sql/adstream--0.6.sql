@@ -1658,7 +1658,9 @@ COMMENT ON FUNCTION adstream.record_uuid(text, text) IS
  * Judge the orders that are ready, in one transaction: last click wins
  * within adstream.attribution_window before the order; with view-through
  * on, the last impression within adstream.view_through_window when no click
- * matched.  Several workers may run this at once (SKIP LOCKED).
+ * matched.  Several workers may run this at once (SKIP LOCKED).  The update
+ * finds each order by the row version it locked (ctid): locked, it cannot
+ * move, and no second look-up through the primary key is needed.
  */
 CREATE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
 RETURNS integer
@@ -1674,7 +1676,7 @@ DECLARE
 	v_done		integer;
 BEGIN
 	WITH ready AS (
-		SELECT o.order_id, o.user_id, o.store_id, o.ts
+		SELECT o.ctid AS row_id, o.order_id, o.user_id, o.store_id, o.ts
 		  FROM adstream.orders o
 		 WHERE o.status = 'waiting'
 		   AND (o.ts <= v_wm OR o.received_at <= now() - v_wait)
@@ -1682,7 +1684,7 @@ BEGIN
 		 LIMIT p_limit
 		   FOR UPDATE SKIP LOCKED
 	), judged AS (
-		SELECT r.order_id, coalesce(c.type, v.type) AS type, coalesce(c.ad_id, v.ad_id) AS ad_id,
+		SELECT r.row_id, coalesce(c.type, v.type) AS type, coalesce(c.ad_id, v.ad_id) AS ad_id,
 			   coalesce(c.campaign_id, v.campaign_id) AS campaign_id,
 			   coalesce(c.event_id, v.event_id) AS event_id, coalesce(c.ts, v.ts) AS event_ts
 		  FROM ready r
@@ -1704,7 +1706,7 @@ BEGIN
 			   attribution = CASE j.type WHEN 'click' THEN 'click' WHEN 'impression' THEN 'view' END,
 			   ad_id = j.ad_id, campaign_id = j.campaign_id, event_id = j.event_id, event_ts = j.event_ts
 		  FROM judged j
-		 WHERE o.order_id = j.order_id
+		 WHERE o.ctid = j.row_id
 		RETURNING o.*
 	), credited AS (
 		INSERT INTO adstream.attributed_orders
