@@ -10,10 +10,9 @@
 /*
  * Judge the waiting orders that are ready, in a transaction of its own.
  * Returns how many were decided; a full pass (ADS_ATTRIBUTION_PASS) means
- * more may be ready.  *waiting says whether orders are still waiting after
- * the pass (for the worker's cadence).
+ * more may be ready.
  */
 #define ADS_ATTRIBUTION_PASS 5000	/* adstream.attribute_orders() default limit */
-extern int	ads_attribute_orders(bool *waiting);
+extern int	ads_attribute_orders(void);
 
 #endif							/* ADSTREAM_ATTRIBUTION_H */

@@ -12,7 +12,7 @@
 #include "txn.h"
 
 int
-ads_attribute_orders(bool *waiting)
+ads_attribute_orders(void)
 {
 	bool		isnull;
 	int			done;
@@ -22,12 +22,6 @@ ads_attribute_orders(bool *waiting)
 	if (SPI_execute("SELECT adstream.attribute_orders()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "adstream: attribute_orders failed");
 	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
-	/* After the pass, in its transaction: whether orders are left waiting. */
-	if (SPI_execute("SELECT EXISTS (SELECT 1 FROM adstream.orders WHERE status = 'waiting')",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "adstream: reading the waiting orders failed");
-	*waiting = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 
 	ads_end_tx();
 	return done;

@@ -42,8 +42,7 @@
 #define STATUS_INTERVAL_MS 500
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 10000
-#define ATTRIBUTION_INTERVAL_MS 1000	/* between passes while no order waits */
-#define ATTRIBUTION_WAITING_MS 100	/* while orders wait for the ad events */
+#define ATTRIBUTION_INTERVAL_MS 1000
 #define REDRIVE_INTERVAL_MS 1000
 #define OVERLAP_CHECK_MS 2000	/* how often the group's commits are read back */
 
@@ -59,7 +58,6 @@ typedef struct AdsConsumer
 
 	AdsBatch	batch;			/* the partitions and the batch being filled */
 	TimestampTz batch_started;
-	TimestampTz next_attribution;	/* an orders worker's next pass */
 	bool		out_of_range;	/* some partition has a gap to record */
 	int			recorded_partitions;	/* sources.partition_count as this worker last wrote it */
 	bool		cluster_verified;	/* the brokers answer as the source's cluster */
@@ -989,28 +987,23 @@ flush_redrive(AdsConsumer *c)
 }
 
 /*
- * Judge the waiting orders that have become ready, and set when to look
- * again: soon while orders wait (the ad events move the watermark with
- * every batch), every second otherwise.  An error (a lock timeout, say) is
- * logged and the pass retried later: orders wait durably.
+ * Judge the waiting orders that have become ready.  An error (a lock
+ * timeout, say) is logged and the pass retried later: orders wait durably.
  */
 static void
 attribute_orders(AdsConsumer *c)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	bool		waiting = false;
 
 	PG_TRY();
 	{
 		/* A full pass means more may be ready. */
-		while (ads_attribute_orders(&waiting) >= ADS_ATTRIBUTION_PASS)
+		while (ads_attribute_orders() >= ADS_ATTRIBUTION_PASS)
 			CHECK_FOR_INTERRUPTS();
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata = ads_abort_tx(oldcxt);
-
-		waiting = false;		/* (not kept across the error) retried in a second */
 
 		ads_slot_set_error(c->slot, edata->message);
 		ereport(WARNING,
@@ -1020,8 +1013,6 @@ attribute_orders(AdsConsumer *c)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	c->next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													  waiting ? ATTRIBUTION_WAITING_MS : ATTRIBUTION_INTERVAL_MS);
 }
 
 /* ---------------------------------------------------------------------
@@ -1057,14 +1048,6 @@ wait_for_messages(AdsConsumer *c)
 		TimestampDifference(GetCurrentTimestamp(), c->held_retry_at, &secs, &usecs);
 		timeout = Max(1, Min(timeout, secs * 1000 + usecs / 1000));
 	}
-	if (c->source.is_orders)
-	{
-		long		secs;
-		int			usecs;
-
-		TimestampDifference(GetCurrentTimestamp(), c->next_attribution, &secs, &usecs);
-		timeout = Max(1, Min(timeout, secs * 1000 + usecs / 1000));
-	}
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 c->kafka->wakeup_fd[0], timeout, PG_WAIT_EXTENSION);
@@ -1081,6 +1064,7 @@ adstream_consumer_main(Datum arg)
 	rd_kafka_message_t *chunk[CONSUME_CHUNK];
 	TimestampTz next_discovery = 0;
 	TimestampTz next_status = 0;
+	TimestampTz next_attribution = 0;
 	TimestampTz next_redrive = 0;
 	TimestampTz next_overlap = 0;
 
@@ -1155,9 +1139,12 @@ adstream_consumer_main(Datum arg)
 			check_nodes(c);
 			next_overlap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OVERLAP_CHECK_MS);
 		}
-		/* Orders wait for the ad events: judge those that are ready. */
-		if (b->is_orders && b->nmsgs == 0 && now >= c->next_attribution)
+		/* Orders wait for the ad events; look again every second. */
+		if (b->is_orders && b->nmsgs == 0 && now >= next_attribution)
+		{
 			attribute_orders(c);
+			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ATTRIBUTION_INTERVAL_MS);
+		}
 
 		/* Dead letters marked for a re-drive, between batches. */
 		if (b->nmsgs == 0 && c->nheld == 0 && now >= next_redrive)
