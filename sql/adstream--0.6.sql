@@ -1595,7 +1595,10 @@ CREATE TABLE adstream.orders (
 	event_id		uuid,			-- the credited click (or impression)
 	event_ts		timestamptz
 );
-CREATE INDEX orders_waiting_idx ON adstream.orders (ts) WHERE status = 'waiting';
+-- (ts, received_at): a pass finds the orders the watermark has passed by a
+-- range of ts, and those that waited attribution_max_wait without reading
+-- the rows of the others (attribute_orders).
+CREATE INDEX orders_waiting_idx ON adstream.orders (ts, received_at) WHERE status = 'waiting';
 COMMENT ON TABLE adstream.orders IS
 	'Every distinct order; the attribution columns stay null while it waits or when nothing matched';
 SELECT pg_catalog.pg_extension_config_dump('adstream.orders', '');
@@ -1692,13 +1695,20 @@ COMMENT ON FUNCTION adstream.record_uuid(text, text) IS
  * Judge the orders that are ready, in one transaction: last click wins
  * within adstream.attribution_window before the order; with view-through
  * on, the last impression within adstream.view_through_window when no click
- * matched.  Several workers may run this at once (SKIP LOCKED).
+ * matched.  Several workers may run this at once (SKIP LOCKED).  The ready
+ * orders are found in two ranges of orders_waiting_idx: those the watermark
+ * has passed (ts up to it) and, after it, those that waited
+ * attribution_max_wait (received_at, checked in the index), so that a pass
+ * costs what it judges, not what waits.  The update finds each order by the
+ * row version it locked (ctid): locked, it cannot move, and no second
+ * look-up through the primary key is needed.
  */
 CREATE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET timezone = 'UTC'		-- a one-day window is 24 hours
+SET jit = off				-- a pass is index probes: compiling them costs more than it saves
 AS $$
 DECLARE
 	v_wm		timestamptz := adstream.ad_events_watermark();
@@ -1708,15 +1718,27 @@ DECLARE
 	v_done		integer;
 BEGIN
 	WITH ready AS (
-		SELECT o.order_id, o.user_id, o.store_id, o.ts
-		  FROM adstream.orders o
-		 WHERE o.status = 'waiting'
-		   AND (o.ts <= v_wm OR o.received_at <= now() - v_wait)
-		 ORDER BY o.ts
+		SELECT * FROM (
+			SELECT * FROM (
+				SELECT o.ctid AS row_id, o.order_id, o.user_id, o.store_id, o.ts
+				  FROM adstream.orders o
+				 WHERE o.status = 'waiting' AND o.ts <= v_wm
+				 ORDER BY o.ts
+				 LIMIT p_limit
+				   FOR UPDATE SKIP LOCKED) passed
+			UNION ALL
+			SELECT * FROM (
+				SELECT o.ctid AS row_id, o.order_id, o.user_id, o.store_id, o.ts
+				  FROM adstream.orders o
+				 WHERE o.status = 'waiting' AND o.ts > coalesce(v_wm, '-infinity')
+				   AND o.received_at <= now() - v_wait
+				 ORDER BY o.ts
+				 LIMIT p_limit
+				   FOR UPDATE SKIP LOCKED) waited) r
+		 ORDER BY r.ts
 		 LIMIT p_limit
-		   FOR UPDATE SKIP LOCKED
 	), judged AS (
-		SELECT r.order_id, coalesce(c.type, v.type) AS type, coalesce(c.ad_id, v.ad_id) AS ad_id,
+		SELECT r.row_id, coalesce(c.type, v.type) AS type, coalesce(c.ad_id, v.ad_id) AS ad_id,
 			   coalesce(c.campaign_id, v.campaign_id) AS campaign_id,
 			   coalesce(c.event_id, v.event_id) AS event_id, coalesce(c.ts, v.ts) AS event_ts
 		  FROM ready r
@@ -1738,7 +1760,7 @@ BEGIN
 			   attribution = CASE j.type WHEN 'click' THEN 'click' WHEN 'impression' THEN 'view' END,
 			   ad_id = j.ad_id, campaign_id = j.campaign_id, event_id = j.event_id, event_ts = j.event_ts
 		  FROM judged j
-		 WHERE o.order_id = j.order_id
+		 WHERE o.ctid = j.row_id
 		RETURNING o.*
 	), credited AS (
 		INSERT INTO adstream.attributed_orders

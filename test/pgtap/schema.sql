@@ -302,7 +302,7 @@ SELECT col_is_unique('adstream', 'attributed_orders', ARRAY['record_uuid'], 'rec
 SELECT has_index('adstream', 'ad_events', 'ad_events_user_id_store_id_type_ts_event_id_idx',
 	ARRAY['user_id', 'store_id', 'type', 'ts', 'event_id'],
 	'ad events are indexed for the last-click lookup (user, store, type, then newest ts and event_id)');
-SELECT has_index('adstream', 'orders', 'orders_waiting_idx', ARRAY['ts'], 'waiting orders are indexed by ts');
+SELECT has_index('adstream', 'orders', 'orders_waiting_idx', ARRAY['ts', 'received_at'], 'waiting orders are indexed by ts and received_at');
 SELECT is(pg_get_expr(indpred, indrelid), '(status = ''waiting''::text)', 'orders_waiting_idx holds only waiting orders')
   FROM pg_index WHERE indexrelid = 'adstream.orders_waiting_idx'::regclass;
 SELECT col_has_check('adstream', 'orders', ARRAY['status'], 'orders.status is checked');
