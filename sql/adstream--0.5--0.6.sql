@@ -1703,10 +1703,26 @@ BEGIN
 	END IF;
 	v_target := coalesce(s.target_snapshot, pg_current_snapshot());
 	RETURN QUERY
+	WITH page AS (
+		SELECT o.id, o.kind, o.ad_id, o.window_start, o.order_id
+		  FROM adstream.outbox o
+		 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
+		   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
+		   AND pg_visible_in_snapshot(o.txid, v_target)
+		   AND o.id > s.last_id
+		 ORDER BY o.id
+		 LIMIT p_limit),
+	o AS (
+		-- A key's last row in the page sends its current value, which holds
+		-- every change its other rows name (they are in this snapshot): those
+		-- send nothing.
+		SELECT p.*, p.id = max(p.id) OVER (PARTITION BY p.kind, p.ad_id, p.window_start, p.order_id) AS sends
+		  FROM page p)
 	SELECT o.id,
 		   CASE o.kind WHEN 'ad_stats' THEN s.topic_ad_stats ELSE s.topic_orders END,
 		   adstream._record_key(o.kind, o.ad_id, o.window_start, o.order_id),
-		   CASE o.kind
+		   CASE WHEN NOT o.sends THEN NULL
+		   ELSE CASE o.kind
 		   WHEN 'ad_stats' THEN
 			(SELECT jsonb_build_object(
 				'node', v_node, 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
@@ -1730,14 +1746,9 @@ BEGIN
 				'record_uuid', a.record_uuid, 'version', v_base + nextval('adstream.record_version_seq'),
 				'attributed_at', (extract(epoch FROM a.attributed_at) * 1000)::bigint)::text
 			   FROM adstream.attributed_orders a WHERE a.order_id = o.order_id)
-		   END
-	  FROM adstream.outbox o
-	 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
-	   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
-	   AND pg_visible_in_snapshot(o.txid, v_target)
-	   AND o.id > s.last_id
-	 ORDER BY o.id
-	 LIMIT p_limit;
+		   END END
+	  FROM o
+	 ORDER BY o.id;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 
 	IF v_n > 0 AND s.target_snapshot IS NULL THEN

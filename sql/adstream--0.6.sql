@@ -2813,7 +2813,10 @@ RETURN CASE p_kind
  * An ad's minute is the sum over the sources that counted it; one whose
  * every count was forgotten (drop_source) is sent with zeros and no
  * campaign, so that Pinot's record is corrected.  Rows whose partition is
- * gone (dropped by retention) are skipped.
+ * gone (dropped by retention) are skipped.  A key named by several rows of
+ * the page is sent once, by its last row (the others have a null value and
+ * send nothing): the value is read now, so it holds every change they name,
+ * and its version is drawn now, above every version sent before.
  */
 CREATE FUNCTION adstream._outbox_page(p_sink text, p_limit integer)
 RETURNS TABLE (id bigint, topic text, record_key text, value text)
@@ -2840,10 +2843,26 @@ BEGIN
 	END IF;
 	v_target := coalesce(s.target_snapshot, pg_current_snapshot());
 	RETURN QUERY
+	WITH page AS (
+		SELECT o.id, o.kind, o.ad_id, o.window_start, o.order_id
+		  FROM adstream.outbox o
+		 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
+		   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
+		   AND pg_visible_in_snapshot(o.txid, v_target)
+		   AND o.id > s.last_id
+		 ORDER BY o.id
+		 LIMIT p_limit),
+	o AS (
+		-- A key's last row in the page sends its current value, which holds
+		-- every change its other rows name (they are in this snapshot): those
+		-- send nothing.
+		SELECT p.*, p.id = max(p.id) OVER (PARTITION BY p.kind, p.ad_id, p.window_start, p.order_id) AS sends
+		  FROM page p)
 	SELECT o.id,
 		   CASE o.kind WHEN 'ad_stats' THEN s.topic_ad_stats ELSE s.topic_orders END,
 		   adstream._record_key(o.kind, o.ad_id, o.window_start, o.order_id),
-		   CASE o.kind
+		   CASE WHEN NOT o.sends THEN NULL
+		   ELSE CASE o.kind
 		   WHEN 'ad_stats' THEN
 			(SELECT jsonb_build_object(
 				'node', v_node, 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
@@ -2867,14 +2886,9 @@ BEGIN
 				'record_uuid', a.record_uuid, 'version', v_base + nextval('adstream.record_version_seq'),
 				'attributed_at', (extract(epoch FROM a.attributed_at) * 1000)::bigint)::text
 			   FROM adstream.attributed_orders a WHERE a.order_id = o.order_id)
-		   END
-	  FROM adstream.outbox o
-	 WHERE o.txid >= pg_snapshot_xmin(s.done_snapshot)
-	   AND NOT pg_visible_in_snapshot(o.txid, s.done_snapshot)
-	   AND pg_visible_in_snapshot(o.txid, v_target)
-	   AND o.id > s.last_id
-	 ORDER BY o.id
-	 LIMIT p_limit;
+		   END END
+	  FROM o
+	 ORDER BY o.id;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 
 	IF v_n > 0 AND s.target_snapshot IS NULL THEN

@@ -437,6 +437,20 @@ SELECT p.id = :change_3 AS the_last_change, (p.value::jsonb ->> 'clicks')::bigin
   FROM adstream._outbox_page('pinot_a', 100) p,
 	   adstream.ad_stats_minute m WHERE m.ad_id = 2 AND m.window_start = '2024-03-01 10:00:00+00';
 SELECT adstream._sink_advance('pinot_a', 0, :change_3, 1, true) AS moved;
+-- Several rows of one key in a page send one record: the key's last row,
+-- with its current value; the others send nothing (a null value).
+UPDATE adstream.ad_stats_minute SET clicks = clicks + 1 WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
+INSERT INTO adstream.outbox (kind, ad_id, window_start) VALUES ('ad_stats', 2, '2024-03-01 10:00:00+00')
+RETURNING id AS coalesce_1 \gset
+UPDATE adstream.ad_stats_minute SET clicks = clicks + 1 WHERE ad_id = 2 AND window_start = '2024-03-01 10:00:00+00';
+INSERT INTO adstream.outbox (kind, ad_id, window_start) VALUES ('ad_stats', 2, '2024-03-01 10:00:00+00')
+RETURNING id AS coalesce_2 \gset
+SELECT p.id - :coalesce_1 AS page_row, p.value IS NOT NULL AS sends,
+	   (p.value::jsonb ->> 'clicks')::bigint = m.clicks AS current_value
+  FROM adstream._outbox_page('pinot_a', 100) p,
+	   adstream.ad_stats_minute m WHERE m.ad_id = 2 AND m.window_start = '2024-03-01 10:00:00+00'
+ ORDER BY p.id;
+SELECT adstream._sink_advance('pinot_a', 0, :coalesce_2, 1, true) AS moved;
 -- resuming gives the sink a new generation, so an old publisher stands down
 SELECT adstream.resume_sink('pinot_b');
 SELECT enabled, generation <> :'gen_before' AS new_generation FROM adstream.sinks WHERE name = 'pinot_b';
