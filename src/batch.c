@@ -1330,8 +1330,14 @@ take_set_aside(AdsBatch *b)
 	b->nmsgs -= b->ntaken;		/* a retried write takes them again */
 	b->ntaken = 0;
 	b->aside_due_after = false;
-	if (b->redrive || b->is_orders || b->nparts == 0 || !b->aside_due)
+	if (b->redrive || b->is_orders || !b->aside_due)
 		return;
+	if (b->nparts == 0)
+	{
+		/* Not a look: its partitions are not known yet (no metadata). */
+		b->aside_due_after = true;
+		return;
+	}
 	parts = palloc(sizeof(Datum) * b->nparts);
 	for (int i = 0; i < b->nparts; i++)
 		parts[i] = Int32GetDatum(b->parts[i].partition);
