@@ -465,7 +465,13 @@ classify(AdsBatch *b, int64 expired_before_us)
 			p->b_rejected++;
 			continue;
 		}
-		p->b_max_ts_us = Max(p->b_max_ts_us, ts);
+		/*
+		 * An event taken up from set_aside moved its partition's watermark
+		 * when it was read; it must not move it again: a rewind has reset it
+		 * (NULL) to hold expiry until the replay has read its partition.
+		 */
+		if (!m->taken_up)
+			p->b_max_ts_us = Max(p->b_max_ts_us, ts);
 
 		memcpy(key.bytes, msg_id(b, m), 16);
 		e = idset_insert(ids, key, &found);
