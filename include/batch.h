@@ -117,6 +117,9 @@ typedef struct AdsBatch
 	 */
 	int			aside_room;
 	int			ntaken;
+	MemoryContext aside_ctx;	/* the taken events' messages: reset at each take,
+								 * so that retries of a failing write do not pile
+								 * them up in ctx */
 	bool		aside_due;
 	bool		aside_due_after;	/* aside_due once this write commits */
 

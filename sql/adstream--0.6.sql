@@ -905,6 +905,10 @@ DECLARE
 	v_id		integer;
 BEGIN
 	PERFORM adstream._source_must_exist(name);
+	-- No batch in flight (each holds this lock shared): one that has taken
+	-- up events set aside holds their rows, which go with the source, and
+	-- would wait for the offsets deleted below (a deadlock).
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
 	IF forget_counts THEN
 		LOCK TABLE adstream.ad_stats_minute IN SHARE ROW EXCLUSIVE MODE;
 	END IF;

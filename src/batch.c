@@ -465,7 +465,13 @@ classify(AdsBatch *b, int64 expired_before_us)
 			p->b_rejected++;
 			continue;
 		}
-		p->b_max_ts_us = Max(p->b_max_ts_us, ts);
+		/*
+		 * An event taken up from set_aside moved its partition's watermark
+		 * when it was read; it must not move it again: a rewind has reset it
+		 * (NULL) to hold expiry until the replay has read its partition.
+		 */
+		if (!m->taken_up)
+			p->b_max_ts_us = Max(p->b_max_ts_us, ts);
 
 		memcpy(key.bytes, msg_id(b, m), 16);
 		e = idset_insert(ids, key, &found);
@@ -1330,11 +1336,18 @@ take_set_aside(AdsBatch *b)
 
 	b->nmsgs -= b->ntaken;		/* a retried write takes them again */
 	b->ntaken = 0;
+	MemoryContextReset(b->aside_ctx);
 	b->aside_due_after = false;
 	if (b->redrive || b->is_orders || !b->aside_due)
 		return;
+	if (b->nparts == 0)
+	{
+		/* Not a look: its partitions are not known yet (no metadata). */
+		b->aside_due_after = true;
+		return;
+	}
 	/* (a partition with no stored offset has nothing set aside) */
-	parts = palloc(sizeof(Datum) * Max(b->nparts, 1));
+	parts = palloc(sizeof(Datum) * b->nparts);
 	for (int i = 0; i < b->nparts; i++)
 		if (b->parts[i].committed >= 0)
 			parts[nparts++] = Int32GetDatum(b->parts[i].partition);
@@ -1363,11 +1376,11 @@ take_set_aside(AdsBatch *b)
 				idx = i;
 		if (idx < 0)
 			elog(ERROR, "adstream: an event set aside on partition %d, not this worker's, was taken", partition);
-		rkm = MemoryContextAllocZero(b->ctx, sizeof(rd_kafka_message_t));
+		rkm = MemoryContextAllocZero(b->aside_ctx, sizeof(rd_kafka_message_t));
 		rkm->partition = partition;
 		rkm->offset = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
 		rkm->len = VARSIZE_ANY_EXHDR(payload);
-		rkm->payload = MemoryContextAlloc(b->ctx, Max(rkm->len, 1));
+		rkm->payload = MemoryContextAlloc(b->aside_ctx, Max(rkm->len, 1));
 		memcpy(rkm->payload, VARDATA_ANY(payload), rkm->len);
 
 		m = &b->msgs[b->nmsgs++];
@@ -1494,6 +1507,7 @@ ads_batch_init(AdsBatch *b, int32 source_id, const char *source_name,
 	b->ctx = AllocSetContextCreate(TopMemoryContext, "adstream batch", ALLOCSET_DEFAULT_SIZES);
 	b->ensured_ctx = AllocSetContextCreate(TopMemoryContext, "adstream ensured hours", ALLOCSET_SMALL_SIZES);
 	b->ensured = hourset_create(b->ensured_ctx, 256, NULL);
+	b->aside_ctx = AllocSetContextCreate(TopMemoryContext, "adstream events taken up", ALLOCSET_DEFAULT_SIZES);
 	/* Events set aside before this worker started may be waiting for it. */
 	b->aside_due = !is_orders;
 	ads_batch_reset(b);
@@ -1510,6 +1524,7 @@ ads_batch_reset(AdsBatch *b)
 	b->nmsgs = 0;
 	b->ntaken = 0;
 	MemoryContextReset(b->ctx);
+	MemoryContextReset(b->aside_ctx);
 	b->msgs_cap = adstream_batch_max_messages;
 	b->aside_room = b->is_orders ? 0 : b->msgs_cap / 2 + 16;
 	b->msgs = MemoryContextAlloc(b->ctx, sizeof(AdsMsg) * (b->msgs_cap + b->aside_room));

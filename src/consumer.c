@@ -649,6 +649,9 @@ discover_partitions(AdsConsumer *c)
 	}
 	if (added == 0)
 		return true;
+	/* Events may have been set aside on them (before a restart, a handoff). */
+	if (!b->is_orders)
+		b->aside_due = true;
 
 	/*
 	 * Positions of partitions we already consume are in memory (they may run
@@ -1050,7 +1053,7 @@ wait_for_messages(AdsConsumer *c)
 		TimestampDifference(GetCurrentTimestamp(), c->held_retry_at, &secs, &usecs);
 		timeout = Max(1, Min(timeout, secs * 1000 + usecs / 1000));
 	}
-	if (c->batch.aside_due)
+	if (c->batch.aside_due && c->batch.nparts > 0)
 		timeout = Min(timeout, SET_ASIDE_RETRY_MS);
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -1156,7 +1159,7 @@ adstream_consumer_main(Datum arg)
 		 * worker's running batch) are judged again even when Kafka has
 		 * nothing new: a batch of them alone.
 		 */
-		if (b->aside_due && b->nmsgs == 0 && c->nheld == 0 && now >= next_aside)
+		if (b->aside_due && b->nparts > 0 && b->nmsgs == 0 && c->nheld == 0 && now >= next_aside)
 		{
 			flush_batch(c);
 			next_aside = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SET_ASIDE_RETRY_MS);
