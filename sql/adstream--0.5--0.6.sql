@@ -3585,6 +3585,8 @@ BEGIN
 	)
 	SELECT count(*) INTO v_done FROM updated;
 	RETURN v_done;
+END
+$$;
 
 -------------------------------------------------------------------------------
 -- drop_source waits for no batch in flight (review of the set-aside change:
