@@ -113,7 +113,10 @@ $PostgreSQL::Test::Utils::timeout_default = 30;
 ok($node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM adstream.set_aside'),
 	'once the broker is back, the copy is judged again');
 AdstreamTest::wait_consumed($node, 's', 5);
-is(offsets(), '0:3/3/0 1:2/1/1', 'the holder counted it, the copy is a duplicate');
+# The holder's batch died with the stop: whichever of its re-read and the
+# copy is judged first counts the event, the other is a duplicate.
+like(offsets(), qr/^(0:3\/3\/0 1:2\/1\/1|0:3\/2\/1 1:2\/2\/0)$/,
+	'the event counted once (by the holder or by the copy), the other a duplicate');
 is(sql(q{SELECT adstream.ad_events_watermark() > now() - interval '1 hour'}), 't',
 	'and the attribution watermark is no longer held');
 
