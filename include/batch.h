@@ -122,6 +122,7 @@ typedef struct AdsBatch
 								 * them up in ctx */
 	bool		aside_due;
 	bool		aside_due_after;	/* aside_due once this write commits */
+	bool		replay_held;	/* a rewind's replayed event depends on a running claim */
 
 	/*
 	 * A re-drive batch (src/redrive.c): its messages are dead letters read

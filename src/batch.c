@@ -678,6 +678,7 @@ dedup_events(AdsBatch *b)
 				row_ids;
 	Datum		args[4];
 
+	b->replay_held = false;
 	if (n == 0)
 		return;
 	idp = palloc(sizeof(uint8 *) * n);
@@ -697,6 +698,7 @@ dedup_events(AdsBatch *b)
 		if (is_new[i])
 			b->msgs[idx[i]].status = ADS_MSG_ACCEPTED;
 		b->msgs[idx[i]].held_by = held_by[i];
+		b->replay_held |= (TransactionIdIsValid(held_by[i]) && b->msgs[idx[i]].replay);
 	}
 	count_candidates(b, idx, n);
 
@@ -1405,17 +1407,12 @@ take_set_aside(AdsBatch *b)
  * Whether this batch may set aside the events whose ids running batches
  * hold, rather than wait for those: not a re-drive (its dead letters are
  * judged once per round), nor one whose rewind replay depends on one (its
- * counters are the rewind's).
+ * counters are the rewind's; dedup_events() noted it).
  */
 static bool
 may_set_aside(const AdsBatch *b)
 {
-	if (b->redrive)
-		return false;
-	for (int i = 0; i < b->nmsgs; i++)
-		if (b->msgs[i].replay && TransactionIdIsValid(b->msgs[i].held_by))
-			return false;
-	return true;
+	return !b->redrive && !b->replay_held;
 }
 
 /*
