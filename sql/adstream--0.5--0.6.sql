@@ -1672,11 +1672,28 @@ ALTER TABLE adstream.outbox ALTER COLUMN id SET MAXVALUE 281474976710655;
 -- The node's name, in keys and values, and the versions' epoch.
 CREATE OR REPLACE FUNCTION adstream._record_key(p_kind text, p_ad_id bigint, p_window timestamptz, p_order uuid)
 RETURNS text LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 RETURN CASE p_kind
 	WHEN 'ad_stats' THEN adstream.node_name() || '|' || p_ad_id || '|'
 						 || (extract(epoch FROM p_window) * 1000)::bigint
 	ELSE p_order::text END;
+
+/*
+ * The value of an ad_stats record: what jsonb_build_object('node', ...,
+ * 'ad_id', ..., 'campaign_id', ..., 'window_start', <epoch ms>,
+ * 'impressions', ..., 'clicks', ..., 'version', ...,
+ * 'record_uuid', record_uuid('ad_stats', p_key),
+ * 'updated_at', <epoch ms>)::text writes, written in C
+ * (src/publish_record.c): the publisher's time per record (issue #12,
+ * item 4).  The regress test "publish" compares the two.
+ */
+CREATE FUNCTION adstream._ad_stats_record(p_key text, p_node text, p_ad_id bigint, p_window timestamptz,
+										  p_campaign_id bigint, p_impressions bigint, p_clicks bigint,
+										  p_version bigint, p_updated_at timestamptz)
+RETURNS text LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'adstream_ad_stats_record';
+COMMENT ON FUNCTION adstream._ad_stats_record(text, text, bigint, timestamptz, bigint, bigint, bigint, bigint, timestamptz) IS
+	'Internal: the JSON value of a published ad_stats record, as jsonb_build_object writes it, with the record_uuid of its key';
+REVOKE ALL ON FUNCTION adstream._ad_stats_record(text, text, bigint, timestamptz, bigint, bigint, bigint, bigint, timestamptz) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION adstream._outbox_page(p_sink text, p_limit integer)
 RETURNS TABLE (id bigint, topic text, record_key text, value text)
@@ -1716,26 +1733,23 @@ BEGIN
 		-- A key's last row in the page sends its current value, which holds
 		-- every change its other rows name (they are in this snapshot): those
 		-- send nothing.
-		SELECT p.*, p.id = max(p.id) OVER (PARTITION BY p.kind, p.ad_id, p.window_start, p.order_id) AS sends
+		SELECT p.*, p.id = max(p.id) OVER (PARTITION BY p.kind, p.ad_id, p.window_start, p.order_id) AS sends,
+			   adstream._record_key(p.kind, p.ad_id, p.window_start, p.order_id) AS rkey
 		  FROM page p)
 	SELECT o.id,
 		   CASE o.kind WHEN 'ad_stats' THEN s.topic_ad_stats ELSE s.topic_orders END,
-		   adstream._record_key(o.kind, o.ad_id, o.window_start, o.order_id),
+		   o.rkey,
 		   CASE WHEN NOT o.sends THEN NULL
-		   ELSE CASE o.kind
-		   WHEN 'ad_stats' THEN
-			(SELECT jsonb_build_object(
-				'node', v_node, 'ad_id', o.ad_id, 'campaign_id', max(m.campaign_id),
-				'window_start', (extract(epoch FROM o.window_start) * 1000)::bigint,
-				'impressions', coalesce(sum(m.impressions), 0), 'clicks', coalesce(sum(m.clicks), 0), 'version', v_base + nextval('adstream.record_version_seq'),
-				'record_uuid', adstream.record_uuid('ad_stats', adstream._record_key(o.kind, o.ad_id, o.window_start, NULL)),
-				'updated_at', (extract(epoch FROM coalesce(max(m.updated_at), now())) * 1000)::bigint)::text
-			   FROM adstream.ad_stats_minute m WHERE m.ad_id = o.ad_id AND m.window_start = o.window_start
-			 HAVING count(*) > 0
-				 OR EXISTS (SELECT 1 FROM pg_inherits i
-							 WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
-							   AND adstream._partition_upper(i.inhrelid) > o.window_start
-							   AND adstream._partition_upper(i.inhrelid) <= o.window_start + interval '24 hours'))
+		   WHEN o.kind = 'ad_stats' THEN
+			CASE WHEN m.n > 0
+					  OR EXISTS (SELECT 1 FROM pg_inherits i
+								  WHERE i.inhparent = 'adstream.ad_stats_minute'::regclass
+									AND adstream._partition_upper(i.inhrelid) > o.window_start
+									AND adstream._partition_upper(i.inhrelid) <= o.window_start + interval '24 hours')
+			THEN adstream._ad_stats_record(o.rkey, v_node, o.ad_id, o.window_start, m.campaign_id,
+										   coalesce(m.impressions, 0), coalesce(m.clicks, 0),
+										   v_base + nextval('adstream.record_version_seq'),
+										   coalesce(m.updated_at, now())) END
 		   ELSE
 			(SELECT jsonb_build_object(
 				'order_id', a.order_id, 'node', v_node, 'ad_id', a.ad_id,
@@ -1746,8 +1760,14 @@ BEGIN
 				'record_uuid', a.record_uuid, 'version', v_base + nextval('adstream.record_version_seq'),
 				'attributed_at', (extract(epoch FROM a.attributed_at) * 1000)::bigint)::text
 			   FROM adstream.attributed_orders a WHERE a.order_id = o.order_id)
-		   END END
+		   END
 	  FROM o
+	  -- an ad's minute: the sum over the sources and stripes that counted it
+	  LEFT JOIN LATERAL (
+		SELECT count(*) AS n, max(x.campaign_id) AS campaign_id, sum(x.impressions)::bigint AS impressions,
+			   sum(x.clicks)::bigint AS clicks, max(x.updated_at) AS updated_at
+		  FROM adstream.ad_stats_minute x
+		 WHERE o.sends AND o.kind = 'ad_stats' AND x.ad_id = o.ad_id AND x.window_start = o.window_start) m ON true
 	 ORDER BY o.id;
 	GET DIAGNOSTICS v_n = ROW_COUNT;
 

@@ -652,6 +652,39 @@ SELECT (SELECT count(*) FROM adstream.outbox WHERE kind = 'ad_stats') AS ad_stat
 SELECT adstream.drop_source('restored_src');
 
 -------------------------------------------------------------------------------
+-- An ad_stats value is written in C (issue #12, publishing cost)
+-------------------------------------------------------------------------------
+
+-- _ad_stats_record writes what jsonb_build_object wrote, byte for byte:
+-- node names that need escaping, negative and extreme ids, no campaign,
+-- times before 1970 and half milliseconds (rounded away from zero), and the
+-- record uuid of the key _record_key gives.
+SELECT t.n AS case,
+	   adstream._ad_stats_record(adstream._record_key('ad_stats', t.ad, t.w, NULL), t.node, t.ad, t.w,
+								 t.camp, t.imp, t.clk, t.v, t.u)
+	   = jsonb_build_object('node', t.node, 'ad_id', t.ad, 'campaign_id', t.camp,
+			'window_start', (extract(epoch FROM t.w) * 1000)::bigint, 'impressions', t.imp, 'clicks', t.clk,
+			'version', t.v,
+			'record_uuid', adstream.record_uuid('ad_stats', adstream._record_key('ad_stats', t.ad, t.w, NULL)),
+			'updated_at', (extract(epoch FROM t.u) * 1000)::bigint)::text AS same
+  FROM (VALUES
+	(1, adstream.node_name(), 42::bigint, '2024-03-01 10:00:00+00'::timestamptz, 7::bigint, 1234::bigint,
+	 56::bigint, 281474976710656::bigint, '2024-03-01 10:00:12.345678+00'::timestamptz),
+	(2, 'a "quoted" \ name' || chr(9) || 'é' || chr(1), -5, '1969-12-31 23:59:00+00', NULL, 0, 0, 1,
+	 '1969-12-31 23:59:59.9995+00'),
+	(3, '', 9223372036854775807, '2024-03-01 10:00:00+00', -1, 9223372036854775807, 1, 9223372036854775807,
+	 '2024-03-01 10:00:00.0005+00'),
+	(4, 'x', 1, '1900-01-01 00:00:00+00', 1, 1, 1, 1, '1969-12-31 23:59:59.9994+00'),
+	(5, 'x', 1, '2024-03-01 10:00:00+00', 1, 1, 1, -1, '1969-12-31 23:59:59.9996+00')
+  ) AS t(n, node, ad, w, camp, imp, clk, v, u)
+ ORDER BY t.n;
+-- every other argument is required, and times must be finite
+\set VERBOSITY terse
+SELECT adstream._ad_stats_record('k', 'x', 1, '2024-03-01 10:00:00+00', 1, 1, NULL, 1, now());
+SELECT adstream._ad_stats_record('k', 'x', 1, 'infinity', 1, 1, 1, 1, now());
+\set VERBOSITY default
+
+-------------------------------------------------------------------------------
 -- Clean up (roles are cluster-wide)
 -------------------------------------------------------------------------------
 

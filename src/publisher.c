@@ -33,8 +33,17 @@
 #include "txn.h"
 #include "worker.h"
 
-#define PAGE_ROWS 5000
-#define IDLE_MS 100
+/*
+ * A page is at most PAGE_ROWS outbox rows, and so at most as many records in
+ * one Kafka transaction; a key named by several rows of a page is sent once
+ * (adstream._outbox_page).  A window opens at most every WINDOW_MS, so that
+ * consecutive batches' changes to a key meet in one window and are sent
+ * once: the publisher's CPU grows with the records it sends, and it shares
+ * the cores with ingestion (issue #12, item 4).  docs/pinot.md promises
+ * Pinot this cadence.
+ */
+#define PAGE_ROWS 20000
+#define WINDOW_MS 100
 #define KAFKA_CALL_MS 500		/* longest a librdkafka call blocks the loop */
 #define TXN_TIMEOUT "10000"		/* transaction.timeout.ms: a dead publisher blocks readers this long */
 #define COMMIT_TIMEOUT_MS 9000
@@ -396,6 +405,8 @@ adstream_publisher_main(Datum arg)
 	rd_kafka_error_t *error;
 	TimestampTz next_prune = 0;
 	TimestampTz next_ping = 0;
+	TimestampTz window_opened = 0;	/* when the current window's first page was read */
+	bool		in_window = false;
 	int			failures = 0;
 
 	p->slot = ads_worker_start(&p->args);
@@ -459,6 +470,7 @@ adstream_publisher_main(Datum arg)
 	{
 		int			produced = 0;
 		bool		window_done;
+		bool		first_page = !in_window;
 
 		CHECK_FOR_INTERRUPTS();
 		/* Between Kafka transactions: nothing is half sent. */
@@ -484,6 +496,11 @@ adstream_publisher_main(Datum arg)
 
 		read_page_or_stop(p);
 		window_done = p->nrows < PAGE_ROWS;
+		if (first_page && p->nrows > 0)
+		{
+			window_opened = GetCurrentTimestamp();
+			in_window = true;
+		}
 		if (p->nrows > 0)
 		{
 			if (!send_page(p))
@@ -509,7 +526,23 @@ adstream_publisher_main(Datum arg)
 			run_sql("adstream publisher: pruning the outbox", "SELECT adstream.prune_outbox()", 0, NULL, NULL);
 			next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_INTERVAL_MS);
 		}
-		if (window_done && p->nrows == 0)
-			ads_worker_wait(IDLE_MS);
+		/*
+		 * A window done: the next opens WINDOW_MS after this one did (a read
+		 * that found nothing opened none: wait WINDOW_MS).  A page that
+		 * failed (above) keeps its window open and is retried after its
+		 * backoff.
+		 */
+		if (window_done)
+		{
+			long		wait_ms = WINDOW_MS;
+
+			if (in_window)
+			{
+				wait_ms = WINDOW_MS - TimestampDifferenceMilliseconds(window_opened, GetCurrentTimestamp());
+				in_window = false;
+			}
+			if (wait_ms > 0)
+				ads_worker_wait(wait_ms);
+		}
 	}
 }

@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(323);
+SELECT plan(326);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -23,7 +23,7 @@ SELECT functions_are('adstream', ARRAY[
 	'record_uuid', 'attribute_orders', 'bucket', 'refresh_rollups', 'ad_stats', 'campaign_stats',
 	'create_partitions_ahead', 'drop_expired_partitions', 'schedule_maintenance', 'unschedule_maintenance',
 	-- 0.3
-	'_publishing', '_queue_attributed_orders', '_record_key', '_outbox_page', '_sink_advance', '_sink_aborted',
+	'_publishing', '_queue_attributed_orders', '_record_key', '_ad_stats_record', '_outbox_page', '_sink_advance', '_sink_aborted',
 	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status',
 	-- 0.4
 	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events', '_lock',
@@ -127,6 +127,7 @@ SELECT function_returns('adstream', f, args, r)
 	('_publishing', ARRAY[]::name[], 'boolean'),
 	('_queue_attributed_orders', ARRAY[]::name[], 'trigger'),
 	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'text'),
+	('_ad_stats_record', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'bigint', 'bigint', 'bigint', 'bigint', 'timestamp with time zone']::name[], 'text'),
 	('_outbox_page', ARRAY['text', 'integer']::name[], 'setof record'),
 	('_sink_advance', ARRAY['text', 'bigint', 'bigint', 'integer', 'boolean']::name[], 'boolean'),
 	('_sink_aborted', ARRAY['text']::name[], 'void'),
@@ -263,6 +264,7 @@ SELECT function_lang_is('adstream', f, args, l)
 	('_publishing', ARRAY[]::name[], 'plpgsql'),
 	('_queue_attributed_orders', ARRAY[]::name[], 'plpgsql'),
 	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'sql'),
+	('_ad_stats_record', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'bigint', 'bigint', 'bigint', 'bigint', 'timestamp with time zone']::name[], 'c'),
 	('_outbox_page', ARRAY['text', 'integer']::name[], 'plpgsql')
   ) AS v(f, args, l);
 
@@ -379,6 +381,7 @@ SELECT volatility_is('adstream', f, args, v)
 	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'volatile'),
 	-- 0.3
 	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'stable'),
+	('_ad_stats_record', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'bigint', 'bigint', 'bigint', 'bigint', 'timestamp with time zone']::name[], 'immutable'),
 	('_outbox_page', ARRAY['text', 'integer']::name[], 'volatile'),
 	('_publishing', ARRAY[]::name[], 'volatile'),
 	('publisher_status', ARRAY[]::name[], 'volatile'),
