@@ -2083,6 +2083,10 @@ DECLARE
 	v_id		integer;
 BEGIN
 	PERFORM adstream._source_must_exist(name);
+	-- No batch in flight (each holds this lock shared): one that has taken
+	-- up events set aside holds their rows, which go with the source, and
+	-- would wait for the offsets deleted below (a deadlock).
+	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
 	IF forget_counts THEN
 		LOCK TABLE adstream.ad_stats_minute IN SHARE ROW EXCLUSIVE MODE;
 	END IF;
@@ -2135,9 +2139,6 @@ END
 $$;
 COMMENT ON FUNCTION adstream.resume_source(text) IS
 	'Restarts a source''s workers from the stored offsets: a paused source resumes, a running one starts over';
-COMMENT ON FUNCTION adstream.drop_expired_partitions() IS
-	'Drops expired partitions of dedup_log, ad_events and ad_stats_minute (returns how many), dead letters older than adstream.rejected_retention and status history older than adstream.status_history_retention';
-REVOKE ALL ON FUNCTION adstream._dedup_expiry_due() FROM PUBLIC;
 
 -------------------------------------------------------------------------------
 -- #13 cross-region: two regions, each node publishing to both regions'
@@ -3605,47 +3606,5 @@ BEGIN
 	)
 	SELECT count(*) INTO v_done FROM updated;
 	RETURN v_done;
-END
-$$;
-
--------------------------------------------------------------------------------
--- drop_source waits for no batch in flight (review of the set-aside change:
--- a batch that took up set-aside rows deadlocked with it)
--------------------------------------------------------------------------------
-
-CREATE OR REPLACE FUNCTION adstream.drop_source(name text, forget_counts boolean DEFAULT false)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-	v_id		integer;
-BEGIN
-	PERFORM adstream._source_must_exist(name);
-	-- No batch in flight (each holds this lock shared): one that has taken
-	-- up events set aside holds their rows, which go with the source, and
-	-- would wait for the offsets deleted below (a deadlock).
-	PERFORM adstream._lock('adstream.dedup_expiry', 0, true);
-	IF forget_counts THEN
-		LOCK TABLE adstream.ad_stats_minute IN SHARE ROW EXCLUSIVE MODE;
-	END IF;
-	-- Offsets go with the source (ON DELETE CASCADE); aggregates and dead
-	-- letters stay, they are results, unless asked to forget the counts.
-	DELETE FROM adstream.sources s WHERE s.name = drop_source.name RETURNING s.id INTO v_id;
-	IF forget_counts THEN
-		WITH gone AS (
-			DELETE FROM adstream.ad_stats_minute m WHERE m.source_id = v_id
-			RETURNING m.ad_id, m.window_start),
-		pending AS (
-			INSERT INTO adstream.rollup_pending AS p (window_start, source_id)
-			SELECT DISTINCT g.window_start, v_id FROM gone g ORDER BY 1
-			ON CONFLICT (window_start, source_id, worker) DO UPDATE SET window_start = excluded.window_start)
-		INSERT INTO adstream.outbox (kind, ad_id, window_start)
-		SELECT 'ad_stats', g.ad_id, g.window_start FROM gone g
-		 WHERE adstream._publishing()
-		 ORDER BY 2, 3;		-- (ad, minute) order, like the batches
-	END IF;
-	PERFORM adstream._wake_launcher();
 END
 $$;

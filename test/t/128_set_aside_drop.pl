@@ -11,6 +11,7 @@ use strict;
 use warnings;
 use lib 'test/perl';
 use AdstreamTest;
+use AdstreamSetAside;
 use IPC::Run;
 use Test::More;
 
@@ -24,27 +25,10 @@ $PostgreSQL::Test::Utils::timeout_default = 60;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-my $now = time();
+my $sa = AdstreamSetAside->new(broker => $broker, node => $node);
 
-sub event
-{
-	my ($n) = @_;
-	return sprintf(qq({"event_id":"00000000-0000-4000-8000-%012d","type":"impression","ad_id":7,"campaign_id":1,"user_id":1,"store_id":1,"ts":%d}\n),
-		$n, ($now - 10) * 1000);
-}
-
-sub produce
-{
-	my ($partition, @events) = @_;
-	my $in = join('', @events);
-	IPC::Run::run([ 'kcat', '-P', '-b', $broker->{bootstrap}, '-t', 'aside', '-p', $partition ], \$in)
-	  or die 'kcat failed';
-}
-
-sql("SELECT adstream.create_source('s', '$broker->{bootstrap}', 'aside', options => '{\"workers\": 2}')");
-produce(0, event(1));
-produce(1, event(2));
-AdstreamTest::wait_consumed($node, 's', 2);
+$sa->create_source;
+$sa->read_one_each;
 
 # An event set aside on partition 1 (below its stored offset), as a batch of
 # worker 1 would have left it; worker 1 takes it up at its start.  Its take
@@ -56,21 +40,14 @@ BEGIN
 	RETURN OLD;
 END $$;
 CREATE TRIGGER hold BEFORE DELETE ON adstream.set_aside FOR EACH ROW EXECUTE FUNCTION public.hold();
-INSERT INTO adstream.set_aside (source_id, partition, "offset", event_id, type, ad_id, campaign_id, user_id, store_id, ts, payload)
-SELECT id, 1, 0, '00000000-0000-4000-8000-000000000003', 'impression', 7, 1, 1, 1, now() - interval '10 s', '\x7b7d'
-  FROM adstream.sources WHERE name = 's';
 });
+$sa->insert_set_aside;
 
-my ($in, $out, $err) = ('', '', '');
-my $locker = IPC::Run::start([ 'psql', '-X', '-A', '-t', '-d', $node->connstr('postgres') ],
-	'<', \$in, '>', \$out, '2>', \$err);
-$in .= "SELECT pg_advisory_lock(43), 'locked';\n";
-$locker->pump until $out =~ /locked/;
+my $locker = AdstreamSetAside::Locker->start($node, 43);
+$locker->lock;
 
 # The workers restart (a new generation): worker 1 looks for events set aside.
-sql(q{SELECT adstream.pause_source('s')});
-$node->poll_query_until('postgres', q{SELECT count(*) = 0 FROM adstream.worker_status() WHERE pid IS NOT NULL})
-  or die 'workers did not stop';
+$sa->pause;
 sql(q{SELECT adstream.resume_source('s')});
 $node->poll_query_until('postgres',
 	q{SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted)})
@@ -84,11 +61,8 @@ $node->poll_query_until('postgres',
 	q{SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE '%drop_source%' AND wait_event_type = 'Lock' AND pid <> pg_backend_pid())})
   or die "drop_source did not wait: $derr $dout " . sql('SELECT pid, wait_event_type, wait_event, state, query FROM pg_stat_activity');
 # ... and the batch goes on to its end.
-$out = '';
-$in .= "SELECT pg_advisory_unlock(43), 'unlocked';\n";
-$locker->pump until $out =~ /unlocked/;
-$in .= "\\q\n";
-$locker->finish;
+$locker->unlock;
+$locker->quit;
 
 $dropper->finish;
 unlike($derr, qr/deadlock/, 'drop_source does not deadlock with a batch that took up set-aside events');

@@ -6,42 +6,20 @@ use strict;
 use warnings;
 use lib 'test/perl';
 use AdstreamTest;
+use AdstreamSetAside;
 use IPC::Run ();
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $broker = AdstreamTest::Broker->start(topics => [ 'aside:2' ]);
 my $orig = AdstreamTest::node('aside_orig');
-my $now = time();
+my $sa = AdstreamSetAside->new(broker => $broker, node => $orig);
 
-sub event
-{
-	my ($n) = @_;
-	return sprintf(qq({"event_id":"00000000-0000-4000-8000-%012d","type":"impression","ad_id":7,"campaign_id":1,"user_id":1,"store_id":1,"ts":%d}\n),
-		$n, ($now - 10) * 1000);
-}
-
-sub produce
-{
-	my ($partition, @events) = @_;
-	my $in = join('', @events);
-	IPC::Run::run([ 'kcat', '-P', '-b', $broker->{bootstrap}, '-t', 'aside', '-p', $partition ], \$in)
-	  or die 'kcat failed';
-}
-
-$orig->safe_psql('postgres', "SELECT adstream.create_source('s', '$broker->{bootstrap}', 'aside', options => '{\"workers\": 2}')");
-produce(0, event(1));
-produce(1, event(2));
-AdstreamTest::wait_consumed($orig, 's', 2);
-$orig->safe_psql('postgres', "SELECT adstream.pause_source('s')");
-$orig->poll_query_until('postgres', q{SELECT count(*) = 0 FROM adstream.worker_status() WHERE pid IS NOT NULL})
-  or die 'workers did not stop';
+$sa->create_source;
+$sa->read_one_each;
+$sa->pause;
 # As a batch of worker 1 would leave it: an event below partition 1's offset.
-$orig->safe_psql('postgres', q{
-INSERT INTO adstream.set_aside (source_id, partition, "offset", event_id, type, ad_id, campaign_id, user_id, store_id, ts, payload)
-SELECT id, 1, 0, '00000000-0000-4000-8000-000000000003', 'impression', 7, 1, 1, 1, now() - interval '10 s', '\x7b7d'
-  FROM adstream.sources WHERE name = 's';
-});
+$sa->insert_set_aside;
 my $dump = $orig->basedir . '/aside.dump';
 command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $orig->connstr('postgres') ], 'pg_dump');
 $orig->stop;

@@ -7,6 +7,7 @@ use strict;
 use warnings;
 use lib 'test/perl';
 use AdstreamTest;
+use AdstreamSetAside;
 use IPC::Run ();
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -19,22 +20,7 @@ for my $name (qw(A C))
 	$node{$name}->safe_psql('postgres', "SELECT adstream.set_node_name('$name')");
 }
 my ($A, $C) = @node{qw(A C)};
-my $now = time();
-
-sub event
-{
-	my ($n) = @_;
-	return sprintf(qq({"event_id":"00000000-0000-4000-8000-%012d","type":"click","ad_id":7,"campaign_id":1,"user_id":1,"store_id":1,"ts":%d}\n),
-		$n, ($now - 10) * 1000);
-}
-
-sub produce
-{
-	my ($partition, @events) = @_;
-	my $in = join('', @events);
-	IPC::Run::run([ 'kcat', '-P', '-b', $broker->{bootstrap}, '-t', 'aside', '-p', $partition ], \$in)
-	  or die 'kcat failed';
-}
+my $sa = AdstreamSetAside->new(broker => $broker, node => $A);
 
 sub copy_handoff
 {
@@ -47,20 +33,10 @@ sub copy_handoff
 	  or die "copying handoff $id failed: $e1 $e2";
 }
 
-my $insert_aside = q{
-INSERT INTO adstream.set_aside (source_id, partition, "offset", event_id, type, ad_id, campaign_id, user_id, store_id, ts, payload)
-SELECT id, 1, 0, '00000000-0000-4000-8000-000000000003', 'click', 7, 1, 1, 1, now() - interval '10 s', '\x7b22223a307d'
-  FROM adstream.sources WHERE name = 's';
-};
-
-$A->safe_psql('postgres', "SELECT adstream.create_source('s', '$broker->{bootstrap}', 'aside', options => '{\"workers\": 2}')");
-produce(0, event(1));
-produce(1, event(2));
-AdstreamTest::wait_consumed($A, 's', 2);
-$A->safe_psql('postgres', "SELECT adstream.pause_source('s')");
-$A->poll_query_until('postgres', q{SELECT count(*) = 0 FROM adstream.worker_status() WHERE pid IS NOT NULL})
-  or die 'workers did not stop';
-$A->safe_psql('postgres', $insert_aside);
+$sa->create_source;
+$sa->read_one_each(type => 'click');
+$sa->pause;
+$sa->insert_set_aside(type => 'click', payload => '\x7b22223a307d');
 
 # Exported and cancelled: back on A, unchanged.
 my $hid = $A->safe_psql('postgres', "SELECT adstream.export_partitions('1')");
