@@ -42,6 +42,13 @@
 #define STATUS_INTERVAL_MS 500
 #define RETRY_MIN_MS 100
 #define RETRY_MAX_MS 10000
+/*
+ * Orders wait for the ad events: a pass that judged some looks again after
+ * ATTRIBUTION_BUSY_MS (the events move on, and an order is judged that much
+ * after they pass it), one that judged none after ATTRIBUTION_INTERVAL_MS
+ * (a pass that finds nothing ready costs a few milliseconds).
+ */
+#define ATTRIBUTION_BUSY_MS 100
 #define ATTRIBUTION_INTERVAL_MS 1000
 #define REDRIVE_INTERVAL_MS 1000
 #define SET_ASIDE_RETRY_MS 20	/* events set aside, while their ids' holders still run */
@@ -992,19 +999,27 @@ flush_redrive(AdsConsumer *c)
 }
 
 /*
- * Judge the waiting orders that have become ready.  An error (a lock
- * timeout, say) is logged and the pass retried later: orders wait durably.
+ * Judge the waiting orders that have become ready; returns how many were
+ * judged.  An error (a lock timeout, say) is logged and the pass retried
+ * later: orders wait durably.
  */
-static void
+static int
 attribute_orders(AdsConsumer *c)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile int judged = 0;
 
 	PG_TRY();
 	{
+		int			n;
+
 		/* A full pass means more may be ready. */
-		while (ads_attribute_orders() >= ADS_ATTRIBUTION_PASS)
+		do
+		{
 			CHECK_FOR_INTERRUPTS();
+			n = ads_attribute_orders();
+			judged += n;
+		} while (n >= ADS_ATTRIBUTION_PASS);
 	}
 	PG_CATCH();
 	{
@@ -1018,6 +1033,7 @@ attribute_orders(AdsConsumer *c)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	return judged;
 }
 
 /* ---------------------------------------------------------------------
@@ -1147,12 +1163,11 @@ adstream_consumer_main(Datum arg)
 			check_nodes(c);
 			next_overlap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OVERLAP_CHECK_MS);
 		}
-		/* Orders wait for the ad events; look again every second. */
+		/* Orders wait for the ad events: judge those they have passed. */
 		if (b->is_orders && b->nmsgs == 0 && now >= next_attribution)
-		{
-			attribute_orders(c);
-			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ATTRIBUTION_INTERVAL_MS);
-		}
+			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   attribute_orders(c) > 0 ?
+														   ATTRIBUTION_BUSY_MS : ATTRIBUTION_INTERVAL_MS);
 
 		/*
 		 * Events set aside for this worker (their ids held by another
