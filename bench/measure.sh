@@ -192,6 +192,7 @@ table_bytes() {   # SCHEMA
 worker_pids() { q "SELECT string_agg(pid::text, ' ') FROM adstream.worker_status() WHERE pid IS NOT NULL"; }
 # events set aside so far (their ids held by another worker's running batch; a fresh cluster per run)
 set_aside_count() { q "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE schemaname = 'adstream' AND relname = 'set_aside'"; }
+orders_worker_pids() { q "SELECT coalesce(string_agg(w.pid::text, ' '), '') FROM adstream.worker_status() w JOIN adstream.sources s ON s.id = w.source_id WHERE s.kind = 'orders' AND w.pid IS NOT NULL"; }
 publisher_pids() { q "SELECT coalesce(string_agg(pid::text, ' '), '') FROM adstream.publisher_status() WHERE pid IS NOT NULL"; }
 wait_sql() {   # SQL TIMEOUT_S: until SQL returns t
   local deadline=$(( $(date +%s) + $2 ))
@@ -316,10 +317,21 @@ measure_adstream() {
   if [ -n "$sink" ]; then
     wait_sql "SELECT count(*) = 0 FROM adstream.sink_status WHERE backlog_rows > 0" 900
     drain=$(awk -v a="$t0" -v b="$(now_us)" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')
+    # what the sink was given: changes queued (outbox ids drawn), records
+    # sent (a key named by several rows of a page is sent once), Kafka
+    # transactions
+    log "$id: sink: $(q "SELECT 'outbox rows ' || (SELECT coalesce(last_value, 0) FROM adstream.outbox_id_seq)
+                              || ', records ' || records_published || ', Kafka transactions ' || txns_committed
+                         FROM adstream.sinks")"
   fi
   local wpids ppids wcpu scpu mem wal bytes
   wpids=$(worker_pids); ppids=$(publisher_pids)
   wcpu=$(bench/proc_stats.pl cpu $wpids $ppids)
+  local pubcpu=""   # the publisher's share of it
+  [ -n "$ppids" ] && pubcpu=$(bench/proc_stats.pl cpu $ppids)
+  local opids ordcpu=""   # and the orders worker's (attribution)
+  opids=$(orders_worker_pids)
+  [ -n "$opids" ] && ordcpu=$(bench/proc_stats.pl cpu $opids)
   mem=$(bench/proc_stats.pl mem $wpids)
   scpu=$(awk -v a="$cpu0" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }')
   wal=$(wal_since "$wal0")
@@ -341,7 +353,7 @@ measure_adstream() {
   lock_pct=$(awk -v l="${locks:-0}" -v s="${samples:-0}" 'BEGIN { if (s > 0) printf "%.2f", 100 * l / s }')
   waits=$(kv waits "$poll" | tr ',' ';')
   local aside; aside=$(set_aside_count)
-  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; lock waits ${lock_pct:-?}% of $samples worker samples ($waits); at least $aside events set aside (pg_stat_user_tables); $check"
+  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s${pubcpu:+ (publisher $pubcpu s)}${ordcpu:+ (orders worker $ordcpu s)}, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; lock waits ${lock_pct:-?}% of $samples worker samples ($waits); at least $aside events set aside (pg_stat_user_tables); $check"
   row "$id" "$group" "$desc" "$workers" "$ads" "$dup" "$sent" "$secs" "$rate" "$sust" "$wcpu" "$scpu" "" \
     "$wal" "$bytes" "${mem% *}" "${mem#* }" "" "$drain" "" "" "" "$check" "$lock_pct" "$waits"
   LAST_SUSTAINED=$sust
