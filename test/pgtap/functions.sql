@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(326);
+SELECT plan(330);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -23,7 +23,7 @@ SELECT functions_are('adstream', ARRAY[
 	'record_uuid', 'attribute_orders', 'bucket', 'refresh_rollups', 'ad_stats', 'campaign_stats',
 	'create_partitions_ahead', 'drop_expired_partitions', 'schedule_maintenance', 'unschedule_maintenance',
 	-- 0.3
-	'_publishing', '_queue_attributed_orders', '_record_key', '_ad_stats_record', '_outbox_page', '_sink_advance', '_sink_aborted',
+	'_publishing', '_queue_attributed_orders', '_record_key', '_ad_stats_record', '_outbox_page', '_sink_backlog', '_sink_advance', '_sink_aborted',
 	'_sink_must_exist', 'prune_outbox', 'create_sink', 'drop_sink', 'pause_sink', 'resume_sink', 'publisher_status',
 	-- 0.4
 	'_dedup_forget', 'dedup_index_status', 'expire_rejected_events', '_lock',
@@ -128,6 +128,7 @@ SELECT function_returns('adstream', f, args, r)
 	('_queue_attributed_orders', ARRAY[]::name[], 'trigger'),
 	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'text'),
 	('_ad_stats_record', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'bigint', 'bigint', 'bigint', 'bigint', 'timestamp with time zone']::name[], 'text'),
+	('_sink_backlog', ARRAY['integer']::name[], 'record'),
 	('_outbox_page', ARRAY['text', 'integer']::name[], 'setof record'),
 	('_sink_advance', ARRAY['text', 'bigint', 'bigint', 'integer', 'boolean']::name[], 'boolean'),
 	('_sink_aborted', ARRAY['text']::name[], 'void'),
@@ -265,6 +266,7 @@ SELECT function_lang_is('adstream', f, args, l)
 	('_queue_attributed_orders', ARRAY[]::name[], 'plpgsql'),
 	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'sql'),
 	('_ad_stats_record', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'bigint', 'bigint', 'bigint', 'bigint', 'timestamp with time zone']::name[], 'c'),
+	('_sink_backlog', ARRAY['integer']::name[], 'plpgsql'),
 	('_outbox_page', ARRAY['text', 'integer']::name[], 'plpgsql')
   ) AS v(f, args, l);
 
@@ -292,6 +294,8 @@ SELECT is_definer('adstream', 'ad_stats', ARRAY['timestamp with time zone', 'tim
 SELECT is_definer('adstream', f, args)
   FROM (VALUES ('create_sink', ARRAY['text', 'text', 'jsonb']::name[]), ('drop_sink', ARRAY['text']::name[]),
 			   ('pause_sink', ARRAY['text']::name[]), ('resume_sink', ARRAY['text']::name[])) AS v(f, args);
+-- sink_status's backlog: readers may not read the outbox
+SELECT is_definer('adstream', '_sink_backlog', ARRAY['integer']::name[]);
 SELECT isnt_definer('adstream', f, args)
   FROM (VALUES ('_outbox_page', ARRAY['text', 'integer']::name[]),
 			   ('_sink_advance', ARRAY['text', 'bigint', 'bigint', 'integer', 'boolean']::name[]),
@@ -332,7 +336,9 @@ SELECT set_eq(
 		  'export_partitions(partitions text, sources text[])',
 		  'handoff_data(id bigint)',
 		  'import_partitions(from_node text, handoff_id bigint, options jsonb)',
-		  'confirm_handoff(handoff_id bigint)', 'cancel_handoff(handoff_id bigint)'],
+		  'confirm_handoff(handoff_id bigint)', 'cancel_handoff(handoff_id bigint)',
+		  -- 0.6: sink_status's backlog reads the outbox, which the reader cannot
+		  '_sink_backlog(p_sink integer, OUT rows bigint, OUT bytes bigint)'],
 	'exactly these functions are SECURITY DEFINER');
 
 SELECT is_empty(
@@ -382,6 +388,7 @@ SELECT volatility_is('adstream', f, args, v)
 	-- 0.3
 	('_record_key', ARRAY['text', 'bigint', 'timestamp with time zone', 'uuid']::name[], 'stable'),
 	('_ad_stats_record', ARRAY['text', 'text', 'bigint', 'timestamp with time zone', 'bigint', 'bigint', 'bigint', 'bigint', 'timestamp with time zone']::name[], 'immutable'),
+	('_sink_backlog', ARRAY['integer']::name[], 'stable'),
 	('_outbox_page', ARRAY['text', 'integer']::name[], 'volatile'),
 	('_publishing', ARRAY[]::name[], 'volatile'),
 	('publisher_status', ARRAY[]::name[], 'volatile'),

@@ -14,7 +14,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(339);
+SELECT plan(341);
 
 CREATE ROLE tap_adstream_plain NOLOGIN;
 CREATE ROLE tap_adstream_reader NOLOGIN IN ROLE adstream_reader;
@@ -317,6 +317,8 @@ SELECT function_privs_are('adstream', f, args, r, privs,
 	('reset_metrics',      ARRAY['text']::name[],                                  'adstream_admin',  ARRAY['EXECUTE']::name[]),
 	('_metrics',           ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
 	('_metrics',           ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
+	('_sink_backlog',      ARRAY['integer']::name[],                               'public',          ARRAY[]::name[]),
+	('_sink_backlog',      ARRAY['integer']::name[],                               'adstream_reader', ARRAY['EXECUTE']::name[]),
 	('partition_lag',      ARRAY[]::name[],                                        'public',          ARRAY[]::name[]),
 	('partition_lag',      ARRAY[]::name[],                                        'adstream_reader', ARRAY['EXECUTE']::name[]),
 	('expire_status_history', ARRAY[]::name[],                                     'public',          ARRAY[]::name[]),
