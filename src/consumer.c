@@ -51,7 +51,14 @@
 #define ATTRIBUTION_BUSY_MS 100
 #define ATTRIBUTION_INTERVAL_MS 1000
 #define REDRIVE_INTERVAL_MS 1000
-#define SET_ASIDE_RETRY_MS 20	/* events set aside, while their ids' holders still run */
+/*
+ * Events set aside, while their ids' holders still run: a batch of them alone
+ * after SET_ASIDE_RETRY_MS, doubling while they stay set aside (a holder that
+ * runs long, a re-drive say, would otherwise have them deleted and written
+ * back 50 times a second) up to SET_ASIDE_RETRY_MAX_MS.
+ */
+#define SET_ASIDE_RETRY_MS 20
+#define SET_ASIDE_RETRY_MAX_MS 1000
 #define OVERLAP_CHECK_MS 2000	/* how often the group's commits are read back */
 
 typedef struct AdsConsumer
@@ -1091,6 +1098,7 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_redrive = 0;
 	TimestampTz next_overlap = 0;
 	TimestampTz next_aside = 0;
+	int			aside_retry_ms = SET_ASIDE_RETRY_MS;
 
 	c->slot = ads_worker_start(&c->args);
 	ads_worker_wait_for_schema(c->slot, "source", c->slot->owner_name);
@@ -1174,10 +1182,13 @@ adstream_consumer_main(Datum arg)
 		 * worker's running batch) are judged again even when Kafka has
 		 * nothing new: a batch of them alone.
 		 */
+		if (!b->aside_due)
+			aside_retry_ms = SET_ASIDE_RETRY_MS;
 		if (b->aside_due && b->nparts > 0 && b->nmsgs == 0 && c->nheld == 0 && now >= next_aside)
 		{
 			flush_batch(c);
-			next_aside = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SET_ASIDE_RETRY_MS);
+			next_aside = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), aside_retry_ms);
+			aside_retry_ms = Min(aside_retry_ms * 2, SET_ASIDE_RETRY_MAX_MS);
 			continue;
 		}
 
