@@ -3629,3 +3629,87 @@ BEGIN
 	PERFORM adstream._wake_launcher();
 END
 $$;
+
+-------------------------------------------------------------------------------
+-- Attribution, cheaper (issue #12, item 4): record_uuid in C, and an order
+-- the ad-events watermark has passed is judged as it is stored, written once
+-------------------------------------------------------------------------------
+
+/*
+ * record_uuid in C (src/sql_record_uuid.c): the same UUID, bit for bit, for a
+ * tenth of the SQL function's cost, which ran an executor per call.
+ */
+CREATE OR REPLACE FUNCTION adstream.record_uuid(p_kind text, p_key text)
+RETURNS uuid LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'adstream_record_uuid';
+
+/*
+ * Store a batch's orders for the orders worker (src/batch.c) and judge, in
+ * the same statement, those the ad-events watermark has already passed: an
+ * order is then written once, judged, instead of inserted waiting and
+ * updated by a later attribute_orders() pass (a second, non-HOT row
+ * version, its index entries and a row lock).  The watermark is read in
+ * this transaction, before the insert's snapshot, as attribute_orders()
+ * reads it: every click up to it is committed with the offsets it comes
+ * from, so the lookup sees all clicks before such an order.  The rule is
+ * attribute_orders()'s, word for word; orders beyond the watermark are
+ * stored waiting and judged by it.  Returns the ids of the orders stored
+ * (an order stored before, or judged on the node this one took its
+ * partition over from, is a duplicate and not returned).
+ */
+CREATE FUNCTION adstream._store_orders(p_source text, p_order_ids uuid[], p_user_ids bigint[],
+	p_store_ids bigint[], p_amounts text[], p_currencies text[], p_ts timestamptz[], p_partitions integer[])
+RETURNS SETOF uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- a one-day window is 24 hours
+SET jit = off
+AS $$
+DECLARE
+	v_wm		timestamptz := adstream.ad_events_watermark();
+	v_window	interval := current_setting('adstream.attribution_window')::interval;
+	v_view		interval := current_setting('adstream.view_through_window')::interval;
+BEGIN
+	RETURN QUERY
+	WITH stored AS (
+		INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition,
+			status, decided_at, attribution, ad_id, campaign_id, event_id, event_ts)
+		SELECT u.order_id, p_source, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts, u.partition,
+			   CASE WHEN NOT coalesce(u.ts <= v_wm, false) THEN 'waiting'
+					WHEN coalesce(c.event_id, v.event_id) IS NULL THEN 'unattributed' ELSE 'attributed' END,
+			   CASE WHEN u.ts <= v_wm THEN now() END,
+			   CASE coalesce(c.type, v.type) WHEN 'click' THEN 'click' WHEN 'impression' THEN 'view' END,
+			   coalesce(c.ad_id, v.ad_id), coalesce(c.campaign_id, v.campaign_id),
+			   coalesce(c.event_id, v.event_id), coalesce(c.ts, v.ts)
+		  FROM unnest(p_order_ids, p_user_ids, p_store_ids, p_amounts, p_currencies, p_ts, p_partitions)
+			   AS u(order_id, user_id, store_id, amount, currency, ts, partition)
+		  LEFT JOIN LATERAL (
+			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+			 WHERE u.ts <= v_wm
+			   AND e.user_id = u.user_id AND e.store_id = u.store_id AND e.type = 'click'
+			   AND e.ts <= u.ts AND e.ts > u.ts - v_window
+			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) c ON true
+		  LEFT JOIN LATERAL (
+			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+			 WHERE u.ts <= v_wm AND c.event_id IS NULL AND v_view > interval '0'
+			   AND e.user_id = u.user_id AND e.store_id = u.store_id AND e.type = 'impression'
+			   AND e.ts <= u.ts AND e.ts > u.ts - v_view
+			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) v ON true
+		 WHERE NOT EXISTS (SELECT 1 FROM adstream.orders_seen_elsewhere x WHERE x.order_id = u.order_id)
+		ON CONFLICT (order_id) DO NOTHING
+		RETURNING o.*
+	), credited AS (
+		INSERT INTO adstream.attributed_orders
+			(order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts, amount, currency,
+			 attribution, record_uuid)
+		SELECT s.order_id, s.ad_id, s.campaign_id, s.event_id, s.event_ts, s.ts, s.amount, s.currency,
+			   s.attribution, adstream.record_uuid('attributed_orders', s.order_id::text)
+		  FROM stored s WHERE s.event_id IS NOT NULL
+		ON CONFLICT (order_id) DO NOTHING
+	)
+	SELECT s.order_id FROM stored s;
+END
+$$;
+COMMENT ON FUNCTION adstream._store_orders(text, uuid[], bigint[], bigint[], text[], text[], timestamptz[], integer[]) IS
+	'The orders worker''s insert of a batch''s orders: those the ad-events watermark has passed are judged as they are stored (as attribute_orders() would); returns the ids stored';
+REVOKE ALL ON FUNCTION adstream._store_orders(text, uuid[], bigint[], bigint[], text[], text[], timestamptz[], integer[]) FROM PUBLIC;
