@@ -3571,6 +3571,39 @@ DROP INDEX adstream.orders_waiting_idx;
 -- the rows of the others (attribute_orders).
 CREATE INDEX orders_waiting_idx ON adstream.orders (ts, received_at) WHERE status = 'waiting';
 
+/*
+ * The attribution rule, in one place: the event an order at p_ts by
+ * (p_user_id, p_store_id) is credited to.  Last click wins within
+ * p_window before the order; with view-through on (p_view > 0), the last
+ * impression within p_view when no click matched.  One row, all null if
+ * nothing matched.  Inlined by the planner into attribute_orders() and
+ * _store_orders() (SQL, stable, no SET clause; the body is parsed when the
+ * function is created, so the caller's search_path cannot change it).
+ */
+CREATE FUNCTION adstream._last_touch(p_user_id bigint, p_store_id bigint, p_ts timestamptz,
+									 p_window interval, p_view interval)
+RETURNS TABLE (type text, ad_id bigint, campaign_id bigint, event_id uuid, ts timestamptz)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+	SELECT coalesce(c.type, v.type), coalesce(c.ad_id, v.ad_id), coalesce(c.campaign_id, v.campaign_id),
+		   coalesce(c.event_id, v.event_id), coalesce(c.ts, v.ts)
+	  FROM (VALUES (1)) AS one(x)
+	  LEFT JOIN LATERAL (
+		SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+		 WHERE e.user_id = p_user_id AND e.store_id = p_store_id AND e.type = 'click'
+		   AND e.ts <= p_ts AND e.ts > p_ts - p_window
+		 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) c ON true
+	  LEFT JOIN LATERAL (
+		SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
+		 WHERE c.event_id IS NULL AND p_view > interval '0'
+		   AND e.user_id = p_user_id AND e.store_id = p_store_id AND e.type = 'impression'
+		   AND e.ts <= p_ts AND e.ts > p_ts - p_view
+		 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) v ON true;
+END;
+COMMENT ON FUNCTION adstream._last_touch(bigint, bigint, timestamptz, interval, interval) IS
+	'Internal: the attribution rule, the event an order is credited to (last click within the window, else with view-through the last impression)';
+REVOKE ALL ON FUNCTION adstream._last_touch(bigint, bigint, timestamptz, interval, interval) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -3606,21 +3639,9 @@ BEGIN
 		 ORDER BY r.ts
 		 LIMIT p_limit
 	), judged AS (
-		SELECT r.row_id, coalesce(c.type, v.type) AS type, coalesce(c.ad_id, v.ad_id) AS ad_id,
-			   coalesce(c.campaign_id, v.campaign_id) AS campaign_id,
-			   coalesce(c.event_id, v.event_id) AS event_id, coalesce(c.ts, v.ts) AS event_ts
+		SELECT r.row_id, t.type, t.ad_id, t.campaign_id, t.event_id, t.ts AS event_ts
 		  FROM ready r
-		  LEFT JOIN LATERAL (
-			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
-			 WHERE e.user_id = r.user_id AND e.store_id = r.store_id AND e.type = 'click'
-			   AND e.ts <= r.ts AND e.ts > r.ts - v_window
-			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) c ON true
-		  LEFT JOIN LATERAL (
-			SELECT e.type, e.ad_id, e.campaign_id, e.event_id, e.ts FROM adstream.ad_events e
-			 WHERE c.event_id IS NULL AND v_view > interval '0'
-			   AND e.user_id = r.user_id AND e.store_id = r.store_id AND e.type = 'impression'
-			   AND e.ts <= r.ts AND e.ts > r.ts - v_view
-			 ORDER BY e.ts DESC, e.event_id DESC LIMIT 1) v ON true
+		  CROSS JOIN LATERAL adstream._last_touch(r.user_id, r.store_id, r.ts, v_window, v_view) t
 	), updated AS (
 		UPDATE adstream.orders o
 		   SET status = CASE WHEN j.event_id IS NULL THEN 'unattributed' ELSE 'attributed' END,
@@ -3644,3 +3665,79 @@ BEGIN
 	RETURN v_done;
 END
 $$;
+
+-------------------------------------------------------------------------------
+-- Attribution, cheaper (issue #12, item 4): record_uuid in C, and an order
+-- the ad-events watermark has passed is judged as it is stored, written once
+-------------------------------------------------------------------------------
+
+/*
+ * record_uuid in C (src/publish_record.c): the same UUID, bit for bit, for a
+ * tenth of the SQL function's cost, which ran an executor per call.
+ */
+CREATE OR REPLACE FUNCTION adstream.record_uuid(p_kind text, p_key text)
+RETURNS uuid LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'adstream_record_uuid';
+
+/*
+ * Store a batch's orders for the orders worker (src/batch.c) and judge, in
+ * the same statement, those the ad-events watermark has already passed: an
+ * order is then written once, judged, instead of inserted waiting and
+ * updated by a later attribute_orders() pass (a second, non-HOT row
+ * version, its index entries and a row lock).  The watermark is read in
+ * this transaction, before the insert's snapshot, as attribute_orders()
+ * reads it: every click up to it is committed with the offsets it comes
+ * from, so the lookup sees all clicks before such an order.  The rule is
+ * attribute_orders()'s (_last_touch); orders beyond the watermark are
+ * stored waiting and judged by it.  Returns the ids of the orders stored
+ * (an order stored before, or judged on the node this one took its
+ * partition over from, is a duplicate and not returned).
+ */
+CREATE FUNCTION adstream._store_orders(p_source text, p_order_ids uuid[], p_user_ids bigint[],
+	p_store_ids bigint[], p_amounts text[], p_currencies text[], p_ts timestamptz[], p_partitions integer[])
+RETURNS SETOF uuid
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET timezone = 'UTC'		-- a one-day window is 24 hours
+SET jit = off
+AS $$
+DECLARE
+	v_wm		timestamptz := adstream.ad_events_watermark();
+	v_window	interval := current_setting('adstream.attribution_window')::interval;
+	v_view		interval := current_setting('adstream.view_through_window')::interval;
+BEGIN
+	RETURN QUERY
+	WITH stored AS (
+		INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition,
+			status, decided_at, attribution, ad_id, campaign_id, event_id, event_ts)
+		SELECT u.order_id, p_source, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts, u.partition,
+			   CASE WHEN NOT coalesce(u.ts <= v_wm, false) THEN 'waiting'
+					WHEN t.event_id IS NULL THEN 'unattributed' ELSE 'attributed' END,
+			   CASE WHEN u.ts <= v_wm THEN now() END,
+			   CASE t.type WHEN 'click' THEN 'click' WHEN 'impression' THEN 'view' END,
+			   t.ad_id, t.campaign_id, t.event_id, t.ts
+		  FROM unnest(p_order_ids, p_user_ids, p_store_ids, p_amounts, p_currencies, p_ts, p_partitions)
+			   AS u(order_id, user_id, store_id, amount, currency, ts, partition)
+		  -- only orders the watermark has passed are looked up (a one-time
+		  -- filter per order: the others are stored waiting)
+		  LEFT JOIN LATERAL (
+			SELECT * FROM adstream._last_touch(u.user_id, u.store_id, u.ts, v_window, v_view)
+			 WHERE u.ts <= v_wm) t ON true
+		 WHERE NOT EXISTS (SELECT 1 FROM adstream.orders_seen_elsewhere x WHERE x.order_id = u.order_id)
+		ON CONFLICT (order_id) DO NOTHING
+		RETURNING o.*
+	), credited AS (
+		INSERT INTO adstream.attributed_orders
+			(order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts, amount, currency,
+			 attribution, record_uuid)
+		SELECT s.order_id, s.ad_id, s.campaign_id, s.event_id, s.event_ts, s.ts, s.amount, s.currency,
+			   s.attribution, adstream.record_uuid('attributed_orders', s.order_id::text)
+		  FROM stored s WHERE s.event_id IS NOT NULL
+		ON CONFLICT (order_id) DO NOTHING
+	)
+	SELECT s.order_id FROM stored s;
+END
+$$;
+COMMENT ON FUNCTION adstream._store_orders(text, uuid[], bigint[], bigint[], text[], text[], timestamptz[], integer[]) IS
+	'The orders worker''s insert of a batch''s orders: those the ad-events watermark has passed are judged as they are stored (as attribute_orders() would); returns the ids stored';
+REVOKE ALL ON FUNCTION adstream._store_orders(text, uuid[], bigint[], bigint[], text[], text[], timestamptz[], integer[]) FROM PUBLIC;

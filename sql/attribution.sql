@@ -221,6 +221,19 @@ SELECT adstream.record_uuid('attributed_orders', 'k') = adstream.record_uuid('at
 	   adstream.record_uuid('attributed_orders', 'k') <> adstream.record_uuid('attributed_orders', 'K') AS key_matters,
 	   substr(adstream.record_uuid('attributed_orders', 'k')::text, 15, 1) = '3'
 	   AND substr(adstream.record_uuid('attributed_orders', 'k')::text, 20, 1) IN ('8', '9', 'a', 'b') AS rfc4122_version_3;
+-- In C since 0.6: the same UUID as the SQL function before it (the MD5 of
+-- 'adstream/' || kind || '/' || key, version and variant bits set), over
+-- kinds and keys of every length and multibyte characters; NULL in, NULL out.
+SELECT count(*) AS keys,
+	   count(*) FILTER (WHERE adstream.record_uuid(k, key) IS DISTINCT FROM
+		   (SELECT (substr(h, 1, 12) || '3' || substr(h, 14, 3)
+					|| substr('89ab', (('x' || substr(h, 17, 1))::bit(4)::integer % 4) + 1, 1)
+					|| substr(h, 18))::uuid
+			  FROM (SELECT md5('adstream/' || k || '/' || key) AS h) m)) AS differ_from_sql
+  FROM unnest(ARRAY['attributed_orders', 'ad_stats', '', 'é']) k,
+	   LATERAL (SELECT CASE g % 3 WHEN 0 THEN md5(g::text)::uuid::text WHEN 1 THEN g || 'é€' ELSE repeat('x', g % 300) END
+				  FROM generate_series(1, 5000) g) x(key);
+SELECT adstream.record_uuid(NULL, 'k') IS NULL AND adstream.record_uuid('attributed_orders', NULL) IS NULL AS null_in_null_out;
 
 -------------------------------------------------------------------------------
 -- bucket()

@@ -175,15 +175,11 @@ static const char *const plan_sql[P__COUNT] = {
 	"SELECT $1, * FROM unnest($2::timestamptz[], $3::int4[], $4::bytea[])",
 	/*
 	 * A new order, unless stored before or judged by the node this one took
-	 * its partition over from (orders_seen_elsewhere, a partition handoff).
+	 * its partition over from (orders_seen_elsewhere, a partition handoff);
+	 * judged as it is stored when the ad-events watermark has passed it.
 	 */
 	[P_ORDERS] =
-	"INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition) "
-	"SELECT u.order_id, $1, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts, u.partition "
-	"FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::text[], $7::timestamptz[], $8::int4[]) "
-	"AS u(order_id, user_id, store_id, amount, currency, ts, partition) "
-	"WHERE NOT EXISTS (SELECT 1 FROM adstream.orders_seen_elsewhere e WHERE e.order_id = u.order_id) "
-	"ON CONFLICT (order_id) DO NOTHING RETURNING o.order_id",
+	"SELECT adstream._store_orders($1, $2, $3, $4, $5, $6, $7, $8)",
 	[P_AD_EVENTS] =
 	"INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts) "
 	"SELECT $1, u.* FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], "
@@ -593,7 +589,9 @@ count_candidates(AdsBatch *b, const int *idx, int n)
 
 /*
  * Orders are remembered by the orders table itself: those inserted are new,
- * the other candidates were seen before.
+ * the other candidates were seen before.  adstream._store_orders() judges
+ * the new ones the ad-events watermark has already passed as it stores
+ * them (one row version each); the others wait for attribute_orders().
  */
 static void
 dedup_orders(AdsBatch *b, idset_hash *ids)
@@ -639,7 +637,7 @@ dedup_orders(AdsBatch *b, idset_hash *ids)
 	args[5] = ads_array_datum(&currency);
 	args[6] = ads_array_datum(&ts);
 	args[7] = ads_array_datum(&part);
-	exec_plan(P_ORDERS, args, NULL, false, SPI_OK_INSERT_RETURNING);
+	exec_plan(P_ORDERS, args, NULL, false, SPI_OK_SELECT);
 
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{

@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(330);
+SELECT plan(338);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -48,7 +48,9 @@ SELECT functions_are('adstream', ARRAY[
 	'rewind_source', '_kafka_offsets_for_times', '_dedup_forget_hours',
 	-- 0.6: moving partitions between nodes (issue #13, part 3)
 	'_dedup_import', 'export_partitions', 'handoff_data', '_handoff_apply', 'import_partitions',
-	'confirm_handoff', 'cancel_handoff', '_metrics_shift'],
+	'confirm_handoff', 'cancel_handoff', '_metrics_shift',
+	-- 0.6: the orders worker stores orders and judges those the watermark has passed (issue #12)
+	'_store_orders', '_last_touch'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -93,7 +95,11 @@ SELECT has_function('adstream', f, args, format('function adstream.%s(%s) exists
 	('unschedule_maintenance', ARRAY[]::name[]),
 	('_source_kinds', ARRAY[]::name[]),
 	('_partition_upper', ARRAY['regclass']::name[]),
-	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[])
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[]),
+	-- 0.6: the orders worker's insert, judging what the watermark has passed
+	('_store_orders', ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'integer[]']::name[]),
+	-- 0.6: the attribution rule, in one place
+	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[])
   ) AS v(f, args);
 SELECT function_returns('adstream', f, args, r)
   FROM (VALUES
@@ -112,7 +118,9 @@ SELECT function_returns('adstream', f, args, r)
 	('unschedule_maintenance', ARRAY[]::name[], 'integer'),
 	('_source_kinds', ARRAY[]::name[], 'text[]'),
 	('_partition_upper', ARRAY['regclass']::name[], 'timestamp with time zone'),
-	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'integer')
+	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'integer'),
+	('_store_orders', ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'integer[]']::name[], 'setof uuid'),
+	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[], 'setof record')
   ) AS v(f, args, r);
 
 -- 0.3
@@ -245,7 +253,9 @@ SELECT function_lang_is('adstream', f, args, l)
 	('validate_order', ARRAY['bytea']::name[], 'c'),
 	('validate_order', ARRAY['text']::name[], 'sql'),
 	('ad_events_watermark', ARRAY[]::name[], 'sql'),
-	('record_uuid', ARRAY['text', 'text']::name[], 'sql'),
+	('record_uuid', ARRAY['text', 'text']::name[], 'c'),		-- 0.6: in C, the same UUID
+	('_store_orders', ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'integer[]']::name[], 'plpgsql'),
+	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[], 'sql'),
 	('bucket', ARRAY['text', 'timestamp with time zone']::name[], 'sql'),
 	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'sql'),
 	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'plpgsql'),
@@ -373,6 +383,7 @@ SELECT volatility_is('adstream', f, args, v)
 	('validate_order', ARRAY['text']::name[], 'stable'),
 	('ad_events_watermark', ARRAY[]::name[], 'stable'),
 	('record_uuid', ARRAY['text', 'text']::name[], 'immutable'),
+	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[], 'stable'),
 	('bucket', ARRAY['text', 'timestamp with time zone']::name[], 'immutable'),
 	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'stable'),
 	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'stable'),
@@ -396,7 +407,8 @@ SELECT volatility_is('adstream', f, args, v)
 	('create_sink', ARRAY['text', 'text', 'jsonb']::name[], 'volatile')
   ) AS v(f, args, v);
 SELECT ok(proisstrict, format('%s is STRICT', oid::regprocedure))
-  FROM pg_proc WHERE oid IN ('adstream.validate_order(bytea)'::regprocedure, 'adstream.validate_order(text)'::regprocedure);
+  FROM pg_proc WHERE oid IN ('adstream.validate_order(bytea)'::regprocedure, 'adstream.validate_order(text)'::regprocedure,
+						   'adstream.record_uuid(text,text)'::regprocedure);
 SELECT is(proparallel, 's', format('%s is PARALLEL SAFE', oid::regprocedure))
   FROM pg_proc
  WHERE oid IN ('adstream.validate_order(bytea)'::regprocedure, 'adstream.validate_order(text)'::regprocedure,

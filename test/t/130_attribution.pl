@@ -57,6 +57,11 @@ produce('ads',
 	event(10, 'impression', 82, 9, 1, 3),
 	event(11, 'impression', 99, 99, 99, 45));	# the watermark reaches minute 45
 
+# The orders come once the ad events are in: the orders worker then judges
+# the eight the watermark has passed as it stores them (_store_orders), and
+# only the ninth waits for a pass (below, both paths are checked).
+$node->poll_query_until('postgres',
+	"SELECT adstream.ad_events_watermark() >= to_timestamp(@{[ at(45) / 1000 ]})") or die;
 produce('orders',
 	order(1, 1, 1, 10), order(2, 2, 1, 10), order(3, 3, 1, 40), order(4, 4, 1, 10),
 	order(5, 5, 3, 10), order(6, 7, 1, 10), order(7, 8, 1, 10), order(8, 9, 1, 10),
@@ -82,6 +87,9 @@ is($got, join("\n",
 is($node->safe_psql('postgres', 'SELECT user_id FROM adstream.waiting_orders'), '10',
 	'the order ahead of the ad events is visible in waiting_orders');
 is($node->safe_psql('postgres', q{
+SELECT count(*) FROM adstream.orders WHERE status <> 'waiting' AND decided_at = received_at}),
+	'8', 'the orders the watermark had passed were judged as they were stored, in one transaction');
+is($node->safe_psql('postgres', q{
 SELECT count(*) FROM adstream.attributed_orders a JOIN adstream.orders o USING (order_id)
  WHERE a.record_uuid = adstream.record_uuid('attributed_orders', a.order_id::text)
    AND a.click_event_id = o.event_id AND a.amount = o.amount AND a.order_ts = o.ts}),
@@ -93,6 +101,8 @@ $node->poll_query_until('postgres',
 	"SELECT status = 'attributed' FROM adstream.orders WHERE user_id = 10") or die;
 is($node->safe_psql('postgres', 'SELECT a.ad_id FROM adstream.attributed_orders a JOIN adstream.orders o USING (order_id) WHERE o.user_id = 10'),
 	'91', 'once the watermark passes it, the waiting order is credited to the click before it');
+is($node->safe_psql('postgres', 'SELECT decided_at > received_at FROM adstream.orders WHERE user_id = 10'),
+	't', 'the order that waited was judged by a later pass');
 
 # A crash cannot judge an order twice or change its record.
 my $before = $node->safe_psql('postgres', 'SELECT string_agg(record_uuid::text, \',\' ORDER BY order_id) FROM adstream.attributed_orders');
