@@ -35,7 +35,7 @@ SHLIB_LINK += -fsanitize=undefined
 endif
 
 # pg_regress runs on a throwaway instance with the library preloaded.
-REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter status formats rewind handoff store_orders
+REGRESS      = api validation attribution permissions upgrade publish timezones source_counts alter status formats rewind handoff store_orders publish_record
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --load-extension=adstream
 
 EXTRA_CLEAN  = test/bin tmp_check results regression.diffs regression.out log build-flags.stamp
