@@ -35,11 +35,16 @@
 PG_FUNCTION_INFO_V1(adstream_record_uuid);
 PG_FUNCTION_INFO_V1(adstream_ad_stats_record);
 
-/* Epoch milliseconds of a timestamp, as (extract(epoch FROM t) * 1000)::bigint. */
+/*
+ * Epoch milliseconds of a timestamp, as (extract(epoch FROM t) * 1000)::bigint.
+ * The instant is split into whole milliseconds and a rest of the
+ * PostgreSQL epoch first, and moved to the Unix epoch in milliseconds: in
+ * microseconds of the Unix epoch, the last 30 years of PostgreSQL's range
+ * (after 294247-01-10 04:00:54.775807 UTC) do not fit in an int64.
+ */
 static int64
 epoch_ms(TimestampTz t)
 {
-	int64		us;
 	int64		ms;
 	int64		rest;
 
@@ -48,9 +53,20 @@ epoch_ms(TimestampTz t)
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("a published record's time must be finite"),
 				 errhint("Aggregates are keyed by finite minutes; an infinite time is a bug.")));
-	us = ads_timestamptz_to_unix_us(t);
-	ms = us / 1000;
-	rest = us % 1000;			/* has the sign of us */
+	ms = t / 1000 + ADS_UNIX_EPOCH_OFFSET_US / 1000;	/* the offset is whole milliseconds */
+	rest = t % 1000;			/* has the sign of t */
+	/* the rest takes the sign of the Unix instant ms * 1000 + rest */
+	if (ms > 0 && rest < 0)
+	{
+		ms--;
+		rest += 1000;
+	}
+	else if (ms < 0 && rest > 0)
+	{
+		ms++;
+		rest -= 1000;
+	}
+	/* rounded half away from zero, as numeric is */
 	if (rest >= 500)
 		ms++;
 	else if (rest <= -500)
