@@ -1,7 +1,7 @@
 # The dedup index split by id into parts (src/dedup_index.c): each part has
 # its own lock, hot entries, ring and share of the filter, and an id's part
 # comes from its hash.  With full 19-bit fingerprints (a wrong part's
-# buckets would almost never match) and a hot tier of 64 ids (4 a part), so
+# buckets would almost never match) and a hot tier of 1,000 ids (about 16 a part), so
 # that nearly every committed id moves to its part's filter:
 #   1. four workers ingest a stream; the parts' counts add up to exactly the
 #      ids in dedup_log, and the hot tier stays within its size;
@@ -21,7 +21,7 @@ use Test::More;
 my $broker = AdstreamTest::Broker->start(topics => ['ads:8']);
 my $node = AdstreamTest::node('dedup_parts',
 	'adstream.dedup_index_size' => 100000,
-	'adstream.dedup_hot_size' => 64,
+	'adstream.dedup_hot_size' => 1000,
 	'adstream.batch_max_messages' => 500);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
@@ -58,8 +58,8 @@ my ($unique) = PostgreSQL::Test::Utils::slurp_file($first->{truth}) =~ /^total,u
 my $st = status();
 is($st->{entries}, logged_ids(), "the parts' counts add up to the ids in dedup_log ($st->{entries})");
 is($st->{entries}, $unique, 'one entry per distinct valid id of the stream');
-cmp_ok($st->{hot_entries}, '<=', 64, "the hot tier holds at most its 64 ids ($st->{hot_entries})");
-cmp_ok($st->{moved_to_filter}, '>=', $st->{entries} - 64,
+cmp_ok($st->{hot_entries}, '<=', 1000, "the hot tier holds at most its 1,000 ids ($st->{hot_entries})");
+cmp_ok($st->{moved_to_filter}, '>=', $st->{entries} - 1000,
 	"the rest moved to the parts' filters ($st->{moved_to_filter} moved, $st->{filter_entries} there)");
 
 # 2. The stream again, byte for byte.
@@ -72,7 +72,7 @@ AdstreamTest::wait_consumed($node, 's', $total);
 is(accepted(), $acc, 'the replayed stream adds no accepted event');
 is(counted(), $cnt, 'the replayed stream adds no count');
 $st = status();
-cmp_ok($st->{disk_duplicates} - $dups0, '>=', $unique - 64,
+cmp_ok($st->{disk_duplicates} - $dups0, '>=', $unique - 1000,
 	'its duplicates were found through the filter and the disk (' . ($st->{disk_duplicates} - $dups0) . " of $unique)");
 is($st->{entries}, logged_ids(), 'the index still holds exactly the ids in dedup_log');
 
@@ -91,7 +91,7 @@ AdstreamTest::wait_consumed($node, 's', $total);
 is(accepted(), $acc, 'after the rebuild, the replayed stream adds no accepted event');
 is(counted(), $cnt, '... and no count');
 $st = status();
-cmp_ok($st->{disk_duplicates} - $dups0, '>=', $unique - 64,
+cmp_ok($st->{disk_duplicates} - $dups0, '>=', $unique - 1000,
 	'its duplicates were found in the rebuilt filter and on disk (' . ($st->{disk_duplicates} - $dups0) . " of $unique)");
 
 $node->stop;
