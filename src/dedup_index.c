@@ -50,8 +50,9 @@
  * by part, chooses the segment of each of its hours under the index-wide
  * lock (which guards the segments and the index's identity and readiness,
  * nothing per id), then claims part by part, taking each part's lock in
- * part order and never two at once; it withdraws and settles part by part
- * the same way.  An id's hot entry and its slot are in the same part, so
+ * part order from a first part drawn per walk (wrapping around, so that two
+ * workers claiming at once do not follow each other from part to part) and
+ * never two at once; it withdraws and settles part by part the same way.  An id's hot entry and its slot are in the same part, so
  * every statement below that says "under the lock" holds for the id's
  * part.  What takes every lock (index-wide, then the parts in order) is
  * rare: a rebuild, expiry's forget, a rewind's forget.  Why 64: one lock
@@ -658,6 +659,23 @@ segment_for_claims(int32 source_id, int32 hour)
 	return segment_alloc(source_id, hour, best >= 0 ? state->segs[best].seg + 1 : 0);
 }
 
+/*
+ * Where a batch starts its walk over the parts (claim, withdraw, settle):
+ * it goes on in part order from there, wrapping around, one lock at a time.
+ * Different starts keep two workers that claim at once from following each
+ * other from part to part.
+ */
+static int
+first_part(void)
+{
+	static uint32 rotor = 0;
+
+	if (rotor == 0)
+		rotor = (uint32) MyProcPid * 2654435761U | 1;
+	rotor = rotor * 1103515245U + 12345U;
+	return (int) ((rotor >> 16) % NPARTS);
+}
+
 /* Every lock of the index, exclusively: the index-wide one, then the parts in order. */
 static void
 lock_all(void)
@@ -1258,7 +1276,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		LWLockRelease(state->lock);
 	}
 
-	for (int p = 0; p < NPARTS; p++)
+	for (int pi = 0, p = first_part(); pi < NPARTS; pi++, p = (p + 1) % NPARTS)
 	{
 		DedupPart  *part = PART(p);
 		uint32	   *ps = PART_SLOTS(p);
@@ -1397,7 +1415,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 			ndistinct += looked[i];
 
 		/* Withdraw the claims of ids found on disk, part by part: they are duplicates. */
-		for (int p = 0; p < NPARTS; p++)
+		for (int pi = 0, p = first_part(); pi < NPARTS; pi++, p = (p + 1) % NPARTS)
 		{
 			DedupPart  *part = PART(p);
 			bool		locked = false;
@@ -1476,7 +1494,7 @@ settle_pending(bool committed)
 	for (int i = 0; i < npending; i++)
 		order[part_fill[PART_OF(pending[i].h)]++] = i;
 
-	for (int p = 0; p < NPARTS; p++)
+	for (int pi = 0, p = first_part(); pi < NPARTS; pi++, p = (p + 1) % NPARTS)
 	{
 		DedupPart  *part = PART(p);
 
