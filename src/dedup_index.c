@@ -441,8 +441,14 @@ entries_take(int64 n)
 static inline void
 entries_give(int64 n)
 {
-	if (n > 0)
-		pg_atomic_fetch_sub_u64(&state->entries, (uint64) n);
+	uint64		cur;
+
+	if (n <= 0)
+		return;
+	/* never below zero, even if a rebuild cleared the count meanwhile */
+	cur = pg_atomic_read_u64(&state->entries);
+	while (!pg_atomic_compare_exchange_u64(&state->entries, &cur, cur > (uint64) n ? cur - (uint64) n : 0))
+		;
 }
 
 static void
@@ -1280,13 +1286,16 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 	{
 		DedupPart  *part = PART(p);
 		uint32	   *ps = PART_SLOTS(p);
-		int64		bulk = part_start[p + 1] - part_start[p];
+		int64		nids = part_start[p + 1] - part_start[p];
+		bool		bulk;
+		int64		taken;		/* room taken in the capacity count */
+		int64		added = 0;	/* entries added */
 
-		if (bulk == 0)
+		if (nids == 0)
 			continue;
 		/* room for every id of the part at once, or else id by id */
-		if (!entries_take(bulk))
-			bulk = 0;
+		bulk = entries_take(nids);
+		taken = bulk ? nids : 0;
 		LWLockAcquire(part->lock, LW_EXCLUSIVE);
 		for (int k = part_start[p]; k < part_start[p + 1]; k++)
 		{
@@ -1300,7 +1309,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 			if (k + PREFETCH_AHEAD < part_start[p + 1])
 				prefetch_buckets(ps, hv[order[k + PREFETCH_AHEAD]]);
 			memcpy(key.id, ids[i], 16);
-			if (bulk == 0 && !entries_take(1))
+			if (!bulk && taken == added && !entries_take(1))
 			{
 				/* Full: only ids already in the hot tier can be judged. */
 				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, &found);
@@ -1312,21 +1321,22 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 			}
 			else
 			{
-				if (bulk > 0)
-					bulk--;		/* this id's room, taken with the others' */
+				if (!bulk && taken == added)
+					taken++;	/* the one entries_take(1) above */
 				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
 				while (e == NULL && move_oldest(p))
 					e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
 				if (e == NULL)
 				{
-					entries_give(1 + bulk);
+					entries_give(taken - added);
 					LWLockRelease(part->lock);
 					hot_full_error();
 				}
 				if (!found)
+				{
 					part->nhot++;
-				else
-					entries_give(1);	/* no entry added */
+					added++;
+				}
 			}
 			if (found && e->xid != FrozenTransactionId &&
 				!TransactionIdIsCurrentTransactionId(e->xid) &&
@@ -1380,7 +1390,7 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 			}
 		}
 		LWLockRelease(part->lock);
-		entries_give(bulk);		/* the room of ids that added no entry */
+		entries_give(taken - added);	/* the room of ids that added no entry */
 	}
 
 	/*
@@ -1497,6 +1507,7 @@ settle_pending(bool committed)
 	for (int pi = 0, p = first_part(); pi < NPARTS; pi++, p = (p + 1) % NPARTS)
 	{
 		DedupPart  *part = PART(p);
+		int64		removed = 0;
 
 		if (part_start[p] == part_start[p + 1])
 			continue;
@@ -1518,13 +1529,14 @@ settle_pending(bool committed)
 			{
 				hash_search_with_hash_value(index_hash, &c->key, (uint32) c->h, HASH_REMOVE, NULL);
 				part->nhot--;
-				entries_give(1);
+				removed++;
 			}
 		}
 		if (committed)
 			while (part->nhot > state->part_hot / 2 && move_oldest(p))
 				;
 		LWLockRelease(part->lock);
+		entries_give(removed);
 	}
 	npending = 0;
 	pending_xid = InvalidTransactionId;
