@@ -743,8 +743,14 @@ move_oldest(int p)
 		part->ring_head = (part->ring_head + 1) % state->ring_capacity;
 		part->ring_len--;
 		e = r->entry;
+		/*
+		 * Removed since, its element maybe reused, possibly by another part
+		 * (the elements are common to all parts): a settle number names one
+		 * part's entry (see ring_push), so another part's never matches.
+		 */
 		if (e->seq != r->seq || e->xid != FrozenTransactionId)
-			continue;			/* removed since, its element maybe reused */
+			continue;
+		Assert(PART_OF(e->h) == p);
 		s = &state->segs[e->tag];
 		if (!s->live || s->source_id != e->key.source_id || s->hour != e->hour)
 			continue;			/* cannot happen: forgotten together */
@@ -772,7 +778,13 @@ ring_push(int p, DedupEntry *e)
 		(void) move_oldest(p);
 	if (part->ring_len == cap)
 		return;					/* the oldest did not fit: it stays hot */
-	e->seq = ++part->settle_seq;
+	/*
+	 * Unique across parts, not only within this one: a record left behind by
+	 * an entry that expiry forgot names an element that a claim in another
+	 * part may reuse, and that part's entry must not match it (it would be
+	 * moved to this part's filter, where no claim of its id looks).
+	 */
+	e->seq = (++part->settle_seq << PART_BITS) | (uint64) p;
 	pring[(part->ring_head + part->ring_len) % cap].entry = e;
 	pring[(part->ring_head + part->ring_len) % cap].seq = e->seq;
 	part->ring_len++;
