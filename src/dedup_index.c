@@ -1489,10 +1489,10 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 
 /*
  * Freeze the pending claims if their transaction committed, remove them if
- * not.  An entry expired since (its element possibly reused for another id)
- * or taken over by another transaction no longer has this key and xid, and
- * is left alone; a freed element that still has them may be frozen
- * harmlessly, since it is overwritten when reused.  Then, while the hot tier
+ * not.  An entry expired since, or taken over by another transaction, is
+ * left alone: each claim is looked up by its key, and only an entry of this
+ * transaction is settled (a freed element keeps its key and xid, so the
+ * element remembered is not trusted).  Then, while the hot tier
  * holds more than half its capacity, its oldest committed ids move to the
  * filter: each batch moves about as many as it settled, and the newest half
  * stays (recent duplicates are the common ones).
@@ -1527,10 +1527,23 @@ settle_pending(bool committed)
 		for (int k = part_start[p]; k < part_start[p + 1]; k++)
 		{
 			PendingClaim *c = &pending[order[k]];
-			DedupEntry *e = c->entry;
+			DedupEntry *e;
 
-			if (e == NULL || e->xid != pending_xid ||
-				memcmp(&e->key, &c->key, sizeof(DedupKey)) != 0)
+			if (c->entry == NULL)
+				continue;		/* withdrawn: found on disk */
+
+			/*
+			 * The entry the table holds for the key now, not the element
+			 * remembered: expiry or a rewind may have forgotten the claim
+			 * between the end of the transaction and now (it no longer
+			 * holds the lock they take), and a freed element keeps its key
+			 * and xid.  Freezing it would leave a ring record that moves
+			 * the key's next entry (another batch's claim) to the filter;
+			 * removing it by key would remove that entry.  The key's entry
+			 * with this transaction's xid is this claim.
+			 */
+			e = hash_search_with_hash_value(index_hash, &c->key, (uint32) c->h, HASH_FIND, NULL);
+			if (e == NULL || e->xid != pending_xid)
 				continue;
 			if (committed)
 			{
