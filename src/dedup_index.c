@@ -1722,6 +1722,84 @@ ads_dedup_import(int32 source_id, int nrows, const int32 *hours,
 }
 
 /*
+ * A forget changes shared memory, which does not roll back, while the
+ * dedup_log rows it mirrors are deleted in the caller's transaction, which
+ * may: rewind_source() raises errors after its forget, and any caller may
+ * roll back.  A transaction that forgot and then ends without committing
+ * (or commits after a subtransaction rolled back, which may have held the
+ * forget) marks the index not ready, so the next batch rebuilds it from
+ * dedup_log before judging an id; this runs before the transaction's locks
+ * are released, so no batch (each holds the expiry lock shared) judges
+ * against the forgotten index meanwhile.  A rebuild reads only committed
+ * rows, so it is the right answer whether the deletes stood or not.  A
+ * transaction that forgot cannot be prepared (two-phase): until it is
+ * resolved neither answer is known.
+ */
+static bool forgot_in_xact = false;
+static bool forgot_sub_aborted = false;
+static bool forget_callbacks = false;
+
+static void
+invalidate_index(void)
+{
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->ready = false;
+	LWLockRelease(state->lock);
+	ereport(LOG,
+			(errmsg("adstream: a transaction that made the dedup index forget ids did not commit them; the index is rebuilt from adstream.dedup_log")));
+}
+
+static void
+forget_xact_callback(XactEvent event, void *arg)
+{
+	if (!forgot_in_xact)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot prepare a transaction that made adstream's dedup index forget ids"),
+					 errhint("Run adstream.rewind_source() and adstream.expire_dedup_state() outside two-phase transactions.")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			invalidate_index();
+			forgot_in_xact = forgot_sub_aborted = false;
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (forgot_sub_aborted)
+				invalidate_index();
+			forgot_in_xact = forgot_sub_aborted = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+forget_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (forgot_in_xact && event == SUBXACT_EVENT_ABORT_SUB)
+		forgot_sub_aborted = true;
+}
+
+/* Called by a forget before it changes anything. */
+static void
+forget_in_this_xact(void)
+{
+	if (!forget_callbacks)
+	{
+		RegisterXactCallback(forget_xact_callback, NULL);
+		RegisterSubXactCallback(forget_subxact_callback, NULL);
+		forget_callbacks = true;
+	}
+	forgot_in_xact = true;
+}
+
+/*
  * With every lock held (lock_all): empties every filter slot of the
  * segments marked dying, and the segments themselves.  Returns how many ids
  * were forgotten.
@@ -1829,6 +1907,7 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 	}
 	dying = palloc0(sizeof(bool) * MAX_SEGMENTS);
 
+	forget_in_this_xact();
 	lock_all();
 	if (state->database == MyDatabaseId)
 	{
@@ -1889,6 +1968,7 @@ ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
 	if (state == NULL)
 		return -1;
 	dying = palloc0(sizeof(bool) * MAX_SEGMENTS);
+	forget_in_this_xact();
 	lock_all();
 	if (!state->ready || state->database != MyDatabaseId)
 		forgotten = -1;
