@@ -1953,8 +1953,13 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
  * (src/rewind.c): the caller holds the expiry lock exclusively, so no batch
  * has a claim in flight, and has deleted the same hours' dedup_log rows of
  * the source in its transaction.  Returns how many ids were forgotten, or -1
- * when the index is not ready (it is rebuilt after a restart, from a
- * snapshot that may predate the caller's delete): the caller then fails.
+ * when the index is not ready even after a rebuild attempt.
+ *
+ * An index that is not ready (a restart, or a forget that did not commit,
+ * see forget_in_this_xact) is rebuilt here first, as an import does: under
+ * the rebuild's lock, which waits for a rebuild under way (one from a
+ * snapshot before the caller's delete is then forgotten below like any
+ * ready index), in a snapshot taken now, which sees the caller's delete.
  */
 int64
 ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
@@ -1964,9 +1969,20 @@ ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
 	int64		forgotten = 0;
 	bool	   *dying;
 	bool		any_dying = false;
+	bool		ready;
 
 	if (state == NULL)
 		return -1;
+	LWLockAcquire(state->lock, LW_SHARED);
+	ready = state->ready && state->database == MyDatabaseId;
+	LWLockRelease(state->lock);
+	if (!ready)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "adstream: SPI_connect failed");
+		ads_dedup_index_prepare();
+		SPI_finish();
+	}
 	dying = palloc0(sizeof(bool) * MAX_SEGMENTS);
 	forget_in_this_xact();
 	lock_all();
