@@ -1955,8 +1955,10 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
  * the source in its transaction.  Returns how many ids were forgotten, or -1
  * when the index is not ready even after a rebuild attempt.
  *
- * An index that is not ready (a restart, or a forget that did not commit,
- * see forget_in_this_xact) is rebuilt here first, as an import does: under
+ * An index of this database that is not ready (a forget that did not
+ * commit, see forget_in_this_xact) is rebuilt here first, as an import does
+ * (one never built since the start, or another database's, is left to the
+ * workers, which rebuild it for their database): under
  * the rebuild's lock, which waits for a rebuild under way (one from a
  * snapshot before the caller's delete is then forgotten below like any
  * ready index), in a snapshot taken now, which sees the caller's delete.
@@ -1970,13 +1972,15 @@ ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
 	bool	   *dying;
 	bool		any_dying = false;
 	bool		ready;
+	bool		mine;
 
 	if (state == NULL)
 		return -1;
 	LWLockAcquire(state->lock, LW_SHARED);
 	ready = state->ready && state->database == MyDatabaseId;
+	mine = state->database == MyDatabaseId;
 	LWLockRelease(state->lock);
-	if (!ready)
+	if (!ready && mine)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "adstream: SPI_connect failed");
