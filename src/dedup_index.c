@@ -7,9 +7,9 @@
  * The hot tier is a hash of whole ids (source, 16-byte event id), each with
  * the transaction that claimed it, its event-time hour and its segment (see
  * below).  It holds every claim that is not settled yet and the most
- * recently committed ids.  A batch claims its candidate ids under the index
- * lock and judges what it finds there the way a unique index judges a heap
- * tuple:
+ * recently committed ids.  A batch claims its candidate ids under the lock
+ * of their part (below) and judges what it finds there the way a unique
+ * index judges a heap tuple:
  *   - an entry whose transaction committed (or is frozen): a duplicate;
  *   - an entry whose transaction is still running (another worker's batch
  *     holds the same id): a duplicate provided that transaction commits.
@@ -29,11 +29,39 @@
  *     duplicate, and so does this one;
  *   - no entry, or one whose transaction aborted: not in the hot tier; the
  *     filter tier decides (below), and meanwhile the batch claims the id.
- * A batch claims all its ids in one go under the index lock, without
- * waiting, so a batch only ever depends on batches that claimed before it:
- * the confirm waits cannot form a cycle among themselves (a cycle through
- * row locks as well is broken by the deadlock detector, and the batch is
- * retried).
+ * A batch claims without waiting, but no longer in one step: part by part
+ * (below), so two batches may each find an id the other holds.  An ordinary
+ * batch never waits at its confirm (it sets the events aside), so it is in
+ * no cycle.  A re-drive or a rewind's replay waits there in
+ * XactLockTableWait, a wait for the other's transaction lock in the lock
+ * manager, so a cycle among those (or through row locks) is a lock-manager
+ * cycle: the deadlock detector ends it after deadlock_timeout with an error
+ * in one batch, which is retried (a re-drive is tried again within a
+ * second), and the others go on.
+ *
+ * Parts.  The index is split by id into NPARTS (64) parts, each with its own
+ * LWLock (one tranche, "adstream dedup index", so one wait event), its hot
+ * entries (one dynahash table partitioned the way the lock manager's is:
+ * each part's buckets and free lists, the elements shared), its ring of
+ * settled entries and its share of the filter's buckets.  An id's part is
+ * the low 6 bits of its 64-bit hash; within the part the filter bucket is
+ * taken from bits 6..44, and the fingerprint from the top 19 bits, so
+ * neither is constant within a part.  A batch hashes its ids, groups them
+ * by part, chooses the segment of each of its hours under the index-wide
+ * lock (which guards the segments and the index's identity and readiness,
+ * nothing per id), then claims part by part, taking each part's lock in
+ * part order from a first part drawn per walk (wrapping around, so that two
+ * workers claiming at once do not follow each other from part to part) and
+ * never two at once; it withdraws and settles part by part the same way.  An id's hot entry and its slot are in the same part, so
+ * every statement below that says "under the lock" holds for the id's
+ * part.  What takes every lock (index-wide, then the parts in order) is
+ * rare: a rebuild, expiry's forget, a rewind's forget.  Why 64: one lock
+ * is held about 0.2-0.3 us per id, so it saturates at 3-5 M ids/s; 64
+ * cores' workers (about 0.5 M events/s each) would claim some 27 M ids/s,
+ * 0.4 M/s a part with 64 parts (8-14% of one lock's time) against 1.7 M/s
+ * with 16 (34-56%: queues).  A part costs a padded struct, a lock and, for
+ * small settings, a few spare buckets; a batch of 500 ids touches most
+ * parts once each at claim and at settle.
  *
  * The filter tier holds every other remembered id as a 32-bit slot of one
  * cuckoo filter (two candidate buckets of four slots per id): a fingerprint
@@ -52,12 +80,14 @@
  *
  * An id moves from the hot tier to the filter only once its claim is settled
  * as committed: then its dedup_log row is durable and visible to every later
- * snapshot.  Moving happens under the index lock, so an id committed is at
- * every moment in one tier or the other.  Settled entries are recorded in
+ * snapshot.  Moving happens under the lock of the id's part, which every
+ * claim of the id takes, so an id committed is at every moment in one tier
+ * or the other.  Settled entries are recorded in
  * the order they were settled (a ring); while the hot tier holds more than
  * half its capacity, the settling backend moves the oldest to the filter,
  * about as many as it settled, so the newest half stays whole (recent
- * duplicates, the common ones, never reach the disk).
+ * duplicates, the common ones, never reach the disk).  Each part has its
+ * own ring and does this against its share of the hot tier.
  *
  * Durability: the batch transaction appends the claimed ids, one row per
  * event-time hour (and segment), to adstream.dedup_log (partitioned by that
@@ -82,13 +112,24 @@
  * the same hours here (adstream._dedup_forget): their hot entries, and their
  * segments, whose slots are cleared from the filter before a tag is reused.
  * All under the lock that batches hold shared (ads_lock
- * "adstream.dedup_expiry"), so no batch judges while it runs.
+ * "adstream.dedup_expiry"), so no batch judges while it runs, and with every
+ * lock of the index held.  That is also why a claim reads a segment's
+ * source, hour and number without the index-wide lock: a tag a slot names
+ * is live and unchanged until expiry forgets it.
  *
  * The index has a fixed capacity (adstream.dedup_index_size ids, about 4.2
  * bytes of shared memory each in the filter, plus adstream.dedup_hot_size
- * ids of about 89 bytes in the hot tier).  When it is full a batch fails
- * with an error naming the setting, and is retried: ingestion stops rather
- * than forgets an id it should remember.
+ * ids of about 89 bytes in the hot tier).  The parts share both settings:
+ * the hot tier's elements are common to all parts, and each part's filter
+ * has 1/64 of the buckets plus three standard deviations of how ids fall on
+ * parts (0.17% more at 200 M ids).  The capacity is one count of all
+ * parts' entries (an atomic that a claim takes room from, a part's ids at
+ * once, before it adds them), so it holds exactly.  When it is full a batch
+ * fails with an error naming the setting, and is retried: ingestion stops
+ * rather than forgets an id it should remember.  A segment's claimed count
+ * (to close it) is reserved for a batch's ids of the hour before its claims
+ * and trued up after them; a batch that fails in between leaves it a little
+ * high, and the segment closes a little early.
  */
 #include "dedup_index.h"
 
@@ -172,40 +213,78 @@ typedef struct DedupSegment
 	int32		hour;
 	int32		seg;			/* dedup_log.seg */
 	int64		claimed;		/* ids claimed into it (to close it) */
-	int64		in_filter;		/* its slots in the filter */
 } DedupSegment;
+
+/*
+ * The index is split by id into NPARTS parts, each with its own lock, its
+ * share of the filter's buckets, its entries of the hot tier and its ring
+ * of settled entries.  An id's part is the low PART_BITS bits of its 64-bit
+ * hash: the bits dynahash's partitioned hot tier also takes its partition
+ * from (so each hot-tier bucket chain lies in one part); within a part the
+ * filter bucket comes from bits PART_BITS..44, the fingerprint from the top
+ * 19 bits, neither of them the part's bits.
+ */
+#define PART_BITS		6
+#define NPARTS			(1 << PART_BITS)
+#define PART_OF(h)		((int) ((uint32) (h) & (NPARTS - 1)))
+
+typedef struct DedupPart
+{
+	LWLock	   *lock;			/* protects the fields below, its slots, its ring
+								 * and its hot entries */
+	int64		nhot;			/* its hot entries */
+	int64		in_filter;		/* its occupied slots */
+	uint64		settle_seq;
+	uint64		moved;			/* ids moved from its hot entries to its filter */
+	uint64		ring_head;		/* index of the oldest record */
+	uint64		ring_len;
+} DedupPart;
+
+/* Parts on separate cache lines: each is written under its own lock. */
+typedef union DedupPartPadded
+{
+	DedupPart	part;
+	char		pad[2 * PG_CACHE_LINE_SIZE];
+} DedupPartPadded;
 
 typedef struct DedupIndexState
 {
-	LWLock	   *lock;			/* protects everything below, the hash and the slots */
+	LWLock	   *lock;			/* the index-wide lock: protects the fields
+								 * below up to parts, and segs */
 	Oid			database;		/* whose adstream.dedup_log the index mirrors */
 	Oid			relid;			/* that dedup_log, to notice a re-created extension */
 	bool		ready;			/* rebuilt from it since the server started */
-	uint32		nbuckets;		/* of the filter */
-	int32		hot_capacity;
-	int64		in_filter;		/* occupied slots */
-	uint64		settle_seq;
-	uint64		disk_lookups;	/* ids looked up in dedup_log after a filter "maybe" */
-	uint64		disk_found;		/* ... and found there: duplicates */
-	uint64		moved;			/* ids moved from the hot tier to the filter */
-	uint64		disk_us;		/* time spent reading dedup_log for them */
 	int64		rebuild_ms;
-	uint64		ring_head;		/* index of the oldest record */
-	uint64		ring_len;
+	uint32		part_buckets;	/* filter buckets of each part */
+	int32		hot_capacity;	/* of the whole hot tier, which parts share */
+	int32		part_hot;		/* a part's share of it */
+	int32		ring_capacity;	/* records in each part's ring */
+	pg_atomic_uint64 entries;	/* hot and filter entries of every part: what
+								 * the capacity bounds; taken before they are
+								 * added, given back when removed */
+	pg_atomic_uint64 disk_lookups;	/* ids looked up in dedup_log after a filter "maybe" */
+	pg_atomic_uint64 disk_found;	/* ... and found there: duplicates */
+	pg_atomic_uint64 disk_us;	/* time spent reading dedup_log for them */
+	DedupPartPadded parts[NPARTS];
 	DedupSegment segs[MAX_SEGMENTS];
 } DedupIndexState;
 
 static DedupIndexState *state = NULL;
-static uint32 *slots = NULL;
-static RingRecord *ring = NULL;
-static HTAB *index_hash = NULL;
+static uint32 *slots = NULL;	/* every part's, one after another */
+static RingRecord *ring = NULL; /* likewise */
+static HTAB *index_hash = NULL; /* partitioned: each part locks its own */
+
+#define PART(p)			(&state->parts[p].part)
+#define PART_SLOTS(p)	(&slots[(Size) (p) * state->part_buckets * BUCKET_SLOTS])
+#define PART_RING(p)	(&ring[(Size) (p) * state->ring_capacity])
 
 #define REBUILD_FETCH 64
 
 /*
  * One 64-bit hash of a key serves both tiers: its low 32 bits are the hot
- * tier's hash value, its low 45 bits pick the filter bucket and its top 19
- * bits are the fingerprint.  Batches compute it before taking the lock.
+ * tier's hash value (the low PART_BITS of them its part), bits PART_BITS
+ * to 44 pick the filter bucket within the part and its top 19 bits are the
+ * fingerprint.  Batches compute it before taking a lock.
  */
 static inline uint64
 key_hash64(const DedupKey *key)
@@ -228,12 +307,31 @@ hot_capacity(void)
 	return Min(adstream_dedup_hot_size, adstream_dedup_index_size);
 }
 
-static uint32
-filter_buckets(void)
+/*
+ * What one part must hold of total: its share, plus three standard
+ * deviations of how ids fall on parts by their hash (0.17% more at 200 M
+ * ids; tiny settings get proportionally more).
+ */
+static double
+part_share(double total)
 {
-	double		n = ceil((double) adstream_dedup_index_size / MAX_LOAD / BUCKET_SLOTS);
+	double		share = total / NPARTS;
+
+	return share + 3 * sqrt(share) + 4;
+}
+
+static uint32
+part_buckets(void)
+{
+	double		n = ceil(part_share(adstream_dedup_index_size) / MAX_LOAD / BUCKET_SLOTS);
 
 	return (uint32) Max(n, 1.0);
+}
+
+static int32
+ring_capacity(void)
+{
+	return (int32) ceil(part_share(hot_capacity()));
 }
 
 Size
@@ -241,8 +339,8 @@ ads_dedup_index_shmem_size(void)
 {
 	Size		size = MAXALIGN(sizeof(DedupIndexState));
 
-	size = add_size(size, MAXALIGN(mul_size(filter_buckets(), BUCKET_SLOTS * sizeof(uint32))));
-	size = add_size(size, MAXALIGN(mul_size(hot_capacity(), sizeof(RingRecord))));
+	size = add_size(size, MAXALIGN(mul_size(mul_size(part_buckets(), NPARTS), BUCKET_SLOTS * sizeof(uint32))));
+	size = add_size(size, MAXALIGN(mul_size(mul_size(ring_capacity(), NPARTS), sizeof(RingRecord))));
 	return add_size(size, hash_estimate_size(hot_capacity(), sizeof(DedupEntry)));
 }
 
@@ -250,7 +348,8 @@ void
 ads_dedup_index_shmem_request(void)
 {
 	RequestAddinShmemSpace(ads_dedup_index_shmem_size());
-	RequestNamedLWLockTranche("adstream dedup index", 1);
+	/* the index-wide lock, then one per part: one tranche, one wait event */
+	RequestNamedLWLockTranche("adstream dedup index", 1 + NPARTS);
 }
 
 /* Called with AddinShmemInitLock held. */
@@ -259,25 +358,38 @@ ads_dedup_index_shmem_init(void)
 {
 	bool		found;
 	HASHCTL		info;
-	Size		slot_bytes = mul_size(filter_buckets(), BUCKET_SLOTS * sizeof(uint32));
+	Size		slot_bytes = mul_size(mul_size(part_buckets(), NPARTS), BUCKET_SLOTS * sizeof(uint32));
 
 	state = ShmemInitStruct("adstream dedup index state", sizeof(DedupIndexState), &found);
 	if (!found)
 	{
+		LWLockPadded *locks = GetNamedLWLockTranche("adstream dedup index");
+
 		memset(state, 0, sizeof(DedupIndexState));
-		state->lock = &(GetNamedLWLockTranche("adstream dedup index"))->lock;
-		state->nbuckets = filter_buckets();
+		state->lock = &locks[0].lock;
+		state->part_buckets = part_buckets();
 		state->hot_capacity = hot_capacity();
+		state->part_hot = (int32) ((hot_capacity() + NPARTS - 1) / NPARTS);
+		state->ring_capacity = ring_capacity();
+		pg_atomic_init_u64(&state->entries, 0);
+		pg_atomic_init_u64(&state->disk_lookups, 0);
+		pg_atomic_init_u64(&state->disk_found, 0);
+		pg_atomic_init_u64(&state->disk_us, 0);
+		for (int p = 0; p < NPARTS; p++)
+			PART(p)->lock = &locks[1 + p].lock;
 	}
 	slots = ShmemInitStruct("adstream dedup filter", slot_bytes, &found);
 	if (!found)
 		memset(slots, 0, slot_bytes);
-	ring = ShmemInitStruct("adstream dedup settle ring", mul_size(hot_capacity(), sizeof(RingRecord)), &found);
+	ring = ShmemInitStruct("adstream dedup settle ring",
+						   mul_size(mul_size(ring_capacity(), NPARTS), sizeof(RingRecord)), &found);
+	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(DedupKey);
 	info.entrysize = sizeof(DedupEntry);
 	info.hash = key_hash32;
+	info.num_partitions = NPARTS;
 	index_hash = ShmemInitHash("adstream dedup index", hot_capacity(), hot_capacity(),
-							   &info, HASH_ELEM | HASH_FUNCTION | HASH_FIXED_SIZE);
+							   &info, HASH_ELEM | HASH_FUNCTION | HASH_FIXED_SIZE | HASH_PARTITION);
 }
 
 static void
@@ -310,10 +422,33 @@ dedup_log_relid(void)
 	return relid;
 }
 
-static int64
-entries_locked(void)
+/*
+ * Takes room for n more entries (hot or filter) if the index has it: the
+ * count every part adds to before it adds entries, so that all parts
+ * together never hold more than adstream.dedup_index_size.
+ */
+static bool
+entries_take(int64 n)
 {
-	return hash_get_num_entries(index_hash) + state->in_filter;
+	uint64		cur = pg_atomic_read_u64(&state->entries);
+
+	while (cur + (uint64) n <= (uint64) adstream_dedup_index_size)
+		if (pg_atomic_compare_exchange_u64(&state->entries, &cur, cur + (uint64) n))
+			return true;
+	return false;
+}
+
+static inline void
+entries_give(int64 n)
+{
+	uint64		cur;
+
+	if (n <= 0)
+		return;
+	/* never below zero, even if a rebuild cleared the count meanwhile */
+	cur = pg_atomic_read_u64(&state->entries);
+	while (!pg_atomic_compare_exchange_u64(&state->entries, &cur, cur > (uint64) n ? cur - (uint64) n : 0))
+		;
 }
 
 static void
@@ -360,7 +495,7 @@ id_hash(uint64 h)
 	int			bits = Min(adstream_dedup_fingerprint_bits, FP_MAX_BITS);
 	IdHash		r;
 
-	r.bucket = (uint32) ((h & ((UINT64CONST(1) << 45) - 1)) % state->nbuckets);
+	r.bucket = (uint32) (((h & ((UINT64CONST(1) << 45) - 1)) >> PART_BITS) % state->part_buckets);
 	r.fp = (uint32) (h >> 45) & ((1U << bits) - 1);
 	if (r.fp == 0)
 		r.fp = 1;
@@ -371,16 +506,16 @@ id_hash(uint64 h)
 static inline uint32
 alt_bucket(uint32 bucket, uint32 fp)
 {
-	uint32		n = state->nbuckets;
+	uint32		n = state->part_buckets;
 	uint32		h = murmurhash32(fp) % n;
 
 	return (uint32) (((uint64) h + n - bucket) % n);
 }
 
 static inline bool
-bucket_put(uint32 bucket, uint32 item)
+bucket_put(uint32 *ps, uint32 bucket, uint32 item)
 {
-	uint32	   *b = &slots[(Size) bucket * BUCKET_SLOTS];
+	uint32	   *b = &ps[(Size) bucket * BUCKET_SLOTS];
 
 	for (int j = 0; j < BUCKET_SLOTS; j++)
 		if (b[j] == 0)
@@ -397,10 +532,12 @@ static uint64 kick_rng = 0;
  * Puts a slot into one of its two buckets, moving others to their other
  * bucket as cuckoo hashing does.  If no room is found within MAX_KICKS moves
  * every move is undone and false is returned: the filter is unchanged.
+ * Into part p's buckets; its lock held exclusively.
  */
 static bool
-filter_insert(IdHash ih, int32 tag)
+filter_insert(int p, IdHash ih, int32 tag)
 {
+	uint32	   *ps = PART_SLOTS(p);
 	uint32		item = (ih.fp << TAG_BITS) | (uint32) tag;
 	uint32		b1 = ih.bucket;
 	uint32		b2 = alt_bucket(b1, ih.fp);
@@ -410,7 +547,7 @@ filter_insert(IdHash ih, int32 tag)
 	uint32		b;
 	int			k;
 
-	if (bucket_put(b1, item) || bucket_put(b2, item))
+	if (bucket_put(ps, b1, item) || bucket_put(ps, b2, item))
 		return true;
 	if (kick_rng == 0)
 		kick_rng = ((uint64) MyProcPid << 32) ^ (uint64) GetCurrentTimestamp() ^ 0x9E3779B97F4A7C15ULL;
@@ -426,19 +563,19 @@ filter_insert(IdHash ih, int32 tag)
 		kick_rng ^= kick_rng >> 7;
 		kick_rng ^= kick_rng << 17;
 		j = (int) (kick_rng % BUCKET_SLOTS);
-		s = &slots[(Size) b * BUCKET_SLOTS + j];
+		s = &ps[(Size) b * BUCKET_SLOTS + j];
 		victim = *s;
 		*s = cur;
 		undo_bucket[k] = b;
 		undo_slot[k] = (uint8) j;
 		cur = victim;
 		b = alt_bucket(b, cur >> TAG_BITS);
-		if (bucket_put(b, cur))
+		if (bucket_put(ps, b, cur))
 			return true;
 	}
 	for (k = MAX_KICKS - 1; k >= 0; k--)
 	{
-		uint32	   *s = &slots[(Size) undo_bucket[k] * BUCKET_SLOTS + undo_slot[k]];
+		uint32	   *s = &ps[(Size) undo_bucket[k] * BUCKET_SLOTS + undo_slot[k]];
 		uint32		t = *s;
 
 		*s = cur;
@@ -453,16 +590,20 @@ filter_insert(IdHash ih, int32 tag)
 /*
  * The segments of this source whose slots match the id's fingerprint: where
  * the id may have been committed.  Returns how many (distinct), in tags.
+ * In part p, its lock held.  A tag that names a slot is live, and its
+ * source and hour stay as they are until expiry forgets it (with every lock
+ * held, while no batch claims): they are read without the index-wide lock.
  */
 static int
-filter_find(int32 source_id, IdHash ih, int32 *tags)
+filter_find(int p, int32 source_id, IdHash ih, int32 *tags)
 {
+	uint32	   *ps = PART_SLOTS(p);
 	uint32		buckets[2] = {ih.bucket, alt_bucket(ih.bucket, ih.fp)};
 	int			n = 0;
 
 	for (int b = 0; b < 2; b++)
 	{
-		uint32	   *s = &slots[(Size) buckets[b] * BUCKET_SLOTS];
+		uint32	   *s = &ps[(Size) buckets[b] * BUCKET_SLOTS];
 
 		if (b == 1 && buckets[1] == buckets[0])
 			break;
@@ -524,7 +665,41 @@ segment_for_claims(int32 source_id, int32 hour)
 	return segment_alloc(source_id, hour, best >= 0 ? state->segs[best].seg + 1 : 0);
 }
 
-/* Removes every entry, slot and segment; the caller holds the lock exclusively. */
+/*
+ * Where a batch starts its walk over the parts (claim, withdraw, settle):
+ * it goes on in part order from there, wrapping around, one lock at a time.
+ * Different starts keep two workers that claim at once from following each
+ * other from part to part.
+ */
+static int
+first_part(void)
+{
+	static uint32 rotor = 0;
+
+	if (rotor == 0)
+		rotor = (uint32) MyProcPid * 2654435761U | 1;
+	rotor = rotor * 1103515245U + 12345U;
+	return (int) ((rotor >> 16) % NPARTS);
+}
+
+/* Every lock of the index, exclusively: the index-wide one, then the parts in order. */
+static void
+lock_all(void)
+{
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	for (int p = 0; p < NPARTS; p++)
+		LWLockAcquire(PART(p)->lock, LW_EXCLUSIVE);
+}
+
+static void
+unlock_all(void)
+{
+	for (int p = NPARTS - 1; p >= 0; p--)
+		LWLockRelease(PART(p)->lock);
+	LWLockRelease(state->lock);
+}
+
+/* Removes every entry, slot and segment; the caller holds every lock (lock_all). */
 static void
 clear_all(void)
 {
@@ -533,61 +708,86 @@ clear_all(void)
 
 	hash_seq_init(&seq, index_hash);
 	while ((e = hash_seq_search(&seq)) != NULL)
-		hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
-	memset(slots, 0, (Size) state->nbuckets * BUCKET_SLOTS * sizeof(uint32));
+		hash_search_with_hash_value(index_hash, &e->key, (uint32) e->h, HASH_REMOVE, NULL);
+	memset(slots, 0, (Size) state->part_buckets * NPARTS * BUCKET_SLOTS * sizeof(uint32));
 	memset(state->segs, 0, sizeof(state->segs));
-	state->in_filter = 0;
-	state->ring_head = 0;
-	state->ring_len = 0;
+	for (int p = 0; p < NPARTS; p++)
+	{
+		DedupPart  *part = PART(p);
+
+		part->nhot = 0;
+		part->in_filter = 0;
+		part->ring_head = 0;
+		part->ring_len = 0;
+	}
+	pg_atomic_write_u64(&state->entries, 0);
 }
 
 /*
- * Moves the oldest committed hot entry into the filter.  Returns false when
- * there is none left, or when it does not fit in the filter (it then stays
- * in the hot tier for good: rare).  Lock held exclusively.
+ * Moves part p's oldest committed hot entry into its filter.  Returns false
+ * when there is none left, or when it does not fit in the filter (it then
+ * stays in the hot tier for good: rare).  The part's lock held exclusively.
  */
 static bool
-move_oldest(void)
+move_oldest(int p)
 {
+	DedupPart  *part = PART(p);
+	RingRecord *pring = PART_RING(p);
 	RingRecord *r;
 	DedupEntry *e;
 	DedupSegment *s;
 
-	while (state->ring_len > 0)
+	while (part->ring_len > 0)
 	{
-		r = &ring[state->ring_head];
-		state->ring_head = (state->ring_head + 1) % state->hot_capacity;
-		state->ring_len--;
+		r = &pring[part->ring_head];
+		part->ring_head = (part->ring_head + 1) % state->ring_capacity;
+		part->ring_len--;
 		e = r->entry;
+		/*
+		 * Removed since, its element maybe reused, possibly by another part
+		 * (the elements are common to all parts): a settle number names one
+		 * part's entry (see ring_push), so another part's never matches.
+		 */
 		if (e->seq != r->seq || e->xid != FrozenTransactionId)
-			continue;			/* removed since, its element maybe reused */
+			continue;
+		Assert(PART_OF(e->h) == p);
 		s = &state->segs[e->tag];
 		if (!s->live || s->source_id != e->key.source_id || s->hour != e->hour)
 			continue;			/* cannot happen: forgotten together */
 		e->seq = 0;
-		if (!filter_insert(id_hash(e->h), e->tag))
+		if (!filter_insert(p, id_hash(e->h), e->tag))
 			return false;
-		s->in_filter++;
-		state->in_filter++;
-		state->moved++;
+		part->in_filter++;
+		part->moved++;
 		hash_search_with_hash_value(index_hash, &e->key, (uint32) e->h, HASH_REMOVE, NULL);
+		part->nhot--;
 		return true;
 	}
 	return false;
 }
 
-/* Records a committed hot entry as the newest; lock held exclusively. */
+/* Records a committed hot entry of part p as its newest; its lock held exclusively. */
 static void
-ring_push(DedupEntry *e)
+ring_push(int p, DedupEntry *e)
 {
-	if (state->ring_len == (uint64) state->hot_capacity)
-		(void) move_oldest();
-	if (state->ring_len == (uint64) state->hot_capacity)
+	DedupPart  *part = PART(p);
+	RingRecord *pring = PART_RING(p);
+	uint64		cap = (uint64) state->ring_capacity;
+
+	if (part->ring_len == cap)
+		(void) move_oldest(p);
+	if (part->ring_len == cap)
 		return;					/* the oldest did not fit: it stays hot */
-	e->seq = ++state->settle_seq;
-	ring[(state->ring_head + state->ring_len) % state->hot_capacity].entry = e;
-	ring[(state->ring_head + state->ring_len) % state->hot_capacity].seq = e->seq;
-	state->ring_len++;
+	/*
+	 * Unique across parts, not only within this one: a record left behind by
+	 * an entry that expiry forgot names an element that a claim in another
+	 * part may reuse, and that part's entry must not match it (it would be
+	 * moved to this part's filter, where no claim of its id looks).
+	 */
+	e->seq = (++part->settle_seq << PART_BITS) | (uint64) p;
+	pring[(part->ring_head + part->ring_len) % cap].entry = e;
+	pring[(part->ring_head + part->ring_len) % cap].seq = e->seq;
+	part->ring_len++;
 }
 
 /* ---- rebuild ---- */
@@ -624,7 +824,7 @@ ads_dedup_index_prepare(void)
 
 	(void) ads_lock("adstream.dedup_index", 0, true, false, true);
 
-	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	lock_all();
 	ready = state->ready && state->database == MyDatabaseId && state->relid == relid;
 	if (!ready)
 	{
@@ -633,7 +833,7 @@ ads_dedup_index_prepare(void)
 		state->database = MyDatabaseId;
 		state->relid = relid;
 	}
-	LWLockRelease(state->lock);
+	unlock_all();
 	if (ready)
 		return;
 
@@ -648,7 +848,8 @@ ads_dedup_index_prepare(void)
 		SPI_cursor_fetch(portal, true, REBUILD_FETCH);
 		if (SPI_processed == 0)
 			break;
-		LWLockAcquire(state->lock, LW_EXCLUSIVE);
+		/* every part's ids come in every row: all the locks, per fetch */
+		lock_all();
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];
@@ -683,7 +884,7 @@ ads_dedup_index_prepare(void)
 					last_tag = segment_alloc(key.source_id, hour, seg);
 				if (last_tag < 0)
 				{
-					LWLockRelease(state->lock);
+					unlock_all();
 					segments_full_error();
 				}
 				last_src = key.source_id;
@@ -693,27 +894,32 @@ ads_dedup_index_prepare(void)
 			state->segs[last_tag].claimed += n;
 			for (int i = 0; i < n; i++)
 			{
+				uint64		h;
+				int			part_no;
+				DedupPart  *part;
+
 				memcpy(key.id, p + 16 * i, 16);
 				if (i > 0 && memcmp(p + 16 * (i - 1), p + 16 * i, 16) > 0)
 					state->segs[last_tag].unsorted = true;
-				if (entries_locked() >= adstream_dedup_index_size)
+				if (!entries_take(1))
 				{
-					LWLockRelease(state->lock);
+					unlock_all();
 					full_error();
 				}
-				if (filter_insert(id_hash(key_hash64(&key)), last_tag))
-				{
-					state->segs[last_tag].in_filter++;
-					state->in_filter++;
-				}
+				h = key_hash64(&key);
+				part_no = PART_OF(h);
+				part = PART(part_no);
+				if (filter_insert(part_no, id_hash(h), last_tag))
+					part->in_filter++;
 				else
 				{
 					bool		found;
-					DedupEntry *e = hash_search(index_hash, &key, HASH_ENTER_NULL, &found);
+					DedupEntry *e = hash_search_with_hash_value(index_hash, &key, (uint32) h,
+																HASH_ENTER_NULL, &found);
 
 					if (e == NULL)
 					{
-						LWLockRelease(state->lock);
+						unlock_all();
 						full_error();
 					}
 					if (!found)
@@ -722,13 +928,16 @@ ads_dedup_index_prepare(void)
 						e->hour = hour;
 						e->tag = last_tag;
 						e->seq = 0;
-						e->h = key_hash64(&key);
+						e->h = h;
+						part->nhot++;
 					}
+					else
+						entries_give(1);
 				}
 				loaded++;
 			}
 		}
-		LWLockRelease(state->lock);
+		unlock_all();
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -757,9 +966,11 @@ typedef struct PendingClaim
 {
 	DedupEntry *entry;
 	DedupKey	key;
+	uint64		h;				/* key_hash64(key): its part */
 } PendingClaim;
 
 static PendingClaim *pending = NULL;
+static int *pending_order = NULL;	/* for settling them part by part */
 static int	npending = 0;
 static int	pending_cap = 0;
 static TransactionId pending_xid = InvalidTransactionId;
@@ -823,12 +1034,16 @@ remember_claim(DedupEntry *e, TransactionId xid)
 		pending = pending == NULL
 			? MemoryContextAlloc(TopMemoryContext, sizeof(PendingClaim) * cap)
 			: repalloc(pending, sizeof(PendingClaim) * cap);
+		pending_order = pending_order == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(int) * cap)
+			: repalloc(pending_order, sizeof(int) * cap);
 		pending_cap = cap;
 	}
 	Assert(npending == 0 || pending_xid == xid);
 	pending_xid = xid;
 	pending[npending].entry = e;
 	pending[npending].key = e->key;
+	pending[npending].h = e->h;
 	return npending++;
 }
 
@@ -982,12 +1197,12 @@ look_up_on_disk(int32 source_id, const uint8 *const *ids, MaybeId *maybe, int nm
 #define PREFETCH_AHEAD 8
 
 static inline void
-prefetch_buckets(uint64 h)
+prefetch_buckets(uint32 *ps, uint64 h)
 {
 	IdHash		ih = id_hash(h);
 
-	PREFETCH(&slots[(Size) ih.bucket * BUCKET_SLOTS]);
-	PREFETCH(&slots[(Size) alt_bucket(ih.bucket, ih.fp) * BUCKET_SLOTS]);
+	PREFETCH(&ps[(Size) ih.bucket * BUCKET_SLOTS]);
+	PREFETCH(&ps[(Size) alt_bucket(ih.bucket, ih.fp) * BUCKET_SLOTS]);
 }
 
 /*
@@ -998,6 +1213,12 @@ prefetch_buckets(uint64 h)
  * held_by[i] is that transaction (InvalidTransactionId for every other id).
  * The claims are settled by ads_dedup_settle() after the transaction ends,
  * or when the process exits.
+ *
+ * The segments of the call's hours are chosen first, under the index-wide
+ * lock, each with a reservation of as many claims as the call has ids of
+ * that hour; then the ids are claimed part by part, under one part's lock
+ * at a time, in part order; the ids found on disk are withdrawn part by
+ * part; and last the reservations are trued up to what was claimed.
  */
 void
 ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *hours,
@@ -1006,150 +1227,189 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 	TransactionId xid = GetTopTransactionId();
 	DedupKey	key;
 	uint64	   *hv = palloc(sizeof(uint64) * Max(n, 1));
-	int32	   *tag_of = palloc(sizeof(int32) * Max(n, 1));
+	int		   *hour_of = palloc(sizeof(int) * Max(n, 1));	/* into the call's hours */
+	int		   *order = palloc(sizeof(int) * Max(n, 1));	/* ids by part, in id order */
 	int		   *claim_of = palloc(sizeof(int) * Max(n, 1));
+	int			part_start[NPARTS + 1];
+	int			part_fill[NPARTS];
 	MaybeId    *maybe = NULL;
 	DedupSegment *maybe_seg = NULL;
 	int			nmaybe = 0,
 				maybe_cap = 0;
-	int32		hour_tags[64][2];	/* (hour, tag) chosen in this call */
-	int			nhour_tags = 0;
-	List	   *more_hours = NIL;	/* beyond 64: pairs in a list */
+	/* the call's distinct hours: their segment, and ids reserved and claimed there */
+	int32	   *h_hour = palloc(sizeof(int32) * Max(n, 1));
+	int32	   *h_tag = palloc(sizeof(int32) * Max(n, 1));
+	int32	   *h_seg = palloc(sizeof(int32) * Max(n, 1));
+	int64	   *h_reserved = palloc0(sizeof(int64) * Max(n, 1));
+	int64	   *h_claimed = palloc0(sizeof(int64) * Max(n, 1));
+	int			nh = 0,
+				last_h = -1;
 
 	memset(&key, 0, sizeof(key));
 	key.source_id = source_id;
+	memset(part_start, 0, sizeof(part_start));
 
-	/* Hashing needs no lock. */
+	/* Hashing, and grouping by part and by hour, need no lock. */
 	for (int i = 0; i < n; i++)
 	{
 		memcpy(key.id, ids[i], 16);
 		hv[i] = key_hash64(&key);
 		held_by[i] = InvalidTransactionId;
+		part_start[PART_OF(hv[i]) + 1]++;
+		if (last_h < 0 || h_hour[last_h] != hours[i])
+		{
+			for (last_h = 0; last_h < nh; last_h++)
+				if (h_hour[last_h] == hours[i])
+					break;
+			if (last_h == nh)
+				h_hour[nh++] = hours[i];
+		}
+		hour_of[i] = last_h;
+		h_reserved[last_h]++;
 	}
-
-	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n; i++)
+	for (int p = 0; p < NPARTS; p++)
 	{
-		DedupEntry *e;
-		bool		found;
-		int32		tag = -1;
-		int32		match[MAX_MATCHES];
-		int			nmatch;
+		part_start[p + 1] += part_start[p];
+		part_fill[p] = part_start[p];
+	}
+	for (int i = 0; i < n; i++)
+		order[part_fill[PART_OF(hv[i])]++] = i;
 
-		if (i + PREFETCH_AHEAD < n)
-			prefetch_buckets(hv[i + PREFETCH_AHEAD]);
-		memcpy(key.id, ids[i], 16);
-		if (entries_locked() >= adstream_dedup_index_size)
+	/* One segment per hour: the ids of one hour go to one dedup_log row. */
+	if (nh > 0)
+	{
+		LWLockAcquire(state->lock, LW_EXCLUSIVE);
+		for (int h = 0; h < nh; h++)
 		{
-			/* Full: only ids already in the hot tier can be judged. */
-			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, &found);
-			if (e == NULL)
+			h_tag[h] = segment_for_claims(source_id, h_hour[h]);
+			if (h_tag[h] < 0)
 			{
-				LWLockRelease(state->lock);
-				full_error();
-			}
-		}
-		else
-		{
-			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
-			while (e == NULL && move_oldest())
-				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
-			if (e == NULL)
-			{
-				LWLockRelease(state->lock);
-				hot_full_error();
-			}
-		}
-		if (found && e->xid != FrozenTransactionId &&
-			!TransactionIdIsCurrentTransactionId(e->xid) &&
-			TransactionIdIsInProgress(e->xid))
-		{
-			/*
-			 * Another batch holds this id: a duplicate if that batch
-			 * commits, which ads_dedup_confirm() makes sure of before this
-			 * one commits.
-			 */
-			is_new[i] = false;
-			held_by[i] = e->xid;
-			remember_dependency(e->xid);
-			continue;
-		}
-		if (found && (TransactionIdIsCurrentTransactionId(e->xid) || claimer_committed(e)))
-		{
-			is_new[i] = false;
-			claim_of[i] = -1;
-			continue;
-		}
-
-		/*
-		 * Not in the hot tier (a new entry), or withdrawn there (aborted):
-		 * claimed now, and new unless the filter's "maybe" is found on disk.
-		 */
-		for (int h = 0; h < nhour_tags && tag < 0; h++)
-			if (hour_tags[h][0] == hours[i])
-				tag = hour_tags[h][1];
-		if (tag < 0)
-		{
-			ListCell   *lc;
-
-			foreach(lc, more_hours)
-			{
-				int32	   *pair = lfirst(lc);
-
-				if (pair[0] == hours[i])
-					tag = pair[1];
-			}
-		}
-		if (tag < 0)
-		{
-			tag = segment_for_claims(source_id, hours[i]);
-			if (tag < 0)
-			{
-				hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_REMOVE, NULL);
+				/* the hours before keep their reservations: closed a little early */
 				LWLockRelease(state->lock);
 				segments_full_error();
 			}
-			if (nhour_tags < 64)
+			h_seg[h] = state->segs[h_tag[h]].seg;
+			state->segs[h_tag[h]].claimed += h_reserved[h];
+		}
+		LWLockRelease(state->lock);
+	}
+
+	for (int pi = 0, p = first_part(); pi < NPARTS; pi++, p = (p + 1) % NPARTS)
+	{
+		DedupPart  *part = PART(p);
+		uint32	   *ps = PART_SLOTS(p);
+		int64		nids = part_start[p + 1] - part_start[p];
+		bool		bulk;
+		int64		taken;		/* room taken in the capacity count */
+		int64		added = 0;	/* entries added */
+
+		if (nids == 0)
+			continue;
+		/* room for every id of the part at once, or else id by id */
+		bulk = entries_take(nids);
+		taken = bulk ? nids : 0;
+		LWLockAcquire(part->lock, LW_EXCLUSIVE);
+		for (int k = part_start[p]; k < part_start[p + 1]; k++)
+		{
+			int			i = order[k];
+			DedupEntry *e;
+			bool		found;
+			int32		tag;
+			int32		match[MAX_MATCHES];
+			int			nmatch;
+
+			if (k + PREFETCH_AHEAD < part_start[p + 1])
+				prefetch_buckets(ps, hv[order[k + PREFETCH_AHEAD]]);
+			memcpy(key.id, ids[i], 16);
+			if (!bulk && taken == added && !entries_take(1))
 			{
-				hour_tags[nhour_tags][0] = hours[i];
-				hour_tags[nhour_tags][1] = tag;
-				nhour_tags++;
+				/* Full: only ids already in the hot tier can be judged. */
+				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, &found);
+				if (e == NULL)
+				{
+					LWLockRelease(part->lock);
+					full_error();
+				}
 			}
 			else
 			{
-				int32	   *pair = palloc(sizeof(int32) * 2);
-
-				pair[0] = hours[i];
-				pair[1] = tag;
-				more_hours = lappend(more_hours, pair);
+				if (!bulk && taken == added)
+					taken++;	/* the one entries_take(1) above */
+				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
+				while (e == NULL && move_oldest(p))
+					e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_ENTER_NULL, &found);
+				if (e == NULL)
+				{
+					entries_give(taken - added);
+					LWLockRelease(part->lock);
+					hot_full_error();
+				}
+				if (!found)
+				{
+					part->nhot++;
+					added++;
+				}
 			}
-		}
-		e->xid = xid;
-		e->hour = hours[i];
-		e->tag = tag;
-		e->seq = 0;
-		e->h = hv[i];
-		state->segs[tag].claimed++;
-		is_new[i] = true;
-		segs[i] = state->segs[tag].seg;
-		tag_of[i] = tag;
-		claim_of[i] = remember_claim(e, xid);
-
-		nmatch = filter_find(source_id, id_hash(hv[i]), match);
-		for (int m = 0; m < nmatch; m++)
-		{
-			if (nmaybe == maybe_cap)
+			if (found && e->xid != FrozenTransactionId &&
+				!TransactionIdIsCurrentTransactionId(e->xid) &&
+				TransactionIdIsInProgress(e->xid))
 			{
-				maybe_cap = Max(64, maybe_cap * 2);
-				maybe = maybe == NULL ? palloc(sizeof(MaybeId) * maybe_cap)
-					: repalloc(maybe, sizeof(MaybeId) * maybe_cap);
+				/*
+				 * Another batch holds this id: a duplicate if that batch
+				 * commits, which ads_dedup_confirm() makes sure of before
+				 * this one commits.
+				 */
+				is_new[i] = false;
+				held_by[i] = e->xid;
+				remember_dependency(e->xid);
+				continue;
 			}
-			maybe[nmaybe].tag = match[m];
-			maybe[nmaybe].idx = i;
-			nmaybe++;
+			if (found && (TransactionIdIsCurrentTransactionId(e->xid) || claimer_committed(e)))
+			{
+				is_new[i] = false;
+				claim_of[i] = -1;
+				continue;
+			}
+
+			/*
+			 * Not in the hot tier (a new entry), or withdrawn there
+			 * (aborted): claimed now, and new unless the filter's "maybe" is
+			 * found on disk.
+			 */
+			tag = h_tag[hour_of[i]];
+			e->xid = xid;
+			e->hour = hours[i];
+			e->tag = tag;
+			e->seq = 0;
+			e->h = hv[i];
+			h_claimed[hour_of[i]]++;
+			is_new[i] = true;
+			segs[i] = h_seg[hour_of[i]];
+			claim_of[i] = remember_claim(e, xid);
+
+			nmatch = filter_find(p, source_id, id_hash(hv[i]), match);
+			for (int m = 0; m < nmatch; m++)
+			{
+				if (nmaybe == maybe_cap)
+				{
+					maybe_cap = Max(64, maybe_cap * 2);
+					maybe = maybe == NULL ? palloc(sizeof(MaybeId) * maybe_cap)
+						: repalloc(maybe, sizeof(MaybeId) * maybe_cap);
+				}
+				maybe[nmaybe].tag = match[m];
+				maybe[nmaybe].idx = i;
+				nmaybe++;
+			}
 		}
+		LWLockRelease(part->lock);
+		entries_give(taken - added);	/* the room of ids that added no entry */
 	}
-	/* What the disk lookups need of the segments, read under the lock. */
+
+	/*
+	 * What the disk lookups need of the segments: a tag a slot names stays
+	 * live and the same while this batch holds the expiry lock (shared), so
+	 * no lock is needed to read it.
+	 */
 	if (nmaybe > 0)
 	{
 		qsort(maybe, nmaybe, sizeof(MaybeId), cmp_maybe);
@@ -1157,7 +1417,6 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		for (int m = 0; m < nmaybe; m++)
 			maybe_seg[m] = state->segs[maybe[m].tag];
 	}
-	LWLockRelease(state->lock);
 
 	if (nmaybe > 0)
 	{
@@ -1174,38 +1433,66 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 		INSTR_TIME_SUBTRACT(t1, t0);
 		for (int m = 0; m < nmaybe; m++)
 			looked[maybe[m].idx] = true;
-
-		/* Withdraw the claims of ids found on disk: they are duplicates. */
-		LWLockAcquire(state->lock, LW_EXCLUSIVE);
 		for (int i = 0; i < n; i++)
-		{
-			DedupEntry *e;
-
 			ndistinct += looked[i];
-			if (!on_disk[i])
-				continue;
-			nfound++;
-			memcpy(key.id, ids[i], 16);
-			e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, NULL);
-			if (e != NULL && e->xid == xid)
-				hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_REMOVE, NULL);
-			pending[claim_of[i]].entry = NULL;
-			state->segs[tag_of[i]].claimed--;
-			is_new[i] = false;
+
+		/* Withdraw the claims of ids found on disk, part by part: they are duplicates. */
+		for (int pi = 0, p = first_part(); pi < NPARTS; pi++, p = (p + 1) % NPARTS)
+		{
+			DedupPart  *part = PART(p);
+			bool		locked = false;
+
+			for (int k = part_start[p]; k < part_start[p + 1]; k++)
+			{
+				int			i = order[k];
+				DedupEntry *e;
+
+				if (!on_disk[i])
+					continue;
+				if (!locked)
+				{
+					LWLockAcquire(part->lock, LW_EXCLUSIVE);
+					locked = true;
+				}
+				nfound++;
+				memcpy(key.id, ids[i], 16);
+				e = hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_FIND, NULL);
+				if (e != NULL && e->xid == xid)
+				{
+					hash_search_with_hash_value(index_hash, &key, (uint32) hv[i], HASH_REMOVE, NULL);
+					part->nhot--;
+					entries_give(1);
+				}
+				pending[claim_of[i]].entry = NULL;
+				h_claimed[hour_of[i]]--;
+				is_new[i] = false;
+			}
+			if (locked)
+			{
+				LWLockRelease(part->lock);
+			}
 		}
-		state->disk_lookups += ndistinct;
-		state->disk_found += nfound;
-		state->disk_us += INSTR_TIME_GET_MICROSEC(t1);
+		pg_atomic_fetch_add_u64(&state->disk_lookups, ndistinct);
+		pg_atomic_fetch_add_u64(&state->disk_found, nfound);
+		pg_atomic_fetch_add_u64(&state->disk_us, INSTR_TIME_GET_MICROSEC(t1));
+	}
+
+	/* The reservations, trued up to the claims that stand. */
+	if (nh > 0)
+	{
+		LWLockAcquire(state->lock, LW_EXCLUSIVE);
+		for (int h = 0; h < nh; h++)
+			state->segs[h_tag[h]].claimed -= h_reserved[h] - h_claimed[h];
 		LWLockRelease(state->lock);
 	}
 }
 
 /*
  * Freeze the pending claims if their transaction committed, remove them if
- * not.  An entry expired since (its element possibly reused for another id)
- * or taken over by another transaction no longer has this key and xid, and
- * is left alone; a freed element that still has them may be frozen
- * harmlessly, since it is overwritten when reused.  Then, while the hot tier
+ * not.  An entry expired since, or taken over by another transaction, is
+ * left alone: each claim is looked up by its key, and only an entry of this
+ * transaction is settled (a freed element keeps its key and xid, so the
+ * element remembered is not trusted).  Then, while the hot tier
  * holds more than half its capacity, its oldest committed ids move to the
  * filter: each batch moves about as many as it settled, and the newest half
  * stays (recent duplicates are the common ones).
@@ -1213,26 +1500,69 @@ ads_dedup_claim(int32 source_id, int n, const uint8 *const *ids, const int32 *ho
 static void
 settle_pending(bool committed)
 {
-	LWLockAcquire(state->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < npending; i++)
-	{
-		DedupEntry *e = pending[i].entry;
+	int			part_start[NPARTS + 1];
+	int			part_fill[NPARTS];
+	int		   *order = pending_order;
 
-		if (e == NULL || e->xid != pending_xid ||
-			memcmp(&e->key, &pending[i].key, sizeof(DedupKey)) != 0)
-			continue;
-		if (committed)
-		{
-			e->xid = FrozenTransactionId;
-			ring_push(e);
-		}
-		else
-			hash_search_with_hash_value(index_hash, &pending[i].key, (uint32) e->h, HASH_REMOVE, NULL);
+	/* Part by part: the claims of one call come in part order, of several not. */
+	memset(part_start, 0, sizeof(part_start));
+	for (int i = 0; i < npending; i++)
+		part_start[PART_OF(pending[i].h) + 1]++;
+	for (int p = 0; p < NPARTS; p++)
+	{
+		part_start[p + 1] += part_start[p];
+		part_fill[p] = part_start[p];
 	}
-	if (committed)
-		while (hash_get_num_entries(index_hash) > (int64) state->hot_capacity / 2 && move_oldest())
-			;
-	LWLockRelease(state->lock);
+	for (int i = 0; i < npending; i++)
+		order[part_fill[PART_OF(pending[i].h)]++] = i;
+
+	for (int pi = 0, p = first_part(); pi < NPARTS; pi++, p = (p + 1) % NPARTS)
+	{
+		DedupPart  *part = PART(p);
+		int64		removed = 0;
+
+		if (part_start[p] == part_start[p + 1])
+			continue;
+		LWLockAcquire(part->lock, LW_EXCLUSIVE);
+		for (int k = part_start[p]; k < part_start[p + 1]; k++)
+		{
+			PendingClaim *c = &pending[order[k]];
+			DedupEntry *e;
+
+			if (c->entry == NULL)
+				continue;		/* withdrawn: found on disk */
+
+			/*
+			 * The entry the table holds for the key now, not the element
+			 * remembered: expiry or a rewind may have forgotten the claim
+			 * between the end of the transaction and now (it no longer
+			 * holds the lock they take), and a freed element keeps its key
+			 * and xid.  Freezing it would leave a ring record that moves
+			 * the key's next entry (another batch's claim) to the filter;
+			 * removing it by key would remove that entry.  The key's entry
+			 * with this transaction's xid is this claim.
+			 */
+			e = hash_search_with_hash_value(index_hash, &c->key, (uint32) c->h, HASH_FIND, NULL);
+			if (e == NULL || e->xid != pending_xid)
+				continue;
+			if (committed)
+			{
+				e->xid = FrozenTransactionId;
+				ring_push(p, e);
+			}
+			else
+			{
+				hash_search_with_hash_value(index_hash, &c->key, (uint32) c->h, HASH_REMOVE, NULL);
+				part->nhot--;
+				removed++;
+			}
+		}
+		if (committed)
+			while (part->nhot > state->part_hot / 2 && move_oldest(p))
+				;
+		LWLockRelease(part->lock);
+		entries_give(removed);
+	}
 	npending = 0;
 	pending_xid = InvalidTransactionId;
 }
@@ -1337,7 +1667,18 @@ ads_dedup_import(int32 source_id, int nrows, const int32 *hours,
 	for (int r = 0; r < nrows; r++)
 	{
 		int32		tag;
+		bool		unsorted = false;
+		uint64	   *hv = palloc(sizeof(uint64) * Max(nids[r], 1));
 
+		for (int i = 0; i < nids[r]; i++)
+		{
+			const uint8 *id = ids[r] + 16 * i;
+
+			if (i > 0 && memcmp(id - 16, id, 16) > 0)
+				unsorted = true;
+			memcpy(key.id, id, 16);
+			hv[i] = key_hash64(&key);
+		}
 		LWLockAcquire(state->lock, LW_EXCLUSIVE);
 		tag = segment_for_claims(source_id, hours[r]);
 		if (tag < 0)
@@ -1347,53 +1688,158 @@ ads_dedup_import(int32 source_id, int nrows, const int32 *hours,
 		}
 		segs[r] = state->segs[tag].seg;
 		state->segs[tag].claimed += nids[r];
-		for (int i = 0; i < nids[r]; i++)
-		{
-			const uint8 *id = ids[r] + 16 * i;
-
-			if (i > 0 && memcmp(id - 16, id, 16) > 0)
-				state->segs[tag].unsorted = true;
-			if (entries_locked() >= adstream_dedup_index_size)
-			{
-				LWLockRelease(state->lock);
-				full_error();
-			}
-			memcpy(key.id, id, 16);
-			if (!filter_insert(id_hash(key_hash64(&key)), tag))
-			{
-				LWLockRelease(state->lock);
-				full_error();
-			}
-			state->segs[tag].in_filter++;
-			state->in_filter++;
-		}
+		state->segs[tag].unsorted |= unsorted;
 		LWLockRelease(state->lock);
+
+		/* Part by part, as a batch claims. */
+		for (int p = 0; p < NPARTS; p++)
+		{
+			DedupPart  *part = PART(p);
+
+			LWLockAcquire(part->lock, LW_EXCLUSIVE);
+			for (int i = 0; i < nids[r]; i++)
+			{
+				if (PART_OF(hv[i]) != p)
+					continue;
+				if (!entries_take(1))
+				{
+					LWLockRelease(part->lock);
+					full_error();
+				}
+				if (!filter_insert(p, id_hash(hv[i]), tag))
+				{
+					entries_give(1);
+					LWLockRelease(part->lock);
+					full_error();
+				}
+				part->in_filter++;
+			}
+			LWLockRelease(part->lock);
+		}
+		pfree(hv);
 		CHECK_FOR_INTERRUPTS();
 	}
 }
 
 /*
- * Under the index lock held exclusively: empties every filter slot of the
+ * A forget changes shared memory, which does not roll back, while the
+ * dedup_log rows it mirrors are deleted in the caller's transaction, which
+ * may: rewind_source() raises errors after its forget, and any caller may
+ * roll back.  A transaction that forgot and then ends without committing
+ * (or commits after a subtransaction rolled back, which may have held the
+ * forget) marks the index not ready, so the next batch rebuilds it from
+ * dedup_log before judging an id; this runs before the transaction's locks
+ * are released, so no batch (each holds the expiry lock shared) judges
+ * against the forgotten index meanwhile.  A rebuild reads only committed
+ * rows, so it is the right answer whether the deletes stood or not.  A
+ * transaction that forgot cannot be prepared (two-phase): until it is
+ * resolved neither answer is known.
+ */
+static bool forgot_in_xact = false;
+static bool forgot_sub_aborted = false;
+static bool forget_callbacks = false;
+
+static void
+invalidate_index(void)
+{
+	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	state->ready = false;
+	LWLockRelease(state->lock);
+	ereport(LOG,
+			(errmsg("adstream: a transaction that made the dedup index forget ids did not commit them; the index is rebuilt from adstream.dedup_log")));
+}
+
+static void
+forget_xact_callback(XactEvent event, void *arg)
+{
+	if (!forgot_in_xact)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot prepare a transaction that made adstream's dedup index forget ids"),
+					 errhint("Run adstream.rewind_source() and adstream.expire_dedup_state() outside two-phase transactions.")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			invalidate_index();
+			forgot_in_xact = forgot_sub_aborted = false;
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (forgot_sub_aborted)
+				invalidate_index();
+			forgot_in_xact = forgot_sub_aborted = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+forget_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						SubTransactionId parentSubid, void *arg)
+{
+	if (forgot_in_xact && event == SUBXACT_EVENT_ABORT_SUB)
+		forgot_sub_aborted = true;
+}
+
+/* Called by a forget before it changes anything. */
+static void
+forget_in_this_xact(void)
+{
+	if (!forget_callbacks)
+	{
+		RegisterXactCallback(forget_xact_callback, NULL);
+		RegisterSubXactCallback(forget_subxact_callback, NULL);
+		forget_callbacks = true;
+	}
+	forgot_in_xact = true;
+}
+
+/*
+ * With every lock held (lock_all): empties every filter slot of the
  * segments marked dying, and the segments themselves.  Returns how many ids
  * were forgotten.
  */
 static int64
 forget_segments(const bool *dying)
 {
-	Size		nslots = (Size) state->nbuckets * BUCKET_SLOTS;
+	Size		nslots = (Size) state->part_buckets * BUCKET_SLOTS;
 	int64		forgotten = 0;
 
-	for (Size k = 0; k < nslots; k++)
-		if (slots[k] != 0 && dying[slots[k] & (MAX_SEGMENTS - 1)])
-		{
-			slots[k] = 0;
-			state->in_filter--;
-			forgotten++;
-		}
+	for (int p = 0; p < NPARTS; p++)
+	{
+		uint32	   *ps = PART_SLOTS(p);
+		DedupPart  *part = PART(p);
+
+		for (Size k = 0; k < nslots; k++)
+			if (ps[k] != 0 && dying[ps[k] & (MAX_SEGMENTS - 1)])
+			{
+				ps[k] = 0;
+				part->in_filter--;
+				forgotten++;
+			}
+	}
+	entries_give(forgotten);
 	for (int32 t = 0; t < MAX_SEGMENTS; t++)
 		if (dying[t])
 			memset(&state->segs[t], 0, sizeof(DedupSegment));
 	return forgotten;
+}
+
+/* Removes a hot entry; every lock held (lock_all). */
+static void
+forget_entry(DedupEntry *e)
+{
+	DedupPart  *part = PART(PART_OF(e->h));
+
+	e->seq = 0;					/* its record in the ring is void */
+	hash_search_with_hash_value(index_hash, &e->key, (uint32) e->h, HASH_REMOVE, NULL);
+	part->nhot--;
+	entries_give(1);
 }
 
 /*
@@ -1461,7 +1907,8 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 	}
 	dying = palloc0(sizeof(bool) * MAX_SEGMENTS);
 
-	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	forget_in_this_xact();
+	lock_all();
 	if (state->database == MyDatabaseId)
 	{
 		hash_seq_init(&seq, index_hash);
@@ -1471,8 +1918,7 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 
 			if (c == NULL || (int64) e->hour + 1 <= c->upto_hour)
 			{
-				e->seq = 0;		/* its record in the ring is void */
-				hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+				forget_entry(e);
 				forgotten++;
 			}
 		}
@@ -1495,7 +1941,7 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
 		if (any_dying)
 			forgotten += forget_segments(dying);
 	}
-	LWLockRelease(state->lock);
+	unlock_all();
 	hash_destroy(cutoffs);
 	PG_RETURN_INT64(forgotten);
 }
@@ -1507,8 +1953,15 @@ adstream_dedup_forget_sources(PG_FUNCTION_ARGS)
  * (src/rewind.c): the caller holds the expiry lock exclusively, so no batch
  * has a claim in flight, and has deleted the same hours' dedup_log rows of
  * the source in its transaction.  Returns how many ids were forgotten, or -1
- * when the index is not ready (it is rebuilt after a restart, from a
- * snapshot that may predate the caller's delete): the caller then fails.
+ * when the index is not ready even after a rebuild attempt.
+ *
+ * An index of this database that is not ready (a forget that did not
+ * commit, see forget_in_this_xact) is rebuilt here first, as an import does
+ * (one never built since the start, or another database's, is left to the
+ * workers, which rebuild it for their database): under
+ * the rebuild's lock, which waits for a rebuild under way (one from a
+ * snapshot before the caller's delete is then forgotten below like any
+ * ready index), in a snapshot taken now, which sees the caller's delete.
  */
 int64
 ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
@@ -1518,11 +1971,25 @@ ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
 	int64		forgotten = 0;
 	bool	   *dying;
 	bool		any_dying = false;
+	bool		ready;
+	bool		mine;
 
 	if (state == NULL)
 		return -1;
+	LWLockAcquire(state->lock, LW_SHARED);
+	ready = state->ready && state->database == MyDatabaseId;
+	mine = state->database == MyDatabaseId;
+	LWLockRelease(state->lock);
+	if (!ready && mine)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "adstream: SPI_connect failed");
+		ads_dedup_index_prepare();
+		SPI_finish();
+	}
 	dying = palloc0(sizeof(bool) * MAX_SEGMENTS);
-	LWLockAcquire(state->lock, LW_EXCLUSIVE);
+	forget_in_this_xact();
+	lock_all();
 	if (!state->ready || state->database != MyDatabaseId)
 		forgotten = -1;
 	else
@@ -1531,8 +1998,7 @@ ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
 		while ((e = hash_seq_search(&seq)) != NULL)
 			if (e->key.source_id == source_id && e->hour >= from_hour && e->hour < to_hour)
 			{
-				e->seq = 0;		/* its record in the ring is void */
-				hash_search(index_hash, &e->key, HASH_REMOVE, NULL);
+				forget_entry(e);
 				forgotten++;
 			}
 		for (int32 t = 0; t < MAX_SEGMENTS; t++)
@@ -1548,7 +2014,7 @@ ads_dedup_forget_hours(int32 source_id, int32 from_hour, int32 to_hour)
 		if (any_dying)
 			forgotten += forget_segments(dying);
 	}
-	LWLockRelease(state->lock);
+	unlock_all();
 	pfree(dying);
 	return forgotten;
 }
@@ -1594,17 +2060,24 @@ adstream_dedup_index_status(PG_FUNCTION_ARGS)
 	memset(nulls, 0, sizeof(nulls));
 
 	LWLockAcquire(state->lock, LW_SHARED);
-	hot = hash_get_num_entries(index_hash);
-	in_filter = state->in_filter;
-	lookups = (int64) state->disk_lookups;
-	found = (int64) state->disk_found;
-	moved = (int64) state->moved;
-	disk_us = (int64) state->disk_us;
 	rebuild_ms = state->rebuild_ms;
 	for (int32 t = 0; t < MAX_SEGMENTS; t++)
 		nsegs += state->segs[t].live;
 	ready = state->ready && state->database == MyDatabaseId;
 	LWLockRelease(state->lock);
+	/* each part's counts under its lock, one part at a time */
+	hot = in_filter = moved = 0;
+	for (int p = 0; p < NPARTS; p++)
+	{
+		LWLockAcquire(PART(p)->lock, LW_SHARED);
+		hot += PART(p)->nhot;
+		in_filter += PART(p)->in_filter;
+		moved += (int64) PART(p)->moved;
+		LWLockRelease(PART(p)->lock);
+	}
+	lookups = (int64) pg_atomic_read_u64(&state->disk_lookups);
+	found = (int64) pg_atomic_read_u64(&state->disk_found);
+	disk_us = (int64) pg_atomic_read_u64(&state->disk_us);
 
 	values[0] = Int64GetDatum(adstream_dedup_index_size);
 	values[1] = Int64GetDatum(hot + in_filter);
