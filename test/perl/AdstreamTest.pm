@@ -138,6 +138,36 @@ sub none_set_aside
 	  . "WHERE s.name = '$source')";
 }
 
+# What the dedup tests compare: dedup_index_status() as a hash, the ids
+# logged in dedup_log, the events accepted (offsets) and counted (minutes).
+sub dedup_status
+{
+	my ($node) = @_;
+	my @cols = qw(entries hot_entries filter_entries segments moved_to_filter disk_lookups disk_duplicates ready);
+	my @v = split /\|/, $node->safe_psql('postgres', 'SELECT ' . join(', ', @cols) . ' FROM adstream.dedup_index_status()');
+	my %s;
+	@s{@cols} = @v;
+	return \%s;
+}
+
+sub logged_ids
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', 'SELECT coalesce(sum(length(ids) / 16), 0) FROM adstream.dedup_log');
+}
+
+sub accepted_events
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', 'SELECT coalesce(sum(accepted), 0) FROM adstream.offsets');
+}
+
+sub counted_events
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', 'SELECT coalesce(sum(impressions + clicks), 0) FROM adstream.ad_stats_minute');
+}
+
 # Waits until the source's committed offsets cover $total messages, and
 # every event it set aside has been judged again.
 sub wait_consumed

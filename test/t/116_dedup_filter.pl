@@ -25,20 +25,10 @@ my $node = AdstreamTest::node('dedup_filter',
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sub status
-{
-	my @cols = qw(entries hot_entries filter_entries segments moved_to_filter disk_lookups disk_duplicates ready);
-	my @v = split /\|/, sql('SELECT ' . join(', ', @cols) . ' FROM adstream.dedup_index_status()');
-	my %s;
-	@s{@cols} = @v;
-	return \%s;
-}
-
-sub logged_ids { return sql('SELECT coalesce(sum(length(ids) / 16), 0) FROM adstream.dedup_log'); }
-
-sub accepted { return sql('SELECT coalesce(sum(accepted), 0) FROM adstream.offsets'); }
-
-sub counted { return sql('SELECT coalesce(sum(impressions + clicks), 0) FROM adstream.ad_stats_minute'); }
+sub status { return AdstreamTest::dedup_status($node); }
+sub logged_ids { return AdstreamTest::logged_ids($node); }
+sub accepted { return AdstreamTest::accepted_events($node); }
+sub counted { return AdstreamTest::counted_events($node); }
 
 sql("SELECT adstream.create_source('s', '$broker->{bootstrap}', 'ads', options => '{\"workers\": 2}')");
 
