@@ -3604,6 +3604,36 @@ COMMENT ON FUNCTION adstream._last_touch(bigint, bigint, timestamptz, interval, 
 	'Internal: the attribution rule, the event an order is credited to (last click within the window, else with view-through the last impression)';
 REVOKE ALL ON FUNCTION adstream._last_touch(bigint, bigint, timestamptz, interval, interval) FROM PUBLIC;
 
+/*
+ * The one place a judged order is credited: given the rows of orders a
+ * judgment wrote (attribute_orders() updates waiting orders,
+ * _store_orders() stores judged ones), insert into attributed_orders
+ * those that matched an event, each with its stable record UUID, in the
+ * caller's transaction; the table's statement trigger queues them for
+ * publishing.  An order credited before keeps its credit.  Returns how
+ * many were credited.
+ */
+CREATE FUNCTION adstream._credit_orders(p_orders adstream.orders[])
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH credited AS (
+		INSERT INTO adstream.attributed_orders
+			(order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts, amount, currency,
+			 attribution, record_uuid)
+		SELECT o.order_id, o.ad_id, o.campaign_id, o.event_id, o.event_ts, o.ts, o.amount, o.currency,
+			   o.attribution, adstream.record_uuid('attributed_orders', o.order_id::text)
+		  FROM unnest(p_orders) o
+		 WHERE o.event_id IS NOT NULL
+		ON CONFLICT (order_id) DO NOTHING
+		RETURNING 1)
+	SELECT count(*)::integer FROM credited
+$$;
+COMMENT ON FUNCTION adstream._credit_orders(adstream.orders[]) IS
+	'Internal: credits judged orders that matched an event (attributed_orders, with their record UUIDs); returns how many';
+REVOKE ALL ON FUNCTION adstream._credit_orders(adstream.orders[]) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
 RETURNS integer
 LANGUAGE plpgsql
@@ -3617,6 +3647,7 @@ DECLARE
 	v_view		interval := current_setting('adstream.view_through_window')::interval;
 	v_wait		interval := current_setting('adstream.attribution_max_wait')::interval;
 	v_done		integer;
+	v_judged	adstream.orders[];
 BEGIN
 	WITH ready AS (
 		SELECT * FROM (
@@ -3650,18 +3681,11 @@ BEGIN
 			   ad_id = j.ad_id, campaign_id = j.campaign_id, event_id = j.event_id, event_ts = j.event_ts
 		  FROM judged j
 		 WHERE o.ctid = j.row_id
-		RETURNING o.*
-	), credited AS (
-		INSERT INTO adstream.attributed_orders
-			(order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts, amount, currency,
-			 attribution, record_uuid)
-		SELECT u.order_id, u.ad_id, u.campaign_id, u.event_id, u.event_ts, u.ts, u.amount, u.currency,
-			   u.attribution, adstream.record_uuid('attributed_orders', u.order_id::text)
-		  FROM updated u WHERE u.event_id IS NOT NULL
-		ON CONFLICT (order_id) DO NOTHING
-		RETURNING 1
+		RETURNING o
 	)
-	SELECT count(*) INTO v_done FROM updated;
+	SELECT count(*), array_agg(u.o) FILTER (WHERE (u.o).event_id IS NOT NULL) INTO v_done, v_judged
+	  FROM updated u;
+	PERFORM adstream._credit_orders(v_judged);
 	RETURN v_done;
 END
 $$;
@@ -3680,18 +3704,19 @@ RETURNS uuid LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
 AS 'MODULE_PATHNAME', 'adstream_record_uuid';
 
 /*
- * Store a batch's orders for the orders worker (src/batch.c) and judge, in
- * the same statement, those the ad-events watermark has already passed: an
- * order is then written once, judged, instead of inserted waiting and
- * updated by a later attribute_orders() pass (a second, non-HOT row
- * version, its index entries and a row lock).  The watermark is read in
- * this transaction, before the insert's snapshot, as attribute_orders()
- * reads it: every click up to it is committed with the offsets it comes
- * from, so the lookup sees all clicks before such an order.  The rule is
- * attribute_orders()'s (_last_touch); orders beyond the watermark are
- * stored waiting and judged by it.  Returns the ids of the orders stored
- * (an order stored before, or judged on the node this one took its
- * partition over from, is a duplicate and not returned).
+ * Store a batch's orders for the orders worker (src/batch.c), judging those
+ * the ad-events watermark has already passed as they are stored: such an
+ * order is written once, judged, instead of inserted waiting and updated
+ * by a later attribute_orders() pass (a second, non-HOT row version, its
+ * index entries and a row lock).  The watermark is read in this
+ * transaction, before the inserts' snapshots, as attribute_orders() reads
+ * it: every click up to it is committed with the offsets it comes from, so
+ * the lookup sees all clicks before such an order.  The rule is
+ * attribute_orders()'s (_last_touch), the credit _credit_orders().  Orders
+ * beyond the watermark are stored waiting by a plain insert of their own
+ * (no lookup, nothing to credit), and judged by a pass.  Returns the ids of
+ * the orders stored (an order stored before, or judged on the node this one
+ * took its partition over from, is a duplicate and not returned).
  */
 CREATE FUNCTION adstream._store_orders(p_source text, p_order_ids uuid[], p_user_ids bigint[],
 	p_store_ids bigint[], p_amounts text[], p_currencies text[], p_ts timestamptz[], p_partitions integer[])
@@ -3705,37 +3730,39 @@ DECLARE
 	v_wm		timestamptz := adstream.ad_events_watermark();
 	v_window	interval := current_setting('adstream.attribution_window')::interval;
 	v_view		interval := current_setting('adstream.view_through_window')::interval;
+	v_judged	adstream.orders[];
 BEGIN
 	RETURN QUERY
+	INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition)
+	SELECT u.order_id, p_source, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts, u.partition
+	  FROM unnest(p_order_ids, p_user_ids, p_store_ids, p_amounts, p_currencies, p_ts, p_partitions)
+		   AS u(order_id, user_id, store_id, amount, currency, ts, partition)
+	 WHERE NOT coalesce(u.ts <= v_wm, false)
+	   AND NOT EXISTS (SELECT 1 FROM adstream.orders_seen_elsewhere x WHERE x.order_id = u.order_id)
+	ON CONFLICT (order_id) DO NOTHING
+	RETURNING o.order_id;
+	IF v_wm IS NULL THEN
+		RETURN;
+	END IF;
+
 	WITH stored AS (
 		INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition,
 			status, decided_at, attribution, ad_id, campaign_id, event_id, event_ts)
 		SELECT u.order_id, p_source, u.user_id, u.store_id, u.amount::numeric, u.currency, u.ts, u.partition,
-			   CASE WHEN NOT coalesce(u.ts <= v_wm, false) THEN 'waiting'
-					WHEN t.event_id IS NULL THEN 'unattributed' ELSE 'attributed' END,
-			   CASE WHEN u.ts <= v_wm THEN now() END,
+			   CASE WHEN t.event_id IS NULL THEN 'unattributed' ELSE 'attributed' END, now(),
 			   CASE t.type WHEN 'click' THEN 'click' WHEN 'impression' THEN 'view' END,
 			   t.ad_id, t.campaign_id, t.event_id, t.ts
 		  FROM unnest(p_order_ids, p_user_ids, p_store_ids, p_amounts, p_currencies, p_ts, p_partitions)
 			   AS u(order_id, user_id, store_id, amount, currency, ts, partition)
-		  -- only orders the watermark has passed are looked up (a one-time
-		  -- filter per order: the others are stored waiting)
-		  LEFT JOIN LATERAL (
-			SELECT * FROM adstream._last_touch(u.user_id, u.store_id, u.ts, v_window, v_view)
-			 WHERE u.ts <= v_wm) t ON true
-		 WHERE NOT EXISTS (SELECT 1 FROM adstream.orders_seen_elsewhere x WHERE x.order_id = u.order_id)
+		  CROSS JOIN LATERAL adstream._last_touch(u.user_id, u.store_id, u.ts, v_window, v_view) t
+		 WHERE u.ts <= v_wm
+		   AND NOT EXISTS (SELECT 1 FROM adstream.orders_seen_elsewhere x WHERE x.order_id = u.order_id)
 		ON CONFLICT (order_id) DO NOTHING
-		RETURNING o.*
-	), credited AS (
-		INSERT INTO adstream.attributed_orders
-			(order_id, ad_id, campaign_id, click_event_id, click_ts, order_ts, amount, currency,
-			 attribution, record_uuid)
-		SELECT s.order_id, s.ad_id, s.campaign_id, s.event_id, s.event_ts, s.ts, s.amount, s.currency,
-			   s.attribution, adstream.record_uuid('attributed_orders', s.order_id::text)
-		  FROM stored s WHERE s.event_id IS NOT NULL
-		ON CONFLICT (order_id) DO NOTHING
+		RETURNING o
 	)
-	SELECT s.order_id FROM stored s;
+	SELECT array_agg(s.o) INTO v_judged FROM stored s;
+	PERFORM adstream._credit_orders(v_judged);
+	RETURN QUERY SELECT j.order_id FROM unnest(v_judged) j;
 END
 $$;
 COMMENT ON FUNCTION adstream._store_orders(text, uuid[], bigint[], bigint[], text[], text[], timestamptz[], integer[]) IS

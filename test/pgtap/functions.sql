@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(338);
+SELECT plan(342);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -50,7 +50,7 @@ SELECT functions_are('adstream', ARRAY[
 	'_dedup_import', 'export_partitions', 'handoff_data', '_handoff_apply', 'import_partitions',
 	'confirm_handoff', 'cancel_handoff', '_metrics_shift',
 	-- 0.6: the orders worker stores orders and judges those the watermark has passed (issue #12)
-	'_store_orders', '_last_touch'],
+	'_store_orders', '_last_touch', '_credit_orders'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -99,7 +99,9 @@ SELECT has_function('adstream', f, args, format('function adstream.%s(%s) exists
 	-- 0.6: the orders worker's insert, judging what the watermark has passed
 	('_store_orders', ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'integer[]']::name[]),
 	-- 0.6: the attribution rule, in one place
-	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[])
+	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[]),
+	-- 0.6: the one place a judged order is credited
+	('_credit_orders', ARRAY['adstream.orders[]']::name[])
   ) AS v(f, args);
 SELECT function_returns('adstream', f, args, r)
   FROM (VALUES
@@ -120,7 +122,8 @@ SELECT function_returns('adstream', f, args, r)
 	('_partition_upper', ARRAY['regclass']::name[], 'timestamp with time zone'),
 	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'integer'),
 	('_store_orders', ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'integer[]']::name[], 'setof uuid'),
-	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[], 'setof record')
+	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[], 'setof record'),
+	('_credit_orders', ARRAY['orders[]']::name[], 'integer')
   ) AS v(f, args, r);
 
 -- 0.3
@@ -256,6 +259,7 @@ SELECT function_lang_is('adstream', f, args, l)
 	('record_uuid', ARRAY['text', 'text']::name[], 'c'),		-- 0.6: in C, the same UUID
 	('_store_orders', ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'integer[]']::name[], 'plpgsql'),
 	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[], 'sql'),
+	('_credit_orders', ARRAY['orders[]']::name[], 'sql'),
 	('bucket', ARRAY['text', 'timestamp with time zone']::name[], 'sql'),
 	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'sql'),
 	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'plpgsql'),
@@ -390,6 +394,7 @@ SELECT volatility_is('adstream', f, args, v)
 	('_partition_upper', ARRAY['regclass']::name[], 'stable'),
 	('_source_kinds', ARRAY[]::name[], 'immutable'),
 	('attribute_orders', ARRAY['integer']::name[], 'volatile'),
+	('_credit_orders', ARRAY['orders[]']::name[], 'volatile'),
 	('refresh_rollups', ARRAY[]::name[], 'volatile'),
 	('create_partitions_ahead', ARRAY['interval']::name[], 'volatile'),
 	('drop_expired_partitions', ARRAY[]::name[], 'volatile'),
