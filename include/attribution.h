@@ -10,9 +10,10 @@
 /*
  * Judge the waiting orders that are ready, in a transaction of its own.
  * Returns how many were decided; a full pass (ADS_ATTRIBUTION_PASS) means
- * more may be ready.
+ * more may be ready.  *watermark_us is the ad-events watermark read in
+ * the same transaction, PG_INT64_MIN when there is none (or -infinity).
  */
 #define ADS_ATTRIBUTION_PASS 5000	/* adstream.attribute_orders() default limit */
-extern int	ads_attribute_orders(void);
+extern int	ads_attribute_orders(int64 *watermark_us);
 
 #endif							/* ADSTREAM_ATTRIBUTION_H */

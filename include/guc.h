@@ -25,6 +25,7 @@ extern int	adstream_discovery_interval_s;
 extern int	adstream_attribution_window_s;
 extern int	adstream_view_through_window_s;
 extern int	adstream_attribution_max_wait_s;
+extern int	adstream_attribution_hold_ms;
 extern int	adstream_minute_retention_s;
 extern int	adstream_rejected_retention_s;
 extern int	adstream_status_history_retention_s;

@@ -8,20 +8,26 @@
 #include "attribution.h"
 
 #include "executor/spi.h"
+#include "utils/timestamp.h"
 
+#include "event_time.h"
 #include "txn.h"
 
 int
-ads_attribute_orders(void)
+ads_attribute_orders(int64 *watermark_us)
 {
 	bool		isnull;
 	int			done;
+	Datum		wm;
 
 	ads_begin_tx("adstream: attributing orders");
 
-	if (SPI_execute("SELECT adstream.attribute_orders()", false, 0) != SPI_OK_SELECT)
+	if (SPI_execute("SELECT adstream.attribute_orders(), adstream.ad_events_watermark()", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "adstream: attribute_orders failed");
 	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	wm = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	*watermark_us = (isnull || TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(wm))) ? PG_INT64_MIN :
+		ads_timestamptz_to_unix_us(DatumGetTimestampTz(wm));
 
 	ads_end_tx();
 	return done;

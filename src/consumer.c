@@ -33,6 +33,7 @@
 #include "kafka_log.h"
 #include "redrive.h"
 #include "node_watch.h"
+#include "order_hold.h"
 #include "registry.h"
 #include "txn.h"
 #include "worker.h"
@@ -50,6 +51,12 @@
  */
 #define ATTRIBUTION_BUSY_MS 100
 #define ATTRIBUTION_INTERVAL_MS 1000
+/*
+ * Orders held for the watermark (adstream.attribution_hold): at most this
+ * many messages; past it the hold is let go into batches (stored waiting),
+ * oldest partition first, so a stalled watermark costs no more memory.
+ */
+#define ORDER_HOLD_MAX 100000
 #define REDRIVE_INTERVAL_MS 1000
 /*
  * Events set aside, while their ids' holders still run: a batch of them alone
@@ -104,6 +111,15 @@ typedef struct AdsConsumer
 	TimestampTz held_retry_at;
 
 	AdsNodeWatch nodes;			/* other nodes on the topic (src/node_watch.c) */
+
+	/*
+	 * The orders worker: orders read whose time the ad-events watermark had
+	 * not passed, held unread (src/order_hold.c), and the watermark as the
+	 * last attribution pass read it (PG_INT64_MIN: none).
+	 */
+	AdsHold		hold;
+	int64		watermark_us;
+	bool		hold_started;	/* the hold was empty and now is not: read the watermark soon */
 } AdsConsumer;
 
 static AdsConsumer consumer;
@@ -295,6 +311,7 @@ static void
 record_gaps(AdsConsumer *c)
 {
 	AdsBatch   *b = &c->batch;
+	bool		pending = false;
 
 	for (int i = 0; i < b->nparts; i++)
 	{
@@ -305,6 +322,12 @@ record_gaps(AdsConsumer *c)
 
 		if (!p->out_of_range)
 			continue;
+		/* What it holds is let go into a batch first (release_orders), so that position is stored. */
+		if (ads_hold_partition_held(&c->hold, p->partition))
+		{
+			pending = true;
+			continue;
+		}
 		if (rd_kafka_query_watermark_offsets(c->kafka->rk, c->source.topic, p->partition,
 											 &lo, &hi, 1000) != RD_KAFKA_RESP_ERR_NO_ERROR)
 			return;				/* the broker is away: try again later */
@@ -352,7 +375,7 @@ record_gaps(AdsConsumer *c)
 		}
 		p->out_of_range = false;
 	}
-	c->out_of_range = false;
+	c->out_of_range = pending;
 	assign_all(c);
 }
 
@@ -714,6 +737,8 @@ check_nodes(AdsConsumer *c)
 	for (int i = 0; i < b->nparts; i++)
 		if (!ads_node_stopped(&c->nodes, b->parts[i].partition))
 			b->parts[kept++] = b->parts[i];
+		else
+			ads_hold_drop(&c->hold, b->parts[i].partition);	/* read again by their new owner */
 	b->nparts = kept;
 	assign_all(c);
 }
@@ -733,12 +758,89 @@ reset_from_stored(AdsConsumer *c)
 	for (int i = c->held_first; i < c->nheld; i++)
 		rd_kafka_message_destroy(c->held[i]);
 	c->nheld = c->held_first = 0;
+	ads_hold_drop(&c->hold, -1);
 	ads_batch_reset(&c->batch);
 	for (int i = 0; i < c->batch.nparts; i++)
 		c->read_ts_ms[i] = c->committed_ts_ms[i] = c->caught_up_at[i] = 0;
 	rd_kafka_assign(c->kafka->rk, NULL);
 	load_offsets(c);
 	assign_all(c);
+}
+
+/* The ad-events watermark, as last read, has passed ts. */
+static inline bool
+watermark_passed(const AdsConsumer *c, int64 ts_us)
+{
+	return c->watermark_us != PG_INT64_MIN && ts_us <= c->watermark_us;
+}
+
+/* Parse a message read from partition index idx into the batch. */
+static AdsMsg *
+batch_message(AdsConsumer *c, rd_kafka_message_t *rkm, int idx)
+{
+	AdsBatch   *b = &c->batch;
+	AdsMsg	   *m;
+	char		detail[ADS_DETAIL_LEN];
+
+	if (b->nmsgs == 0)
+		c->batch_started = GetCurrentTimestamp();
+	m = &b->msgs[b->nmsgs++];
+	m->rkm = rkm;
+	m->part = idx;
+	m->detail = NULL;
+	m->taken_up = false;
+	if (b->is_orders)
+		m->parse_reason = ads_input_parse_order(&c->input, rkm->payload, rkm->len,
+												(size_t) adstream_max_message_bytes,
+												&m->order, detail, sizeof(detail));
+	else
+		m->parse_reason = ads_input_parse_event(&c->input, rkm->payload, rkm->len,
+												(size_t) adstream_max_message_bytes,
+												&m->ev, detail, sizeof(detail));
+	if (m->parse_reason != ADS_OK)
+		m->detail = MemoryContextStrdup(b->ctx, detail);
+	return m;
+}
+
+/*
+ * The orders worker: move held messages into the batch, each partition's
+ * in offset order, while its oldest is an order the watermark has passed,
+ * not an order (a dead letter to be), held adstream.attribution_hold, or
+ * the partition's gap must be recorded.  A hold grown to ORDER_HOLD_MAX,
+ * or turned off, is let go whole.  Those the watermark has not passed are
+ * then stored waiting, as without a hold.
+ */
+static void
+release_orders(AdsConsumer *c)
+{
+	AdsBatch   *b = &c->batch;
+	TimestampTz due;
+	bool		all;
+
+	if (c->hold.total == 0)
+		return;
+	due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), -adstream_attribution_hold_ms);
+	all = (c->hold.total >= ORDER_HOLD_MAX || adstream_attribution_hold_ms == 0);
+	for (int q = 0; q < c->hold.nqueues && b->nmsgs < b->msgs_cap; q++)
+	{
+		int32		partition = c->hold.queues[q].partition;
+		int			idx = (partition < c->part_of_len) ? c->part_of[partition] : -1;
+		const AdsHeldMsg *m;
+
+		if (idx < 0)
+		{
+			/* no longer ours (cannot happen: dropped with the partition) */
+			ads_hold_drop(&c->hold, partition);
+			continue;
+		}
+		while (b->nmsgs < b->msgs_cap && (m = ads_hold_peek(&c->hold, q)) != NULL)
+		{
+			if (!(all || !m->is_order || watermark_passed(c, m->ts_us) || m->since <= due ||
+				  b->parts[idx].out_of_range))
+				break;
+			(void) batch_message(c, ads_hold_pop(&c->hold, q), idx);
+		}
+	}
 }
 
 /*
@@ -753,7 +855,6 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	int			idx;
 	AdsPartition *p;
 	AdsMsg	   *m;
-	char		detail[ADS_DETAIL_LEN];
 	char		regerr[512];
 
 	if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
@@ -810,25 +911,22 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	p->position = rkm->offset + 1;
 	c->read_ts_ms[idx] = rd_kafka_message_timestamp(rkm, NULL);
 
-	if (b->nmsgs == 0)
-		c->batch_started = GetCurrentTimestamp();
-	m = &b->msgs[b->nmsgs++];
-	m->rkm = rkm;
-	m->part = idx;
-	m->detail = NULL;
-	m->taken_up = false;
-	if (b->is_orders)
-		m->parse_reason = ads_input_parse_order(&c->input, rkm->payload, rkm->len,
-												(size_t) adstream_max_message_bytes,
-												&m->order, detail, sizeof(detail));
-	else
-		m->parse_reason = ads_input_parse_event(&c->input, rkm->payload, rkm->len,
-												(size_t) adstream_max_message_bytes,
-												&m->ev, detail, sizeof(detail));
-	if (m->parse_reason != ADS_OK)
-		m->detail = MemoryContextStrdup(b->ctx, detail);
-	else
+	m = batch_message(c, rkm, idx);
+	if (m->parse_reason == ADS_OK)
 		ads_node_note_message(&c->nodes, rkm);
+	if (b->is_orders && adstream_attribution_hold_ms > 0 &&
+		(ads_hold_partition_held(&c->hold, p->partition) ||
+		 (m->parse_reason == ADS_OK && !watermark_passed(c, m->order.ts_us))))
+	{
+		/* Not for this batch: held, in order, until the watermark passes it. */
+		bool		is_order = (m->parse_reason == ADS_OK);
+
+		b->nmsgs--;
+		if (c->hold.total == 0)
+			c->hold_started = true;
+		ads_hold_push(&c->hold, p->partition, rkm, is_order, is_order ? m->order.ts_us : 0,
+					  GetCurrentTimestamp());
+	}
 	return true;
 }
 
@@ -1024,7 +1122,7 @@ attribute_orders(AdsConsumer *c)
 		do
 		{
 			CHECK_FOR_INTERRUPTS();
-			n = ads_attribute_orders();
+			n = ads_attribute_orders(&c->watermark_us);
 			judged += n;
 		} while (n >= ADS_ATTRIBUTION_PASS);
 	}
@@ -1078,6 +1176,9 @@ wait_for_messages(AdsConsumer *c)
 	}
 	if (c->batch.aside_due && c->batch.nparts > 0)
 		timeout = Min(timeout, SET_ASIDE_RETRY_MS);
+	/* orders held: the watermark is read again, and the oldest may be due */
+	if (c->hold.total > 0)
+		timeout = Min(timeout, ATTRIBUTION_BUSY_MS);
 	(void) WaitLatchOrSocket(MyLatch,
 							 WL_LATCH_SET | WL_SOCKET_READABLE | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 c->kafka->wakeup_fd[0], timeout, PG_WAIT_EXTENSION);
@@ -1095,12 +1196,14 @@ adstream_consumer_main(Datum arg)
 	TimestampTz next_discovery = 0;
 	TimestampTz next_status = 0;
 	TimestampTz next_attribution = 0;
+	TimestampTz last_attribution = 0;
 	TimestampTz next_redrive = 0;
 	TimestampTz next_overlap = 0;
 	TimestampTz next_aside = 0;
 	int			aside_retry_ms = SET_ASIDE_RETRY_MS;
 
 	c->slot = ads_worker_start(&c->args);
+	c->watermark_us = PG_INT64_MIN;
 	ads_worker_wait_for_schema(c->slot, "source", c->slot->owner_name);
 	if (!load_source(c))
 	{
@@ -1171,11 +1274,26 @@ adstream_consumer_main(Datum arg)
 			check_nodes(c);
 			next_overlap = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OVERLAP_CHECK_MS);
 		}
-		/* Orders wait for the ad events: judge those they have passed. */
+		/*
+		 * Orders wait for the ad events: judge those they have passed, and
+		 * read the watermark for the orders held (soon after a hold begins).
+		 */
+		if (c->hold_started)
+		{
+			next_attribution = Min(next_attribution, TimestampTzPlusMilliseconds(last_attribution, ATTRIBUTION_BUSY_MS));
+			c->hold_started = false;
+		}
 		if (b->is_orders && b->nmsgs == 0 && now >= next_attribution)
-			next_attribution = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														   attribute_orders(c) > 0 ?
+		{
+			int			judged = attribute_orders(c);
+
+			last_attribution = GetCurrentTimestamp();
+			next_attribution = TimestampTzPlusMilliseconds(last_attribution,
+														   judged > 0 || c->hold.total > 0 ?
 														   ATTRIBUTION_BUSY_MS : ATTRIBUTION_INTERVAL_MS);
+		}
+		if (b->is_orders)
+			release_orders(c);
 
 		/*
 		 * Events set aside for this worker (their ids held by another

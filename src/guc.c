@@ -27,6 +27,7 @@ int			adstream_discovery_interval_s = 30;
 int			adstream_attribution_window_s = 86400;
 int			adstream_view_through_window_s = 0;
 int			adstream_attribution_max_wait_s = 600;
+int			adstream_attribution_hold_ms = 2000;
 int			adstream_minute_retention_s = 7 * 86400;
 int			adstream_rejected_retention_s = 7 * 86400;
 int			adstream_status_history_retention_s = 30 * 86400;
@@ -83,6 +84,11 @@ define_reloadable(void)
 							"An order waits at most this long for the ad-events watermark to pass its time.",
 							NULL, &adstream_attribution_max_wait_s, 600, 0, 7 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("adstream.attribution_hold",
+							"The orders worker holds an order the ad-events watermark has not passed, unread, at most this long before storing it waiting; 0 stores every order as it is read.",
+							"Held orders are judged as they are stored once the watermark passes them; the source's stored offset stays behind them, so a restart reads them again.",
+							&adstream_attribution_hold_ms, 2000, 0, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("adstream.minute_retention",
 							"Minute aggregates older than this are dropped by adstream.drop_expired_partitions().",
 							NULL, &adstream_minute_retention_s, 7 * 86400, 3600, 3650 * 86400,

@@ -1,7 +1,10 @@
 # Order attribution, case by case: last click wins within the window, clicks
 # after the order, outside the window, for another store or user, view-through,
-# and an orders stream that runs ahead of the ad events (orders wait, durably,
-# until the ad-events watermark passes their time).
+# and an orders stream that runs ahead of the ad events: orders are held
+# unread for adstream.attribution_hold, then wait, durably, until the
+# ad-events watermark passes their time; an order the watermark passes
+# while it is held is judged as it is stored, and a crash while it is held
+# reads it again.
 use strict;
 use warnings;
 use lib 'test/perl';
@@ -59,7 +62,8 @@ produce('ads',
 
 # The orders come once the ad events are in: the orders worker then judges
 # the eight the watermark has passed as it stores them (_store_orders), and
-# only the ninth waits for a pass (below, both paths are checked).
+# only the ninth, held for attribution_hold (2 s) first, waits for a pass
+# (below, both paths are checked).
 $node->poll_query_until('postgres',
 	"SELECT adstream.ad_events_watermark() >= to_timestamp(@{[ at(45) / 1000 ]})") or die;
 produce('orders',
@@ -69,6 +73,7 @@ produce('orders',
 
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 8 FROM adstream.orders WHERE status <> 'waiting'") or die;
+$node->poll_query_until('postgres', "SELECT count(*) = 9 FROM adstream.orders") or die;
 
 my $got = $node->safe_psql('postgres', q{
 SELECT o.user_id || ':' || o.status || ':' || coalesce(o.attribution, '-') || ':' || coalesce(o.ad_id::text, '-')
@@ -114,6 +119,36 @@ is($node->safe_psql('postgres', 'SELECT string_agg(record_uuid::text, \',\' ORDE
 	$before, 'after an immediate stop and a duplicate order, the attributions are unchanged');
 is($node->safe_psql('postgres', "SELECT duplicates FROM adstream.offsets WHERE source = 'shop'"), '1',
 	'the re-sent order is counted as a duplicate');
+
+# Phase 3: an order ahead of the ad events, held (a minute at most) until
+# they pass it: never stored waiting, judged as it is stored, once, also
+# across a crash while it was held.
+$node->safe_psql('postgres', "ALTER SYSTEM SET adstream.attribution_hold = '1min'; SELECT pg_reload_conf();");
+produce('orders', order(11, 11, 1, 60));
+$node->poll_query_until('postgres', q{
+SELECT p.read_position = 11 FROM adstream.partition_status() p JOIN adstream.sources s ON s.id = p.source_id
+ WHERE s.name = 'shop'}) or die;
+sleep(1);
+is($node->safe_psql('postgres', q{
+SELECT (SELECT count(*) FROM adstream.orders WHERE user_id = 11) || ':'
+	|| (SELECT next_offset FROM adstream.offsets WHERE source = 'shop')}),
+	'0:10', 'an order ahead of the ad events is held unread: not stored, its offset not committed');
+$node->stop('immediate');
+$node->start;
+$node->poll_query_until('postgres', q{
+SELECT p.read_position = 11 FROM adstream.partition_status() p JOIN adstream.sources s ON s.id = p.source_id
+ WHERE s.name = 'shop'}) or die;
+is($node->safe_psql('postgres', "SELECT count(*) FROM adstream.orders WHERE user_id = 11"), '0',
+	'after a crash it is read again and held again');
+produce('ads', event(14, 'click', 111, 11, 1, 58), event(15, 'impression', 99, 99, 99, 65));
+$node->poll_query_until('postgres', "SELECT count(*) = 1 FROM adstream.orders WHERE user_id = 11") or die;
+is($node->safe_psql('postgres', q{
+SELECT o.status || ':' || o.ad_id || ':' || (o.decided_at = o.received_at) || ':' || count(a.*)
+  FROM adstream.orders o LEFT JOIN adstream.attributed_orders a USING (order_id)
+ WHERE o.user_id = 11 GROUP BY o.order_id}),
+	'attributed:111:true:1', 'once the watermark passes it, the held order is judged as it is stored, credited once');
+is($node->safe_psql('postgres', "SELECT next_offset || ':' || duplicates FROM adstream.offsets WHERE source = 'shop'"),
+	'11:1', 'its offset is committed with it, and reading it twice counted no duplicate');
 
 $node->stop;
 $broker->stop;
