@@ -169,6 +169,7 @@ typedef struct Options
 	double		orders_dup_ratio;
 	const char *replay_path;
 	int			copart;			/* --co-partition */
+	int			orders_interleaved;	/* --orders-interleaved */
 	int			batch;			/* records handed to the producer per partition at once */
 	int			linger_ms;
 	int			report_sets;	/* --batch or --linger-ms given: report message sets */
@@ -1693,7 +1694,8 @@ make_valid_order(Record *rec, int p)
 	const Click *c = NULL;
 
 	random_order_details(&o, 1);
-	if (n_clicks > 0 && u < 0.7)
+	/* interleaved, a pair's first click may still come: no order before it */
+	if (n_clicks > 0 && u < (opt.orders_interleaved ? 0.6 : 0.7))
 	{
 		size_t		pool = n_clicks < ORDER_CLICK_POOL ? n_clicks : ORDER_CLICK_POOL;
 
@@ -1855,13 +1857,21 @@ make_bad_order(Record *rec)
 }
 
 /* Called once, after the last event: sort the clicks for attribution. */
+/* The clicks so far, by (user, store, ts, id), for attribute(). */
 static void
-orders_begin(void)
+sort_clicks(void)
 {
+	free(clicks_sorted);
 	clicks_sorted = xmalloc((n_clicks + 1) * sizeof(Click));
 	if (n_clicks > 0)
 		memcpy(clicks_sorted, clicks, n_clicks * sizeof(Click));
 	qsort(clicks_sorted, n_clicks, sizeof(Click), click_cmp);
+}
+
+static void
+orders_begin(void)
+{
+	sort_clicks();
 	oring = calloc(RING_SIZE, sizeof(OrderRingEntry));
 	opart_max_ts = calloc((size_t) opt.orders_partitions, sizeof(int64_t));
 	opart_has = calloc((size_t) opt.orders_partitions, sizeof(int));
@@ -2106,6 +2116,10 @@ usage(FILE *out)
 			"  --orders-partitions P2  partition count (default: from metadata)\n"
 			"  --attribution-window-s W  last-click window (86400)\n"
 			"  --orders-bad-ratio R (0.02)    --orders-dup-ratio R (0.05)\n"
+			"  --orders-interleaved  with --realtime: send the orders among the events, evenly,\n"
+			"                      at the clock's time (those from a recent click at the\n"
+			"                      click's time plus 1..600 s, capped at the clock), instead\n"
+			"                      of after them; none before the first click of their pair\n"
 			"replay (nothing generated, no truth):\n"
 			"  --replay FILE       produce the records of a --dump format FILE as they are\n");
 }
@@ -2153,7 +2167,7 @@ parse_args(int argc, char **argv)
 		O_NOW, O_START, O_SPAN, O_REALTIME, O_HORIZON, O_MAXBYTES, O_PARTS,
 		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP,
 		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP, O_REPLAY, O_COPART,
-		O_BATCH, O_LINGER
+		O_BATCH, O_LINGER, O_OINTERLEAVED
 	};
 	static const struct option longopts[] = {
 		{"brokers", required_argument, NULL, O_BROKERS},
@@ -2195,6 +2209,7 @@ parse_args(int argc, char **argv)
 		{"co-partition", no_argument, NULL, O_COPART},
 		{"batch", required_argument, NULL, O_BATCH},
 		{"linger-ms", required_argument, NULL, O_LINGER},
+		{"orders-interleaved", no_argument, NULL, O_OINTERLEAVED},
 		{NULL, 0, NULL, 0}
 	};
 	/* ten thousand years of milliseconds either side is plenty */
@@ -2266,6 +2281,7 @@ parse_args(int argc, char **argv)
 			case O_OBAD: opt.orders_bad_ratio = arg_double("orders-bad-ratio", optarg, 0, 1); break;
 			case O_ODUP: opt.orders_dup_ratio = arg_double("orders-dup-ratio", optarg, 0, 1); break;
 			case O_REPLAY: opt.replay_path = optarg; break;
+			case O_OINTERLEAVED: opt.orders_interleaved = 1; break;
 			case O_BATCH: opt.batch = (int) arg_int("batch", optarg, 1, 10000); opt.report_sets = 1; break;
 			case O_LINGER: opt.linger_ms = (int) arg_int("linger-ms", optarg, 0, 5000); opt.report_sets = 1; break;
 			default: usage(stderr); exit(2);
@@ -2297,6 +2313,11 @@ parse_args(int argc, char **argv)
 	if ((opt.orders_topic != NULL) != (opt.orders >= 0))
 	{
 		fprintf(stderr, "adstream-loadgen: --orders-topic and --orders go together\n");
+		exit(2);
+	}
+	if (opt.orders_interleaved && (opt.orders_topic == NULL || !opt.realtime))
+	{
+		fprintf(stderr, "adstream-loadgen: --orders-interleaved needs --orders-topic and --realtime\n");
 		exit(2);
 	}
 	if (opt.orders_topic != NULL && strcmp(opt.orders_topic, opt.topic) == 0)
@@ -2675,6 +2696,7 @@ main(int argc, char **argv)
 	rd_kafka_topic_t *orkt = NULL;
 	Sender		sd;
 	Record		rec;
+	Record		orec;			/* an interleaved order */
 	double		elapsed;
 	int64_t		i;
 	int			p;
@@ -2704,6 +2726,8 @@ main(int argc, char **argv)
 
 	rec.val.cap = (size_t) (opt.max_bytes <= 65536 ? opt.max_bytes + 4096 : 4096);
 	rec.val.data = xmalloc(rec.val.cap);
+	orec.val.cap = rec.val.cap;
+	orec.val.data = xmalloc(orec.val.cap);
 	ring = calloc(RING_SIZE, sizeof(RingEntry));
 	if (ring == NULL)
 		die("out of memory");
@@ -2783,6 +2807,8 @@ main(int argc, char **argv)
 	sd.tokens = 1.0;
 	sd.burst = opt.rate > 0 ? (opt.rate / 20.0 > 1.0 ? opt.rate / 20.0 : 1.0) : 0;
 
+	if (opt.orders_interleaved)
+		orders_begin();
 	for (i = 0; i < opt.count; i++)
 	{
 		double		u = rand_unit();
@@ -2815,6 +2841,12 @@ main(int argc, char **argv)
 		truth.sent++;
 		part_bytes[p] += rec.val.len + (rec.has_key ? rec.keylen : 0);
 		send_record(&sd, rkt, &rec, 0);
+		/* interleaved orders: evenly, opt.orders over opt.count events */
+		while (opt.orders_interleaved && otruth.sent < (int64_t) ((double) opt.orders * (double) (i + 1) / (double) opt.count))
+		{
+			make_order(&orec, (int) (otruth.sent % opt.orders_partitions));
+			send_record(&sd, orkt, &orec, 1);
+		}
 	}
 
 	if (rk != NULL)
@@ -2827,7 +2859,7 @@ main(int argc, char **argv)
 	 * Orders, strictly after the events: the flush above means every event
 	 * has been acknowledged before the first order is produced.
 	 */
-	if (opt.orders_topic != NULL)
+	if (opt.orders_topic != NULL && !opt.orders_interleaved)
 	{
 		orders_begin();
 		for (i = 0; i < opt.orders; i++)
@@ -2848,6 +2880,8 @@ main(int argc, char **argv)
 
 	if (sd.dump && fclose(sd.dump) != 0)
 		die("error writing %s: %s", opt.dump_path, strerror(errno));
+	if (opt.orders_interleaved)
+		sort_clicks();			/* every click, for the orders' truth */
 	if (opt.truth_path)
 		write_truth(opt.truth_path);
 
@@ -2891,5 +2925,6 @@ main(int argc, char **argv)
 		rd_kafka_destroy(rk);
 	}
 	free(rec.val.data);
+	free(orec.val.data);
 	return rc;
 }
