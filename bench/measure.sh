@@ -60,7 +60,7 @@ kv() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; }
 
 cleanup() {
   "$PGBIN/pg_ctl" -D "$TMP/pg" -m immediate -w stop >/dev/null 2>&1 || true
-  exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- 10>&- 2>/dev/null || true
+  exec 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- 10>&- 11>&- 12>&- 2>/dev/null || true
   [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
   [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null
   wait 2>/dev/null || true
@@ -97,10 +97,13 @@ FRESH_PARTITIONS=64
 start_broker b_fresh 7 fresh:$FRESH_PARTITIONS
 start_broker b_fresh2 9 fresh2:$FRESH_PARTITIONS
 start_broker b_grow 8 grow:$PARTITIONS
+# Attribution in real time, held and not (a broker each: topics are read from the start)
+start_broker b_rt1 11 rt1:$FRESH_PARTITIONS rt1o:16
+start_broker b_rt2 12 rt2:$FRESH_PARTITIONS rt2o:16
 start_broker sink 4 adstream.ad_stats:4 adstream.attributed_orders:2
 BROKERS=$BOOT_broker BROKER_PID=$PID_broker SINK=$BOOT_sink SINK_PID=$PID_sink
 [ -n "$BROKERS" ] && [ -n "$SINK" ] && [ -n "$BOOT_b_ads100k" ] && [ -n "$BOOT_b_dup0" ] && [ -n "$BOOT_b_fresh" ] && [ -n "$BOOT_b_fresh2" ] && [ -n "$BOOT_b_small" ] \
-  && [ -n "$BOOT_b_grow" ] || { log "a mock broker did not start"; exit 1; }
+  && [ -n "$BOOT_b_grow" ] && [ -n "$BOOT_b_rt1" ] && [ -n "$BOOT_b_rt2" ] || { log "a mock broker did not start"; exit 1; }
 broker_of() {   # TOPIC: the bootstrap address of the broker that holds it
   case $1 in ads|orders) echo "$BROKERS" ;; *) eval "echo \$BOOT_b_$1" ;; esac
 }
@@ -492,6 +495,67 @@ want fresh && measure_freshness fresh fresh "$BOOT_b_fresh" "$KAFKA_OPTS" "fresh
 # The product's own fetch.wait.max.ms (librdkafka's default, 500 ms): the
 # mock broker holds a fetch that finds nothing new for that long.
 want fresh && measure_freshness fresh_default fresh2 "$BOOT_b_fresh2" "" "freshness at 50% of the sustained rate (the product's fetch.wait.max.ms)"
+
+# ---------------------------------------------------------------- 4b. attribution in real time
+# Ad events and orders produced together in real time (loadgen
+# --orders-interleaved: an order at the clock's time, one per ten events),
+# at a tenth of the sustained rate, consumed as they come: what an order
+# costs when it arrives just ahead of the ad events' watermark, held until
+# the watermark passes it (adstream.attribution_hold, the default) or
+# stored waiting at once and judged by a pass (attribution_hold = 0).
+# Measured from the first message to every event consumed and every order
+# stored; then the orders produced after the last event (beyond the final
+# watermark) are judged after attribution_max_wait (5 s here) and all is
+# checked against the truth.  decided: how long after its time an order was
+# judged (decided_at - ts), over the orders at the clock's time.
+measure_attr_realtime() {   # ID TOPIC BOOT HOLD DESC
+  local id=$1 topic=$2 boot=$3 hold=$4 desc=$5
+  local rate count orders
+  rate=$(awk -v s="$BASE_SUSTAINED" 'BEGIN { printf "%.0f", (s > 0 ? s : 1000000) / 10 }')
+  count=$(( rate * FRESH_S ))
+  [ "$count" -gt $(( FRESH_PARTITIONS * 20000 )) ] && count=$(( FRESH_PARTITIONS * 20000 ))
+  orders=$(( count / 10 ))
+  fresh_cluster "adstream.attribution_hold = '$hold'" "adstream.attribution_max_wait = '5s'"
+  q "SELECT adstream.create_source('shop', '$boot', '${topic}o', 'orders', '{\"workers\": 1$KAFKA_OPTS}')" >/dev/null
+  q "SELECT adstream.create_source('ads', '$boot', '$topic', options => '{\"workers\": $WORKERS$KAFKA_OPTS}')" >/dev/null
+  wait_sql "SELECT count(*) = $(( WORKERS + 1 )) FROM adstream.worker_status() WHERE state IS NOT NULL AND pid IS NOT NULL AND state <> 'starting'" 60 || true
+  sleep 2   # the workers connect and learn the partitions
+  local wal0 cpu0 t0 t_end
+  wal0=$(wal_lsn); cpu0=$(server_cpu); t0=$(now_us)
+  log "$id: $count events and $orders orders at $rate/s (10% of the sustained rate), produced in real time, attribution_hold = $hold"
+  "$BIN/adstream-loadgen" --brokers "$boot" --topic "$topic" --partitions $FRESH_PARTITIONS --count "$count" \
+    --rate "$rate" --realtime --linger-ms 20 --seed 31 --ads 1000 --dup-ratio 0.10 "${LG_COMMON[@]}" \
+    --orders-topic "${topic}o" --orders "$orders" --orders-interleaved --truth "$TMP/truth-$id.csv" \
+    >"$TMP/loadgen-$id.out" 2>>"$TMP/loadgen.err"
+  local sent osent
+  sent=$(kv sent "$(cat "$TMP/loadgen-$id.out")"); osent=$(kv orders_sent "$(cat "$TMP/loadgen-$id.out")")
+  wait_sql "SELECT coalesce(sum(next_offset), 0) >= $sent FROM adstream.offsets WHERE source = 'ads'" 300 || exit 1
+  wait_sql "SELECT coalesce(sum(next_offset), 0) >= $osent FROM adstream.offsets WHERE source = 'shop'" 300 || exit 1
+  wait_sql "SELECT count(*) = 0 FROM adstream.orders WHERE status = 'waiting' AND ts <= adstream.ad_events_watermark()" 300 || exit 1
+  t_end=$(now_us)
+  local scpu ocpu wal secs
+  scpu=$(awk -v a="$cpu0" -v b="$(server_cpu)" 'BEGIN { printf "%.2f", b - a }')
+  ocpu=$(bench/proc_stats.pl cpu $(orders_worker_pids))
+  wal=$(wal_since "$wal0")
+  secs=$(awk -v a="$t0" -v b="$t_end" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+  wait_sql "SELECT count(*) = 0 FROM adstream.waiting_orders" 120 || true
+  local check stats
+  check="$(check_truth adstream "source = 'ads'" "$TMP/truth-$id.csv")/orders_$(check_orders "$TMP/truth-$id.csv")"
+  # judged as stored (never waiting) of all orders; decision delay of the orders at the clock's time
+  stats=$(q "SELECT count(*) FILTER (WHERE decided_at = received_at) || ' ' || count(*) || ' '
+               || coalesce(round(1000 * extract(epoch FROM percentile_cont(0.5) WITHIN GROUP (ORDER BY decided_at - ts))), 0) || ' '
+               || coalesce(round(1000 * extract(epoch FROM percentile_cont(0.99) WITHIN GROUP (ORDER BY decided_at - ts))), 0)
+             FROM adstream.orders WHERE ts > to_timestamp($t0 / 1e6) - interval '1 second'
+               AND ts <= (SELECT max(ts) FROM adstream.ad_events)")
+  local at_store total p50 p99 all_store all_total
+  read -r at_store total p50 p99 <<<"$stats"
+  read -r all_store all_total <<<"$(q "SELECT count(*) FILTER (WHERE decided_at = received_at) || ' ' || count(*) FROM adstream.orders")"
+  log "$id: $sent events + $osent orders in $secs s; server CPU $scpu s, orders worker $ocpu s, WAL $wal B; orders judged as stored $all_store of $all_total ($at_store of the $total at the clock's time, decided p50 $p50 ms, p99 $p99 ms after their time); $check"
+  row "$id" attr_rt "$desc" $WORKERS 1000 0.10 "$sent" "$secs" "$rate" "" "$ocpu" "$scpu" "" "$wal" "" "" "" "" "" \
+    "$p50" "$p99" "" "$check" "" "orders=$all_total;judged_as_stored=$all_store"
+}
+want attr_rt && measure_attr_realtime attr_rt_hold rt1 "$BOOT_b_rt1" 2s "attribution in real time with orders held for the watermark (attribution_hold 2 s)"
+want attr_rt && measure_attr_realtime attr_rt_nohold rt2 "$BOOT_b_rt2" 0 "attribution in real time with orders stored at once (attribution_hold 0)"
 
 # ---------------------------------------------------------------- 5. scaling
 want scaling && for w in 1 4; do
