@@ -53,8 +53,8 @@
 #define ATTRIBUTION_INTERVAL_MS 1000
 /*
  * Orders held for the watermark (adstream.attribution_hold): at most this
- * many messages; past it the hold is let go into batches (stored waiting),
- * oldest partition first, so a stalled watermark costs no more memory.
+ * many messages; past it the hold is let go into batches, partition by
+ * partition (stored waiting), so a stalled watermark costs no more memory.
  */
 #define ORDER_HOLD_MAX 100000
 #define REDRIVE_INTERVAL_MS 1000
