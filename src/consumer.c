@@ -1005,6 +1005,22 @@ try_write(AdsBatch *b)
 }
 
 /*
+ * The Kafka timestamp of the batch's last message read from partition index
+ * i (its offsets are in order in the batch), for pending_since: of a
+ * partition that holds orders, what is committed ends before what was read.
+ */
+static int64
+last_batch_ts_ms(AdsConsumer *c, int i)
+{
+	AdsBatch   *b = &c->batch;
+
+	for (int k = b->nmsgs - 1; k >= 0; k--)
+		if (b->msgs[k].part == i && !b->msgs[k].taken_up)
+			return rd_kafka_message_timestamp(b->msgs[k].rkm, NULL);
+	return c->committed_ts_ms[i];
+}
+
+/*
  * Write the batch, retrying the same messages until it commits.  Only a
  * fence error gives them up, because then they belong to someone else.
  */
@@ -1064,8 +1080,9 @@ flush_batch(AdsConsumer *c)
 		if (b->parts[i].in_batch)
 		{
 			b->parts[i].committed = b->parts[i].b_next;
-			/* everything read of it is in the batch */
-			c->committed_ts_ms[i] = c->read_ts_ms[i];
+			/* everything read of it is in the batch, unless orders are held behind it */
+			c->committed_ts_ms[i] = ads_hold_partition_held(&c->hold, b->parts[i].partition) ?
+				last_batch_ts_ms(c, i) : c->read_ts_ms[i];
 		}
 	commit_to_kafka(c);
 	ads_batch_reset(b);
