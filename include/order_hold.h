@@ -47,7 +47,5 @@ extern const AdsHeldMsg *ads_hold_peek(const AdsHold *h, int q);
 extern rd_kafka_message_t *ads_hold_pop(AdsHold *h, int q);
 /* Destroy what partition's queue holds (every queue with partition < 0). */
 extern void ads_hold_drop(AdsHold *h, int32 partition);
-/* When the oldest message held anywhere was read; 0 when nothing is held. */
-extern TimestampTz ads_hold_oldest(const AdsHold *h);
 
 #endif

@@ -736,7 +736,13 @@ check_nodes(AdsConsumer *c)
 		return;
 	for (int i = 0; i < b->nparts; i++)
 		if (!ads_node_stopped(&c->nodes, b->parts[i].partition))
+		{
+			/* with the status kept beside each partition */
+			c->read_ts_ms[kept] = c->read_ts_ms[i];
+			c->committed_ts_ms[kept] = c->committed_ts_ms[i];
+			c->caught_up_at[kept] = c->caught_up_at[i];
 			b->parts[kept++] = b->parts[i];
+		}
 		else
 			ads_hold_drop(&c->hold, b->parts[i].partition);	/* read again by their new owner */
 	b->nparts = kept;

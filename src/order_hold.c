@@ -121,18 +121,3 @@ ads_hold_drop(AdsHold *h, int32 partition)
 			rd_kafka_message_destroy(ads_hold_pop(h, q));
 	}
 }
-
-TimestampTz
-ads_hold_oldest(const AdsHold *h)
-{
-	TimestampTz oldest = 0;
-
-	for (int q = 0; q < h->nqueues; q++)
-	{
-		const AdsHeldMsg *m = ads_hold_peek(h, q);
-
-		if (m != NULL && (oldest == 0 || m->since < oldest))
-			oldest = m->since;
-	}
-	return oldest;
-}
