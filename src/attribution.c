@@ -26,8 +26,12 @@ ads_attribute_orders(int64 *watermark_us)
 		elog(ERROR, "adstream: attribute_orders failed");
 	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	wm = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	*watermark_us = (isnull || TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(wm))) ? PG_INT64_MIN :
-		ads_timestamptz_to_unix_us(DatumGetTimestampTz(wm));
+	if (isnull)
+		*watermark_us = PG_INT64_MAX;	/* no ad events to wait for */
+	else if (TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(wm)))
+		*watermark_us = PG_INT64_MIN;
+	else
+		*watermark_us = ads_timestamptz_to_unix_us(DatumGetTimestampTz(wm));
 
 	ads_end_tx();
 	return done;

@@ -115,7 +115,8 @@ typedef struct AdsConsumer
 	/*
 	 * The orders worker: orders read whose time the ad-events watermark had
 	 * not passed, held unread (src/order_hold.c), and the watermark as the
-	 * last attribution pass read it (PG_INT64_MIN: none).
+	 * last attribution pass read it (see ads_attribute_orders; PG_INT64_MIN
+	 * until the first pass).
 	 */
 	AdsHold		hold;
 	int64		watermark_us;

@@ -12,10 +12,19 @@ use lib 'test/perl';
 use AdstreamTest;
 use Test::More;
 
-my $broker = AdstreamTest::Broker->start(topics => [ 'orders:1' ]);
+my $broker = AdstreamTest::Broker->start(topics => [ 'orders:1', 'ads:1' ]);
 my $node = AdstreamTest::node('orderholdlag', 'adstream.attribution_hold' => "'10min'");
 $node->safe_psql('postgres', qq{
-SELECT adstream.create_source('shop', '$broker->{bootstrap}', 'orders', 'orders');});
+SELECT adstream.create_source('shop', '$broker->{bootstrap}', 'orders', 'orders');
+SELECT adstream.create_source('ads', '$broker->{bootstrap}', 'ads');});
+
+# An ad-events watermark an hour back, which no order here passes (without
+# any watermark nothing would be held).
+my $in = sprintf('{"event_id":"%s","type":"click","ad_id":1,"campaign_id":1,"user_id":1,"store_id":1,"ts":%d}',
+	'10000000-0000-4000-8000-000000000001', (time() - 3600) * 1000) . "\n";
+IPC::Run::run([ 'kcat', '-P', '-b', $broker->{bootstrap}, '-t', 'ads', '-p', '0' ], \$in) or die "kcat failed";
+AdstreamTest::wait_consumed($node, 'ads', 1);
+$node->poll_query_until('postgres', 'SELECT adstream.ad_events_watermark() IS NOT NULL') or die;
 
 sub id { my ($n) = @_; return sprintf('00000000-0000-4000-8000-%012d', $n); }
 
