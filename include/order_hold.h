@@ -30,7 +30,7 @@ typedef struct AdsHoldQueue
 	AdsHeldMsg *items;
 } AdsHoldQueue;
 
-/* The hold of one worker: a queue per partition that holds something. */
+/* The hold of one worker: a queue for each partition that has held something. */
 typedef struct AdsHold
 {
 	int			nqueues;
