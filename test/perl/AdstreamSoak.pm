@@ -156,24 +156,6 @@ sub event_id_of
 	  ? $1 : undef;
 }
 
-# Per partition [low, high] of a topic: the first offset the broker still
-# holds and its end.
-sub topic_watermarks
-{
-	my ($broker, $topic) = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ "$AdstreamTest::BIN/adstream-upsert-reader", '--brokers', $broker->{bootstrap},
-		'--topic', $topic, '--watermarks' ], '>', \$out, '2>', \$err)
-	  or die "cannot read the watermarks of $topic: $err";
-	my %w;
-	for (split /\n/, $out)
-	{
-		my ($p, $low, $high) = split / /;
-		$w{$p} = [ $low, $high ];
-	}
-	return \%w;
-}
-
 # ---------------------------------------------------------------------------
 # A small generator of its own for the operator actions (xorshift32), so
 # that their choices follow from the seed whatever the faults draw.
@@ -1358,7 +1340,7 @@ sub step_trim
 	}
 	elsif ($a->{state} eq 'filled')
 	{
-		my ($low, $high) = @{ AdstreamSoak::topic_watermarks($self->{trim_broker}, $name)->{0} };
+		my ($low, $high) = @{ AdstreamTest::topic_watermarks($self->{trim_broker}, $name)->{0} };
 		my $total = $TRIM_FIRST + $TRIM_FILL;
 		die "trim: topic $name ends at $high, not $total" if $high != $total;
 		die "trim: the broker kept everything after offset $a->{stored} (from $low): nothing unread was trimmed"
@@ -1421,7 +1403,7 @@ sub trimmed_partitions
 {
 	my ($broker, $topic) = @_;
 	my ($n, $total) = (0, 0);
-	for my $w (values %{ topic_watermarks($broker, $topic) })
+	for my $w (values %{ AdstreamTest::topic_watermarks($broker, $topic) })
 	{
 		$n++ if $w->[0] > 0;
 		$total += $w->[1];
