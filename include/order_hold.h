@@ -12,12 +12,13 @@
 #include <librdkafka/rdkafka.h>
 
 #include "datatype/timestamp.h"
+#include "event_parse.h"
 
 typedef struct AdsHeldMsg
 {
 	rd_kafka_message_t *rkm;
-	bool		is_order;		/* a valid order (else a dead letter to be) */
-	int64		ts_us;			/* the order's time, if is_order */
+	bool		is_order;		/* a valid order, parsed (else a dead letter to be) */
+	AdsOrder	order;			/* if is_order */
 	TimestampTz since;			/* when it was read */
 } AdsHeldMsg;
 
@@ -40,8 +41,9 @@ typedef struct AdsHold
 } AdsHold;
 
 extern bool ads_hold_partition_held(const AdsHold *h, int32 partition);
+/* order: the message parsed, or NULL if it is not a valid order */
 extern void ads_hold_push(AdsHold *h, int32 partition, rd_kafka_message_t *rkm,
-						  bool is_order, int64 ts_us, TimestampTz now);
+						  const AdsOrder *order, TimestampTz now);
 /* The oldest message of queue q, or NULL; pop removes it (the caller owns it). */
 extern const AdsHeldMsg *ads_hold_peek(const AdsHold *h, int q);
 extern rd_kafka_message_t *ads_hold_pop(AdsHold *h, int q);

@@ -781,9 +781,12 @@ watermark_passed(const AdsConsumer *c, int64 ts_us)
 	return c->watermark_us != PG_INT64_MIN && ts_us <= c->watermark_us;
 }
 
-/* Parse a message read from partition index idx into the batch. */
+/*
+ * Put a message read from partition index idx into the batch, parsed (an
+ * order held was parsed when it was read: parsed is that order).
+ */
 static AdsMsg *
-batch_message(AdsConsumer *c, rd_kafka_message_t *rkm, int idx)
+batch_message(AdsConsumer *c, rd_kafka_message_t *rkm, int idx, const AdsOrder *parsed)
 {
 	AdsBatch   *b = &c->batch;
 	AdsMsg	   *m;
@@ -796,7 +799,12 @@ batch_message(AdsConsumer *c, rd_kafka_message_t *rkm, int idx)
 	m->part = idx;
 	m->detail = NULL;
 	m->taken_up = false;
-	if (b->is_orders)
+	if (parsed != NULL)
+	{
+		m->parse_reason = ADS_OK;
+		m->order = *parsed;
+	}
+	else if (b->is_orders)
 		m->parse_reason = ads_input_parse_order(&c->input, rkm->payload, rkm->len,
 												(size_t) adstream_max_message_bytes,
 												&m->order, detail, sizeof(detail));
@@ -842,10 +850,11 @@ release_orders(AdsConsumer *c)
 		}
 		while (b->nmsgs < b->msgs_cap && (m = ads_hold_peek(&c->hold, q)) != NULL)
 		{
-			if (!(all || !m->is_order || watermark_passed(c, m->ts_us) || m->since <= due ||
+			if (!(all || !m->is_order || watermark_passed(c, m->order.ts_us) || m->since <= due ||
 				  b->parts[idx].out_of_range))
 				break;
-			(void) batch_message(c, ads_hold_pop(&c->hold, q), idx);
+			(void) batch_message(c, m->rkm, idx, m->is_order ? &m->order : NULL);
+			(void) ads_hold_pop(&c->hold, q);
 		}
 	}
 }
@@ -918,7 +927,7 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	p->position = rkm->offset + 1;
 	c->read_ts_ms[idx] = rd_kafka_message_timestamp(rkm, NULL);
 
-	m = batch_message(c, rkm, idx);
+	m = batch_message(c, rkm, idx, NULL);
 	if (m->parse_reason == ADS_OK)
 		ads_node_note_message(&c->nodes, rkm);
 	if (b->is_orders && adstream_attribution_hold_ms > 0 &&
@@ -926,12 +935,10 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 		 (m->parse_reason == ADS_OK && !watermark_passed(c, m->order.ts_us))))
 	{
 		/* Not for this batch: held, in order, until the watermark passes it. */
-		bool		is_order = (m->parse_reason == ADS_OK);
-
 		b->nmsgs--;
 		if (c->hold.total == 0)
 			c->hold_started = true;
-		ads_hold_push(&c->hold, p->partition, rkm, is_order, is_order ? m->order.ts_us : 0,
+		ads_hold_push(&c->hold, p->partition, rkm, m->parse_reason == ADS_OK ? &m->order : NULL,
 					  GetCurrentTimestamp());
 	}
 	return true;

@@ -38,7 +38,7 @@ ads_hold_partition_held(const AdsHold *h, int32 partition)
 
 void
 ads_hold_push(AdsHold *h, int32 partition, rd_kafka_message_t *rkm,
-			  bool is_order, int64 ts_us, TimestampTz now)
+			  const AdsOrder *order, TimestampTz now)
 {
 	AdsHoldQueue *queue = find_queue(h, partition);
 	AdsHeldMsg *m;
@@ -78,8 +78,9 @@ ads_hold_push(AdsHold *h, int32 partition, rd_kafka_message_t *rkm,
 	}
 	m = &queue->items[queue->head + queue->n++];
 	m->rkm = rkm;
-	m->is_order = is_order;
-	m->ts_us = ts_us;
+	m->is_order = (order != NULL);
+	if (order != NULL)
+		m->order = *order;
 	m->since = now;
 	h->total++;
 }
