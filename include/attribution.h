@@ -15,7 +15,7 @@
  * messages to read has none yet), PG_INT64_MAX when there is none at all
  * (no ad events to wait for: every order passes).
  */
-#define ADS_ATTRIBUTION_PASS 5000	/* adstream.attribute_orders() default limit */
+#define ADS_ATTRIBUTION_PASS 5000	/* orders a pass judges at most */
 extern int	ads_attribute_orders(int64 *watermark_us);
 
 #endif							/* ADSTREAM_ATTRIBUTION_H */

@@ -60,6 +60,8 @@ typedef struct AdsPartition
 	/* the current batch */
 	bool		in_batch;
 	int64		b_next;
+	int64		b_last_ts_ms;	/* Kafka timestamp of its last message read from
+								 * Kafka in the batch; PG_INT64_MIN if none */
 	int64		b_accepted;
 	int64		b_duplicates;
 	int64		b_rejected;

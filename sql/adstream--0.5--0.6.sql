@@ -3634,7 +3634,8 @@ COMMENT ON FUNCTION adstream._credit_orders(adstream.orders[]) IS
 	'Internal: credits judged orders that matched an event (attributed_orders, with their record UUIDs); returns how many';
 REVOKE ALL ON FUNCTION adstream._credit_orders(adstream.orders[]) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
+/* A pass judges by the ad-events watermark its caller read (the orders worker keeps it). */
+CREATE FUNCTION adstream._attribute_orders(p_limit integer, p_wm timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -3642,7 +3643,7 @@ SET timezone = 'UTC'		-- a one-day window is 24 hours
 SET jit = off				-- a pass is index probes: compiling them costs more than it saves
 AS $$
 DECLARE
-	v_wm		timestamptz := adstream.ad_events_watermark();
+	v_wm		timestamptz := p_wm;
 	v_window	interval := current_setting('adstream.attribution_window')::interval;
 	v_view		interval := current_setting('adstream.view_through_window')::interval;
 	v_wait		interval := current_setting('adstream.attribution_max_wait')::interval;
@@ -3689,6 +3690,16 @@ BEGIN
 	RETURN v_done;
 END
 $$;
+COMMENT ON FUNCTION adstream._attribute_orders(integer, timestamptz) IS
+	'Internal: attribute_orders() with the ad-events watermark read by the caller (the orders worker, which also keeps it)';
+REVOKE ALL ON FUNCTION adstream._attribute_orders(integer, timestamptz) FROM PUBLIC;
+
+/* A pass at the watermark as it is now (the orders worker passes the one it read). */
+CREATE OR REPLACE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+RETURN adstream._attribute_orders(p_limit, adstream.ad_events_watermark());
 
 -------------------------------------------------------------------------------
 -- Attribution, cheaper (issue #12, item 4): record_uuid in C, and an order
@@ -3730,7 +3741,8 @@ DECLARE
 	v_wm		timestamptz := adstream.ad_events_watermark();
 	v_window	interval := current_setting('adstream.attribution_window')::interval;
 	v_view		interval := current_setting('adstream.view_through_window')::interval;
-	v_judged	adstream.orders[];
+	v_credited	adstream.orders[];	-- the judged orders that matched an event
+	v_stored	uuid[];
 BEGIN
 	RETURN QUERY
 	INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition)
@@ -3760,9 +3772,11 @@ BEGIN
 		ON CONFLICT (order_id) DO NOTHING
 		RETURNING o
 	)
-	SELECT array_agg(s.o) INTO v_judged FROM stored s;
-	PERFORM adstream._credit_orders(v_judged);
-	RETURN QUERY SELECT j.order_id FROM unnest(v_judged) j;
+	SELECT array_agg(s.o) FILTER (WHERE (s.o).event_id IS NOT NULL), array_agg((s.o).order_id)
+	  INTO v_credited, v_stored
+	  FROM stored s;
+	PERFORM adstream._credit_orders(v_credited);
+	RETURN QUERY SELECT unnest(v_stored);
 END
 $$;
 COMMENT ON FUNCTION adstream._store_orders(text, uuid[], bigint[], bigint[], text[], text[], timestamptz[], integer[]) IS

@@ -1767,9 +1767,12 @@ COMMENT ON FUNCTION adstream._credit_orders(adstream.orders[]) IS
  * attribution_max_wait (received_at, checked in the index), so that a pass
  * costs what it judges, not what waits.  The update finds each order by the
  * row version it locked (ctid): locked, it cannot move, and no second
- * look-up through the primary key is needed.
+ * look-up through the primary key is needed.  p_wm is the ad-events
+ * watermark, read by the caller in this transaction before the pass's
+ * snapshots: every click up to it is committed with the offsets it comes
+ * from, so the look-ups see all clicks before an order it has passed.
  */
-CREATE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
+CREATE FUNCTION adstream._attribute_orders(p_limit integer, p_wm timestamptz)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1777,7 +1780,7 @@ SET timezone = 'UTC'		-- a one-day window is 24 hours
 SET jit = off				-- a pass is index probes: compiling them costs more than it saves
 AS $$
 DECLARE
-	v_wm		timestamptz := adstream.ad_events_watermark();
+	v_wm		timestamptz := p_wm;
 	v_window	interval := current_setting('adstream.attribution_window')::interval;
 	v_view		interval := current_setting('adstream.view_through_window')::interval;
 	v_wait		interval := current_setting('adstream.attribution_max_wait')::interval;
@@ -1824,6 +1827,15 @@ BEGIN
 	RETURN v_done;
 END
 $$;
+COMMENT ON FUNCTION adstream._attribute_orders(integer, timestamptz) IS
+	'Internal: attribute_orders() with the ad-events watermark read by the caller (the orders worker, which also keeps it)';
+
+/* A pass at the watermark as it is now (the orders worker passes the one it read). */
+CREATE FUNCTION adstream.attribute_orders(p_limit integer DEFAULT 5000)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+RETURN adstream._attribute_orders(p_limit, adstream.ad_events_watermark());
 COMMENT ON FUNCTION adstream.attribute_orders(integer) IS
 	'Judges the waiting orders whose time the ad-events watermark has passed (or that waited attribution_max_wait); returns how many';
 
@@ -1854,7 +1866,8 @@ DECLARE
 	v_wm		timestamptz := adstream.ad_events_watermark();
 	v_window	interval := current_setting('adstream.attribution_window')::interval;
 	v_view		interval := current_setting('adstream.view_through_window')::interval;
-	v_judged	adstream.orders[];
+	v_credited	adstream.orders[];	-- the judged orders that matched an event
+	v_stored	uuid[];
 BEGIN
 	RETURN QUERY
 	INSERT INTO adstream.orders AS o (order_id, source, user_id, store_id, amount, currency, ts, partition)
@@ -1884,9 +1897,11 @@ BEGIN
 		ON CONFLICT (order_id) DO NOTHING
 		RETURNING o
 	)
-	SELECT array_agg(s.o) INTO v_judged FROM stored s;
-	PERFORM adstream._credit_orders(v_judged);
-	RETURN QUERY SELECT j.order_id FROM unnest(v_judged) j;
+	SELECT array_agg(s.o) FILTER (WHERE (s.o).event_id IS NOT NULL), array_agg((s.o).order_id)
+	  INTO v_credited, v_stored
+	  FROM stored s;
+	PERFORM adstream._credit_orders(v_credited);
+	RETURN QUERY SELECT unnest(v_stored);
 END
 $$;
 COMMENT ON FUNCTION adstream._store_orders(text, uuid[], bigint[], bigint[], text[], text[], timestamptz[], integer[]) IS

@@ -22,7 +22,9 @@ ads_attribute_orders(int64 *watermark_us)
 
 	ads_begin_tx("adstream: attributing orders");
 
-	if (SPI_execute("SELECT adstream.attribute_orders(), adstream.ad_events_watermark()", false, 0) != SPI_OK_SELECT)
+	/* The watermark is read once: the pass judges by it, and the caller keeps it. */
+	if (SPI_execute("SELECT adstream._attribute_orders(" CppAsString2(ADS_ATTRIBUTION_PASS) ", w), w "
+					"FROM adstream.ad_events_watermark() AS w", false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "adstream: attribute_orders failed");
 	done = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	wm = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);

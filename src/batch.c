@@ -405,6 +405,7 @@ classify(AdsBatch *b, int64 expired_before_us)
 		p->in_batch = false;
 		p->b_accepted = p->b_duplicates = p->b_rejected = 0;
 		p->b_max_ts_us = PG_INT64_MIN;
+		p->b_last_ts_ms = PG_INT64_MIN;
 		p->b_rw_replayed = p->b_rw_accepted = p->b_rw_duplicates = 0;
 		p->b_rw_rejected = p->b_rw_skipped = 0;
 	}
@@ -420,7 +421,10 @@ classify(AdsBatch *b, int64 expired_before_us)
 
 		/* An event taken up from set_aside lies below the stored offset. */
 		if (!m->taken_up)
+		{
 			p->b_next = m->rkm->offset + 1;
+			p->b_last_ts_ms = rd_kafka_message_timestamp(m->rkm, NULL);
+		}
 		else if (!p->in_batch)
 			p->b_next = p->committed;
 		p->in_batch = true;

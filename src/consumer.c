@@ -842,12 +842,7 @@ release_orders(AdsConsumer *c)
 		int			idx = (partition < c->part_of_len) ? c->part_of[partition] : -1;
 		const AdsHeldMsg *m;
 
-		if (idx < 0)
-		{
-			/* no longer ours (cannot happen: dropped with the partition) */
-			ads_hold_drop(&c->hold, partition);
-			continue;
-		}
+		Assert(idx >= 0);		/* a partition's hold is dropped with it */
 		while (b->nmsgs < b->msgs_cap && (m = ads_hold_peek(&c->hold, q)) != NULL)
 		{
 			if (!(all || !m->is_order || watermark_passed(c, m->order.ts_us) || m->since <= due ||
@@ -870,7 +865,6 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	AdsBatch   *b = &c->batch;
 	int			idx;
 	AdsPartition *p;
-	AdsMsg	   *m;
 	char		regerr[512];
 
 	if (rkm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
@@ -927,20 +921,29 @@ add_message(AdsConsumer *c, rd_kafka_message_t *rkm)
 	p->position = rkm->offset + 1;
 	c->read_ts_ms[idx] = rd_kafka_message_timestamp(rkm, NULL);
 
-	m = batch_message(c, rkm, idx, NULL);
-	if (m->parse_reason == ADS_OK)
-		ads_node_note_message(&c->nodes, rkm);
-	if (b->is_orders && adstream_attribution_hold_ms > 0 &&
-		(ads_hold_partition_held(&c->hold, p->partition) ||
-		 (m->parse_reason == ADS_OK && !watermark_passed(c, m->order.ts_us))))
+	if (b->is_orders && adstream_attribution_hold_ms > 0)
 	{
-		/* Not for this batch: held, in order, until the watermark passes it. */
-		b->nmsgs--;
-		if (c->hold.total == 0)
-			c->hold_started = true;
-		ads_hold_push(&c->hold, p->partition, rkm, m->parse_reason == ADS_OK ? &m->order : NULL,
-					  GetCurrentTimestamp());
+		AdsOrder	order;
+		char		detail[ADS_DETAIL_LEN];
+		bool		valid;
+
+		valid = ads_input_parse_order(&c->input, rkm->payload, rkm->len, (size_t) adstream_max_message_bytes,
+									  &order, detail, sizeof(detail)) == ADS_OK;
+		if (valid)
+			ads_node_note_message(&c->nodes, rkm);
+		if (ads_hold_partition_held(&c->hold, p->partition) || (valid && !watermark_passed(c, order.ts_us)))
+		{
+			/* Not for this batch: held, in order, until the watermark passes it. */
+			if (c->hold.total == 0)
+				c->hold_started = true;
+			ads_hold_push(&c->hold, p->partition, rkm, valid ? &order : NULL, GetCurrentTimestamp());
+		}
+		else
+			(void) batch_message(c, rkm, idx, valid ? &order : NULL);	/* not valid: parsed again, for its detail */
+		return true;
 	}
+	if (batch_message(c, rkm, idx, NULL)->parse_reason == ADS_OK)
+		ads_node_note_message(&c->nodes, rkm);
 	return true;
 }
 
@@ -1019,22 +1022,6 @@ try_write(AdsBatch *b)
 }
 
 /*
- * The Kafka timestamp of the batch's last message read from partition index
- * i (its offsets are in order in the batch), for pending_since: of a
- * partition that holds orders, what is committed ends before what was read.
- */
-static int64
-last_batch_ts_ms(AdsConsumer *c, int i)
-{
-	AdsBatch   *b = &c->batch;
-
-	for (int k = b->nmsgs - 1; k >= 0; k--)
-		if (b->msgs[k].part == i && !b->msgs[k].taken_up)
-			return rd_kafka_message_timestamp(b->msgs[k].rkm, NULL);
-	return c->committed_ts_ms[i];
-}
-
-/*
  * Write the batch, retrying the same messages until it commits.  Only a
  * fence error gives them up, because then they belong to someone else.
  */
@@ -1094,9 +1081,15 @@ flush_batch(AdsConsumer *c)
 		if (b->parts[i].in_batch)
 		{
 			b->parts[i].committed = b->parts[i].b_next;
-			/* everything read of it is in the batch, unless orders are held behind it */
-			c->committed_ts_ms[i] = ads_hold_partition_held(&c->hold, b->parts[i].partition) ?
-				last_batch_ts_ms(c, i) : c->read_ts_ms[i];
+
+			/*
+			 * Everything read of it is in the batch, unless orders are held
+			 * behind it: then what is committed ends at the batch's last.
+			 */
+			if (!ads_hold_partition_held(&c->hold, b->parts[i].partition))
+				c->committed_ts_ms[i] = c->read_ts_ms[i];
+			else if (b->parts[i].b_last_ts_ms != PG_INT64_MIN)
+				c->committed_ts_ms[i] = b->parts[i].b_last_ts_ms;
 		}
 	commit_to_kafka(c);
 	ads_batch_reset(b);

@@ -8,7 +8,7 @@ SET client_min_messages = warning;
 
 BEGIN;
 SET LOCAL timezone = 'UTC';
-SELECT plan(342);
+SELECT plan(346);
 
 -------------------------------------------------------------------------------
 -- Inventory and signatures
@@ -50,7 +50,9 @@ SELECT functions_are('adstream', ARRAY[
 	'_dedup_import', 'export_partitions', 'handoff_data', '_handoff_apply', 'import_partitions',
 	'confirm_handoff', 'cancel_handoff', '_metrics_shift',
 	-- 0.6: the orders worker stores orders and judges those the watermark has passed (issue #12)
-	'_store_orders', '_last_touch', '_credit_orders'],
+	'_store_orders', '_last_touch', '_credit_orders',
+	-- 0.6: a pass at the watermark the orders worker read
+	'_attribute_orders'],
 	'adstream has exactly the expected functions');
 
 SELECT has_function('adstream', 'create_source', ARRAY['text', 'text', 'text', 'text', 'jsonb']);
@@ -101,7 +103,9 @@ SELECT has_function('adstream', f, args, format('function adstream.%s(%s) exists
 	-- 0.6: the attribution rule, in one place
 	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[]),
 	-- 0.6: the one place a judged order is credited
-	('_credit_orders', ARRAY['adstream.orders[]']::name[])
+	('_credit_orders', ARRAY['adstream.orders[]']::name[]),
+	-- 0.6: attribute_orders() at a given watermark
+	('_attribute_orders', ARRAY['integer', 'timestamp with time zone']::name[])
   ) AS v(f, args);
 SELECT function_returns('adstream', f, args, r)
   FROM (VALUES
@@ -123,7 +127,8 @@ SELECT function_returns('adstream', f, args, r)
 	('_drop_partitions_before', ARRAY['text', 'timestamp with time zone']::name[], 'integer'),
 	('_store_orders', ARRAY['text', 'uuid[]', 'bigint[]', 'bigint[]', 'text[]', 'text[]', 'timestamp with time zone[]', 'integer[]']::name[], 'setof uuid'),
 	('_last_touch', ARRAY['bigint', 'bigint', 'timestamp with time zone', 'interval', 'interval']::name[], 'setof record'),
-	('_credit_orders', ARRAY['orders[]']::name[], 'integer')
+	('_credit_orders', ARRAY['orders[]']::name[], 'integer'),
+	('_attribute_orders', ARRAY['integer', 'timestamp with time zone']::name[], 'integer')
   ) AS v(f, args, r);
 
 -- 0.3
@@ -263,7 +268,8 @@ SELECT function_lang_is('adstream', f, args, l)
 	('bucket', ARRAY['text', 'timestamp with time zone']::name[], 'sql'),
 	('campaign_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'sql'),
 	('ad_stats', ARRAY['timestamp with time zone', 'timestamp with time zone', 'text']::name[], 'plpgsql'),
-	('attribute_orders', ARRAY['integer']::name[], 'plpgsql'),
+	('attribute_orders', ARRAY['integer']::name[], 'sql'),	-- 0.6: _attribute_orders at the watermark
+	('_attribute_orders', ARRAY['integer', 'timestamp with time zone']::name[], 'plpgsql'),
 	('refresh_rollups', ARRAY[]::name[], 'plpgsql'),
 	('create_partitions_ahead', ARRAY['interval']::name[], 'plpgsql'),
 	('drop_expired_partitions', ARRAY[]::name[], 'plpgsql'),
@@ -394,6 +400,7 @@ SELECT volatility_is('adstream', f, args, v)
 	('_partition_upper', ARRAY['regclass']::name[], 'stable'),
 	('_source_kinds', ARRAY[]::name[], 'immutable'),
 	('attribute_orders', ARRAY['integer']::name[], 'volatile'),
+	('_attribute_orders', ARRAY['integer', 'timestamp with time zone']::name[], 'volatile'),
 	('_credit_orders', ARRAY['orders[]']::name[], 'volatile'),
 	('refresh_rollups', ARRAY[]::name[], 'volatile'),
 	('create_partitions_ahead', ARRAY['interval']::name[], 'volatile'),
