@@ -307,7 +307,7 @@ baseline_main(const PgBaseline *b, int argc, char **argv)
 		die("connect: %s", PQerrorMessage(conn));
 	b->setup();
 
-	rk = bench_consumer(brokers, b->group_id);
+	rk = bench_consumer(brokers, b->group_id, workers);
 	queue = rd_kafka_queue_get_consumer(rk);
 
 	nparts = bench_partition_count(rk, topic);

@@ -89,7 +89,7 @@ main(int argc, char **argv)
 	if (ts_path != NULL && (ts_out = fopen(ts_path, "w")) == NULL)
 		die("cannot open %s", ts_path);
 
-	rk = bench_consumer(brokers, "adstream-bench-raw");
+	rk = bench_consumer(brokers, "adstream-bench-raw", 1);
 	queue = rd_kafka_queue_get_consumer(rk);
 
 	nparts = bench_partition_count(rk, topic);

@@ -18,14 +18,24 @@ typedef struct AdsKafkaConsumer
 	int			wakeup_fd[2];	/* [0] becomes readable when queue fills */
 } AdsKafkaConsumer;
 
-/* The consumer's configuration; NULL with errbuf set when a property is refused. */
+/*
+ * What a source's workers on a node prefetch in all (queued.max.messages.kbytes,
+ * shared among them), and the least one worker prefetches.
+ */
+#define ADS_PREFETCH_KB_PER_SOURCE (128 * 1024)
+#define ADS_PREFETCH_KB_MIN (16 * 1024)
+
+/*
+ * The configuration of one of a source's nworkers consumers; NULL with
+ * errbuf set when a property is refused.
+ */
 extern rd_kafka_conf_t *ads_kafka_consumer_conf(const char *brokers, const char *group_id,
 												const char *client_id, const AdsKafkaProps *props,
-												char *errbuf, size_t errlen);
+												int nworkers, char *errbuf, size_t errlen);
 /* NULL with errbuf set when librdkafka rejects the configuration. */
 extern AdsKafkaConsumer *ads_kafka_consumer_open(const char *brokers, const char *group_id,
 												 const char *client_id, const AdsKafkaProps *props,
-												 char *errbuf, size_t errlen);
+												 int nworkers, char *errbuf, size_t errlen);
 extern void ads_kafka_consumer_clear_wakeup(AdsKafkaConsumer *k);
 /*
  * Partition count of topic, or < 0 when metadata is not available yet:

@@ -1241,7 +1241,7 @@ adstream_consumer_main(Datum arg)
 
 	snprintf(client_id, sizeof(client_id), "adstream-%s-%d", c->source.name, c->args.worker_index);
 	c->kafka = ads_kafka_consumer_open(c->source.brokers, c->source.group_id, client_id,
-									   &c->source.props, errbuf, sizeof(errbuf));
+									   &c->source.props, c->args.nworkers, errbuf, sizeof(errbuf));
 	if (c->kafka == NULL)
 	{
 		ads_slot_set_error(c->slot, errbuf);

@@ -19,21 +19,31 @@
  */
 rd_kafka_conf_t *
 ads_kafka_consumer_conf(const char *brokers, const char *group_id, const char *client_id,
-						const AdsKafkaProps *props, char *errbuf, size_t errlen)
+						const AdsKafkaProps *props, int nworkers, char *errbuf, size_t errlen)
 {
 	/*
 	 * Prefetch deeply: while a batch is written, librdkafka keeps fetching,
 	 * so that the next batch is already local (librdkafka's defaults let a
 	 * worker of 50,000-message batches wait for the broker about half the
-	 * time).  Bounded by the 256 MiB.
+	 * time).  The bytes are a budget per source on this node, shared by its
+	 * workers: a worker's queue must hold a few fetch rounds of the
+	 * partitions it reads (a message set each), and the partitions are
+	 * shared among the workers.  Every byte of the queue is memory the
+	 * worker touches, so a deeper one than that only costs CPU
+	 * (docs/performance.md, "Prefetch and memory").
 	 */
-	static const char *const consumer_defaults[] = {
+	char		kbytes[16];
+	const char *const consumer_defaults[] = {
 		"queued.min.messages", "1000000",
-		"queued.max.messages.kbytes", "262144",
+		"queued.max.messages.kbytes", kbytes,
 		NULL
 	};
-	rd_kafka_conf_t *conf = ads_kafka_conf(consumer_defaults, brokers, client_id, props,
-										   errbuf, errlen);
+
+	rd_kafka_conf_t *conf;
+
+	snprintf(kbytes, sizeof(kbytes), "%d",
+			 Max(ADS_PREFETCH_KB_MIN, ADS_PREFETCH_KB_PER_SOURCE / Max(1, nworkers)));
+	conf = ads_kafka_conf(consumer_defaults, brokers, client_id, props, errbuf, errlen);
 
 	if (conf == NULL)
 		return NULL;
@@ -57,9 +67,9 @@ ads_kafka_consumer_conf(const char *brokers, const char *group_id, const char *c
 
 AdsKafkaConsumer *
 ads_kafka_consumer_open(const char *brokers, const char *group_id, const char *client_id,
-						const AdsKafkaProps *props, char *errbuf, size_t errlen)
+						const AdsKafkaProps *props, int nworkers, char *errbuf, size_t errlen)
 {
-	rd_kafka_conf_t *conf = ads_kafka_consumer_conf(brokers, group_id, client_id, props,
+	rd_kafka_conf_t *conf = ads_kafka_consumer_conf(brokers, group_id, client_id, props, nworkers,
 													errbuf, errlen);
 	AdsKafkaConsumer *k;
 	int			flags;

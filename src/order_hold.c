@@ -19,6 +19,14 @@
 
 #include "utils/memutils.h"
 
+/* An array of *cap items of size bytes, doubled (to min at first); it lives as long as the worker. */
+static void *
+grow(void *items, int *cap, int min, Size size)
+{
+	*cap = Max(min, *cap * 2);
+	return items == NULL ? MemoryContextAlloc(TopMemoryContext, size * *cap) : repalloc(items, size * *cap);
+}
+
 static AdsHoldQueue *
 find_queue(const AdsHold *h, int32 partition)
 {
@@ -46,14 +54,7 @@ ads_hold_push(AdsHold *h, int32 partition, rd_kafka_message_t *rkm,
 	if (queue == NULL)
 	{
 		if (h->nqueues == h->capqueues)
-		{
-			int			cap = Max(16, h->capqueues * 2);
-
-			h->queues = h->queues == NULL ?
-				MemoryContextAllocZero(TopMemoryContext, sizeof(AdsHoldQueue) * cap) :
-				repalloc(h->queues, sizeof(AdsHoldQueue) * cap);
-			h->capqueues = cap;
-		}
+			h->queues = grow(h->queues, &h->capqueues, 16, sizeof(AdsHoldQueue));
 		queue = &h->queues[h->nqueues++];
 		memset(queue, 0, sizeof(*queue));
 		queue->partition = partition;
@@ -67,14 +68,7 @@ ads_hold_push(AdsHold *h, int32 partition, rd_kafka_message_t *rkm,
 			queue->head = 0;
 		}
 		if (queue->n == queue->cap)
-		{
-			int			cap = Max(256, queue->cap * 2);
-
-			queue->items = queue->items == NULL ?
-				MemoryContextAlloc(TopMemoryContext, sizeof(AdsHeldMsg) * cap) :
-				repalloc(queue->items, sizeof(AdsHeldMsg) * cap);
-			queue->cap = cap;
-		}
+			queue->items = grow(queue->items, &queue->cap, 256, sizeof(AdsHeldMsg));
 	}
 	m = &queue->items[queue->head + queue->n++];
 	m->rkm = rkm;

@@ -86,7 +86,7 @@ adstream_kafka_offsets_for_times(PG_FUNCTION_ARGS)
 	timeout_ms = Max(100, Min(PG_GETARG_INT32(6), MAX_TIMEOUT_MS));
 
 	errbuf[0] = '\0';
-	conf = ads_kafka_consumer_conf(brokers, "adstream.rewind", "adstream-rewind", &props,
+	conf = ads_kafka_consumer_conf(brokers, "adstream.rewind", "adstream-rewind", &props, 1,
 								   errbuf, sizeof(errbuf));
 	if (conf == NULL)
 		ereport(ERROR,

@@ -92,7 +92,7 @@ adstream_kafka_check(PG_FUNCTION_ARGS)
 
 	errbuf[0] = '\0';
 	if (consumer)
-		conf = ads_kafka_consumer_conf(brokers, "adstream.validate", "adstream-validate", &props,
+		conf = ads_kafka_consumer_conf(brokers, "adstream.validate", "adstream-validate", &props, 1,
 									   errbuf, sizeof(errbuf));
 	else
 		/* transaction.timeout.ms as the publisher sets it (publisher.c) */
