@@ -298,6 +298,7 @@ measure_adstream() {
   # Orders beyond the last event wait attribution_max_wait; keep it well
   # above the time the events take, so that no order is judged early.
   [ -n "$attr" ] && conf+=("adstream.attribution_max_wait = '${ATTR_WAIT_S:-60}s'")
+  [ -n "${RUN_CONF:-}" ] && conf+=("$RUN_CONF")   # a setting of this run alone
   fresh_cluster "${conf[@]}"
   local wal0 bytes0 cpu0 t0 poll t_end drain="" check
   wal0=$(wal_lsn); bytes0=$(table_bytes adstream); cpu0=$(server_cpu)
@@ -560,6 +561,17 @@ want attr_rt && measure_attr_realtime attr_rt_nohold rt2 "$BOOT_b_rt2" 0 "attrib
 # ---------------------------------------------------------------- 5. scaling
 want scaling && for w in 1 4; do
   measure_adstream "workers_$w" workers "adstream with $w worker(s)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
+done
+# The same with batches closed by size alone.  On two cores four workers
+# get half a core each, so a batch closed batch_max_ms after it began holds
+# about half the events of one worker's (closed at batch_max_messages), and
+# what a batch costs whatever its size (a row per (ad, minute) it touched,
+# the offsets, the commit) weighs twice as much per event.  With
+# batch_max_ms at 1 s both close at batch_max_messages: the cost per event
+# of the workers themselves.
+want scaling && for w in 1 4; do
+  RUN_CONF="adstream.batch_max_ms = 1000" measure_adstream "workers_${w}_sized" workers \
+    "adstream with $w worker(s) and batches closed by size (batch_max_ms = 1000)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
 done
 want variants && measure_adstream ads_100k ads "adstream with 100k distinct ads" ads100k $WORKERS "$SENT_ads100k" 100000 0.10 "$TMP/truth-ads100k.csv"
 want variants && measure_adstream dup_0 dup "adstream with 0% duplicates" dup0 $WORKERS "$SENT_dup0" 1000 0 "$TMP/truth-dup0.csv"

@@ -109,6 +109,10 @@ sub pct { my ($x) = @_; return defined $x ? sprintf('%.1f%%', 100 * $x) : '–';
 	push @t, ["2. 4 workers: server CPU per event within 10% of 1 worker's",
 		defined $c1 && defined $c4 ? sprintf('%.2f vs %.2f s per million (%+.0f%%)', $c4, $c1, 100 * ($c4 / $c1 - 1)) : '–',
 		pf(defined $c1 && defined $c4 ? $c4 <= 1.10 * $c1 && exact('workers_1', 'workers_4') : undef)];
+	my ($s1, $s4) = map { $r{$_} ? per_m($r{$_}, 'server_cpu_s') : undef } qw(workers_1_sized workers_4_sized);
+	push @t, ["2. the same, batches closed by size at both (batch_max_ms = 1000: on 2 cores, 4 workers' time-closed batches are half the size)",
+		defined $s1 && defined $s4 ? sprintf('%.2f vs %.2f s per million (%+.0f%%)', $s4, $s1, 100 * ($s4 / $s1 - 1)) : '–',
+		pf(defined $s1 && defined $s4 ? $s4 <= 1.10 * $s1 && exact('workers_1_sized', 'workers_4_sized') : undef)];
 	my $per_id = $meta{DEDUP_CAPACITY} ? $meta{DEDUP_SHM_BYTES} / $meta{DEDUP_CAPACITY} : undef;
 	push @t, ["3. dedup index: at most 8 bytes of shared memory per remembered id",
 		defined $per_id ? sprintf('%.1f bytes per id at capacity (%s bytes for %s ids; %s held after the growth rounds)',
@@ -195,7 +199,7 @@ $md .= "CPU seconds from /proc/PID/stat: the adstream workers (and publisher) th
   . "it touched included).\n\n";
 $md .= "| measurement | worker CPU s/M | server CPU s/M | client CPU s/M | WAL bytes/event | table bytes/event | worker VmHWM MB | worker VmRSS MB |\n";
 $md .= "|---|---:|---:|---:|---:|---:|---:|---:|\n";
-for my $id (qw(e2e e2e_publish e2e_attr_publish copy alt workers_1 workers_4 ads_100k dup_0))
+for my $id (qw(e2e e2e_publish e2e_attr_publish copy alt workers_1 workers_4 workers_1_sized workers_4_sized ads_100k dup_0))
 {
 	my $row = $r{$id} or next;
 	$md .= sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", $row->{description},
@@ -269,7 +273,7 @@ $md .= "Lock waits: the share of `pg_stat_activity` samples of the consumer work
   . "offsets went from 10% to 90%) whose `wait_event_type` was `Lock`; the most frequent states follow (CPU: no wait event).\n\n";
 $md .= "| measurement | workers | ads | duplicates | events/s | / reference | server CPU s/M | WAL bytes/event | Lock waits | most frequent worker states | check |\n";
 $md .= "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n";
-for my $id (qw(workers_1 e2e workers_4 ads_100k dup_0))
+for my $id (qw(workers_1 e2e workers_4 workers_1_sized workers_4_sized ads_100k dup_0))
 {
 	my $row = $r{$id} or next;
 	(my $waits = $row->{waits} // '') =~ s/;/, /g;
