@@ -559,19 +559,22 @@ want attr_rt && measure_attr_realtime attr_rt_hold rt1 "$BOOT_b_rt1" 2s "attribu
 want attr_rt && measure_attr_realtime attr_rt_nohold rt2 "$BOOT_b_rt2" 0 "attribution in real time with orders stored at once (attribution_hold 0)"
 
 # ---------------------------------------------------------------- 5. scaling
-want scaling && for w in 1 4; do
-  measure_adstream "workers_$w" workers "adstream with $w worker(s)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
-done
-# The same with batches closed by size alone.  On two cores four workers
-# get half a core each, so a batch closed batch_max_ms after it began holds
-# about half the events of one worker's (closed at batch_max_messages), and
-# what a batch costs whatever its size (a row per (ad, minute) it touched,
-# the offsets, the commit) weighs twice as much per event.  With
-# batch_max_ms at 1 s both close at batch_max_messages: the cost per event
-# of the workers themselves.
-want scaling && for w in 1 4; do
-  RUN_CONF="adstream.batch_max_ms = 1000" measure_adstream "workers_${w}_sized" workers \
-    "adstream with $w worker(s) and batches closed by size (batch_max_ms = 1000)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
+# Three rounds, 1 and 4 workers side by side in each: the report takes each
+# configuration's run of median server CPU per event (a shared machine's
+# speed drifts by tens of percent within minutes).  The second pair closes
+# batches by size alone.  On two cores four workers get half a core each,
+# so a batch closed batch_max_ms after it began holds about half the
+# events of one worker's (closed at batch_max_messages), and what a batch
+# costs whatever its size (a row per (ad, minute) it touched, the offsets,
+# the commit) weighs twice as much per event.  With batch_max_ms at 1 s
+# both close at batch_max_messages: the cost per event of the workers
+# themselves.
+want scaling && for round in 1 2 3; do
+  for w in 1 4; do
+    measure_adstream "workers_${w}_r$round" workers "adstream with $w worker(s)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
+    RUN_CONF="adstream.batch_max_ms = 1000" measure_adstream "workers_${w}_sized_r$round" workers \
+      "adstream with $w worker(s) and batches closed by size (batch_max_ms = 1000)" ads $w "$SENT_base" 1000 0.10 "$TMP/truth-base.csv"
+  done
 done
 want variants && measure_adstream ads_100k ads "adstream with 100k distinct ads" ads100k $WORKERS "$SENT_ads100k" 100000 0.10 "$TMP/truth-ads100k.csv"
 want variants && measure_adstream dup_0 dup "adstream with 0% duplicates" dup0 $WORKERS "$SENT_dup0" 1000 0 "$TMP/truth-dup0.csv"

@@ -30,7 +30,7 @@ ads_kafka_consumer_conf(const char *brokers, const char *group_id, const char *c
 	 * partitions it reads (a message set each), and the partitions are
 	 * shared among the workers.  Every byte of the queue is memory the
 	 * worker touches, so a deeper one than that only costs CPU
-	 * (docs/performance.md, "Prefetch and memory").
+	 * (docs/performance.md, "Memory: the kernel zeroing pages").
 	 */
 	char		kbytes[16];
 	const char *const consumer_defaults[] = {
