@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "kafka_prefetch.h"
+
 extern const char *const bench_progname;
 
 static void
@@ -62,10 +64,9 @@ set_conf(rd_kafka_conf_t *conf, const char *key, const char *value)
 /*
  * A consumer as each of a source's nworkers workers reads: read_committed,
  * no offset commits, explicit assignment (the caller's), adstream's
- * prefetch (128 MiB shared by the workers, 16 MiB at least:
- * src/kafka_consumer.c), and fetch.wait.max.ms = 10 (see KAFKA_OPTS in
- * measure.sh: the mock broker answers an idle fetch only when that wait
- * runs out).
+ * prefetch (include/kafka_prefetch.h), and fetch.wait.max.ms = 10 (see
+ * KAFKA_OPTS in measure.sh: the mock broker answers an idle fetch only when
+ * that wait runs out).
  */
 static inline rd_kafka_t *
 bench_consumer(const char *brokers, const char *group_id, int nworkers)
@@ -74,7 +75,6 @@ bench_consumer(const char *brokers, const char *group_id, int nworkers)
 	rd_kafka_t *rk;
 	char		errstr[512];
 	char		kbytes[16];
-	int			kb = 128 * 1024 / (nworkers > 0 ? nworkers : 1);
 
 	set_conf(conf, "bootstrap.servers", brokers);
 	set_conf(conf, "group.id", group_id);
@@ -84,7 +84,7 @@ bench_consumer(const char *brokers, const char *group_id, int nworkers)
 	set_conf(conf, "enable.partition.eof", "true");
 	set_conf(conf, "log_level", "3");
 	set_conf(conf, "queued.min.messages", "1000000");
-	snprintf(kbytes, sizeof(kbytes), "%d", kb > 16 * 1024 ? kb : 16 * 1024);
+	snprintf(kbytes, sizeof(kbytes), "%d", ads_prefetch_kb(nworkers));
 	set_conf(conf, "queued.max.messages.kbytes", kbytes);
 	set_conf(conf, "fetch.wait.max.ms", "10");
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));

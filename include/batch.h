@@ -60,8 +60,8 @@ typedef struct AdsPartition
 	/* the current batch */
 	bool		in_batch;
 	int64		b_next;
-	int64		b_last_ts_ms;	/* Kafka timestamp of its last message read from
-								 * Kafka in the batch; PG_INT64_MIN if none */
+	int			b_last;			/* index in msgs of its last message read from
+								 * Kafka in the batch; -1 if none */
 	int64		b_accepted;
 	int64		b_duplicates;
 	int64		b_rejected;

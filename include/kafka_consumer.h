@@ -19,13 +19,6 @@ typedef struct AdsKafkaConsumer
 } AdsKafkaConsumer;
 
 /*
- * What a source's workers on a node prefetch in all (queued.max.messages.kbytes,
- * shared among them), and the least one worker prefetches.
- */
-#define ADS_PREFETCH_KB_PER_SOURCE (128 * 1024)
-#define ADS_PREFETCH_KB_MIN (16 * 1024)
-
-/*
  * The configuration of one of a source's nworkers consumers; NULL with
  * errbuf set when a property is refused.
  */

@@ -405,7 +405,7 @@ classify(AdsBatch *b, int64 expired_before_us)
 		p->in_batch = false;
 		p->b_accepted = p->b_duplicates = p->b_rejected = 0;
 		p->b_max_ts_us = PG_INT64_MIN;
-		p->b_last_ts_ms = PG_INT64_MIN;
+		p->b_last = -1;
 		p->b_rw_replayed = p->b_rw_accepted = p->b_rw_duplicates = 0;
 		p->b_rw_rejected = p->b_rw_skipped = 0;
 	}
@@ -423,7 +423,7 @@ classify(AdsBatch *b, int64 expired_before_us)
 		if (!m->taken_up)
 		{
 			p->b_next = m->rkm->offset + 1;
-			p->b_last_ts_ms = rd_kafka_message_timestamp(m->rkm, NULL);
+			p->b_last = i;
 		}
 		else if (!p->in_batch)
 			p->b_next = p->committed;

@@ -1088,8 +1088,8 @@ flush_batch(AdsConsumer *c)
 			 */
 			if (!ads_hold_partition_held(&c->hold, b->parts[i].partition))
 				c->committed_ts_ms[i] = c->read_ts_ms[i];
-			else if (b->parts[i].b_last_ts_ms != PG_INT64_MIN)
-				c->committed_ts_ms[i] = b->parts[i].b_last_ts_ms;
+			else if (b->parts[i].b_last >= 0)
+				c->committed_ts_ms[i] = rd_kafka_message_timestamp(b->msgs[b->parts[i].b_last].rkm, NULL);
 		}
 	commit_to_kafka(c);
 	ads_batch_reset(b);

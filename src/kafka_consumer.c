@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kafka_log.h"
+#include "kafka_prefetch.h"
 
 /*
  * The whole configuration of a consumer: our defaults, the user's
@@ -41,8 +42,7 @@ ads_kafka_consumer_conf(const char *brokers, const char *group_id, const char *c
 
 	rd_kafka_conf_t *conf;
 
-	snprintf(kbytes, sizeof(kbytes), "%d",
-			 Max(ADS_PREFETCH_KB_MIN, ADS_PREFETCH_KB_PER_SOURCE / Max(1, nworkers)));
+	snprintf(kbytes, sizeof(kbytes), "%d", ads_prefetch_kb(nworkers));
 	conf = ads_kafka_conf(consumer_defaults, brokers, client_id, props, errbuf, errlen);
 
 	if (conf == NULL)
