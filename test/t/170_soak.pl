@@ -284,6 +284,10 @@ while ($loaded < $duration - 5 && !@failures)
 
 	soaklog(sprintf('t=%7.1fs ROUND %d: load done (%d events, %d orders); draining', time() - $t0, $round,
 		$run->{sent}, $o));
+	# A fault just before the end (a killed publisher) may have the server in
+	# crash recovery: wait until it answers again (poll_query_until retries).
+	$node->poll_query_until('postgres', 'SELECT true')
+	  or die 'the server does not answer after the round';
 	# What Kafka holds: the mock broker may have stored a retried write
 	# twice; no topic may have been trimmed but the trims' own.
 	my (@trimmed, $double);
