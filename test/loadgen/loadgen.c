@@ -129,6 +129,9 @@ _Static_assert(ADS_R_INVALID_AMOUNT > ADS_R_INVALID_TIMESTAMP &&
 /* ----------------------------------------------------------------------
  * Options
  * ---------------------------------------------------------------------- */
+/* --seq-headers: the header naming each send (read by adstream-upsert-reader --copies) */
+#define SEQ_HEADER "adstream-seq"
+
 typedef struct Options
 {
 	const char *brokers;
@@ -173,6 +176,7 @@ typedef struct Options
 	int			batch;			/* records handed to the producer per partition at once */
 	int			linger_ms;
 	int			report_sets;	/* --batch or --linger-ms given: report message sets */
+	int			seq_headers;	/* --seq-headers */
 } Options;
 
 static Options opt;
@@ -2110,6 +2114,9 @@ usage(FILE *out)
 			"                      time, for message sets of about N records (1)\n"
 			"  --linger-ms MS      the producer's linger.ms (5)\n"
 			"                      (either also reports message_sets and records_per_set)\n"
+			"  --seq-headers       give every record sent a header \"" SEQ_HEADER "\" unique to\n"
+			"                      that send, so that a copy the broker stored of a retried\n"
+			"                      write is told apart from a re-sent duplicate\n"
 			"orders (sent after all events; truth adds order/reject_order lines):\n"
 			"  --orders-topic T2   topic for the orders stream\n"
 			"  --orders N          number of order records (0)\n"
@@ -2167,7 +2174,7 @@ parse_args(int argc, char **argv)
 		O_NOW, O_START, O_SPAN, O_REALTIME, O_HORIZON, O_MAXBYTES, O_PARTS,
 		O_TRUTH, O_DUMP, O_PROGRESS, O_DRYRUN, O_TIMEOUT, O_DEBUG, O_HELP,
 		O_OTOPIC, O_ORDERS, O_OPARTS, O_WINDOW, O_OBAD, O_ODUP, O_REPLAY, O_COPART,
-		O_BATCH, O_LINGER, O_OINTERLEAVED
+		O_BATCH, O_LINGER, O_OINTERLEAVED, O_SEQHDR
 	};
 	static const struct option longopts[] = {
 		{"brokers", required_argument, NULL, O_BROKERS},
@@ -2210,6 +2217,7 @@ parse_args(int argc, char **argv)
 		{"batch", required_argument, NULL, O_BATCH},
 		{"linger-ms", required_argument, NULL, O_LINGER},
 		{"orders-interleaved", no_argument, NULL, O_OINTERLEAVED},
+		{"seq-headers", no_argument, NULL, O_SEQHDR},
 		{NULL, 0, NULL, 0}
 	};
 	/* ten thousand years of milliseconds either side is plenty */
@@ -2282,6 +2290,7 @@ parse_args(int argc, char **argv)
 			case O_ODUP: opt.orders_dup_ratio = arg_double("orders-dup-ratio", optarg, 0, 1); break;
 			case O_REPLAY: opt.replay_path = optarg; break;
 			case O_OINTERLEAVED: opt.orders_interleaved = 1; break;
+			case O_SEQHDR: opt.seq_headers = 1; break;
 			case O_BATCH: opt.batch = (int) arg_int("batch", optarg, 1, 10000); opt.report_sets = 1; break;
 			case O_LINGER: opt.linger_ms = (int) arg_int("linger-ms", optarg, 0, 5000); opt.report_sets = 1; break;
 			default: usage(stderr); exit(2);
@@ -2386,10 +2395,43 @@ typedef struct Sender
 	double		t_tokens;
 } Sender;
 
+/*
+ * With --seq-headers, the headers of one send: SEQ_HEADER is this process's
+ * id (pid and start time) and the send's number, unique across runs on a
+ * topic.  A producer's retry carries the same headers, so a copy the broker
+ * stored twice shares them with its original, and a deliberate re-send does
+ * not.  NULL without the option; the producer takes ownership on success.
+ */
+static rd_kafka_headers_t *
+send_headers(void)
+{
+	static char run_id[64];
+	static uint64_t nsent;
+	rd_kafka_headers_t *h;
+	char		v[96];
+	int			n;
+
+	if (!opt.seq_headers)
+		return NULL;
+	if (run_id[0] == '\0')
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		snprintf(run_id, sizeof(run_id), "%ld.%lld.%ld", (long) getpid(), (long long) ts.tv_sec, ts.tv_nsec);
+	}
+	n = snprintf(v, sizeof(v), "%s.%" PRIu64, run_id, nsent++);
+	h = rd_kafka_headers_new(1);
+	rd_kafka_header_add(h, SEQ_HEADER, -1, v, n);
+	return h;
+}
+
 static void
 produce_one(Sender *sd, rd_kafka_topic_t *rkt, int p, const char *val, size_t vlen,
 			const char *key, size_t klen)
 {
+	rd_kafka_headers_t *hdrs = send_headers();
+
 	for (;;)
 	{
 		rd_kafka_resp_err_t err;
@@ -2405,6 +2447,7 @@ produce_one(Sender *sd, rd_kafka_topic_t *rkt, int p, const char *val, size_t vl
 								/* parenthesised: the macro casts its argument */
 								RD_KAFKA_V_VALUE(((char *) val), vlen),
 								RD_KAFKA_V_KEY(((char *) key), klen),
+								RD_KAFKA_V_HEADERS(hdrs),
 								RD_KAFKA_V_END);
 		if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
 			break;
@@ -2638,6 +2681,7 @@ replay_main(void)
 					vlen;
 		char		extra;
 		rd_kafka_resp_err_t err;
+		rd_kafka_headers_t *hdrs;
 
 		lineno++;
 		if (sscanf(line, "%d %lld %lld%c", &p, &klen, &vlen, &extra) != 4 || extra != '\n' ||
@@ -2651,6 +2695,7 @@ replay_main(void)
 			(vlen > 0 && fread(val, 1, (size_t) vlen, in) != (size_t) vlen) ||
 			fgetc(in) != '\n')
 			die("%s: record %" PRId64 ": truncated", opt.replay_path, lineno);
+		hdrs = send_headers();
 		for (;;)
 		{
 			err = rd_kafka_producev(rk,
@@ -2659,6 +2704,7 @@ replay_main(void)
 									RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 									RD_KAFKA_V_VALUE((vlen >= 0 ? val : NULL), (size_t) (vlen > 0 ? vlen : 0)),
 									RD_KAFKA_V_KEY((klen >= 0 ? key : NULL), (size_t) (klen > 0 ? klen : 0)),
+									RD_KAFKA_V_HEADERS(hdrs),
 									RD_KAFKA_V_END);
 			if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 				break;

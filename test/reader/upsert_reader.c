@@ -27,6 +27,12 @@
  * anything, one line "PARTITION LOW HIGH" per partition; it works on any
  * topic, whatever its records look like.
  *
+ * --copies reads any topic as well, and prints instead one line "PARTITION
+ * OFFSET" per message whose "adstream-seq" header (adstream-loadgen
+ * --seq-headers: one value per send) an earlier message already had: the
+ * copies the broker stored of a retried write.  Messages without that
+ * header are never copies.  The summary line is then "read=N copies=C".
+ *
  * The value is printed as it was received, except that line breaks (which
  * in valid JSON can only be insignificant whitespace) become spaces, so
  * that every value is exactly one line.
@@ -37,7 +43,7 @@
  *
  * Usage:
  *	  adstream-upsert-reader --brokers B --topic T [--timeout-s SECONDS]
- *	                         [--watermarks]
+ *	                         [--watermarks | --copies]
  *	                         [-X librdkafka.property=value]...
  *
  * Exit status: 0 on success; 1 on a usage error, a Kafka error, or when the
@@ -604,37 +610,56 @@ table_grow(void)
 	table_cap = new_cap;
 }
 
+/*
+ * The entry of a key; a new one (*is_new, no value, the key copied) if the
+ * key was not there.
+ */
+static Entry *
+table_entry(const void *key, size_t key_len, bool *is_new)
+{
+	uint64_t	h = hash_bytes(key, key_len);
+	Entry	   *e;
+
+	if ((table_used + 1) * 10 > table_cap * 7)
+		table_grow();
+	for (size_t i = h & (table_cap - 1);; i = (i + 1) & (table_cap - 1))
+	{
+		e = &table[i];
+		if (e->key == NULL)
+		{
+			/* (A zero-length key is stored as a 1-byte allocation.) */
+			e->key = xmemdup(key, key_len);
+			e->key_len = key_len;
+			e->hash = h;
+			table_used++;
+			*is_new = true;
+			return e;
+		}
+		if (e->hash == h && e->key_len == key_len &&
+			(key_len == 0 || memcmp(e->key, key, key_len) == 0))
+		{
+			*is_new = false;
+			return e;
+		}
+	}
+}
+
 /* Apply Pinot's upsert rule to one message. */
 static void
 upsert(const void *key, size_t key_len, int64_t version,
 	   const void *value, size_t value_len, int32_t partition)
 {
-	uint64_t	h = hash_bytes(key, key_len);
-	size_t		i;
-	Entry	   *e;
+	bool		is_new;
+	Entry	   *e = table_entry(key, key_len, &is_new);
 
-	if ((table_used + 1) * 10 > table_cap * 7)
-		table_grow();
-	for (i = h & (table_cap - 1);; i = (i + 1) & (table_cap - 1))
+	if (is_new)
 	{
-		e = &table[i];
-		if (e->key == NULL)
-		{
-			/* The key is new.  (A zero-length key is stored as a 1-byte allocation.) */
-			e->key = xmemdup(key, key_len);
-			e->key_len = key_len;
-			e->hash = h;
-			e->version = version;
-			e->value = xmemdup(value, value_len);
-			e->value_len = value_len;
-			e->partition = partition;
-			e->split = false;
-			table_used++;
-			return;
-		}
-		if (e->hash == h && e->key_len == key_len &&
-			(key_len == 0 || memcmp(e->key, key, key_len) == 0))
-			break;
+		e->version = version;
+		e->value = xmemdup(value, value_len);
+		e->value_len = value_len;
+		e->partition = partition;
+		e->split = false;
+		return;
 	}
 	if (partition != e->partition && !e->split)
 	{
@@ -687,7 +712,7 @@ static void
 usage(FILE *out)
 {
 	fprintf(out,
-			"Usage: %s --brokers B --topic T [--timeout-s SECONDS] [--watermarks]\n"
+			"Usage: %s --brokers B --topic T [--timeout-s SECONDS] [--watermarks | --copies]\n"
 			"          [-X property=value]...\n"
 			"\n"
 			"Reads every partition of topic T from its beginning up to the high watermark\n"
@@ -696,7 +721,9 @@ usage(FILE *out)
 			"message), prints each kept value on one line to stdout and \"read=N keys=K\"\n"
 			"to stderr; partitions whose oldest records are gone are named there as\n"
 			"\"trimmed\".  --watermarks prints \"PARTITION LOW HIGH\" per partition and\n"
-			"reads nothing.  -X passes a librdkafka property (e.g. security settings).\n"
+			"reads nothing.  --copies prints \"PARTITION OFFSET\" per message whose\n"
+			"\"adstream-seq\" header an earlier message had (a write the broker stored\n"
+			"twice).  -X passes a librdkafka property (e.g. security settings).\n"
 			"\n"
 			"Exit status: 0 ok; 1 usage, Kafka error or timeout (default 30 s);\n"
 			"2 a message without key or without a parsable \"version\".\n",
@@ -761,6 +788,8 @@ main(int argc, char **argv)
 	int			pending = 0;
 	uint64_t	nread = 0;
 	bool		watermarks_only = false;
+	bool		copies_only = false;
+	uint64_t	ncopies = 0;
 	int			ntrimmed = 0;
 	rd_kafka_resp_err_t last_warned = RD_KAFKA_RESP_ERR_NO_ERROR;
 
@@ -788,6 +817,8 @@ main(int argc, char **argv)
 		}
 		else if (strcmp(argv[i], "--watermarks") == 0)
 			watermarks_only = true;
+		else if (strcmp(argv[i], "--copies") == 0)
+			copies_only = true;
 		else if (strcmp(argv[i], "-X") == 0 && i + 1 < argc)
 		{
 			if (nprops == MAX_PROPS)
@@ -1005,14 +1036,35 @@ main(int argc, char **argv)
 			continue;
 		}
 
-		if (m->key == NULL)
-			die(EXIT_BAD_RECORD, "partition %" PRId32 " offset %" PRId64 ": the message has no key",
-				m->partition, m->offset);
-		vr = find_version(m->payload, m->payload ? m->len : 0, &version);
-		if (vr != V_OK)
-			die(EXIT_BAD_RECORD, "partition %" PRId32 " offset %" PRId64 ": %s",
-				m->partition, m->offset, m->payload ? version_error(vr) : "the message has no value");
-		upsert(m->key, m->key_len, version, m->payload, m->len, m->partition);
+		if (copies_only)
+		{
+			rd_kafka_headers_t *hdrs;
+			const void *seq;
+			size_t		seq_len;
+			bool		is_new;
+
+			if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+				rd_kafka_header_get_last(hdrs, "adstream-seq", &seq, &seq_len) == RD_KAFKA_RESP_ERR_NO_ERROR)
+			{
+				table_entry(seq, seq_len, &is_new);
+				if (!is_new)
+				{
+					printf("%" PRId32 " %" PRId64 "\n", m->partition, m->offset);
+					ncopies++;
+				}
+			}
+		}
+		else
+		{
+			if (m->key == NULL)
+				die(EXIT_BAD_RECORD, "partition %" PRId32 " offset %" PRId64 ": the message has no key",
+					m->partition, m->offset);
+			vr = find_version(m->payload, m->payload ? m->len : 0, &version);
+			if (vr != V_OK)
+				die(EXIT_BAD_RECORD, "partition %" PRId32 " offset %" PRId64 ": %s",
+					m->partition, m->offset, m->payload ? version_error(vr) : "the message has no value");
+			upsert(m->key, m->key_len, version, m->payload, m->len, m->partition);
+		}
 		nread++;
 
 		if (m->offset + 1 >= p->target)
@@ -1027,6 +1079,14 @@ main(int argc, char **argv)
 	rd_kafka_topic_destroy(rkt);
 	rd_kafka_destroy(rk);
 
+	if (copies_only)
+	{
+		if (fflush(stdout) != 0 || ferror(stdout))
+			die(EXIT_KAFKA, "could not write to stdout: %s", strerror(errno));
+		fprintf(stderr, "read=%" PRIu64 " copies=%" PRIu64 "\n", nread, ncopies);
+		free(parts);
+		return 0;
+	}
 	for (size_t i = 0; i < table_cap; i++)
 		if (table[i].key != NULL)
 			print_value(table[i].value, table[i].value_len);

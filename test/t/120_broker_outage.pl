@@ -9,13 +9,29 @@ use AdstreamTest;
 use Test::More;
 use Time::HiRes qw(time);
 
-my $broker = AdstreamTest::Broker->start(topics => ['ads:4']);
+my $broker = AdstreamTest::Broker->start(topics => [ 'ads:4', 'probe:1' ]);
+
+# How copies are told apart, on a topic where one is made on purpose: a
+# message sent again with its send's header is a copy, the same bytes under
+# another send's header are a duplicate sent on purpose, and a message
+# without the header is never a copy.
+for my $send ([ 'a', 'x' ], [ 'a', 'x' ], [ 'a', 'y' ], [ 'a', undef ])
+{
+	my ($value, $seq) = @$send;
+	IPC::Run::run([ 'kcat', '-P', '-b', $broker->{bootstrap}, '-t', 'probe', '-p', '0',
+		defined $seq ? ('-H', "adstream-seq=$seq") : () ], '<', \$value)
+	  or die 'kcat failed';
+}
+is_deeply(AdstreamTest::broker_copies($broker, 'probe', 3), [ 'probe 0 1' ],
+	'a message sent again under its header is found as the copy, at its offset');
 my $node = AdstreamTest::node('outage', 'adstream.batch_max_messages' => 500);
 $node->safe_psql('postgres',
 	"SELECT adstream.create_source('s', '$broker->{bootstrap}', 'ads', options => '{\"workers\": 2}')");
 
+# (each send named by a header, so that a write the broker stores twice is
+# told apart from a duplicate sent on purpose)
 my $run = AdstreamTest::loadgen($broker, topic => 'ads', count => 30000, seed => 7,
-	args => [ '--rate', 8000 ], background => 1);
+	args => [ '--rate', 8000, '--seq-headers' ], background => 1);
 $node->poll_query_until('postgres', "SELECT coalesce(sum(next_offset), 0) > 5000 FROM adstream.offsets")
   or die;
 
@@ -43,10 +59,10 @@ AdstreamTest::finish_loadgen($run);
 # A write the producer retried across the outage may be stored twice by the
 # mock broker: a valid event is then a duplicate, a bad message a second
 # dead letter (at another offset).
-my $twice = AdstreamTest::written_twice($broker, 'ads', $run->{sent});
-note("the broker stored $twice writes twice") if $twice;
-AdstreamTest::wait_consumed($node, 's', $run->{sent} + $twice);
-AdstreamTest::check_truth($node, [ $run->{truth} ], 'after broker outage', twice => $twice);
+my $copies = AdstreamTest::broker_copies($broker, 'ads', $run->{sent});
+note('the broker stored ' . scalar(@$copies) . ' writes twice') if @$copies;
+AdstreamTest::wait_consumed($node, 's', $run->{sent} + @$copies);
+AdstreamTest::check_truth($node, [ $run->{truth} ], 'after broker outage', copies => $copies);
 ok($node->poll_query_until('postgres', q{SELECT bool_and(worker_state = 'consuming' AND connected
 	AND last_error IS NULL AND lag = 0 AND NOT lag_stale) FROM adstream.source_status}),
 	'source_status after the outage: consuming, the error cleared, lag 0 and current');
