@@ -1952,6 +1952,9 @@ COMMENT ON TABLE adstream.ad_stats_minute IS
 	'Deduplicated impressions and clicks per ad, one-minute UTC event-time window, source and stripe; readers sum over sources and stripes';
 COMMENT ON COLUMN adstream.ad_stats_minute.stripe IS
 	'Which worker of the source counted them (its index; 0 before 0.6): rows of one (ad, minute) differ only by it, and are summed';
+-- Room for HOT updates while concurrent batches keep old row versions: the
+-- partitions created from now on get fillfactor 50 (those there keep 70).
+UPDATE adstream.partitioned_tables SET fillfactor = 50 WHERE name = 'ad_stats_minute';
 
 -- The retention job takes the expiry lock (which stalls every worker until
 -- the batches in flight commit) only when expiry has something to give up.

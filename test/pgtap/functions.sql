@@ -650,8 +650,8 @@ SELECT is(pg_get_expr(relpartbound, oid),
 	'a daily partition covers one UTC day')
   FROM pg_class WHERE oid = 'adstream.ad_stats_minute_p20310102_0000'::regclass;
 
-SELECT is(reloptions, ARRAY['fillfactor=70', 'autovacuum_vacuum_scale_factor=0.01', 'autovacuum_vacuum_threshold=5000',
-	'autovacuum_analyze_scale_factor=0.02'], 'ad_stats_minute partitions: fillfactor 70 (HOT updates), vacuumed at 1% dead')
+SELECT is(reloptions, ARRAY['fillfactor=50', 'autovacuum_vacuum_scale_factor=0.01', 'autovacuum_vacuum_threshold=5000',
+	'autovacuum_analyze_scale_factor=0.02'], 'ad_stats_minute partitions: fillfactor 50 (HOT updates), vacuumed at 1% dead')
   FROM pg_class WHERE oid = 'adstream.ad_stats_minute_p20310101_0000'::regclass;
 SELECT is(reloptions, ARRAY['fillfactor=100', 'autovacuum_vacuum_insert_threshold=-1'],
 	'dedup_log partitions: fillfactor 100, no vacuum for inserts (insert only, dropped whole)')

@@ -447,9 +447,9 @@ SELECT is(pg_get_partkeydef('adstream.dedup_log'::regclass), 'RANGE (hour)',
 	'dedup_log is range-partitioned by hour');
 SELECT results_eq(
 	$$SELECT name, grain, fillfactor FROM adstream.partitioned_tables ORDER BY name$$,
-	$$VALUES ('ad_events'::text, interval '1 hour', 100), ('ad_stats_minute'::text, interval '1 day', 70),
+	$$VALUES ('ad_events'::text, interval '1 hour', 100), ('ad_stats_minute'::text, interval '1 day', 50),
 			 ('dedup_log'::text, interval '1 hour', 100)$$,
-	'partition grains: an hour for ad_events and dedup_log, a day for ad_stats_minute (fillfactor 70)');
+	'partition grains: an hour for ad_events and dedup_log, a day for ad_stats_minute (fillfactor 50)');
 SELECT set_eq(
 	$$SELECT relname::text FROM pg_class WHERE relnamespace = 'adstream'::regnamespace AND relkind = 'p'$$,
 	$$SELECT name FROM adstream.partitioned_tables$$,
