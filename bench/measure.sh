@@ -195,6 +195,11 @@ table_bytes() {   # SCHEMA
 worker_pids() { q "SELECT string_agg(pid::text, ' ') FROM adstream.worker_status() WHERE pid IS NOT NULL"; }
 # events set aside so far (their ids held by another worker's running batch; a fresh cluster per run)
 set_aside_count() { q "SELECT coalesce(sum(n_tup_ins), 0) FROM pg_stat_user_tables WHERE schemaname = 'adstream' AND relname = 'set_aside'"; }
+# rows of the minute aggregates inserted/updated/updated HOT so far (over its partitions)
+minute_rows() {
+  q "SELECT coalesce(sum(n_tup_ins), 0) || '/' || coalesce(sum(n_tup_upd), 0) || '/' || coalesce(sum(n_tup_hot_upd), 0)
+       FROM pg_stat_user_tables WHERE schemaname = 'adstream' AND relname LIKE 'ad\_stats\_minute\_p%'"
+}
 orders_worker_pids() { q "SELECT coalesce(string_agg(w.pid::text, ' '), '') FROM adstream.worker_status() w JOIN adstream.sources s ON s.id = w.source_id WHERE s.kind = 'orders' AND w.pid IS NOT NULL"; }
 publisher_pids() { q "SELECT coalesce(string_agg(pid::text, ' '), '') FROM adstream.publisher_status() WHERE pid IS NOT NULL"; }
 wait_sql() {   # SQL TIMEOUT_S: until SQL returns t
@@ -260,8 +265,14 @@ EOSQL
 }
 
 # ---------------------------------------------------------------- CSV
-echo "id,group,description,workers,ads,dup_ratio,messages,seconds,events_per_s,sustained_per_s,worker_cpu_s,server_cpu_s,client_cpu_s,wal_bytes,table_bytes,worker_hwm_kb,worker_rss_kb,stored_before,drain_s,p50_ms,p99_ms,max_ms,check,lock_pct,waits" >"$CSV"
-row() { local IFS=,; echo "$*" >>"$CSV"; }
+COLUMNS_CSV="id,group,description,workers,ads,dup_ratio,messages,seconds,events_per_s,sustained_per_s,worker_cpu_s,server_cpu_s,client_cpu_s,wal_bytes,table_bytes,worker_hwm_kb,worker_rss_kb,stored_before,drain_s,p50_ms,p99_ms,max_ms,check,lock_pct,waits,set_aside,minute_rows"
+echo "$COLUMNS_CSV" >"$CSV"
+row() {   # the fields of a results.csv line; those not given are empty
+  local IFS=, f=("$@") n
+  n=$(awk -F, '{ print NF }' <<<"$COLUMNS_CSV")
+  while [ ${#f[@]} -lt "$n" ]; do f+=(""); done
+  echo "${f[*]}" >>"$CSV"
+}
 
 # ---------------------------------------------------------------- 1. the ceiling
 want raw && for i in 1 2 3; do
@@ -356,10 +367,10 @@ measure_adstream() {
   samples=$(kv worker_samples "$poll"); locks=$(kv lock_samples "$poll")
   lock_pct=$(awk -v l="${locks:-0}" -v s="${samples:-0}" 'BEGIN { if (s > 0) printf "%.2f", 100 * l / s }')
   waits=$(kv waits "$poll" | tr ',' ';')
-  local aside; aside=$(set_aside_count)
-  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s${pubcpu:+ (publisher $pubcpu s)}${ordcpu:+ (orders worker $ordcpu s)}, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; lock waits ${lock_pct:-?}% of $samples worker samples ($waits); at least $aside events set aside (pg_stat_user_tables); $check"
+  local aside minute; aside=$(set_aside_count); minute=$(minute_rows)
+  log "$id: $sent messages in $secs s: $rate/s overall, ${sust:-n/a}/s sustained (10-90%); worker CPU $wcpu s${pubcpu:+ (publisher $pubcpu s)}${ordcpu:+ (orders worker $ordcpu s)}, server CPU $scpu s, WAL $wal B, tables $bytes B, workers' VmHWM/VmRSS ${mem/ //} kB${drain:+, all published after $drain s}; lock waits ${lock_pct:-?}% of $samples worker samples ($waits); at least $aside events set aside and $minute minute rows inserted/updated/of which HOT (pg_stat_user_tables); $check"
   row "$id" "$group" "$desc" "$workers" "$ads" "$dup" "$sent" "$secs" "$rate" "$sust" "$wcpu" "$scpu" "" \
-    "$wal" "$bytes" "${mem% *}" "${mem#* }" "" "$drain" "" "" "" "$check" "$lock_pct" "$waits"
+    "$wal" "$bytes" "${mem% *}" "${mem#* }" "" "$drain" "" "" "" "$check" "$lock_pct" "$waits" "$aside" "$minute"
   LAST_SUSTAINED=$sust
   LAST_RATE=$rate
   LAST_SECONDS=$secs

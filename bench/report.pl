@@ -290,18 +290,24 @@ if (my $f = $r{fresh})
 $md .= "## Scaling\n\n";
 $md .= "Lock waits: the share of `pg_stat_activity` samples of the consumer workers (every 20 ms, while the committed "
   . "offsets went from 10% to 90%) whose `wait_event_type` was `Lock`; the most frequent states follow (CPU: no wait event).\n\n";
-$md .= "| measurement | workers | ads | duplicates | events/s | / reference | server CPU s/M | WAL bytes/event | Lock waits | most frequent worker states | check |\n";
-$md .= "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n";
+$md .= "Events set aside: an event whose id another worker's batch held uncommitted, written to `adstream.set_aside` and "
+  . "judged again by the next batch (docs/architecture.md). Minute rows: rows of `ad_stats_minute` inserted and updated, "
+  . "and of the updates those that were HOT (no index entry); each worker writes its own rows (its stripe). Both from "
+  . "`pg_stat_user_tables`, at least (a worker reports its counts at most once a second).\n\n";
+$md .= "| measurement | workers | ads | duplicates | events/s | / reference | server CPU s/M | WAL bytes/event | events set aside | minute rows inserted, updated (HOT) | Lock waits | most frequent worker states | check |\n";
+$md .= "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n";
 for my $id (qw(workers_1 e2e workers_4 workers_1_sized workers_4_sized ads_100k dup_0))
 {
 	my $row = $r{$id} or next;
 	(my $waits = $row->{waits} // '') =~ s/;/, /g;
 	my @w = split /, /, $waits;
 	$waits = join(', ', @w[0 .. ($#w < 3 ? $#w : 3)]);
-	$md .= sprintf("| %s | %s | %s | %s%% | %s | %s | %s | %s | %s | %s | %s |\n",
+	my ($ins, $upd, $hot) = split m{/}, $row->{minute_rows} // '';
+	$md .= sprintf("| %s | %s | %s | %s%% | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 		$id eq 'e2e' ? 'reference (adstream end to end)' : $row->{description}, $row->{workers}, fmt_int($row->{ads}),
 		100 * $row->{dup_ratio}, fmt_int(rate($row)), ratio(rate($row), rate($e2e)),
-		fmt('%.1f', per_m($row, 'server_cpu_s')), fmt('%.0f', per_ev($row, 'wal_bytes')),
+		fmt('%.1f', per_m($row, 'server_cpu_s')), fmt('%.0f', per_ev($row, 'wal_bytes')), fmt_int($row->{set_aside}),
+		defined $hot ? sprintf('%s, %s (%s)', fmt_int($ins), fmt_int($upd), fmt_int($hot)) : '–',
 		num($row->{lock_pct}) ? "$row->{lock_pct}%" : (defined $row->{lock_pct} && $row->{lock_pct} ne '' ? "$row->{lock_pct}%" : '–'),
 		$waits || '–', $row->{check});
 }
