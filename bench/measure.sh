@@ -634,7 +634,7 @@ measure_growth() {
   local check
   check=$(check_truth adstream "source = 'ads'" "${truths[@]}")
   log "growth: all rounds against the truth: $check"
-  sed -i "/^grow_/s/,pending,,\$/,$check,,/" "$CSV"
+  sed -i "/^grow_/s/,pending,/,$check,/" "$CSV"
   # the dedup index after the rounds: every id of every round is remembered
   IFS='|' read -r DEDUP_CAPACITY DEDUP_ENTRIES DEDUP_SHM_BYTES <<<"$(q "SELECT capacity, entries, shared_memory_bytes FROM adstream.dedup_index_status()")"
   log "dedup index after the rounds: $DEDUP_ENTRIES ids of capacity $DEDUP_CAPACITY in $DEDUP_SHM_BYTES bytes of shared memory"
