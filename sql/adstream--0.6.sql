@@ -1115,7 +1115,7 @@ COMMENT ON FUNCTION adstream.rename_source(text, text) IS
  * the new row versions, so that the updates are HOT (no index entry) even
  * while concurrent batches keep the old versions from being pruned (at 70,
  * 10% of the updates were not HOT at one worker and 28% at four; at 50,
- * under 2%: docs/performance.md).  A partition is vacuumed once 1% of it is
+ * at most 2.4%: docs/performance.md).  A partition is vacuumed once 1% of it is
  * dead, not the default 20% of a whole day's rows.
  */
 INSERT INTO adstream.partitioned_tables (name, grain, fillfactor, storage_options) VALUES

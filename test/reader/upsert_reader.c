@@ -83,6 +83,7 @@
 #define MAX_JSON_DEPTH	512
 #define POLL_MS			200
 #define MAX_PROPS		64
+#define SEQ_HEADER		"adstream-seq"	/* adstream-loadgen --seq-headers */
 
 static const char *progname = "adstream-upsert-reader";
 
@@ -722,7 +723,7 @@ usage(FILE *out)
 			"to stderr; partitions whose oldest records are gone are named there as\n"
 			"\"trimmed\".  --watermarks prints \"PARTITION LOW HIGH\" per partition and\n"
 			"reads nothing.  --copies prints \"PARTITION OFFSET\" per message whose\n"
-			"\"adstream-seq\" header an earlier message had (a write the broker stored\n"
+			"\"" SEQ_HEADER "\" header an earlier message had (a write the broker stored\n"
 			"twice).  -X passes a librdkafka property (e.g. security settings).\n"
 			"\n"
 			"Exit status: 0 ok; 1 usage, Kafka error or timeout (default 30 s);\n"
@@ -1044,7 +1045,7 @@ main(int argc, char **argv)
 			bool		is_new;
 
 			if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-				rd_kafka_header_get_last(hdrs, "adstream-seq", &seq, &seq_len) == RD_KAFKA_RESP_ERR_NO_ERROR)
+				rd_kafka_header_get_last(hdrs, SEQ_HEADER, &seq, &seq_len) == RD_KAFKA_RESP_ERR_NO_ERROR)
 			{
 				table_entry(seq, seq_len, &is_new);
 				if (!is_new)
