@@ -267,10 +267,10 @@ EOSQL
 # ---------------------------------------------------------------- CSV
 COLUMNS_CSV="id,group,description,workers,ads,dup_ratio,messages,seconds,events_per_s,sustained_per_s,worker_cpu_s,server_cpu_s,client_cpu_s,wal_bytes,table_bytes,worker_hwm_kb,worker_rss_kb,stored_before,drain_s,p50_ms,p99_ms,max_ms,check,lock_pct,waits,set_aside,minute_rows"
 echo "$COLUMNS_CSV" >"$CSV"
+NCOLUMNS=$(awk -F, '{ print NF }' <<<"$COLUMNS_CSV")
 row() {   # the fields of a results.csv line; those not given are empty
-  local IFS=, f=("$@") n
-  n=$(awk -F, '{ print NF }' <<<"$COLUMNS_CSV")
-  while [ ${#f[@]} -lt "$n" ]; do f+=(""); done
+  local IFS=, f=("$@")
+  while [ ${#f[@]} -lt "$NCOLUMNS" ]; do f+=(""); done
   echo "${f[*]}" >>"$CSV"
 }
 
