@@ -33,6 +33,9 @@ run_unprivileged "$COPY" env PG_CONFIG="$PG_CONFIG" BENCH_QUICK="$BENCH_QUICK" \
   BENCH_COMMAND="${BENCH_COMMAND:-make bench}" bench/measure.sh
 # Dedup memory (issue #12 item 3): ids remembered, bytes per id, rate (docs/performance.md)
 PG_CONFIG="$PG_CONFIG" DEDUP_SIZING=1 BENCH_QUICK="$BENCH_QUICK" bench/dedup_capacity.sh
+# What an order costs the orders worker, piece by piece (issue #12 item 4)
+if [ "$BENCH_QUICK" = 1 ]; then oc_n=30000; oc_repeat=1; else oc_n=300000; oc_repeat=3; fi
+PG_CONFIG="$PG_CONFIG" ORDER_COSTS_N=$oc_n ORDER_COSTS_REPEAT=$oc_repeat bench/order_costs.sh
 
 if [ "$(id -u)" -eq 0 ]; then
   # bring the results home from the unprivileged copy
