@@ -17,7 +17,7 @@
 # sets), the others of random users and stores at random times within those
 # minutes, in batches of 1,000 as the orders worker stores them.  Each step runs in a backend of its own after a checkpoint, and
 # reports that backend's CPU time per order (the median of the
-# repetitions):
+# repetitions) and how many of its orders found a click:
 #   row_alone             a plain insert of the order as a row (the floor)
 #   stored_waiting        _store_orders with the watermark behind every order
 #   pass                  attribute_orders() passes of 5,000 judging them
@@ -25,8 +25,8 @@
 #   judged_at_once_sink   the same while a sink exists (the outbox rows)
 #   lookup                the attribution lookup alone (_last_touch)
 #   lookup_one_partition  the same lookups in the partition holding the clicks
-# Results: bench/results/order_costs.csv (label, step, orders, cpu_s,
-# wall_s, us_per_order) and on stderr.
+# Results: bench/results/order_costs.csv (label, step, orders, credited,
+# cpu_s, wall_s, us_per_order) and on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,19 +115,16 @@ behind() { q "SELECT set_watermark($base - interval '1 hour')" >/dev/null; }
 past() { q "SELECT set_watermark($base + interval '1 hour')" >/dev/null; }
 step() {   # the session's settings as the orders worker has them (_store_orders sets its own)
   "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$TMP" -p "$PORT" -d order_costs \
-    -c "SET timezone = 'UTC'" -c "SET jit = off" -c "CALL bench_step('$1', NULL, NULL, NULL)" | tr '|' ' '
+    -c "SET timezone = 'UTC'" -c "SET jit = off" -c "CALL bench_step('$1', NULL, NULL, NULL, NULL)" | tr '|' ' '
 }
 
-echo "label,step,orders,cpu_s,wall_s,us_per_order" >"$CSV"
+echo "label,step,orders,credited,cpu_s,wall_s,us_per_order" >"$CSV"
 declare -A RES
 for rep in $(seq 1 "$REPEAT"); do
   reset; behind; RES[row_alone]+="$(step row_alone);"
   reset; behind; RES[stored_waiting]+="$(step stored_waiting);"
   past; RES[pass]+="$(step pass);"
   reset; past; RES[judged_at_once]+="$(step judged_at_once);"
-  [ "$rep" = 1 ] && log "judged: $(q "SELECT count(*) FILTER (WHERE status = 'attributed') || ' credited, '
-                                            || count(*) FILTER (WHERE status = 'unattributed') || ' not'
-                                       FROM adstream.orders")"
   q "SELECT adstream.create_sink('oc_sink', 'localhost:1')" >/dev/null
   reset; past; RES[judged_at_once_sink]+="$(step judged_at_once_sink);"
   q "SELECT adstream.drop_sink('oc_sink')" >/dev/null
@@ -141,7 +138,7 @@ for s in row_alone stored_waiting pass judged_at_once judged_at_once_sink lookup
   tr ';' '\n' <<<"${RES[$s]}" | grep . | sort -k1,1g | awk -v l="$LABEL" -v s="$s" '
     { line[NR] = $0 }
     END { split(line[int((NR + 1) / 2)], f, " ")
-          printf "%s,%s,%d,%.2f,%.2f,%.2f\n", l, s, f[3], f[1], f[2], (f[3] > 0) ? 1e6 * f[1] / f[3] : 0 }' >>"$CSV"
+          printf "%s,%s,%d,%d,%.2f,%.2f,%.2f\n", l, s, f[3], f[4], f[1], f[2], (f[3] > 0) ? 1e6 * f[1] / f[3] : 0 }' >>"$CSV"
 done
 log "orders: $N; repetitions: $REPEAT; results in $CSV"
 column -s, -t "$CSV" >&2

@@ -2,8 +2,8 @@
 -- orders worker's backend, piece by piece.  Loaded once into a scratch
 -- database without workers; each step is CALL bench_step(name) in a backend
 -- of its own, committing after every batch or pass as the worker does, and
--- returns that backend's CPU time (/proc, 10 ms ticks) and wall time, and
--- how many orders it handled.
+-- returns that backend's CPU time (/proc, 10 ms ticks) and wall time, how
+-- many orders it handled, and how many of them found a click.
 
 -- The backend's own CPU seconds (user + system).
 CREATE FUNCTION cpu_s() RETURNS float8 LANGUAGE sql AS $$
@@ -21,13 +21,15 @@ $$;
 CREATE TABLE order_batches (b integer PRIMARY KEY, ids uuid[], users bigint[], stores bigint[],
 	amounts text[], currencies text[], ts timestamptz[], parts integer[]);
 
-CREATE PROCEDURE bench_step(p_step text, OUT cpu_s float8, OUT wall_s float8, OUT orders bigint)
+CREATE PROCEDURE bench_step(p_step text, OUT cpu_s float8, OUT wall_s float8, OUT orders bigint,
+	OUT credited bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
 	r		record;
 	c0		float8 := cpu_s();
 	t0		timestamptz := clock_timestamp();
 	n		bigint := 0;
+	m		bigint;
 	k		integer;
 BEGIN
 	IF p_step IN ('row_alone', 'stored_waiting', 'judged_at_once', 'judged_at_once_sink') THEN
@@ -58,7 +60,7 @@ BEGIN
 			COMMIT;
 		END LOOP;
 	ELSIF p_step = 'lookup' THEN
-		SELECT count(*) INTO n
+		SELECT count(*), count(t.event_id) INTO n, m
 		  FROM order_batches b, unnest(b.users, b.stores, b.ts) u(user_id, store_id, ts)
 		 CROSS JOIN LATERAL adstream._last_touch(u.user_id, u.store_id, u.ts,
 												 current_setting('adstream.attribution_window')::interval,
@@ -66,7 +68,7 @@ BEGIN
 	ELSIF p_step = 'lookup_one_partition' THEN
 		-- the same lookups in the one partition that holds the clicks
 		EXECUTE format(
-			'SELECT count(*) FROM order_batches b, unnest(b.users, b.stores, b.ts) u(user_id, store_id, ts)
+			'SELECT count(*), count(c.event_id) FROM order_batches b, unnest(b.users, b.stores, b.ts) u(user_id, store_id, ts)
 			  LEFT JOIN LATERAL (SELECT e.event_id FROM %s e
 								  WHERE e.user_id = u.user_id AND e.store_id = u.store_id AND e.type = ''click''
 									AND e.ts <= u.ts AND e.ts > u.ts - %L::interval
@@ -75,12 +77,13 @@ BEGIN
 			  WHERE i.inhparent = 'adstream.ad_events'::regclass
 			  ORDER BY pg_relation_size(i.inhrelid) DESC LIMIT 1),
 			current_setting('adstream.attribution_window'))
-		INTO n;
+		INTO n, m;
 	ELSE
 		RAISE EXCEPTION 'no step %', p_step;
 	END IF;
 	cpu_s := cpu_s() - c0;
 	wall_s := extract(epoch FROM clock_timestamp() - t0);
 	orders := n;
+	credited := coalesce(m, (SELECT count(*) FROM adstream.attributed_orders));
 END
 $$;
