@@ -25,6 +25,8 @@
 #   judged_at_once_sink   the same while a sink exists (the outbox rows)
 #   lookup                the attribution lookup alone (_last_touch)
 #   lookup_one_partition  the same lookups in the partition holding the clicks
+#   lookup_24h            the lookups with the clicks spread over the 24 hours
+#                         before the orders, in 24 partitions
 # Results: bench/results/order_costs.csv (label, step, orders, credited,
 # cpu_s, wall_s, us_per_order) and on stderr.
 set -euo pipefail
@@ -133,8 +135,23 @@ for rep in $(seq 1 "$REPEAT"); do
   log "repetition $rep of $REPEAT done"
 done
 
+# The same clicks spread over the 24 hours before the orders (the default
+# attribution_window), one partition an hour, as a stream running for a day
+# keeps them: a lookup probes the partitions newest first until a click
+# matches, all of them for an order without one.
+q "SET client_min_messages = error;
+   TRUNCATE adstream.ad_events;
+   SELECT adstream.ensure_partitions('ad_events', ARRAY(SELECT generate_series($base - interval '25 hours', now(), '1 hour'))) IS NULL;
+   INSERT INTO adstream.ad_events (source_id, event_id, type, ad_id, campaign_id, user_id, store_id, ts)
+   SELECT (SELECT id FROM adstream.sources WHERE name = 'oc_clicks'), gen_random_uuid(), 'click',
+          1 + (random() * 999)::bigint, 1 + (random() * 99)::bigint, user_id, store_id,
+          $base + interval '30 minutes' - interval '24 hours' + n * (interval '24 hours' / $N)
+     FROM clicks ORDER BY n" >/dev/null
+q "VACUUM ANALYZE adstream.ad_events"
+for rep in $(seq 1 "$REPEAT"); do RES[lookup_24h]+="$(step lookup);"; done
+
 # the median repetition of each step (by CPU)
-for s in row_alone stored_waiting pass judged_at_once judged_at_once_sink lookup lookup_one_partition; do
+for s in row_alone stored_waiting pass judged_at_once judged_at_once_sink lookup lookup_one_partition lookup_24h; do
   tr ';' '\n' <<<"${RES[$s]}" | grep . | sort -k1,1g | awk -v l="$LABEL" -v s="$s" '
     { line[NR] = $0 }
     END { split(line[int((NR + 1) / 2)], f, " ")
