@@ -11,8 +11,8 @@ CREATE FUNCTION cpu_s() RETURNS float8 LANGUAGE sql AS $$
 	  FROM (SELECT split_part(pg_read_file('/proc/self/stat'), ') ', 2) AS s) x
 $$;
 
--- Clicks: one ad-events source whose watermark the steps set (offsets'
--- max_event_ts), and its clicks over the 20 minutes before it.
+-- The ad-events watermark, which the steps set behind or past every order:
+-- the max_event_ts of the clicks source's one offsets row.
 CREATE FUNCTION set_watermark(p_ts timestamptz) RETURNS void LANGUAGE sql AS $$
 	UPDATE adstream.offsets SET max_event_ts = p_ts WHERE source = 'oc_clicks'
 $$;
