@@ -11,6 +11,7 @@ PACKAGES=(
   libipc-run-perl libtest-simple-perl kcat
   clang libclang-rt-14-dev
   gnuplot-nox
+  gdb                # test/t/166: blocks a worker in a call that does not watch for the postmaster
 )
 
 missing=()

@@ -5,7 +5,11 @@
  */
 #include "worker.h"
 
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -16,6 +20,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
@@ -112,6 +117,70 @@ keep_freed_memory(void)
 }
 
 /*
+ * A worker must not outlive its postmaster: while one of the old server's
+ * processes stays attached to its shared memory, no new server can start
+ * ("pre-existing shared memory block is still in use").  Every wait of the
+ * worker's own watches for the postmaster's death, but a call that blocks
+ * without watching (a librdkafka call, a wait inside PostgreSQL that does
+ * not check, whatever the next one is: the soak found two) would keep it
+ * alive.  So a thread of its own waits for the postmaster's end of the
+ * "postmaster alive" pipe to close, gives the worker's normal exit
+ * PM_DEATH_GRACE_S to happen, then ends the process.  The server is gone:
+ * what the worker was doing is recovered from the WAL by the next start,
+ * as after kill -9.  The thread touches no PostgreSQL state (no elog: a
+ * plain write to stderr, which is the server log) and takes no signals.
+ */
+#define PM_DEATH_GRACE_S 5
+
+static void *
+pm_death_watchdog(void *arg)
+{
+	struct pollfd pfd = {.fd = postmaster_alive_fds[POSTMASTER_FD_WATCH],.events = POLLIN};
+	static const char msg[] =
+		"adstream: the postmaster died and this worker had not exited "
+		CppAsString2(PM_DEATH_GRACE_S) " s later: exiting now\n";
+
+	/* Nothing is ever written to the pipe: it turns readable at EOF. */
+	while (poll(&pfd, 1, -1) < 0)
+	{
+		if (errno != EINTR)
+			return NULL;
+	}
+	sleep(PM_DEATH_GRACE_S);
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+	{
+		/* nothing to do: the process ends anyway */
+	}
+	_exit(1);
+	return NULL;
+}
+
+static void
+start_pm_death_watchdog(void)
+{
+	pthread_t	thread;
+	pthread_attr_t attr;
+	sigset_t	all,
+				old;
+	int			rc;
+
+	/* The thread inherits this mask: every signal stays the main thread's. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	rc = pthread_create(&thread, &attr, pm_death_watchdog, NULL);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("adstream: could not start the worker's postmaster watchdog thread: %s", strerror(rc)),
+				 errhint("The launcher restarts the worker; check the server's limits on threads.")));
+}
+
+/*
  * DROP EXTENSION wakes the launcher, which stops the workers with a LOG line
  * (adstream.c); a worker that begins a transaction before its stop request
  * arrives would find its tables gone and fail with an ERROR.  It stops with
@@ -140,6 +209,7 @@ ads_worker_start(AdsWorkerArgs *args)
 	pqsignal(SIGTERM, worker_sigterm);
 	pqsignal(SIGUSR2, die);		/* the launcher's forced stop */
 	BackgroundWorkerUnblockSignals();
+	start_pm_death_watchdog();
 	BackgroundWorkerInitializeConnection(adstream_database, NULL, 0);
 	ads_begin_tx_hook = exit_if_extension_dropped;
 
