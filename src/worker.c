@@ -132,13 +132,12 @@ keep_freed_memory(void)
  */
 #define PM_DEATH_GRACE_S 5
 
+static char pm_death_msg[BGW_MAXLEN + 128];	/* written before the thread starts */
+
 static void *
 pm_death_watchdog(void *arg)
 {
 	struct pollfd pfd = {.fd = postmaster_alive_fds[POSTMASTER_FD_WATCH],.events = POLLIN};
-	static const char msg[] =
-		"adstream: the postmaster died and this worker had not exited "
-		CppAsString2(PM_DEATH_GRACE_S) " s later: exiting now\n";
 
 	/* Nothing is ever written to the pipe: it turns readable at EOF. */
 	while (poll(&pfd, 1, -1) < 0)
@@ -147,7 +146,7 @@ pm_death_watchdog(void *arg)
 			return NULL;
 	}
 	sleep(PM_DEATH_GRACE_S);
-	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+	if (write(STDERR_FILENO, pm_death_msg, strlen(pm_death_msg)) < 0)
 	{
 		/* nothing to do: the process ends anyway */
 	}
@@ -163,6 +162,12 @@ start_pm_death_watchdog(void)
 	sigset_t	all,
 				old;
 	int			rc;
+
+	/* Which process, for the log: the line has no prefix of PostgreSQL's. */
+	snprintf(pm_death_msg, sizeof(pm_death_msg),
+			 "adstream: the postmaster died and this worker (pid %d, %s) had not exited "
+			 CppAsString2(PM_DEATH_GRACE_S) " s later: exiting now\n",
+			 MyProcPid, MyBgworkerEntry->bgw_name);
 
 	/* The thread inherits this mask: every signal stays the main thread's. */
 	sigfillset(&all);

@@ -54,7 +54,8 @@ if (kill 0, $pid)
 $gdb->finish;
 note "gdb: $out$err";
 close $held;
-like(slurp_log($node), qr/the postmaster died and this worker had not exited 5 s later/, 'and said so in the log');
+like(slurp_log($node), qr/the postmaster died and this worker \(pid $pid, [^)]+\) had not exited 5 s later/,
+	'and said so in the log, naming it');
 AdstreamSoak::start_node($node);
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'the server starts again');
 $node->stop;
